@@ -1,0 +1,244 @@
+//! SHA-256 checksums, the identity of every Seamless buffer.
+//!
+//! Owns the `Checksum` value type, its text form (64 lower-case hex digits), the exact parsing
+//! rules of seamless-core's `Checksum(str)` (Python `bytes.fromhex`: upper case accepted, ASCII
+//! whitespace allowed between byte pairs), and the `.CHECKSUM` sidecar format (spec §1.1–1.2).
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+/// Size of the read blocks used when hashing a stream (larger than Python's 64 KiB: fewer syscalls).
+const STREAM_BLOCK: usize = 1 << 20;
+
+/// A SHA-256 checksum: 32 raw bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Checksum([u8; 32]);
+
+/// Why a text or file could not be read as a checksum. The messages are seamless-core's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChecksumError {
+    #[error("non-hexadecimal number found in fromhex() arg at position {0}")]
+    NonHex(usize),
+    #[error("Incorrect length: {0}, must be 32")]
+    Length(usize),
+    #[error("File does not contain a SHA-256 checksum")]
+    NotAChecksumFile,
+}
+
+impl Checksum {
+    /// Checksum of a byte buffer.
+    pub fn of(data: &[u8]) -> Self {
+        Checksum(Sha256::digest(data).into())
+    }
+
+    /// Checksum of everything a reader yields, streamed in 1 MiB blocks.
+    pub fn of_reader(mut reader: impl Read) -> std::io::Result<Self> {
+        let mut hasher = Hasher::new();
+        let mut block = vec![0u8; STREAM_BLOCK];
+        loop {
+            match reader.read(&mut block) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&block[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Wrap 32 raw bytes.
+    pub fn from_bytes(raw: [u8; 32]) -> Self {
+        Checksum(raw)
+    }
+
+    /// Raw bytes, as stored by `Checksum`.
+    pub fn from_slice(raw: &[u8]) -> Result<Self, ChecksumError> {
+        let arr: [u8; 32] = raw.try_into().map_err(|_| ChecksumError::Length(raw.len()))?;
+        Ok(Checksum(arr))
+    }
+
+    /// Parse with Python `bytes.fromhex` rules, then require exactly 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, ChecksumError> {
+        let raw = python_fromhex(text)?;
+        Self::from_slice(&raw)
+    }
+
+    /// Strict form used for file names and URLs: exactly 64 hex digits, either case.
+    pub fn parse_strict(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(text, &mut raw).ok()?;
+        Some(Checksum(raw))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// 64 lower-case hex digits.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// True for the checksums of `b""`, `{}`, `{}\n`, `[]`, `[]\n` (seamless-core's TRIVIAL_CHECKSUMS).
+    pub fn is_trivial(&self) -> bool {
+        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"].iter().any(|b| Checksum::of(b) == *self)
+    }
+
+    /// Write `hex + "\n"` (65 bytes) to `path`, adding `.CHECKSUM` unless the name already ends in it.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(sidecar_path(path), format!("{}\n", self.hex()))
+    }
+
+    /// Read a `.CHECKSUM` sidecar (the suffix is added as in `save`).
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let raw = std::fs::read(sidecar_path(path))?;
+        Ok(Self::from_sidecar(&raw)?)
+    }
+
+    /// Parse the contents of a `.CHECKSUM` file: the first 100 characters, trailing whitespace
+    /// stripped, must be exactly 64 hex digits.
+    pub fn from_sidecar(raw: &[u8]) -> Result<Self, ChecksumError> {
+        let text = String::from_utf8_lossy(raw);
+        let head: String = text.chars().take(100).collect();
+        let trimmed = head.trim_end_matches(is_python_whitespace);
+        Self::parse_strict(trimmed).ok_or(ChecksumError::NotAChecksumFile)
+    }
+}
+
+/// Failure of `Checksum::load`.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Invalid(#[from] ChecksumError),
+}
+
+/// `path` with `.CHECKSUM` appended unless its name already ends in `.CHECKSUM`.
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    let name = path.as_os_str().to_string_lossy();
+    if name.ends_with(".CHECKSUM") {
+        path.to_path_buf()
+    } else {
+        PathBuf::from(format!("{name}.CHECKSUM"))
+    }
+}
+
+/// Python `str.isspace` for the characters `rstrip()` removes that matter here.
+fn is_python_whitespace(c: char) -> bool {
+    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+}
+
+/// Python `bytes.fromhex`: pairs of hex digits, ASCII whitespace allowed before each pair.
+fn python_fromhex(text: &str) -> Result<Vec<u8>, ChecksumError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::with_capacity(chars.len() / 2);
+    let mut i = 0;
+    while i < chars.len() {
+        if matches!(chars[i], ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c') {
+            i += 1;
+            continue;
+        }
+        let hi = chars[i].to_digit(16).ok_or(ChecksumError::NonHex(i))?;
+        let lo = chars
+            .get(i + 1)
+            .and_then(|c| c.to_digit(16))
+            .ok_or(ChecksumError::NonHex(i + 1))?;
+        out.push((hi * 16 + lo) as u8);
+        i += 2;
+    }
+    Ok(out)
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Checksum({})", self.hex())
+    }
+}
+
+impl FromStr for Checksum {
+    type Err = ChecksumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Checksum::parse(s)
+    }
+}
+
+/// Incremental SHA-256, for data that arrives in pieces (streams, FUSE writes).
+#[derive(Clone, Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn new() -> Self {
+        Hasher(Sha256::new())
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    pub fn finish(self) -> Checksum {
+        Checksum(self.0.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn known_checksums() {
+        assert_eq!(Checksum::of(b"").hex(), EMPTY);
+        assert_eq!(
+            Checksum::of(b"hello\n").hex(),
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+        assert!(Checksum::of(b"[]\n").is_trivial());
+        assert!(!Checksum::of(b"hello\n").is_trivial());
+    }
+
+    #[test]
+    fn parse_follows_fromhex() {
+        let upper = EMPTY.to_uppercase();
+        assert_eq!(Checksum::parse(&upper).unwrap().hex(), EMPTY);
+        let spaced: String = EMPTY
+            .as_bytes()
+            .chunks(2)
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(Checksum::parse(&spaced).unwrap().hex(), EMPTY);
+        assert_eq!(Checksum::parse("abcd"), Err(ChecksumError::Length(2)));
+        assert_eq!(Checksum::parse("zz"), Err(ChecksumError::NonHex(0)));
+        assert_eq!(Checksum::parse("a"), Err(ChecksumError::NonHex(1)));
+    }
+
+    #[test]
+    fn sidecar_rules() {
+        let ok = format!("{EMPTY}\n\n  ");
+        assert_eq!(Checksum::from_sidecar(ok.as_bytes()).unwrap().hex(), EMPTY);
+        let leading = format!(" {EMPTY}");
+        assert!(Checksum::from_sidecar(leading.as_bytes()).is_err());
+        assert!(Checksum::from_sidecar(b"abc").is_err());
+        assert_eq!(sidecar_path(Path::new("a.txt")), PathBuf::from("a.txt.CHECKSUM"));
+        assert_eq!(sidecar_path(Path::new("a.CHECKSUM")), PathBuf::from("a.CHECKSUM"));
+    }
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        assert_eq!(Checksum::of_reader(&data[..]).unwrap(), Checksum::of(&data));
+    }
+}

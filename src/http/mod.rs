@@ -1,0 +1,1 @@
+//! The seamless-database JSON-over-HTTP protocol, served with axum.

@@ -1,0 +1,22 @@
+//! seamfs: a FUSE content-addressed filesystem, byte- and wire-compatible with the Seamless data
+//! layer (seamless-core, seamless-database, seamless-remote).
+//!
+//! Data flows from `checksum`/`buffer`/`value` (the data model) through `celltype` (codecs and
+//! conversions) into the storage tiers (`cache` in RAM over `store` on disk), with metadata in
+//! `db` served over `http`, and the mount (`fs`) on top. `cli` wires them into one binary.
+//! See `docs/architecture.md`.
+
+pub mod buffer;
+pub mod cache;
+pub mod celltype;
+pub mod checksum;
+pub mod cli;
+pub mod db;
+pub mod fs;
+pub mod http;
+pub mod store;
+pub mod value;
+
+pub use buffer::Buffer;
+pub use celltype::CellType;
+pub use checksum::Checksum;
