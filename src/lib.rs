@@ -7,10 +7,12 @@
 //! See `docs/architecture.md`.
 
 pub mod buffer;
+pub mod buffer_info;
 pub mod cache;
 pub mod celltype;
 pub mod checksum;
 pub mod cli;
+pub mod compat;
 pub mod db;
 pub mod fs;
 pub mod http;

@@ -9,6 +9,11 @@ use std::str::FromStr;
 
 use crate::value::Value;
 
+pub mod convert;
+pub mod ipython;
+pub mod python;
+pub mod yaml;
+
 /// A Seamless cell type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CellType {
