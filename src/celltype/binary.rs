@@ -1,0 +1,12 @@
+//! The `binary` cell type (spec §2.7).
+
+use super::{CellError, PyErrorKind};
+use crate::value::Value;
+
+pub fn serialize(_value: &Value) -> Result<Vec<u8>, CellError> {
+    Err(CellError::new(PyErrorKind::TypeError, "binary serialization is being built"))
+}
+
+pub fn deserialize(_buf: &[u8]) -> Result<Value, CellError> {
+    Err(CellError::new(PyErrorKind::TypeError, "binary parsing is being built"))
+}
