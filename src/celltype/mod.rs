@@ -16,6 +16,7 @@ pub mod json_orjson;
 pub mod json_parse;
 pub mod json_python;
 pub mod mixed;
+pub mod npy;
 pub mod pyrepr;
 pub mod python;
 pub mod scalar;
