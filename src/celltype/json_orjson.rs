@@ -8,7 +8,7 @@
 use num_bigint::BigInt;
 
 use super::pyrepr::orjson_float;
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{Key, Value};
 
 /// Containers nested deeper than this make orjson raise "Recursion limit reached".
@@ -30,6 +30,10 @@ fn not_serializable(name: &str) -> CellError {
 }
 
 fn write_value(value: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), CellError> {
+    with_stack(|| write_value_inner(value, depth, out))
+}
+
+fn write_value_inner(value: &Value, depth: usize, out: &mut Vec<u8>) -> Result<(), CellError> {
     match value {
         Value::None => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),

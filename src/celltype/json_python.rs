@@ -6,7 +6,7 @@
 //! and key sorting rules. No JSON crate writes this dialect.
 
 use super::pyrepr::{PY_RECURSION_LIMIT, float_repr, sorted_keys};
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{Key, Value};
 
 /// The two `json.dumps` settings seamless-core uses.
@@ -63,6 +63,10 @@ fn key_text(k: &Key) -> Result<String, CellError> {
 
 impl Writer {
     fn value(&self, v: &Value, depth: usize, out: &mut String) -> Result<(), CellError> {
+        with_stack(|| self.value_inner(v, depth, out))
+    }
+
+    fn value_inner(&self, v: &Value, depth: usize, out: &mut String) -> Result<(), CellError> {
         match v {
             Value::None => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -217,5 +221,17 @@ mod tests {
         d.insert(Key::Int(10.into()), Value::int(1));
         d.insert(Key::Int(9.into()), Value::int(2));
         assert_eq!(write(&Value::Dict(d), Style::IndentedSorted).unwrap(), "{\n  \"9\": 2,\n  \"10\": 1\n}");
+    }
+
+    #[test]
+    fn deep_nesting_is_a_recursion_error() {
+        let mut v = Value::List(vec![Value::int(1)]);
+        for _ in 0..PY_RECURSION_LIMIT - 1 {
+            v = Value::List(vec![v]);
+        }
+        assert!(write(&v, Style::IndentedSorted).is_ok());
+        let v = Value::List(vec![v]);
+        assert_eq!(write(&v, Style::Compact).unwrap_err().kind, PyErrorKind::RecursionError);
+        assert_eq!(super::super::pyrepr::py_repr(&v, 0).unwrap_err().kind, PyErrorKind::RecursionError);
     }
 }

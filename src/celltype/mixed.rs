@@ -9,7 +9,7 @@ use super::json_python::{self, Style};
 use super::npy::{self, aligned_dtype, is_native};
 use super::pyrepr::{PY_RECURSION_LIMIT, sorted_keys};
 use super::text::decode_utf8;
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, StructDType, Value};
 
 pub const MIXED_MAGIC: &[u8] = b"\x94SEAMLESS-MIXED";
@@ -62,6 +62,10 @@ pub fn get_form(v: &Value) -> Result<(Storage, Value), CellError> {
 }
 
 fn form_at(v: &Value, depth: usize) -> Result<(Storage, Value), CellError> {
+    with_stack(|| form_at_inner(v, depth))
+}
+
+fn form_at_inner(v: &Value, depth: usize) -> Result<(Storage, Value), CellError> {
     if depth > PY_RECURSION_LIMIT {
         return Err(CellError::new(PyErrorKind::RecursionError, "maximum recursion depth exceeded in get_form"));
     }
@@ -309,13 +313,13 @@ fn nest(shape: &[usize], flat: &mut impl Iterator<Item = Value>) -> Value {
 
 /// Whether a value holds binary leaves (its storage is not pure-plain).
 fn has_binary(v: &Value) -> bool {
-    match v {
+    with_stack(|| match v {
         Value::Bytes(_) | Value::Array(_) => true,
         Value::Scalar(a) => matches!(a.dtype, DType::Struct(_)),
         Value::Dict(d) => d.values().any(has_binary),
         Value::List(l) | Value::Tuple(l) => l.iter().any(has_binary),
         _ => false,
-    }
+    })
 }
 
 /// The element bytes of a binary leaf in C order (`arr.reshape(-1)`).
@@ -329,6 +333,10 @@ fn leaf_bytes(v: &Value) -> Bytes {
 
 /// Copy every binary leaf into `area` depth-first, dict keys in sorted order; record the ends.
 fn collect_binary(v: &Value, offsets: &mut Vec<i64>, area: &mut Vec<u8>) -> Result<(), CellError> {
+    with_stack(|| collect_binary_inner(v, offsets, area))
+}
+
+fn collect_binary_inner(v: &Value, offsets: &mut Vec<i64>, area: &mut Vec<u8>) -> Result<(), CellError> {
     match v {
         Value::Dict(d) => {
             for k in sorted_keys(d.keys())? {
@@ -359,12 +367,12 @@ fn collect_child(child: &Value, offsets: &mut Vec<i64>, area: &mut Vec<u8>) -> R
 
 /// The value with binary leaves replaced by `0` and tuples turned into lists (the `data` part).
 fn placeholders(v: &Value) -> Value {
-    match v {
+    with_stack(|| match v {
         Value::Dict(d) => Value::Dict(d.iter().map(|(k, x)| (k.clone(), placeholders(x))).collect()),
         Value::List(l) | Value::Tuple(l) => Value::List(l.iter().map(placeholders).collect()),
         _ if has_binary(v) => Value::int(0),
         _ => v.clone(),
-    }
+    })
 }
 
 /// The `\x94SEAMLESS-MIXED` container (spec §2.8.1).
@@ -514,6 +522,10 @@ fn bad_form(what: &str) -> CellError {
 
 impl Rebuild<'_> {
     fn node(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
+        with_stack(|| self.node_inner(form, data, depth))
+    }
+
+    fn node_inner(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
         if depth > PY_RECURSION_LIMIT {
             return Err(bad_form("nested too deep"));
         }

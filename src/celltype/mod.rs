@@ -161,6 +161,13 @@ impl fmt::Display for CellError {
 
 impl std::error::Error for CellError {}
 
+/// Run one step of a recursive walk over a value with enough stack. Values may nest up to the
+/// nesting limits (254 for orjson, 1000 for Python), which in debug builds is more than a 2 MB
+/// thread stack holds; the stack is grown on the heap when it runs low.
+pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(64 * 1024, 1024 * 1024, f)
+}
+
 /// Serialize a value as `celltype` (seamless-core `serialize_sync`).
 pub fn serialize(value: &Value, celltype: CellType) -> Result<Vec<u8>, CellError> {
     match celltype {

@@ -8,10 +8,11 @@ use std::cmp::Ordering;
 
 use num_bigint::BigInt;
 
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{ByteOrder, DType, Key, NdArray, Value};
 
-/// Python's recursion limit, which bounds `repr` and `json.dumps` of nested containers.
+/// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
+/// default recursion limit.
 pub const PY_RECURSION_LIMIT: usize = 1000;
 
 /// The shortest round-trip decimal digits of a finite non-zero `x` (as Python `repr` and orjson
@@ -243,7 +244,11 @@ fn too_deep() -> CellError {
 
 /// Python `repr(value)`; `depth` counts enclosing containers.
 pub fn py_repr(v: &Value, depth: usize) -> Result<String, CellError> {
-    if depth > PY_RECURSION_LIMIT {
+    with_stack(|| py_repr_inner(v, depth))
+}
+
+fn py_repr_inner(v: &Value, depth: usize) -> Result<String, CellError> {
+    if depth >= PY_RECURSION_LIMIT {
         return Err(too_deep());
     }
     let items = |items: &[Value]| -> Result<Vec<String>, CellError> {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use num_bigint::BigInt;
 use serde_json::{Map, Number, Value as Json, json};
 
-use crate::celltype::{self, CellError, CellType};
+use crate::celltype::{self, CellError, CellType, with_stack};
 use crate::checksum::Checksum;
 use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, StructDType, Value};
 
@@ -245,7 +245,7 @@ fn show(b: &[u8]) -> String {
 /// Value equality as the vectors mean it: floats by bit pattern (NaN equals NaN, -0.0 is not
 /// 0.0), dicts in order, arrays by dtype, shape, layout and bytes.
 pub fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
+    with_stack(|| match (a, b) {
         (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
         (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
@@ -254,7 +254,7 @@ pub fn same(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
         }
         _ => a == b,
-    }
+    })
 }
 
 fn num(text: &str) -> Json {
@@ -499,7 +499,7 @@ fn encode_ndarray(a: &NdArray) -> Json {
 
 /// Encode a value in the vectors' tagged JSON (the inverse of `decode_value`).
 pub fn encode_value(v: &Value) -> Json {
-    match v {
+    with_stack(|| match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) if i64::try_from(i).is_ok() || u64::try_from(i).is_ok() => num(&i.to_string()),
@@ -519,7 +519,7 @@ pub fn encode_value(v: &Value) -> Json {
             json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
         ),
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
-    }
+    })
 }
 
 #[cfg(test)]
