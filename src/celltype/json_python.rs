@@ -30,7 +30,11 @@ struct Writer {
 }
 
 fn not_serializable(name: &str) -> CellError {
-    CellError::new(PyErrorKind::TypeError, format!("Object of type {name} is not JSON serializable"))
+    // The message of seamless's `default` hook, which sees every type json cannot write.
+    CellError::new(
+        PyErrorKind::TypeError,
+        format!("{name} is not JSON serializable"),
+    )
 }
 
 /// `json`'s float text: Python repr, with `NaN`/`Infinity`/`-Infinity` for the non-finite values.
@@ -38,7 +42,11 @@ pub fn float_text(x: f64) -> String {
     if x.is_nan() {
         "NaN".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         float_repr(x)
     }
@@ -145,7 +153,12 @@ impl Writer {
         Ok(())
     }
 
-    fn dict(&self, entries: &[(String, &Value)], depth: usize, out: &mut String) -> Result<(), CellError> {
+    fn dict(
+        &self,
+        entries: &[(String, &Value)],
+        depth: usize,
+        out: &mut String,
+    ) -> Result<(), CellError> {
         if entries.is_empty() {
             out.push_str("{}");
             return Ok(());
@@ -189,7 +202,11 @@ fn write_str(chars: impl Iterator<Item = u32>, out: &mut String) {
             0x20..=0x7e => out.push(c as u8 as char),
             0x10000.. => {
                 let v = c - 0x10000;
-                out.push_str(&format!("\\u{:04x}\\u{:04x}", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff)));
+                out.push_str(&format!(
+                    "\\u{:04x}\\u{:04x}",
+                    0xd800 + (v >> 10),
+                    0xdc00 + (v & 0x3ff)
+                ));
             }
             _ => out.push_str(&format!("\\u{c:04x}")),
         }
@@ -206,13 +223,19 @@ mod tests {
     fn indented_sorted_and_compact() {
         let mut d = Dict::new();
         d.insert(Key::Str("é".into()), Value::str("ü😀"));
-        d.insert(Key::Str("a".into()), Value::List(vec![Value::Float(1e-5), Value::Float(f64::NAN)]));
+        d.insert(
+            Key::Str("a".into()),
+            Value::List(vec![Value::Float(1e-5), Value::Float(f64::NAN)]),
+        );
         let v = Value::Dict(d);
         assert_eq!(
             write(&v, Style::IndentedSorted).unwrap(),
             "{\n  \"a\": [\n    1e-05,\n    NaN\n  ],\n  \"\\u00e9\": \"\\u00fc\\ud83d\\ude00\"\n}"
         );
-        assert_eq!(write(&v, Style::Compact).unwrap(), "{\"\\u00e9\": \"\\u00fc\\ud83d\\ude00\", \"a\": [1e-05, NaN]}");
+        assert_eq!(
+            write(&v, Style::Compact).unwrap(),
+            "{\"\\u00e9\": \"\\u00fc\\ud83d\\ude00\", \"a\": [1e-05, NaN]}"
+        );
     }
 
     #[test]
@@ -220,7 +243,10 @@ mod tests {
         let mut d = Dict::new();
         d.insert(Key::Int(10.into()), Value::int(1));
         d.insert(Key::Int(9.into()), Value::int(2));
-        assert_eq!(write(&Value::Dict(d), Style::IndentedSorted).unwrap(), "{\n  \"9\": 2,\n  \"10\": 1\n}");
+        assert_eq!(
+            write(&Value::Dict(d), Style::IndentedSorted).unwrap(),
+            "{\n  \"9\": 2,\n  \"10\": 1\n}"
+        );
     }
 
     #[test]
@@ -231,7 +257,13 @@ mod tests {
         }
         assert!(write(&v, Style::IndentedSorted).is_ok());
         let v = Value::List(vec![v]);
-        assert_eq!(write(&v, Style::Compact).unwrap_err().kind, PyErrorKind::RecursionError);
-        assert_eq!(super::super::pyrepr::py_repr(&v, 0).unwrap_err().kind, PyErrorKind::RecursionError);
+        assert_eq!(
+            write(&v, Style::Compact).unwrap_err().kind,
+            PyErrorKind::RecursionError
+        );
+        assert_eq!(
+            super::super::pyrepr::py_repr(&v, 0).unwrap_err().kind,
+            PyErrorKind::RecursionError
+        );
     }
 }
