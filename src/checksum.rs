@@ -57,9 +57,7 @@ impl Checksum {
 
     /// Raw bytes, as stored by `Checksum`.
     pub fn from_slice(raw: &[u8]) -> Result<Self, ChecksumError> {
-        let arr: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| ChecksumError::Length(raw.len()))?;
+        let arr: [u8; 32] = raw.try_into().map_err(|_| ChecksumError::Length(raw.len()))?;
         Ok(Checksum(arr))
     }
 
@@ -90,9 +88,7 @@ impl Checksum {
 
     /// True for the checksums of `b""`, `{}`, `{}\n`, `[]`, `[]\n` (seamless-core's TRIVIAL_CHECKSUMS).
     pub fn is_trivial(&self) -> bool {
-        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"]
-            .iter()
-            .any(|b| Checksum::of(b) == *self)
+        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"].iter().any(|b| Checksum::of(b) == *self)
     }
 
     /// Write `hex + "\n"` (65 bytes) to `path`, adding `.CHECKSUM` unless the name already ends in it.
@@ -236,14 +232,8 @@ mod tests {
         let leading = format!(" {EMPTY}");
         assert!(Checksum::from_sidecar(leading.as_bytes()).is_err());
         assert!(Checksum::from_sidecar(b"abc").is_err());
-        assert_eq!(
-            sidecar_path(Path::new("a.txt")),
-            PathBuf::from("a.txt.CHECKSUM")
-        );
-        assert_eq!(
-            sidecar_path(Path::new("a.CHECKSUM")),
-            PathBuf::from("a.CHECKSUM")
-        );
+        assert_eq!(sidecar_path(Path::new("a.txt")), PathBuf::from("a.txt.CHECKSUM"));
+        assert_eq!(sidecar_path(Path::new("a.CHECKSUM")), PathBuf::from("a.CHECKSUM"));
     }
 
     #[test]

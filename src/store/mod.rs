@@ -9,15 +9,9 @@ use crate::checksum::Checksum;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("buffer {expected} is corrupt: its content has checksum {actual}")]
-    Corrupt {
-        expected: Checksum,
-        actual: Checksum,
-    },
+    Corrupt { expected: Checksum, actual: Checksum },
     #[error("{0}")]
     Full(String),
 }
