@@ -624,6 +624,21 @@ fn encode_ndarray(a: &NdArray) -> Json {
 
 /// Encode a value in the vectors' tagged JSON (the inverse of `decode_value`).
 pub fn encode_value(v: &Value) -> Json {
+    encode(v, false)
+}
+
+/// Like `encode_value`, but dicts whose keys are all str (none starting with `$`) are written
+/// as JSON objects, which `decode_value` reads back the same: easier to read.
+pub fn encode_value_readable(v: &Value) -> Json {
+    encode(v, true)
+}
+
+fn all_plain_str_keys(d: &Dict) -> bool {
+    d.keys().all(|k| matches!(k, Key::Str(s) if !s.starts_with('$')))
+}
+
+fn encode(v: &Value, readable: bool) -> Json {
+    let encode_value = |x: &Value| encode(x, readable);
     with_stack(|| match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -643,6 +658,14 @@ pub fn encode_value(v: &Value) -> Json {
         Value::Tuple(items) => tagged(
             "$tuple",
             Json::Array(items.iter().map(encode_value).collect()),
+        ),
+        Value::Dict(d) if readable && all_plain_str_keys(d) => Json::Object(
+            d.iter()
+                .filter_map(|(k, x)| match k {
+                    Key::Str(s) => Some((s.clone(), encode_value(x))),
+                    _ => None,
+                })
+                .collect(),
         ),
         Value::Dict(d) => tagged(
             "$dict",
