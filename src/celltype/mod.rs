@@ -21,6 +21,7 @@ pub mod pyrepr;
 pub mod python;
 pub mod scalar;
 pub mod text;
+mod unicode_printable;
 pub mod yaml;
 
 /// A Seamless cell type.

@@ -8,6 +8,7 @@ use std::cmp::Ordering;
 
 use num_bigint::BigInt;
 
+use super::unicode_printable::is_printable;
 use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{ByteOrder, DType, Key, NdArray, Value};
 
@@ -103,40 +104,6 @@ fn float32_str(x: f32) -> String {
         .parse()
         .expect("ryu writes a valid float");
     float_repr(short)
-}
-
-/// Whether CPython's `str.isprintable()` holds for `c` (so `repr` writes it raw). ASCII and the
-/// common non-printable ranges (C1 controls, separators, format characters, surrogates, private use,
-/// non-characters) are exact; code points unassigned in Unicode are not known here and count as printable.
-fn is_printable(c: u32) -> bool {
-    if c < 0x7f {
-        return c >= 0x20;
-    }
-    !matches!(c,
-        0x7f..=0xa0
-        | 0xad
-        | 0x600..=0x605
-        | 0x61c
-        | 0x6dd
-        | 0x70f
-        | 0x180e
-        | 0x1680
-        | 0x2000..=0x200f
-        | 0x2028..=0x202f
-        | 0x205f..=0x2064
-        | 0x2066..=0x206f
-        | 0x3000
-        | 0xd800..=0xf8ff
-        | 0xfeff
-        | 0xfff9..=0xfffb
-        | 0xfffe..=0xffff
-        | 0x110bd
-        | 0x110cd
-        | 0x1d173..=0x1d17a
-        | 0xe0001
-        | 0xe0020..=0xe007f
-        | 0xf0000..=0x10ffff
-    ) && (c & 0xfffe) != 0xfffe
 }
 
 /// Python `repr()` of a str given as code points (which may include lone surrogates).

@@ -548,6 +548,7 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
         }
         ('f', Value::Float(x)) if size == 8 => x.to_le_bytes().to_vec(),
         ('f', Value::Float(x)) if size == 4 => (*x as f32).to_le_bytes().to_vec(),
+        ('f', Value::Float(x)) if size == 2 => crate::value::f64_to_f16(*x).to_le_bytes().to_vec(),
         _ => return Err(format!("unsupported $npscalar {kind}{size}")),
     };
     if order == ByteOrder::Big {
