@@ -543,7 +543,11 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            value_error(format!("truncated mixed buffer: {what} needs {n} bytes at offset {}, the buffer has {}", self.pos, self.buf.len()))
+            value_error(format!(
+                "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
+                self.pos,
+                self.buf.len() - self.pos
+            ))
         })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
@@ -580,10 +584,11 @@ fn read_container(buf: &[u8]) -> Result<Value, CellError> {
     let l2 = u32::from_le_bytes(r.take(4, "form length")?.try_into().expect("4 bytes")) as usize;
     let form = r.json(l2, "form")?;
     let inner_start = r.pos;
-    if r.take(SEAMLESS_MAGIC.len(), "inner magic")? != SEAMLESS_MAGIC {
+    if !buf[inner_start..].starts_with(SEAMLESS_MAGIC) {
         return Err(CellError::new(PyErrorKind::AssertionError, "")
             .with_detail("mixed buffer lacks the inner \\x93SEAMLESS marker"));
     }
+    r.pos += SEAMLESS_MAGIC.len();
     let l3 = r.u64("data header length")?;
     let l4 = r.u64("binary area length")?;
     let inner_len = buf.len() - inner_start;
