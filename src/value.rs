@@ -296,14 +296,22 @@ pub fn f64_to_f16(x: f64) -> u16 {
     let (mut lo, mut hi) = (0u16, 0x7c00u16);
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
-        if f16_to_f64(mid) <= a { lo = mid } else { hi = mid - 1 }
+        if f16_to_f64(mid) <= a {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
     }
     let below = lo;
     let pick = if below == 0x7c00 {
         below
     } else {
         let (d_below, d_above) = (a - f16_to_f64(below), f16_to_f64(below + 1) - a);
-        if d_below < d_above || (d_below == d_above && below % 2 == 0) { below } else { below + 1 }
+        if d_below < d_above || (d_below == d_above && below % 2 == 0) {
+            below
+        } else {
+            below + 1
+        }
     };
     sign | pick
 }
@@ -340,7 +348,14 @@ mod tests {
     #[test]
     fn half_floats() {
         // Values from numpy: np.float16(x).view(np.uint16).
-        for (x, bits) in [(0.5, 0x3800), (-1.5, 0xbe00), (65504.0, 0x7bff), (1e9, 0x7c00), (0.1, 0x2e66), (2.0f64.powi(-24), 1)] {
+        for (x, bits) in [
+            (0.5, 0x3800),
+            (-1.5, 0xbe00),
+            (65504.0, 0x7bff),
+            (1e9, 0x7c00),
+            (0.1, 0x2e66),
+            (2.0f64.powi(-24), 1),
+        ] {
             assert_eq!(f64_to_f16(x), bits, "{x}");
         }
         for bits in [0x3800u16, 0xbe00, 0x7bff, 1, 0x2e66] {

@@ -127,9 +127,7 @@ fn build(leaves: &[&Value], shape: Vec<usize>) -> Result<NdArray, CellError> {
         .unwrap_or(Leaf::Float);
     let has = |k: Leaf| leaves.iter().any(|v| leaf_kind(v) == k);
     // A Python int beyond 64 bits makes an object array, whatever else is there.
-    let huge = |v: &Value| {
-        matches!(v, Value::Int(i) if i64::try_from(i).is_err() && u64::try_from(i).is_err())
-    };
+    let huge = |v: &Value| matches!(v, Value::Int(i) if i64::try_from(i).is_err() && u64::try_from(i).is_err());
     if kind == Leaf::Object
         || leaves.iter().any(|v| huge(v))
         || (has(Leaf::Bytes) && leaves.iter().any(|v| leaf_kind(v) != Leaf::Bytes))

@@ -542,13 +542,17 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            value_error(format!(
-                "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
-                self.pos,
-                self.buf.len() - self.pos
-            ))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                value_error(format!(
+                    "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
+                    self.pos,
+                    self.buf.len() - self.pos
+                ))
+            })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -695,7 +699,9 @@ impl Rebuild<'_> {
                                 .get(i)
                                 .ok_or_else(|| bad_form("fewer item forms than items"))?,
                             _ => {
-                                return Err(bad_form("non-identical items without a list of forms"));
+                                return Err(bad_form(
+                                    "non-identical items without a list of forms",
+                                ));
                             }
                         };
                         self.node(f, child, depth + 1)

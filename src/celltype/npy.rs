@@ -450,13 +450,18 @@ struct Literal<'a> {
 }
 
 impl Literal<'_> {
+    /// Whitespace and `#` comments, which `ast.literal_eval` skips.
     fn skip_ws(&mut self) {
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|b| b.is_ascii_whitespace())
-        {
-            self.pos += 1;
+        loop {
+            match self.s.get(self.pos) {
+                Some(b) if b.is_ascii_whitespace() => self.pos += 1,
+                Some(b'#') => {
+                    while self.s.get(self.pos).is_some_and(|&b| b != b'\n') {
+                        self.pos += 1;
+                    }
+                }
+                _ => return,
+            }
         }
     }
 
