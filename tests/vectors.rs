@@ -409,8 +409,15 @@ fn encode_and_decode_round_trip_on_the_command_line() {
     // ser-180: {"arr": np.arange(3, dtype="<i4"), "x": 1} as mixed.
     let input = br#"{"arr": {"$ndarray": {"dtype": "<i4", "shape": [3], "data_hex": "000000000100000002000000"}}, "x": 1}"#;
     let out = seamfs(&["encode", "--celltype", "mixed"], input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(seamfs::Checksum::of(&out.stdout).hex(), "f6e75a4ddf828132e66e21c9923c7a9946045dcc2e629397298b64a3f4944db2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        seamfs::Checksum::of(&out.stdout).hex(),
+        "f6e75a4ddf828132e66e21c9923c7a9946045dcc2e629397298b64a3f4944db2"
+    );
     let decoded = seamfs(&["decode", "--celltype", "mixed"], &out.stdout);
     assert!(decoded.status.success());
     let again = seamfs(&["encode", "--celltype", "mixed"], &decoded.stdout);
@@ -440,4 +447,31 @@ fn compat_check_reports_and_fails() {
     assert!(text.contains("FAIL deserialize bad"), "{text}");
     assert!(text.contains("deviation deserialize ipy"), "{text}");
     assert_eq!(text.lines().last(), Some("1 passed, 1 failed"));
+}
+
+// ---------------------------------------------------------------- random values vs seamless-core
+
+/// Random values and buffers run through the real seamless-core in the reference venv
+/// (tests/gen_random_vectors.py), then through the compat runner: any difference fails.
+#[test]
+fn random_values_match_seamless_core() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python to build the reference environment",
+        python.display()
+    );
+    for seed in ["11", "12"] {
+        let out = std::process::Command::new(&python)
+            .arg(root.join("tests/gen_random_vectors.py"))
+            .args([seed, "150"])
+            .output()
+            .expect("run the vectors generator");
+        assert!(out.status.success(), "generator failed: {}", String::from_utf8_lossy(&out.stderr));
+        let doc: Json = serde_json::from_slice(&out.stdout).expect("generator output is JSON");
+        for section in ["serialize", "deserialize", "invalid_serialize"] {
+            assert_section(&doc, section);
+        }
+    }
 }

@@ -314,7 +314,7 @@ fn show(b: &[u8]) -> String {
 }
 
 /// Value equality as the vectors mean it: floats by bit pattern (NaN equals NaN, -0.0 is not
-/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes.
+/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes, numpy scalars by value.
 pub fn same(a: &Value, b: &Value) -> bool {
     with_stack(|| match (a, b) {
         (Value::Float(x), Value::Float(y)) => {
@@ -328,6 +328,13 @@ pub fn same(a: &Value, b: &Value) -> bool {
                 && x.iter()
                     .zip(y)
                     .all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
+        }
+        // The vectors write a numpy scalar by its Python value, which loses NaN payloads.
+        (Value::Scalar(x), Value::Scalar(y)) if x.dtype == y.dtype => {
+            match (x.scalar_to_python(), y.scalar_to_python()) {
+                (Some(p), Some(q)) => same(&p, &q),
+                _ => x == y,
+            }
         }
         _ => a == b,
     })
