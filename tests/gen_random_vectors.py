@@ -7,7 +7,8 @@ numpy arrays of several dtypes and layouts, bytes, nested mixed containers) and 
 buffers (JSON fragments, truncated or corrupted .npy and mixed buffers), serializes and parses
 them with seamless-core, and writes the cases for `seamfs compat-check` / tests/vectors.rs.
 Error messages of corrupted .npy/mixed buffers are not compared (only the error class), and
-Python-internal error classes there (JSONDecodeError, TokenError, IndexError, struct.error)
+Python-internal error classes there (JSONDecodeError, TokenError, SyntaxError, IndexError,
+struct.error)
 count as ValueError.
 """
 import json, random, sys, hashlib, math
@@ -85,6 +86,19 @@ def rmixed(d=0):
     if r < 0.8: return tuple(rmixed(d+1) for _ in range(random.randint(1, 3)))
     return {rstr(): rmixed(d+1) for _ in range(random.randint(1, 3))}
 
+NUMSTR = [" 1_000 ", "1e5", "inf", "-Infinity", "nan", "0x10", "+5", "-", "", " 7\n", "1__0", "_1", "1.", ".5", "5e", "1e-7",
+          "0001", "-0", "  -3.25e2\t", "True", "9" * 30]
+def rkey():
+    return random.choice([rstr(), rstr(), random.randint(-5, 50), random.choice([1.5, -0.0, float("inf")]), True, None])
+def rpy(d=0):
+    """Python values of any kind seamless-core's str()/repr paths meet."""
+    r = random.random()
+    if d > 3 or r < 0.5:
+        return random.choice([None, True, rint(), rfloat(), rstr(), bytes(random.getrandbits(8) for _ in range(random.randint(0, 4)))])
+    if r < 0.65: return [rpy(d+1) for _ in range(random.randint(0, 3))]
+    if r < 0.8: return tuple(rpy(d+1) for _ in range(random.randint(0, 3)))
+    return {rkey(): rpy(d+1) for _ in range(random.randint(0, 3))}
+
 cases = []
 def add(value, celltype):
     try:
@@ -104,6 +118,8 @@ def add(value, celltype):
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 for _ in range(N):
+    add(rpy(), random.choice(["text", "str", "bytes", "mixed", "plain"]))
+    add(random.choice(NUMSTR), random.choice(["int", "float", "bool"]))
     add(rplain(), "plain")
     add(rplain(), random.choice(["text", "str", "bytes", "int", "float", "bool"]))
     add(random.choice([rstr(), rfloat(), rint(), str(rint()), " %s " % rfloat()]), random.choice(["str", "int", "float", "bool", "text"]))
@@ -126,7 +142,7 @@ def add_des(buf, celltype, compare_message=True):
         exp = {"ok": True, "value": enc(v)}
     except Exception as e:
         name = type(e).__name__
-        if not compare_message and name in ("JSONDecodeError", "TokenError", "IndexError", "error"): name = "ValueError"
+        if not compare_message and name in ("JSONDecodeError", "TokenError", "IndexError", "error", "SyntaxError"): name = "ValueError"
         exp = {"ok": False, "error_type": name, "error_message": str(e) if compare_message else ""}
     des.append({"id": f"rdes-{len(des)}-{celltype}", "celltype": celltype, "buffer_hex": bytes(buf).hex(), "expected": exp})
 for _ in range(N):

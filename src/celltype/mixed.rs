@@ -717,7 +717,7 @@ impl Rebuild<'_> {
     fn array(&mut self, form: &Value) -> Result<Value, CellError> {
         if matches!(get(form, "type"), Some(Value::Str(t)) if t == "object") {
             let dtype = form_dtype(form)?;
-            return self.take(dtype, vec![]).map(Value::Scalar);
+            return self.take(dtype, vec![], true).map(Value::Scalar);
         }
         let dtype =
             form_dtype(get(form, "items").ok_or_else(|| bad_form("an array without items"))?)?;
@@ -733,11 +733,16 @@ impl Rebuild<'_> {
                 .collect::<Result<Vec<usize>, _>>()?,
             _ => return Err(bad_form("an array without a shape")),
         };
-        self.take(dtype, shape).map(Value::Array)
+        self.take(dtype, shape, false).map(Value::Array)
     }
 
     /// The next data slice of the binary area, as an array of this dtype and shape.
-    fn take(&mut self, dtype: DType, shape: Vec<usize>) -> Result<NdArray, CellError> {
+    fn take(
+        &mut self,
+        dtype: DType,
+        shape: Vec<usize>,
+        scalar: bool,
+    ) -> Result<NdArray, CellError> {
         let (start, end) = match (self.offsets.get(self.next), self.offsets.get(self.next + 1)) {
             (Some(&s), Some(&e)) if s <= e && e <= self.area.len() => (s, e),
             _ => {
@@ -749,8 +754,22 @@ impl Rebuild<'_> {
         self.next += 1;
         let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
         if count.and_then(|c| c.checked_mul(dtype.itemsize())) != Some(end - start) {
+            // seamless-core asserts (itemsize, shape, size); a scalar's shape is (1,).
+            let shape_text = if scalar {
+                "(1,)".to_string()
+            } else {
+                format!(
+                    "[{}]",
+                    shape
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let message = format!("({}, {shape_text}, {})", dtype.itemsize(), end - start);
             return Err(
-                CellError::new(PyErrorKind::AssertionError, "").with_detail(format!(
+                CellError::new(PyErrorKind::AssertionError, message).with_detail(format!(
                     "a mixed array of shape {shape:?} does not fit its {} data bytes",
                     end - start
                 )),

@@ -476,6 +476,11 @@ impl Literal<'_> {
         self.skip_ws();
         match self.s.get(self.pos) {
             Some(b'\'' | b'"') => self.string(),
+            // `u'...'` is a str literal too (Python 2 headers).
+            Some(b'u' | b'U') if matches!(self.s.get(self.pos + 1), Some(b'\'' | b'"')) => {
+                self.pos += 1;
+                self.string()
+            }
             Some(b'(') => self.sequence(b')', depth).map(Lit::Tuple),
             Some(b'[') => self.sequence(b']', depth).map(Lit::List),
             Some(b'{') => self.dict(depth),
