@@ -90,11 +90,18 @@ NUMSTR = [" 1_000 ", "1e5", "inf", "-Infinity", "nan", "0x10", "+5", "-", "", " 
           "0001", "-0", "  -3.25e2\t", "True", "9" * 30]
 def rkey():
     return random.choice([rstr(), rstr(), random.randint(-5, 50), random.choice([1.5, -0.0, float("inf")]), True, None])
+def rnpscalar():
+    with np.errstate(all="ignore"):
+        kind = random.choice([np.float16, np.float32, np.float64, np.int32, np.uint8, np.bool_])
+        if kind in (np.int32, np.uint8):
+            return kind(random.randint(0, 255))
+        return kind(random.choice([rfloat(), random.randint(-100, 100), 0.1, 1e-5, 65504.0]))
+
 def rpy(d=0):
     """Python values of any kind seamless-core's str()/repr paths meet."""
     r = random.random()
     if d > 3 or r < 0.5:
-        return random.choice([None, True, rint(), rfloat(), rstr(), bytes(random.getrandbits(8) for _ in range(random.randint(0, 4)))])
+        return random.choice([None, True, rint(), rfloat(), rstr(), bytes(random.getrandbits(8) for _ in range(random.randint(0, 4))), rnpscalar()])
     if r < 0.65: return [rpy(d+1) for _ in range(random.randint(0, 3))]
     if r < 0.8: return tuple(rpy(d+1) for _ in range(random.randint(0, 3)))
     return {rkey(): rpy(d+1) for _ in range(random.randint(0, 3))}

@@ -10,7 +10,7 @@ use num_bigint::BigInt;
 
 use super::unicode_printable::is_printable;
 use super::{CellError, PyErrorKind, with_stack};
-use crate::value::{ByteOrder, DType, Key, NdArray, Value};
+use crate::value::{ByteOrder, DType, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
 /// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
 /// default recursion limit.
@@ -92,18 +92,41 @@ pub fn float_repr(x: f64) -> String {
     }
 }
 
-/// numpy's `str()` of a float32: the shortest float32 digits in Python's layout.
+/// numpy's `str()` of a float16/float32 scalar: the shortest digits that read back as the same
+/// value (`short`), positional when `1e-4 <= |value| < 10^cutoff` (numpy's cutoff: 3 digits
+/// for float16, 7 for float32), else scientific with a signed two-digit exponent.
+fn numpy_float_str(value: f64, short: f64, cutoff: i32) -> String {
+    if !value.is_finite() {
+        return float_repr(value);
+    }
+    let a = value.abs();
+    if a == 0.0 || (1e-4..10f64.powi(cutoff)).contains(&a) {
+        layout(short, i32::MIN, i32::MAX, true)
+    } else {
+        layout(short, 1, 0, true)
+    }
+}
+
 fn float32_str(x: f32) -> String {
     if !x.is_finite() {
         return float_repr(x as f64);
     }
     // The shortest f32 digits, re-read as f64, keep exactly those digits.
     let mut buf = ryu::Buffer::new();
-    let short: f64 = buf
-        .format_finite(x)
-        .parse()
-        .expect("ryu writes a valid float");
-    float_repr(short)
+    let short: f64 = buf.format_finite(x).parse().expect("ryu writes a valid float");
+    numpy_float_str(x as f64, short, 7)
+}
+
+fn float16_str(bits: u16) -> String {
+    let x = f16_to_f64(bits);
+    if !x.is_finite() {
+        return float_repr(x);
+    }
+    let short = (0..17)
+        .map(|p| format!("{x:.p$e}").parse::<f64>().expect("a formatted float parses"))
+        .find(|&y| f64_to_f16(y) == bits)
+        .unwrap_or(x);
+    numpy_float_str(x, short, 3)
 }
 
 /// Python `repr()` of a str given as code points (which may include lone surrogates).
@@ -197,20 +220,16 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
-    if let DType::Simple {
-        kind: 'f',
-        size: 4,
-        order,
-    } = a.dtype
-    {
-        let raw: [u8; 4] = a.data[..4]
-            .try_into()
-            .expect("a float32 scalar holds 4 bytes");
-        let x = match order {
-            ByteOrder::Big => f32::from_be_bytes(raw),
-            _ => f32::from_le_bytes(raw),
-        };
-        return Ok(float32_str(x));
+    if let DType::Simple { kind: 'f', size: size @ (2 | 4), order } = a.dtype {
+        let mut raw = a.data[..size].to_vec();
+        if order == ByteOrder::Big {
+            raw.reverse();
+        }
+        return Ok(if size == 4 {
+            float32_str(f32::from_le_bytes(raw.try_into().expect("4 bytes")))
+        } else {
+            float16_str(u16::from_le_bytes(raw.try_into().expect("2 bytes")))
+        });
     }
     match a.scalar_to_python() {
         Some(Value::Str(s)) => Ok(s),
@@ -464,6 +483,16 @@ mod tests {
             assert_eq!(orjson_float(x), orjson, "{x}");
             assert_eq!(float_repr(x), python, "{x}");
         }
+    }
+
+    #[test]
+    fn numpy_small_floats() {
+        assert_eq!(float16_str(f64_to_f16(65504.0)), "6.55e+04");
+        assert_eq!(float16_str(f64_to_f16(1000.0)), "1e+03");
+        assert_eq!(float16_str(f64_to_f16(0.1)), "0.1");
+        assert_eq!(float32_str(1e-4), "1e-04");
+        assert_eq!(float32_str(65504.0), "65504.0");
+        assert_eq!(float32_str(123456789.0), "1.2345679e+08");
     }
 
     #[test]
