@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{BufferTier, Counters, StoreError, TierStats};
+use super::{BufferTier, Counters, Stats, StoreError};
 use crate::buffer::Buffer;
 use crate::checksum::{Checksum, Hasher};
 
@@ -250,8 +250,8 @@ impl BufferTier for DiskStore {
         }
     }
 
-    fn stats(&self) -> Vec<TierStats> {
-        vec![self.inner.counters.snapshot("disk")]
+    fn stats(&self) -> Stats {
+        Stats { tiers: vec![self.inner.counters.snapshot("disk")] }
     }
 }
 

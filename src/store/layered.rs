@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{BufferTier, StoreError, TierStats};
+use super::{BufferTier, Stats, StoreError};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -88,9 +88,9 @@ impl BufferTier for Layered {
         }
     }
 
-    fn stats(&self) -> Vec<TierStats> {
+    fn stats(&self) -> Stats {
         let mut all = self.fast.stats();
-        all.extend(self.slow.stats());
+        all.tiers.extend(self.slow.stats().tiers);
         all
     }
 }

@@ -15,6 +15,7 @@ pub mod layered;
 pub use disk::{DiskStore, PendingWrite, Verdict};
 pub use layered::{Layered, WritePolicy};
 
+
 /// Errors of a buffer tier.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,8 +44,8 @@ pub trait BufferTier: Send + Sync {
     fn put(&self, buffer: &Buffer) -> Result<(), StoreError>;
     /// The buffer's length in bytes, if the tier holds it.
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError>;
-    /// Counters of this tier and of the tiers below it, fastest first.
-    fn stats(&self) -> Vec<TierStats>;
+    /// A snapshot of this tier's counters (a composition lists its parts, fastest first).
+    fn stats(&self) -> Stats;
     /// What it costs to fetch `size` bytes of this buffer back from this tier (seamless-core's
     /// cost units; used to rank eviction). Local files cost like seamless' `read_buffer` profile.
     fn fetch_cost(&self, _checksum: &Checksum, size: u64) -> f64 {
@@ -74,6 +75,19 @@ impl CostProfile {
 
 /// Bytes per GB in seamless-core's cost formulas (2^30).
 pub const GIB: f64 = (1u64 << 30) as f64;
+
+/// Counters of a (possibly composed) store: one `TierStats` per tier, fastest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub tiers: Vec<TierStats>,
+}
+
+impl Stats {
+    /// The counters of the tier called `name` (`"ram"`, `"disk"`, ...).
+    pub fn tier(&self, name: &str) -> Option<&TierStats> {
+        self.tiers.iter().find(|t| t.tier == name)
+    }
+}
 
 /// A snapshot of one tier's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
