@@ -2,7 +2,9 @@
 //! the memmap offload tier with GSEGUtils `lazy_disk_cache` semantics.
 
 pub mod eviction;
+pub mod offload;
 pub mod ram;
 
 pub use eviction::{Clock, ManualClock, SystemClock, TemprefParams};
+pub use offload::{LoadMode, OffloadConfig, OffloadEntry, OffloadError, Residence};
 pub use ram::{EvictionLoop, EvictionReport, RamCache, RamConfig};
