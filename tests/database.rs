@@ -316,6 +316,50 @@ fn a_file_written_by_ours_is_served_by_the_python_server() {
     assert_eq!(answers(&python.url, &queries), written);
 }
 
+/// Multi-row answers come in the Python server's row order (same SQL shapes, same indexes).
+#[test]
+fn multi_row_answers_come_in_the_python_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = Server::python(&dir.path().join("py.db"));
+    let ours = Server::seamfs(&dir.path().join("rs.db"), &["--writable"]);
+    let conv = |sem: char, syn: &[char]| {
+        json!({"type": "semantic_to_syntactic", "checksum": cs(sem), "celltype": "python", "subcelltype": "t",
+               "value": syn.iter().map(|c| cs(*c)).collect::<Vec<_>>()})
+    };
+    let expr = |input: char, path: Value, celltype: &str| {
+        json!({"type": "expression", "checksum": cs(input), "path": path, "celltype": celltype,
+               "target_celltype": "plain", "value": cs('9')})
+    };
+    let puts = [
+        conv('e', &['3', '1', '2']),
+        conv('f', &['1']),
+        conv('d', &['1']),
+        expr('c', json!(["b"]), "mixed"),
+        expr('a', json!([]), "text"),
+        expr('b', json!({"k": [1, "x"]}), "plain"),
+        json!({"type": "transformation", "checksum": cs('c'), "value": cs('8')}),
+        json!({"type": "transformation", "checksum": cs('a'), "value": cs('8')}),
+        json!({"type": "transformation", "checksum": cs('b'), "value": cs('8')}),
+        json!({"type": "irreproducible", "checksum": cs('5'), "result": cs('7')}),
+        json!({"type": "irreproducible", "checksum": cs('5'), "result": cs('6')}),
+    ];
+    let gets = [
+        json!({"type": "semantic_to_syntactic", "checksum": cs('e'), "celltype": "python", "subcelltype": "t"}),
+        json!({"type": "syntactic_to_semantic", "checksum": cs('1'), "celltype": "python", "subcelltype": "t"}),
+        json!({"type": "rev_expression", "checksum": cs('9')}),
+        json!({"type": "rev_transformations", "checksum": cs('8')}),
+        json!({"type": "irreproducible", "checksum": cs('5')}),
+    ];
+    for server in [&python, &ours] {
+        for rq in &puts {
+            assert_eq!(put(&server.url, rq), (200, "OK".into()), "{rq}");
+        }
+    }
+    for rq in &gets {
+        assert_eq!(get(&ours.url, rq), get(&python.url, rq), "{rq}");
+    }
+}
+
 // ---- CLI behaviour ----
 
 #[test]
@@ -559,6 +603,10 @@ fn library_api_transactions_and_typed_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seamless.db");
     assert!(matches!(Database::open(&path, false), Err(DbError::Missing(_))));
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
+    let err = Database::open(&garbage, false).err().expect("not a database").to_string();
+    assert!(err.contains("garbage.db") && err.contains("not a database"), "{err}");
     let db = Database::open(&path, true).unwrap();
     let a = Checksum::parse(&cs('a')).unwrap();
     let b = Checksum::parse(&cs('b')).unwrap();

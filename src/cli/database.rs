@@ -53,6 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_logging();
     println!("DATABASE FILE {}", args.database_file.display());
     let db = Database::open(&args.database_file, args.writable)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +62,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(args, db))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Log warnings and errors to stderr (more with RUST_LOG=info), unless logging is set up already.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn serve(args: Args, db: Database) -> anyhow::Result<()> {

@@ -101,6 +101,7 @@ impl Database {
         let readers = (0..READERS)
             .map(|_| open_connection(&path, false).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
+        check_readable(&path, &readers[0])?;
         let inner = Inner { path, writer, readers, next_reader: AtomicUsize::new(0) };
         Ok(Database { inner: Arc::new(inner) })
     }
@@ -208,11 +209,22 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection> {
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+    let opened = Connection::open_with_flags(path, flags).and_then(|conn| {
+        schema::configure(&conn)?;
+        Ok(conn)
+    });
+    let conn = opened.map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
     conn.set_prepared_statement_cache_capacity(32);
-    schema::configure(&conn)?;
     Ok(conn)
+}
+
+/// Fail at open, with the path, if the file is not an SQLite database (rather than at the
+/// first request).
+fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
+    lock(reader)
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+        .map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+    Ok(())
 }
 
 /// A poisoned lock only means another thread panicked mid-call; SQLite rolled back, go on.

@@ -34,9 +34,8 @@ const PRAGMAS: &str = "PRAGMA cache_size=-64000; PRAGMA foreign_keys=1; \
     PRAGMA ignore_check_constraints=0; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;";
 
 /// Settings for any connection to the file.
-pub fn configure(conn: &Connection) -> Result<(), DbError> {
-    conn.execute_batch(PRAGMAS)?;
-    Ok(())
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(PRAGMAS)
 }
 
 /// On the writer connection: switch to WAL, apply the migration rule, create what is missing.
