@@ -30,6 +30,32 @@ pub enum Value {
     /// A numpy scalar (`np.float64(3.5)`): a 0-d array that Python treats as a scalar.
     Scalar(NdArray),
     Checksum(Checksum),
+    /// A Python `set` (YAML `!!set`), in construction order.
+    Set(Vec<Value>),
+    /// A `datetime.date` (YAML timestamps without a time).
+    Date(Date),
+    /// A `datetime.datetime` (YAML timestamps with a time).
+    DateTime(DateTime),
+}
+
+/// A `datetime.date`; always a valid calendar date (years 1–9999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// A `datetime.datetime` with microseconds and an optional fixed UTC offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DateTime {
+    pub date: Date,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub microsecond: u32,
+    /// Offset from UTC in seconds (`datetime.timezone`); `None` for a naive datetime.
+    pub utc_offset: Option<i32>,
 }
 
 /// Insertion-ordered dict. Keys are values because Python allows non-str keys (`{1: 2}`),
@@ -45,6 +71,9 @@ pub enum Key {
     Float(u64),
     Bool(bool),
     None,
+    Bytes(Bytes),
+    Date(Date),
+    DateTime(DateTime),
     /// Any other key type (a tuple, …), kept by its Python type name for error messages.
     Other(String),
 }
