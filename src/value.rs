@@ -236,6 +236,39 @@ impl DType {
     }
 }
 
+impl Date {
+    /// Python `date.isoformat()`: `2001-12-14`.
+    pub fn isoformat(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl DateTime {
+    /// Python `datetime.isoformat(sep)` (also orjson's datetime text with `sep = 'T'`):
+    /// microseconds only when non-zero, `+HH:MM` offset only when aware.
+    pub fn isoformat(&self, sep: char) -> String {
+        let mut out = format!(
+            "{}{sep}{:02}:{:02}:{:02}",
+            self.date.isoformat(),
+            self.hour,
+            self.minute,
+            self.second
+        );
+        if self.microsecond != 0 {
+            out.push_str(&format!(".{:06}", self.microsecond));
+        }
+        if let Some(offset) = self.utc_offset {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+            if abs % 60 != 0 {
+                out.push_str(&format!(":{:02}", abs % 60));
+            }
+        }
+        out
+    }
+}
+
 impl NdArray {
     /// Number of elements (product of the shape; 1 for 0-d).
     pub fn len(&self) -> usize {

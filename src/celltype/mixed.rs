@@ -81,6 +81,9 @@ fn form_at(v: &Value, depth: usize) -> Result<(Storage, Value), CellError> {
             _ => Err(type_error(format!("<class 'numpy.{}'>", a.dtype.numpy_name()))),
         },
         Value::Dict(d) => dict_form(d, depth),
+        Value::Set(_) => Err(type_error("<class 'set'>")),
+        Value::Date(_) => Err(type_error("<class 'datetime.date'>")),
+        Value::DateTime(_) => Err(type_error("<class 'datetime.datetime'>")),
         Value::List(items) | Value::Tuple(items) => list_form(items, depth),
     }
 }

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use num_bigint::BigInt;
 
 use super::{CellError, PyErrorKind};
-use crate::value::{ByteOrder, DType, Key, NdArray, Value};
+use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value};
 
 /// Python's recursion limit, which bounds `repr` and `json.dumps` of nested containers.
 pub const PY_RECURSION_LIMIT: usize = 1000;
@@ -204,6 +204,9 @@ pub fn type_name(v: &Value) -> String {
         Value::Array(_) => "ndarray".into(),
         Value::Scalar(a) => a.dtype.numpy_name(),
         Value::Checksum(_) => "Checksum".into(),
+        Value::Set(_) => "set".into(),
+        Value::Date(_) => "date".into(),
+        Value::DateTime(_) => "datetime".into(),
     }
 }
 
@@ -269,6 +272,10 @@ pub fn py_repr(v: &Value, depth: usize) -> Result<String, CellError> {
         }
         Value::Checksum(c) => str_repr(&c.hex()),
         Value::Scalar(a) => scalar_repr(a)?,
+        Value::Set(s) if s.is_empty() => "set()".into(),
+        Value::Set(s) => format!("{{{}}}", items(s)?.join(", ")),
+        Value::Date(d) => date_repr(d),
+        Value::DateTime(t) => datetime_repr(t),
         Value::Array(_) => {
             return Err(CellError::new(
                 PyErrorKind::TypeError,
@@ -287,6 +294,35 @@ fn scalar_repr(a: &NdArray) -> Result<String, CellError> {
     Ok(format!("np.{}({})", a.dtype.numpy_name(), scalar_str(a)?))
 }
 
+/// `repr(datetime.date(...))`.
+fn date_repr(d: &Date) -> String {
+    format!("datetime.date({}, {}, {})", d.year, d.month, d.day)
+}
+
+/// `repr(datetime.datetime(...))`: trailing zero seconds/microseconds are omitted, as Python does.
+fn datetime_repr(t: &DateTime) -> String {
+    let d = &t.date;
+    let mut fields = vec![d.year as u32, d.month as u32, d.day as u32, t.hour as u32, t.minute as u32];
+    if t.second != 0 || t.microsecond != 0 {
+        fields.push(t.second as u32);
+    }
+    if t.microsecond != 0 {
+        fields.push(t.microsecond);
+    }
+    let mut out = format!("datetime.datetime({}", fields.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+    match t.utc_offset {
+        None => {}
+        Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
+        Some(offset) => {
+            let (days, seconds) = (offset.div_euclid(86_400), offset.rem_euclid(86_400));
+            let delta = if days != 0 { format!("days={days}, seconds={seconds}") } else { format!("seconds={seconds}") };
+            out.push_str(&format!(", tzinfo=datetime.timezone(datetime.timedelta({delta}))"));
+        }
+    }
+    out.push(')');
+    out
+}
+
 /// Python `repr()` of a dict key.
 pub fn key_repr(k: &Key) -> String {
     match k {
@@ -295,6 +331,9 @@ pub fn key_repr(k: &Key) -> String {
         Key::Float(bits) => float_repr(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "True" } else { "False" }.into(),
         Key::None => "None".into(),
+        Key::Bytes(b) => bytes_repr(b),
+        Key::Date(d) => date_repr(d),
+        Key::DateTime(t) => datetime_repr(t),
         Key::Other(name) => format!("<{name} object>"),
     }
 }
@@ -307,6 +346,9 @@ fn key_type(k: &Key) -> &str {
         Key::Float(_) => "float",
         Key::Bool(_) => "bool",
         Key::None => "NoneType",
+        Key::Bytes(_) => "bytes",
+        Key::Date(_) => "datetime.date",
+        Key::DateTime(_) => "datetime.datetime",
         Key::Other(name) => name,
     }
 }
