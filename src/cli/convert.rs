@@ -176,8 +176,9 @@ V   values       a value-level conversion (binary <-> plain, anything with check
 F   forbidden    never converts
 =X  handled as an equivalent pair of class X;  +X  a chain through another cell type
 ·   same cell type
-Columns: bin=binary mix=mixed txt=text py=python ipy=ipython pln=plain yml=yaml str bytes
-         int float bol=bool cks=checksum.  Details of a pair: seamfs conversions --from A --to B
+Columns: bin=binary mix=mixed txt=text py=python ipy=ipython pln=plain yml=yaml
+         str byt=bytes int flt=float bol=bool cks=checksum
+One pair in detail: seamfs conversions --from A --to B
 ";
 
 fn pair_details(from: CellType, to: CellType) -> String {
