@@ -172,9 +172,10 @@ T   trivial      checksum kept, always works
 RI  reinterpret  checksum kept if the buffer is valid as the target
 RF  reformat     may give a new buffer; works on any valid source
 P   possible     may give a new buffer; can fail
-V   values       a value-level conversion (binary <-> plain, anything with checksum)
+V   values       value-level: binary <-> plain, and anything with checksum
 F   forbidden    never converts
-=X  handled as an equivalent pair of class X;  +X  a chain through another cell type
+=X  handled as an equivalent pair of class X
++X  a chain through another cell type, of combined class X
 ·   same cell type
 Columns: bin=binary mix=mixed txt=text py=python ipy=ipython pln=plain yml=yaml
          str byt=bytes int flt=float bol=bool cks=checksum
