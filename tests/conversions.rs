@@ -78,3 +78,32 @@ fn failed_conversions_name_both_cell_types() {
         }
     }
 }
+
+/// The conversion fields (`text2str`, `binary2json`, …) the reference recorded are the ones we
+/// learn, wherever we took the reference's path and got its result.
+#[test]
+fn conversion_fields_match_the_reference() {
+    let mut compared = 0;
+    for case in cases("conversion-vectors.json") {
+        if check_case(&case) != Outcome::Passed || case["ok"] != Value::Bool(true) {
+            continue;
+        }
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        let conversion = convert(&Buffer::new(bytes), from, to).unwrap();
+        if !conversion.departures.is_empty() {
+            continue;
+        }
+        let facts = conversion.facts;
+        for (hex, info) in case["buffer_info"].as_object().unwrap() {
+            let checksum = seamfs::Checksum::parse_strict(hex).unwrap();
+            let ours = facts.get(&checksum).map(|i| i.to_map()).unwrap_or_default();
+            for (key, value) in info.as_object().unwrap().iter().filter(|(k, _)| k.contains('2')) {
+                assert_eq!(ours.get(key), Some(value), "{} {key} of {hex}", case["id"]);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 100, "only {compared} fields compared");
+}

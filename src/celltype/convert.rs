@@ -133,7 +133,12 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
             unreachable!("a reference is always the last step");
         };
         match run_step(current, step.run, &mut run) {
-            Ok(next) => output = next,
+            Ok(next) => {
+                if let (Some(field), Output::Buffer(out)) = (step_partner(step), &next) {
+                    run.facts.partners(current.checksum(), out.checksum(), field, false);
+                }
+                output = next;
+            }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
                 return Err(ConvertError { from, to, step, reason, facts: run.facts, departures: run.departures });
@@ -141,6 +146,24 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
         }
     }
     Ok(Conversion { output, facts: run.facts, departures: run.departures })
+}
+
+/// The forward conversion field the reference converter records for every non-trivial step
+/// named `str → text`, `text → str`, `binary ↔ bytes` or `binary ↔ plain` (even when the
+/// checksum is kept: `binary2bytes` of a non-bytes array is the array itself).
+fn step_partner(step: &matrix::Step) -> Option<PartnerField> {
+    if step.run.class == Class::Trivial {
+        return None;
+    }
+    Some(match (step.from, step.to) {
+        (Str, Text) => PartnerField::StrText,
+        (Text, Str) => PartnerField::TextStr,
+        (Binary, Bytes) => PartnerField::BinaryBytes,
+        (Bytes, Binary) => PartnerField::BytesBinary,
+        (Binary, Plain) => PartnerField::BinaryJson,
+        (Plain, Binary) => PartnerField::JsonBinary,
+        _ => return None,
+    })
 }
 
 /// One terminal conversion; `Err` holds the reason.
@@ -268,12 +291,9 @@ fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, S
         }
         return text_to_str(buf, run);
     }
-    let out = emit(buf, &Value::Array(numpy::bytes_array(bytes)), to, run)?;
-    if to == Binary {
-        // Only forward: the array's bytes are NUL-padded, so they need not give the source back.
-        run.facts.partners(cs, out.checksum(), PartnerField::BytesBinary, false);
-    }
-    Ok(out)
+    // The `bytes2binary` field is recorded by `convert` (forward only: the array's bytes are
+    // NUL-padded, so they need not give the source back).
+    emit(buf, &Value::Array(numpy::bytes_array(bytes)), to, run)
 }
 
 /// `binary/mixed → bytes`: an `S` array gives its raw bytes; anything else is kept.
