@@ -177,7 +177,10 @@ impl BufferInfo {
         }
         put("members", self.members.map(Json::from));
         for (k, v) in &self.extra {
-            m.insert(k.clone(), v.clone());
+            // A typed value (set later) wins over a free-form one read from a database.
+            if !m.contains_key(k) {
+                m.insert(k.clone(), v.clone());
+            }
         }
         m
     }
@@ -193,8 +196,10 @@ impl BufferInfo {
         ]
     }
 
-    /// Read the database's JSON object. `null` means unknown; a known key with a value of the
-    /// wrong type is an error; unknown keys are kept in `extra`.
+    /// Read the database's JSON object. `null` means unknown. As the database, only `length`
+    /// (an integer ≥ 0) and the `is_*` flags (booleans) must have their type: a free-form field
+    /// with a value of another shape than seamless writes is kept as it came in `extra`, like
+    /// unknown keys, so that nothing read from a database is lost or refused.
     pub fn from_map(map: &Map<String, Json>) -> Result<Self, BufferInfoError> {
         let mut info = BufferInfo::default();
         for (key, value) in map {
@@ -202,26 +207,30 @@ impl BufferInfo {
                 continue;
             }
             let bad = |reason: &str| BufferInfoError { key: key.clone(), reason: reason.to_string() };
-            match key.as_str() {
-                "length" => info.length = Some(value.as_u64().ok_or_else(|| bad("expected an integer ≥ 0"))?),
-                "members" => info.members = Some(value.as_u64().ok_or_else(|| bad("expected an integer ≥ 0"))?),
-                "json_type" | "dtype" => {
-                    let s = value.as_str().ok_or_else(|| bad("expected a string"))?.to_string();
-                    if key == "json_type" { info.json_type = Some(s) } else { info.dtype = Some(s) }
+            let kept = match key.as_str() {
+                "length" => {
+                    info.length = Some(value.as_u64().ok_or_else(|| bad("expected an integer ≥ 0"))?);
+                    true
                 }
-                "shape" => info.shape = Some(parse_shape(value).ok_or_else(|| bad("expected a list of integers ≥ 0"))?),
-                k if k.starts_with("is_") && flag_by_name(k).is_some() => {
+                k if flag_by_name(k).is_some() => {
                     let b = value.as_bool().ok_or_else(|| bad("expected true or false"))?;
                     *info.flag_mut(flag_by_name(k).unwrap()) = Some(b);
+                    true
                 }
-                k if conversion_field_mut(&mut info, k).is_some() => {
-                    let hex = value.as_str().ok_or_else(|| bad("expected a checksum (64 hex digits)"))?;
-                    let cs = Checksum::parse_strict(hex).ok_or_else(|| bad("expected a checksum (64 hex digits)"))?;
-                    *conversion_field_mut(&mut info, k).unwrap() = Some(cs);
-                }
-                _ => {
-                    info.extra.insert(key.clone(), value.clone());
-                }
+                "members" => value.as_u64().map(|n| info.members = Some(n)).is_some(),
+                "json_type" => value.as_str().map(|s| info.json_type = Some(s.to_string())).is_some(),
+                "dtype" => value.as_str().map(|s| info.dtype = Some(s.to_string())).is_some(),
+                "shape" => parse_shape(value).map(|s| info.shape = Some(s)).is_some(),
+                k => match (value.as_str().and_then(Checksum::parse_strict), conversion_field_mut(&mut info, k)) {
+                    (Some(cs), Some(slot)) => {
+                        *slot = Some(cs);
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            if !kept {
+                info.extra.insert(key.clone(), value.clone());
             }
         }
         Ok(info)
@@ -437,6 +446,10 @@ mod tests {
         let bad = BufferInfo::from_map(json!({"is_utf8": 1}).as_object().unwrap()).unwrap_err();
         assert_eq!(bad.key, "is_utf8");
         assert!(BufferInfo::from_map(json!({"length": null}).as_object().unwrap()).unwrap().is_empty());
+        let odd = json!({"dtype": 5, "text2str": "not a checksum"});
+        let info = BufferInfo::from_map(odd.as_object().unwrap()).unwrap();
+        assert_eq!((info.dtype.as_ref(), info.text2str), (None, None));
+        assert_eq!(Json::Object(info.to_map()), odd);
     }
 
     #[test]
