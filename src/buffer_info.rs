@@ -42,7 +42,8 @@ pub struct BufferInfo {
     pub json2binary: Option<Checksum>,
     /// The number of members of a deep buffer.
     pub members: Option<u64>,
-    /// Keys this version does not know, kept as they came (the database accepts any key).
+    /// Keys this version does not know, and free-form fields holding another shape than seamless
+    /// writes, kept as they came (the database accepts them).
     pub extra: Map<String, Json>,
 }
 
