@@ -1,2 +1,4 @@
 //! The mount: a namespace (inodes, the writable tree, `by-checksum/` and `as-<celltype>/` views)
 //! that tests drive directly, and a thin `fuser` adapter over it.
+
+pub mod tree;
