@@ -4,5 +4,6 @@
 pub mod handles;
 pub mod index;
 pub mod inodes;
+pub mod fuse;
 pub mod namespace;
 pub mod tree;

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use nix::errno::Errno;
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
 use super::handles::{ClaimHandle, DirEntry, Handle, Handles, Listing, TreeFileHandle, Unpublished};
 use super::index::{self, DecompressedCache};
@@ -891,7 +891,7 @@ impl Namespace {
     }
 
     /// Run one tree mutation in one SQLite transaction.
-    fn mutate<T>(&self, change: impl FnOnce(&mut Tree, &Transaction<'_>) -> Result<T, TreeError>) -> FsResult<T> {
+    fn mutate<T>(&self, change: impl FnOnce(&mut Tree, &Connection) -> Result<T, TreeError>) -> FsResult<T> {
         let mut conn = self.conn.lock().expect("tree database lock");
         let tx = conn.transaction().map_err(db_errno)?;
         let mut tree = self.tree.write().expect("tree lock");

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::checksum::Checksum;
 
@@ -188,7 +188,7 @@ impl Tree {
     /// Add a new entry under `parent`; returns its inode number.
     pub fn create(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         parent: u64,
         name: &str,
         kind: NodeKind,
@@ -208,7 +208,7 @@ impl Tree {
     }
 
     /// Remove a file or symlink (`dir = false`) or an empty directory (`dir = true`).
-    pub fn remove(&mut self, tx: &Transaction<'_>, parent: u64, name: &str, dir: bool) -> Result<u64, TreeError> {
+    pub fn remove(&mut self, tx: &Connection, parent: u64, name: &str, dir: bool) -> Result<u64, TreeError> {
         let ino = self.lookup(parent, name)?;
         match (&self.nodes[&ino].kind, dir) {
             (NodeKind::Dir(children), true) if !children.is_empty() => return Err(TreeError::NotEmpty),
@@ -228,7 +228,7 @@ impl Tree {
     /// (POSIX rename). Returns the inode number of the replaced entry, if any.
     pub fn rename(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         parent: u64,
         name: &str,
         new_parent: u64,
@@ -268,7 +268,7 @@ impl Tree {
     }
 
     /// Set a file's content (after its buffer was published).
-    pub fn set_content(&mut self, tx: &Transaction<'_>, ino: u64, checksum: Checksum, size: u64) -> Result<(), TreeError> {
+    pub fn set_content(&mut self, tx: &Connection, ino: u64, checksum: Checksum, size: u64) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
         match node.kind {
             NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
@@ -282,7 +282,7 @@ impl Tree {
     /// Change permission bits and/or the modification time.
     pub fn set_attr(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Connection,
         ino: u64,
         mode: Option<u32>,
         mtime: Option<SystemTime>,
@@ -328,7 +328,7 @@ impl Tree {
         Ok(())
     }
 
-    fn update(&mut self, tx: &Transaction<'_>, ino: u64, node: Node) -> Result<(), TreeError> {
+    fn update(&mut self, tx: &Connection, ino: u64, node: Node) -> Result<(), TreeError> {
         write_row(tx, ino, &node)?;
         self.nodes.insert(ino, node);
         Ok(())
@@ -369,7 +369,7 @@ impl Tree {
     }
 }
 
-fn write_row(tx: &Transaction<'_>, ino: u64, node: &Node) -> rusqlite::Result<()> {
+fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
     let (kind, checksum, size, target) = match &node.kind {
         NodeKind::Dir(_) => ("dir", None, None, None),
         NodeKind::File { checksum, size } => ("file", Some(checksum.hex()), Some(*size), None),
@@ -402,7 +402,7 @@ fn from_ns(ns: i64) -> SystemTime {
 mod tests {
     use super::*;
 
-    fn with_tx<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> T) -> T {
+    fn with_tx<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> T) -> T {
         let tx = conn.transaction().unwrap();
         let out = f(&tx);
         tx.commit().unwrap();
