@@ -208,8 +208,10 @@ impl Namespace {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
                 Dynamic::Buffer(checksum) => self.buffer_attr(checksum),
                 Dynamic::Sidecar(subject, sidecar) => {
-                    let size = self.sidecar_content(subject, sidecar)?.len() as u64;
                     let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
+                    // An index that cannot be built (logged) still has attributes, so that
+                    // `ls -l` and `rm -r` work; reading it reports the error.
+                    let size = self.sidecar_content(subject, sidecar).map_or(0, |c| c.len() as u64);
                     Ok(Attr { ino, kind: Kind::File, size, perm: 0o444, mtime, ttl: VOLATILE_TTL })
                 }
                 Dynamic::Claim(dir, subject) => {
