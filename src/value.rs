@@ -92,7 +92,11 @@ pub enum ByteOrder {
 pub enum DType {
     /// A builtin dtype: `kind` is numpy's kind character (`b i u f c S U V M m O`), `size` the
     /// item size in bytes (`S3` → 3, `U3` → 12).
-    Simple { kind: char, order: ByteOrder, size: usize },
+    Simple {
+        kind: char,
+        order: ByteOrder,
+        size: usize,
+    },
     /// A structured dtype.
     Struct(StructDType),
 }
@@ -279,10 +283,12 @@ impl NdArray {
         self.len() == 0
     }
 
-    /// Element `index` (C order) as a Python value, for bool, int, uint and float dtypes;
-    /// `None` for other dtypes or an index out of range.
+    /// Element `index` (C order) as a Python value (`arr.tolist()` element), for bool, int, uint,
+    /// float, `S` and `U` dtypes; `None` for other dtypes or an index out of range.
     pub fn element(&self, index: usize) -> Option<Value> {
-        let DType::Simple { kind, order, size } = self.dtype else { return None };
+        let DType::Simple { kind, order, size } = self.dtype else {
+            return None;
+        };
         let raw = self.data.get(index * size..(index + 1) * size)?;
         let mut le = raw.to_vec();
         if order == ByteOrder::Big {
@@ -304,6 +310,25 @@ impl NdArray {
             ('f', 2) => Some(Value::Float(f16_to_f64(u16::from_le_bytes([le[0], le[1]])))),
             ('f', 4) => Some(Value::Float(f32::from_le_bytes(le.try_into().ok()?) as f64)),
             ('f', 8) => Some(Value::Float(f64::from_le_bytes(le.try_into().ok()?))),
+            // numpy's tolist() drops trailing NULs of byte and unicode strings.
+            ('S', _) => Some(Value::Bytes(Bytes::copy_from_slice(trim_nuls(raw)))),
+            ('U', _) => {
+                let units: Vec<u32> = le
+                    .chunks(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4-byte units")))
+                    .collect();
+                let len = units.iter().rposition(|&u| u != 0).map_or(0, |p| p + 1);
+                Some(
+                    match units[..len]
+                        .iter()
+                        .map(|&u| char::from_u32(u))
+                        .collect::<Option<String>>()
+                    {
+                        Some(s) => Value::Str(s),
+                        None => Value::Surrogates(units[..len].to_vec()),
+                    },
+                )
+            }
             _ => None,
         }
     }
@@ -312,6 +337,10 @@ impl NdArray {
     pub fn scalar_to_python(&self) -> Option<Value> {
         self.element(0)
     }
+}
+
+fn trim_nuls(raw: &[u8]) -> &[u8] {
+    &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)]
 }
 
 /// An IEEE half-precision float, widened exactly.

@@ -27,7 +27,12 @@ const PYTHON_MAX_INT_DIGITS: usize = 4300;
 
 /// Parse `text` as one JSON document; the error says what is wrong and where.
 pub fn parse(text: &str, dialect: Dialect) -> Result<Value, String> {
-    let mut p = Parser { s: text.as_bytes(), text, pos: 0, dialect };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        text,
+        pos: 0,
+        dialect,
+    };
     p.skip_ws();
     let v = p.value()?;
     p.skip_ws();
@@ -213,7 +218,10 @@ impl Parser<'_> {
     }
 
     fn escape(&mut self) -> Result<u32, String> {
-        let c = *self.s.get(self.pos).ok_or_else(|| self.err("unterminated escape"))?;
+        let c = *self
+            .s
+            .get(self.pos)
+            .ok_or_else(|| self.err("unterminated escape"))?;
         self.pos += 1;
         Ok(match c {
             b'"' => 0x22,
@@ -230,7 +238,10 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self.s.get(self.pos..self.pos + 4).ok_or_else(|| self.err("truncated \\u escape"))?;
+        let digits = self
+            .s
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.err("truncated \\u escape"))?;
         let text = std::str::from_utf8(digits).map_err(|_| self.err("invalid \\u escape"))?;
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.err("invalid \\u escape"));
@@ -292,7 +303,9 @@ impl Parser<'_> {
             Dialect::Python if text.trim_start_matches('-').len() > PYTHON_MAX_INT_DIGITS => {
                 Err(self.err("integer with more than 4300 digits"))
             }
-            Dialect::Python => Ok(Value::Int(text.parse::<BigInt>().expect("checked integer syntax"))),
+            Dialect::Python => Ok(Value::Int(
+                text.parse::<BigInt>().expect("checked integer syntax"),
+            )),
             Dialect::Orjson => {
                 if let Ok(i) = text.parse::<i64>() {
                     Ok(Value::int(i))
@@ -335,7 +348,11 @@ fn units_to_utf16(units: &[u32]) -> Vec<u16> {
 
 /// A str value, or `Surrogates` if a lone surrogate makes it unrepresentable as UTF-8.
 pub fn units_to_value(units: Vec<u32>) -> Value {
-    match units.iter().map(|&u| char::from_u32(u)).collect::<Option<String>>() {
+    match units
+        .iter()
+        .map(|&u| char::from_u32(u))
+        .collect::<Option<String>>()
+    {
         Some(s) => Value::Str(s),
         None => Value::Surrogates(units),
     }
@@ -352,10 +369,28 @@ mod tests {
     #[test]
     fn orjson_number_rules() {
         assert_eq!(orjson("-0").unwrap(), Value::int(0));
-        assert_eq!(orjson("18446744073709551615").unwrap(), Value::int(u64::MAX));
-        assert_eq!(orjson("18446744073709551616").unwrap(), Value::Float(18446744073709551616.0));
+        assert_eq!(
+            orjson("18446744073709551615").unwrap(),
+            Value::int(u64::MAX)
+        );
+        assert_eq!(
+            orjson("18446744073709551616").unwrap(),
+            Value::Float(18446744073709551616.0)
+        );
         assert_eq!(orjson("1E-400").unwrap(), Value::Float(0.0));
-        for bad in ["1e400", "01", "1.", "[1,]", "\"\\ud800\"", "NaN", "\u{feff}1", "", " ", "\"a\u{1}\"", "1 2"] {
+        for bad in [
+            "1e400",
+            "01",
+            "1.",
+            "[1,]",
+            "\"\\ud800\"",
+            "NaN",
+            "\u{feff}1",
+            "",
+            " ",
+            "\"a\u{1}\"",
+            "1 2",
+        ] {
             assert!(orjson(bad).is_err(), "{bad:?}");
         }
         assert_eq!(orjson(" 1 \r\n").unwrap(), Value::int(1));
@@ -369,14 +404,25 @@ mod tests {
         assert_eq!(p("1e400").unwrap(), Value::Float(f64::INFINITY));
         assert_eq!(p("\"\\ud800\"").unwrap(), Value::Surrogates(vec![0xd800]));
         assert_eq!(p("\"\\ud83d\\ude00\"").unwrap(), Value::str("😀"));
-        assert_eq!(p("123456789012345678901234567890").unwrap(), Value::Int("123456789012345678901234567890".parse().unwrap()));
+        assert_eq!(
+            p("123456789012345678901234567890").unwrap(),
+            Value::Int("123456789012345678901234567890".parse().unwrap())
+        );
     }
 
     #[test]
     fn duplicate_keys_keep_first_position_last_value() {
-        let Value::Dict(d) = orjson(r#"{"a":1,"b":2,"a":3}"#).unwrap() else { panic!() };
+        let Value::Dict(d) = orjson(r#"{"a":1,"b":2,"a":3}"#).unwrap() else {
+            panic!()
+        };
         let items: Vec<_> = d.into_iter().collect();
-        assert_eq!(items, vec![(Key::Str("a".into()), Value::int(3)), (Key::Str("b".into()), Value::int(2))]);
+        assert_eq!(
+            items,
+            vec![
+                (Key::Str("a".into()), Value::int(3)),
+                (Key::Str("b".into()), Value::int(2))
+            ]
+        );
     }
 
     #[test]

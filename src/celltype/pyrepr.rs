@@ -8,10 +8,11 @@ use std::cmp::Ordering;
 
 use num_bigint::BigInt;
 
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value};
 
-/// Python's recursion limit, which bounds `repr` and `json.dumps` of nested containers.
+/// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
+/// default recursion limit.
 pub const PY_RECURSION_LIMIT: usize = 1000;
 
 /// The shortest round-trip decimal digits of a finite non-zero `x` (as Python `repr` and orjson
@@ -97,7 +98,10 @@ fn float32_str(x: f32) -> String {
     }
     // The shortest f32 digits, re-read as f64, keep exactly those digits.
     let mut buf = ryu::Buffer::new();
-    let short: f64 = buf.format_finite(x).parse().expect("ryu writes a valid float");
+    let short: f64 = buf
+        .format_finite(x)
+        .parse()
+        .expect("ryu writes a valid float");
     float_repr(short)
 }
 
@@ -152,7 +156,9 @@ pub fn str_repr_units(chars: impl Iterator<Item = u32> + Clone) -> String {
                 out.push('\\');
                 out.push(quote);
             }
-            _ if is_printable(c) => out.push(char::from_u32(c).expect("printable code points are chars")),
+            _ if is_printable(c) => {
+                out.push(char::from_u32(c).expect("printable code points are chars"))
+            }
             _ if c <= 0xff => out.push_str(&format!("\\x{c:02x}")),
             _ if c <= 0xffff => out.push_str(&format!("\\u{c:04x}")),
             _ => out.push_str(&format!("\\U{c:08x}")),
@@ -169,7 +175,11 @@ pub fn str_repr(s: &str) -> String {
 
 /// Python `repr(bytes)`: `b'abc'`, `b'\x00'`.
 pub fn bytes_repr(b: &[u8]) -> String {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') { '"' } else { '\'' };
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = format!("b{quote}");
     for &c in b {
         match c {
@@ -223,8 +233,15 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
-    if let DType::Simple { kind: 'f', size: 4, order } = a.dtype {
-        let raw: [u8; 4] = a.data[..4].try_into().expect("a float32 scalar holds 4 bytes");
+    if let DType::Simple {
+        kind: 'f',
+        size: 4,
+        order,
+    } = a.dtype
+    {
+        let raw: [u8; 4] = a.data[..4]
+            .try_into()
+            .expect("a float32 scalar holds 4 bytes");
         let x = match order {
             ByteOrder::Big => f32::from_be_bytes(raw),
             _ => f32::from_le_bytes(raw),
@@ -232,21 +249,32 @@ fn scalar_str(a: &NdArray) -> Result<String, CellError> {
         return Ok(float32_str(x));
     }
     match a.scalar_to_python() {
+        Some(Value::Str(s)) => Ok(s),
         Some(v) => py_repr(&v, 0),
         None => Err(CellError::new(
             PyErrorKind::TypeError,
-            format!("cannot format a numpy {} scalar as Python text", a.dtype.numpy_name()),
+            format!(
+                "cannot format a numpy {} scalar as Python text",
+                a.dtype.numpy_name()
+            ),
         )),
     }
 }
 
 fn too_deep() -> CellError {
-    CellError::new(PyErrorKind::RecursionError, "maximum recursion depth exceeded while getting the repr of an object")
+    CellError::new(
+        PyErrorKind::RecursionError,
+        "maximum recursion depth exceeded while getting the repr of an object",
+    )
 }
 
 /// Python `repr(value)`; `depth` counts enclosing containers.
 pub fn py_repr(v: &Value, depth: usize) -> Result<String, CellError> {
-    if depth > PY_RECURSION_LIMIT {
+    with_stack(|| py_repr_inner(v, depth))
+}
+
+fn py_repr_inner(v: &Value, depth: usize) -> Result<String, CellError> {
+    if depth >= PY_RECURSION_LIMIT {
         return Err(too_deep());
     }
     let items = |items: &[Value]| -> Result<Vec<String>, CellError> {
@@ -309,7 +337,8 @@ fn datetime_repr(t: &DateTime) -> String {
     if t.microsecond != 0 {
         fields.push(t.microsecond);
     }
-    let mut out = format!("datetime.datetime({}", fields.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+    let fields: Vec<String> = fields.iter().map(u32::to_string).collect();
+    let mut out = format!("datetime.datetime({}", fields.join(", "));
     match t.utc_offset {
         None => {}
         Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
@@ -373,7 +402,11 @@ fn key_less(a: &Key, b: &Key) -> Result<bool, CellError> {
             (Some(x), Some(y)) => Ok(x < y),
             _ => Err(CellError::new(
                 PyErrorKind::TypeError,
-                format!("'<' not supported between instances of '{}' and '{}'", key_type(a), key_type(b)),
+                format!(
+                    "'<' not supported between instances of '{}' and '{}'",
+                    key_type(a),
+                    key_type(b)
+                ),
             )),
         },
     }
@@ -396,7 +429,12 @@ pub fn sorted_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<Vec<&'a Ke
 
 /// Python `int(text)` for base 10, or `ValueError` naming the text as Python does.
 pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
-    let bad = || CellError::new(PyErrorKind::ValueError, format!("invalid literal for int() with base 10: {}", str_repr(text)));
+    let bad = || {
+        CellError::new(
+            PyErrorKind::ValueError,
+            format!("invalid literal for int() with base 10: {}", str_repr(text)),
+        )
+    };
     let t = text.trim();
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -417,7 +455,8 @@ fn strip_underscores(s: &str) -> Option<String> {
     let b = s.as_bytes();
     for (i, &c) in b.iter().enumerate() {
         if c == b'_' {
-            let ok = i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
+            let ok =
+                i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
             if !ok {
                 return None;
             }
@@ -428,7 +467,12 @@ fn strip_underscores(s: &str) -> Option<String> {
 
 /// Python `float(text)`, or `ValueError` naming the text as Python does.
 pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
-    let bad = || CellError::new(PyErrorKind::ValueError, format!("could not convert string to float: {}", str_repr(text)));
+    let bad = || {
+        CellError::new(
+            PyErrorKind::ValueError,
+            format!("could not convert string to float: {}", str_repr(text)),
+        )
+    };
     let t = text.trim();
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -458,7 +502,8 @@ fn is_decimal_literal(s: &str) -> bool {
     };
     let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = digits_ok(int_part) && digits_ok(frac) && !(int_part.is_empty() && frac.is_empty());
+    let mantissa_ok =
+        digits_ok(int_part) && digits_ok(frac) && !(int_part.is_empty() && frac.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && digits_ok(e)
@@ -481,8 +526,16 @@ mod tests {
             (0.0001, "0.0001", "0.0001"),
             (5e-324, "5e-324", "5e-324"),
             (-0.0, "-0.0", "-0.0"),
-            (123456789012345.67, "123456789012345.67", "123456789012345.67"),
-            (1.7976931348623157e308, "1.7976931348623157e+308", "1.7976931348623157e+308"),
+            (
+                123456789012345.67,
+                "123456789012345.67",
+                "123456789012345.67",
+            ),
+            (
+                1.7976931348623157e308,
+                "1.7976931348623157e+308",
+                "1.7976931348623157e+308",
+            ),
         ] {
             assert_eq!(orjson_float(x), orjson, "{x}");
             assert_eq!(float_repr(x), python, "{x}");
@@ -506,7 +559,10 @@ mod tests {
     fn python_number_parsing() {
         assert_eq!(parse_py_int(" 7 ").unwrap(), BigInt::from(7));
         assert_eq!(parse_py_int("1_000").unwrap(), BigInt::from(1000));
-        assert_eq!(parse_py_int("x").unwrap_err().message, "invalid literal for int() with base 10: 'x'");
+        assert_eq!(
+            parse_py_int("x").unwrap_err().message,
+            "invalid literal for int() with base 10: 'x'"
+        );
         assert!(parse_py_int("1__0").is_err());
         assert_eq!(parse_py_float("1e-7").unwrap(), 1e-7);
         assert!(parse_py_float("-Infinity").unwrap().is_infinite());
@@ -519,7 +575,10 @@ mod tests {
     fn mixed_key_types_do_not_sort() {
         let keys = [Key::Int(1.into()), Key::Str("x".into())];
         let e = sorted_keys(keys.iter()).unwrap_err();
-        assert_eq!(e.message, "'<' not supported between instances of 'str' and 'int'");
+        assert_eq!(
+            e.message,
+            "'<' not supported between instances of 'str' and 'int'"
+        );
         let keys = [Key::Int(10.into()), Key::Int(9.into())];
         assert_eq!(sorted_keys(keys.iter()).unwrap(), vec![&keys[1], &keys[0]]);
     }

@@ -91,17 +91,23 @@ pub struct CompatCheckArgs {
 
 fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     match file {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display())),
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        }
         None => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
             Ok(buf)
         }
     }
 }
 
 fn guess_format(file: Option<&Path>) -> From {
-    let ext = file.and_then(|p| p.extension()).map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let ext = file
+        .and_then(|p| p.extension())
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
     match ext.as_deref() {
         Some("yaml" | "yml") => From::Yaml,
         Some("npy") => From::Npy,
@@ -114,18 +120,24 @@ fn guess_format(file: Option<&Path>) -> From {
 fn read_value(raw: Vec<u8>, format: From) -> anyhow::Result<Value> {
     Ok(match format {
         From::Json => {
-            let j: serde_json::Value = serde_json::from_slice(&raw).context("the input is not valid JSON")?;
-            compat::decode_value(&j).map_err(|why| anyhow::anyhow!("the JSON input is not a value: {why}"))?
+            let j: serde_json::Value =
+                serde_json::from_slice(&raw).context("the input is not valid JSON")?;
+            compat::decode_value(&j)
+                .map_err(|why| anyhow::anyhow!("the JSON input is not a value: {why}"))?
         }
         From::Yaml => {
             let text = std::str::from_utf8(&raw).context("the YAML input is not UTF-8")?;
-            yaml::to_value(text).map_err(|why| anyhow::anyhow!("the input is not valid YAML: {why}"))?
+            yaml::to_value(text)
+                .map_err(|why| anyhow::anyhow!("the input is not valid YAML: {why}"))?
         }
         From::Text => match String::from_utf8(raw) {
             Ok(text) => Value::Str(text),
             Err(e) => Value::Bytes(e.into_bytes().into()),
         },
-        From::Npy => Value::Array(npy::read(&raw).map_err(|why| anyhow::anyhow!("the input is not a valid .npy file: {why}"))?),
+        From::Npy => Value::Array(
+            npy::read(&raw)
+                .map_err(|why| anyhow::anyhow!("the input is not a valid .npy file: {why}"))?,
+        ),
         From::Bytes => Value::Bytes(raw.into()),
     })
 }
@@ -136,9 +148,12 @@ fn parse_celltype(name: &str) -> anyhow::Result<CellType> {
 
 pub fn run_encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let celltype = parse_celltype(&args.celltype)?;
-    let format = args.from.unwrap_or_else(|| guess_format(args.file.as_deref()));
+    let format = args
+        .from
+        .unwrap_or_else(|| guess_format(args.file.as_deref()));
     let value = read_value(read_input(args.file.as_deref())?, format)?;
-    let buffer = celltype::serialize(&value, celltype).with_context(|| format!("cannot encode the value as {celltype}"))?;
+    let buffer = celltype::serialize(&value, celltype)
+        .with_context(|| format!("cannot encode the value as {celltype}"))?;
     std::io::stdout().write_all(&buffer)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -146,7 +161,8 @@ pub fn run_encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
 pub fn run_decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let celltype = parse_celltype(&args.celltype)?;
     let buffer = read_input(args.file.as_deref())?;
-    let value = celltype::deserialize(&buffer, celltype).with_context(|| format!("the buffer is not a valid {celltype} cell"))?;
+    let value = celltype::deserialize(&buffer, celltype)
+        .with_context(|| format!("the buffer is not a valid {celltype} cell"))?;
     let out = match (&value, args.json, args.npy) {
         (Value::Array(a) | Value::Scalar(a), _, true) => npy::write(a),
         (_, _, true) => bail!("the value is not an array; leave out --npy"),
@@ -180,5 +196,9 @@ pub fn run_compat_check(args: CompatCheckArgs) -> anyhow::Result<ExitCode> {
         println!("{} skipped", report.skipped());
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
-    Ok(if report.failed() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.failed() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
