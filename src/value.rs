@@ -30,6 +30,32 @@ pub enum Value {
     /// A numpy scalar (`np.float64(3.5)`): a 0-d array that Python treats as a scalar.
     Scalar(NdArray),
     Checksum(Checksum),
+    /// A Python `set` (YAML `!!set`), in construction order.
+    Set(Vec<Value>),
+    /// A `datetime.date` (YAML timestamps without a time).
+    Date(Date),
+    /// A `datetime.datetime` (YAML timestamps with a time).
+    DateTime(DateTime),
+}
+
+/// A `datetime.date`; always a valid calendar date (years 1–9999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// A `datetime.datetime` with microseconds and an optional fixed UTC offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DateTime {
+    pub date: Date,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub microsecond: u32,
+    /// Offset from UTC in seconds (`datetime.timezone`); `None` for a naive datetime.
+    pub utc_offset: Option<i32>,
 }
 
 /// Insertion-ordered dict. Keys are values because Python allows non-str keys (`{1: 2}`),
@@ -45,6 +71,9 @@ pub enum Key {
     Float(u64),
     Bool(bool),
     None,
+    Bytes(Bytes),
+    Date(Date),
+    DateTime(DateTime),
     /// Any other key type (a tuple, …), kept by its Python type name for error messages.
     Other(String),
 }
@@ -115,6 +144,129 @@ impl DType {
             DType::Struct(s) => s.itemsize,
         }
     }
+
+    /// A builtin dtype; the byte order of one-byte and byte-string kinds is always `|`, as numpy normalises it.
+    pub fn simple(kind: char, order: ByteOrder, size: usize) -> DType {
+        let order = if matches!(kind, 'b' | 'S' | 'V' | 'O') || (size == 1 && kind != 'U') {
+            ByteOrder::NotApplicable
+        } else {
+            order
+        };
+        DType::Simple { kind, order, size }
+    }
+
+    /// numpy's `dtype.str` of a builtin dtype (`<f8`, `|b1`, `|S3`, `<U2`); `|V<n>` for structs.
+    pub fn typestr(&self) -> String {
+        match self {
+            DType::Simple { kind: 'O', .. } => "|O".into(),
+            DType::Simple { kind, order, size } => {
+                let o = match order {
+                    ByteOrder::Little => '<',
+                    ByteOrder::Big => '>',
+                    ByteOrder::NotApplicable => '|',
+                };
+                let n = if *kind == 'U' { size / 4 } else { *size };
+                format!("{o}{kind}{n}")
+            }
+            DType::Struct(s) => format!("|V{}", s.itemsize),
+        }
+    }
+
+    /// Parse a numpy typestr such as `<f8`, `>i4`, `|S3`, `=u2`, `f8`, `?`, `d` (the forms a `.npy`
+    /// header or `np.dtype(str)` accepts for builtin types).
+    pub fn from_typestr(s: &str) -> Option<DType> {
+        let (order, rest) = match s.chars().next()? {
+            '<' | '=' => (ByteOrder::Little, &s[1..]),
+            '>' => (ByteOrder::Big, &s[1..]),
+            '|' => (ByteOrder::Little, &s[1..]),
+            _ => (ByteOrder::Little, s),
+        };
+        let kind = rest.chars().next()?;
+        let digits = &rest[kind.len_utf8()..];
+        if digits.is_empty() {
+            let (kind, size) = match kind {
+                '?' => ('b', 1),
+                'b' => ('i', 1),
+                'B' => ('u', 1),
+                'h' => ('i', 2),
+                'H' => ('u', 2),
+                'i' => ('i', 4),
+                'I' => ('u', 4),
+                'l' | 'q' => ('i', 8),
+                'L' | 'Q' => ('u', 8),
+                'e' => ('f', 2),
+                'f' => ('f', 4),
+                'd' => ('f', 8),
+                'O' => ('O', 8),
+                _ => return None,
+            };
+            return Some(DType::simple(kind, order, size));
+        }
+        let n: usize = digits.parse().ok()?;
+        let size = match kind {
+            'b' if n == 1 => 1,
+            'i' | 'u' if matches!(n, 1 | 2 | 4 | 8) => n,
+            'f' if matches!(n, 2 | 4 | 8 | 16) => n,
+            'c' if matches!(n, 8 | 16 | 32) => n,
+            'S' | 'V' => n,
+            'U' => n.checked_mul(4)?,
+            _ => return None,
+        };
+        Some(DType::simple(kind, order, size))
+    }
+
+    /// numpy's scalar type name: `float64`, `int32`, `bool`, `bytes_`, `void`.
+    pub fn numpy_name(&self) -> String {
+        match self {
+            DType::Simple { kind, size, .. } => match kind {
+                'b' => "bool".into(),
+                'i' => format!("int{}", size * 8),
+                'u' => format!("uint{}", size * 8),
+                'f' => format!("float{}", size * 8),
+                'c' => format!("complex{}", size * 8),
+                'S' => "bytes_".into(),
+                'U' => "str_".into(),
+                'O' => "object_".into(),
+                'M' => "datetime64".into(),
+                'm' => "timedelta64".into(),
+                _ => "void".into(),
+            },
+            DType::Struct(_) => "void".into(),
+        }
+    }
+}
+
+impl Date {
+    /// Python `date.isoformat()`: `2001-12-14`.
+    pub fn isoformat(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl DateTime {
+    /// Python `datetime.isoformat(sep)` (also orjson's datetime text with `sep = 'T'`):
+    /// microseconds only when non-zero, `+HH:MM` offset only when aware.
+    pub fn isoformat(&self, sep: char) -> String {
+        let mut out = format!(
+            "{}{sep}{:02}:{:02}:{:02}",
+            self.date.isoformat(),
+            self.hour,
+            self.minute,
+            self.second
+        );
+        if self.microsecond != 0 {
+            out.push_str(&format!(".{:06}", self.microsecond));
+        }
+        if let Some(offset) = self.utc_offset {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+            if abs % 60 != 0 {
+                out.push_str(&format!(":{:02}", abs % 60));
+            }
+        }
+        out
+    }
 }
 
 impl NdArray {
@@ -125,6 +277,53 @@ impl NdArray {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Element `index` (C order) as a Python value, for bool, int, uint and float dtypes;
+    /// `None` for other dtypes or an index out of range.
+    pub fn element(&self, index: usize) -> Option<Value> {
+        let DType::Simple { kind, order, size } = self.dtype else { return None };
+        let raw = self.data.get(index * size..(index + 1) * size)?;
+        let mut le = raw.to_vec();
+        if order == ByteOrder::Big {
+            le.reverse();
+        }
+        let mut wide = [0u8; 8];
+        match (kind, size) {
+            ('b', 1) => Some(Value::Bool(raw[0] != 0)),
+            ('i', 1 | 2 | 4 | 8) => {
+                let fill = if le[size - 1] & 0x80 != 0 { 0xff } else { 0 };
+                wide.fill(fill);
+                wide[..size].copy_from_slice(&le);
+                Some(Value::int(i64::from_le_bytes(wide)))
+            }
+            ('u', 1 | 2 | 4 | 8) => {
+                wide[..size].copy_from_slice(&le);
+                Some(Value::int(u64::from_le_bytes(wide)))
+            }
+            ('f', 2) => Some(Value::Float(f16_to_f64(u16::from_le_bytes([le[0], le[1]])))),
+            ('f', 4) => Some(Value::Float(f32::from_le_bytes(le.try_into().ok()?) as f64)),
+            ('f', 8) => Some(Value::Float(f64::from_le_bytes(le.try_into().ok()?))),
+            _ => None,
+        }
+    }
+
+    /// The Python value of a numpy scalar (`np.float64(1.5)` → `1.5`), as `.item()` gives it.
+    pub fn scalar_to_python(&self) -> Option<Value> {
+        self.element(0)
+    }
+}
+
+/// An IEEE half-precision float, widened exactly.
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((bits >> 10) & 0x1f) as i32;
+    let frac = (bits & 0x3ff) as f64;
+    sign * match exp {
+        0 => frac * 2f64.powi(-24),
+        31 if frac == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        _ => (1.0 + frac / 1024.0) * 2f64.powi(exp - 15),
     }
 }
 

@@ -9,9 +9,18 @@ use std::str::FromStr;
 
 use crate::value::Value;
 
+pub mod binary;
 pub mod convert;
 pub mod ipython;
+pub mod json_orjson;
+pub mod json_parse;
+pub mod json_python;
+pub mod mixed;
+pub mod npy;
+pub mod pyrepr;
 pub mod python;
+pub mod scalar;
+pub mod text;
 pub mod yaml;
 
 /// A Seamless cell type.
@@ -98,26 +107,85 @@ pub enum PyErrorKind {
     UnicodeDecodeError,
     OverflowError,
     AssertionError,
+    UnicodeEncodeError,
+    IndexError,
+    RecursionError,
 }
 
-/// A serialization or parsing failure: the Python error class and a message saying what is wrong.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+impl PyErrorKind {
+    /// The Python class name, as the vectors write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PyErrorKind::TypeError => "TypeError",
+            PyErrorKind::ValueError => "ValueError",
+            PyErrorKind::UnicodeDecodeError => "UnicodeDecodeError",
+            PyErrorKind::OverflowError => "OverflowError",
+            PyErrorKind::AssertionError => "AssertionError",
+            PyErrorKind::UnicodeEncodeError => "UnicodeEncodeError",
+            PyErrorKind::IndexError => "IndexError",
+            PyErrorKind::RecursionError => "RecursionError",
+        }
+    }
+}
+
+/// A serialization or parsing failure: the Python error class, the message Python gives (compared
+/// against the vectors), and, where Python's message alone does not say what is wrong, a detail.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CellError {
     pub kind: PyErrorKind,
     pub message: String,
+    pub detail: Option<String>,
 }
+
+impl CellError {
+    pub fn new(kind: PyErrorKind, message: impl Into<String>) -> Self {
+        CellError { kind, message: message.into(), detail: None }
+    }
+
+    /// Add an explanation for the user (not part of the Python-compatible message).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for CellError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CellError {}
 
 /// Serialize a value as `celltype` (seamless-core `serialize_sync`).
 pub fn serialize(value: &Value, celltype: CellType) -> Result<Vec<u8>, CellError> {
-    let _ = (value, celltype);
-    Err(CellError { kind: PyErrorKind::TypeError, message: "serialization is not built yet".into() })
+    match celltype {
+        CellType::Binary => binary::serialize(value),
+        CellType::Mixed => mixed::serialize(value),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => text::serialize(value),
+        CellType::Plain => scalar::serialize_plain(value),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => scalar::serialize(value, celltype),
+        CellType::Bytes => text::serialize_bytes(value),
+        CellType::Checksum => scalar::serialize_checksum(value),
+    }
 }
 
 /// Parse a buffer as `celltype` (seamless-core `Buffer.get_value`), validating as it does.
+/// A `bytes` buffer parses to `Value::Bytes` (seamless-core returns the `Buffer` itself).
 pub fn deserialize(buffer: &[u8], celltype: CellType) -> Result<Value, CellError> {
-    let _ = (buffer, celltype);
-    Err(CellError { kind: PyErrorKind::TypeError, message: "parsing is not built yet".into() })
+    match celltype {
+        CellType::Binary => binary::deserialize(buffer),
+        CellType::Mixed => mixed::deserialize(buffer),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => text::deserialize(buffer, celltype),
+        CellType::Plain => scalar::deserialize_plain(buffer),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => scalar::deserialize(buffer, celltype),
+        CellType::Bytes => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(buffer))),
+        CellType::Checksum => scalar::deserialize_checksum(buffer),
+    }
 }
 
 #[cfg(test)]
