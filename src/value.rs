@@ -30,6 +30,32 @@ pub enum Value {
     /// A numpy scalar (`np.float64(3.5)`): a 0-d array that Python treats as a scalar.
     Scalar(NdArray),
     Checksum(Checksum),
+    /// A Python `set` (YAML `!!set`), in construction order.
+    Set(Vec<Value>),
+    /// A `datetime.date` (YAML timestamps without a time).
+    Date(Date),
+    /// A `datetime.datetime` (YAML timestamps with a time).
+    DateTime(DateTime),
+}
+
+/// A `datetime.date`; always a valid calendar date (years 1–9999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// A `datetime.datetime` with microseconds and an optional fixed UTC offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DateTime {
+    pub date: Date,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    pub microsecond: u32,
+    /// Offset from UTC in seconds (`datetime.timezone`); `None` for a naive datetime.
+    pub utc_offset: Option<i32>,
 }
 
 /// Insertion-ordered dict. Keys are values because Python allows non-str keys (`{1: 2}`),
@@ -45,6 +71,9 @@ pub enum Key {
     Float(u64),
     Bool(bool),
     None,
+    Bytes(Bytes),
+    Date(Date),
+    DateTime(DateTime),
     /// Any other key type (a tuple, …), kept by its Python type name for error messages.
     Other(String),
 }
@@ -208,6 +237,39 @@ impl DType {
             },
             DType::Struct(_) => "void".into(),
         }
+    }
+}
+
+impl Date {
+    /// Python `date.isoformat()`: `2001-12-14`.
+    pub fn isoformat(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl DateTime {
+    /// Python `datetime.isoformat(sep)` (also orjson's datetime text with `sep = 'T'`):
+    /// microseconds only when non-zero, `+HH:MM` offset only when aware.
+    pub fn isoformat(&self, sep: char) -> String {
+        let mut out = format!(
+            "{}{sep}{:02}:{:02}:{:02}",
+            self.date.isoformat(),
+            self.hour,
+            self.minute,
+            self.second
+        );
+        if self.microsecond != 0 {
+            out.push_str(&format!(".{:06}", self.microsecond));
+        }
+        if let Some(offset) = self.utc_offset {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+            if abs % 60 != 0 {
+                out.push_str(&format!(":{:02}", abs % 60));
+            }
+        }
+        out
     }
 }
 

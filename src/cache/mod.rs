@@ -1,2 +1,10 @@
 //! The RAM buffer cache (refcounts, decaying temprefs, soft/hard caps, cost-aware eviction) and
-//! the memmap offload tier.
+//! the memmap offload tier with GSEGUtils `lazy_disk_cache` semantics.
+
+pub mod eviction;
+pub mod offload;
+pub mod ram;
+
+pub use eviction::{Clock, ManualClock, SystemClock, TemprefParams};
+pub use offload::{LoadMode, OffloadConfig, OffloadEntry, OffloadError, Residence};
+pub use ram::{EvictionLoop, EvictionReport, RamCache, RamConfig};

@@ -75,6 +75,9 @@ impl Writer {
                 return Err(type_error("str is not valid UTF-8: surrogates not allowed"));
             }
             Value::Bytes(_) => return Err(not_serializable("bytes")),
+            Value::Set(_) => return Err(not_serializable("set")),
+            Value::Date(d) => write_str(&d.isoformat(), out),
+            Value::DateTime(t) => write_str(&t.isoformat('T'), out),
             Value::Array(_) => return Err(not_serializable("numpy.ndarray")),
             Value::Scalar(a) => {
                 return Err(not_serializable(&format!("numpy.{}", a.dtype.numpy_name())));

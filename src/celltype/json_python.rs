@@ -60,13 +60,16 @@ fn key_text(k: &Key) -> Result<String, CellError> {
         Key::Float(bits) => float_text(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "true" } else { "false" }.into(),
         Key::None => "null".into(),
-        Key::Other(name) => {
-            return Err(CellError::new(
-                PyErrorKind::TypeError,
-                format!("keys must be str, int, float, bool or None, not {name}"),
-            ));
-        }
+        Key::Bytes(_) => return Err(bad_key("bytes")),
+        Key::Date(_) => return Err(bad_key("datetime.date")),
+        Key::DateTime(_) => return Err(bad_key("datetime.datetime")),
+        Key::Other(name) => return Err(bad_key(name)),
     })
+}
+
+/// `json.dumps`'s error for a dict key of an unsupported type.
+fn bad_key(name: &str) -> CellError {
+    CellError::new(PyErrorKind::TypeError, format!("keys must be str, int, float, bool or None, not {name}"))
 }
 
 impl Writer {
@@ -89,6 +92,9 @@ impl Writer {
                 Some(p) => self.value(&p, depth, out)?,
             },
             Value::Bytes(_) => return Err(not_serializable("bytes")),
+            Value::Set(_) => return Err(not_serializable("set")),
+            Value::Date(_) => return Err(not_serializable("date")),
+            Value::DateTime(_) => return Err(not_serializable("datetime")),
             Value::Array(_) => return Err(not_serializable("ndarray")),
             Value::List(items) | Value::Tuple(items) => self.list(items, depth + 1, out)?,
             Value::Dict(d) => {

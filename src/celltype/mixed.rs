@@ -108,6 +108,9 @@ fn form_at_inner(v: &Value, depth: usize) -> Result<(Storage, Value), CellError>
             ))),
         },
         Value::Dict(d) => dict_form(d, depth),
+        Value::Set(_) => Err(type_error("<class 'set'>")),
+        Value::Date(_) => Err(type_error("<class 'datetime.date'>")),
+        Value::DateTime(_) => Err(type_error("<class 'datetime.datetime'>")),
         Value::List(items) | Value::Tuple(items) => list_form(items, depth),
     }
 }

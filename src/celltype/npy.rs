@@ -481,8 +481,17 @@ impl Literal<'_> {
                 self.pos += 1;
                 self.string()
             }
-            Some(b'(') => self.sequence(b')', depth).map(Lit::Tuple),
-            Some(b'[') => self.sequence(b']', depth).map(Lit::List),
+            // `(x)` without a comma is just `x`, as in Python.
+            Some(b'(') => self.sequence(b')', depth).map(|(mut items, comma)| {
+                if items.len() == 1 && !comma {
+                    items.remove(0)
+                } else {
+                    Lit::Tuple(items)
+                }
+            }),
+            Some(b'[') => self
+                .sequence(b']', depth)
+                .map(|(items, _)| Lit::List(items)),
             Some(b'{') => self.dict(depth),
             Some(b'-' | b'0'..=b'9') => self.int(),
             _ => {
@@ -601,24 +610,33 @@ impl Literal<'_> {
             self.pos += 1;
         }
         let text = std::str::from_utf8(&self.s[start..end]).expect("ASCII digits");
+        let digits = text.trim_start_matches('-');
+        if digits.len() > 1 && digits.starts_with('0') && digits.bytes().any(|b| b != b'0') {
+            return Err(self.err("leading zeros in a decimal integer literal are not permitted"));
+        }
         text.parse()
             .map(Lit::Int)
             .map_err(|_| self.err("invalid integer"))
     }
 
-    fn sequence(&mut self, close: u8, depth: usize) -> Result<Vec<Lit>, String> {
+    /// The items up to `close`, and whether any comma was seen.
+    fn sequence(&mut self, close: u8, depth: usize) -> Result<(Vec<Lit>, bool), String> {
         self.pos += 1;
         let mut items = Vec::new();
+        let mut comma = false;
         loop {
             self.skip_ws();
             if self.s.get(self.pos) == Some(&close) {
                 self.pos += 1;
-                return Ok(items);
+                return Ok((items, comma));
             }
             items.push(self.parse(depth + 1)?);
             self.skip_ws();
             match self.s.get(self.pos) {
-                Some(b',') => self.pos += 1,
+                Some(b',') => {
+                    self.pos += 1;
+                    comma = true;
+                }
                 Some(&c) if c == close => {}
                 _ => return Err(self.err("expected ',' or a closing bracket")),
             }
@@ -724,12 +742,22 @@ mod tests {
     #[test]
     fn header_literals_follow_python() {
         let parse = |descr: &str| {
-            parse_header(&format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"))
-                .map(|(d, _, _)| d.typestr())
+            parse_header(&format!(
+                "{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"
+            ))
+            .map(|(d, _, _)| d.typestr())
         };
         assert_eq!(parse(r"'\x3cf8'").unwrap(), "<f8");
         assert_eq!(parse(r"u'<i4'").unwrap(), "<i4");
         assert!(parse(r"'\u2'").is_err());
+        let shape = |shape: &str| {
+            parse_header(&format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}}}"
+            ))
+        };
+        assert_eq!(shape("(00,)").unwrap().2, vec![0]);
+        assert!(shape("(00)").is_err(), "a parenthesised int is not a tuple");
+        assert!(shape("(01,)").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use num_bigint::BigInt;
 
 use super::unicode_printable::is_printable;
 use super::{CellError, PyErrorKind, with_stack};
-use crate::value::{ByteOrder, DType, Key, NdArray, Value, f16_to_f64, f64_to_f16};
+use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
 /// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
 /// default recursion limit.
@@ -204,6 +204,9 @@ pub fn type_name(v: &Value) -> String {
         Value::Array(_) => "ndarray".into(),
         Value::Scalar(a) => a.dtype.numpy_name(),
         Value::Checksum(_) => "Checksum".into(),
+        Value::Set(_) => "set".into(),
+        Value::Date(_) => "date".into(),
+        Value::DateTime(_) => "datetime".into(),
     }
 }
 
@@ -283,6 +286,10 @@ fn py_repr_inner(v: &Value, depth: usize) -> Result<String, CellError> {
         }
         Value::Checksum(c) => str_repr(&c.hex()),
         Value::Scalar(a) => scalar_repr(a)?,
+        Value::Set(s) if s.is_empty() => "set()".into(),
+        Value::Set(s) => format!("{{{}}}", items(s)?.join(", ")),
+        Value::Date(d) => date_repr(d),
+        Value::DateTime(t) => datetime_repr(t),
         Value::Array(_) => {
             return Err(CellError::new(
                 PyErrorKind::TypeError,
@@ -301,6 +308,36 @@ fn scalar_repr(a: &NdArray) -> Result<String, CellError> {
     Ok(format!("np.{}({})", a.dtype.numpy_name(), scalar_str(a)?))
 }
 
+/// `repr(datetime.date(...))`.
+fn date_repr(d: &Date) -> String {
+    format!("datetime.date({}, {}, {})", d.year, d.month, d.day)
+}
+
+/// `repr(datetime.datetime(...))`: trailing zero seconds/microseconds are omitted, as Python does.
+fn datetime_repr(t: &DateTime) -> String {
+    let d = &t.date;
+    let mut fields = vec![d.year as u32, d.month as u32, d.day as u32, t.hour as u32, t.minute as u32];
+    if t.second != 0 || t.microsecond != 0 {
+        fields.push(t.second as u32);
+    }
+    if t.microsecond != 0 {
+        fields.push(t.microsecond);
+    }
+    let fields: Vec<String> = fields.iter().map(u32::to_string).collect();
+    let mut out = format!("datetime.datetime({}", fields.join(", "));
+    match t.utc_offset {
+        None => {}
+        Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
+        Some(offset) => {
+            let (days, seconds) = (offset.div_euclid(86_400), offset.rem_euclid(86_400));
+            let delta = if days != 0 { format!("days={days}, seconds={seconds}") } else { format!("seconds={seconds}") };
+            out.push_str(&format!(", tzinfo=datetime.timezone(datetime.timedelta({delta}))"));
+        }
+    }
+    out.push(')');
+    out
+}
+
 /// Python `repr()` of a dict key.
 pub fn key_repr(k: &Key) -> String {
     match k {
@@ -309,6 +346,9 @@ pub fn key_repr(k: &Key) -> String {
         Key::Float(bits) => float_repr(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "True" } else { "False" }.into(),
         Key::None => "None".into(),
+        Key::Bytes(b) => bytes_repr(b),
+        Key::Date(d) => date_repr(d),
+        Key::DateTime(t) => datetime_repr(t),
         Key::Other(name) => format!("<{name} object>"),
     }
 }
@@ -321,6 +361,9 @@ fn key_type(k: &Key) -> &str {
         Key::Float(_) => "float",
         Key::Bool(_) => "bool",
         Key::None => "NoneType",
+        Key::Bytes(_) => "bytes",
+        Key::Date(_) => "datetime.date",
+        Key::DateTime(_) => "datetime.datetime",
         Key::Other(name) => name,
     }
 }

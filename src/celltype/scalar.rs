@@ -152,7 +152,8 @@ pub fn truth(value: &Value) -> Result<bool, CellError> {
         Value::Bytes(b) => !b.is_empty(),
         Value::List(l) | Value::Tuple(l) => !l.is_empty(),
         Value::Dict(d) => !d.is_empty(),
-        Value::Checksum(_) => true,
+        Value::Checksum(_) | Value::Date(_) | Value::DateTime(_) => true,
+        Value::Set(s) => !s.is_empty(),
         Value::Array(a) | Value::Scalar(a) => {
             if a.len() != 1 {
                 let what = if a.is_empty() {

@@ -576,6 +576,9 @@ fn encode_key(k: &Key) -> Json {
         Key::Float(bits) => encode_value(&Value::Float(f64::from_bits(*bits))),
         Key::Bool(b) => Json::Bool(*b),
         Key::None => Json::Null,
+        Key::Bytes(b) => encode_value(&Value::Bytes(b.clone())),
+        Key::Date(d) => Json::String(d.isoformat()),
+        Key::DateTime(t) => Json::String(t.isoformat('T')),
         Key::Other(name) => Json::String(format!("<{name}>")),
     }
 }
@@ -689,6 +692,10 @@ fn encode(v: &Value, readable: bool) -> Json {
             json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
         ),
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
+        // Not in the vectors' encoding (seamless-core never builds them); tagged for display.
+        Value::Set(items) => tagged("$set", Json::Array(items.iter().map(encode_value).collect())),
+        Value::Date(d) => tagged("$date", Json::String(d.isoformat())),
+        Value::DateTime(t) => tagged("$datetime", Json::String(t.isoformat('T'))),
     })
 }
 
