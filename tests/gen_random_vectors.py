@@ -11,7 +11,7 @@ Python-internal error classes there (JSONDecodeError, TokenError, SyntaxError, I
 struct.error)
 count as ValueError.
 """
-import json, random, sys, hashlib, math
+import io, json, random, sys, hashlib, math
 import numpy as np
 from seamless import Buffer
 from seamless.checksum.serialize import serialize_sync
@@ -23,6 +23,9 @@ def cstrides(a):
     for n in reversed(a.shape): s.insert(0, st); st*=n
     return s
 def enc(v):
+    if isinstance(v, np.void):
+        return {"$npscalar": {"dtype": enc(np.asarray(v))["$ndarray"]["dtype"], "aligned": bool(v.dtype.isalignedstruct),
+                              "data_hex": v.tobytes().hex()}}
     if isinstance(v, np.generic) and not isinstance(v, np.ndarray):
         return {"$npscalar": {"dtype": v.dtype.str, "value": enc(v.item())}}
     if v is None or isinstance(v, bool): return v
@@ -62,12 +65,18 @@ def rfloat():
     return float(random.randint(-10**17, 10**17))
 def rint():
     return random.choice([random.randint(-10, 10), random.randint(-2**63, 2**64-1), random.randint(-2**70, 2**70)])
-def rarray():
-    dt = random.choice(["<i4", "<f8", "|u1", "|b1", "<i8", "<f4", "|S3", "<u2", "<f2"])
+STRUCTS = [
+    np.dtype([("a", "<i4"), ("b", "<i4")], align=True),
+    np.dtype([("xy", "<f8", (2,)), ("id", "<u4"), ("flag", "<u4")], align=True),
+    np.dtype([("é", "<i2"), ("s", "|S2")], align=True),
+]
+def rarray(extra=()):
+    """A random array; `extra` adds dtypes only parsing can take (big-endian, unaligned structs)."""
+    dt = np.dtype(random.choice(["<i4", "<f8", "|u1", "|b1", "<i8", "<f4", "|S3", "<u2", "<f2"] + STRUCTS + list(extra)))
     shape = tuple(random.randint(0, 3) for _ in range(random.randint(0, 3)))
     n = int(np.prod(shape)) if shape else 1
-    a = np.frombuffer(bytes(random.getrandbits(8) for _ in range(n * np.dtype(dt).itemsize)), dt).reshape(shape).copy()
-    if dt == "|b1": a = a.astype(np.uint8) % 2 == 1
+    a = np.frombuffer(bytes(random.getrandbits(8) for _ in range(n * dt.itemsize)), dt).reshape(shape).copy()
+    if dt == np.dtype("|b1"): a = np.asarray(a.astype(np.uint8) % 2 == 1)
     r = random.random()
     if r < 0.2 and a.ndim == 2: a = a.T
     elif r < 0.3 and a.ndim >= 1 and a.shape[0] > 1: a = a[::2]
@@ -156,7 +165,10 @@ for _ in range(N):
     t = rtext().encode("utf-8", "surrogatepass")
     for ct in random.sample(["plain", "str", "int", "float", "bool", "mixed", "binary", "checksum", "text"], 3):
         add_des(t, ct)
-    npy = serialize_sync(np.asarray(rarray()), "binary", use_cache=False)
+    arr = np.asarray(rarray(extra=[">f8", ">i4", np.dtype([("a", "<i4"), ("b", "<f8")]), np.dtype([("a", ">u2"), ("b", "|b1")])]))
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    npy = buf.getvalue()
     r = random.random()
     if r < 0.4:
         npy = npy[:random.randint(0, len(npy))]

@@ -514,9 +514,9 @@ fn value_error(what: impl Into<String>) -> CellError {
 pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellError> {
     if buf.starts_with(npy::MAGIC) {
         let a = npy::read(buf).map_err(|why| value_error(format!("invalid .npy buffer: {why}")))?;
-        // numpy returns a 0-d array of a non-`S` dtype as a scalar.
+        // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
         let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
-            Value::Scalar(a)
+            Value::Scalar(native_scalar(a))
         } else {
             Value::Array(a)
         };
@@ -535,6 +535,28 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
         Ok(v) => Ok((Storage::PurePlain, v)),
         Err(_) => Ok((Storage::PureBinary, Value::Array(bytes_array(buf)))),
     }
+}
+
+/// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.
+fn native_scalar(mut a: NdArray) -> NdArray {
+    if let DType::Simple {
+        kind,
+        order: ByteOrder::Big,
+        size,
+    } = a.dtype
+    {
+        let mut data = a.data.to_vec();
+        // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
+        let part = match kind {
+            'c' => size / 2,
+            'U' => 4,
+            _ => size,
+        };
+        data.chunks_mut(part.max(1)).for_each(<[u8]>::reverse);
+        a.dtype = DType::simple(kind, ByteOrder::Little, size);
+        a.data = data.into();
+    }
+    a
 }
 
 /// Bounds-checked reads from the container; a length field never makes us allocate.

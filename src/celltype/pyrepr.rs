@@ -94,7 +94,7 @@ pub fn float_repr(x: f64) -> String {
 
 /// numpy's `str()` of a float16/float32 scalar: the shortest digits that read back as the same
 /// value (`short`), positional when `1e-4 <= |value| < 10^cutoff` (numpy's cutoff: 3 digits
-/// for float16, 7 for float32), else scientific with a signed two-digit exponent.
+/// for float16, 6 for float32), else scientific with a signed two-digit exponent.
 fn numpy_float_str(value: f64, short: f64, cutoff: i32) -> String {
     if !value.is_finite() {
         return float_repr(value);
@@ -113,8 +113,11 @@ fn float32_str(x: f32) -> String {
     }
     // The shortest f32 digits, re-read as f64, keep exactly those digits.
     let mut buf = ryu::Buffer::new();
-    let short: f64 = buf.format_finite(x).parse().expect("ryu writes a valid float");
-    numpy_float_str(x as f64, short, 7)
+    let short: f64 = buf
+        .format_finite(x)
+        .parse()
+        .expect("ryu writes a valid float");
+    numpy_float_str(x as f64, short, 6)
 }
 
 fn float16_str(bits: u16) -> String {
@@ -123,7 +126,11 @@ fn float16_str(bits: u16) -> String {
         return float_repr(x);
     }
     let short = (0..17)
-        .map(|p| format!("{x:.p$e}").parse::<f64>().expect("a formatted float parses"))
+        .map(|p| {
+            format!("{x:.p$e}")
+                .parse::<f64>()
+                .expect("a formatted float parses")
+        })
         .find(|&y| f64_to_f16(y) == bits)
         .unwrap_or(x);
     numpy_float_str(x, short, 3)
@@ -223,7 +230,12 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
-    if let DType::Simple { kind: 'f', size: size @ (2 | 4), order } = a.dtype {
+    if let DType::Simple {
+        kind: 'f',
+        size: size @ (2 | 4),
+        order,
+    } = a.dtype
+    {
         let mut raw = a.data[..size].to_vec();
         if order == ByteOrder::Big {
             raw.reverse();
@@ -316,7 +328,13 @@ fn date_repr(d: &Date) -> String {
 /// `repr(datetime.datetime(...))`: trailing zero seconds/microseconds are omitted, as Python does.
 fn datetime_repr(t: &DateTime) -> String {
     let d = &t.date;
-    let mut fields = vec![d.year as u32, d.month as u32, d.day as u32, t.hour as u32, t.minute as u32];
+    let mut fields = vec![
+        d.year as u32,
+        d.month as u32,
+        d.day as u32,
+        t.hour as u32,
+        t.minute as u32,
+    ];
     if t.second != 0 || t.microsecond != 0 {
         fields.push(t.second as u32);
     }
@@ -330,8 +348,14 @@ fn datetime_repr(t: &DateTime) -> String {
         Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
         Some(offset) => {
             let (days, seconds) = (offset.div_euclid(86_400), offset.rem_euclid(86_400));
-            let delta = if days != 0 { format!("days={days}, seconds={seconds}") } else { format!("seconds={seconds}") };
-            out.push_str(&format!(", tzinfo=datetime.timezone(datetime.timedelta({delta}))"));
+            let delta = if days != 0 {
+                format!("days={days}, seconds={seconds}")
+            } else {
+                format!("seconds={seconds}")
+            };
+            out.push_str(&format!(
+                ", tzinfo=datetime.timezone(datetime.timedelta({delta}))"
+            ));
         }
     }
     out.push(')');
@@ -536,6 +560,9 @@ mod tests {
         assert_eq!(float32_str(1e-4), "1e-04");
         assert_eq!(float32_str(65504.0), "65504.0");
         assert_eq!(float32_str(123456789.0), "1.2345679e+08");
+        assert_eq!(float32_str(999999.0), "999999.0");
+        assert_eq!(float32_str(1e6), "1e+06");
+        assert_eq!(float32_str(7096083.0), "7.096083e+06");
     }
 
     #[test]

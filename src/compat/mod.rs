@@ -329,6 +329,12 @@ pub fn same(a: &Value, b: &Value) -> bool {
                     .zip(y)
                     .all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
         }
+        // Padding bytes of struct records are uninitialised memory in numpy: not compared.
+        (Value::Array(x), Value::Array(y)) | (Value::Scalar(x), Value::Scalar(y))
+            if matches!(x.dtype, DType::Struct(_)) =>
+        {
+            x.dtype == y.dtype && x.shape == y.shape && x.layout == y.layout && same_records(x, y)
+        }
         // The vectors write a numpy scalar by its Python value, which loses NaN payloads.
         (Value::Scalar(x), Value::Scalar(y)) if x.dtype == y.dtype => {
             match (x.scalar_to_python(), y.scalar_to_python()) {
@@ -337,6 +343,20 @@ pub fn same(a: &Value, b: &Value) -> bool {
             }
         }
         _ => a == b,
+    })
+}
+
+/// Struct records equal field by field (padding ignored).
+fn same_records(x: &NdArray, y: &NdArray) -> bool {
+    let DType::Struct(s) = &x.dtype else { return x == y };
+    if x.data.len() != y.data.len() {
+        return false;
+    }
+    x.data.chunks(s.itemsize.max(1)).zip(y.data.chunks(s.itemsize.max(1))).all(|(a, b)| {
+        s.fields.iter().all(|f| {
+            let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
+            a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
+        })
     })
 }
 
@@ -535,8 +555,14 @@ fn decode_ndarray(j: &Json) -> Result<NdArray, String> {
     })
 }
 
+/// A numpy scalar: `{dtype, value}`, or `{dtype, aligned, data_hex}` for struct (`np.void`) scalars.
 fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
-    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, true)?;
+    let aligned = j.get("aligned").and_then(Json::as_bool).unwrap_or(true);
+    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, aligned)?;
+    if let Some(Json::String(h)) = j.get("data_hex") {
+        let data = Bytes::from(hex::decode(h).map_err(|e| e.to_string())?);
+        return Ok(NdArray { dtype, shape: vec![], layout: Layout::C, data });
+    }
     let value = decode_value(j.get("value").ok_or("$npscalar without value")?)?;
     let DType::Simple { kind, order, size } = dtype else {
         return Err("struct scalars are not supported".into());
@@ -556,6 +582,11 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
         ('f', Value::Float(x)) if size == 8 => x.to_le_bytes().to_vec(),
         ('f', Value::Float(x)) if size == 4 => (*x as f32).to_le_bytes().to_vec(),
         ('f', Value::Float(x)) if size == 2 => crate::value::f64_to_f16(*x).to_le_bytes().to_vec(),
+        ('U', Value::Str(s)) => {
+            let mut raw: Vec<u8> = s.chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+            raw.resize(size, 0);
+            raw
+        }
         _ => return Err(format!("unsupported $npscalar {kind}{size}")),
     };
     if order == ByteOrder::Big {
@@ -687,10 +718,16 @@ fn encode(v: &Value, readable: bool) -> Json {
             ),
         ),
         Value::Array(a) => tagged("$ndarray", encode_ndarray(a)),
-        Value::Scalar(a) => tagged(
-            "$npscalar",
-            json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
-        ),
+        Value::Scalar(a) => match &a.dtype {
+            DType::Struct(s) => tagged(
+                "$npscalar",
+                json!({"dtype": encode_dtype(&a.dtype), "aligned": s.aligned, "data_hex": hex::encode(&a.data)}),
+            ),
+            _ => tagged(
+                "$npscalar",
+                json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
+            ),
+        },
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
         // Not in the vectors' encoding (seamless-core never builds them); tagged for display.
         Value::Set(items) => tagged("$set", Json::Array(items.iter().map(encode_value).collect())),
