@@ -593,6 +593,39 @@ fn protocol_details_and_deliberate_differences() {
     assert_eq!(request(url, "GET", "/", Some(&huge)).0, 413);
 }
 
+/// PUTs from many connections at once are applied in batches: every one is answered after
+/// it is committed, and each sees the ones before it.
+#[test]
+fn concurrent_puts_are_all_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+    let server = seamfs::http::spawn(db, "127.0.0.1", 0, true).unwrap();
+    let url = server.url();
+    let key = |t: usize, i: usize| format!("{:032x}{:032x}", t + 1, i);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let url = url.clone();
+            scope.spawn(move || {
+                for i in 0..40 {
+                    let tf = key(t, i);
+                    let rec = json!({"schema_version": 1, "tf_checksum": tf, "result_checksum": cs('e')});
+                    assert_eq!(put(&url, &json!({"type": "metadata", "checksum": tf, "result": cs('e'), "value": rec})).0, 200);
+                    // Right after the answer, the record is visible, and a different one conflicts.
+                    assert_eq!(get(&url, &json!({"type": "transformation", "checksum": tf})), (200, cs('e')));
+                    let other = json!({"schema_version": 2, "tf_checksum": tf, "result_checksum": cs('e')});
+                    assert_eq!(
+                        put(&url, &json!({"type": "metadata", "checksum": tf, "result": cs('e'), "value": other})),
+                        (409, "ERROR: Execution record already exists with different metadata".into())
+                    );
+                }
+            });
+        }
+    });
+    let (status, body) = get(&url, &json!({"type": "rev_transformations", "checksum": cs('e')}));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Vec<String>>(&body).unwrap().len(), 8 * 40);
+}
+
 // ---- the library API ----
 
 #[test]
