@@ -262,6 +262,15 @@ fn seamless_remote_client_gets_what_the_python_server_gives() {
     let ours = Server::seamfs(&dir.path().join("rs.db"), &["--writable"]);
     let expected = client_run(&python.url);
     let got = client_run(&ours.url);
+    // Same tables, columns, types and indexes (plus our one extra index).
+    let schema = |name: &str| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(dir.path().join(name)).unwrap();
+        let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let mut ours_schema = schema("rs.db");
+    ours_schema.retain(|(name, _)| name != "rev_transformation_checksum");
+    assert_eq!(ours_schema, schema("py.db"));
     assert_eq!(expected.len(), got.len());
     for (mut want, have) in expected.into_iter().zip(got) {
         // Deliberate difference: a result stored twice for one transformation is listed once.
