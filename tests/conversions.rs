@@ -29,7 +29,9 @@ fn run_all(cases: &[Value]) -> (usize, BTreeMap<String, usize>) {
         match check_case(case) {
             Outcome::Passed => passed += 1,
             Outcome::Deviation(_) => *deviations.entry(pair).or_insert(0) += 1,
-            Outcome::Failed(why) => failures.push(format!("{id} {pair} ({}): {why}", case["input_label"])),
+            Outcome::Failed(why) | Outcome::Skipped(why) => {
+                failures.push(format!("{id} {pair} ({}): {why}", case["input_label"]))
+            }
         }
     }
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));

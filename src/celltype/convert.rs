@@ -11,7 +11,9 @@ mod numpy;
 use std::fmt;
 
 use crate::buffer::Buffer;
-use crate::buffer_info::{Facts, Flag, MAGIC_NUMPY, MAGIC_SEAMLESS_MIXED, PartnerField, json_type_of};
+use crate::buffer_info::{Facts, Flag, PartnerField, json_type_of};
+use crate::celltype::mixed::{MIXED_MAGIC, bytes_array};
+use crate::celltype::npy::MAGIC as NPY_MAGIC;
 use crate::celltype::{self, CellType, ipython, python, yaml};
 use crate::checksum::Checksum;
 use crate::value::Value;
@@ -189,7 +191,7 @@ fn run_step(buf: &Buffer, leg: Leg, run: &mut Run) -> Result<Output, String> {
 fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Output, String> {
     let cs = buf.checksum();
     if to == Binary {
-        let ok = buf.as_slice().starts_with(MAGIC_NUMPY);
+        let ok = buf.as_slice().starts_with(NPY_MAGIC);
         run.facts.about(cs).set_flag(Flag::Numpy, ok);
         return if ok { Ok(Output::Buffer(buf.clone())) } else { Err("the buffer is not a .npy array".into()) };
     }
@@ -279,7 +281,7 @@ fn text_to_str(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// other UTF-8 text becomes a str for mixed; anything else becomes a 0-d `S` array.
 fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let (cs, bytes) = (buf.checksum(), buf.as_slice());
-    if bytes.starts_with(MAGIC_NUMPY) || (to == Mixed && bytes.starts_with(MAGIC_SEAMLESS_MIXED)) {
+    if bytes.starts_with(NPY_MAGIC) || (to == Mixed && bytes.starts_with(MIXED_MAGIC)) {
         run.facts.guarantee(cs, bytes, to);
         return Ok(buf.clone());
     }
@@ -293,12 +295,12 @@ fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, S
     }
     // The `bytes2binary` field is recorded by `convert` (forward only: the array's bytes are
     // NUL-padded, so they need not give the source back).
-    emit(buf, &Value::Array(numpy::bytes_array(bytes)), to, run)
+    emit(buf, &Value::Array(bytes_array(bytes)), to, run)
 }
 
 /// `binary/mixed → bytes`: an `S` array gives its raw bytes; anything else is kept.
 fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer, String> {
-    if from == Mixed && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if from == Mixed && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Ok(buf.clone());
     }
     match parse(buf, Binary)? {
@@ -316,10 +318,10 @@ fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer,
 fn possible(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = buf.as_slice();
     if (from, to) == (Mixed, Str) {
-        if bytes.starts_with(MAGIC_NUMPY) {
+        if bytes.starts_with(NPY_MAGIC) {
             return Err("a .npy array has no str form".into());
         }
-        if bytes.starts_with(MAGIC_SEAMLESS_MIXED) {
+        if bytes.starts_with(MIXED_MAGIC) {
             return Err("a Seamless mixed container has no str form".into());
         }
     }
@@ -378,9 +380,9 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
     };
     let flag = if scalar { Flag::JsonNumericScalar } else { Flag::JsonNumericArray };
     run.facts.about(cs).set_flag(flag, true);
-    let (dtype, shape) = (numpy::dtype_name(&array.dtype), array.shape.clone());
+    let (dtype, shape) = (array.dtype.numpy_name(), array.shape.clone());
     let out = emit(buf, &Value::Array(array), Binary, run)?;
-    run.facts.about(out.checksum()).set_array(dtype, &shape);
+    run.facts.about(out.checksum()).set_array(&dtype, &shape);
     run.facts.partners(cs, out.checksum(), PartnerField::JsonBinary, true);
     Ok(out)
 }
@@ -440,7 +442,7 @@ fn python_cast(value: Value, to: CellType) -> Value {
 /// Parse `buf` as `celltype`, the way the reference converter does: `binary` needs the `.npy`
 /// magic (seamless-core 0.1.4 also reads UTF-8 text as a bytes array; the legacy code did not).
 fn parse(buf: &Buffer, celltype: CellType) -> Result<Value, String> {
-    if celltype == Binary && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if celltype == Binary && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Err("the buffer is not a .npy array".into());
     }
     celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", e.message))
