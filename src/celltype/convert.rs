@@ -526,6 +526,52 @@ mod tests {
         assert!(conv(&with_newline, Checksum, Text).is_err());
     }
 
+    fn out_bytes(c: Conversion) -> Vec<u8> {
+        let Output::Buffer(b) = c.output else { panic!("a reference") };
+        b.as_slice().to_vec()
+    }
+
+    #[test]
+    fn binary_and_plain_round_trip_as_values() {
+        let plain = b"[\n  [\n    1,\n    2\n  ],\n  [\n    3,\n    4\n  ]\n]\n";
+        let to_binary = conv(plain, Plain, Binary).unwrap();
+        let npy = out_bytes(to_binary.clone());
+        let info = to_binary.facts.get(&Checksum::of(&npy)).unwrap();
+        assert_eq!((info.dtype.as_deref(), info.shape.clone()), (Some("int64"), Some(vec![2, 2])));
+        assert_eq!(to_binary.facts.get(&Checksum::of(plain)).unwrap().json2binary, Some(Checksum::of(&npy)));
+        let back = conv(&npy, Binary, Plain).unwrap();
+        assert_eq!(back.departures, vec![Departure::BinaryToPlainAsValue]);
+        assert_eq!(out_bytes(back), plain);
+        let e = conv(b"[1, \"a\"]", Plain, Binary).unwrap_err();
+        assert_eq!(e.departures, vec![Departure::NoUnicodeArray]);
+        // A failed plain → binary keeps the JSON facts.
+        let info = e.facts.get(&Checksum::of(b"[1, \"a\"]")).unwrap();
+        assert_eq!((info.is_json, info.is_json_numeric_array), (None, Some(false)));
+    }
+
+    #[test]
+    fn text_and_str() {
+        let c = conv(b"hello\n", Text, Plain).unwrap();
+        let (src, out) = (Checksum::of(b"hello\n"), Checksum::of(b"\"hello\"\n"));
+        assert_eq!(c.facts.get(&src).unwrap().text2str, Some(out));
+        assert_eq!(c.facts.get(&out).unwrap().str2text, Some(src));
+        assert_eq!(out_bytes(c), b"\"hello\"\n");
+        assert_eq!(out_bytes(conv(b"[1, 2]\n", Text, Plain).unwrap()), b"[1, 2]\n");
+        assert_eq!(out_bytes(conv(b"true\n", Str, Text).unwrap()), b"True\n");
+        assert_eq!(out_bytes(conv(b"hello world\n", Mixed, Str).unwrap()), b"\"np.bytes_(b'hello world\\\\n')\"\n");
+    }
+
+    #[test]
+    fn bytes_become_a_bytes_array() {
+        let c = conv(b"\xff\x00", Bytes, Binary).unwrap();
+        let npy = out_bytes(c.clone());
+        assert!(npy.starts_with(NPY_MAGIC));
+        let src = c.facts.get(&Checksum::of(b"\xff\x00")).unwrap();
+        assert_eq!(src.bytes2binary, Some(Checksum::of(&npy)));
+        assert_eq!(c.facts.get(&Checksum::of(&npy)).and_then(|i| i.binary2bytes), None);
+        assert_eq!(out_bytes(conv(&npy, Binary, Bytes).unwrap()), b"\xff\x00");
+    }
+
     #[test]
     fn scalar_steps_refuse_long_buffers() {
         let long = vec![b' '; 1001];
