@@ -14,7 +14,7 @@ use crate::buffer::Buffer;
 use crate::buffer_info::{Facts, Flag, PartnerField, json_type_of};
 use crate::celltype::mixed::{MIXED_MAGIC, bytes_array};
 use crate::celltype::npy::MAGIC as NPY_MAGIC;
-use crate::celltype::{self, CellType, ipython, python, yaml};
+use crate::celltype::{self, CellError, CellType, ipython, python, yaml};
 use crate::checksum::Checksum;
 use crate::value::Value;
 use matrix::{Class, Leg};
@@ -201,7 +201,7 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", e.message));
+                return Err(format!("not valid JSON: {}", why(&e)));
             }
         },
         Text => {}
@@ -445,7 +445,7 @@ fn parse(buf: &Buffer, celltype: CellType) -> Result<Value, String> {
     if celltype == Binary && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Err("the buffer is not a .npy array".into());
     }
-    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", e.message))
+    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", why(&e)))
 }
 
 /// The buffer as text (strict UTF-8, trailing newlines removed), recording `is_utf8`.
@@ -455,7 +455,18 @@ fn decode_text(buf: &Buffer, run: &mut Run) -> Result<String, String> {
     match celltype::deserialize(buf.as_slice(), Text) {
         Ok(Value::Str(s)) => Ok(s),
         Ok(other) => unreachable!("text parses to a str, not {other:?}"),
-        Err(e) => Err(format!("not UTF-8 text: {}", e.message)),
+        Err(e) => Err(format!("not UTF-8 text: {}", why(&e))),
+    }
+}
+
+/// A codec error as a reason: Python's message, with the explanation where there is one
+/// (some Python errors, such as the bare `TypeError` of a non-array binary, have no message).
+fn why(e: &CellError) -> String {
+    match (e.message.is_empty(), &e.detail) {
+        (true, Some(detail)) => detail.clone(),
+        (true, None) => e.kind.name().to_string(),
+        (false, Some(detail)) => format!("{} ({detail})", e.message),
+        (false, None) => e.message.clone(),
     }
 }
 
@@ -471,7 +482,7 @@ fn learn_json(run: &mut Run, cs: Checksum, value: &Value) {
 /// Serialize `value` as `celltype` into the result buffer, and record what it is.
 fn emit(source: &Buffer, value: &Value, celltype: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = celltype::serialize(value, celltype)
-        .map_err(|e| format!("the value cannot be written as {celltype}: {}", e.message))?;
+        .map_err(|e| format!("the value cannot be written as {celltype}: {}", why(&e)))?;
     let out = new_buffer(source, bytes);
     run.facts.guarantee(out.checksum(), out.as_slice(), celltype);
     Ok(out)
