@@ -65,11 +65,15 @@ impl Checksum {
     /// second thread so that copying from the kernel overlaps hashing (SHA-NI hashes at roughly
     /// memory-copy speed, so this is what brings us level with `openssl dgst`).
     pub fn of_file(file: File) -> std::io::Result<Self> {
-        let small = file.metadata().map(|m| m.len() <= PIPE_BLOCK as u64).unwrap_or(true);
-        if small {
-            return Self::of_reader(file);
+        let len = file.metadata()?.len();
+        if len > PIPE_BLOCK as u64 {
+            return of_reader_pipelined(file);
         }
-        of_reader_pipelined(file)
+        // Small files (most of a directory index): one buffer of the right size, one thread.
+        let mut data = Vec::with_capacity(len as usize + 1);
+        let mut file = file;
+        file.read_to_end(&mut data)?;
+        Ok(Checksum::of(&data))
     }
 
     /// Wrap 32 raw bytes.
