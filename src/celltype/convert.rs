@@ -262,11 +262,20 @@ fn reformat(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
         }
         (Ipython, Python) => {
             let text = decode_text(buf, run)?;
-            let code = ipython::transform(&text).map_err(|e| format!("not valid IPython: {e}"))?;
-            emit(buf, &Value::Str(code), Python, run)
+            emit(buf, &Value::Str(ipython_to_python(&text)?), Python, run)
         }
         _ => unreachable!("{from} → {to} is not a reformat pair"),
     }
+}
+
+/// seamless `ipython2python`: IPython's transform, with `_ = ` before every line that calls a
+/// magic (`get_ipython().run_…`), so that its result is not echoed.
+fn ipython_to_python(text: &str) -> Result<String, String> {
+    let code = ipython::transform(text).map_err(|e| format!("not valid IPython: {e}"))?;
+    Ok(code
+        .split_inclusive('\n')
+        .map(|line| if line.starts_with("get_ipython().run_") { format!("_ = {line}") } else { line.to_string() })
+        .collect())
 }
 
 /// `text → str`: the text becomes a JSON string.
