@@ -29,7 +29,9 @@ fn run_all(cases: &[Value]) -> (usize, BTreeMap<String, usize>) {
         match check_case(case) {
             Outcome::Passed => passed += 1,
             Outcome::Deviation(_) => *deviations.entry(pair).or_insert(0) += 1,
-            Outcome::Failed(why) | Outcome::Skipped(why) => failures.push(format!("{id} {pair} ({}): {why}", case["input_label"])),
+            Outcome::Failed(why) | Outcome::Skipped(why) => {
+                failures.push(format!("{id} {pair} ({}): {why}", case["input_label"]))
+            }
         }
     }
     assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
@@ -106,4 +108,92 @@ fn conversion_fields_match_the_reference() {
         }
     }
     assert!(compared > 100, "only {compared} fields compared");
+}
+
+/// PyYAML's verdict on a buffer, from the reference venv: whether `yaml.safe_load` accepts its
+/// text, and the `plain` buffer of the value (None when it has none).
+#[derive(serde::Deserialize)]
+struct PyYaml {
+    valid: bool,
+    plain: Option<String>,
+}
+
+const PYYAML_ORACLE: &str = r#"
+import json, sys, yaml
+from seamless.checksum.serialize import serialize_sync
+out = []
+for h in json.load(sys.stdin):
+    try:
+        value = yaml.safe_load(bytes.fromhex(h).decode().rstrip("\n"))
+    except Exception:
+        out.append({"valid": False, "plain": None})
+        continue
+    try:
+        plain = serialize_sync(value, "plain").hex()
+    except Exception:
+        plain = None
+    out.append({"valid": True, "plain": plain})
+print(json.dumps(out))
+"#;
+
+fn pyyaml(buffers: &[String]) -> Vec<PyYaml> {
+    use std::io::Write;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup-python", python.display());
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", PYYAML_ORACLE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the reference Python");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(buffers).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the PyYAML oracle failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The YAML deviations (decision 4) are exactly PyYAML's answers: wherever a conversion differs
+/// from the reference only by reading YAML, our YAML step agrees with PyYAML 6 `safe_load`.
+#[test]
+fn yaml_deviations_are_pyyaml_results() {
+    use seamfs::celltype::convert::{Departure, Output};
+    let mut cases_to_check = Vec::new();
+    for case in cases("conversion-vectors.json") {
+        if !matches!(check_case(&case), Outcome::Deviation(_)) {
+            continue;
+        }
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        let departures = match convert(&Buffer::new(bytes), from, to) {
+            Ok(c) => c.departures,
+            Err(e) => e.departures,
+        };
+        if departures == [Departure::Yaml11] {
+            // The buffer the YAML step reads: the source itself, or its text (mixed → text unwraps).
+            let source = Buffer::new(hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap());
+            let input = match from {
+                CellType::Yaml => source,
+                _ => match convert(&source, from, CellType::Text).unwrap().output {
+                    Output::Buffer(b) => b,
+                    Output::Reference(_) => unreachable!(),
+                },
+            };
+            cases_to_check.push((case["id"].clone(), from, hex::encode(input.as_slice())));
+        }
+    }
+    let buffers: Vec<String> = cases_to_check.iter().map(|(_, _, hex)| hex.clone()).collect();
+    for ((id, from, hex), oracle) in cases_to_check.iter().zip(pyyaml(&buffers)) {
+        let buffer = Buffer::new(hex::decode(hex).unwrap());
+        if *from == CellType::Yaml {
+            let ours = convert(&buffer, CellType::Yaml, CellType::Plain).ok().map(|c| match c.output {
+                Output::Buffer(b) => hex::encode(b.as_slice()),
+                Output::Reference(_) => unreachable!(),
+            });
+            assert_eq!(ours, oracle.plain, "{id}: yaml → plain differs from PyYAML");
+        } else {
+            let ours = convert(&buffer, CellType::Text, CellType::Yaml).is_ok();
+            assert_eq!(ours, oracle.valid, "{id}: yaml validation differs from PyYAML");
+        }
+    }
 }

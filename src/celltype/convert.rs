@@ -11,8 +11,10 @@ mod numpy;
 use std::fmt;
 
 use crate::buffer::Buffer;
-use crate::buffer_info::{Facts, Flag, MAGIC_NUMPY, MAGIC_SEAMLESS_MIXED, PartnerField, json_type_of};
-use crate::celltype::{self, CellType, ipython, python, yaml};
+use crate::buffer_info::{Facts, Flag, PartnerField, json_type_of};
+use crate::celltype::mixed::{MIXED_MAGIC, bytes_array};
+use crate::celltype::npy::MAGIC as NPY_MAGIC;
+use crate::celltype::{self, CellError, CellType, ipython, python, yaml};
 use crate::checksum::Checksum;
 use crate::value::Value;
 use matrix::{Class, Leg};
@@ -189,7 +191,7 @@ fn run_step(buf: &Buffer, leg: Leg, run: &mut Run) -> Result<Output, String> {
 fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Output, String> {
     let cs = buf.checksum();
     if to == Binary {
-        let ok = buf.as_slice().starts_with(MAGIC_NUMPY);
+        let ok = buf.as_slice().starts_with(NPY_MAGIC);
         run.facts.about(cs).set_flag(Flag::Numpy, ok);
         return if ok { Ok(Output::Buffer(buf.clone())) } else { Err("the buffer is not a .npy array".into()) };
     }
@@ -199,7 +201,7 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", e.message));
+                return Err(format!("not valid JSON: {}", why(&e)));
             }
         },
         Text => {}
@@ -260,11 +262,20 @@ fn reformat(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
         }
         (Ipython, Python) => {
             let text = decode_text(buf, run)?;
-            let code = ipython::transform(&text).map_err(|e| format!("not valid IPython: {e}"))?;
-            emit(buf, &Value::Str(code), Python, run)
+            emit(buf, &Value::Str(ipython_to_python(&text)?), Python, run)
         }
         _ => unreachable!("{from} → {to} is not a reformat pair"),
     }
+}
+
+/// seamless `ipython2python`: IPython's transform, with `_ = ` before every line that calls a
+/// magic (`get_ipython().run_…`), so that its result is not echoed.
+fn ipython_to_python(text: &str) -> Result<String, String> {
+    let code = ipython::transform(text).map_err(|e| format!("not valid IPython: {e}"))?;
+    Ok(code
+        .split_inclusive('\n')
+        .map(|line| if line.starts_with("get_ipython().run_") { format!("_ = {line}") } else { line.to_string() })
+        .collect())
 }
 
 /// `text → str`: the text becomes a JSON string.
@@ -279,7 +290,7 @@ fn text_to_str(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// other UTF-8 text becomes a str for mixed; anything else becomes a 0-d `S` array.
 fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let (cs, bytes) = (buf.checksum(), buf.as_slice());
-    if bytes.starts_with(MAGIC_NUMPY) || (to == Mixed && bytes.starts_with(MAGIC_SEAMLESS_MIXED)) {
+    if bytes.starts_with(NPY_MAGIC) || (to == Mixed && bytes.starts_with(MIXED_MAGIC)) {
         run.facts.guarantee(cs, bytes, to);
         return Ok(buf.clone());
     }
@@ -293,12 +304,12 @@ fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, S
     }
     // The `bytes2binary` field is recorded by `convert` (forward only: the array's bytes are
     // NUL-padded, so they need not give the source back).
-    emit(buf, &Value::Array(numpy::bytes_array(bytes)), to, run)
+    emit(buf, &Value::Array(bytes_array(bytes)), to, run)
 }
 
 /// `binary/mixed → bytes`: an `S` array gives its raw bytes; anything else is kept.
 fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer, String> {
-    if from == Mixed && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if from == Mixed && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Ok(buf.clone());
     }
     match parse(buf, Binary)? {
@@ -316,10 +327,10 @@ fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer,
 fn possible(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = buf.as_slice();
     if (from, to) == (Mixed, Str) {
-        if bytes.starts_with(MAGIC_NUMPY) {
+        if bytes.starts_with(NPY_MAGIC) {
             return Err("a .npy array has no str form".into());
         }
-        if bytes.starts_with(MAGIC_SEAMLESS_MIXED) {
+        if bytes.starts_with(MIXED_MAGIC) {
             return Err("a Seamless mixed container has no str form".into());
         }
     }
@@ -378,9 +389,9 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
     };
     let flag = if scalar { Flag::JsonNumericScalar } else { Flag::JsonNumericArray };
     run.facts.about(cs).set_flag(flag, true);
-    let (dtype, shape) = (numpy::dtype_name(&array.dtype), array.shape.clone());
+    let (dtype, shape) = (array.dtype.numpy_name(), array.shape.clone());
     let out = emit(buf, &Value::Array(array), Binary, run)?;
-    run.facts.about(out.checksum()).set_array(dtype, &shape);
+    run.facts.about(out.checksum()).set_array(&dtype, &shape);
     run.facts.partners(cs, out.checksum(), PartnerField::JsonBinary, true);
     Ok(out)
 }
@@ -440,10 +451,10 @@ fn python_cast(value: Value, to: CellType) -> Value {
 /// Parse `buf` as `celltype`, the way the reference converter does: `binary` needs the `.npy`
 /// magic (seamless-core 0.1.4 also reads UTF-8 text as a bytes array; the legacy code did not).
 fn parse(buf: &Buffer, celltype: CellType) -> Result<Value, String> {
-    if celltype == Binary && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if celltype == Binary && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Err("the buffer is not a .npy array".into());
     }
-    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", e.message))
+    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", why(&e)))
 }
 
 /// The buffer as text (strict UTF-8, trailing newlines removed), recording `is_utf8`.
@@ -453,7 +464,18 @@ fn decode_text(buf: &Buffer, run: &mut Run) -> Result<String, String> {
     match celltype::deserialize(buf.as_slice(), Text) {
         Ok(Value::Str(s)) => Ok(s),
         Ok(other) => unreachable!("text parses to a str, not {other:?}"),
-        Err(e) => Err(format!("not UTF-8 text: {}", e.message)),
+        Err(e) => Err(format!("not UTF-8 text: {}", why(&e))),
+    }
+}
+
+/// A codec error as a reason: Python's message, with the explanation where there is one
+/// (some Python errors, such as the bare `TypeError` of a non-array binary, have no message).
+fn why(e: &CellError) -> String {
+    match (e.message.is_empty(), &e.detail) {
+        (true, Some(detail)) => detail.clone(),
+        (true, None) => e.kind.name().to_string(),
+        (false, Some(detail)) => format!("{} ({detail})", e.message),
+        (false, None) => e.message.clone(),
     }
 }
 
@@ -469,7 +491,7 @@ fn learn_json(run: &mut Run, cs: Checksum, value: &Value) {
 /// Serialize `value` as `celltype` into the result buffer, and record what it is.
 fn emit(source: &Buffer, value: &Value, celltype: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = celltype::serialize(value, celltype)
-        .map_err(|e| format!("the value cannot be written as {celltype}: {}", e.message))?;
+        .map_err(|e| format!("the value cannot be written as {celltype}: {}", why(&e)))?;
     let out = new_buffer(source, bytes);
     run.facts.guarantee(out.checksum(), out.as_slice(), celltype);
     Ok(out)
@@ -522,6 +544,52 @@ mod tests {
         let mut with_newline = target.hex().into_bytes();
         with_newline.push(b'\n');
         assert!(conv(&with_newline, Checksum, Text).is_err());
+    }
+
+    fn out_bytes(c: Conversion) -> Vec<u8> {
+        let Output::Buffer(b) = c.output else { panic!("a reference") };
+        b.as_slice().to_vec()
+    }
+
+    #[test]
+    fn binary_and_plain_round_trip_as_values() {
+        let plain = b"[\n  [\n    1,\n    2\n  ],\n  [\n    3,\n    4\n  ]\n]\n";
+        let to_binary = conv(plain, Plain, Binary).unwrap();
+        let npy = out_bytes(to_binary.clone());
+        let info = to_binary.facts.get(&Checksum::of(&npy)).unwrap();
+        assert_eq!((info.dtype.as_deref(), info.shape.clone()), (Some("int64"), Some(vec![2, 2])));
+        assert_eq!(to_binary.facts.get(&Checksum::of(plain)).unwrap().json2binary, Some(Checksum::of(&npy)));
+        let back = conv(&npy, Binary, Plain).unwrap();
+        assert_eq!(back.departures, vec![Departure::BinaryToPlainAsValue]);
+        assert_eq!(out_bytes(back), plain);
+        let e = conv(b"[1, \"a\"]", Plain, Binary).unwrap_err();
+        assert_eq!(e.departures, vec![Departure::NoUnicodeArray]);
+        // A failed plain → binary keeps the JSON facts.
+        let info = e.facts.get(&Checksum::of(b"[1, \"a\"]")).unwrap();
+        assert_eq!((info.is_json, info.is_json_numeric_array), (None, Some(false)));
+    }
+
+    #[test]
+    fn text_and_str() {
+        let c = conv(b"hello\n", Text, Plain).unwrap();
+        let (src, out) = (Checksum::of(b"hello\n"), Checksum::of(b"\"hello\"\n"));
+        assert_eq!(c.facts.get(&src).unwrap().text2str, Some(out));
+        assert_eq!(c.facts.get(&out).unwrap().str2text, Some(src));
+        assert_eq!(out_bytes(c), b"\"hello\"\n");
+        assert_eq!(out_bytes(conv(b"[1, 2]\n", Text, Plain).unwrap()), b"[1, 2]\n");
+        assert_eq!(out_bytes(conv(b"true\n", Str, Text).unwrap()), b"True\n");
+        assert_eq!(out_bytes(conv(b"hello world\n", Mixed, Str).unwrap()), b"\"np.bytes_(b'hello world\\\\n')\"\n");
+    }
+
+    #[test]
+    fn bytes_become_a_bytes_array() {
+        let c = conv(b"\xff\x00", Bytes, Binary).unwrap();
+        let npy = out_bytes(c.clone());
+        assert!(npy.starts_with(NPY_MAGIC));
+        let src = c.facts.get(&Checksum::of(b"\xff\x00")).unwrap();
+        assert_eq!(src.bytes2binary, Some(Checksum::of(&npy)));
+        assert_eq!(c.facts.get(&Checksum::of(&npy)).and_then(|i| i.binary2bytes), None);
+        assert_eq!(out_bytes(conv(&npy, Binary, Bytes).unwrap()), b"\xff\x00");
     }
 
     #[test]
