@@ -61,15 +61,20 @@ impl Checksum {
         Ok(hasher.finish())
     }
 
-    /// Checksum of the rest of an open file. Files larger than one pipeline block are read on a
-    /// second thread so that copying from the kernel overlaps hashing (SHA-NI hashes at roughly
-    /// memory-copy speed, so this is what brings us level with `openssl dgst`).
-    pub fn of_file(file: File) -> std::io::Result<Self> {
-        let small = file.metadata().map(|m| m.len() <= PIPE_BLOCK as u64).unwrap_or(true);
-        if small {
-            return Self::of_reader(file);
+    /// Checksum of the rest of an open file, in bounded memory. The first block is read here:
+    /// most files (think of a directory index) end within it and need no thread. The rest is
+    /// read on a second thread so that copying from the kernel overlaps hashing (SHA-NI hashes
+    /// at about memory-copy speed; this is what brings us level with `openssl dgst`).
+    pub fn of_file(mut file: File) -> std::io::Result<Self> {
+        let expected = file.metadata()?.len().min(PIPE_BLOCK as u64) as usize;
+        let mut head = Vec::with_capacity(expected + 1);
+        (&mut file).take(PIPE_BLOCK as u64).read_to_end(&mut head)?;
+        let mut hasher = Hasher::new();
+        hasher.update(&head);
+        if head.len() < PIPE_BLOCK {
+            return Ok(hasher.finish());
         }
-        of_reader_pipelined(file)
+        hash_pipelined(file, hasher)
     }
 
     /// Wrap 32 raw bytes.
@@ -134,8 +139,9 @@ impl Checksum {
     }
 }
 
-/// Hash `reader` with a reader thread filling recycled blocks while this thread hashes.
-fn of_reader_pipelined(mut reader: impl Read + Send) -> std::io::Result<Checksum> {
+/// Continue `hasher` over `reader`, with a reader thread filling recycled blocks while this
+/// thread hashes.
+fn hash_pipelined(mut reader: impl Read + Send, mut hasher: Hasher) -> std::io::Result<Checksum> {
     let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize)>>(PIPE_DEPTH);
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
     for _ in 0..PIPE_DEPTH {
@@ -159,7 +165,6 @@ fn of_reader_pipelined(mut reader: impl Read + Send) -> std::io::Result<Checksum
                 }
             }
         });
-        let mut hasher = Hasher::new();
         for message in full_rx {
             let (block, n) = message?;
             hasher.update(&block[..n]);
@@ -312,7 +317,10 @@ mod tests {
     fn streaming_equals_one_shot() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         assert_eq!(Checksum::of_reader(&data[..]).unwrap(), Checksum::of(&data));
-        assert_eq!(of_reader_pipelined(&data[..]).unwrap(), Checksum::of(&data));
+        assert_eq!(hash_pipelined(&data[..], Hasher::new()).unwrap(), Checksum::of(&data));
+        let mut head = Hasher::new();
+        head.update(&data[..1000]);
+        assert_eq!(hash_pipelined(&data[1000..], head).unwrap(), Checksum::of(&data));
     }
 
     #[test]

@@ -274,13 +274,14 @@ fn checksum_index_writes_what_seamless_checksum_index_writes() {
     fs::create_dir(parent.join("void")).unwrap();
     index_tree(&parent.join("data.gz"));
     index_tree(&parent.join("old.INDEX"));
+    symlink("d", parent.join("d-link")).unwrap();
     write(parent, "plain-file", b"not a dir");
     fs::create_dir(parent.join("broken")).unwrap();
     symlink("nowhere", parent.join("broken/dangling")).unwrap();
     write(parent, "bad/ok.txt", b"ok");
     write(parent, "bad/corrupt.gz", b"not gzip");
-    let cases: [&[u8]; 12] = [
-        b"d", b"d/", b"d//", b"./d", b"void", b"data.gz", b"old.INDEX", b"plain-file", b"missing",
+    let cases: [&[u8]; 13] = [
+        b"d", b"d/", b"d//", b"./d", b"d-link", b"void", b"data.gz", b"old.INDEX", b"plain-file", b"missing",
         b"broken", b"bad", b"/",
     ];
     for case in cases {

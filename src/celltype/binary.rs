@@ -22,8 +22,12 @@ pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
 pub fn deserialize(buf: &[u8]) -> Result<Value, CellError> {
     match mixed::deserialize_with_storage(buf)? {
         (Storage::PureBinary, v) => Ok(v),
-        (storage, _) => Err(CellError::new(PyErrorKind::TypeError, "")
-            .with_detail(format!("the buffer holds {} data, not a numpy array; read it as mixed", storage.name()))),
+        (storage, _) => Err(
+            CellError::new(PyErrorKind::TypeError, "").with_detail(format!(
+                "the buffer holds {} data, not a numpy array; read it as mixed",
+                storage.name()
+            )),
+        ),
     }
 }
 
@@ -50,7 +54,10 @@ fn leaf_kind(v: &Value) -> Leaf {
 }
 
 fn object_error() -> CellError {
-    CellError::new(PyErrorKind::TypeError, "mixed-binary (PyObject inside Numpy) is not supported")
+    CellError::new(
+        PyErrorKind::TypeError,
+        "mixed-binary (PyObject inside Numpy) is not supported",
+    )
 }
 
 /// `np.array(value)` for Python values (numbers, str, bytes, nested lists/tuples of them) and
@@ -61,63 +68,93 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
         Value::List(_) | Value::Tuple(_) => {}
         _ => return build(&[value], vec![]),
     }
+    // numpy discovers the shape level by level: every node of a level must be a sequence of
+    // the same length (one more dimension), or none may be (the leaves, in C order).
     let mut shape = Vec::new();
-    let mut probe = value;
-    while let Value::List(items) | Value::Tuple(items) = probe {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => probe = first,
-            None => break,
+    let mut level = vec![value];
+    loop {
+        let sequences: Vec<&[Value]> = level
+            .iter()
+            .filter_map(|v| match v {
+                Value::List(items) | Value::Tuple(items) => Some(items.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if sequences.is_empty() {
+            break;
         }
+        let n = sequences[0].len();
+        if sequences.len() != level.len() || sequences.iter().any(|s| s.len() != n) {
+            return Err(inhomogeneous(&shape));
+        }
+        shape.push(n);
+        level = sequences.into_iter().flatten().collect();
     }
-    let mut leaves = Vec::new();
-    gather(value, &shape, 0, &mut leaves)?;
-    build(&leaves, shape)
+    if level.iter().any(|v| matches!(v, Value::Array(_))) {
+        return Err(CellError::new(
+            PyErrorKind::TypeError,
+            "a list of numpy arrays is not supported as binary",
+        )
+        .with_detail("stack the arrays into one array first"));
+    }
+    build(&level, shape)
 }
 
-/// Collect the leaves in C order, checking that the nesting is rectangular.
-fn gather<'a>(v: &'a Value, shape: &[usize], depth: usize, out: &mut Vec<&'a Value>) -> Result<(), CellError> {
-    let items = match v {
-        Value::List(items) | Value::Tuple(items) => Some(items),
-        _ => None,
+/// numpy's error for ragged nesting, after the dimensions it could discover.
+fn inhomogeneous(shape: &[usize]) -> CellError {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
     };
-    match (items, shape.get(depth)) {
-        (None, None) => {
-            if matches!(v, Value::Array(_)) {
-                return Err(CellError::new(PyErrorKind::TypeError, "a list of numpy arrays is not supported as binary")
-                    .with_detail("stack the arrays into one array first"));
-            }
-            out.push(v);
-            Ok(())
-        }
-        (Some(items), Some(&n)) if items.len() == n => items.iter().try_for_each(|x| gather(x, shape, depth + 1, out)),
-        _ => {
-            let detected: Vec<String> = shape[..depth].iter().map(usize::to_string).collect();
-            let tuple = if depth == 1 { format!("({},)", detected[0]) } else { format!("({})", detected.join(", ")) };
-            Err(CellError::new(
-                PyErrorKind::ValueError,
-                format!(
-                    "setting an array element with a sequence. The requested array has an inhomogeneous shape after {depth} dimensions. The detected shape was {tuple} + inhomogeneous part."
-                ),
-            ))
-        }
-    }
+    CellError::new(
+        PyErrorKind::ValueError,
+        format!(
+            "setting an array element with a sequence. The requested array has an inhomogeneous shape after {} dimensions. The detected shape was {tuple} + inhomogeneous part.",
+            shape.len()
+        ),
+    )
 }
 
 /// The array numpy builds from these leaves: bool < int64 (uint64 beyond, float64 if signs mix) <
 /// float64; any str gives a `U` array, all bytes an `S` array, anything else an object array.
 fn build(leaves: &[&Value], shape: Vec<usize>) -> Result<NdArray, CellError> {
-    let kind = leaves.iter().map(|v| leaf_kind(v)).max().unwrap_or(Leaf::Float);
+    let kind = leaves
+        .iter()
+        .map(|v| leaf_kind(v))
+        .max()
+        .unwrap_or(Leaf::Float);
     let has = |k: Leaf| leaves.iter().any(|v| leaf_kind(v) == k);
-    if kind == Leaf::Object || (has(Leaf::Bytes) && leaves.iter().any(|v| leaf_kind(v) != Leaf::Bytes)) {
+    // A Python int beyond 64 bits makes an object array, whatever else is there.
+    let huge = |v: &Value| matches!(v, Value::Int(i) if i64::try_from(i).is_err() && u64::try_from(i).is_err());
+    if kind == Leaf::Object
+        || leaves.iter().any(|v| huge(v))
+        || (has(Leaf::Bytes) && leaves.iter().any(|v| leaf_kind(v) != Leaf::Bytes))
+    {
         return Err(object_error());
     }
     let (dtype, data) = match kind {
-        Leaf::Bool => (DType::simple('b', ByteOrder::NotApplicable, 1), leaves.iter().map(|v| matches!(v, Value::Bool(true)) as u8).collect()),
+        Leaf::Bool => (
+            DType::simple('b', ByteOrder::NotApplicable, 1),
+            leaves
+                .iter()
+                .map(|v| matches!(v, Value::Bool(true)) as u8)
+                .collect(),
+        ),
         Leaf::Int => int_array(leaves)?,
-        Leaf::Float => (DType::simple('f', ByteOrder::Little, 8), floats(leaves).flat_map(f64::to_le_bytes).collect()),
+        Leaf::Float => (
+            DType::simple('f', ByteOrder::Little, 8),
+            floats(leaves).flat_map(f64::to_le_bytes).collect(),
+        ),
         Leaf::Bytes => {
-            let raw: Vec<&[u8]> = leaves.iter().map(|v| match v { Value::Bytes(b) => &b[..], _ => &[][..] }).collect();
+            let raw: Vec<&[u8]> = leaves
+                .iter()
+                .map(|v| match v {
+                    Value::Bytes(b) => &b[..],
+                    _ => &[][..],
+                })
+                .collect();
             let width = raw.iter().map(|b| b.len()).max().unwrap_or(0).max(1);
             let mut data = Vec::with_capacity(width * raw.len());
             for b in raw {
@@ -129,7 +166,12 @@ fn build(leaves: &[&Value], shape: Vec<usize>) -> Result<NdArray, CellError> {
         Leaf::Str => unicode_array(leaves)?,
         Leaf::Object => unreachable!("rejected above"),
     };
-    Ok(NdArray { dtype, shape, layout: Layout::C, data: data.into() })
+    Ok(NdArray {
+        dtype,
+        shape,
+        layout: Layout::C,
+        data: data.into(),
+    })
 }
 
 fn as_int(v: &Value) -> BigInt {
@@ -151,14 +193,34 @@ fn floats<'a>(leaves: &'a [&'a Value]) -> impl Iterator<Item = f64> + 'a {
 
 fn int_array(leaves: &[&Value]) -> Result<(DType, Vec<u8>), CellError> {
     let ints: Vec<BigInt> = leaves.iter().map(|v| as_int(v)).collect();
-    if let Ok(xs) = ints.iter().map(i64::try_from).collect::<Result<Vec<i64>, _>>() {
-        return Ok((DType::simple('i', ByteOrder::Little, 8), xs.into_iter().flat_map(i64::to_le_bytes).collect()));
+    if let Ok(xs) = ints
+        .iter()
+        .map(i64::try_from)
+        .collect::<Result<Vec<i64>, _>>()
+    {
+        return Ok((
+            DType::simple('i', ByteOrder::Little, 8),
+            xs.into_iter().flat_map(i64::to_le_bytes).collect(),
+        ));
     }
-    if let Ok(xs) = ints.iter().map(u64::try_from).collect::<Result<Vec<u64>, _>>() {
-        return Ok((DType::simple('u', ByteOrder::Little, 8), xs.into_iter().flat_map(u64::to_le_bytes).collect()));
+    if let Ok(xs) = ints
+        .iter()
+        .map(u64::try_from)
+        .collect::<Result<Vec<u64>, _>>()
+    {
+        return Ok((
+            DType::simple('u', ByteOrder::Little, 8),
+            xs.into_iter().flat_map(u64::to_le_bytes).collect(),
+        ));
     }
-    if ints.iter().all(|i| i64::try_from(i).is_ok() || u64::try_from(i).is_ok()) {
-        return Ok((DType::simple('f', ByteOrder::Little, 8), floats(leaves).flat_map(f64::to_le_bytes).collect()));
+    if ints
+        .iter()
+        .all(|i| i64::try_from(i).is_ok() || u64::try_from(i).is_ok())
+    {
+        return Ok((
+            DType::simple('f', ByteOrder::Little, 8),
+            floats(leaves).flat_map(f64::to_le_bytes).collect(),
+        ));
     }
     Err(object_error())
 }
@@ -197,14 +259,25 @@ mod tests {
         let a = to_numpy(&Value::Bool(true)).unwrap();
         assert_eq!((a.dtype.typestr(), a.shape.len()), ("|b1".to_string(), 0));
         let ragged = Value::List(vec![Value::List(vec![Value::int(1)]), Value::int(2)]);
-        assert!(to_numpy(&ragged).unwrap_err().message.contains("inhomogeneous shape after 1 dimensions. The detected shape was (2,)"));
+        assert!(
+            to_numpy(&ragged)
+                .unwrap_err()
+                .message
+                .contains("inhomogeneous shape after 1 dimensions. The detected shape was (2,)")
+        );
         assert_eq!(to_numpy(&Value::None).unwrap_err(), object_error());
     }
 
     #[test]
     fn unicode_bug_path() {
         assert_eq!(serialize(&Value::str("hello")).unwrap(), b"\"h\"\n");
-        assert_eq!(serialize(&Value::List(vec![Value::int(1), Value::str("a")])).unwrap(), b"\"1\"\n");
-        assert_eq!(serialize(&Value::str("")).unwrap_err().kind, PyErrorKind::IndexError);
+        assert_eq!(
+            serialize(&Value::List(vec![Value::int(1), Value::str("a")])).unwrap(),
+            b"\"1\"\n"
+        );
+        assert_eq!(
+            serialize(&Value::str("")).unwrap_err().kind,
+            PyErrorKind::IndexError
+        );
     }
 }

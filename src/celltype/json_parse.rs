@@ -27,7 +27,12 @@ const PYTHON_MAX_INT_DIGITS: usize = 4300;
 
 /// Parse `text` as one JSON document; the error says what is wrong and where.
 pub fn parse(text: &str, dialect: Dialect) -> Result<Value, String> {
-    let mut p = Parser { s: text.as_bytes(), text, pos: 0, dialect };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        text,
+        pos: 0,
+        dialect,
+    };
     p.skip_ws();
     let v = p.value()?;
     p.skip_ws();
@@ -153,9 +158,9 @@ impl Parser<'_> {
         if self.s.get(self.pos) != Some(&b'"') {
             return Err(self.err("expected a string key in an object"));
         }
-        let units = self.string()?;
-        let key = String::from_utf16(&units_to_utf16(&units))
-            .map_err(|_| self.err("a lone surrogate in an object key is not supported"))?;
+        let Value::Str(key) = self.string()? else {
+            return Err(self.err("a lone surrogate in an object key is not supported"));
+        };
         self.skip_ws();
         if !self.eat(":") {
             return Err(self.err("expected ':' after an object key"));
@@ -167,7 +172,7 @@ impl Parser<'_> {
         let python = self.dialect == Dialect::Python;
         match self.s.get(self.pos) {
             None => Err(self.err("expected a JSON value, found the end of the text")),
-            Some(b'"') => self.string().map(units_to_value),
+            Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => {
                 if python && self.eat("-Infinity") {
                     return Ok(Value::Float(f64::NEG_INFINITY));
@@ -183,10 +188,11 @@ impl Parser<'_> {
         }
     }
 
-    /// A string as code points (lone surrogates kept as such, for the Python dialect).
-    fn string(&mut self) -> Result<Vec<u32>, String> {
+    /// A string: `Str`, or `Surrogates` once a lone surrogate escape appears (Python dialect).
+    fn string(&mut self) -> Result<Value, String> {
         self.pos += 1;
-        let mut out = Vec::new();
+        let mut out = String::new();
+        let mut units: Option<Vec<u32>> = None;
         loop {
             let start = self.pos;
             while let Some(&b) = self.s.get(self.pos) {
@@ -195,17 +201,32 @@ impl Parser<'_> {
                 }
                 self.pos += 1;
             }
-            out.extend(self.text[start..self.pos].chars().map(|c| c as u32));
+            let run = &self.text[start..self.pos];
+            match &mut units {
+                Some(u) => u.extend(run.chars().map(|c| c as u32)),
+                None => out.push_str(run),
+            }
             match self.s.get(self.pos) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(match units {
+                        Some(u) => Value::Surrogates(u),
+                        None => Value::Str(out),
+                    });
                 }
                 Some(b'\\') => {
                     self.pos += 1;
                     let unit = self.escape()?;
-                    out.push(unit);
+                    match (&mut units, char::from_u32(unit)) {
+                        (Some(u), _) => u.push(unit),
+                        (None, Some(c)) => out.push(c),
+                        (None, None) => {
+                            let mut u: Vec<u32> = out.chars().map(|c| c as u32).collect();
+                            u.push(unit);
+                            units = Some(u);
+                        }
+                    }
                 }
                 Some(_) => return Err(self.err("control character inside a string")),
             }
@@ -213,7 +234,10 @@ impl Parser<'_> {
     }
 
     fn escape(&mut self) -> Result<u32, String> {
-        let c = *self.s.get(self.pos).ok_or_else(|| self.err("unterminated escape"))?;
+        let c = *self
+            .s
+            .get(self.pos)
+            .ok_or_else(|| self.err("unterminated escape"))?;
         self.pos += 1;
         Ok(match c {
             b'"' => 0x22,
@@ -230,7 +254,10 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let digits = self.s.get(self.pos..self.pos + 4).ok_or_else(|| self.err("truncated \\u escape"))?;
+        let digits = self
+            .s
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.err("truncated \\u escape"))?;
         let text = std::str::from_utf8(digits).map_err(|_| self.err("invalid \\u escape"))?;
         if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.err("invalid \\u escape"));
@@ -292,7 +319,9 @@ impl Parser<'_> {
             Dialect::Python if text.trim_start_matches('-').len() > PYTHON_MAX_INT_DIGITS => {
                 Err(self.err("integer with more than 4300 digits"))
             }
-            Dialect::Python => Ok(Value::Int(text.parse::<BigInt>().expect("checked integer syntax"))),
+            Dialect::Python => Ok(Value::Int(
+                text.parse::<BigInt>().expect("checked integer syntax"),
+            )),
             Dialect::Orjson => {
                 if let Ok(i) = text.parse::<i64>() {
                     Ok(Value::int(i))
@@ -321,21 +350,13 @@ impl Parser<'_> {
     }
 }
 
-/// UTF-16 code units of code points (lone surrogates stay single units).
-fn units_to_utf16(units: &[u32]) -> Vec<u16> {
-    let mut out = Vec::with_capacity(units.len());
-    for &u in units {
-        match char::from_u32(u) {
-            Some(c) => out.extend_from_slice(c.encode_utf16(&mut [0; 2])),
-            None => out.push(u as u16),
-        }
-    }
-    out
-}
-
 /// A str value, or `Surrogates` if a lone surrogate makes it unrepresentable as UTF-8.
 pub fn units_to_value(units: Vec<u32>) -> Value {
-    match units.iter().map(|&u| char::from_u32(u)).collect::<Option<String>>() {
+    match units
+        .iter()
+        .map(|&u| char::from_u32(u))
+        .collect::<Option<String>>()
+    {
         Some(s) => Value::Str(s),
         None => Value::Surrogates(units),
     }
@@ -352,10 +373,28 @@ mod tests {
     #[test]
     fn orjson_number_rules() {
         assert_eq!(orjson("-0").unwrap(), Value::int(0));
-        assert_eq!(orjson("18446744073709551615").unwrap(), Value::int(u64::MAX));
-        assert_eq!(orjson("18446744073709551616").unwrap(), Value::Float(18446744073709551616.0));
+        assert_eq!(
+            orjson("18446744073709551615").unwrap(),
+            Value::int(u64::MAX)
+        );
+        assert_eq!(
+            orjson("18446744073709551616").unwrap(),
+            Value::Float(18446744073709551616.0)
+        );
         assert_eq!(orjson("1E-400").unwrap(), Value::Float(0.0));
-        for bad in ["1e400", "01", "1.", "[1,]", "\"\\ud800\"", "NaN", "\u{feff}1", "", " ", "\"a\u{1}\"", "1 2"] {
+        for bad in [
+            "1e400",
+            "01",
+            "1.",
+            "[1,]",
+            "\"\\ud800\"",
+            "NaN",
+            "\u{feff}1",
+            "",
+            " ",
+            "\"a\u{1}\"",
+            "1 2",
+        ] {
             assert!(orjson(bad).is_err(), "{bad:?}");
         }
         assert_eq!(orjson(" 1 \r\n").unwrap(), Value::int(1));
@@ -368,15 +407,27 @@ mod tests {
         assert_eq!(p("-Infinity").unwrap(), Value::Float(f64::NEG_INFINITY));
         assert_eq!(p("1e400").unwrap(), Value::Float(f64::INFINITY));
         assert_eq!(p("\"\\ud800\"").unwrap(), Value::Surrogates(vec![0xd800]));
+        assert_eq!(p("\"é\\ud800x\"").unwrap(), Value::Surrogates(vec![0xe9, 0xd800, 0x78]));
         assert_eq!(p("\"\\ud83d\\ude00\"").unwrap(), Value::str("😀"));
-        assert_eq!(p("123456789012345678901234567890").unwrap(), Value::Int("123456789012345678901234567890".parse().unwrap()));
+        assert_eq!(
+            p("123456789012345678901234567890").unwrap(),
+            Value::Int("123456789012345678901234567890".parse().unwrap())
+        );
     }
 
     #[test]
     fn duplicate_keys_keep_first_position_last_value() {
-        let Value::Dict(d) = orjson(r#"{"a":1,"b":2,"a":3}"#).unwrap() else { panic!() };
+        let Value::Dict(d) = orjson(r#"{"a":1,"b":2,"a":3}"#).unwrap() else {
+            panic!()
+        };
         let items: Vec<_> = d.into_iter().collect();
-        assert_eq!(items, vec![(Key::Str("a".into()), Value::int(3)), (Key::Str("b".into()), Value::int(2))]);
+        assert_eq!(
+            items,
+            vec![
+                (Key::Str("a".into()), Value::int(3)),
+                (Key::Str("b".into()), Value::int(2))
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and key sorting rules. No JSON crate writes this dialect.
 
 use super::pyrepr::{PY_RECURSION_LIMIT, float_repr, sorted_keys};
-use super::{CellError, PyErrorKind};
+use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{Key, Value};
 
 /// The two `json.dumps` settings seamless-core uses.
@@ -30,7 +30,11 @@ struct Writer {
 }
 
 fn not_serializable(name: &str) -> CellError {
-    CellError::new(PyErrorKind::TypeError, format!("Object of type {name} is not JSON serializable"))
+    // The message of seamless's `default` hook, which sees every type json cannot write.
+    CellError::new(
+        PyErrorKind::TypeError,
+        format!("{name} is not JSON serializable"),
+    )
 }
 
 /// `json`'s float text: Python repr, with `NaN`/`Infinity`/`-Infinity` for the non-finite values.
@@ -38,15 +42,21 @@ pub fn float_text(x: f64) -> String {
     if x.is_nan() {
         "NaN".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         float_repr(x)
     }
 }
 
-/// A dict key as `json.dumps` turns it into a string.
-fn key_text(k: &Key) -> Result<String, CellError> {
-    Ok(match k {
+/// A dict key as `json.dumps` turns it into a string, as code points (a str key may hold lone
+/// surrogates, which `json.dumps` writes as `\udXXX` escapes).
+fn key_text(k: &Key) -> Result<Vec<u32>, CellError> {
+    let text: String = match k {
+        Key::Surrogates(units) => return Ok(units.clone()),
         Key::Str(s) => s.clone(),
         Key::Int(i) => i.to_string(),
         Key::Float(bits) => float_text(f64::from_bits(*bits)),
@@ -56,7 +66,8 @@ fn key_text(k: &Key) -> Result<String, CellError> {
         Key::Date(_) => return Err(bad_key("datetime.date")),
         Key::DateTime(_) => return Err(bad_key("datetime.datetime")),
         Key::Other(name) => return Err(bad_key(name)),
-    })
+    };
+    Ok(text.chars().map(|c| c as u32).collect())
 }
 
 /// `json.dumps`'s error for a dict key of an unsupported type.
@@ -66,6 +77,10 @@ fn bad_key(name: &str) -> CellError {
 
 impl Writer {
     fn value(&self, v: &Value, depth: usize, out: &mut String) -> Result<(), CellError> {
+        with_stack(|| self.value_inner(v, depth, out))
+    }
+
+    fn value_inner(&self, v: &Value, depth: usize, out: &mut String) -> Result<(), CellError> {
         match v {
             Value::None => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -147,7 +162,12 @@ impl Writer {
         Ok(())
     }
 
-    fn dict(&self, entries: &[(String, &Value)], depth: usize, out: &mut String) -> Result<(), CellError> {
+    fn dict(
+        &self,
+        entries: &[(Vec<u32>, &Value)],
+        depth: usize,
+        out: &mut String,
+    ) -> Result<(), CellError> {
         if entries.is_empty() {
             out.push_str("{}");
             return Ok(());
@@ -158,7 +178,7 @@ impl Writer {
             if n > 0 {
                 self.separator(depth, out);
             }
-            write_str(k.chars().map(|c| c as u32), out);
+            write_str(k.iter().copied(), out);
             out.push_str(": ");
             self.value(v, depth, out)?;
         }
@@ -191,7 +211,11 @@ fn write_str(chars: impl Iterator<Item = u32>, out: &mut String) {
             0x20..=0x7e => out.push(c as u8 as char),
             0x10000.. => {
                 let v = c - 0x10000;
-                out.push_str(&format!("\\u{:04x}\\u{:04x}", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff)));
+                out.push_str(&format!(
+                    "\\u{:04x}\\u{:04x}",
+                    0xd800 + (v >> 10),
+                    0xdc00 + (v & 0x3ff)
+                ));
             }
             _ => out.push_str(&format!("\\u{c:04x}")),
         }
@@ -208,13 +232,19 @@ mod tests {
     fn indented_sorted_and_compact() {
         let mut d = Dict::new();
         d.insert(Key::Str("é".into()), Value::str("ü😀"));
-        d.insert(Key::Str("a".into()), Value::List(vec![Value::Float(1e-5), Value::Float(f64::NAN)]));
+        d.insert(
+            Key::Str("a".into()),
+            Value::List(vec![Value::Float(1e-5), Value::Float(f64::NAN)]),
+        );
         let v = Value::Dict(d);
         assert_eq!(
             write(&v, Style::IndentedSorted).unwrap(),
             "{\n  \"a\": [\n    1e-05,\n    NaN\n  ],\n  \"\\u00e9\": \"\\u00fc\\ud83d\\ude00\"\n}"
         );
-        assert_eq!(write(&v, Style::Compact).unwrap(), "{\"\\u00e9\": \"\\u00fc\\ud83d\\ude00\", \"a\": [1e-05, NaN]}");
+        assert_eq!(
+            write(&v, Style::Compact).unwrap(),
+            "{\"\\u00e9\": \"\\u00fc\\ud83d\\ude00\", \"a\": [1e-05, NaN]}"
+        );
     }
 
     #[test]
@@ -222,6 +252,27 @@ mod tests {
         let mut d = Dict::new();
         d.insert(Key::Int(10.into()), Value::int(1));
         d.insert(Key::Int(9.into()), Value::int(2));
-        assert_eq!(write(&Value::Dict(d), Style::IndentedSorted).unwrap(), "{\n  \"9\": 2,\n  \"10\": 1\n}");
+        assert_eq!(
+            write(&Value::Dict(d), Style::IndentedSorted).unwrap(),
+            "{\n  \"9\": 2,\n  \"10\": 1\n}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_a_recursion_error() {
+        let mut v = Value::List(vec![Value::int(1)]);
+        for _ in 0..PY_RECURSION_LIMIT - 1 {
+            v = Value::List(vec![v]);
+        }
+        assert!(write(&v, Style::IndentedSorted).is_ok());
+        let v = Value::List(vec![v]);
+        assert_eq!(
+            write(&v, Style::Compact).unwrap_err().kind,
+            PyErrorKind::RecursionError
+        );
+        assert_eq!(
+            super::super::pyrepr::py_repr(&v, 0).unwrap_err().kind,
+            PyErrorKind::RecursionError
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod pyrepr;
 pub mod python;
 pub mod scalar;
 pub mod text;
+mod unicode_printable;
 pub mod yaml;
 
 /// A Seamless cell type.
@@ -86,7 +87,9 @@ impl fmt::Display for CellType {
 
 /// An unknown cell type name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown cell type '{0}'; expected one of: binary, mixed, text, python, ipython, plain, yaml, str, bytes, int, float, bool, checksum")]
+#[error(
+    "unknown cell type '{0}'; expected one of: binary, mixed, text, python, ipython, plain, yaml, str, bytes, int, float, bool, checksum"
+)]
 pub struct UnknownCellType(pub String);
 
 impl FromStr for CellType {
@@ -139,7 +142,11 @@ pub struct CellError {
 
 impl CellError {
     pub fn new(kind: PyErrorKind, message: impl Into<String>) -> Self {
-        CellError { kind, message: message.into(), detail: None }
+        CellError {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// Add an explanation for the user (not part of the Python-compatible message).
@@ -151,24 +158,44 @@ impl CellError {
 
 impl fmt::Display for CellError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.name(), self.message)?;
-        if let Some(detail) = &self.detail {
-            write!(f, " ({detail})")?;
+        match (&self.detail, self.message.is_empty()) {
+            (Some(detail), true) => write!(f, "{}: {detail}", self.kind.name()),
+            (Some(detail), false) => write!(f, "{}: {} ({detail})", self.kind.name(), self.message),
+            (None, _) => write!(f, "{}: {}", self.kind.name(), self.message),
         }
-        Ok(())
     }
 }
 
 impl std::error::Error for CellError {}
 
+/// Run one step of a recursive walk over a value with enough stack. Values may nest up to the
+/// nesting limits (254 for orjson, 1000 for Python), which in debug builds is more than a 2 MB
+/// thread stack holds; the stack is grown on the heap when it runs low.
+pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(64 * 1024, 1024 * 1024, f)
+}
+
 /// Serialize a value as `celltype` (seamless-core `serialize_sync`).
 pub fn serialize(value: &Value, celltype: CellType) -> Result<Vec<u8>, CellError> {
+    // A Checksum object is first replaced by its hex, whatever the cell type.
+    let hex;
+    let value = match value {
+        Value::Checksum(c) => {
+            hex = Value::Str(c.hex());
+            &hex
+        }
+        _ => value,
+    };
     match celltype {
         CellType::Binary => binary::serialize(value),
         CellType::Mixed => mixed::serialize(value),
-        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => text::serialize(value),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => {
+            text::serialize(value)
+        }
         CellType::Plain => scalar::serialize_plain(value),
-        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => scalar::serialize(value, celltype),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => {
+            scalar::serialize(value, celltype)
+        }
         CellType::Bytes => text::serialize_bytes(value),
         CellType::Checksum => scalar::serialize_checksum(value),
     }
@@ -180,9 +207,13 @@ pub fn deserialize(buffer: &[u8], celltype: CellType) -> Result<Value, CellError
     match celltype {
         CellType::Binary => binary::deserialize(buffer),
         CellType::Mixed => mixed::deserialize(buffer),
-        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => text::deserialize(buffer, celltype),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => {
+            text::deserialize(buffer, celltype)
+        }
         CellType::Plain => scalar::deserialize_plain(buffer),
-        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => scalar::deserialize(buffer, celltype),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => {
+            scalar::deserialize(buffer, celltype)
+        }
         CellType::Bytes => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(buffer))),
         CellType::Checksum => scalar::deserialize_checksum(buffer),
     }

@@ -8,10 +8,12 @@ use std::cmp::Ordering;
 
 use num_bigint::BigInt;
 
-use super::{CellError, PyErrorKind};
-use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value};
+use super::unicode_printable::is_printable;
+use super::{CellError, PyErrorKind, with_stack};
+use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
-/// Python's recursion limit, which bounds `repr` and `json.dumps` of nested containers.
+/// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
+/// default recursion limit.
 pub const PY_RECURSION_LIMIT: usize = 1000;
 
 /// The shortest round-trip decimal digits of a finite non-zero `x` (as Python `repr` and orjson
@@ -90,49 +92,48 @@ pub fn float_repr(x: f64) -> String {
     }
 }
 
-/// numpy's `str()` of a float32: the shortest float32 digits in Python's layout.
+/// numpy's `str()` of a float16/float32 scalar: the shortest digits that read back as the same
+/// value (`short`), positional when `1e-4 <= |value| < 10^cutoff` (numpy's cutoff: 3 digits
+/// for float16, 6 for float32), else scientific with a signed two-digit exponent.
+fn numpy_float_str(value: f64, short: f64, cutoff: i32) -> String {
+    if !value.is_finite() {
+        return float_repr(value);
+    }
+    let a = value.abs();
+    if a == 0.0 || (1e-4..10f64.powi(cutoff)).contains(&a) {
+        layout(short, i32::MIN, i32::MAX, true)
+    } else {
+        layout(short, 1, 0, true)
+    }
+}
+
 fn float32_str(x: f32) -> String {
     if !x.is_finite() {
         return float_repr(x as f64);
     }
     // The shortest f32 digits, re-read as f64, keep exactly those digits.
     let mut buf = ryu::Buffer::new();
-    let short: f64 = buf.format_finite(x).parse().expect("ryu writes a valid float");
-    float_repr(short)
+    let short: f64 = buf
+        .format_finite(x)
+        .parse()
+        .expect("ryu writes a valid float");
+    numpy_float_str(x as f64, short, 6)
 }
 
-/// Whether CPython's `str.isprintable()` holds for `c` (so `repr` writes it raw). ASCII and the
-/// common non-printable ranges (C1 controls, separators, format characters, surrogates, private use,
-/// non-characters) are exact; code points unassigned in Unicode are not known here and count as printable.
-fn is_printable(c: u32) -> bool {
-    if c < 0x7f {
-        return c >= 0x20;
+fn float16_str(bits: u16) -> String {
+    let x = f16_to_f64(bits);
+    if !x.is_finite() {
+        return float_repr(x);
     }
-    !matches!(c,
-        0x7f..=0xa0
-        | 0xad
-        | 0x600..=0x605
-        | 0x61c
-        | 0x6dd
-        | 0x70f
-        | 0x180e
-        | 0x1680
-        | 0x2000..=0x200f
-        | 0x2028..=0x202f
-        | 0x205f..=0x2064
-        | 0x2066..=0x206f
-        | 0x3000
-        | 0xd800..=0xf8ff
-        | 0xfeff
-        | 0xfff9..=0xfffb
-        | 0xfffe..=0xffff
-        | 0x110bd
-        | 0x110cd
-        | 0x1d173..=0x1d17a
-        | 0xe0001
-        | 0xe0020..=0xe007f
-        | 0xf0000..=0x10ffff
-    ) && (c & 0xfffe) != 0xfffe
+    let short = (0..17)
+        .map(|p| {
+            format!("{x:.p$e}")
+                .parse::<f64>()
+                .expect("a formatted float parses")
+        })
+        .find(|&y| f64_to_f16(y) == bits)
+        .unwrap_or(x);
+    numpy_float_str(x, short, 3)
 }
 
 /// Python `repr()` of a str given as code points (which may include lone surrogates).
@@ -152,7 +153,9 @@ pub fn str_repr_units(chars: impl Iterator<Item = u32> + Clone) -> String {
                 out.push('\\');
                 out.push(quote);
             }
-            _ if is_printable(c) => out.push(char::from_u32(c).expect("printable code points are chars")),
+            _ if is_printable(c) => {
+                out.push(char::from_u32(c).expect("printable code points are chars"))
+            }
             _ if c <= 0xff => out.push_str(&format!("\\x{c:02x}")),
             _ if c <= 0xffff => out.push_str(&format!("\\u{c:04x}")),
             _ => out.push_str(&format!("\\U{c:08x}")),
@@ -169,7 +172,11 @@ pub fn str_repr(s: &str) -> String {
 
 /// Python `repr(bytes)`: `b'abc'`, `b'\x00'`.
 pub fn bytes_repr(b: &[u8]) -> String {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') { '"' } else { '\'' };
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = format!("b{quote}");
     for &c in b {
         match c {
@@ -223,30 +230,49 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
-    if let DType::Simple { kind: 'f', size: 4, order } = a.dtype {
-        let raw: [u8; 4] = a.data[..4].try_into().expect("a float32 scalar holds 4 bytes");
-        let x = match order {
-            ByteOrder::Big => f32::from_be_bytes(raw),
-            _ => f32::from_le_bytes(raw),
-        };
-        return Ok(float32_str(x));
+    if let DType::Simple {
+        kind: 'f',
+        size: size @ (2 | 4),
+        order,
+    } = a.dtype
+    {
+        let mut raw = a.data[..size].to_vec();
+        if order == ByteOrder::Big {
+            raw.reverse();
+        }
+        return Ok(if size == 4 {
+            float32_str(f32::from_le_bytes(raw.try_into().expect("4 bytes")))
+        } else {
+            float16_str(u16::from_le_bytes(raw.try_into().expect("2 bytes")))
+        });
     }
     match a.scalar_to_python() {
+        Some(Value::Str(s)) => Ok(s),
         Some(v) => py_repr(&v, 0),
         None => Err(CellError::new(
             PyErrorKind::TypeError,
-            format!("cannot format a numpy {} scalar as Python text", a.dtype.numpy_name()),
+            format!(
+                "cannot format a numpy {} scalar as Python text",
+                a.dtype.numpy_name()
+            ),
         )),
     }
 }
 
 fn too_deep() -> CellError {
-    CellError::new(PyErrorKind::RecursionError, "maximum recursion depth exceeded while getting the repr of an object")
+    CellError::new(
+        PyErrorKind::RecursionError,
+        "maximum recursion depth exceeded while getting the repr of an object",
+    )
 }
 
 /// Python `repr(value)`; `depth` counts enclosing containers.
 pub fn py_repr(v: &Value, depth: usize) -> Result<String, CellError> {
-    if depth > PY_RECURSION_LIMIT {
+    with_stack(|| py_repr_inner(v, depth))
+}
+
+fn py_repr_inner(v: &Value, depth: usize) -> Result<String, CellError> {
+    if depth >= PY_RECURSION_LIMIT {
         return Err(too_deep());
     }
     let items = |items: &[Value]| -> Result<Vec<String>, CellError> {
@@ -302,21 +328,34 @@ fn date_repr(d: &Date) -> String {
 /// `repr(datetime.datetime(...))`: trailing zero seconds/microseconds are omitted, as Python does.
 fn datetime_repr(t: &DateTime) -> String {
     let d = &t.date;
-    let mut fields = vec![d.year as u32, d.month as u32, d.day as u32, t.hour as u32, t.minute as u32];
+    let mut fields = vec![
+        d.year as u32,
+        d.month as u32,
+        d.day as u32,
+        t.hour as u32,
+        t.minute as u32,
+    ];
     if t.second != 0 || t.microsecond != 0 {
         fields.push(t.second as u32);
     }
     if t.microsecond != 0 {
         fields.push(t.microsecond);
     }
-    let mut out = format!("datetime.datetime({}", fields.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+    let fields: Vec<String> = fields.iter().map(u32::to_string).collect();
+    let mut out = format!("datetime.datetime({}", fields.join(", "));
     match t.utc_offset {
         None => {}
         Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
         Some(offset) => {
             let (days, seconds) = (offset.div_euclid(86_400), offset.rem_euclid(86_400));
-            let delta = if days != 0 { format!("days={days}, seconds={seconds}") } else { format!("seconds={seconds}") };
-            out.push_str(&format!(", tzinfo=datetime.timezone(datetime.timedelta({delta}))"));
+            let delta = if days != 0 {
+                format!("days={days}, seconds={seconds}")
+            } else {
+                format!("seconds={seconds}")
+            };
+            out.push_str(&format!(
+                ", tzinfo=datetime.timezone(datetime.timedelta({delta}))"
+            ));
         }
     }
     out.push(')');
@@ -327,6 +366,7 @@ fn datetime_repr(t: &DateTime) -> String {
 pub fn key_repr(k: &Key) -> String {
     match k {
         Key::Str(s) => str_repr(s),
+        Key::Surrogates(u) => str_repr_units(u.iter().copied()),
         Key::Int(i) => i.to_string(),
         Key::Float(bits) => float_repr(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "True" } else { "False" }.into(),
@@ -341,7 +381,7 @@ pub fn key_repr(k: &Key) -> String {
 /// Python's type name of a key.
 fn key_type(k: &Key) -> &str {
     match k {
-        Key::Str(_) => "str",
+        Key::Str(_) | Key::Surrogates(_) => "str",
         Key::Int(_) => "int",
         Key::Float(_) => "float",
         Key::Bool(_) => "bool",
@@ -373,7 +413,11 @@ fn key_less(a: &Key, b: &Key) -> Result<bool, CellError> {
             (Some(x), Some(y)) => Ok(x < y),
             _ => Err(CellError::new(
                 PyErrorKind::TypeError,
-                format!("'<' not supported between instances of '{}' and '{}'", key_type(a), key_type(b)),
+                format!(
+                    "'<' not supported between instances of '{}' and '{}'",
+                    key_type(a),
+                    key_type(b)
+                ),
             )),
         },
     }
@@ -396,7 +440,12 @@ pub fn sorted_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<Vec<&'a Ke
 
 /// Python `int(text)` for base 10, or `ValueError` naming the text as Python does.
 pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
-    let bad = || CellError::new(PyErrorKind::ValueError, format!("invalid literal for int() with base 10: {}", str_repr(text)));
+    let bad = || {
+        CellError::new(
+            PyErrorKind::ValueError,
+            format!("invalid literal for int() with base 10: {}", str_repr(text)),
+        )
+    };
     let t = text.trim();
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -417,7 +466,8 @@ fn strip_underscores(s: &str) -> Option<String> {
     let b = s.as_bytes();
     for (i, &c) in b.iter().enumerate() {
         if c == b'_' {
-            let ok = i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
+            let ok =
+                i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
             if !ok {
                 return None;
             }
@@ -428,7 +478,12 @@ fn strip_underscores(s: &str) -> Option<String> {
 
 /// Python `float(text)`, or `ValueError` naming the text as Python does.
 pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
-    let bad = || CellError::new(PyErrorKind::ValueError, format!("could not convert string to float: {}", str_repr(text)));
+    let bad = || {
+        CellError::new(
+            PyErrorKind::ValueError,
+            format!("could not convert string to float: {}", str_repr(text)),
+        )
+    };
     let t = text.trim();
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -458,7 +513,8 @@ fn is_decimal_literal(s: &str) -> bool {
     };
     let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = digits_ok(int_part) && digits_ok(frac) && !(int_part.is_empty() && frac.is_empty());
+    let mantissa_ok =
+        digits_ok(int_part) && digits_ok(frac) && !(int_part.is_empty() && frac.is_empty());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && digits_ok(e)
@@ -481,12 +537,33 @@ mod tests {
             (0.0001, "0.0001", "0.0001"),
             (5e-324, "5e-324", "5e-324"),
             (-0.0, "-0.0", "-0.0"),
-            (123456789012345.67, "123456789012345.67", "123456789012345.67"),
-            (1.7976931348623157e308, "1.7976931348623157e+308", "1.7976931348623157e+308"),
+            (
+                123456789012345.67,
+                "123456789012345.67",
+                "123456789012345.67",
+            ),
+            (
+                1.7976931348623157e308,
+                "1.7976931348623157e+308",
+                "1.7976931348623157e+308",
+            ),
         ] {
             assert_eq!(orjson_float(x), orjson, "{x}");
             assert_eq!(float_repr(x), python, "{x}");
         }
+    }
+
+    #[test]
+    fn numpy_small_floats() {
+        assert_eq!(float16_str(f64_to_f16(65504.0)), "6.55e+04");
+        assert_eq!(float16_str(f64_to_f16(1000.0)), "1e+03");
+        assert_eq!(float16_str(f64_to_f16(0.1)), "0.1");
+        assert_eq!(float32_str(1e-4), "1e-04");
+        assert_eq!(float32_str(65504.0), "65504.0");
+        assert_eq!(float32_str(123456789.0), "1.2345679e+08");
+        assert_eq!(float32_str(999999.0), "999999.0");
+        assert_eq!(float32_str(1e6), "1e+06");
+        assert_eq!(float32_str(7096083.0), "7.096083e+06");
     }
 
     #[test]
@@ -506,7 +583,10 @@ mod tests {
     fn python_number_parsing() {
         assert_eq!(parse_py_int(" 7 ").unwrap(), BigInt::from(7));
         assert_eq!(parse_py_int("1_000").unwrap(), BigInt::from(1000));
-        assert_eq!(parse_py_int("x").unwrap_err().message, "invalid literal for int() with base 10: 'x'");
+        assert_eq!(
+            parse_py_int("x").unwrap_err().message,
+            "invalid literal for int() with base 10: 'x'"
+        );
         assert!(parse_py_int("1__0").is_err());
         assert_eq!(parse_py_float("1e-7").unwrap(), 1e-7);
         assert!(parse_py_float("-Infinity").unwrap().is_infinite());
@@ -519,7 +599,10 @@ mod tests {
     fn mixed_key_types_do_not_sort() {
         let keys = [Key::Int(1.into()), Key::Str("x".into())];
         let e = sorted_keys(keys.iter()).unwrap_err();
-        assert_eq!(e.message, "'<' not supported between instances of 'str' and 'int'");
+        assert_eq!(
+            e.message,
+            "'<' not supported between instances of 'str' and 'int'"
+        );
         let keys = [Key::Int(10.into()), Key::Int(9.into())];
         assert_eq!(sorted_keys(keys.iter()).unwrap(), vec![&keys[1], &keys[0]]);
     }

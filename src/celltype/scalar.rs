@@ -10,18 +10,24 @@ use super::text::{decode_utf8, shorten};
 use super::{CellError, CellType, PyErrorKind, json_orjson};
 use crate::value::Value;
 
-/// orjson bytes of `value` plus `"\n"`; Checksum objects are written as their hex.
-pub fn serialize_plain(value: &Value) -> Result<Vec<u8>, CellError> {
-    let mut out = json_orjson::write(value)?;
+/// orjson bytes of `value` plus `"\n"`; `unchecksum` as in `json_orjson::write`.
+fn orjson_line(value: &Value, unchecksum: bool) -> Result<Vec<u8>, CellError> {
+    let mut out = json_orjson::write(value, unchecksum)?;
     out.push(b'\n');
     Ok(out)
+}
+
+/// Serialize as `plain`: Checksum objects anywhere are written as their hex, then orjson.
+pub fn serialize_plain(value: &Value) -> Result<Vec<u8>, CellError> {
+    orjson_line(value, true)
 }
 
 /// Parse a `plain` buffer: strict UTF-8, trailing newlines removed, `orjson.loads`.
 pub fn deserialize_plain(buf: &[u8]) -> Result<Value, CellError> {
     let text = decode_utf8(buf)?.trim_end_matches('\n');
     parse(text, Dialect::Orjson).map_err(|why| {
-        CellError::new(PyErrorKind::ValueError, shorten(text)).with_detail(format!("not valid JSON: {why}"))
+        CellError::new(PyErrorKind::ValueError, shorten(text))
+            .with_detail(format!("not valid JSON: {why}"))
     })
 }
 
@@ -47,7 +53,7 @@ pub fn serialize(value: &Value, celltype: CellType) -> Result<Vec<u8>, CellError
         CellType::Bool => Value::Bool(truth(value)?),
         _ => unreachable!("scalar::serialize is only called for str, int, float and bool"),
     };
-    serialize_plain(&converted)
+    orjson_line(&converted, false)
 }
 
 /// Parse as `str`, `int`, `float` or `bool`: `plain`, then Python's conversion if the value is not
@@ -72,12 +78,14 @@ pub fn to_int(value: &Value) -> Result<BigInt, CellError> {
     match value {
         Value::Bool(b) => Ok(BigInt::from(*b as u8)),
         Value::Int(i) => Ok(i.clone()),
-        Value::Float(x) if x.is_nan() => {
-            Err(CellError::new(PyErrorKind::ValueError, "cannot convert float NaN to integer"))
-        }
-        Value::Float(x) if x.is_infinite() => {
-            Err(CellError::new(PyErrorKind::OverflowError, "cannot convert float infinity to integer"))
-        }
+        Value::Float(x) if x.is_nan() => Err(CellError::new(
+            PyErrorKind::ValueError,
+            "cannot convert float NaN to integer",
+        )),
+        Value::Float(x) if x.is_infinite() => Err(CellError::new(
+            PyErrorKind::OverflowError,
+            "cannot convert float infinity to integer",
+        )),
         Value::Float(x) => Ok(BigInt::from_f64(x.trunc()).expect("finite floats convert")),
         Value::Str(s) => parse_py_int(s),
         Value::Bytes(b) => parse_py_int(decode_utf8(b)?),
@@ -93,7 +101,10 @@ pub fn to_int(value: &Value) -> Result<BigInt, CellError> {
 fn int_type_error(value: &Value) -> CellError {
     CellError::new(
         PyErrorKind::TypeError,
-        format!("int() argument must be a string, a bytes-like object or a real number, not '{}'", type_name(value)),
+        format!(
+            "int() argument must be a string, a bytes-like object or a real number, not '{}'",
+            type_name(value)
+        ),
     )
 }
 
@@ -103,7 +114,10 @@ pub fn to_float(value: &Value) -> Result<f64, CellError> {
         Value::Bool(b) => Ok(*b as u8 as f64),
         Value::Int(i) => match i.to_f64() {
             Some(x) if x.is_finite() => Ok(x),
-            _ => Err(CellError::new(PyErrorKind::OverflowError, "int too large to convert to float")),
+            _ => Err(CellError::new(
+                PyErrorKind::OverflowError,
+                "int too large to convert to float",
+            )),
         },
         Value::Float(x) => Ok(*x),
         Value::Str(s) => parse_py_float(s),
@@ -119,7 +133,10 @@ pub fn to_float(value: &Value) -> Result<f64, CellError> {
 fn float_type_error(value: &Value) -> CellError {
     CellError::new(
         PyErrorKind::TypeError,
-        format!("float() argument must be a string or a real number, not '{}'", type_name(value)),
+        format!(
+            "float() argument must be a string or a real number, not '{}'",
+            type_name(value)
+        ),
     )
 }
 
@@ -139,7 +156,11 @@ pub fn truth(value: &Value) -> Result<bool, CellError> {
         Value::Set(s) => !s.is_empty(),
         Value::Array(a) | Value::Scalar(a) => {
             if a.len() != 1 {
-                let what = if a.is_empty() { "an empty array" } else { "an array with more than one element" };
+                let what = if a.is_empty() {
+                    "an empty array"
+                } else {
+                    "an array with more than one element"
+                };
                 return Err(CellError::new(
                     PyErrorKind::ValueError,
                     format!("The truth value of {what} is ambiguous. Use a.any() or a.all()"),
@@ -150,19 +171,25 @@ pub fn truth(value: &Value) -> Result<bool, CellError> {
     })
 }
 
-/// Serialize as `checksum`: orjson + `"\n"` with no validation (spec §2.6).
+/// Serialize as `checksum`: orjson + `"\n"` with no validation (spec §2.6); unlike `plain`,
+/// Checksum objects nested in lists or dicts are not converted (orjson rejects them).
 pub fn serialize_checksum(value: &Value) -> Result<Vec<u8>, CellError> {
-    serialize_plain(value)
+    orjson_line(value, false)
 }
 
 /// Parse a `checksum` buffer: only a bare 64-character hex text (any case) is accepted, and
 /// returned unchanged. Anything else raises the `TypeError` seamless-core raises.
 pub fn deserialize_checksum(buf: &[u8]) -> Result<Value, CellError> {
-    let text = std::str::from_utf8(buf).ok().filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let text = std::str::from_utf8(buf)
+        .ok()
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()));
     match text {
         Some(t) => Ok(Value::str(t)),
-        None => Err(CellError::new(PyErrorKind::TypeError, "<class 'seamless.Buffer'>")
-            .with_detail("a checksum buffer must be exactly 64 hex characters, with no newline or quotes")),
+        None => Err(
+            CellError::new(PyErrorKind::TypeError, "<class 'seamless.Buffer'>").with_detail(
+                "a checksum buffer must be exactly 64 hex characters, with no newline or quotes",
+            ),
+        ),
     }
 }
 
@@ -175,31 +202,60 @@ mod tests {
         let ser = |v: Value, c| String::from_utf8(serialize(&v, c).unwrap()).unwrap();
         assert_eq!(ser(Value::Bool(true), CellType::Str), "true\n");
         assert_eq!(ser(Value::None, CellType::Str), "\"None\"\n");
-        assert_eq!(ser(Value::Bytes(b"abc".to_vec().into()), CellType::Str), "\"b'abc'\"\n");
+        assert_eq!(
+            ser(Value::Bytes(b"abc".to_vec().into()), CellType::Str),
+            "\"b'abc'\"\n"
+        );
         assert_eq!(ser(Value::Float(-3.9), CellType::Int), "-3\n");
         assert_eq!(ser(Value::str(" 7 "), CellType::Int), "7\n");
         assert_eq!(ser(Value::int(1), CellType::Float), "1.0\n");
         assert_eq!(ser(Value::Float(f64::NAN), CellType::Float), "null\n");
         assert_eq!(ser(Value::str("false"), CellType::Bool), "true\n");
-        assert_eq!(serialize(&Value::Float(f64::INFINITY), CellType::Int).unwrap_err().kind, PyErrorKind::OverflowError);
+        assert_eq!(
+            serialize(&Value::Float(f64::INFINITY), CellType::Int)
+                .unwrap_err()
+                .kind,
+            PyErrorKind::OverflowError
+        );
     }
 
     #[test]
     fn scalar_parsing() {
-        assert_eq!(deserialize(b"true\n", CellType::Int).unwrap(), Value::Bool(true));
+        assert_eq!(
+            deserialize(b"true\n", CellType::Int).unwrap(),
+            Value::Bool(true)
+        );
         assert_eq!(deserialize(b"2.7\n", CellType::Int).unwrap(), Value::int(2));
-        assert_eq!(deserialize(b"{\"a\":1}", CellType::Str).unwrap(), Value::str("{'a': 1}"));
-        assert_eq!(deserialize(b"-0", CellType::Float).unwrap(), Value::Float(0.0));
-        assert_eq!(deserialize(b"18446744073709551616", CellType::Str).unwrap(), Value::str("1.8446744073709552e+19"));
+        assert_eq!(
+            deserialize(b"{\"a\":1}", CellType::Str).unwrap(),
+            Value::str("{'a': 1}")
+        );
+        assert_eq!(
+            deserialize(b"-0", CellType::Float).unwrap(),
+            Value::Float(0.0)
+        );
+        assert_eq!(
+            deserialize(b"18446744073709551616", CellType::Str).unwrap(),
+            Value::str("1.8446744073709552e+19")
+        );
         let e = deserialize(b"null", CellType::Float).unwrap_err();
-        assert_eq!(e.message, "float() argument must be a string or a real number, not 'NoneType'");
+        assert_eq!(
+            e.message,
+            "float() argument must be a string or a real number, not 'NoneType'"
+        );
     }
 
     #[test]
     fn checksum_cells() {
         let hex = "0123456789ABCDEF".repeat(4);
-        assert_eq!(deserialize_checksum(hex.as_bytes()).unwrap(), Value::str(&hex));
+        assert_eq!(
+            deserialize_checksum(hex.as_bytes()).unwrap(),
+            Value::str(&hex)
+        );
         let written = serialize_checksum(&Value::str(&hex)).unwrap();
-        assert_eq!(deserialize_checksum(&written).unwrap_err().message, "<class 'seamless.Buffer'>");
+        assert_eq!(
+            deserialize_checksum(&written).unwrap_err().message,
+            "<class 'seamless.Buffer'>"
+        );
     }
 }

@@ -20,16 +20,25 @@ pub fn decode_utf8(buf: &[u8]) -> Result<&str, CellError> {
         } else {
             format!("bytes in position {pos}-{}", pos + len - 1)
         };
-        CellError::new(PyErrorKind::UnicodeDecodeError, format!("'utf-8' codec can't decode {what}: {reason}"))
+        CellError::new(
+            PyErrorKind::UnicodeDecodeError,
+            format!("'utf-8' codec can't decode {what}: {reason}"),
+        )
     })
 }
 
 /// CPython's `UnicodeEncodeError` for a str holding a lone surrogate.
 pub fn surrogate_error(units: &[u32]) -> CellError {
-    let pos = units.iter().position(|u| (0xd800..0xe000).contains(u)).unwrap_or(0);
+    let pos = units
+        .iter()
+        .position(|u| (0xd800..0xe000).contains(u))
+        .unwrap_or(0);
     CellError::new(
         PyErrorKind::UnicodeEncodeError,
-        format!("'utf-8' codec can't encode character '\\u{:x}' in position {pos}: surrogates not allowed", units[pos]),
+        format!(
+            "'utf-8' codec can't encode character '\\u{:x}' in position {pos}: surrogates not allowed",
+            units[pos]
+        ),
     )
 }
 
@@ -97,9 +106,18 @@ mod tests {
     #[test]
     fn utf8_errors_read_like_python() {
         let msg = |b: &[u8]| decode_utf8(b).unwrap_err().message;
-        assert_eq!(msg(b"\xff\n"), "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte");
-        assert_eq!(msg(b"ab\xe2\x28"), "'utf-8' codec can't decode byte 0xe2 in position 2: invalid continuation byte");
-        assert_eq!(msg(b"a\xf0\x9f\x98"), "'utf-8' codec can't decode bytes in position 1-3: unexpected end of data");
+        assert_eq!(
+            msg(b"\xff\n"),
+            "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+        );
+        assert_eq!(
+            msg(b"ab\xe2\x28"),
+            "'utf-8' codec can't decode byte 0xe2 in position 2: invalid continuation byte"
+        );
+        assert_eq!(
+            msg(b"a\xf0\x9f\x98"),
+            "'utf-8' codec can't decode bytes in position 1-3: unexpected end of data"
+        );
     }
 
     #[test]
@@ -109,7 +127,10 @@ mod tests {
         assert_eq!(serialize(&Value::str("")).unwrap(), b"\n");
         assert_eq!(serialize(&Value::Float(1e-7)).unwrap(), b"1e-07\n");
         assert_eq!(serialize_bytes(&Value::str("text\n\n")).unwrap(), b"text");
-        assert_eq!(deserialize(b"hello\r\n\n", CellType::Text).unwrap(), Value::str("hello\r"));
+        assert_eq!(
+            deserialize(b"hello\r\n\n", CellType::Text).unwrap(),
+            Value::str("hello\r")
+        );
     }
 
     #[test]

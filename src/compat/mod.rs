@@ -15,7 +15,7 @@ use bytes::Bytes;
 use num_bigint::BigInt;
 use serde_json::{Map, Number, Value as Json, json};
 
-use crate::celltype::{self, CellError, CellType};
+use crate::celltype::{self, CellError, CellType, with_stack};
 use crate::checksum::Checksum;
 use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, StructDType, Value};
 
@@ -69,12 +69,19 @@ impl Report {
 }
 
 /// The sections this runner knows, in file order.
-pub const SECTIONS: [&str; 4] = ["serialize", "deserialize", "invalid_serialize", "conversions"];
+pub const SECTIONS: [&str; 4] = [
+    "serialize",
+    "deserialize",
+    "invalid_serialize",
+    "conversions",
+];
 
 /// Run every known section of the vectors file at `path`.
 pub fn run(path: &Path) -> anyhow::Result<Report> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read vectors file {}", path.display()))?;
-    let doc: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read vectors file {}", path.display()))?;
+    let doc: Json = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
     let mut report = Report::default();
     for section in SECTIONS {
         report.cases.extend(run_section(&doc, section));
@@ -84,7 +91,9 @@ pub fn run(path: &Path) -> anyhow::Result<Report> {
 
 /// Run one section of a parsed vectors document (empty if the section is missing).
 pub fn run_section(doc: &Json, section: &str) -> Vec<CaseResult> {
-    let Some(cases) = doc.get(section).and_then(Json::as_array) else { return Vec::new() };
+    let Some(cases) = doc.get(section).and_then(Json::as_array) else {
+        return Vec::new();
+    };
     cases
         .iter()
         .enumerate()
@@ -97,7 +106,11 @@ pub fn run_section(doc: &Json, section: &str) -> Vec<CaseResult> {
                 "conversions" => conversions::check_case(case),
                 _ => Outcome::Skipped(format!("unknown section {section}")),
             };
-            CaseResult { section: section.to_string(), id, outcome }
+            CaseResult {
+                section: section.to_string(),
+                id,
+                outcome,
+            }
         })
         .collect()
 }
@@ -106,19 +119,29 @@ fn case_id(case: &Json, n: usize) -> String {
     if let Some(id) = case.get("id").and_then(Json::as_str) {
         return id.to_string();
     }
-    match (case.get("source").and_then(Json::as_str), case.get("target").and_then(Json::as_str)) {
+    match (
+        case.get("source").and_then(Json::as_str),
+        case.get("target").and_then(Json::as_str),
+    ) {
         (Some(s), Some(t)) => format!("{s}->{t}"),
         _ => format!("#{n}"),
     }
 }
 
 fn celltype_of(case: &Json) -> Result<CellType, String> {
-    let name = case.get("celltype").and_then(Json::as_str).ok_or("the case has no celltype")?;
-    name.parse().map_err(|e: celltype::UnknownCellType| e.to_string())
+    let name = case
+        .get("celltype")
+        .and_then(Json::as_str)
+        .ok_or("the case has no celltype")?;
+    name.parse()
+        .map_err(|e: celltype::UnknownCellType| e.to_string())
 }
 
 fn hex_field(case: &Json, key: &str) -> Result<Vec<u8>, String> {
-    let text = case.get(key).and_then(Json::as_str).ok_or_else(|| format!("the case has no {key}"))?;
+    let text = case
+        .get(key)
+        .and_then(Json::as_str)
+        .ok_or_else(|| format!("the case has no {key}"))?;
     hex::decode(text).map_err(|e| format!("{key} is not hex: {e}"))
 }
 
@@ -129,7 +152,10 @@ fn outcome(check: impl FnOnce() -> Result<Outcome, String>) -> Outcome {
 
 /// A case value that the generator could not encode (`null` while the repr is not `None`).
 fn unrepresentable(case: &Json) -> Option<Outcome> {
-    let repr = case.get("value_repr").and_then(Json::as_str).unwrap_or("None");
+    let repr = case
+        .get("value_repr")
+        .and_then(Json::as_str)
+        .unwrap_or("None");
     (case.get("value") == Some(&Json::Null) && repr != "None")
         .then(|| Outcome::Skipped(format!("the value {repr} is not written in the vectors")))
 }
@@ -139,21 +165,39 @@ fn check_serialize(case: &Json) -> Outcome {
         let celltype = celltype_of(case)?;
         let value = decode_value(case.get("value").ok_or("no value")?)?;
         let expected = hex_field(case, "buffer_hex")?;
-        let deterministic = case.get("deterministic").and_then(Json::as_bool).unwrap_or(true);
+        let deterministic = case
+            .get("deterministic")
+            .and_then(Json::as_bool)
+            .unwrap_or(true);
         match celltype::serialize(&value, celltype) {
             Err(e) => return Ok(Outcome::Failed(format!("serialize failed: {e}"))),
             Ok(ours) if deterministic && ours != expected => {
-                return Ok(Outcome::Failed(format!("bytes differ:\n  ours:     {}\n  expected: {}", show(&ours), show(&expected))));
+                return Ok(Outcome::Failed(format!(
+                    "bytes differ:\n  ours:     {}\n  expected: {}",
+                    show(&ours),
+                    show(&expected)
+                )));
             }
             Ok(ours) => {
                 let checksum = Checksum::of(if deterministic { &ours } else { &expected }).hex();
-                if case.get("checksum").and_then(Json::as_str).is_some_and(|c| c != checksum) {
-                    return Ok(Outcome::Failed(format!("checksum {checksum} differs from the vector's")));
+                if case
+                    .get("checksum")
+                    .and_then(Json::as_str)
+                    .is_some_and(|c| c != checksum)
+                {
+                    return Ok(Outcome::Failed(format!(
+                        "checksum {checksum} differs from the vector's"
+                    )));
                 }
             }
         }
         let parse_back = case.get("parse_back").ok_or("no parse_back")?;
-        Ok(compare_parse(&expected, celltype, parse_back, "parse_back: "))
+        Ok(compare_parse(
+            &expected,
+            celltype,
+            parse_back,
+            "parse_back: ",
+        ))
     })
 }
 
@@ -161,7 +205,12 @@ fn check_deserialize(case: &Json) -> Outcome {
     outcome(|| {
         let celltype = celltype_of(case)?;
         let buffer = hex_field(case, "buffer_hex")?;
-        Ok(compare_parse(&buffer, celltype, case.get("expected").ok_or("no expected")?, ""))
+        Ok(compare_parse(
+            &buffer,
+            celltype,
+            case.get("expected").ok_or("no expected")?,
+            "",
+        ))
     })
 }
 
@@ -178,12 +227,18 @@ fn check_invalid_serialize(case: &Json) -> Outcome {
             let want = hex_field(expected, "buffer_hex")?;
             return Ok(match result {
                 Ok(ours) if ours == want => Outcome::Passed,
-                Ok(ours) => Outcome::Failed(format!("bytes differ:\n  ours:     {}\n  expected: {}", show(&ours), show(&want))),
+                Ok(ours) => Outcome::Failed(format!(
+                    "bytes differ:\n  ours:     {}\n  expected: {}",
+                    show(&ours),
+                    show(&want)
+                )),
                 Err(e) => Outcome::Failed(format!("serialize failed: {e}")),
             });
         }
         Ok(match result {
-            Ok(ours) => Outcome::Failed(format!("expected an error, serialized to {}", show(&ours))),
+            Ok(ours) => {
+                Outcome::Failed(format!("expected an error, serialized to {}", show(&ours)))
+            }
             Err(e) => compare_error(&e, expected),
         })
     })
@@ -211,7 +266,10 @@ fn compare_parse(buffer: &[u8], celltype: CellType, expected: &Json, prefix: &st
         )),
         (Ok(ours), false) => Outcome::Failed(format!(
             "expected {}, parsed as {}",
-            expected.get("error_type").and_then(Json::as_str).unwrap_or("an error"),
+            expected
+                .get("error_type")
+                .and_then(Json::as_str)
+                .unwrap_or("an error"),
             encode_value(ours)
         )),
         (Err(e), true) => Outcome::Failed(format!("parse failed: {e}")),
@@ -225,13 +283,22 @@ fn compare_parse(buffer: &[u8], celltype: CellType, expected: &Json, prefix: &st
 
 /// Same Python error class, and the same message where the vector records one.
 fn compare_error(e: &CellError, expected: &Json) -> Outcome {
-    let want_type = expected.get("error_type").and_then(Json::as_str).unwrap_or("");
-    let want_message = expected.get("error_message").and_then(Json::as_str).unwrap_or("");
+    let want_type = expected
+        .get("error_type")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    let want_message = expected
+        .get("error_message")
+        .and_then(Json::as_str)
+        .unwrap_or("");
     if e.kind.name() != want_type {
         return Outcome::Failed(format!("expected {want_type}: {want_message:?}, got {e}"));
     }
     if !want_message.is_empty() && e.message != want_message {
-        return Outcome::Failed(format!("{want_type} message {:?}, expected {want_message:?}", e.message));
+        return Outcome::Failed(format!(
+            "{want_type} message {:?}, expected {want_message:?}",
+            e.message
+        ));
     }
     Outcome::Passed
 }
@@ -239,22 +306,58 @@ fn compare_error(e: &CellError, expected: &Json) -> Outcome {
 /// Bytes for a mismatch message: hex, shortened.
 fn show(b: &[u8]) -> String {
     let h = hex::encode(b);
-    if h.len() > 400 { format!("{}... ({} bytes)", &h[..400], b.len()) } else { h }
+    if h.len() > 400 {
+        format!("{}... ({} bytes)", &h[..400], b.len())
+    } else {
+        h
+    }
 }
 
 /// Value equality as the vectors mean it: floats by bit pattern (NaN equals NaN, -0.0 is not
-/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes.
+/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes, numpy scalars by value.
 pub fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+    with_stack(|| match (a, b) {
+        (Value::Float(x), Value::Float(y)) => {
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        }
         (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
         }
         (Value::Dict(x), Value::Dict(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
+        }
+        // Padding bytes of struct records are uninitialised memory in numpy: not compared.
+        (Value::Array(x), Value::Array(y)) | (Value::Scalar(x), Value::Scalar(y))
+            if matches!(x.dtype, DType::Struct(_)) =>
+        {
+            x.dtype == y.dtype && x.shape == y.shape && x.layout == y.layout && same_records(x, y)
+        }
+        // The vectors write a numpy scalar by its Python value, which loses NaN payloads.
+        (Value::Scalar(x), Value::Scalar(y)) if x.dtype == y.dtype => {
+            match (x.scalar_to_python(), y.scalar_to_python()) {
+                (Some(p), Some(q)) => same(&p, &q),
+                _ => x == y,
+            }
         }
         _ => a == b,
+    })
+}
+
+/// Struct records equal field by field (padding ignored).
+fn same_records(x: &NdArray, y: &NdArray) -> bool {
+    let DType::Struct(s) = &x.dtype else { return x == y };
+    if x.data.len() != y.data.len() {
+        return false;
     }
+    x.data.chunks(s.itemsize.max(1)).zip(y.data.chunks(s.itemsize.max(1))).all(|(a, b)| {
+        s.fields.iter().all(|f| {
+            let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
+            a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
+        })
+    })
 }
 
 fn num(text: &str) -> Json {
@@ -282,25 +385,40 @@ pub fn decode_value(j: &Json) -> Result<Value, String> {
             }
         }
         Json::String(s) => Value::Str(s.clone()),
-        Json::Array(items) => Value::List(items.iter().map(decode_value).collect::<Result<_, _>>()?),
+        Json::Array(items) => {
+            Value::List(items.iter().map(decode_value).collect::<Result<_, _>>()?)
+        }
         Json::Object(m) => match m.iter().next() {
-            Some((tag, inner)) if m.len() == 1 && tag.starts_with('$') => decode_tagged(tag, inner)?,
+            Some((tag, inner)) if m.len() == 1 && tag.starts_with('$') => {
+                decode_tagged(tag, inner)?
+            }
             // An untagged object is a dict with str keys, in file order.
             _ => Value::Dict(
-                m.iter().map(|(k, v)| Ok((Key::Str(k.clone()), decode_value(v)?))).collect::<Result<Dict, String>>()?,
+                m.iter()
+                    .map(|(k, v)| Ok((Key::Str(k.clone()), decode_value(v)?)))
+                    .collect::<Result<Dict, String>>()?,
             ),
         },
     })
 }
 
 fn as_str<'a>(j: &'a Json, what: &str) -> Result<&'a str, String> {
-    j.as_str().ok_or_else(|| format!("{what} is not a string: {j}"))
+    j.as_str()
+        .ok_or_else(|| format!("{what} is not a string: {j}"))
 }
 
 fn decode_tagged(tag: &str, inner: &Json) -> Result<Value, String> {
-    let bytes_of = |j: &Json| -> Result<Bytes, String> { hex::decode(as_str(j, tag)?).map(Bytes::from).map_err(|e| e.to_string()) };
+    let bytes_of = |j: &Json| -> Result<Bytes, String> {
+        hex::decode(as_str(j, tag)?)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    };
     Ok(match tag {
-        "$int" => Value::Int(as_str(inner, tag)?.parse::<BigInt>().map_err(|e| e.to_string())?),
+        "$int" => Value::Int(
+            as_str(inner, tag)?
+                .parse::<BigInt>()
+                .map_err(|e| e.to_string())?,
+        ),
         "$float" => Value::Float(match as_str(inner, tag)? {
             "nan" => f64::NAN,
             "inf" => f64::INFINITY,
@@ -323,13 +441,19 @@ fn decode_tagged(tag: &str, inner: &Json) -> Result<Value, String> {
             Value::Dict(d)
         }
         "$bytes_hex" | "$buffer_hex" => Value::Bytes(bytes_of(inner)?),
-        "$checksum" => Value::Checksum(Checksum::parse(as_str(inner, tag)?).map_err(|e| e.to_string())?),
+        "$checksum" => {
+            Value::Checksum(Checksum::parse(as_str(inner, tag)?).map_err(|e| e.to_string())?)
+        }
         "$codepoints" => {
             let units = inner
                 .as_array()
                 .ok_or("$codepoints is not a list")?
                 .iter()
-                .map(|u| u.as_u64().and_then(|u| u32::try_from(u).ok()).ok_or("a code point is not a number"))
+                .map(|u| {
+                    u.as_u64()
+                        .and_then(|u| u32::try_from(u).ok())
+                        .ok_or("a code point is not a number")
+                })
                 .collect::<Result<Vec<u32>, _>>()?;
             celltype::json_parse::units_to_value(units)
         }
@@ -358,20 +482,40 @@ fn decode_dtype(j: &Json, aligned: bool) -> Result<DType, String> {
             let mut offset = 0;
             for e in entries {
                 let parts = e.as_array().ok_or("a struct field is not a list")?;
-                let name = parts.first().and_then(Json::as_str).ok_or("a struct field has no name")?;
-                let dtype = decode_dtype(parts.get(1).ok_or("a struct field has no type")?, aligned)?;
+                let name = parts
+                    .first()
+                    .and_then(Json::as_str)
+                    .ok_or("a struct field has no name")?;
+                let dtype =
+                    decode_dtype(parts.get(1).ok_or("a struct field has no type")?, aligned)?;
                 let shape: Vec<usize> = match parts.get(2) {
-                    Some(Json::Array(d)) => d.iter().map(|x| x.as_u64().map(|n| n as usize).ok_or("bad sub-array shape")).collect::<Result<_, _>>()?,
+                    Some(Json::Array(d)) => d
+                        .iter()
+                        .map(|x| x.as_u64().map(|n| n as usize).ok_or("bad sub-array shape"))
+                        .collect::<Result<_, _>>()?,
                     _ => vec![],
                 };
                 let size = dtype.itemsize() * shape.iter().product::<usize>();
                 if !name.is_empty() {
-                    fields.push(Field { name: name.to_string(), dtype, shape, offset });
+                    fields.push(Field {
+                        name: name.to_string(),
+                        dtype,
+                        shape,
+                        offset,
+                    });
                 }
                 offset += size;
             }
-            let packed = DType::Struct(StructDType { fields, itemsize: offset, aligned: false });
-            Ok(if aligned { celltype::npy::aligned_dtype(&packed) } else { packed })
+            let packed = DType::Struct(StructDType {
+                fields,
+                itemsize: offset,
+                aligned: false,
+            });
+            Ok(if aligned {
+                celltype::npy::aligned_dtype(&packed)
+            } else {
+                packed
+            })
         }
         _ => Err(format!("bad dtype {j}")),
     }
@@ -403,34 +547,63 @@ fn decode_ndarray(j: &Json) -> Result<NdArray, String> {
         ),
         _ => Layout::C,
     };
-    Ok(NdArray { dtype, shape, layout, data })
+    Ok(NdArray {
+        dtype,
+        shape,
+        layout,
+        data,
+    })
 }
 
+/// A numpy scalar: `{dtype, value}`, or `{dtype, aligned, data_hex}` for struct (`np.void`) scalars.
 fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
-    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, true)?;
+    let aligned = j.get("aligned").and_then(Json::as_bool).unwrap_or(true);
+    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, aligned)?;
+    if let Some(Json::String(h)) = j.get("data_hex") {
+        let data = Bytes::from(hex::decode(h).map_err(|e| e.to_string())?);
+        return Ok(NdArray { dtype, shape: vec![], layout: Layout::C, data });
+    }
     let value = decode_value(j.get("value").ok_or("$npscalar without value")?)?;
-    let DType::Simple { kind, order, size } = dtype else { return Err("struct scalars are not supported".into()) };
+    let DType::Simple { kind, order, size } = dtype else {
+        return Err("struct scalars are not supported".into());
+    };
     let mut le = match (kind, &value) {
         ('b', Value::Bool(b)) => vec![*b as u8],
         ('i' | 'u', Value::Int(i)) => {
             let mut raw = i.to_signed_bytes_le();
-            let fill = if i.sign() == num_bigint::Sign::Minus { 0xff } else { 0 };
+            let fill = if i.sign() == num_bigint::Sign::Minus {
+                0xff
+            } else {
+                0
+            };
             raw.resize(size, fill);
             raw
         }
         ('f', Value::Float(x)) if size == 8 => x.to_le_bytes().to_vec(),
         ('f', Value::Float(x)) if size == 4 => (*x as f32).to_le_bytes().to_vec(),
+        ('f', Value::Float(x)) if size == 2 => crate::value::f64_to_f16(*x).to_le_bytes().to_vec(),
+        ('U', Value::Str(s)) => {
+            let mut raw: Vec<u8> = s.chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+            raw.resize(size, 0);
+            raw
+        }
         _ => return Err(format!("unsupported $npscalar {kind}{size}")),
     };
     if order == ByteOrder::Big {
         le.reverse();
     }
-    Ok(NdArray { dtype, shape: vec![], layout: Layout::C, data: le.into() })
+    Ok(NdArray {
+        dtype,
+        shape: vec![],
+        layout: Layout::C,
+        data: le.into(),
+    })
 }
 
 fn encode_key(k: &Key) -> Json {
     match k {
         Key::Str(s) => Json::String(s.clone()),
+        Key::Surrogates(u) => encode_value(&Value::Surrogates(u.clone())),
         Key::Int(i) => encode_value(&Value::Int(i.clone())),
         Key::Float(bits) => encode_value(&Value::Float(f64::from_bits(*bits))),
         Key::Bool(b) => Json::Bool(*b),
@@ -468,15 +641,7 @@ fn encode_array_data(a: &NdArray) -> Json {
             Some((&n, rest)) => Json::Array((0..n).map(|_| nest(rest, items)).collect()),
         }
     }
-    let size = a.dtype.itemsize();
-    let mut items = (0..a.len()).map(|i| match a.dtype {
-        DType::Simple { kind: 'S', .. } => {
-            let raw = &a.data[i * size..(i + 1) * size];
-            let len = raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-            tagged("$bytes_hex", Json::String(hex::encode(&raw[..len])))
-        }
-        _ => a.element(i).map_or(Json::Null, |v| encode_value(&v)),
-    });
+    let mut items = (0..a.len()).map(|i| a.element(i).map_or(Json::Null, |v| encode_value(&v)));
     nest(&a.shape, &mut items)
 }
 
@@ -502,31 +667,74 @@ fn encode_ndarray(a: &NdArray) -> Json {
 
 /// Encode a value in the vectors' tagged JSON (the inverse of `decode_value`).
 pub fn encode_value(v: &Value) -> Json {
-    match v {
+    encode(v, false)
+}
+
+/// Like `encode_value`, but dicts whose keys are all str (none starting with `$`) are written
+/// as JSON objects, which `decode_value` reads back the same: easier to read.
+pub fn encode_value_readable(v: &Value) -> Json {
+    encode(v, true)
+}
+
+fn all_plain_str_keys(d: &Dict) -> bool {
+    d.keys().all(|k| matches!(k, Key::Str(s) if !s.starts_with('$')))
+}
+
+fn encode(v: &Value, readable: bool) -> Json {
+    let encode_value = |x: &Value| encode(x, readable);
+    with_stack(|| match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) if i64::try_from(i).is_ok() || u64::try_from(i).is_ok() => num(&i.to_string()),
+        Value::Int(i) if i64::try_from(i).is_ok() || u64::try_from(i).is_ok() => {
+            num(&i.to_string())
+        }
         Value::Int(i) => tagged("$int", Json::String(i.to_string())),
         Value::Float(x) if x.is_nan() => tagged("$float", json!("nan")),
-        Value::Float(x) if x.is_infinite() => tagged("$float", json!(if *x > 0.0 { "inf" } else { "-inf" })),
+        Value::Float(x) if x.is_infinite() => {
+            tagged("$float", json!(if *x > 0.0 { "inf" } else { "-inf" }))
+        }
         Value::Float(x) => num(&celltype::pyrepr::float_repr(*x)),
         Value::Str(s) => Json::String(s.clone()),
         Value::Surrogates(u) => tagged("$codepoints", json!(u)),
         Value::Bytes(b) => tagged("$bytes_hex", Json::String(hex::encode(b))),
         Value::List(items) => Json::Array(items.iter().map(encode_value).collect()),
-        Value::Tuple(items) => tagged("$tuple", Json::Array(items.iter().map(encode_value).collect())),
-        Value::Dict(d) => tagged("$dict", Json::Array(d.iter().map(|(k, x)| json!([encode_key(k), encode_value(x)])).collect())),
-        Value::Array(a) => tagged("$ndarray", encode_ndarray(a)),
-        Value::Scalar(a) => tagged(
-            "$npscalar",
-            json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
+        Value::Tuple(items) => tagged(
+            "$tuple",
+            Json::Array(items.iter().map(encode_value).collect()),
         ),
+        Value::Dict(d) if readable && all_plain_str_keys(d) => Json::Object(
+            d.iter()
+                .filter_map(|(k, x)| match k {
+                    Key::Str(s) => Some((s.clone(), encode_value(x))),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::Dict(d) => tagged(
+            "$dict",
+            Json::Array(
+                d.iter()
+                    .map(|(k, x)| json!([encode_key(k), encode_value(x)]))
+                    .collect(),
+            ),
+        ),
+        Value::Array(a) => tagged("$ndarray", encode_ndarray(a)),
+        Value::Scalar(a) => match &a.dtype {
+            DType::Struct(s) => tagged(
+                "$npscalar",
+                json!({"dtype": encode_dtype(&a.dtype), "aligned": s.aligned, "data_hex": hex::encode(&a.data)}),
+            ),
+            _ => tagged(
+                "$npscalar",
+                json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
+            ),
+        },
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
         // Not in the vectors' encoding (seamless-core never builds them); tagged for display.
         Value::Set(items) => tagged("$set", Json::Array(items.iter().map(encode_value).collect())),
         Value::Date(d) => tagged("$date", Json::String(d.isoformat())),
         Value::DateTime(t) => tagged("$datetime", Json::String(t.isoformat('T'))),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,199 @@
+//! The conversion engine against the Python vectors: the 156 matrix entries of `vectors.json`
+//! and the 2 412 real conversions of `conversion-vectors.json` (run by the reference converter),
+//! through the same `compat` functions `seamfs compat-check` uses.
+
+use std::collections::BTreeMap;
+
+use seamfs::Buffer;
+use seamfs::celltype::CellType;
+use seamfs::celltype::convert::convert;
+use seamfs::compat::Outcome;
+use seamfs::compat::conversions::check_case;
+use serde_json::Value;
+
+fn cases(file: &str) -> Vec<Value> {
+    let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    doc["conversions"].as_array().expect("a conversions section").clone()
+}
+
+/// Run every case; panic listing the failures; return the deviations by pair.
+fn run_all(cases: &[Value]) -> (usize, BTreeMap<String, usize>) {
+    let mut passed = 0;
+    let mut deviations = BTreeMap::new();
+    let mut failures = Vec::new();
+    for case in cases {
+        let id = case.get("id").and_then(Value::as_str).unwrap_or("matrix");
+        let pair = format!("{}→{}", case["source"].as_str().unwrap(), case["target"].as_str().unwrap());
+        match check_case(case) {
+            Outcome::Passed => passed += 1,
+            Outcome::Deviation(_) => *deviations.entry(pair).or_insert(0) += 1,
+            Outcome::Failed(why) | Outcome::Skipped(why) => {
+                failures.push(format!("{id} {pair} ({}): {why}", case["input_label"]))
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    (passed, deviations)
+}
+
+#[test]
+fn all_156_matrix_entries() {
+    let cases = cases("vectors.json");
+    assert_eq!(cases.len(), 156);
+    let (passed, deviations) = run_all(&cases);
+    assert_eq!((passed, deviations.len()), (156, 0));
+}
+
+#[test]
+fn all_2412_reference_conversions() {
+    let cases = cases("conversion-vectors.json");
+    assert_eq!(cases.len(), 2412);
+    let (passed, deviations) = run_all(&cases);
+    let n: usize = deviations.values().sum();
+    eprintln!("{passed} passed, {n} deviations: {deviations:?}");
+    // Deviations come only from the decisions of conversions.md: binary ↔ plain (and the chains
+    // through binary → plain), YAML reading, and checksum → X.
+    for pair in deviations.keys() {
+        let (from, to) = pair.split_once('→').unwrap();
+        let explained = from == "checksum"
+            || from == "yaml"
+            || to == "yaml"
+            || (from == "binary" && ["plain", "text", "python", "ipython", "yaml"].contains(&to))
+            || (to == "binary" && ["plain", "str", "int", "float", "bool"].contains(&from));
+        assert!(explained, "unexpected deviations for {pair}");
+    }
+    assert_eq!(passed + n, 2412);
+}
+
+#[test]
+fn failed_conversions_name_both_cell_types() {
+    for case in cases("conversion-vectors.json") {
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        if let Err(e) = convert(&Buffer::new(bytes), from, to) {
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("cannot convert from {from} to {to}")), "{msg}");
+            assert!(!e.reason.is_empty(), "{msg}");
+        }
+    }
+}
+
+/// The conversion fields (`text2str`, `binary2json`, …) the reference recorded are the ones we
+/// learn, wherever we took the reference's path and got its result.
+#[test]
+fn conversion_fields_match_the_reference() {
+    let mut compared = 0;
+    for case in cases("conversion-vectors.json") {
+        if check_case(&case) != Outcome::Passed || case["ok"] != Value::Bool(true) {
+            continue;
+        }
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        let conversion = convert(&Buffer::new(bytes), from, to).unwrap();
+        if !conversion.departures.is_empty() {
+            continue;
+        }
+        let facts = conversion.facts;
+        for (hex, info) in case["buffer_info"].as_object().unwrap() {
+            let checksum = seamfs::Checksum::parse_strict(hex).unwrap();
+            let ours = facts.get(&checksum).map(|i| i.to_map()).unwrap_or_default();
+            for (key, value) in info.as_object().unwrap().iter().filter(|(k, _)| k.contains('2')) {
+                assert_eq!(ours.get(key), Some(value), "{} {key} of {hex}", case["id"]);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 100, "only {compared} fields compared");
+}
+
+/// PyYAML's verdict on a buffer, from the reference venv: whether `yaml.safe_load` accepts its
+/// text, and the `plain` buffer of the value (None when it has none).
+#[derive(serde::Deserialize)]
+struct PyYaml {
+    valid: bool,
+    plain: Option<String>,
+}
+
+const PYYAML_ORACLE: &str = r#"
+import json, sys, yaml
+from seamless.checksum.serialize import serialize_sync
+out = []
+for h in json.load(sys.stdin):
+    try:
+        value = yaml.safe_load(bytes.fromhex(h).decode().rstrip("\n"))
+    except Exception:
+        out.append({"valid": False, "plain": None})
+        continue
+    try:
+        plain = serialize_sync(value, "plain").hex()
+    except Exception:
+        plain = None
+    out.append({"valid": True, "plain": plain})
+print(json.dumps(out))
+"#;
+
+fn pyyaml(buffers: &[String]) -> Vec<PyYaml> {
+    use std::io::Write;
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/setup-python", python.display());
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", PYYAML_ORACLE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the reference Python");
+    child.stdin.take().unwrap().write_all(serde_json::to_string(buffers).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the PyYAML oracle failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The YAML deviations (decision 4) are exactly PyYAML's answers: wherever a conversion differs
+/// from the reference only by reading YAML, our YAML step agrees with PyYAML 6 `safe_load`.
+#[test]
+fn yaml_deviations_are_pyyaml_results() {
+    use seamfs::celltype::convert::{Departure, Output};
+    let mut cases_to_check = Vec::new();
+    for case in cases("conversion-vectors.json") {
+        if !matches!(check_case(&case), Outcome::Deviation(_)) {
+            continue;
+        }
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        let departures = match convert(&Buffer::new(bytes), from, to) {
+            Ok(c) => c.departures,
+            Err(e) => e.departures,
+        };
+        if departures == [Departure::Yaml11] {
+            // The buffer the YAML step reads: the source itself, or its text (mixed → text unwraps).
+            let source = Buffer::new(hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap());
+            let input = match from {
+                CellType::Yaml => source,
+                _ => match convert(&source, from, CellType::Text).unwrap().output {
+                    Output::Buffer(b) => b,
+                    Output::Reference(_) => unreachable!(),
+                },
+            };
+            cases_to_check.push((case["id"].clone(), from, hex::encode(input.as_slice())));
+        }
+    }
+    let buffers: Vec<String> = cases_to_check.iter().map(|(_, _, hex)| hex.clone()).collect();
+    for ((id, from, hex), oracle) in cases_to_check.iter().zip(pyyaml(&buffers)) {
+        let buffer = Buffer::new(hex::decode(hex).unwrap());
+        if *from == CellType::Yaml {
+            let ours = convert(&buffer, CellType::Yaml, CellType::Plain).ok().map(|c| match c.output {
+                Output::Buffer(b) => hex::encode(b.as_slice()),
+                Output::Reference(_) => unreachable!(),
+            });
+            assert_eq!(ours, oracle.plain, "{id}: yaml → plain differs from PyYAML");
+        } else {
+            let ours = convert(&buffer, CellType::Text, CellType::Yaml).is_ok();
+            assert_eq!(ours, oracle.valid, "{id}: yaml validation differs from PyYAML");
+        }
+    }
+}
