@@ -535,6 +535,18 @@ fn ipython_snippets() -> Vec<String> {
         "help?", "?", "x = 1 ?", "a = b?", "%prun -s cumtime f()", "%debug", "%%python3\n1", "x = %time y\n",
         "\tx = 1", "  x = 1", "  x = 1\n  y = 2", ">>> x = 1", ">>> x = 1\n... y = 2", "In [1]: x = 1",
         "In [1]: x = 1\n   ...: y = 2", "def f(:", "%timeit x", "x = 1\n\n\n%time y",
+        "x = %time \\\n  y", "!echo a \\\n b", "x = !echo \\", "%time x \\", "%%time?", "%%", "!", "%", "?", "??",
+        "x = %", "x = %\\\n", "x = %(1)", "/f a b", ",f a b", ";f a  b", "/ a", "a.b??", "a[0]?", "a[-1].b?", "*int*?",
+        "a.*?", "obj?  ", "x = 1 if y else 2 ?", "1?", "f(x)?", "  obj?\n  y", "if x:\n    y\n  z", "if x:\n\ty\n        z",
+        "x = '''\n%time y\n'''\n%time z", "x = 'unterminated\n%time y", "x = (\n%time y", "\"\"\"\n>>> x\n\"\"\"",
+        ">>> '''\n... x\n... '''", "  >>> x = 1\n  >>> y", ">>> x\n1\n>>> y", "In [12]: %time x", "[ins] In [3]: !ls",
+        "   ...: x", "x\n   ...: y", "é = %time ü", "x = !ls 'ü'\t\"q\"", "%time '\\x00'", "!echo \u{a0}\u{200b}\u{feff}",
+        "x == !ls", "x += !ls", "x = = !ls", "=x = !ls", "a = b = !ls", "x = [!ls]", "d[k] = !ls", "x =!ls", "x = ! ls",
+        "x = \t!ls", "x = ?", "x = %time", "x = %%time y", "%%time\n%time x", "x\n%%time y", "%time?", "%time??", "!ls?",
+        "x = 1;%time y", "\x0c%time x", "x = 1\x0c%time y", "x = 1\ry = 2\r%time z", "x = 1\r\n!ls\r\n",
+        "\u{2028}%time x", "def f():\n    x = !ls\n    return x", "for i in y:\n    %time i\nelse:\n    !ls",
+        "class C:\n    obj?", "try:\n    !ls\nexcept:\n    pass", "@dec\n%time f", "'a' '%time'", "# !ls\n%time x",
+        "x = f'''{y}\n%time'''", "s = 'a\\\n%time b'", "s = r'\\'\n!ls", "if x:\n    !ls \\\n  more\n    y = 1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -543,7 +555,10 @@ fn ipython_snippets() -> Vec<String> {
 
 #[test]
 fn ipython_transform_agrees_with_ipython() {
-    compare_ipython(&ipython_snippets());
+    let mut texts = ipython_snippets();
+    // Plain Python goes through the transformer too (a few snippets look like IPython).
+    texts.extend(python_snippets().into_iter().filter(|s| s.len() < 5000));
+    compare_ipython(&texts);
 }
 
 #[test]
