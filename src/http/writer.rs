@@ -28,7 +28,9 @@ pub struct Writer {
 impl Writer {
     pub fn start(db: Database) -> io::Result<Writer> {
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new().name("seamfs-db-writer".into()).spawn(move || run(&db, &queue))?;
+        std::thread::Builder::new()
+            .name("seamfs-db-writer".into())
+            .spawn(move || run(&db, &queue))?;
         Ok(Writer { jobs })
     }
 
@@ -43,7 +45,10 @@ impl Writer {
 }
 
 fn stopped() -> Reply {
-    Reply { status: 500, body: "ERROR: Internal server error: the database writer stopped".into() }
+    Reply {
+        status: 500,
+        body: "ERROR: Internal server error: the database writer stopped".into(),
+    }
 }
 
 fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
@@ -65,7 +70,10 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
 /// Apply a batch in one transaction; if the commit itself fails, every request gets a 500.
 fn apply(db: &Database, batch: &[Job]) -> Vec<Reply> {
     let outcome = db.transaction(|conn| {
-        batch.iter().map(|job| in_savepoint(conn, &job.body)).collect::<Result<Vec<_>, DbError>>()
+        batch
+            .iter()
+            .map(|job| in_savepoint(conn, &job.body))
+            .collect::<Result<Vec<_>, DbError>>()
     });
     match outcome {
         Ok(replies) => replies,
