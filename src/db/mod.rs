@@ -73,9 +73,11 @@ impl<'a> Conn<'a> {
 
 struct Inner {
     path: PathBuf,
+    // Field order is drop order: the readers close first, so that the writer is the last
+    // connection and checkpoints the WAL into the file (read-only connections cannot).
+    readers: Vec<Mutex<Connection>>,
     /// None when opened read-only.
     writer: Option<Mutex<Connection>>,
-    readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
 
