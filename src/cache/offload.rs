@@ -350,7 +350,7 @@ impl OffloadEntry {
 
 impl Drop for OffloadEntry {
     fn drop(&mut self) {
-        let written = self.state.get_mut().map(|s| s.written).unwrap_or(None);
+        let written = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).written;
         if let Some(id) = written
             && (self.purge_on_drop || self.ephemeral)
         {
