@@ -603,6 +603,7 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
 fn encode_key(k: &Key) -> Json {
     match k {
         Key::Str(s) => Json::String(s.clone()),
+        Key::Surrogates(u) => encode_value(&Value::Surrogates(u.clone())),
         Key::Int(i) => encode_value(&Value::Int(i.clone())),
         Key::Float(bits) => encode_value(&Value::Float(f64::from_bits(*bits))),
         Key::Bool(b) => Json::Bool(*b),
