@@ -401,7 +401,7 @@ fn model_random_operations_match_a_plain_directory() {
     let model = tempfile::tempdir().unwrap();
     let under_test = m.path("model");
     std::fs::create_dir(&under_test).unwrap();
-    let mut rng = StdRng::seed_from_u64(0x5ea_f5);
+    let mut rng = StdRng::seed_from_u64(0x5eaf5);
     for step in 0..400 {
         let op = random_op(&mut rng);
         let expected = apply(model.path(), &op);

@@ -21,26 +21,32 @@ use crate::fs::namespace::{Namespace, Options, database_path};
 use crate::http::BackgroundServer;
 use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
 
-/// Mount a seamfs filesystem.
-///
-/// Layout of the mount point:
-///
-///   by-checksum/<hex>      every stored buffer, read-only, bytes as stored
-///   as-<celltype>/<hex>    a buffer converted to a cell type (binary, mixed, text, python,
-///                          ipython, plain, yaml, str, bytes, int, float, bool, checksum);
-///                          looked up by name, not listed
-///   .seamfs/stats          counters of the store tiers, as JSON
-///   everything else        a writable tree kept in the store: files, directories, symlinks
-///   F.CHECKSUM             virtual, beside each file F: its SHA-256 + newline, once F is closed
-///   D.INDEX, D.CHECKSUM    virtual, beside each directory D: what seamless-checksum-index writes
-///
-/// Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
-/// Files carry the xattr user.seamless.checksum. The Seamless database protocol is served over
-/// HTTP on --db-host:--db-port from the store's seamless.db.
-///
-/// Example:  seamfs mount ~/mnt & cp results.npy ~/mnt/run1/ && cat ~/mnt/run1/results.npy.CHECKSUM
+/// What `seamfs mount --help` shows after the options: the layout of the mount point.
+const LAYOUT_HELP: &str = "\
+Layout of the mount point:
+  by-checksum/<hex>      every stored buffer, read-only, bytes as stored
+  as-<celltype>/<hex>    a buffer converted to a cell type (binary, mixed, text, python, ipython,
+                         plain, yaml, str, bytes, int, float, bool, checksum); opened by name,
+                         the directories are not listed
+  .seamfs/stats          counters of the store tiers and of the mount (JSON)
+  anything else          a writable tree kept in the store: files, directories, symlinks
+  F.CHECKSUM             virtual, beside each file F: its SHA-256 and a newline, once F is closed
+  D.INDEX, D.CHECKSUM    virtual, beside each directory D: what seamless-checksum-index writes
+
+Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
+Files carry the xattrs user.seamless.checksum and (once known) user.seamless.celltype.
+The Seamless database protocol is served over HTTP on --db-host:--db-port, from the store's
+seamless.db; buffers written through the mount appear in buffer_info at once.
+
+Example:
+  mkdir -p ~/mnt && seamfs mount ~/mnt &
+  cp results.npy ~/mnt/ && cat ~/mnt/results.npy.CHECKSUM
+  cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
+  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'";
+
+/// Options of `seamfs mount`.
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = LAYOUT_HELP)]
 pub struct Args {
     /// Empty directory to mount on.
     mountpoint: PathBuf,
