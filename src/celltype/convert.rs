@@ -62,8 +62,8 @@ pub struct ConvertError {
     pub step: Option<(CellType, CellType)>,
     pub reason: String,
     /// What was learned before the failure (true facts only; a failure never marks valid
-    /// content as invalid).
-    pub facts: Facts,
+    /// content as invalid). Boxed to keep the error small.
+    pub facts: Box<Facts>,
     pub departures: Vec<Departure>,
 }
 
@@ -143,7 +143,8 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
             }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
-                return Err(ConvertError { from, to, step, reason, facts: run.facts, departures: run.departures });
+                let (facts, departures) = (Box::new(run.facts), run.departures);
+                return Err(ConvertError { from, to, step, reason, facts, departures });
             }
         }
     }
@@ -400,11 +401,11 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// converts to that checksum; a list or dict of checksums (a deep cell) only to plain, kept.
 fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, String> {
     let bytes = buf.as_slice();
-    if bytes.len() == 64 {
-        if let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict) {
-            run.depart(Departure::ChecksumDereference);
-            return Ok(Output::Reference(cs));
-        }
+    if bytes.len() == 64
+        && let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict)
+    {
+        run.depart(Departure::ChecksumDereference);
+        return Ok(Output::Reference(cs));
     }
     let not_a_checksum = "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
     let value = celltype::deserialize(bytes, Plain).map_err(|_| not_a_checksum.to_string())?;
