@@ -74,6 +74,8 @@ pub enum Key {
     Bytes(Bytes),
     Date(Date),
     DateTime(DateTime),
+    /// A str key holding lone surrogates (PyYAML loads `"\ud83d\ude00"` so), as code points.
+    Surrogates(Vec<u32>),
     /// Any other key type (a tuple, …), kept by its Python type name for error messages.
     Other(String),
 }
@@ -343,8 +345,43 @@ fn trim_nuls(raw: &[u8]) -> &[u8] {
     &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)]
 }
 
+/// The IEEE half-precision float nearest to `x` (ties to even), as numpy's `float16(x)`.
+pub fn f64_to_f16(x: f64) -> u16 {
+    let sign = if x.is_sign_negative() { 0x8000 } else { 0 };
+    if x.is_nan() {
+        return 0x7e00;
+    }
+    let a = x.abs();
+    // Halfway between the largest finite half (65504) and the next step rounds to infinity.
+    if a >= 65520.0 {
+        return sign | 0x7c00;
+    }
+    // Largest finite-or-infinite pattern whose value is <= a (positive patterns are ordered).
+    let (mut lo, mut hi) = (0u16, 0x7c00u16);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if f16_to_f64(mid) <= a {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
+    }
+    let below = lo;
+    let pick = if below == 0x7c00 {
+        below
+    } else {
+        let (d_below, d_above) = (a - f16_to_f64(below), f16_to_f64(below + 1) - a);
+        if d_below < d_above || (d_below == d_above && below % 2 == 0) {
+            below
+        } else {
+            below + 1
+        }
+    };
+    sign | pick
+}
+
 /// An IEEE half-precision float, widened exactly.
-fn f16_to_f64(bits: u16) -> f64 {
+pub fn f16_to_f64(bits: u16) -> f64 {
     let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
     let exp = ((bits >> 10) & 0x1f) as i32;
     let frac = (bits & 0x3ff) as f64;
@@ -365,5 +402,28 @@ impl Value {
     /// Convenience constructor for an int value.
     pub fn int(i: impl Into<BigInt>) -> Self {
         Value::Int(i.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_floats() {
+        // Values from numpy: np.float16(x).view(np.uint16).
+        for (x, bits) in [
+            (0.5, 0x3800),
+            (-1.5, 0xbe00),
+            (65504.0, 0x7bff),
+            (1e9, 0x7c00),
+            (0.1, 0x2e66),
+            (2.0f64.powi(-24), 1),
+        ] {
+            assert_eq!(f64_to_f16(x), bits, "{x}");
+        }
+        for bits in [0x3800u16, 0xbe00, 0x7bff, 1, 0x2e66] {
+            assert_eq!(f64_to_f16(f16_to_f64(bits)), bits);
+        }
     }
 }

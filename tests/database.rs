@@ -262,6 +262,15 @@ fn seamless_remote_client_gets_what_the_python_server_gives() {
     let ours = Server::seamfs(&dir.path().join("rs.db"), &["--writable"]);
     let expected = client_run(&python.url);
     let got = client_run(&ours.url);
+    // Same tables, columns, types and indexes (plus our one extra index).
+    let schema = |name: &str| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(dir.path().join(name)).unwrap();
+        let mut stmt = conn.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let mut ours_schema = schema("rs.db");
+    ours_schema.retain(|(name, _)| name != "rev_transformation_checksum");
+    assert_eq!(ours_schema, schema("py.db"));
     assert_eq!(expected.len(), got.len());
     for (mut want, have) in expected.into_iter().zip(got) {
         // Deliberate difference: a result stored twice for one transformation is listed once.
@@ -591,6 +600,39 @@ fn protocol_details_and_deliberate_differences() {
     let huge = format!(r#"{{"type": "protocol", "pad": "{}"}}"#, "x".repeat(17 << 20));
     assert_eq!(request(url, "PUT", "/", Some(&huge)).0, 413);
     assert_eq!(request(url, "GET", "/", Some(&huge)).0, 413);
+}
+
+/// PUTs from many connections at once are applied in batches: every one is answered after
+/// it is committed, and each sees the ones before it.
+#[test]
+fn concurrent_puts_are_all_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+    let server = seamfs::http::spawn(db, "127.0.0.1", 0, true).unwrap();
+    let url = server.url();
+    let key = |t: usize, i: usize| format!("{:032x}{:032x}", t + 1, i);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let url = url.clone();
+            scope.spawn(move || {
+                for i in 0..40 {
+                    let tf = key(t, i);
+                    let rec = json!({"schema_version": 1, "tf_checksum": tf, "result_checksum": cs('e')});
+                    assert_eq!(put(&url, &json!({"type": "metadata", "checksum": tf, "result": cs('e'), "value": rec})).0, 200);
+                    // Right after the answer, the record is visible, and a different one conflicts.
+                    assert_eq!(get(&url, &json!({"type": "transformation", "checksum": tf})), (200, cs('e')));
+                    let other = json!({"schema_version": 2, "tf_checksum": tf, "result_checksum": cs('e')});
+                    assert_eq!(
+                        put(&url, &json!({"type": "metadata", "checksum": tf, "result": cs('e'), "value": other})),
+                        (409, "ERROR: Execution record already exists with different metadata".into())
+                    );
+                }
+            });
+        }
+    });
+    let (status, body) = get(&url, &json!({"type": "rev_transformations", "checksum": cs('e')}));
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Vec<String>>(&body).unwrap().len(), 8 * 40);
 }
 
 // ---- the library API ----

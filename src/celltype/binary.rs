@@ -68,61 +68,53 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
         Value::List(_) | Value::Tuple(_) => {}
         _ => return build(&[value], vec![]),
     }
+    // numpy discovers the shape level by level: every node of a level must be a sequence of
+    // the same length (one more dimension), or none may be (the leaves, in C order).
     let mut shape = Vec::new();
-    let mut probe = value;
-    while let Value::List(items) | Value::Tuple(items) = probe {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => probe = first,
-            None => break,
+    let mut level = vec![value];
+    loop {
+        let sequences: Vec<&[Value]> = level
+            .iter()
+            .filter_map(|v| match v {
+                Value::List(items) | Value::Tuple(items) => Some(items.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if sequences.is_empty() {
+            break;
         }
+        let n = sequences[0].len();
+        if sequences.len() != level.len() || sequences.iter().any(|s| s.len() != n) {
+            return Err(inhomogeneous(&shape));
+        }
+        shape.push(n);
+        level = sequences.into_iter().flatten().collect();
     }
-    let mut leaves = Vec::new();
-    gather(value, &shape, 0, &mut leaves)?;
-    build(&leaves, shape)
+    if level.iter().any(|v| matches!(v, Value::Array(_))) {
+        return Err(CellError::new(
+            PyErrorKind::TypeError,
+            "a list of numpy arrays is not supported as binary",
+        )
+        .with_detail("stack the arrays into one array first"));
+    }
+    build(&level, shape)
 }
 
-/// Collect the leaves in C order, checking that the nesting is rectangular.
-fn gather<'a>(
-    v: &'a Value,
-    shape: &[usize],
-    depth: usize,
-    out: &mut Vec<&'a Value>,
-) -> Result<(), CellError> {
-    let items = match v {
-        Value::List(items) | Value::Tuple(items) => Some(items),
-        _ => None,
+/// numpy's error for ragged nesting, after the dimensions it could discover.
+fn inhomogeneous(shape: &[usize]) -> CellError {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
     };
-    match (items, shape.get(depth)) {
-        (None, None) => {
-            if matches!(v, Value::Array(_)) {
-                return Err(CellError::new(
-                    PyErrorKind::TypeError,
-                    "a list of numpy arrays is not supported as binary",
-                )
-                .with_detail("stack the arrays into one array first"));
-            }
-            out.push(v);
-            Ok(())
-        }
-        (Some(items), Some(&n)) if items.len() == n => items
-            .iter()
-            .try_for_each(|x| gather(x, shape, depth + 1, out)),
-        _ => {
-            let detected: Vec<String> = shape[..depth].iter().map(usize::to_string).collect();
-            let tuple = if depth == 1 {
-                format!("({},)", detected[0])
-            } else {
-                format!("({})", detected.join(", "))
-            };
-            Err(CellError::new(
-                PyErrorKind::ValueError,
-                format!(
-                    "setting an array element with a sequence. The requested array has an inhomogeneous shape after {depth} dimensions. The detected shape was {tuple} + inhomogeneous part."
-                ),
-            ))
-        }
-    }
+    CellError::new(
+        PyErrorKind::ValueError,
+        format!(
+            "setting an array element with a sequence. The requested array has an inhomogeneous shape after {} dimensions. The detected shape was {tuple} + inhomogeneous part.",
+            shape.len()
+        ),
+    )
 }
 
 /// The array numpy builds from these leaves: bool < int64 (uint64 beyond, float64 if signs mix) <
@@ -134,7 +126,10 @@ fn build(leaves: &[&Value], shape: Vec<usize>) -> Result<NdArray, CellError> {
         .max()
         .unwrap_or(Leaf::Float);
     let has = |k: Leaf| leaves.iter().any(|v| leaf_kind(v) == k);
+    // A Python int beyond 64 bits makes an object array, whatever else is there.
+    let huge = |v: &Value| matches!(v, Value::Int(i) if i64::try_from(i).is_err() && u64::try_from(i).is_err());
     if kind == Leaf::Object
+        || leaves.iter().any(|v| huge(v))
         || (has(Leaf::Bytes) && leaves.iter().any(|v| leaf_kind(v) != Leaf::Bytes))
     {
         return Err(object_error());

@@ -158,9 +158,9 @@ impl Parser<'_> {
         if self.s.get(self.pos) != Some(&b'"') {
             return Err(self.err("expected a string key in an object"));
         }
-        let units = self.string()?;
-        let key = String::from_utf16(&units_to_utf16(&units))
-            .map_err(|_| self.err("a lone surrogate in an object key is not supported"))?;
+        let Value::Str(key) = self.string()? else {
+            return Err(self.err("a lone surrogate in an object key is not supported"));
+        };
         self.skip_ws();
         if !self.eat(":") {
             return Err(self.err("expected ':' after an object key"));
@@ -172,7 +172,7 @@ impl Parser<'_> {
         let python = self.dialect == Dialect::Python;
         match self.s.get(self.pos) {
             None => Err(self.err("expected a JSON value, found the end of the text")),
-            Some(b'"') => self.string().map(units_to_value),
+            Some(b'"') => self.string(),
             Some(b'-' | b'0'..=b'9') => {
                 if python && self.eat("-Infinity") {
                     return Ok(Value::Float(f64::NEG_INFINITY));
@@ -188,10 +188,11 @@ impl Parser<'_> {
         }
     }
 
-    /// A string as code points (lone surrogates kept as such, for the Python dialect).
-    fn string(&mut self) -> Result<Vec<u32>, String> {
+    /// A string: `Str`, or `Surrogates` once a lone surrogate escape appears (Python dialect).
+    fn string(&mut self) -> Result<Value, String> {
         self.pos += 1;
-        let mut out = Vec::new();
+        let mut out = String::new();
+        let mut units: Option<Vec<u32>> = None;
         loop {
             let start = self.pos;
             while let Some(&b) = self.s.get(self.pos) {
@@ -200,17 +201,32 @@ impl Parser<'_> {
                 }
                 self.pos += 1;
             }
-            out.extend(self.text[start..self.pos].chars().map(|c| c as u32));
+            let run = &self.text[start..self.pos];
+            match &mut units {
+                Some(u) => u.extend(run.chars().map(|c| c as u32)),
+                None => out.push_str(run),
+            }
             match self.s.get(self.pos) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(match units {
+                        Some(u) => Value::Surrogates(u),
+                        None => Value::Str(out),
+                    });
                 }
                 Some(b'\\') => {
                     self.pos += 1;
                     let unit = self.escape()?;
-                    out.push(unit);
+                    match (&mut units, char::from_u32(unit)) {
+                        (Some(u), _) => u.push(unit),
+                        (None, Some(c)) => out.push(c),
+                        (None, None) => {
+                            let mut u: Vec<u32> = out.chars().map(|c| c as u32).collect();
+                            u.push(unit);
+                            units = Some(u);
+                        }
+                    }
                 }
                 Some(_) => return Err(self.err("control character inside a string")),
             }
@@ -334,18 +350,6 @@ impl Parser<'_> {
     }
 }
 
-/// UTF-16 code units of code points (lone surrogates stay single units).
-fn units_to_utf16(units: &[u32]) -> Vec<u16> {
-    let mut out = Vec::with_capacity(units.len());
-    for &u in units {
-        match char::from_u32(u) {
-            Some(c) => out.extend_from_slice(c.encode_utf16(&mut [0; 2])),
-            None => out.push(u as u16),
-        }
-    }
-    out
-}
-
 /// A str value, or `Surrogates` if a lone surrogate makes it unrepresentable as UTF-8.
 pub fn units_to_value(units: Vec<u32>) -> Value {
     match units
@@ -403,6 +407,7 @@ mod tests {
         assert_eq!(p("-Infinity").unwrap(), Value::Float(f64::NEG_INFINITY));
         assert_eq!(p("1e400").unwrap(), Value::Float(f64::INFINITY));
         assert_eq!(p("\"\\ud800\"").unwrap(), Value::Surrogates(vec![0xd800]));
+        assert_eq!(p("\"é\\ud800x\"").unwrap(), Value::Surrogates(vec![0xe9, 0xd800, 0x78]));
         assert_eq!(p("\"\\ud83d\\ude00\"").unwrap(), Value::str("😀"));
         assert_eq!(
             p("123456789012345678901234567890").unwrap(),

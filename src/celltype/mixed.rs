@@ -514,9 +514,9 @@ fn value_error(what: impl Into<String>) -> CellError {
 pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellError> {
     if buf.starts_with(npy::MAGIC) {
         let a = npy::read(buf).map_err(|why| value_error(format!("invalid .npy buffer: {why}")))?;
-        // numpy returns a 0-d array of a non-`S` dtype as a scalar.
+        // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
         let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
-            Value::Scalar(a)
+            Value::Scalar(native_scalar(a))
         } else {
             Value::Array(a)
         };
@@ -537,6 +537,28 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
     }
 }
 
+/// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.
+fn native_scalar(mut a: NdArray) -> NdArray {
+    if let DType::Simple {
+        kind,
+        order: ByteOrder::Big,
+        size,
+    } = a.dtype
+    {
+        let mut data = a.data.to_vec();
+        // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
+        let part = match kind {
+            'c' => size / 2,
+            'U' => 4,
+            _ => size,
+        };
+        data.chunks_mut(part.max(1)).for_each(<[u8]>::reverse);
+        a.dtype = DType::simple(kind, ByteOrder::Little, size);
+        a.data = data.into();
+    }
+    a
+}
+
 /// Bounds-checked reads from the container; a length field never makes us allocate.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -545,9 +567,17 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            value_error(format!("truncated mixed buffer: {what} needs {n} bytes at offset {}, the buffer has {}", self.pos, self.buf.len()))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                value_error(format!(
+                    "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
+                    self.pos,
+                    self.buf.len() - self.pos
+                ))
+            })?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -583,10 +613,11 @@ fn read_container(buf: &[u8]) -> Result<Value, CellError> {
     let l2 = u32::from_le_bytes(r.take(4, "form length")?.try_into().expect("4 bytes")) as usize;
     let form = r.json(l2, "form")?;
     let inner_start = r.pos;
-    if r.take(SEAMLESS_MAGIC.len(), "inner magic")? != SEAMLESS_MAGIC {
+    if !buf[inner_start..].starts_with(SEAMLESS_MAGIC) {
         return Err(CellError::new(PyErrorKind::AssertionError, "")
             .with_detail("mixed buffer lacks the inner \\x93SEAMLESS marker"));
     }
+    r.pos += SEAMLESS_MAGIC.len();
     let l3 = r.u64("data header length")?;
     let l4 = r.u64("binary area length")?;
     let inner_len = buf.len() - inner_start;
@@ -693,7 +724,9 @@ impl Rebuild<'_> {
                                 .get(i)
                                 .ok_or_else(|| bad_form("fewer item forms than items"))?,
                             _ => {
-                                return Err(bad_form("non-identical items without a list of forms"));
+                                return Err(bad_form(
+                                    "non-identical items without a list of forms",
+                                ));
                             }
                         };
                         self.node(f, child, depth + 1)
@@ -709,7 +742,7 @@ impl Rebuild<'_> {
     fn array(&mut self, form: &Value) -> Result<Value, CellError> {
         if matches!(get(form, "type"), Some(Value::Str(t)) if t == "object") {
             let dtype = form_dtype(form)?;
-            return self.take(dtype, vec![]).map(Value::Scalar);
+            return self.take(dtype, vec![], true).map(Value::Scalar);
         }
         let dtype =
             form_dtype(get(form, "items").ok_or_else(|| bad_form("an array without items"))?)?;
@@ -725,11 +758,16 @@ impl Rebuild<'_> {
                 .collect::<Result<Vec<usize>, _>>()?,
             _ => return Err(bad_form("an array without a shape")),
         };
-        self.take(dtype, shape).map(Value::Array)
+        self.take(dtype, shape, false).map(Value::Array)
     }
 
     /// The next data slice of the binary area, as an array of this dtype and shape.
-    fn take(&mut self, dtype: DType, shape: Vec<usize>) -> Result<NdArray, CellError> {
+    fn take(
+        &mut self,
+        dtype: DType,
+        shape: Vec<usize>,
+        scalar: bool,
+    ) -> Result<NdArray, CellError> {
         let (start, end) = match (self.offsets.get(self.next), self.offsets.get(self.next + 1)) {
             (Some(&s), Some(&e)) if s <= e && e <= self.area.len() => (s, e),
             _ => {
@@ -741,8 +779,22 @@ impl Rebuild<'_> {
         self.next += 1;
         let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
         if count.and_then(|c| c.checked_mul(dtype.itemsize())) != Some(end - start) {
+            // seamless-core asserts (itemsize, shape, size); a scalar's shape is (1,).
+            let shape_text = if scalar {
+                "(1,)".to_string()
+            } else {
+                format!(
+                    "[{}]",
+                    shape
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let message = format!("({}, {shape_text}, {})", dtype.itemsize(), end - start);
             return Err(
-                CellError::new(PyErrorKind::AssertionError, "").with_detail(format!(
+                CellError::new(PyErrorKind::AssertionError, message).with_detail(format!(
                     "a mixed array of shape {shape:?} does not fit its {} data bytes",
                     end - start
                 )),

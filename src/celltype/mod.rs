@@ -21,6 +21,7 @@ pub mod pyrepr;
 pub mod python;
 pub mod scalar;
 pub mod text;
+mod unicode_printable;
 pub mod yaml;
 
 /// A Seamless cell type.
@@ -157,11 +158,11 @@ impl CellError {
 
 impl fmt::Display for CellError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.name(), self.message)?;
-        if let Some(detail) = &self.detail {
-            write!(f, " ({detail})")?;
+        match (&self.detail, self.message.is_empty()) {
+            (Some(detail), true) => write!(f, "{}: {detail}", self.kind.name()),
+            (Some(detail), false) => write!(f, "{}: {} ({detail})", self.kind.name(), self.message),
+            (None, _) => write!(f, "{}: {}", self.kind.name(), self.message),
         }
-        Ok(())
     }
 }
 

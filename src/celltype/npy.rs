@@ -450,13 +450,18 @@ struct Literal<'a> {
 }
 
 impl Literal<'_> {
+    /// Whitespace and `#` comments, which `ast.literal_eval` skips.
     fn skip_ws(&mut self) {
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|b| b.is_ascii_whitespace())
-        {
-            self.pos += 1;
+        loop {
+            match self.s.get(self.pos) {
+                Some(b) if b.is_ascii_whitespace() => self.pos += 1,
+                Some(b'#') => {
+                    while self.s.get(self.pos).is_some_and(|&b| b != b'\n') {
+                        self.pos += 1;
+                    }
+                }
+                _ => return,
+            }
         }
     }
 
@@ -471,8 +476,22 @@ impl Literal<'_> {
         self.skip_ws();
         match self.s.get(self.pos) {
             Some(b'\'' | b'"') => self.string(),
-            Some(b'(') => self.sequence(b')', depth).map(Lit::Tuple),
-            Some(b'[') => self.sequence(b']', depth).map(Lit::List),
+            // `u'...'` is a str literal too (Python 2 headers).
+            Some(b'u' | b'U') if matches!(self.s.get(self.pos + 1), Some(b'\'' | b'"')) => {
+                self.pos += 1;
+                self.string()
+            }
+            // `(x)` without a comma is just `x`, as in Python.
+            Some(b'(') => self.sequence(b')', depth).map(|(mut items, comma)| {
+                if items.len() == 1 && !comma {
+                    items.remove(0)
+                } else {
+                    Lit::Tuple(items)
+                }
+            }),
+            Some(b'[') => self
+                .sequence(b']', depth)
+                .map(|(items, _)| Lit::List(items)),
             Some(b'{') => self.dict(depth),
             Some(b'-' | b'0'..=b'9') => self.int(),
             _ => {
@@ -491,39 +510,87 @@ impl Literal<'_> {
         }
     }
 
+    /// A quoted str literal with Python's escapes; a malformed `\x`/`\u`/`\U` escape is a syntax
+    /// error, an unknown escape keeps its backslash (as Python does).
     fn string(&mut self) -> Result<Lit, String> {
         let quote = self.s[self.pos];
         self.pos += 1;
-        let mut out = Vec::new();
+        let mut out = String::new();
         loop {
-            match *self
+            let b = *self
                 .s
                 .get(self.pos)
-                .ok_or_else(|| self.err("unterminated string"))?
-            {
-                b if b == quote => {
-                    self.pos += 1;
-                    let text =
-                        String::from_utf8(out).map_err(|_| self.err("string is not UTF-8"))?;
-                    return Ok(Lit::Str(text));
+                .ok_or_else(|| self.err("unterminated string"))?;
+            if b == quote {
+                self.pos += 1;
+                return Ok(Lit::Str(out));
+            }
+            if b != b'\\' {
+                // Copy one UTF-8 character.
+                let len = std::str::from_utf8(&self.s[self.pos..])
+                    .map_or(1, |rest| rest.chars().next().map_or(1, char::len_utf8));
+                let piece = std::str::from_utf8(&self.s[self.pos..self.pos + len])
+                    .map_err(|_| self.err("string is not UTF-8"))?;
+                out.push_str(piece);
+                self.pos += len;
+                continue;
+            }
+            let c = *self
+                .s
+                .get(self.pos + 1)
+                .ok_or_else(|| self.err("unterminated escape"))?;
+            self.pos += 2;
+            let simple = match c {
+                b'\\' => Some('\\'),
+                b'\'' => Some('\''),
+                b'"' => Some('"'),
+                b'a' => Some('\u{7}'),
+                b'b' => Some('\u{8}'),
+                b'f' => Some('\u{c}'),
+                b'n' => Some('\n'),
+                b'r' => Some('\r'),
+                b't' => Some('\t'),
+                b'v' => Some('\u{b}'),
+                _ => None,
+            };
+            match (simple, c) {
+                (Some(ch), _) => out.push(ch),
+                // A backslash-newline continues the line.
+                (None, b'\n') => {}
+                (None, b'0'..=b'7') => {
+                    let digits = self.s[self.pos - 1..]
+                        .iter()
+                        .take(3)
+                        .take_while(|d| (b'0'..=b'7').contains(d))
+                        .count();
+                    let text = std::str::from_utf8(&self.s[self.pos - 1..self.pos - 1 + digits])
+                        .expect("octal digits");
+                    out.push(
+                        char::from_u32(u32::from_str_radix(text, 8).expect("octal"))
+                            .expect("below 0x200"),
+                    );
+                    self.pos += digits - 1;
                 }
-                b'\\' => {
-                    let c = *self
+                (None, b'x' | b'u' | b'U') => {
+                    let n = match c {
+                        b'x' => 2,
+                        b'u' => 4,
+                        _ => 8,
+                    };
+                    let hex = self
                         .s
-                        .get(self.pos + 1)
-                        .ok_or_else(|| self.err("unterminated escape"))?;
-                    out.push(match c {
-                        b'n' => b'\n',
-                        b't' => b'\t',
-                        b'r' => b'\r',
-                        b'0' => 0,
-                        other => other,
-                    });
-                    self.pos += 2;
+                        .get(self.pos..self.pos + n)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+                    let code = hex
+                        .and_then(|h| u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+                        .and_then(char::from_u32)
+                        .ok_or_else(|| self.err("truncated \\x, \\u or \\U escape in a string"))?;
+                    out.push(code);
+                    self.pos += n;
                 }
-                b => {
-                    out.push(b);
-                    self.pos += 1;
+                (None, _) => {
+                    out.push('\\');
+                    self.pos -= 1;
                 }
             }
         }
@@ -543,24 +610,33 @@ impl Literal<'_> {
             self.pos += 1;
         }
         let text = std::str::from_utf8(&self.s[start..end]).expect("ASCII digits");
+        let digits = text.trim_start_matches('-');
+        if digits.len() > 1 && digits.starts_with('0') && digits.bytes().any(|b| b != b'0') {
+            return Err(self.err("leading zeros in a decimal integer literal are not permitted"));
+        }
         text.parse()
             .map(Lit::Int)
             .map_err(|_| self.err("invalid integer"))
     }
 
-    fn sequence(&mut self, close: u8, depth: usize) -> Result<Vec<Lit>, String> {
+    /// The items up to `close`, and whether any comma was seen.
+    fn sequence(&mut self, close: u8, depth: usize) -> Result<(Vec<Lit>, bool), String> {
         self.pos += 1;
         let mut items = Vec::new();
+        let mut comma = false;
         loop {
             self.skip_ws();
             if self.s.get(self.pos) == Some(&close) {
                 self.pos += 1;
-                return Ok(items);
+                return Ok((items, comma));
             }
             items.push(self.parse(depth + 1)?);
             self.skip_ws();
             match self.s.get(self.pos) {
-                Some(b',') => self.pos += 1,
+                Some(b',') => {
+                    self.pos += 1;
+                    comma = true;
+                }
                 Some(&c) if c == close => {}
                 _ => return Err(self.err("expected ',' or a closing bracket")),
             }
@@ -661,6 +737,27 @@ mod tests {
         let mut short = write(&f8(&[1.0, 2.0], vec![2], Layout::C));
         short.truncate(short.len() - 1);
         assert!(read(&short).unwrap_err().contains("EOF"));
+    }
+
+    #[test]
+    fn header_literals_follow_python() {
+        let parse = |descr: &str| {
+            parse_header(&format!(
+                "{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"
+            ))
+            .map(|(d, _, _)| d.typestr())
+        };
+        assert_eq!(parse(r"'\x3cf8'").unwrap(), "<f8");
+        assert_eq!(parse(r"u'<i4'").unwrap(), "<i4");
+        assert!(parse(r"'\u2'").is_err());
+        let shape = |shape: &str| {
+            parse_header(&format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}}}"
+            ))
+        };
+        assert_eq!(shape("(00,)").unwrap().2, vec![0]);
+        assert!(shape("(00)").is_err(), "a parenthesised int is not a tuple");
+        assert!(shape("(01,)").is_err());
     }
 
     #[test]

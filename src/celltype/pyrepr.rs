@@ -8,8 +8,9 @@ use std::cmp::Ordering;
 
 use num_bigint::BigInt;
 
+use super::unicode_printable::is_printable;
 use super::{CellError, PyErrorKind, with_stack};
-use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value};
+use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
 /// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
 /// default recursion limit.
@@ -91,7 +92,21 @@ pub fn float_repr(x: f64) -> String {
     }
 }
 
-/// numpy's `str()` of a float32: the shortest float32 digits in Python's layout.
+/// numpy's `str()` of a float16/float32 scalar: the shortest digits that read back as the same
+/// value (`short`), positional when `1e-4 <= |value| < 10^cutoff` (numpy's cutoff: 3 digits
+/// for float16, 6 for float32), else scientific with a signed two-digit exponent.
+fn numpy_float_str(value: f64, short: f64, cutoff: i32) -> String {
+    if !value.is_finite() {
+        return float_repr(value);
+    }
+    let a = value.abs();
+    if a == 0.0 || (1e-4..10f64.powi(cutoff)).contains(&a) {
+        layout(short, i32::MIN, i32::MAX, true)
+    } else {
+        layout(short, 1, 0, true)
+    }
+}
+
 fn float32_str(x: f32) -> String {
     if !x.is_finite() {
         return float_repr(x as f64);
@@ -102,41 +117,23 @@ fn float32_str(x: f32) -> String {
         .format_finite(x)
         .parse()
         .expect("ryu writes a valid float");
-    float_repr(short)
+    numpy_float_str(x as f64, short, 6)
 }
 
-/// Whether CPython's `str.isprintable()` holds for `c` (so `repr` writes it raw). ASCII and the
-/// common non-printable ranges (C1 controls, separators, format characters, surrogates, private use,
-/// non-characters) are exact; code points unassigned in Unicode are not known here and count as printable.
-fn is_printable(c: u32) -> bool {
-    if c < 0x7f {
-        return c >= 0x20;
+fn float16_str(bits: u16) -> String {
+    let x = f16_to_f64(bits);
+    if !x.is_finite() {
+        return float_repr(x);
     }
-    !matches!(c,
-        0x7f..=0xa0
-        | 0xad
-        | 0x600..=0x605
-        | 0x61c
-        | 0x6dd
-        | 0x70f
-        | 0x180e
-        | 0x1680
-        | 0x2000..=0x200f
-        | 0x2028..=0x202f
-        | 0x205f..=0x2064
-        | 0x2066..=0x206f
-        | 0x3000
-        | 0xd800..=0xf8ff
-        | 0xfeff
-        | 0xfff9..=0xfffb
-        | 0xfffe..=0xffff
-        | 0x110bd
-        | 0x110cd
-        | 0x1d173..=0x1d17a
-        | 0xe0001
-        | 0xe0020..=0xe007f
-        | 0xf0000..=0x10ffff
-    ) && (c & 0xfffe) != 0xfffe
+    let short = (0..17)
+        .map(|p| {
+            format!("{x:.p$e}")
+                .parse::<f64>()
+                .expect("a formatted float parses")
+        })
+        .find(|&y| f64_to_f16(y) == bits)
+        .unwrap_or(x);
+    numpy_float_str(x, short, 3)
 }
 
 /// Python `repr()` of a str given as code points (which may include lone surrogates).
@@ -235,18 +232,19 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
     if let DType::Simple {
         kind: 'f',
-        size: 4,
+        size: size @ (2 | 4),
         order,
     } = a.dtype
     {
-        let raw: [u8; 4] = a.data[..4]
-            .try_into()
-            .expect("a float32 scalar holds 4 bytes");
-        let x = match order {
-            ByteOrder::Big => f32::from_be_bytes(raw),
-            _ => f32::from_le_bytes(raw),
-        };
-        return Ok(float32_str(x));
+        let mut raw = a.data[..size].to_vec();
+        if order == ByteOrder::Big {
+            raw.reverse();
+        }
+        return Ok(if size == 4 {
+            float32_str(f32::from_le_bytes(raw.try_into().expect("4 bytes")))
+        } else {
+            float16_str(u16::from_le_bytes(raw.try_into().expect("2 bytes")))
+        });
     }
     match a.scalar_to_python() {
         Some(Value::Str(s)) => Ok(s),
@@ -330,7 +328,13 @@ fn date_repr(d: &Date) -> String {
 /// `repr(datetime.datetime(...))`: trailing zero seconds/microseconds are omitted, as Python does.
 fn datetime_repr(t: &DateTime) -> String {
     let d = &t.date;
-    let mut fields = vec![d.year as u32, d.month as u32, d.day as u32, t.hour as u32, t.minute as u32];
+    let mut fields = vec![
+        d.year as u32,
+        d.month as u32,
+        d.day as u32,
+        t.hour as u32,
+        t.minute as u32,
+    ];
     if t.second != 0 || t.microsecond != 0 {
         fields.push(t.second as u32);
     }
@@ -344,8 +348,14 @@ fn datetime_repr(t: &DateTime) -> String {
         Some(0) => out.push_str(", tzinfo=datetime.timezone.utc"),
         Some(offset) => {
             let (days, seconds) = (offset.div_euclid(86_400), offset.rem_euclid(86_400));
-            let delta = if days != 0 { format!("days={days}, seconds={seconds}") } else { format!("seconds={seconds}") };
-            out.push_str(&format!(", tzinfo=datetime.timezone(datetime.timedelta({delta}))"));
+            let delta = if days != 0 {
+                format!("days={days}, seconds={seconds}")
+            } else {
+                format!("seconds={seconds}")
+            };
+            out.push_str(&format!(
+                ", tzinfo=datetime.timezone(datetime.timedelta({delta}))"
+            ));
         }
     }
     out.push(')');
@@ -356,6 +366,7 @@ fn datetime_repr(t: &DateTime) -> String {
 pub fn key_repr(k: &Key) -> String {
     match k {
         Key::Str(s) => str_repr(s),
+        Key::Surrogates(u) => str_repr_units(u.iter().copied()),
         Key::Int(i) => i.to_string(),
         Key::Float(bits) => float_repr(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "True" } else { "False" }.into(),
@@ -370,7 +381,7 @@ pub fn key_repr(k: &Key) -> String {
 /// Python's type name of a key.
 fn key_type(k: &Key) -> &str {
     match k {
-        Key::Str(_) => "str",
+        Key::Str(_) | Key::Surrogates(_) => "str",
         Key::Int(_) => "int",
         Key::Float(_) => "float",
         Key::Bool(_) => "bool",
@@ -540,6 +551,19 @@ mod tests {
             assert_eq!(orjson_float(x), orjson, "{x}");
             assert_eq!(float_repr(x), python, "{x}");
         }
+    }
+
+    #[test]
+    fn numpy_small_floats() {
+        assert_eq!(float16_str(f64_to_f16(65504.0)), "6.55e+04");
+        assert_eq!(float16_str(f64_to_f16(1000.0)), "1e+03");
+        assert_eq!(float16_str(f64_to_f16(0.1)), "0.1");
+        assert_eq!(float32_str(1e-4), "1e-04");
+        assert_eq!(float32_str(65504.0), "65504.0");
+        assert_eq!(float32_str(123456789.0), "1.2345679e+08");
+        assert_eq!(float32_str(999999.0), "999999.0");
+        assert_eq!(float32_str(1e6), "1e+06");
+        assert_eq!(float32_str(7096083.0), "7.096083e+06");
     }
 
     #[test]

@@ -87,7 +87,7 @@ async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
         }
         t => t.map(Duration::from_secs_f64),
     };
-    let service = Service::new(db, args.writable);
+    let service = Service::new(db, args.writable).context("cannot start the database writer")?;
     let activity = service.activity();
     println!("Serving the Seamless database on http://{}", listener.local_addr()?);
     println!("Press Ctrl+C to end");

@@ -14,9 +14,12 @@ use fuser::{Config, MountOption, Session};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::cache::ram::{RamCache, RamConfig};
+use crate::db::Database;
 use crate::fs::fuse::SeamFs;
-use crate::fs::namespace::{Namespace, Options};
-use crate::store::DiskStore;
+use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::http::BackgroundServer;
+use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
 
 /// Mount a seamfs filesystem.
 ///
@@ -93,7 +96,7 @@ fn serve(
     let signals = termination_signals();
     signals.thread_block()?;
     let result = mount_session(args, store, &mountpoint);
-    let (mut session, _db) = match result {
+    let (mut session, _companions) = match result {
         Ok(s) => s,
         Err(e) => {
             ready(Err(format!("{e:#}")));
@@ -119,13 +122,30 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
+struct Companions {
+    _http: Option<BackgroundServer>,
+    _eviction: Option<crate::cache::ram::EvictionLoop>,
+}
+
 /// Open the namespace, start the HTTP database, mount.
-fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, ())> {
-    if args.ram_cache.is_some() {
-        bail!("--ram-cache needs the RAM buffer tier, which this build does not have yet");
-    }
-    let reads = Arc::new(store.clone());
-    let ns = Namespace::new(store, reads, Options { read_only: args.read_only })?;
+fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, Companions)> {
+    let db_path = database_path(store.root());
+    let db = Database::open(&db_path, true).with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let ns = Namespace::new(store, reads, db.clone(), Options { read_only: args.read_only })?;
+    let http = if args.no_db {
+        None
+    } else {
+        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
+            format!(
+                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
+                args.db_host, args.db_port
+            )
+        })?;
+        tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
+        Some(server)
+    };
     let mut options = vec![
         MountOption::FSName("seamfs".into()),
         MountOption::Subtype("seamfs".into()),
@@ -141,7 +161,18 @@ fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Re
     config.clone_fd = true;
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((session, ()))
+    Ok((session, Companions { _http: http, _eviction: eviction }))
+}
+
+/// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
+fn read_tiers(store: &DiskStore, ram_cache: Option<u64>) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
+    let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
+    let Some(size) = ram_cache else { return (disk, None) };
+    let config = RamConfig { soft_cap: size, hard_cap: size, ..RamConfig::default() };
+    let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
+    let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
+    tracing::info!(bytes = size, "RAM buffer cache over the disk store");
+    (Arc::new(Layered::new(ram, disk, WritePolicy::Through)), Some(eviction))
 }
 
 fn termination_signals() -> SigSet {

@@ -314,7 +314,7 @@ fn show(b: &[u8]) -> String {
 }
 
 /// Value equality as the vectors mean it: floats by bit pattern (NaN equals NaN, -0.0 is not
-/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes.
+/// 0.0), dicts in order, arrays by dtype, shape, layout and bytes, numpy scalars by value.
 pub fn same(a: &Value, b: &Value) -> bool {
     with_stack(|| match (a, b) {
         (Value::Float(x), Value::Float(y)) => {
@@ -329,7 +329,34 @@ pub fn same(a: &Value, b: &Value) -> bool {
                     .zip(y)
                     .all(|((k1, v1), (k2, v2))| k1 == k2 && same(v1, v2))
         }
+        // Padding bytes of struct records are uninitialised memory in numpy: not compared.
+        (Value::Array(x), Value::Array(y)) | (Value::Scalar(x), Value::Scalar(y))
+            if matches!(x.dtype, DType::Struct(_)) =>
+        {
+            x.dtype == y.dtype && x.shape == y.shape && x.layout == y.layout && same_records(x, y)
+        }
+        // The vectors write a numpy scalar by its Python value, which loses NaN payloads.
+        (Value::Scalar(x), Value::Scalar(y)) if x.dtype == y.dtype => {
+            match (x.scalar_to_python(), y.scalar_to_python()) {
+                (Some(p), Some(q)) => same(&p, &q),
+                _ => x == y,
+            }
+        }
         _ => a == b,
+    })
+}
+
+/// Struct records equal field by field (padding ignored).
+fn same_records(x: &NdArray, y: &NdArray) -> bool {
+    let DType::Struct(s) = &x.dtype else { return x == y };
+    if x.data.len() != y.data.len() {
+        return false;
+    }
+    x.data.chunks(s.itemsize.max(1)).zip(y.data.chunks(s.itemsize.max(1))).all(|(a, b)| {
+        s.fields.iter().all(|f| {
+            let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
+            a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
+        })
     })
 }
 
@@ -528,8 +555,14 @@ fn decode_ndarray(j: &Json) -> Result<NdArray, String> {
     })
 }
 
+/// A numpy scalar: `{dtype, value}`, or `{dtype, aligned, data_hex}` for struct (`np.void`) scalars.
 fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
-    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, true)?;
+    let aligned = j.get("aligned").and_then(Json::as_bool).unwrap_or(true);
+    let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, aligned)?;
+    if let Some(Json::String(h)) = j.get("data_hex") {
+        let data = Bytes::from(hex::decode(h).map_err(|e| e.to_string())?);
+        return Ok(NdArray { dtype, shape: vec![], layout: Layout::C, data });
+    }
     let value = decode_value(j.get("value").ok_or("$npscalar without value")?)?;
     let DType::Simple { kind, order, size } = dtype else {
         return Err("struct scalars are not supported".into());
@@ -548,6 +581,12 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
         }
         ('f', Value::Float(x)) if size == 8 => x.to_le_bytes().to_vec(),
         ('f', Value::Float(x)) if size == 4 => (*x as f32).to_le_bytes().to_vec(),
+        ('f', Value::Float(x)) if size == 2 => crate::value::f64_to_f16(*x).to_le_bytes().to_vec(),
+        ('U', Value::Str(s)) => {
+            let mut raw: Vec<u8> = s.chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+            raw.resize(size, 0);
+            raw
+        }
         _ => return Err(format!("unsupported $npscalar {kind}{size}")),
     };
     if order == ByteOrder::Big {
@@ -564,6 +603,7 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
 fn encode_key(k: &Key) -> Json {
     match k {
         Key::Str(s) => Json::String(s.clone()),
+        Key::Surrogates(u) => encode_value(&Value::Surrogates(u.clone())),
         Key::Int(i) => encode_value(&Value::Int(i.clone())),
         Key::Float(bits) => encode_value(&Value::Float(f64::from_bits(*bits))),
         Key::Bool(b) => Json::Bool(*b),
@@ -627,6 +667,21 @@ fn encode_ndarray(a: &NdArray) -> Json {
 
 /// Encode a value in the vectors' tagged JSON (the inverse of `decode_value`).
 pub fn encode_value(v: &Value) -> Json {
+    encode(v, false)
+}
+
+/// Like `encode_value`, but dicts whose keys are all str (none starting with `$`) are written
+/// as JSON objects, which `decode_value` reads back the same: easier to read.
+pub fn encode_value_readable(v: &Value) -> Json {
+    encode(v, true)
+}
+
+fn all_plain_str_keys(d: &Dict) -> bool {
+    d.keys().all(|k| matches!(k, Key::Str(s) if !s.starts_with('$')))
+}
+
+fn encode(v: &Value, readable: bool) -> Json {
+    let encode_value = |x: &Value| encode(x, readable);
     with_stack(|| match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -647,6 +702,14 @@ pub fn encode_value(v: &Value) -> Json {
             "$tuple",
             Json::Array(items.iter().map(encode_value).collect()),
         ),
+        Value::Dict(d) if readable && all_plain_str_keys(d) => Json::Object(
+            d.iter()
+                .filter_map(|(k, x)| match k {
+                    Key::Str(s) => Some((s.clone(), encode_value(x))),
+                    _ => None,
+                })
+                .collect(),
+        ),
         Value::Dict(d) => tagged(
             "$dict",
             Json::Array(
@@ -656,10 +719,16 @@ pub fn encode_value(v: &Value) -> Json {
             ),
         ),
         Value::Array(a) => tagged("$ndarray", encode_ndarray(a)),
-        Value::Scalar(a) => tagged(
-            "$npscalar",
-            json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
-        ),
+        Value::Scalar(a) => match &a.dtype {
+            DType::Struct(s) => tagged(
+                "$npscalar",
+                json!({"dtype": encode_dtype(&a.dtype), "aligned": s.aligned, "data_hex": hex::encode(&a.data)}),
+            ),
+            _ => tagged(
+                "$npscalar",
+                json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
+            ),
+        },
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
         // Not in the vectors' encoding (seamless-core never builds them); tagged for display.
         Value::Set(items) => tagged("$set", Json::Array(items.iter().map(encode_value).collect())),

@@ -119,8 +119,9 @@ impl Conn<'_> {
     fn ensure_rev_transformation(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
         self.conn
             .prepare_cached(
+                // `+result`: look the pair up through the checksum index, never by result.
                 "INSERT INTO rev_transformation (result, checksum) SELECT ?1, ?2 WHERE NOT EXISTS \
-                 (SELECT 1 FROM rev_transformation WHERE result = ?1 AND checksum = ?2)",
+                 (SELECT 1 FROM rev_transformation WHERE checksum = ?2 AND +result = ?1)",
             )?
             .execute([result.hex(), tf.hex()])?;
         Ok(())
@@ -346,7 +347,7 @@ impl Conn<'_> {
         if tf_result.is_some() {
             self.conn.prepare_cached("DELETE FROM transformation WHERE checksum = ?1")?.execute([tf.hex()])?;
             self.conn
-                .prepare_cached("DELETE FROM rev_transformation WHERE checksum = ?1 AND result = ?2")?
+                .prepare_cached("DELETE FROM rev_transformation WHERE checksum = ?1 AND +result = ?2")?
                 .execute([tf.hex(), result.hex()])?;
         }
         self.conn.prepare_cached("DELETE FROM meta_data WHERE checksum = ?1")?.execute([tf.hex()])?;

@@ -18,15 +18,17 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use nix::errno::Errno;
-use rusqlite::Connection;
 
 use super::handles::{ClaimHandle, DirEntry, Handle, Handles, Listing, TreeFileHandle, Unpublished};
 use super::index::{self, DecompressedCache};
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::tree::{self, NodeKind, ROOT, Tree, TreeError};
+use super::views::{ViewError, Views};
 use crate::buffer::Buffer;
+use crate::buffer_info::BufferInfo;
 use crate::celltype::CellType;
 use crate::checksum::Checksum;
+use crate::db::{Conn, Database};
 use crate::store::{BufferTier, DiskStore, PendingWrite, StoreError};
 
 /// Result of a filesystem operation: the errno tells the kernel what went wrong.
@@ -94,8 +96,9 @@ pub struct Options {
 pub struct Namespace {
     store: DiskStore,
     reads: Arc<dyn BufferTier>,
-    conn: Mutex<Connection>,
+    db: Database,
     tree: RwLock<Tree>,
+    views: Views,
     /// Bumped by every tree change; keys the `.INDEX` cache.
     version: AtomicU64,
     index_cache: Mutex<HashMap<u64, (u64, Bytes)>>,
@@ -110,21 +113,20 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// Open the namespace over a store: the tree comes from `<store>/seamless.db`; `reads` is the
-    /// tier stack reads go through (RAM over disk, or the disk store itself).
-    pub fn new(store: DiskStore, reads: Arc<dyn BufferTier>, options: Options) -> anyhow::Result<Self> {
-        let db_path = database_path(store.root());
-        let conn = Connection::open(&db_path)
-            .map_err(|e| anyhow::anyhow!("cannot open the tree database {}: {e}", db_path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let tree = Tree::load(&conn)
-            .map_err(|e| anyhow::anyhow!("cannot load the tree from {}: {e}", db_path.display()))?;
-        tracing::info!(entries = tree.len(), db = %db_path.display(), "tree loaded");
+    /// Open the namespace over a store: `db` is the store's `seamless.db` (see `database_path`),
+    /// holding the tree beside the seamless-database tables; `reads` is the tier stack reads go
+    /// through (RAM over disk, or the disk store itself).
+    pub fn new(store: DiskStore, reads: Arc<dyn BufferTier>, db: Database, options: Options) -> anyhow::Result<Self> {
+        let tree = db
+            .transaction(|c| Tree::load(c.conn()))
+            .map_err(|e| anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display()))?;
+        tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
         Ok(Namespace {
             store,
             reads,
-            conn: Mutex::new(conn),
+            db,
             tree: RwLock::new(tree),
+            views: Views::default(),
             version: AtomicU64::new(0),
             index_cache: Mutex::default(),
             decompressed: DecompressedCache::default(),
@@ -276,7 +278,7 @@ impl Namespace {
             self.truncate(ino, size, fh.is_some())?;
         }
         if mode.is_some() || mtime.is_some() {
-            self.mutate(|tree, tx| tree.set_attr(tx, ino, mode, mtime))?;
+            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime))?;
         }
         self.getattr(ino)
     }
@@ -467,7 +469,7 @@ impl Namespace {
             }
         }
         let kind = NodeKind::File { checksum: tree::empty_checksum(), size: 0 };
-        let ino = self.mutate(|tree, tx| tree.create(tx, parent, name, kind, mode))?;
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
     }
@@ -632,10 +634,14 @@ impl Namespace {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
         })?;
-        let result = self.mutate(|tree, tx| match tree.get(ino) {
+        // The tree row and the buffer's BufferInfo are committed together.
+        let info = BufferInfo::with_length(size as usize).to_map();
+        let result = self.mutate(|tree, c| match tree.get(ino) {
             Some(node) => {
                 let location = (node.parent, node.name.clone());
-                tree.set_content(tx, ino, checksum, size).map(|_| Some(location))
+                tree.set_content(c.conn(), ino, checksum, size)?;
+                c.merge_buffer_info(&checksum, &info)?;
+                Ok(Some(location))
             }
             None => Ok(None),
         });
@@ -738,30 +744,43 @@ impl Namespace {
 
     /// The result of viewing `checksum` as `celltype` (see `fs::views`).
     fn view(&self, checksum: Checksum, celltype: CellType) -> FsResult<Checksum> {
-        let _ = celltype;
-        if self.reads.has(&checksum).map_err(store_errno)? {
-            Ok(checksum)
-        } else {
-            Err(Errno::ENOENT)
-        }
+        self.views.resolve(&self.db, self.reads.as_ref(), checksum, celltype).map_err(|e| match e {
+            ViewError::Missing(_) => Errno::ENOENT,
+            ViewError::Impossible(reason) => {
+                tracing::warn!(%checksum, %celltype, "as-{celltype}/{checksum}: {reason}");
+                Errno::EINVAL
+            }
+            other => {
+                tracing::error!(%checksum, %celltype, error = %other, "as-{celltype}/{checksum} failed");
+                Errno::EIO
+            }
+        })
     }
 
     // ----- extended attributes -----
 
-    /// `user.seamless.checksum` on files and buffers.
+    /// `user.seamless.checksum` on files and buffers; `user.seamless.celltype` where known.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        let checksum = self.content_checksum(ino)?;
         match name {
-            "user.seamless.checksum" => self.content_checksum(ino).map(|c| c.hex().into_bytes()),
+            CHECKSUM_XATTR => Ok(checksum.hex().into_bytes()),
+            CELLTYPE_XATTR => self.known_celltype(checksum).map(|c| c.name().as_bytes().to_vec()).ok_or(Errno::ENODATA),
             _ => Err(Errno::ENODATA),
         }
     }
 
     /// Names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
-        Ok(match self.content_checksum(ino) {
-            Ok(_) => vec!["user.seamless.checksum".to_string()],
-            Err(_) => Vec::new(),
-        })
+        let Ok(checksum) = self.content_checksum(ino) else { return Ok(Vec::new()) };
+        let mut names = vec![CHECKSUM_XATTR.to_string()];
+        if self.known_celltype(checksum).is_some() {
+            names.push(CELLTYPE_XATTR.to_string());
+        }
+        Ok(names)
+    }
+
+    fn known_celltype(&self, checksum: Checksum) -> Option<CellType> {
+        self.views.known_celltype(&self.db, &checksum)
     }
 
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
@@ -779,14 +798,14 @@ impl Namespace {
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, tx| tree.create(tx, parent, name, NodeKind::Dir(Default::default()), mode))?;
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, NodeKind::Dir(Default::default()), mode))?;
         self.getattr(ino)
     }
 
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, tx| tree.create(tx, parent, name, NodeKind::Symlink(target.to_string()), 0o777))?;
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, NodeKind::Symlink(target.to_string()), 0o777))?;
         self.getattr(ino)
     }
 
@@ -801,7 +820,7 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        match self.mutate(|tree, tx| tree.remove(tx, parent, name, false)) {
+        match self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false)) {
             Ok(ino) => {
                 if !self.handles.tree_file_open(ino) {
                     self.unpublished.discard(ino);
@@ -822,7 +841,7 @@ impl Namespace {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        self.mutate(|tree, tx| tree.remove(tx, parent, name, true)).map(|_| ())
+        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, true)).map(|_| ())
     }
 
     /// Rename within the tree. Renaming a file onto a sidecar name is a claim about its subject:
@@ -843,7 +862,7 @@ impl Namespace {
             return self.claim_by_rename(parent, name, attr.ino);
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
-        let replaced = self.mutate(|tree, tx| tree.rename(tx, parent, name, new_parent, new_name, no_replace))?;
+        let replaced = self.mutate(|tree, c| tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace))?;
         if let Some(old) = replaced
             && !self.handles.tree_file_open(old)
         {
@@ -866,7 +885,7 @@ impl Namespace {
         };
         let claim = ClaimHandle { dir, subject, sidecar, data: Mutex::new(content.as_slice().to_vec()) };
         self.check_claim(&claim)?;
-        self.mutate(|tree, tx| tree.remove(tx, parent, name, false)).map(|_| ())
+        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false)).map(|_| ())
     }
 
     /// A new entry may not shadow the fixed root directories or an existing entry.
@@ -892,13 +911,15 @@ impl Namespace {
         if self.options.read_only { Err(Errno::EROFS) } else { Ok(()) }
     }
 
-    /// Run one tree mutation in one SQLite transaction.
-    fn mutate<T>(&self, change: impl FnOnce(&mut Tree, &Connection) -> Result<T, TreeError>) -> FsResult<T> {
-        let mut conn = self.conn.lock().expect("tree database lock");
-        let tx = conn.transaction().map_err(db_errno)?;
-        let mut tree = self.tree.write().expect("tree lock");
-        let out = change(&mut tree, &tx).map_err(tree_errno)?;
-        tx.commit().map_err(db_errno)?;
+    /// Run one tree mutation in one SQLite transaction (which may record more, e.g. BufferInfo).
+    fn mutate<T>(&self, change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>) -> FsResult<T> {
+        let out = self
+            .db
+            .transaction(|c| {
+                let mut tree = self.tree.write().expect("tree lock");
+                change(&mut tree, c)
+            })
+            .map_err(tree_errno)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }
@@ -913,6 +934,11 @@ impl Namespace {
         nix::sys::statvfs::statvfs(self.store.root())
     }
 }
+
+/// Extended attribute holding a file's checksum.
+pub const CHECKSUM_XATTR: &str = "user.seamless.checksum";
+/// Extended attribute holding the cell type a buffer is, once known.
+pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
 pub fn database_path(store_root: &Path) -> PathBuf {
@@ -955,15 +981,10 @@ fn slice(bytes: &Bytes, offset: u64, size: u32) -> Bytes {
 }
 
 fn tree_errno(e: TreeError) -> Errno {
-    if let TreeError::Db(db) = &e {
-        tracing::error!(error = %db, "tree database error");
+    if matches!(e, TreeError::Db(_) | TreeError::Database(_)) {
+        tracing::error!(error = %e, "tree database error");
     }
     Errno::from_raw(e.errno())
-}
-
-fn db_errno(e: rusqlite::Error) -> Errno {
-    tracing::error!(error = %e, "tree database error");
-    Errno::EIO
 }
 
 fn store_errno(e: StoreError) -> Errno {
@@ -981,7 +1002,8 @@ mod tests {
 
     fn namespace(root: &Path) -> Namespace {
         let store = DiskStore::open(root).unwrap();
-        Namespace::new(store.clone(), Arc::new(store), Options::default()).unwrap()
+        let db = Database::open(database_path(root), true).unwrap();
+        Namespace::new(store.clone(), Arc::new(store), db, Options::default()).unwrap()
     }
 
     fn write_file(ns: &Namespace, parent: u64, name: &str, data: &[u8]) -> u64 {

@@ -6,6 +6,7 @@
 //! `spawn` (on a thread of its own, for synchronous callers such as the mount).
 
 pub mod protocol;
+mod writer;
 
 use std::future::Future;
 use std::io;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::db::Database;
 use protocol::Reply;
+use writer::Writer;
 
 /// Largest request body accepted (the Python server takes up to 10 GB); larger ones get 413.
 pub const BODY_LIMIT: usize = 16 << 20;
@@ -56,7 +58,8 @@ impl Activity {
 
 struct Shared {
     db: Database,
-    writable: bool,
+    /// None: a read-only server.
+    writer: Option<Writer>,
     activity: Arc<Activity>,
 }
 
@@ -68,9 +71,10 @@ pub struct Service {
 
 impl Service {
     /// `writable = false` answers every PUT with 405 (also on a database opened writable).
-    pub fn new(db: Database, writable: bool) -> Service {
-        let writable = writable && db.is_writable();
-        Service { shared: Arc::new(Shared { db, writable, activity: Arc::new(Activity::new()) }) }
+    /// A writable service starts its writer thread.
+    pub fn new(db: Database, writable: bool) -> io::Result<Service> {
+        let writer = if writable && db.is_writable() { Some(Writer::start(db.clone())?) } else { None };
+        Ok(Service { shared: Arc::new(Shared { db, writer, activity: Arc::new(Activity::new()) }) })
     }
 
     pub fn activity(&self) -> Arc<Activity> {
@@ -99,7 +103,7 @@ pub async fn serve(
     writable: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    Service::new(db, writable).serve(listener, shutdown).await
+    Service::new(db, writable)?.serve(listener, shutdown).await
 }
 
 /// Bind `host:port` (port 0: any free port); `listener.local_addr()` tells which.
@@ -178,28 +182,20 @@ async fn dispatch(State(shared): State<Arc<Shared>>, method: Method, body: Resul
     match method {
         Method::GET | Method::HEAD => {
             shared.activity.touch();
-            let body = match body {
-                Ok(b) => b,
-                Err(rejection) => return body_error(rejection),
-            };
-            // Reads are a few microseconds on a WAL reader connection: answer inline.
-            text(protocol::handle_get(&shared.db, &body))
+            match body {
+                // Reads are a few microseconds on a WAL reader connection: answer inline.
+                Ok(body) => text(protocol::answer_get(&shared.db, &body)),
+                Err(rejection) => body_error(rejection),
+            }
         }
         Method::PUT => {
-            if !shared.writable {
+            let Some(writer) = &shared.writer else {
                 return text(Reply { status: 405, body: "ERROR: Database server is read-only".into() });
-            }
-            shared.activity.touch();
-            let body = match body {
-                Ok(b) => b,
-                Err(rejection) => return body_error(rejection),
             };
-            // Writes may wait for the writer lock (or another process's): keep them off the
-            // async workers.
-            let db = shared.db.clone();
-            match tokio::task::spawn_blocking(move || protocol::handle_put(&db, &body)).await {
-                Ok(reply) => text(reply),
-                Err(e) => text(Reply { status: 500, body: format!("ERROR: Internal server error: {e}") }),
+            shared.activity.touch();
+            match body {
+                Ok(body) => text(writer.put(body).await),
+                Err(rejection) => body_error(rejection),
             }
         }
         _ => text(Reply { status: 405, body: "405: Method Not Allowed".into() }),

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::checksum::Checksum;
-use crate::db::{BucketProbe, Conflict, Database, DbError, ExpressionKey, JsonMap, pyjson};
+use crate::db::{BucketProbe, Conflict, Conn, Database, DbError, ExpressionKey, JsonMap, pyjson};
 
 /// The answer to one request: HTTP status and body text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +102,13 @@ fn string_field<'a>(rq: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     rq.get(key)?.as_str()
 }
 
+/// Answer a GET request body on one of the database's read connections.
+pub fn answer_get(db: &Database, body: &[u8]) -> Reply {
+    db.read(|conn| Ok::<_, DbError>(handle_get(conn, body))).unwrap_or_else(internal_error)
+}
+
 /// Answer a GET request body.
-pub fn handle_get(db: &Database, body: &[u8]) -> Reply {
+pub fn handle_get(db: &Conn, body: &[u8]) -> Reply {
     let (kind, rq) = match parse_request(body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
@@ -147,7 +152,7 @@ fn lookup_fields(kind: Kind, rq: &Map<String, Value>) -> Result<Lookup, Reply> {
     })
 }
 
-fn get_record(db: &Database, kind: Kind, checksum: Option<Checksum>, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn get_record(db: &Conn, kind: Kind, checksum: Option<Checksum>, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     let lookup = match lookup_fields(kind, rq) {
         Ok(lookup) => lookup,
         Err(reply) => return Ok(reply),
@@ -226,7 +231,7 @@ fn irreproducible_filter(rq: &Map<String, Value>) -> Result<Option<Checksum>, Re
     }
 }
 
-fn get_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn get_bucket_probe(db: &Conn, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     let (Some(kind), Some(label)) = (string_field(rq, "bucket_kind"), string_field(rq, "label")) else {
         return Ok(Reply::bad("Malformed bucket_probe request"));
     };
@@ -239,8 +244,9 @@ fn get_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Result<Reply, DbE
     })
 }
 
-/// Answer a PUT request body on a writable database.
-pub fn handle_put(db: &Database, body: &[u8]) -> Reply {
+/// Answer a PUT request body inside a write transaction. A 5xx reply means the caller must
+/// roll back what this request wrote.
+pub fn handle_put(db: &Conn, body: &[u8]) -> Reply {
     let (kind, rq) = match parse_request(body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
@@ -284,7 +290,7 @@ fn conflict(c: Conflict) -> Reply {
     Reply::error(c.status(), c.message())
 }
 
-fn put_transformation(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_transformation(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT transformation result request: value must be a checksum";
     let Some(result) = rq.get("value").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -292,7 +298,7 @@ fn put_transformation(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> 
     stored(db.set_transformation(tf, &result), MESSAGE)
 }
 
-fn put_buffer_info(db: &Database, cs: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_buffer_info(db: &Conn, cs: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT buffer info request";
     let Some(Value::Object(info)) = rq.get("value") else {
         return Ok(Reply::bad(MESSAGE));
@@ -300,7 +306,7 @@ fn put_buffer_info(db: &Database, cs: &Checksum, rq: &Map<String, Value>) -> Res
     stored(db.merge_buffer_info(cs, info), MESSAGE)
 }
 
-fn put_semantic_to_syntactic(db: &Database, semantic: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_semantic_to_syntactic(db: &Conn, semantic: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT semantic-to-syntactic request";
     let Some(Value::Array(items)) = rq.get("value") else {
         return Ok(Reply::bad(MESSAGE));
@@ -315,7 +321,7 @@ fn put_semantic_to_syntactic(db: &Database, semantic: &Checksum, rq: &Map<String
     stored(db.add_semantic_to_syntactic(semantic, &celltype, &subcelltype, &syntactic), MESSAGE)
 }
 
-fn put_expression(db: &Database, input: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_expression(db: &Conn, input: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed expression request";
     let Some(result) = rq.get("value").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -328,7 +334,7 @@ fn put_expression(db: &Database, input: &Checksum, rq: &Map<String, Value>) -> R
     stored(db.set_expression(&key, &result), "Malformed expression request (constraint violation)")
 }
 
-fn put_metadata(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_metadata(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT metadata request";
     let (Some(record), Some(result)) = (
         rq.get("value").and_then(object_or_json_text),
@@ -339,7 +345,7 @@ fn put_metadata(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result
     stored(db.set_execution_record(tf, &result, &record), MESSAGE)
 }
 
-fn put_irreproducible(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_irreproducible(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed 'irreproducible' request";
     let Some(result) = rq.get("result").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -347,7 +353,7 @@ fn put_irreproducible(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> 
     stored(db.mark_irreproducible(tf, &result), MESSAGE)
 }
 
-fn put_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Reply {
+fn put_bucket_probe(db: &Conn, rq: &Map<String, Value>) -> Reply {
     const MESSAGE: &str = "Malformed PUT bucket_probe request";
     let probe = (|| {
         Some(BucketProbe {
@@ -377,7 +383,7 @@ fn object_or_json_text(v: &Value) -> Option<JsonMap> {
 }
 
 /// A failure on our side (SQLite, a corrupt row): 500 with the reason, and a log line.
-fn internal_error(e: DbError) -> Reply {
+pub fn internal_error(e: DbError) -> Reply {
     tracing::error!("database request failed: {e}");
     Reply::error(500, &format!("Internal server error: {e}"))
 }
