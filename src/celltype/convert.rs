@@ -202,7 +202,8 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", why(&e)));
+                // The codec's explanation says what is wrong; Python's message is the text itself.
+                return Err(e.detail.unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
             }
         },
         Text => {}
