@@ -384,8 +384,12 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
                 run.depart(Departure::NoUnicodeArray);
             }
             let info = run.facts.about(cs);
-            info.set_flag(Flag::JsonNumericScalar, false);
             info.set_flag(Flag::JsonNumericArray, false);
+            // A string may still convert to a number (`"12"` → 12): only other values are
+            // surely not numeric scalars (seamless records false for strings too).
+            if !matches!(value, Value::Str(_) | Value::Surrogates(_)) {
+                info.set_flag(Flag::JsonNumericScalar, false);
+            }
             return Err(e.to_string());
         }
     };
