@@ -197,3 +197,37 @@ fn yaml_deviations_are_pyyaml_results() {
         }
     }
 }
+
+/// `seamfs convert` end to end: stdin in, buffer or checksum out, errors on stderr with exit 1.
+#[test]
+fn convert_command() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let run = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("convert")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["--from", "text", "--to", "str"], b"hello\n");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"\"hello\"\n");
+    let out = run(&["--from", "text", "--to", "str", "--checksum"], b"hello\n");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", seamfs::Checksum::of(b"\"hello\"\n")));
+    let out = run(&["--from", "python", "--to", "int"], b"x = 1\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot convert from python to int: this conversion is forbidden"), "{err}");
+    let target = seamfs::Checksum::of(b"hello\n").hex();
+    let out = run(&["--from", "checksum", "--to", "text"], target.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("use --checksum"));
+    let out = run(&["--from", "checksum", "--to", "text", "--checksum"], target.as_bytes());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{target}\n"));
+}

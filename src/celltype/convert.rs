@@ -62,8 +62,8 @@ pub struct ConvertError {
     pub step: Option<(CellType, CellType)>,
     pub reason: String,
     /// What was learned before the failure (true facts only; a failure never marks valid
-    /// content as invalid).
-    pub facts: Facts,
+    /// content as invalid). Boxed to keep the error small.
+    pub facts: Box<Facts>,
     pub departures: Vec<Departure>,
 }
 
@@ -143,7 +143,8 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
             }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
-                return Err(ConvertError { from, to, step, reason, facts: run.facts, departures: run.departures });
+                let (facts, departures) = (Box::new(run.facts), run.departures);
+                return Err(ConvertError { from, to, step, reason, facts, departures });
             }
         }
     }
@@ -201,7 +202,8 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", why(&e)));
+                // The codec's explanation says what is wrong; Python's message is the text itself.
+                return Err(e.detail.unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
             }
         },
         Text => {}
@@ -382,8 +384,12 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
                 run.depart(Departure::NoUnicodeArray);
             }
             let info = run.facts.about(cs);
-            info.set_flag(Flag::JsonNumericScalar, false);
             info.set_flag(Flag::JsonNumericArray, false);
+            // A string may still convert to a number (`"12"` → 12): only other values are
+            // surely not numeric scalars (seamless records false for strings too).
+            if !matches!(value, Value::Str(_) | Value::Surrogates(_)) {
+                info.set_flag(Flag::JsonNumericScalar, false);
+            }
             return Err(e.to_string());
         }
     };
@@ -400,11 +406,11 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// converts to that checksum; a list or dict of checksums (a deep cell) only to plain, kept.
 fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, String> {
     let bytes = buf.as_slice();
-    if bytes.len() == 64 {
-        if let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict) {
-            run.depart(Departure::ChecksumDereference);
-            return Ok(Output::Reference(cs));
-        }
+    if bytes.len() == 64
+        && let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict)
+    {
+        run.depart(Departure::ChecksumDereference);
+        return Ok(Output::Reference(cs));
     }
     let not_a_checksum = "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
     let value = celltype::deserialize(bytes, Plain).map_err(|_| not_a_checksum.to_string())?;
