@@ -8,6 +8,7 @@
 //! when it stores a record (buffer-info slot types, execution-record identity, bucket kinds,
 //! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
 
+mod checkpoint;
 pub mod pyjson;
 mod records;
 mod schema;
@@ -73,9 +74,10 @@ impl<'a> Conn<'a> {
 
 struct Inner {
     path: PathBuf,
-    // Field order is drop order: the readers close first, so that the writer is the last
-    // connection and checkpoints the WAL into the file (read-only connections cannot).
+    // Field order is drop order: the readers and the checkpointer close first, so that the
+    // writer is the last connection and checkpoints the WAL into the file on close.
     readers: Vec<Mutex<Connection>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// None when opened read-only.
     writer: Option<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -96,12 +98,21 @@ impl Database {
         if !writable && !path.exists() {
             return Err(DbError::Missing(path));
         }
-        let writer = if writable {
+        let (writer, checkpointer) = if writable {
             let conn = open_connection(&path, true)?;
             schema::create(&conn)?;
-            Some(Mutex::new(conn))
+            // The checkpointer thread does the work; this only bounds the WAL when writes never
+            // pause long enough for its passive checkpoints to complete (see checkpoint.rs).
+            conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint={}",
+                checkpoint::WRITER_LIMIT_PAGES
+            ))?;
+            (
+                Some(Mutex::new(conn)),
+                Some(checkpoint::Checkpointer::start(&path)?),
+            )
         } else {
-            None
+            (None, None)
         };
         let readers = (0..READERS)
             .map(|_| open_connection(&path, false).map(Mutex::new))
@@ -109,8 +120,9 @@ impl Database {
         check_readable(&path, &readers[0])?;
         let inner = Inner {
             path,
-            writer,
             readers,
+            checkpointer,
+            writer,
             next_reader: AtomicUsize::new(0),
         };
         Ok(Database {
@@ -149,6 +161,9 @@ impl Database {
             .map_err(DbError::from)?;
         let value = f(&Conn { conn: &tx })?;
         tx.commit().map_err(DbError::from)?;
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.written();
+        }
         Ok(value)
     }
 

@@ -33,13 +33,19 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("seamfs-db-writer".into())
             .spawn(move || run(&db, &queue))?;
-        Ok(Writer { jobs: Some(jobs), thread: Some(thread) })
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Queue one PUT body and wait for its answer (given once it is committed).
     pub async fn put(&self, body: Bytes) -> Reply {
         let (reply, answer) = oneshot::channel();
-        let queued = self.jobs.as_ref().is_some_and(|jobs| jobs.send(Job { body, reply }).is_ok());
+        let queued = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { body, reply }).is_ok());
         if !queued {
             return stopped();
         }
