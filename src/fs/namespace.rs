@@ -718,7 +718,7 @@ impl Namespace {
         let files = self.read_tree().files_under(dir).map_err(tree_errno)?;
         let built = index::index_buffer(&files, |checksum, compression| {
             self.decompressed.get_or_compute(checksum, compression, || {
-                self.load(checksum).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                index::decompressed_checksum(&self.store.path_of(&checksum), compression)
             })
         });
         let bytes = Bytes::from(built.map_err(|e| {
