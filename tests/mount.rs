@@ -326,6 +326,13 @@ fn process_errors_are_clear() {
     let (code, err) = run(&[other.path().join("missing").as_os_str(), "--no-db".as_ref()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("does not exist"), "{err}");
+    // A daemon that dies leaves a stale mount point behind.
+    let mut m = m;
+    m.child.as_mut().unwrap().kill().unwrap();
+    m.child.as_mut().unwrap().wait().unwrap();
+    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stale mount") && err.contains("fusermount3 -u"), "{err}");
 }
 
 /// One operation of the model test.

@@ -210,8 +210,13 @@ fn check_fuse_device() -> anyhow::Result<()> {
 
 /// The mount point must be an existing directory that nothing is mounted on.
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+    // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
+    // is what tells a stale mount.
+    let metadata = std::fs::metadata(path);
+    let stale = nix::sys::statvfs::statvfs(path).err() == Some(nix::errno::Errno::ENOTCONN)
+        || metadata.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    match metadata {
+        _ if stale => bail!(
             "{} is a stale mount (its filesystem process is gone): run `fusermount3 -u {}` and retry",
             path.display(),
             path.display()
