@@ -621,6 +621,7 @@ impl Namespace {
         let mut slot = slot.lock().expect("slot lock");
         let Some(pending) = slot.take() else { return Ok(()) };
         let size = pending.len();
+        let started = std::time::Instant::now();
         let checksum = pending.commit(None).map_err(|e| {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
@@ -638,7 +639,8 @@ impl Namespace {
         });
         drop(slot);
         let Some((dir, name)) = result? else { return Ok(()) };
-        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, "published");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
         let claimed = self.claims.lock().expect("claims lock").remove(&(dir, name.clone()));
         match claimed {
             Some(claimed) if claimed != checksum => {
