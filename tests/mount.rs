@@ -323,9 +323,16 @@ fn process_errors_are_clear() {
     let (code, err) = run(&[free.as_os_str(), "--store".as_ref(), m.store.as_os_str(), "--no-db".as_ref()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("in use by another seamfs mount"), "{err}");
-    let (code, err) = run(&[other.path().join("missing").as_os_str(), "--no-db".as_ref()]);
+    let (code, err) = run(&[other.path().join("no/such/dir").as_os_str(), "--no-db".as_ref()]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("does not exist and cannot be created"), "{err}");
+    // A daemon that dies leaves a stale mount point behind.
+    let mut m = m;
+    m.child.as_mut().unwrap().kill().unwrap();
+    m.child.as_mut().unwrap().wait().unwrap();
+    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stale mount") && err.contains("fusermount3 -u"), "{err}");
 }
 
 /// One operation of the model test.

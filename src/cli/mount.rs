@@ -78,6 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => default_store()?,
     };
+    if !args.daemon {
+        init_logging(None);
+    }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let store = DiskStore::open(&store_root)
@@ -86,7 +89,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.daemon {
         return daemonize(&store_root, |ready| serve(&args, store, mountpoint, lock, ready));
     }
-    init_logging(None);
     serve(&args, store, mountpoint, lock, &mut |_| {})
 }
 
@@ -210,14 +212,23 @@ fn check_fuse_device() -> anyhow::Result<()> {
 
 /// The mount point must be an existing directory that nothing is mounted on.
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+    // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
+    // is what tells a stale mount.
+    let metadata = std::fs::metadata(path);
+    let stale = nix::sys::statvfs::statvfs(path).err() == Some(nix::errno::Errno::ENOTCONN)
+        || metadata.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    match metadata {
+        _ if stale => bail!(
             "{} is a stale mount (its filesystem process is gone): run `fusermount3 -u {}` and retry",
             path.display(),
             path.display()
         ),
+        // A missing mount point whose parent exists is created: `seamfs mount ~/mnt` just works.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mount point {} does not exist: create it with `mkdir -p {}`", path.display(), path.display())
+            std::fs::create_dir(path).with_context(|| {
+                format!("mount point {} does not exist and cannot be created (create it with `mkdir -p`)", path.display())
+            })?;
+            tracing::info!(mountpoint = %path.display(), "created the mount point");
         }
         Err(e) => bail!("cannot use {} as a mount point: {e}", path.display()),
         Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use nix::errno::Errno;
 
-use super::handles::{ClaimHandle, DirEntry, Handle, Handles, Listing, TreeFileHandle, Unpublished};
+use super::handles::{ClaimHandle, DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::{self, DecompressedCache};
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::tree::{self, NodeKind, ROOT, Tree, TreeError};
@@ -44,8 +44,8 @@ pub const VOLATILE_TTL: Duration = Duration::ZERO;
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
-/// How many `by-checksum/` entries one readdir call prepares.
-const LISTING_BATCH: usize = 1024;
+/// How many `by-checksum/` entries one readdir call prepares (a reply holds about 50).
+const LISTING_BATCH: usize = 256;
 
 /// The three kinds of inode the mount has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub struct Namespace {
     version: AtomicU64,
     index_cache: Mutex<HashMap<u64, (u64, Bytes)>>,
     decompressed: DecompressedCache,
-    inodes: Inodes,
+    inodes: Arc<Inodes>,
     handles: Handles,
     unpublished: Unpublished,
     /// `X.CHECKSUM` written before `X` existed: (directory, subject name) → claimed checksum.
@@ -130,7 +130,7 @@ impl Namespace {
             version: AtomicU64::new(0),
             index_cache: Mutex::default(),
             decompressed: DecompressedCache::default(),
-            inodes: Inodes::default(),
+            inodes: Arc::default(),
             handles: Handles::default(),
             unpublished: Unpublished::default(),
             claims: Mutex::default(),
@@ -295,7 +295,7 @@ impl Namespace {
         let mut entries = vec![dot(".", ino), dot("..", self.parent_of(ino))];
         let mut stream = None;
         if ino == inodes::BY_CHECKSUM {
-            stream = Some((self.stored_checksums(), 0));
+            stream = Some(Stream::new(self.stored_buffers()));
         } else if ino == inodes::SEAMFS_DIR {
             entries.push(DirEntry { ino: inodes::STATS_FILE, name: inodes::STATS_NAME.into(), kind: Kind::File });
         } else if inodes::as_dir_celltype(ino).is_none() {
@@ -317,37 +317,28 @@ impl Namespace {
         if offset < fixed {
             return Ok(listing.entries[offset as usize..].to_vec());
         }
-        let Some((stream, produced)) = &mut listing.stream else { return Ok(Vec::new()) };
+        let Some(stream) = &mut listing.stream else { return Ok(Vec::new()) };
         let position = offset - fixed;
-        if position < *produced {
-            // A rewind (seekdir/rewinddir): start the stream again.
-            *stream = self.stored_checksums();
-            *produced = 0;
+        if let Some(entries) = stream.from(position, LISTING_BATCH) {
+            return Ok(entries);
         }
-        let mut out = Vec::with_capacity(LISTING_BATCH);
-        for checksum in stream.by_ref() {
-            *produced += 1;
-            if *produced <= position {
-                continue;
-            }
-            let ino = self.inodes.get_or_assign(Dynamic::Buffer(checksum));
-            out.push(DirEntry { ino, name: checksum.hex(), kind: Kind::File });
-            if out.len() == LISTING_BATCH {
-                break;
-            }
-        }
-        // Entries the caller could not take are produced again on the next call.
-        *produced = position;
-        Ok(out)
+        // A rewind (rewinddir/seekdir back): start the stream again.
+        *stream = Stream::new(self.stored_buffers());
+        Ok(stream.from(position, LISTING_BATCH).unwrap_or_default())
     }
 
     pub fn releasedir(&self, fh: u64) {
         self.handles.remove(fh);
     }
 
-    fn stored_checksums(&self) -> Box<dyn Iterator<Item = Checksum> + Send> {
-        Box::new(self.store.iter().filter_map(|r| match r {
-            Ok(c) => Some(c),
+    /// Every stored buffer as a `by-checksum/` entry, streamed from the store.
+    fn stored_buffers(&self) -> Box<dyn Iterator<Item = DirEntry> + Send> {
+        let inodes = Arc::clone(&self.inodes);
+        Box::new(self.store.iter().filter_map(move |r| match r {
+            Ok(checksum) => {
+                let ino = inodes.get_or_assign(Dynamic::Buffer(checksum));
+                Some(DirEntry { ino, name: checksum.hex(), kind: Kind::File })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "listing by-checksum/: skipping an unreadable entry");
                 None
@@ -630,6 +621,7 @@ impl Namespace {
         let mut slot = slot.lock().expect("slot lock");
         let Some(pending) = slot.take() else { return Ok(()) };
         let size = pending.len();
+        let started = std::time::Instant::now();
         let checksum = pending.commit(None).map_err(|e| {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
@@ -647,7 +639,8 @@ impl Namespace {
         });
         drop(slot);
         let Some((dir, name)) = result? else { return Ok(()) };
-        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, "published");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
         let claimed = self.claims.lock().expect("claims lock").remove(&(dir, name.clone()));
         match claimed {
             Some(claimed) if claimed != checksum => {
@@ -718,7 +711,7 @@ impl Namespace {
         let files = self.read_tree().files_under(dir).map_err(tree_errno)?;
         let built = index::index_buffer(&files, |checksum, compression| {
             self.decompressed.get_or_compute(checksum, compression, || {
-                self.load(checksum).map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                index::decompressed_checksum(&self.store.path_of(&checksum), compression)
             })
         });
         let bytes = Bytes::from(built.map_err(|e| {
@@ -1080,6 +1073,36 @@ mod tests {
         assert!(root.contains(&"by-checksum".to_string()) && root.contains(&"as-plain".to_string()));
         assert_eq!(&root[root.len() - 3..], ["d.INDEX", "d.CHECKSUM", "d"]);
         assert_eq!(names(&ns, inodes::BY_CHECKSUM)[2..], [Checksum::of(b"x").hex()]);
+    }
+
+    #[test]
+    fn by_checksum_listing_streams_in_small_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let mut expected: Vec<String> = (0..600u32)
+            .map(|i| {
+                let buffer = Buffer::new(i.to_le_bytes().to_vec());
+                ns.store().put(&buffer).unwrap();
+                buffer.checksum().hex()
+            })
+            .collect();
+        let fh = ns.opendir(inodes::BY_CHECKSUM).unwrap();
+        let mut listed = Vec::new();
+        loop {
+            // The kernel takes only what fits in its reply; here 7 at a time.
+            let batch = ns.readdir(fh, listed.len() as u64).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            listed.extend(batch.into_iter().take(7).map(|e| e.name));
+        }
+        let mut names: Vec<String> = listed[2..].to_vec();
+        names.sort();
+        expected.sort();
+        assert_eq!(names, expected);
+        // A rewind starts over.
+        assert_eq!(ns.readdir(fh, 2).unwrap().len(), LISTING_BATCH);
+        ns.releasedir(fh);
     }
 
     #[test]
