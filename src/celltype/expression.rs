@@ -289,6 +289,25 @@ mod tests {
         assert!(parse_path(&serde_json::json!({"a": 1})).is_err());
     }
 
+    /// Rows of Fortran-ordered arrays are strided views; their `binary`/`mixed` buffers are
+    /// numpy's (checksums from seamless-core 0.1.4 `serialize_sync(np.asfortranarray(..)[i], ..)`).
+    #[test]
+    fn rows_of_fortran_arrays_serialize_as_numpy_views() {
+        let f2 = "934e554d5059010076007b276465736372273a20273c6938272c2027666f727472616e5f6f72646572273a20547275652c20277368617065273a2028322c2033292c207d20202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a000000000000000003000000000000000100000000000000040000000000000002000000000000000500000000000000";
+        let f3 = "934e554d5059010076007b276465736372273a20273c6934272c2027666f727472616e5f6f72646572273a20547275652c20277368617065273a2028322c20332c2032292c207d20202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a00000000060000000200000008000000040000000a00000001000000070000000300000009000000050000000b000000";
+        let cases = [
+            (f2, 0, CellType::Binary, "eed7c944a674e7e9a3f4baf8393c37b9f169123e13a884a08b151a39da2adef5"),
+            (f2, -1, CellType::Mixed, "3fe5daa8933719a7e92ff2deb637069d6449a5ed02f3f2a64ee857a891068b98"),
+            (f3, 1, CellType::Binary, "13f5f533ec54a20d9c547bcd66e3949023ae22552db9d94d2f3b20c600d275f9"),
+            (f3, 1, CellType::Mixed, "58ea45a68c2d1f0e1ba92f45d9a0c5d791c173a0dd390e8732121b9c6a260578"),
+        ];
+        for (hex, index, to, expected) in cases {
+            let buffer = Buffer::new(hex::decode(hex).unwrap());
+            let e = evaluate(&buffer, &[PathItem::Index(index)], CellType::Binary, to).unwrap();
+            assert_eq!(e.result.unwrap().checksum().hex(), expected, "row {index} as {to}");
+        }
+    }
+
     #[test]
     fn subpaths_follow_python_indexing() {
         let v = celltype::deserialize(br#"{"a": [1, 2, null], "b": "s"}"#, CellType::Plain).unwrap();
