@@ -141,7 +141,13 @@ pub fn evaluate(
     if path.is_empty() {
         return match convert::convert(buffer, from, to) {
             Ok(c) => Ok(Evaluation { result: Some(c.output), departures: c.departures }),
-            Err(e) => Err(fail(e.reason, e.departures)),
+            Err(e) => {
+                let reason = match e.step {
+                    Some((a, b)) => format!("at the step {a} → {b}: {}", e.reason),
+                    None => e.reason,
+                };
+                Err(fail(reason, e.departures))
+            }
         };
     }
     if !matches!(from, CellType::Mixed | CellType::Plain | CellType::Binary) {
