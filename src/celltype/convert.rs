@@ -78,7 +78,7 @@ impl fmt::Display for ConvertError {
 }
 
 /// A deliberate difference from the reference converter (decisions 1–5 of `conversions.md`,
-/// listed in docs/compat.md). A conversion reports the ones whose code path it took.
+/// and the codec's refusal of numpy text for expressions; listed in docs/compat.md). A conversion reports the ones whose code path it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Departure {
     /// `binary → plain` gives the array as a JSON value, not a JSON string of compact JSON.
@@ -93,6 +93,9 @@ pub enum Departure {
     Yaml11,
     /// `checksum → X` dereferences a buffer holding one checksum (the reference fails).
     ChecksumDereference,
+    /// An expression with a path wrote a numpy array or record as text (Python `str()`), which
+    /// the codec refuses rather than imitate numpy's printing (docs/compat.md, cell types).
+    NoNumpyText,
 }
 
 impl Departure {
@@ -104,6 +107,7 @@ impl Departure {
             Departure::NoUnicodeArray => "plain → binary refuses lists numpy turns into unicode arrays (decision 3)",
             Departure::Yaml11 => "YAML read with PyYAML 1.1 semantics, not ruamel.yaml 1.2 (decision 4)",
             Departure::ChecksumDereference => "checksum → X dereferences the checksum (decision 5)",
+            Departure::NoNumpyText => "no str() of numpy arrays and records (codec deviation)",
         }
     }
 }
