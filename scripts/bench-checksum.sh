@@ -33,11 +33,16 @@ for d in range(100):
 PY
 cat "$work/big.bin" > /dev/null
 
-# median_of NAME COMMAND: run hyperfine, print the median in seconds.
+# median_of NAME COMMAND: run hyperfine (no shell), print "median_wall_seconds,mean_cpu_seconds".
+# CPU time (user + system; hyperfine reports its mean) is the steadier figure on a busy machine.
 median_of() {
     local json="$work/$1.json"
-    hyperfine --style none --warmup 1 --runs "$runs" --export-json "$json" "$2" > /dev/null
-    "$py/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
+    hyperfine -N --style none --warmup 1 --runs "$runs" --export-json "$json" "$2" > /dev/null
+    "$py/python" - "$json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print(f"{r['median']},{r['user'] + r['system']}")
+PY
 }
 
 big="$work/big.bin"
@@ -51,14 +56,22 @@ python_index=$(median_of python_index "$py/seamless-checksum-index $work/tree")
 "$py/python" - "$runs" "$ours" "$openssl_t" "$sha256sum_t" "$python_t" "$ours_index" "$python_index" <<'PY'
 import sys
 runs = sys.argv[1]
-ours, openssl, sha256sum, python, ours_index, python_index = map(float, sys.argv[2:])
-gib = 1.0
-print(f"\nmedians of {runs} runs (page cache warm); speed ratio = peer time / seamfs time (>1: seamfs faster)")
-print(f"{'1 GiB file':<34}{'seconds':>9}{'GiB/s':>8}{'ratio':>8}")
-print(f"{'seamfs checksum':<34}{ours:>9.3f}{gib/ours:>8.2f}{'':>8}")
-for name, t in [("openssl dgst -sha256", openssl), ("sha256sum", sha256sum), ("Python seamless-checksum", python)]:
-    print(f"{name:<34}{t:>9.3f}{gib/t:>8.2f}{t/ours:>8.2f}")
-print(f"\n{'10 000 small files':<34}{'seconds':>9}{'files/s':>8}{'ratio':>8}")
-print(f"{'seamfs checksum-index':<34}{ours_index:>9.3f}{10000/ours_index:>8.0f}{'':>8}")
-print(f"{'Python seamless-checksum-index':<34}{python_index:>9.3f}{10000/python_index:>8.0f}{python_index/ours_index:>8.2f}")
+ours, openssl, sha256sum, python, ours_index, python_index = (
+    tuple(map(float, a.split(","))) for a in sys.argv[2:]
+)
+
+def table(title, unit, amount, mine, peers):
+    print(f"\n{title:<32}{'wall s':>8}{unit:>9}{'ratio':>7}{'cpu s':>8}{'ratio':>7}")
+    print(f"{mine[0]:<32}{mine[1][0]:>8.3f}{amount / mine[1][0]:>9.2f}{'':>7}{mine[1][1]:>8.3f}")
+    for name, (wall, cpu) in peers:
+        print(f"{name:<32}{wall:>8.3f}{amount / wall:>9.2f}{wall / mine[1][0]:>7.2f}"
+              f"{cpu:>8.3f}{cpu / mine[1][1]:>7.2f}")
+
+print(f"{runs} runs, page cache warm: median wall time, mean CPU time (user + system);")
+print("ratio = peer / seamfs (above 1: seamfs is faster)")
+table("1 GiB file", "GiB/s", 1.0, ("seamfs checksum", ours),
+      [("openssl dgst -sha256", openssl), ("sha256sum", sha256sum),
+       ("Python seamless-checksum", python)])
+table("10 000 small files", "kfile/s", 10.0, ("seamfs checksum-index", ours_index),
+      [("Python seamless-checksum-index", python_index)])
 PY

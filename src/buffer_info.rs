@@ -8,14 +8,11 @@
 use indexmap::IndexMap;
 use serde_json::{Map, Value as Json};
 
+use crate::celltype::mixed::MIXED_MAGIC;
+use crate::celltype::npy::MAGIC as NPY_MAGIC;
 use crate::celltype::{self, CellType};
 use crate::checksum::Checksum;
 use crate::value::Value;
-
-/// First bytes of a `.npy` buffer.
-pub const MAGIC_NUMPY: &[u8] = b"\x93NUMPY";
-/// First bytes of a Seamless mixed container.
-pub const MAGIC_SEAMLESS_MIXED: &[u8] = b"\x94SEAMLESS-MIXED";
 
 /// What is known about one buffer. `None` means unknown. The conversion fields (`a2b`) hold the
 /// checksum of the same content converted from cell type `a` to `b`.
@@ -360,9 +357,9 @@ impl PartnerField {
 
 /// The flag a mixed buffer's first bytes decide.
 fn magic_flag(bytes: &[u8]) -> Flag {
-    if bytes.starts_with(MAGIC_NUMPY) {
+    if bytes.starts_with(NPY_MAGIC) {
         Flag::Numpy
-    } else if bytes.starts_with(MAGIC_SEAMLESS_MIXED) {
+    } else if bytes.starts_with(MIXED_MAGIC) {
         Flag::SeamlessMixed
     } else {
         Flag::Json
@@ -387,10 +384,10 @@ pub fn json_type_of(value: &Value) -> Option<&'static str> {
 /// other UTF-8 `text`, anything else `bytes`.
 pub fn detect_celltype(bytes: &[u8]) -> (CellType, BufferInfo) {
     let mut info = BufferInfo::with_length(bytes.len());
-    let celltype = if bytes.starts_with(MAGIC_NUMPY) {
+    let celltype = if bytes.starts_with(NPY_MAGIC) {
         info.set_flag(Flag::Numpy, true);
         CellType::Binary
-    } else if bytes.starts_with(MAGIC_SEAMLESS_MIXED) {
+    } else if bytes.starts_with(MIXED_MAGIC) {
         info.set_flag(Flag::SeamlessMixed, true);
         CellType::Mixed
     } else if std::str::from_utf8(bytes).is_err() {

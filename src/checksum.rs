@@ -8,9 +8,9 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::sync::mpsc::sync_channel;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 
@@ -61,19 +61,20 @@ impl Checksum {
         Ok(hasher.finish())
     }
 
-    /// Checksum of the rest of an open file. Files larger than one pipeline block are read on a
-    /// second thread so that copying from the kernel overlaps hashing (SHA-NI hashes at roughly
-    /// memory-copy speed, so this is what brings us level with `openssl dgst`).
-    pub fn of_file(file: File) -> std::io::Result<Self> {
-        let len = file.metadata()?.len();
-        if len > PIPE_BLOCK as u64 {
-            return of_reader_pipelined(file);
+    /// Checksum of the rest of an open file, in bounded memory. The first block is read here:
+    /// most files (think of a directory index) end within it and need no thread. The rest is
+    /// read on a second thread so that copying from the kernel overlaps hashing (SHA-NI hashes
+    /// at about memory-copy speed; this is what brings us level with `openssl dgst`).
+    pub fn of_file(mut file: File) -> std::io::Result<Self> {
+        let expected = file.metadata()?.len().min(PIPE_BLOCK as u64) as usize;
+        let mut head = Vec::with_capacity(expected + 1);
+        (&mut file).take(PIPE_BLOCK as u64).read_to_end(&mut head)?;
+        let mut hasher = Hasher::new();
+        hasher.update(&head);
+        if head.len() < PIPE_BLOCK {
+            return Ok(hasher.finish());
         }
-        // Small files (most of a directory index): one buffer of the right size, one thread.
-        let mut data = Vec::with_capacity(len as usize + 1);
-        let mut file = file;
-        file.read_to_end(&mut data)?;
-        Ok(Checksum::of(&data))
+        hash_pipelined(file, hasher)
     }
 
     /// Wrap 32 raw bytes.
@@ -83,7 +84,9 @@ impl Checksum {
 
     /// Raw bytes, as stored by `Checksum`.
     pub fn from_slice(raw: &[u8]) -> Result<Self, ChecksumError> {
-        let arr: [u8; 32] = raw.try_into().map_err(|_| ChecksumError::Length(raw.len()))?;
+        let arr: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| ChecksumError::Length(raw.len()))?;
         Ok(Checksum(arr))
     }
 
@@ -114,7 +117,9 @@ impl Checksum {
 
     /// True for the checksums of `b""`, `{}`, `{}\n`, `[]`, `[]\n` (seamless-core's TRIVIAL_CHECKSUMS).
     pub fn is_trivial(&self) -> bool {
-        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"].iter().any(|b| Checksum::of(b) == *self)
+        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"]
+            .iter()
+            .any(|b| Checksum::of(b) == *self)
     }
 
     /// Write `hex + "\n"` (65 bytes) to `path`, adding `.CHECKSUM` unless the name already ends in it.
@@ -138,12 +143,15 @@ impl Checksum {
     }
 }
 
-/// Hash `reader` with a reader thread filling recycled blocks while this thread hashes.
-fn of_reader_pipelined(mut reader: impl Read + Send) -> std::io::Result<Checksum> {
+/// Continue `hasher` over `reader`, with a reader thread filling recycled blocks while this
+/// thread hashes.
+fn hash_pipelined(mut reader: impl Read + Send, mut hasher: Hasher) -> std::io::Result<Checksum> {
     let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize)>>(PIPE_DEPTH);
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
     for _ in 0..PIPE_DEPTH {
-        empty_tx.send(vec![0u8; PIPE_BLOCK]).expect("the receiver is alive");
+        empty_tx
+            .send(vec![0u8; PIPE_BLOCK])
+            .expect("the receiver is alive");
     }
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -163,7 +171,6 @@ fn of_reader_pipelined(mut reader: impl Read + Send) -> std::io::Result<Checksum
                 }
             }
         });
-        let mut hasher = Hasher::new();
         for message in full_rx {
             let (block, n) = message?;
             hasher.update(&block[..n]);
@@ -308,15 +315,30 @@ mod tests {
         let leading = format!(" {EMPTY}");
         assert!(Checksum::from_sidecar(leading.as_bytes()).is_err());
         assert!(Checksum::from_sidecar(b"abc").is_err());
-        assert_eq!(sidecar_path(Path::new("a.txt")), PathBuf::from("a.txt.CHECKSUM"));
-        assert_eq!(sidecar_path(Path::new("a.CHECKSUM")), PathBuf::from("a.CHECKSUM"));
+        assert_eq!(
+            sidecar_path(Path::new("a.txt")),
+            PathBuf::from("a.txt.CHECKSUM")
+        );
+        assert_eq!(
+            sidecar_path(Path::new("a.CHECKSUM")),
+            PathBuf::from("a.CHECKSUM")
+        );
     }
 
     #[test]
     fn streaming_equals_one_shot() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         assert_eq!(Checksum::of_reader(&data[..]).unwrap(), Checksum::of(&data));
-        assert_eq!(of_reader_pipelined(&data[..]).unwrap(), Checksum::of(&data));
+        assert_eq!(
+            hash_pipelined(&data[..], Hasher::new()).unwrap(),
+            Checksum::of(&data)
+        );
+        let mut head = Hasher::new();
+        head.update(&data[..1000]);
+        assert_eq!(
+            hash_pipelined(&data[1000..], head).unwrap(),
+            Checksum::of(&data)
+        );
     }
 
     #[test]
@@ -327,7 +349,11 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &data).unwrap();
             let file = File::open(&path).unwrap();
-            assert_eq!(Checksum::of_file(file).unwrap(), Checksum::of(&data), "length {len}");
+            assert_eq!(
+                Checksum::of_file(file).unwrap(),
+                Checksum::of(&data),
+                "length {len}"
+            );
         }
     }
 }

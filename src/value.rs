@@ -74,6 +74,8 @@ pub enum Key {
     Bytes(Bytes),
     Date(Date),
     DateTime(DateTime),
+    /// A str key holding lone surrogates (PyYAML loads `"\ud83d\ude00"` so), as code points.
+    Surrogates(Vec<u32>),
     /// Any other key type (a tuple, …), kept by its Python type name for error messages.
     Other(String),
 }

@@ -341,3 +341,203 @@ fn layered_store_concurrent_readers_and_writers() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Offload tier and named-array store (against the real GSEGUtils 0.6.0)
+
+use seamfs::cache::{EntryFlags, NamedArrayStore, NamedStoreError};
+use seamfs::value::{ByteOrder, DType, Layout, NdArray};
+
+/// The GSEGUtils interpreter; the interop tests fail (not skip) without it.
+fn gseg_python() -> std::path::PathBuf {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-gseg/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python to build the GSEGUtils 0.6.0 environment",
+        python.display()
+    );
+    python
+}
+
+/// Run a Python snippet with `dir` as `sys.argv[1]`; returns its stdout parsed as JSON.
+fn run_gseg(script: &str, dir: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(gseg_python()).arg("-c").arg(script).arg(dir).output().unwrap();
+    assert!(out.status.success(), "GSEGUtils script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const GSEG_PRELUDE: &str = r#"
+import io, json, sys
+from pathlib import Path
+import numpy as np
+from GSEGUtils.lazy_disk_cache import DiskBackedNDArray, DiskBackedStore, LazyDiskCacheConfig
+d = Path(sys.argv[1])
+store = DiskBackedStore(
+    config=LazyDiskCacheConfig(enable_caching=True, cache_path=d, purge_disk_on_gc=True, automatic_offloading=False),
+    factory=DiskBackedNDArray,
+)
+"#;
+
+#[test]
+fn named_store_reads_what_gsegutils_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{GSEG_PRELUDE}{}",
+        r#"
+arrays = {
+    "f64": np.arange(12.).reshape(3, 4),
+    "i32": np.arange(10, dtype=np.int32),
+    "be_f32": np.arange(4, dtype=">f4"),
+    "bool": np.array([True, False, True]),
+    "rec": np.array([(1, 2.5), (3, 4.5)], dtype=[("a", "<i2"), ("b", "<f8")]),
+    "c64_fortran": np.asfortranarray(np.arange(6, dtype=np.complex64).reshape(2, 3)),
+    "u8 rgb.x": np.arange(18, dtype=np.uint8).reshape(2, 3, 3),
+}
+for k, a in arrays.items():
+    store.add_data_to_store(k, a)
+store.offload(pickle_container=True)
+print(json.dumps({k: {"shape": list(a.shape), "data": np.ascontiguousarray(a).tobytes().hex()} for k, a in arrays.items()}))
+"#
+    );
+    let expected = run_gseg(&script, dir.path());
+    let store = NamedArrayStore::open(dir.path()).unwrap();
+    let keys = store.keys().unwrap();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for (key, want) in expected.as_object().unwrap() {
+        let array = store.get(key).unwrap().unwrap_or_else(|| panic!("{key} is missing"));
+        let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(array.shape, shape, "{key}");
+        assert_eq!(hex::encode(array.data.as_slice()), want["data"].as_str().unwrap(), "{key}");
+        assert!(!array.fortran_order, "{key}: GSEGUtils stores the C-order memmap");
+    }
+    let rec = store.get("rec").unwrap().unwrap();
+    assert_eq!((rec.descr.as_str(), rec.itemsize), ("[('a', '<i2'), ('b', '<f8')]", 10));
+    assert_eq!(store.get("be_f32").unwrap().unwrap().descr, "'>f4'");
+}
+
+/// A little-endian float64 array.
+fn f64_array(values: &[f64], shape: Vec<usize>) -> NdArray {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    NdArray { dtype: DType::Simple { kind: 'f', order: ByteOrder::Little, size: 8 }, shape, layout: Layout::C, data: data.into() }
+}
+
+#[test]
+fn gsegutils_reads_what_the_named_store_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = NamedArrayStore::open(dir.path()).unwrap();
+    let values: Vec<f64> = (0..12).map(|i| i as f64 * 0.5).collect();
+    store.put("f64", &f64_array(&values, vec![3, 4]), EntryFlags::default()).unwrap();
+    let be = NdArray {
+        dtype: DType::Simple { kind: 'f', order: ByteOrder::Big, size: 4 },
+        shape: vec![4],
+        layout: Layout::C,
+        data: [0f32, 1.0, 2.0, 3.0].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>().into(),
+    };
+    store.put("be_f32", &be, EntryFlags::default()).unwrap();
+    let flags = EntryFlags { purge_disk_on_gc: false, automatic_offloading: false, enable_caching: true };
+    store.put("empty", &f64_array(&[], vec![0, 3]), flags).unwrap();
+    let script = format!(
+        "{GSEG_PRELUDE}{}",
+        r#"
+out = {}
+for k in sorted(store.keys()):
+    e = store[k]
+    a = np.asarray(e)
+    saved = io.BytesIO()
+    np.save(saved, a, allow_pickle=False)
+    out[k] = {
+        "shape": list(a.shape), "dtype": a.dtype.str, "data": a.tobytes().hex(),
+        "npy_is_np_save": saved.getvalue() == (d / f"{k}.npy").read_bytes(),
+        "purge": e.purge_disk_on_gc,
+    }
+print(json.dumps(out))
+"#
+    );
+    let seen = run_gseg(&script, dir.path());
+    assert_eq!(seen.as_object().unwrap().len(), 3, "{seen}");
+    let want_f64: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(seen["f64"]["data"].as_str().unwrap(), hex::encode(want_f64));
+    assert_eq!(seen["f64"]["shape"], serde_json::json!([3, 4]));
+    assert_eq!(seen["be_f32"]["dtype"], ">f4");
+    assert_eq!(seen["be_f32"]["data"].as_str().unwrap(), hex::encode(be.data.as_ref()));
+    assert_eq!(seen["empty"]["shape"], serde_json::json!([0, 3]));
+    assert_eq!(seen["empty"]["purge"], false);
+    for key in ["f64", "be_f32", "empty"] {
+        assert_eq!(seen[key]["npy_is_np_save"], true, "{key}: our .npy is byte-identical to np.save");
+    }
+    let meta = std::fs::read_to_string(dir.path().join("f64.meta.json")).unwrap();
+    assert!(
+        meta.starts_with(r#"{"schema_version": 1, "lazy_disk_cache_class": "DiskBackedNDArray", "shape": [3, 4], "dtype": "<f8", "purge_disk_on_gc": true, "automatic_offloading": false, "enable_caching": true, "#),
+        "{meta}"
+    );
+}
+
+#[test]
+fn named_store_refuses_bad_keys_symlinks_and_torn_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = NamedArrayStore::open(dir.path().join("store")).unwrap();
+    let a = f64_array(&[1.0, 2.0, 3.0], vec![3]);
+    for key in ["../escape", "a/b", "CON", "x:y", "dot."] {
+        assert!(matches!(store.put(key, &a, EntryFlags::default()), Err(NamedStoreError::InvalidKey { .. })), "{key}");
+    }
+    assert!(!dir.path().join("escape.npy").exists());
+
+    // A symlink planted at the temp name is replaced, never written through.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    std::os::unix::fs::symlink(&victim, store.dir().join("k.npy.tmp")).unwrap();
+    store.put("k", &a, EntryFlags::default()).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    assert_eq!(store.get("k").unwrap().unwrap().data.as_slice(), a.data.as_ref());
+
+    // A torn pair: another writer replaced k.npy (same shape) but not its sidecar.
+    let b = f64_array(&[7.0, 8.0, 9.0], vec![3]);
+    store.put("other", &b, EntryFlags::default()).unwrap();
+    std::fs::copy(store.dir().join("other.npy"), store.dir().join("k.npy")).unwrap();
+    let err = store.get("k").unwrap_err();
+    assert!(matches!(err, NamedStoreError::Unusable { .. }) && err.to_string().contains("torn"), "{err}");
+    // ... and with another shape, caught even without our fingerprint (as from a Python writer).
+    let meta_path = store.dir().join("other.meta.json");
+    let meta = std::fs::read_to_string(&meta_path).unwrap();
+    let python_style = meta.split(", \"seamfs_npy_fingerprint\"").next().unwrap().to_string() + "}";
+    std::fs::write(&meta_path, python_style).unwrap();
+    store.put("longer", &f64_array(&[1.0; 5], vec![5]), EntryFlags::default()).unwrap();
+    std::fs::copy(store.dir().join("longer.npy"), store.dir().join("other.npy")).unwrap();
+    assert!(store.get("other").unwrap_err().to_string().contains("shape"));
+
+    // A missing half is a miss; purge removes the pair.
+    std::fs::remove_file(store.dir().join("longer.meta.json")).unwrap();
+    assert!(store.get("longer").unwrap().is_none());
+    assert!(store.purge("k").unwrap());
+    assert!(store.get("k").unwrap().is_none());
+}
+
+#[test]
+fn named_store_concurrent_writers_and_readers_of_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(NamedArrayStore::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let fill = (t * 100 + i) as f64;
+                    store.put("shared", &f64_array(&[fill; 5000], vec![5000]), EntryFlags::default()).unwrap();
+                    // Whatever a reader sees is one whole array written by someone.
+                    let seen = store.get("shared").unwrap().expect("the pair is never half-replaced under the lock");
+                    let first = &seen.data.as_slice()[..8];
+                    assert!(seen.data.as_slice().chunks(8).all(|c| c == first));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

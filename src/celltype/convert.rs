@@ -11,8 +11,10 @@ mod numpy;
 use std::fmt;
 
 use crate::buffer::Buffer;
-use crate::buffer_info::{Facts, Flag, MAGIC_NUMPY, MAGIC_SEAMLESS_MIXED, PartnerField, json_type_of};
-use crate::celltype::{self, CellType, ipython, python, yaml};
+use crate::buffer_info::{Facts, Flag, PartnerField, json_type_of};
+use crate::celltype::mixed::{MIXED_MAGIC, bytes_array};
+use crate::celltype::npy::MAGIC as NPY_MAGIC;
+use crate::celltype::{self, CellError, CellType, ipython, python, yaml};
 use crate::checksum::Checksum;
 use crate::value::Value;
 use matrix::{Class, Leg};
@@ -60,8 +62,8 @@ pub struct ConvertError {
     pub step: Option<(CellType, CellType)>,
     pub reason: String,
     /// What was learned before the failure (true facts only; a failure never marks valid
-    /// content as invalid).
-    pub facts: Facts,
+    /// content as invalid). Boxed to keep the error small.
+    pub facts: Box<Facts>,
     pub departures: Vec<Departure>,
 }
 
@@ -76,7 +78,7 @@ impl fmt::Display for ConvertError {
 }
 
 /// A deliberate difference from the reference converter (decisions 1–5 of `conversions.md`,
-/// listed in docs/compat.md). A conversion reports the ones whose code path it took.
+/// and the codec's refusal of numpy text for expressions; listed in docs/compat.md). A conversion reports the ones whose code path it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Departure {
     /// `binary → plain` gives the array as a JSON value, not a JSON string of compact JSON.
@@ -91,6 +93,9 @@ pub enum Departure {
     Yaml11,
     /// `checksum → X` dereferences a buffer holding one checksum (the reference fails).
     ChecksumDereference,
+    /// An expression with a path wrote a numpy array or record as text (Python `str()`), which
+    /// the codec refuses rather than imitate numpy's printing (docs/compat.md, cell types).
+    NoNumpyText,
 }
 
 impl Departure {
@@ -102,6 +107,7 @@ impl Departure {
             Departure::NoUnicodeArray => "plain → binary refuses lists numpy turns into unicode arrays (decision 3)",
             Departure::Yaml11 => "YAML read with PyYAML 1.1 semantics, not ruamel.yaml 1.2 (decision 4)",
             Departure::ChecksumDereference => "checksum → X dereferences the checksum (decision 5)",
+            Departure::NoNumpyText => "no str() of numpy arrays and records (codec deviation)",
         }
     }
 }
@@ -141,7 +147,8 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
             }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
-                return Err(ConvertError { from, to, step, reason, facts: run.facts, departures: run.departures });
+                let (facts, departures) = (Box::new(run.facts), run.departures);
+                return Err(ConvertError { from, to, step, reason, facts, departures });
             }
         }
     }
@@ -189,7 +196,7 @@ fn run_step(buf: &Buffer, leg: Leg, run: &mut Run) -> Result<Output, String> {
 fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Output, String> {
     let cs = buf.checksum();
     if to == Binary {
-        let ok = buf.as_slice().starts_with(MAGIC_NUMPY);
+        let ok = buf.as_slice().starts_with(NPY_MAGIC);
         run.facts.about(cs).set_flag(Flag::Numpy, ok);
         return if ok { Ok(Output::Buffer(buf.clone())) } else { Err("the buffer is not a .npy array".into()) };
     }
@@ -199,7 +206,8 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", e.message));
+                // The codec's explanation says what is wrong; Python's message is the text itself.
+                return Err(e.detail.unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
             }
         },
         Text => {}
@@ -260,11 +268,20 @@ fn reformat(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
         }
         (Ipython, Python) => {
             let text = decode_text(buf, run)?;
-            let code = ipython::transform(&text).map_err(|e| format!("not valid IPython: {e}"))?;
-            emit(buf, &Value::Str(code), Python, run)
+            emit(buf, &Value::Str(ipython_to_python(&text)?), Python, run)
         }
         _ => unreachable!("{from} → {to} is not a reformat pair"),
     }
+}
+
+/// seamless `ipython2python`: IPython's transform, with `_ = ` before every line that calls a
+/// magic (`get_ipython().run_…`), so that its result is not echoed.
+fn ipython_to_python(text: &str) -> Result<String, String> {
+    let code = ipython::transform(text).map_err(|e| format!("not valid IPython: {e}"))?;
+    Ok(code
+        .split_inclusive('\n')
+        .map(|line| if line.starts_with("get_ipython().run_") { format!("_ = {line}") } else { line.to_string() })
+        .collect())
 }
 
 /// `text → str`: the text becomes a JSON string.
@@ -279,7 +296,7 @@ fn text_to_str(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// other UTF-8 text becomes a str for mixed; anything else becomes a 0-d `S` array.
 fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let (cs, bytes) = (buf.checksum(), buf.as_slice());
-    if bytes.starts_with(MAGIC_NUMPY) || (to == Mixed && bytes.starts_with(MAGIC_SEAMLESS_MIXED)) {
+    if bytes.starts_with(NPY_MAGIC) || (to == Mixed && bytes.starts_with(MIXED_MAGIC)) {
         run.facts.guarantee(cs, bytes, to);
         return Ok(buf.clone());
     }
@@ -293,12 +310,12 @@ fn bytes_to_array(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Buffer, S
     }
     // The `bytes2binary` field is recorded by `convert` (forward only: the array's bytes are
     // NUL-padded, so they need not give the source back).
-    emit(buf, &Value::Array(numpy::bytes_array(bytes)), to, run)
+    emit(buf, &Value::Array(bytes_array(bytes)), to, run)
 }
 
 /// `binary/mixed → bytes`: an `S` array gives its raw bytes; anything else is kept.
 fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer, String> {
-    if from == Mixed && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if from == Mixed && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Ok(buf.clone());
     }
     match parse(buf, Binary)? {
@@ -316,10 +333,10 @@ fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer,
 fn possible(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = buf.as_slice();
     if (from, to) == (Mixed, Str) {
-        if bytes.starts_with(MAGIC_NUMPY) {
+        if bytes.starts_with(NPY_MAGIC) {
             return Err("a .npy array has no str form".into());
         }
-        if bytes.starts_with(MAGIC_SEAMLESS_MIXED) {
+        if bytes.starts_with(MIXED_MAGIC) {
             return Err("a Seamless mixed container has no str form".into());
         }
     }
@@ -371,16 +388,20 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
                 run.depart(Departure::NoUnicodeArray);
             }
             let info = run.facts.about(cs);
-            info.set_flag(Flag::JsonNumericScalar, false);
             info.set_flag(Flag::JsonNumericArray, false);
+            // A string may still convert to a number (`"12"` → 12): only other values are
+            // surely not numeric scalars (seamless records false for strings too).
+            if !matches!(value, Value::Str(_) | Value::Surrogates(_)) {
+                info.set_flag(Flag::JsonNumericScalar, false);
+            }
             return Err(e.to_string());
         }
     };
     let flag = if scalar { Flag::JsonNumericScalar } else { Flag::JsonNumericArray };
     run.facts.about(cs).set_flag(flag, true);
-    let (dtype, shape) = (numpy::dtype_name(&array.dtype), array.shape.clone());
+    let (dtype, shape) = (array.dtype.numpy_name(), array.shape.clone());
     let out = emit(buf, &Value::Array(array), Binary, run)?;
-    run.facts.about(out.checksum()).set_array(dtype, &shape);
+    run.facts.about(out.checksum()).set_array(&dtype, &shape);
     run.facts.partners(cs, out.checksum(), PartnerField::JsonBinary, true);
     Ok(out)
 }
@@ -389,11 +410,11 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// converts to that checksum; a list or dict of checksums (a deep cell) only to plain, kept.
 fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, String> {
     let bytes = buf.as_slice();
-    if bytes.len() == 64 {
-        if let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict) {
-            run.depart(Departure::ChecksumDereference);
-            return Ok(Output::Reference(cs));
-        }
+    if bytes.len() == 64
+        && let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict)
+    {
+        run.depart(Departure::ChecksumDereference);
+        return Ok(Output::Reference(cs));
     }
     let not_a_checksum = "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
     let value = celltype::deserialize(bytes, Plain).map_err(|_| not_a_checksum.to_string())?;
@@ -440,10 +461,10 @@ fn python_cast(value: Value, to: CellType) -> Value {
 /// Parse `buf` as `celltype`, the way the reference converter does: `binary` needs the `.npy`
 /// magic (seamless-core 0.1.4 also reads UTF-8 text as a bytes array; the legacy code did not).
 fn parse(buf: &Buffer, celltype: CellType) -> Result<Value, String> {
-    if celltype == Binary && !buf.as_slice().starts_with(MAGIC_NUMPY) {
+    if celltype == Binary && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Err("the buffer is not a .npy array".into());
     }
-    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", e.message))
+    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", why(&e)))
 }
 
 /// The buffer as text (strict UTF-8, trailing newlines removed), recording `is_utf8`.
@@ -453,7 +474,18 @@ fn decode_text(buf: &Buffer, run: &mut Run) -> Result<String, String> {
     match celltype::deserialize(buf.as_slice(), Text) {
         Ok(Value::Str(s)) => Ok(s),
         Ok(other) => unreachable!("text parses to a str, not {other:?}"),
-        Err(e) => Err(format!("not UTF-8 text: {}", e.message)),
+        Err(e) => Err(format!("not UTF-8 text: {}", why(&e))),
+    }
+}
+
+/// A codec error as a reason: Python's message, with the explanation where there is one
+/// (some Python errors, such as the bare `TypeError` of a non-array binary, have no message).
+fn why(e: &CellError) -> String {
+    match (e.message.is_empty(), &e.detail) {
+        (true, Some(detail)) => detail.clone(),
+        (true, None) => e.kind.name().to_string(),
+        (false, Some(detail)) => format!("{} ({detail})", e.message),
+        (false, None) => e.message.clone(),
     }
 }
 
@@ -469,7 +501,7 @@ fn learn_json(run: &mut Run, cs: Checksum, value: &Value) {
 /// Serialize `value` as `celltype` into the result buffer, and record what it is.
 fn emit(source: &Buffer, value: &Value, celltype: CellType, run: &mut Run) -> Result<Buffer, String> {
     let bytes = celltype::serialize(value, celltype)
-        .map_err(|e| format!("the value cannot be written as {celltype}: {}", e.message))?;
+        .map_err(|e| format!("the value cannot be written as {celltype}: {}", why(&e)))?;
     let out = new_buffer(source, bytes);
     run.facts.guarantee(out.checksum(), out.as_slice(), celltype);
     Ok(out)
@@ -522,6 +554,52 @@ mod tests {
         let mut with_newline = target.hex().into_bytes();
         with_newline.push(b'\n');
         assert!(conv(&with_newline, Checksum, Text).is_err());
+    }
+
+    fn out_bytes(c: Conversion) -> Vec<u8> {
+        let Output::Buffer(b) = c.output else { panic!("a reference") };
+        b.as_slice().to_vec()
+    }
+
+    #[test]
+    fn binary_and_plain_round_trip_as_values() {
+        let plain = b"[\n  [\n    1,\n    2\n  ],\n  [\n    3,\n    4\n  ]\n]\n";
+        let to_binary = conv(plain, Plain, Binary).unwrap();
+        let npy = out_bytes(to_binary.clone());
+        let info = to_binary.facts.get(&Checksum::of(&npy)).unwrap();
+        assert_eq!((info.dtype.as_deref(), info.shape.clone()), (Some("int64"), Some(vec![2, 2])));
+        assert_eq!(to_binary.facts.get(&Checksum::of(plain)).unwrap().json2binary, Some(Checksum::of(&npy)));
+        let back = conv(&npy, Binary, Plain).unwrap();
+        assert_eq!(back.departures, vec![Departure::BinaryToPlainAsValue]);
+        assert_eq!(out_bytes(back), plain);
+        let e = conv(b"[1, \"a\"]", Plain, Binary).unwrap_err();
+        assert_eq!(e.departures, vec![Departure::NoUnicodeArray]);
+        // A failed plain → binary keeps the JSON facts.
+        let info = e.facts.get(&Checksum::of(b"[1, \"a\"]")).unwrap();
+        assert_eq!((info.is_json, info.is_json_numeric_array), (None, Some(false)));
+    }
+
+    #[test]
+    fn text_and_str() {
+        let c = conv(b"hello\n", Text, Plain).unwrap();
+        let (src, out) = (Checksum::of(b"hello\n"), Checksum::of(b"\"hello\"\n"));
+        assert_eq!(c.facts.get(&src).unwrap().text2str, Some(out));
+        assert_eq!(c.facts.get(&out).unwrap().str2text, Some(src));
+        assert_eq!(out_bytes(c), b"\"hello\"\n");
+        assert_eq!(out_bytes(conv(b"[1, 2]\n", Text, Plain).unwrap()), b"[1, 2]\n");
+        assert_eq!(out_bytes(conv(b"true\n", Str, Text).unwrap()), b"True\n");
+        assert_eq!(out_bytes(conv(b"hello world\n", Mixed, Str).unwrap()), b"\"np.bytes_(b'hello world\\\\n')\"\n");
+    }
+
+    #[test]
+    fn bytes_become_a_bytes_array() {
+        let c = conv(b"\xff\x00", Bytes, Binary).unwrap();
+        let npy = out_bytes(c.clone());
+        assert!(npy.starts_with(NPY_MAGIC));
+        let src = c.facts.get(&Checksum::of(b"\xff\x00")).unwrap();
+        assert_eq!(src.bytes2binary, Some(Checksum::of(&npy)));
+        assert_eq!(c.facts.get(&Checksum::of(&npy)).and_then(|i| i.binary2bytes), None);
+        assert_eq!(out_bytes(conv(&npy, Binary, Bytes).unwrap()), b"\xff\x00");
     }
 
     #[test]

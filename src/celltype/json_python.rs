@@ -52,9 +52,11 @@ pub fn float_text(x: f64) -> String {
     }
 }
 
-/// A dict key as `json.dumps` turns it into a string.
-fn key_text(k: &Key) -> Result<String, CellError> {
-    Ok(match k {
+/// A dict key as `json.dumps` turns it into a string, as code points (a str key may hold lone
+/// surrogates, which `json.dumps` writes as `\udXXX` escapes).
+fn key_text(k: &Key) -> Result<Vec<u32>, CellError> {
+    let text: String = match k {
+        Key::Surrogates(units) => return Ok(units.clone()),
         Key::Str(s) => s.clone(),
         Key::Int(i) => i.to_string(),
         Key::Float(bits) => float_text(f64::from_bits(*bits)),
@@ -64,7 +66,8 @@ fn key_text(k: &Key) -> Result<String, CellError> {
         Key::Date(_) => return Err(bad_key("datetime.date")),
         Key::DateTime(_) => return Err(bad_key("datetime.datetime")),
         Key::Other(name) => return Err(bad_key(name)),
-    })
+    };
+    Ok(text.chars().map(|c| c as u32).collect())
 }
 
 /// `json.dumps`'s error for a dict key of an unsupported type.
@@ -161,7 +164,7 @@ impl Writer {
 
     fn dict(
         &self,
-        entries: &[(String, &Value)],
+        entries: &[(Vec<u32>, &Value)],
         depth: usize,
         out: &mut String,
     ) -> Result<(), CellError> {
@@ -175,7 +178,7 @@ impl Writer {
             if n > 0 {
                 self.separator(depth, out);
             }
-            write_str(k.chars().map(|c| c as u32), out);
+            write_str(k.iter().copied(), out);
             out.push_str(": ");
             self.value(v, depth, out)?;
         }

@@ -366,6 +366,7 @@ fn datetime_repr(t: &DateTime) -> String {
 pub fn key_repr(k: &Key) -> String {
     match k {
         Key::Str(s) => str_repr(s),
+        Key::Surrogates(u) => str_repr_units(u.iter().copied()),
         Key::Int(i) => i.to_string(),
         Key::Float(bits) => float_repr(f64::from_bits(*bits)),
         Key::Bool(b) => if *b { "True" } else { "False" }.into(),
@@ -380,7 +381,7 @@ pub fn key_repr(k: &Key) -> String {
 /// Python's type name of a key.
 fn key_type(k: &Key) -> &str {
     match k {
-        Key::Str(_) => "str",
+        Key::Str(_) | Key::Surrogates(_) => "str",
         Key::Int(_) => "int",
         Key::Float(_) => "float",
         Key::Bool(_) => "bool",

@@ -2,188 +2,59 @@
 //! (compact with `", "`/`": "` separators, and `sort_keys=True, indent=2`), and Python `==` on
 //! parsed JSON (used to compare execution records).
 //!
-//! Hand-written because the bytes must match Python's exactly: numbers are re-read the way
-//! `json.loads` reads them (an integer stays an integer of any size, anything with `.`/`e` is a
-//! float printed with `repr`), strings are escaped with `ensure_ascii`, and key order is kept.
+//! The writing is the codec's Python-json writer (`celltype::json_python`); this module only
+//! reads a `serde_json::Value` the way `json.loads` would (an integer literal is an int of any
+//! size, anything with `.`/`e` a float) into the codec's value model.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use std::cmp::Ordering;
+
+use crate::celltype::json_python::{self, Style};
+use crate::value::{Dict, Key, Value as PyValue};
 
 /// `json.dumps(value)`: one line, `", "` and `": "` separators, keys in stored order.
 pub fn dumps(value: &Value) -> String {
-    let mut out = String::new();
-    write_compact(&mut out, value);
-    out
+    write(value, Style::Compact)
 }
 
 /// `json.dumps(value, sort_keys=True, indent=2)`: the `buffer_info` column format.
 pub fn dumps_sorted_indent2(value: &Value) -> String {
-    let mut out = String::new();
-    write_pretty(&mut out, value, 0);
-    out
+    write(value, Style::IndentedSorted)
 }
 
-fn write_compact(out: &mut String, value: &Value) {
+fn write(value: &Value, style: Style) -> String {
+    // Parsed JSON has only str keys and JSON types, which json.dumps always writes; the one
+    // failure left is Python's recursion limit, which a request body cannot reach (it would
+    // have failed json.loads in Python just the same).
+    json_python::write(&to_python(value), style)
+        .unwrap_or_else(|e| panic!("json.dumps of parsed JSON failed: {e:?}"))
+}
+
+/// The Python value `json.loads` gives for this JSON.
+fn to_python(value: &Value) -> PyValue {
     match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_compact(out, item);
+        Value::Null => PyValue::None,
+        Value::Bool(b) => PyValue::Bool(*b),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if is_integer_literal(&text) {
+                PyValue::Int(text.parse().expect("a JSON integer literal is an integer"))
+            } else {
+                PyValue::Float(text.parse().expect("a JSON number literal is a float"))
             }
-            out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_string(out, key);
-                out.push_str(": ");
-                write_compact(out, item);
-            }
-            out.push('}');
-        }
-        scalar => write_scalar(out, scalar),
-    }
-}
-
-fn write_pretty(out: &mut String, value: &Value, level: usize) {
-    match value {
-        Value::Array(items) if !items.is_empty() => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                out.push_str(if i > 0 { ",\n" } else { "\n" });
-                indent(out, level + 1);
-                write_pretty(out, item, level + 1);
-            }
-            out.push('\n');
-            indent(out, level);
-            out.push(']');
-        }
-        Value::Object(map) if !map.is_empty() => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                out.push_str(if i > 0 { ",\n" } else { "\n" });
-                indent(out, level + 1);
-                write_string(out, key);
-                out.push_str(": ");
-                write_pretty(out, item, level + 1);
-            }
-            out.push('\n');
-            indent(out, level);
-            out.push('}');
-        }
-        other => write_compact(out, other),
-    }
-}
-
-fn indent(out: &mut String, level: usize) {
-    for _ in 0..level {
-        out.push_str("  ");
-    }
-}
-
-fn write_scalar(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_string(out, s),
-        Value::Array(_) | Value::Object(_) => write_compact(out, value),
-    }
-}
-
-/// The JSON text of a number, as `json.loads` + `json.dumps` gives it back.
-fn write_number(out: &mut String, n: &Number) {
-    let text = n.to_string();
-    if is_integer_literal(&text) {
-        // Python int: arbitrary size, and "-0" is 0.
-        let digits = text.trim_start_matches('-');
-        if digits.bytes().all(|b| b == b'0') {
-            out.push('0');
-        } else {
-            out.push_str(&text);
-        }
-    } else {
-        out.push_str(&float_repr(text.parse::<f64>().unwrap_or(f64::NAN)));
+        Value::String(s) => PyValue::Str(s.clone()),
+        Value::Array(items) => PyValue::List(items.iter().map(to_python).collect()),
+        Value::Object(map) => PyValue::Dict(
+            map.iter()
+                .map(|(k, v)| (Key::Str(k.clone()), to_python(v)))
+                .collect::<Dict>(),
+        ),
     }
 }
 
 fn is_integer_literal(text: &str) -> bool {
     !text.contains(['.', 'e', 'E'])
-}
-
-/// Python `float.__repr__` as json.dumps writes it (`Infinity`/`NaN` for the specials):
-/// shortest round-trip digits, fixed notation for exponents -4..16, else `d.ddde+XX`.
-pub fn float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits, e.g. "1.5e-5".
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let sign = if x < 0.0 { "-" } else { "" };
-    let body = if (-4..16).contains(&exp) {
-        fixed_notation(&digits, exp)
-    } else {
-        let rest = &digits[1..];
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{}{frac}e{esign}{:02}", &digits[..1], exp.abs())
-    };
-    format!("{sign}{body}")
-}
-
-fn fixed_notation(digits: &str, exp: i32) -> String {
-    if exp < 0 {
-        let zeros = "0".repeat((-exp - 1) as usize);
-        return format!("0.{zeros}{digits}");
-    }
-    let point = exp as usize + 1;
-    if digits.len() > point {
-        format!("{}.{}", &digits[..point], &digits[point..])
-    } else {
-        format!("{digits}{}.0", "0".repeat(point - digits.len()))
-    }
-}
-
-/// A JSON string with Python's `ensure_ascii` escaping (`\u00e9`, surrogate pairs, `\u007f`).
-pub fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 /// Python `==` between two parsed JSON values: dict order does not matter, and numbers compare
@@ -204,7 +75,9 @@ pub fn python_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn maps_eq(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
-    x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
+    x.len() == y.len()
+        && x.iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
 }
 
 /// A JSON number or bool seen as a Python number.
@@ -225,7 +98,11 @@ impl Numeric {
                     return Some(Ordering::Less); // never equal
                 }
                 let as_int = num_bigint::BigInt::from(f.to_i128()?);
-                Some(if *i == as_int { Ordering::Equal } else { Ordering::Less })
+                Some(if *i == as_int {
+                    Ordering::Equal
+                } else {
+                    Ordering::Less
+                })
             }
         }
     }
@@ -256,7 +133,9 @@ mod tests {
 
     #[test]
     fn compact_matches_python() {
-        let v = parse(r#"{"b": [1, 2.0, 1e5, -0, 1E-7, 123456789012345678901234567890], "a": "é\u007f\n", "c": {}}"#);
+        let v = parse(
+            r#"{"b": [1, 2.0, 1e5, -0, 1E-7, 123456789012345678901234567890], "a": "é\u007f\n", "c": {}}"#,
+        );
         assert_eq!(
             dumps(&v),
             r#"{"b": [1, 2.0, 100000.0, 0, 1e-07, 123456789012345678901234567890], "a": "\u00e9\u007f\n", "c": {}}"#
@@ -265,26 +144,10 @@ mod tests {
     }
 
     #[test]
-    fn float_repr_matches_python() {
-        let cases = [
-            (1e16, "1e+16"),
-            (1e15, "1000000000000000.0"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.5e-5, "1.5e-05"),
-            (123.456, "123.456"),
-            (-2.5e300, "-2.5e+300"),
-            (0.1, "0.1"),
-            (-0.0, "-0.0"),
-        ];
-        for (x, want) in cases {
-            assert_eq!(float_repr(x), want, "{x}");
-        }
-    }
-
-    #[test]
     fn pretty_sorted_matches_python() {
-        let v = parse(r#"{"length": 13, "dtype": "<f8", "shape": [2, 3], "e": [], "m": {"z": 1, "a": {}}}"#);
+        let v = parse(
+            r#"{"length": 13, "dtype": "<f8", "shape": [2, 3], "e": [], "m": {"z": 1, "a": {}}}"#,
+        );
         assert_eq!(
             dumps_sorted_indent2(&v),
             "{\n  \"dtype\": \"<f8\",\n  \"e\": [],\n  \"length\": 13,\n  \"m\": {\n    \"a\": {},\n    \"z\": 1\n  },\n  \"shape\": [\n    2,\n    3\n  ]\n}"
@@ -293,9 +156,15 @@ mod tests {
 
     #[test]
     fn python_equality() {
-        assert!(python_eq(&parse(r#"{"a": 1, "b": [true]}"#), &parse(r#"{"b": [1.0], "a": 1.0}"#)));
+        assert!(python_eq(
+            &parse(r#"{"a": 1, "b": [true]}"#),
+            &parse(r#"{"b": [1.0], "a": 1.0}"#)
+        ));
         assert!(!python_eq(&parse(r#"{"a": 1}"#), &parse(r#"{"a": "1"}"#)));
         assert!(!python_eq(&parse(r#"{"a": 1.5}"#), &parse(r#"{"a": 1}"#)));
-        assert!(!python_eq(&parse(r#"{"a": 1}"#), &parse(r#"{"a": 1, "b": 2}"#)));
+        assert!(!python_eq(
+            &parse(r#"{"a": 1}"#),
+            &parse(r#"{"a": 1, "b": 2}"#)
+        ));
     }
 }

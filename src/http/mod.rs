@@ -6,6 +6,7 @@
 //! `spawn` (on a thread of its own, for synchronous callers such as the mount).
 
 pub mod protocol;
+mod writer;
 
 use std::future::Future;
 use std::io;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::db::Database;
 use protocol::Reply;
+use writer::Writer;
 
 /// Largest request body accepted (the Python server takes up to 10 GB); larger ones get 413.
 pub const BODY_LIMIT: usize = 16 << 20;
@@ -39,7 +41,10 @@ pub struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -56,7 +61,8 @@ impl Activity {
 
 struct Shared {
     db: Database,
-    writable: bool,
+    /// None: a read-only server.
+    writer: Option<Writer>,
     activity: Arc<Activity>,
 }
 
@@ -68,9 +74,20 @@ pub struct Service {
 
 impl Service {
     /// `writable = false` answers every PUT with 405 (also on a database opened writable).
-    pub fn new(db: Database, writable: bool) -> Service {
-        let writable = writable && db.is_writable();
-        Service { shared: Arc::new(Shared { db, writable, activity: Arc::new(Activity::new()) }) }
+    /// A writable service starts its writer thread.
+    pub fn new(db: Database, writable: bool) -> io::Result<Service> {
+        let writer = if writable && db.is_writable() {
+            Some(Writer::start(db.clone())?)
+        } else {
+            None
+        };
+        Ok(Service {
+            shared: Arc::new(Shared {
+                db,
+                writer,
+                activity: Arc::new(Activity::new()),
+            }),
+        })
     }
 
     pub fn activity(&self) -> Arc<Activity> {
@@ -80,15 +97,24 @@ impl Service {
     /// The axum router of the protocol.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/healthcheck", get(healthcheck).put(dispatch).fallback(dispatch))
+            .route(
+                "/healthcheck",
+                get(healthcheck).put(dispatch).fallback(dispatch),
+            )
             .fallback(dispatch)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.shared.clone())
     }
 
     /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -99,7 +125,7 @@ pub async fn serve(
     writable: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    Service::new(db, writable).serve(listener, shutdown).await
+    Service::new(db, writable)?.serve(listener, shutdown).await
 }
 
 /// Bind `host:port` (port 0: any free port); `listener.local_addr()` tells which.
@@ -134,7 +160,9 @@ impl BackgroundServer {
             let _ = tx.send(());
         }
         match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| io::Error::other("database server thread panicked"))?,
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("database server thread panicked"))?,
             None => Ok(()),
         }
     }
@@ -159,60 +187,76 @@ pub fn spawn(db: Database, host: &str, port: u16, writable: bool) -> io::Result<
     let listener = runtime.block_on(bind(host, port))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name("seamfs-db-server".into()).spawn(move || {
-        runtime.block_on(serve(db, listener, writable, async {
-            let _ = rx.await;
-        }))
-    })?;
-    Ok(BackgroundServer { addr, stop: Some(tx), thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name("seamfs-db-server".into())
+        .spawn(move || {
+            runtime.block_on(serve(db, listener, writable, async {
+                let _ = rx.await;
+            }))
+        })?;
+    Ok(BackgroundServer {
+        addr,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
 }
 
 // ---- handlers ----
 
 async fn healthcheck(State(shared): State<Arc<Shared>>) -> Response {
     shared.activity.touch();
-    text(Reply { status: 200, body: "OK".into() })
+    text(Reply {
+        status: 200,
+        body: "OK".into(),
+    })
 }
 
-async fn dispatch(State(shared): State<Arc<Shared>>, method: Method, body: Result<Bytes, BytesRejection>) -> Response {
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match method {
         Method::GET | Method::HEAD => {
             shared.activity.touch();
-            let body = match body {
-                Ok(b) => b,
-                Err(rejection) => return body_error(rejection),
-            };
-            // Reads are a few microseconds on a WAL reader connection: answer inline.
-            text(protocol::handle_get(&shared.db, &body))
+            match body {
+                // Reads are a few microseconds on a WAL reader connection: answer inline.
+                Ok(body) => text(protocol::answer_get(&shared.db, &body)),
+                Err(rejection) => body_error(rejection),
+            }
         }
         Method::PUT => {
-            if !shared.writable {
-                return text(Reply { status: 405, body: "ERROR: Database server is read-only".into() });
-            }
-            shared.activity.touch();
-            let body = match body {
-                Ok(b) => b,
-                Err(rejection) => return body_error(rejection),
+            let Some(writer) = &shared.writer else {
+                return text(Reply {
+                    status: 405,
+                    body: "ERROR: Database server is read-only".into(),
+                });
             };
-            // Writes may wait for the writer lock (or another process's): keep them off the
-            // async workers.
-            let db = shared.db.clone();
-            match tokio::task::spawn_blocking(move || protocol::handle_put(&db, &body)).await {
-                Ok(reply) => text(reply),
-                Err(e) => text(Reply { status: 500, body: format!("ERROR: Internal server error: {e}") }),
+            shared.activity.touch();
+            match body {
+                Ok(body) => text(writer.put(body).await),
+                Err(rejection) => body_error(rejection),
             }
         }
-        _ => text(Reply { status: 405, body: "405: Method Not Allowed".into() }),
+        _ => text(Reply {
+            status: 405,
+            body: "405: Method Not Allowed".into(),
+        }),
     }
 }
 
 fn body_error(rejection: BytesRejection) -> Response {
     match rejection {
-        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => text(Reply {
-            status: 413,
-            body: format!("ERROR: Request body larger than {} MiB", BODY_LIMIT >> 20),
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            text(Reply {
+                status: 413,
+                body: format!("ERROR: Request body larger than {} MiB", BODY_LIMIT >> 20),
+            })
+        }
+        other => text(Reply {
+            status: 400,
+            body: format!("ERROR: Cannot read the request body: {other}"),
         }),
-        other => text(Reply { status: 400, body: format!("ERROR: Cannot read the request body: {other}") }),
     }
 }
 

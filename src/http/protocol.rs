@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::checksum::Checksum;
-use crate::db::{BucketProbe, Conflict, Database, DbError, ExpressionKey, JsonMap, pyjson};
+use crate::db::{BucketProbe, Conflict, Conn, Database, DbError, ExpressionKey, JsonMap, pyjson};
 
 /// The answer to one request: HTTP status and body text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +19,19 @@ pub struct Reply {
 
 impl Reply {
     fn ok(body: impl Into<String>) -> Reply {
-        Reply { status: 200, body: body.into() }
+        Reply {
+            status: 200,
+            body: body.into(),
+        }
     }
     fn json(value: &Value) -> Reply {
         Reply::ok(pyjson::dumps(value))
     }
     fn error(status: u16, message: &str) -> Reply {
-        Reply { status, body: format!("ERROR: {message}") }
+        Reply {
+            status,
+            body: format!("ERROR: {message}"),
+        }
     }
     fn bad(message: &str) -> Reply {
         Reply::error(400, message)
@@ -89,7 +95,9 @@ fn request_checksum(rq: &Map<String, Value>) -> Result<Option<Checksum>, Reply> 
     match rq.get("checksum") {
         None => Err(Reply::bad(MALFORMED)),
         Some(Value::Null) => Ok(None),
-        Some(v) => checksum_value(v).map(Some).ok_or_else(|| Reply::bad(MALFORMED)),
+        Some(v) => checksum_value(v)
+            .map(Some)
+            .ok_or_else(|| Reply::bad(MALFORMED)),
     }
 }
 
@@ -102,8 +110,14 @@ fn string_field<'a>(rq: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     rq.get(key)?.as_str()
 }
 
+/// Answer a GET request body on one of the database's read connections.
+pub fn answer_get(db: &Database, body: &[u8]) -> Reply {
+    db.read(|conn| Ok::<_, DbError>(handle_get(conn, body)))
+        .unwrap_or_else(internal_error)
+}
+
 /// Answer a GET request body.
-pub fn handle_get(db: &Database, body: &[u8]) -> Reply {
+pub fn handle_get(db: &Conn, body: &[u8]) -> Reply {
     let (kind, rq) = match parse_request(body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
@@ -147,7 +161,12 @@ fn lookup_fields(kind: Kind, rq: &Map<String, Value>) -> Result<Lookup, Reply> {
     })
 }
 
-fn get_record(db: &Database, kind: Kind, checksum: Option<Checksum>, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn get_record(
+    db: &Conn,
+    kind: Kind,
+    checksum: Option<Checksum>,
+    rq: &Map<String, Value>,
+) -> Result<Reply, DbError> {
     let lookup = match lookup_fields(kind, rq) {
         Ok(lookup) => lookup,
         Err(reply) => return Ok(reply),
@@ -199,20 +218,32 @@ fn non_empty<T>(list: Vec<T>) -> Option<Vec<T>> {
 }
 
 fn checksum_list(list: &[Checksum]) -> Reply {
-    Reply::json(&Value::Array(list.iter().map(|c| Value::String(c.hex())).collect()))
+    Reply::json(&Value::Array(
+        list.iter().map(|c| Value::String(c.hex())).collect(),
+    ))
 }
 
 /// `celltype` and `subcelltype` of a conversion request (strings).
 fn conversion_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, String), Reply> {
-    match (string_field(rq, "celltype"), string_field(rq, "subcelltype")) {
+    match (
+        string_field(rq, "celltype"),
+        string_field(rq, "subcelltype"),
+    ) {
         (Some(c), Some(s)) => Ok((c.to_string(), s.to_string())),
         _ => Err(Reply::bad(message)),
     }
 }
 
 /// `celltype`, `target_celltype` (strings) and `path` (any JSON) of an expression request.
-fn expression_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, String, Value), Reply> {
-    match (string_field(rq, "celltype"), string_field(rq, "target_celltype"), rq.get("path")) {
+fn expression_fields(
+    rq: &Map<String, Value>,
+    message: &str,
+) -> Result<(String, String, Value), Reply> {
+    match (
+        string_field(rq, "celltype"),
+        string_field(rq, "target_celltype"),
+        rq.get("path"),
+    ) {
         (Some(c), Some(t), Some(p)) => Ok((c.to_string(), t.to_string(), p.clone())),
         _ => Err(Reply::bad(message)),
     }
@@ -222,12 +253,15 @@ fn expression_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, 
 fn irreproducible_filter(rq: &Map<String, Value>) -> Result<Option<Checksum>, Reply> {
     match rq.get("result") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => checksum_value(v).map(Some).ok_or_else(|| Reply::bad("Malformed irreproducible request")),
+        Some(v) => checksum_value(v)
+            .map(Some)
+            .ok_or_else(|| Reply::bad("Malformed irreproducible request")),
     }
 }
 
-fn get_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Result<Reply, DbError> {
-    let (Some(kind), Some(label)) = (string_field(rq, "bucket_kind"), string_field(rq, "label")) else {
+fn get_bucket_probe(db: &Conn, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+    let (Some(kind), Some(label)) = (string_field(rq, "bucket_kind"), string_field(rq, "label"))
+    else {
         return Ok(Reply::bad("Malformed bucket_probe request"));
     };
     Ok(match db.get_bucket_probe(kind, label)? {
@@ -239,8 +273,9 @@ fn get_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Result<Reply, DbE
     })
 }
 
-/// Answer a PUT request body on a writable database.
-pub fn handle_put(db: &Database, body: &[u8]) -> Reply {
+/// Answer a PUT request body inside a write transaction. A 5xx reply means the caller must
+/// roll back what this request wrote.
+pub fn handle_put(db: &Conn, body: &[u8]) -> Reply {
     let (kind, rq) = match parse_request(body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
@@ -252,7 +287,10 @@ pub fn handle_put(db: &Database, body: &[u8]) -> Reply {
         Ok(c) => c,
         Err(reply) => return reply,
     };
-    if matches!(kind, Kind::Protocol | Kind::SyntacticToSemantic | Kind::RevTransformations | Kind::RevExpression) {
+    if matches!(
+        kind,
+        Kind::Protocol | Kind::SyntacticToSemantic | Kind::RevTransformations | Kind::RevExpression
+    ) {
         return Reply::bad("Unknown request type");
     }
     let Some(cs) = checksum else {
@@ -284,7 +322,7 @@ fn conflict(c: Conflict) -> Reply {
     Reply::error(c.status(), c.message())
 }
 
-fn put_transformation(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_transformation(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT transformation result request: value must be a checksum";
     let Some(result) = rq.get("value").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -292,7 +330,7 @@ fn put_transformation(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> 
     stored(db.set_transformation(tf, &result), MESSAGE)
 }
 
-fn put_buffer_info(db: &Database, cs: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_buffer_info(db: &Conn, cs: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT buffer info request";
     let Some(Value::Object(info)) = rq.get("value") else {
         return Ok(Reply::bad(MESSAGE));
@@ -300,7 +338,11 @@ fn put_buffer_info(db: &Database, cs: &Checksum, rq: &Map<String, Value>) -> Res
     stored(db.merge_buffer_info(cs, info), MESSAGE)
 }
 
-fn put_semantic_to_syntactic(db: &Database, semantic: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_semantic_to_syntactic(
+    db: &Conn,
+    semantic: &Checksum,
+    rq: &Map<String, Value>,
+) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT semantic-to-syntactic request";
     let Some(Value::Array(items)) = rq.get("value") else {
         return Ok(Reply::bad(MESSAGE));
@@ -312,10 +354,13 @@ fn put_semantic_to_syntactic(db: &Database, semantic: &Checksum, rq: &Map<String
     let Some(syntactic) = items.iter().map(checksum_value).collect::<Option<Vec<_>>>() else {
         return Ok(Reply::bad(MESSAGE));
     };
-    stored(db.add_semantic_to_syntactic(semantic, &celltype, &subcelltype, &syntactic), MESSAGE)
+    stored(
+        db.add_semantic_to_syntactic(semantic, &celltype, &subcelltype, &syntactic),
+        MESSAGE,
+    )
 }
 
-fn put_expression(db: &Database, input: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_expression(db: &Conn, input: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed expression request";
     let Some(result) = rq.get("value").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -324,11 +369,19 @@ fn put_expression(db: &Database, input: &Checksum, rq: &Map<String, Value>) -> R
         Ok(f) => f,
         Err(reply) => return Ok(reply),
     };
-    let key = ExpressionKey { input: *input, path, celltype, target_celltype };
-    stored(db.set_expression(&key, &result), "Malformed expression request (constraint violation)")
+    let key = ExpressionKey {
+        input: *input,
+        path,
+        celltype,
+        target_celltype,
+    };
+    stored(
+        db.set_expression(&key, &result),
+        "Malformed expression request (constraint violation)",
+    )
 }
 
-fn put_metadata(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_metadata(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT metadata request";
     let (Some(record), Some(result)) = (
         rq.get("value").and_then(object_or_json_text),
@@ -339,7 +392,7 @@ fn put_metadata(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result
     stored(db.set_execution_record(tf, &result, &record), MESSAGE)
 }
 
-fn put_irreproducible(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_irreproducible(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed 'irreproducible' request";
     let Some(result) = rq.get("result").and_then(checksum_value) else {
         return Ok(Reply::bad(MESSAGE));
@@ -347,7 +400,7 @@ fn put_irreproducible(db: &Database, tf: &Checksum, rq: &Map<String, Value>) -> 
     stored(db.mark_irreproducible(tf, &result), MESSAGE)
 }
 
-fn put_bucket_probe(db: &Database, rq: &Map<String, Value>) -> Reply {
+fn put_bucket_probe(db: &Conn, rq: &Map<String, Value>) -> Reply {
     const MESSAGE: &str = "Malformed PUT bucket_probe request";
     let probe = (|| {
         Some(BucketProbe {
@@ -377,7 +430,7 @@ fn object_or_json_text(v: &Value) -> Option<JsonMap> {
 }
 
 /// A failure on our side (SQLite, a corrupt row): 500 with the reason, and a log line.
-fn internal_error(e: DbError) -> Reply {
+pub fn internal_error(e: DbError) -> Reply {
     tracing::error!("database request failed: {e}");
     Reply::error(500, &format!("Internal server error: {e}"))
 }
