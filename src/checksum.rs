@@ -8,9 +8,9 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::sync::mpsc::sync_channel;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc::sync_channel;
 
 use sha2::{Digest, Sha256};
 
@@ -84,7 +84,9 @@ impl Checksum {
 
     /// Raw bytes, as stored by `Checksum`.
     pub fn from_slice(raw: &[u8]) -> Result<Self, ChecksumError> {
-        let arr: [u8; 32] = raw.try_into().map_err(|_| ChecksumError::Length(raw.len()))?;
+        let arr: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| ChecksumError::Length(raw.len()))?;
         Ok(Checksum(arr))
     }
 
@@ -115,7 +117,9 @@ impl Checksum {
 
     /// True for the checksums of `b""`, `{}`, `{}\n`, `[]`, `[]\n` (seamless-core's TRIVIAL_CHECKSUMS).
     pub fn is_trivial(&self) -> bool {
-        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"].iter().any(|b| Checksum::of(b) == *self)
+        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"]
+            .iter()
+            .any(|b| Checksum::of(b) == *self)
     }
 
     /// Write `hex + "\n"` (65 bytes) to `path`, adding `.CHECKSUM` unless the name already ends in it.
@@ -145,7 +149,9 @@ fn hash_pipelined(mut reader: impl Read + Send, mut hasher: Hasher) -> std::io::
     let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize)>>(PIPE_DEPTH);
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
     for _ in 0..PIPE_DEPTH {
-        empty_tx.send(vec![0u8; PIPE_BLOCK]).expect("the receiver is alive");
+        empty_tx
+            .send(vec![0u8; PIPE_BLOCK])
+            .expect("the receiver is alive");
     }
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -309,18 +315,30 @@ mod tests {
         let leading = format!(" {EMPTY}");
         assert!(Checksum::from_sidecar(leading.as_bytes()).is_err());
         assert!(Checksum::from_sidecar(b"abc").is_err());
-        assert_eq!(sidecar_path(Path::new("a.txt")), PathBuf::from("a.txt.CHECKSUM"));
-        assert_eq!(sidecar_path(Path::new("a.CHECKSUM")), PathBuf::from("a.CHECKSUM"));
+        assert_eq!(
+            sidecar_path(Path::new("a.txt")),
+            PathBuf::from("a.txt.CHECKSUM")
+        );
+        assert_eq!(
+            sidecar_path(Path::new("a.CHECKSUM")),
+            PathBuf::from("a.CHECKSUM")
+        );
     }
 
     #[test]
     fn streaming_equals_one_shot() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         assert_eq!(Checksum::of_reader(&data[..]).unwrap(), Checksum::of(&data));
-        assert_eq!(hash_pipelined(&data[..], Hasher::new()).unwrap(), Checksum::of(&data));
+        assert_eq!(
+            hash_pipelined(&data[..], Hasher::new()).unwrap(),
+            Checksum::of(&data)
+        );
         let mut head = Hasher::new();
         head.update(&data[..1000]);
-        assert_eq!(hash_pipelined(&data[1000..], head).unwrap(), Checksum::of(&data));
+        assert_eq!(
+            hash_pipelined(&data[1000..], head).unwrap(),
+            Checksum::of(&data)
+        );
     }
 
     #[test]
@@ -331,7 +349,11 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &data).unwrap();
             let file = File::open(&path).unwrap();
-            assert_eq!(Checksum::of_file(file).unwrap(), Checksum::of(&data), "length {len}");
+            assert_eq!(
+                Checksum::of_file(file).unwrap(),
+                Checksum::of(&data),
+                "length {len}"
+            );
         }
     }
 }

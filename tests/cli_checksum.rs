@@ -34,7 +34,9 @@ fn run(program: &Path, args: &[&OsStr], cwd: &Path) -> Outcome {
 
 /// A Python tool from the reference venv. Missing venv = failure, never a skip.
 fn python_tool(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
     assert!(
         path.exists(),
         "{} is missing: the Python reference environment is needed; run scripts/setup-python",
@@ -96,23 +98,41 @@ fn single_file_inputs(dir: &Path) -> Vec<&'static str> {
         ("f.txt.gz", gzip(hello)),
         ("big.bin.gz", gzip(&big)),
         ("multi.gz", [gzip(hello), gzip(b"world\n")].concat()),
-        ("padded.gz", [gzip(hello), vec![0, 0, 0], gzip(b"x")].concat()),
+        (
+            "padded.gz",
+            [gzip(hello), vec![0, 0, 0], gzip(b"x")].concat(),
+        ),
         ("empty.gz", vec![]),
         ("f.txt.zst", zstd_sized(hello)),
         ("big.bin.zst", zstd_sized(&big)),
         ("nosize.zst", zstd_unsized(hello)),
         ("big-nosize.zst", zstd_unsized(&big)),
-        ("two-frames.zst", [zstd_sized(hello), zstd_sized(b"world\n")].concat()),
-        ("two-unsized.zst", [zstd_unsized(hello), zstd_unsized(b"world\n")].concat()),
-        ("unsized-then-junk.zst", [zstd_unsized(hello), b"junk".to_vec()].concat()),
-        ("sized-then-junk.zst", [zstd_sized(hello), b"junk".to_vec()].concat()),
+        (
+            "two-frames.zst",
+            [zstd_sized(hello), zstd_sized(b"world\n")].concat(),
+        ),
+        (
+            "two-unsized.zst",
+            [zstd_unsized(hello), zstd_unsized(b"world\n")].concat(),
+        ),
+        (
+            "unsized-then-junk.zst",
+            [zstd_unsized(hello), b"junk".to_vec()].concat(),
+        ),
+        (
+            "sized-then-junk.zst",
+            [zstd_sized(hello), b"junk".to_vec()].concat(),
+        ),
         ("empty.zst", vec![]),
         ("suffix.gz.zst", zstd_sized(&gzip(hello))),
         ("not-gzip.gz", b"garbage".to_vec()),
         ("one-byte.gz", b"\x1f".to_vec()),
         ("truncated.gz", truncated_gz),
         ("bad-crc.gz", bad_crc),
-        ("bad-deflate.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage!".to_vec()),
+        (
+            "bad-deflate.gz",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage!".to_vec(),
+        ),
         ("trailing.gz", [gzip(hello), b"x".to_vec()].concat()),
         ("not-zstd.zst", b"garbage".to_vec()),
         ("truncated.zst", half(&zstd_unsized(&big))),
@@ -129,7 +149,14 @@ fn single_file_inputs(dir: &Path) -> Vec<&'static str> {
     fs::create_dir(dir.join("a-dir")).unwrap();
     symlink("f.txt", dir.join("link-to-file")).unwrap();
     symlink("nowhere", dir.join("broken-link")).unwrap();
-    names.extend(["a-dir", "link-to-file", "broken-link", "missing", "missing.gz", "sub/missing"]);
+    names.extend([
+        "a-dir",
+        "link-to-file",
+        "broken-link",
+        "missing",
+        "missing.gz",
+        "sub/missing",
+    ]);
     names
 }
 
@@ -140,7 +167,12 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
-        .map(|e| (e.path().strip_prefix(dir).unwrap().to_path_buf(), fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.path().strip_prefix(dir).unwrap().to_path_buf(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -148,7 +180,10 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Sidecar files a tool wrote, taken out of `dir` so the next tool starts from the same state.
 fn take_new_files(dir: &Path, before: &[(PathBuf, Vec<u8>)]) -> Vec<(PathBuf, Vec<u8>)> {
-    let new: Vec<_> = snapshot(dir).into_iter().filter(|f| !before.contains(f)).collect();
+    let new: Vec<_> = snapshot(dir)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
     for (path, _) in &new {
         fs::remove_file(dir.join(path)).unwrap();
     }
@@ -164,7 +199,11 @@ fn checksum_prints_what_seamless_checksum_prints() {
     for name in single_file_inputs(dir) {
         let arg = [OsStr::new(name)];
         let expected = run(&python, &arg, dir);
-        assert_eq!(run(&aliased, &arg, dir), expected, "seamless-checksum alias on {name}");
+        assert_eq!(
+            run(&aliased, &arg, dir),
+            expected,
+            "seamless-checksum alias on {name}"
+        );
         let ours = run(&seamfs(), &[OsStr::new("checksum"), OsStr::new(name)], dir);
         assert_eq!(ours, expected, "seamfs checksum on {name}");
     }
@@ -185,10 +224,22 @@ fn checksum_file_writes_what_seamless_checksum_file_writes() {
         let expected_files = take_new_files(&dir, &before);
         for (program, args) in [
             (aliased.clone(), vec![OsStr::new(name)]),
-            (seamfs(), vec![OsStr::new("checksum-file"), OsStr::new(name)]),
+            (
+                seamfs(),
+                vec![OsStr::new("checksum-file"), OsStr::new(name)],
+            ),
         ] {
-            assert_eq!(run(&program, &args, &dir), expected, "{} on {name}", program.display());
-            assert_eq!(take_new_files(&dir, &before), expected_files, "files written for {name}");
+            assert_eq!(
+                run(&program, &args, &dir),
+                expected,
+                "{} on {name}",
+                program.display()
+            );
+            assert_eq!(
+                take_new_files(&dir, &before),
+                expected_files,
+                "files written for {name}"
+            );
         }
     }
 }
@@ -210,9 +261,24 @@ fn several_files_behave_like_one_run_each() {
     let mut args = vec![OsStr::new("checksum")];
     args.extend(names.iter().map(OsStr::new));
     let ours = run(&seamfs(), &args, dir);
-    assert_eq!(ours, Outcome { stdout, stderr, code: Some(1) });
+    assert_eq!(
+        ours,
+        Outcome {
+            stdout,
+            stderr,
+            code: Some(1)
+        }
+    );
 
-    let all_good = run(&seamfs(), &[OsStr::new("checksum"), OsStr::new("f.txt"), OsStr::new("empty")], dir);
+    let all_good = run(
+        &seamfs(),
+        &[
+            OsStr::new("checksum"),
+            OsStr::new("f.txt"),
+            OsStr::new("empty"),
+        ],
+        dir,
+    );
     assert_eq!(all_good.code, Some(0));
     assert_eq!(all_good.stdout.lines().count(), 2);
 }
@@ -222,7 +288,10 @@ fn undecodable_file_names_are_quoted_like_python() {
     let tmp = tempfile::tempdir().unwrap();
     let name = OsStr::from_bytes(b"caf\xe9-missing");
     let expected = run(&python_tool("seamless-checksum"), &[name], tmp.path());
-    assert_eq!(run(&seamfs(), &[OsStr::new("checksum"), name], tmp.path()), expected);
+    assert_eq!(
+        run(&seamfs(), &[OsStr::new("checksum"), name], tmp.path()),
+        expected
+    );
 }
 
 /// A tree with everything `os.walk` treats specially.
@@ -261,8 +330,17 @@ fn compare_index(parent: &Path, dir_arg: &OsStr) {
         (aliased, vec![dir_arg]),
         (seamfs(), vec![OsStr::new("checksum-index"), dir_arg]),
     ] {
-        assert_eq!(run(&program, &args, parent), expected, "{} {dir_arg:?}", program.display());
-        assert_eq!(take_new_files(parent, &before), expected_files, "files written for {dir_arg:?}");
+        assert_eq!(
+            run(&program, &args, parent),
+            expected,
+            "{} {dir_arg:?}",
+            program.display()
+        );
+        assert_eq!(
+            take_new_files(parent, &before),
+            expected_files,
+            "files written for {dir_arg:?}"
+        );
     }
 }
 
@@ -281,8 +359,19 @@ fn checksum_index_writes_what_seamless_checksum_index_writes() {
     write(parent, "bad/ok.txt", b"ok");
     write(parent, "bad/corrupt.gz", b"not gzip");
     let cases: [&[u8]; 13] = [
-        b"d", b"d/", b"d//", b"./d", b"d-link", b"void", b"data.gz", b"old.INDEX", b"plain-file", b"missing",
-        b"broken", b"bad", b"/",
+        b"d",
+        b"d/",
+        b"d//",
+        b"./d",
+        b"d-link",
+        b"void",
+        b"data.gz",
+        b"old.INDEX",
+        b"plain-file",
+        b"missing",
+        b"broken",
+        b"bad",
+        b"/",
     ];
     for case in cases {
         compare_index(parent, OsStr::from_bytes(case));
@@ -293,8 +382,19 @@ fn checksum_index_writes_what_seamless_checksum_index_writes() {
     write(&example, "empty", b"");
     write(&example, "sub/b.txt", b"y");
     write(&example, "sub/c.dat.gz", &gzip(b"hello\n"));
-    let ours = run(&seamfs(), &[OsStr::new("checksum-index"), OsStr::new("example")], parent);
-    assert_eq!(ours, Outcome { stdout: String::new(), stderr: String::new(), code: Some(0) });
+    let ours = run(
+        &seamfs(),
+        &[OsStr::new("checksum-index"), OsStr::new("example")],
+        parent,
+    );
+    assert_eq!(
+        ours,
+        Outcome {
+            stdout: String::new(),
+            stderr: String::new(),
+            code: Some(0)
+        }
+    );
     assert_eq!(
         fs::read_to_string(parent.join("example.CHECKSUM")).unwrap(),
         "f278b786bbe0a27d950658048e5f7879a7689d11865e4157441eeca997a5a819\n"

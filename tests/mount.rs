@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use seamfs::Checksum;
+use seamfs::celltype::CellType;
+use seamfs::compat::Outcome;
+use seamfs::compat::conversions::check_case;
+use seamfs::{Buffer, Checksum};
+use serde_json::{Value, json};
 
 /// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
 struct Mount {
@@ -39,7 +43,7 @@ impl Mount {
             .arg(&mnt)
             .arg("--store")
             .arg(&store)
-            .args(["--db-port", "0"])
+            .args(if extra.contains(&"--db-port") { &[][..] } else { &["--db-port", "0"][..] })
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -319,9 +323,16 @@ fn process_errors_are_clear() {
     let (code, err) = run(&[free.as_os_str(), "--store".as_ref(), m.store.as_os_str(), "--no-db".as_ref()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("in use by another seamfs mount"), "{err}");
-    let (code, err) = run(&[other.path().join("missing").as_os_str(), "--no-db".as_ref()]);
+    let (code, err) = run(&[other.path().join("no/such/dir").as_os_str(), "--no-db".as_ref()]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("does not exist and cannot be created"), "{err}");
+    // A daemon that dies leaves a stale mount point behind.
+    let mut m = m;
+    m.child.as_mut().unwrap().kill().unwrap();
+    m.child.as_mut().unwrap().wait().unwrap();
+    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stale mount") && err.contains("fusermount3 -u"), "{err}");
 }
 
 /// One operation of the model test.
@@ -397,7 +408,7 @@ fn model_random_operations_match_a_plain_directory() {
     let model = tempfile::tempdir().unwrap();
     let under_test = m.path("model");
     std::fs::create_dir(&under_test).unwrap();
-    let mut rng = StdRng::seed_from_u64(0x5ea_f5);
+    let mut rng = StdRng::seed_from_u64(0x5eaf5);
     for step in 0..400 {
         let op = random_op(&mut rng);
         let expected = apply(model.path(), &op);
@@ -414,4 +425,138 @@ fn model_random_operations_match_a_plain_directory() {
             }
         }
     }
+}
+
+/// Every `as-<celltype>/` view against the reference conversions whose source cell type is the
+/// one the mount detects for the buffer: same bytes when the reference succeeded, EINVAL when it
+/// refused (cases where this implementation deliberately differs are left to tests/conversions.rs).
+#[test]
+fn as_celltype_views_match_the_vectors() {
+    let m = Mount::new();
+    let path = format!("{}/tests/data/conversion-vectors.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases: Vec<&Value> = doc["conversions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|case| {
+            let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+            let detected = seamfs::buffer_info::detect_celltype(&bytes).0;
+            case["source"].as_str() == Some(detected.name()) && check_case(case) == Outcome::Passed
+        })
+        .collect();
+    std::fs::create_dir(m.path("vectors")).unwrap();
+    for case in &cases {
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        std::fs::write(m.path(&format!("vectors/{}", case["buffer_checksum"].as_str().unwrap())), bytes).unwrap();
+    }
+    let mut targets = std::collections::BTreeSet::new();
+    for case in &cases {
+        let target: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let view = m.path(&format!("as-{target}/{}", case["buffer_checksum"].as_str().unwrap()));
+        match (case["ok"].as_bool().unwrap(), std::fs::read(&view)) {
+            (true, Ok(bytes)) => {
+                let expected = case["result_checksum"].as_str().unwrap();
+                assert_eq!(Checksum::of(&bytes).hex(), expected, "{} {view:?}", case["id"]);
+                targets.insert(target);
+            }
+            (false, Err(e)) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{} {view:?}", case["id"]),
+            (ok, got) => panic!("{} {view:?}: reference ok={ok}, mount gave {:?}", case["id"], got.map(|b| b.len())),
+        }
+    }
+    assert_eq!(targets.len(), 13, "every cell type viewed at least once: {targets:?}");
+    // A checksum-preserving view is the very same inode as the buffer.
+    let json = b"{\n  \"a\": 1\n}\n";
+    std::fs::write(m.path("j.json"), json).unwrap();
+    let hex = Checksum::of(json).hex();
+    let ino = |p: PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(ino(m.path(&format!("as-plain/{hex}"))), ino(m.path(&format!("by-checksum/{hex}"))));
+    let unknown = m.path(&format!("as-int/{}", Checksum::of(b"never stored")));
+    assert_eq!(std::fs::read(unknown).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(), b"plain");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn db_get(port: u16, body: Value) -> (u16, String) {
+    let response = reqwest::blocking::Client::new()
+        .request(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn http_database_answers_while_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let m = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &["--db-port", &port.to_string()]);
+    std::fs::write(m.path("n.json"), b"42\n").unwrap();
+    let hex = Checksum::of(b"42\n").hex();
+    let (status, body) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["length"], json!(3));
+    // A view is recorded as an expression, and what was learned as BufferInfo.
+    assert_eq!(std::fs::read(m.path(&format!("as-int/{hex}"))).unwrap(), b"42\n");
+    let text = std::fs::read(m.path(&format!("as-text/{hex}"))).unwrap();
+    let query = json!({"type": "expression", "checksum": hex, "path": [], "celltype": "plain", "target_celltype": "text"});
+    assert_eq!(db_get(port, query), (200, Checksum::of(&text).hex()));
+    let (_, info) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
+    assert_eq!(serde_json::from_str::<Value>(&info).unwrap()["is_json"], json!(true));
+    // A buffer stored through the HTTP side's store is visible under by-checksum/ too.
+    let direct = seamfs::store::DiskStore::open(&m.store).unwrap();
+    let buffer = Buffer::new(b"from elsewhere".to_vec());
+    seamfs::store::BufferTier::put(&direct, &buffer).unwrap();
+    assert_eq!(std::fs::read(m.path(&format!("by-checksum/{}", buffer.checksum()))).unwrap(), b"from elsewhere");
+}
+
+#[test]
+fn daemon_mode_and_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    std::fs::create_dir(&mnt).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--store")
+        .arg(&store)
+        .args(["--no-db", "--daemon"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The daemon is not our child: a guard without a process still unmounts on failure.
+    let guard = Mount { child: None, mnt: mnt.clone(), store: store.clone(), _dir: None };
+    assert!(is_mounted(&mnt), "the daemon returns once mounted");
+    std::fs::write(mnt.join("kept"), b"kept").unwrap();
+    let status = Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    assert!(status.success());
+    drop(guard);
+    // The daemon releases the store lock when unmounted; a read-only mount then sees the tree.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("mount")
+            .arg(&mnt)
+            .arg("--store")
+            .arg(&store)
+            .args(["--no-db", "--read-only"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut m = Mount { child: Some(child), mnt: mnt.clone(), store: store.clone(), _dir: None };
+        let started = Instant::now();
+        while !is_mounted(&mnt) && m.child.as_mut().unwrap().try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if is_mounted(&mnt) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the read-only mount never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"kept");
+    assert_eq!(std::fs::write(m.path("new"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
 }

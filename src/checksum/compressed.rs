@@ -108,7 +108,10 @@ fn read_gzip_header(input: &mut impl BufRead) -> Result<bool, DecodeError> {
         return Ok(false);
     }
     if magic != b"\x1f\x8b" {
-        return Err(invalid(format!("Not a gzipped file ({})", python_bytes_repr(&magic))));
+        return Err(invalid(format!(
+            "Not a gzipped file ({})",
+            python_bytes_repr(&magic)
+        )));
     }
     let fixed = read_exact_gz(input, 8)?;
     if fixed[0] != 8 {
@@ -177,7 +180,10 @@ fn inflate_member(
 /// Python's `zlib.error` text. Raw inflate only fails with Z_DATA_ERROR (-3); zlib's own message
 /// follows, or Python's fallback text when zlib gives none.
 fn zlib_error_text(message: Option<&str>) -> String {
-    format!("Error -3 while decompressing data: {}", message.unwrap_or("invalid input data"))
+    format!(
+        "Error -3 while decompressing data: {}",
+        message.unwrap_or("invalid input data")
+    )
 }
 
 /// `gzip.decompress` strips NUL bytes after each member (`lstrip(b"\x00")`).
@@ -198,7 +204,11 @@ fn skip_nul_padding(input: &mut impl BufRead) -> io::Result<()> {
 
 /// Python `repr(bytes)`, as it appears in `BadGzipFile('Not a gzipped file (%r)')`.
 fn python_bytes_repr(data: &[u8]) -> String {
-    let quote = if data.contains(&b'\'') && !data.contains(&b'"') { '"' } else { '\'' };
+    let quote = if data.contains(&b'\'') && !data.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut text = format!("b{quote}");
     for &b in data {
         match b {
@@ -297,9 +307,13 @@ fn zstd_stream_reader(file: File) -> Result<Checksum, DecodeError> {
         let at_end = chunk.is_empty();
         let mut inbuf = InBuffer::around(chunk);
         let mut outbuf = OutBuffer::around(&mut out[..]);
-        dctx.decompress_stream(&mut outbuf, &mut inbuf).map_err(|code| {
-            invalid(format!("zstd decompress error: {}", zstd_safe::get_error_name(code)))
-        })?;
+        dctx.decompress_stream(&mut outbuf, &mut inbuf)
+            .map_err(|code| {
+                invalid(format!(
+                    "zstd decompress error: {}",
+                    zstd_safe::get_error_name(code)
+                ))
+            })?;
         let (consumed, written) = (inbuf.pos, outbuf.pos());
         input.consume(consumed);
         hasher.update(&out[..written]);
@@ -315,9 +329,18 @@ mod tests {
 
     #[test]
     fn suffixes_follow_strip_compression_suffix() {
-        assert_eq!(Compression::strip_suffix(b"a.gz"), (&b"a"[..], Some(Compression::Gzip)));
-        assert_eq!(Compression::strip_suffix(b"a.gz.zst"), (&b"a.gz"[..], Some(Compression::Zstd)));
-        assert_eq!(Compression::strip_suffix(b"a.zst.gz"), (&b"a.zst"[..], Some(Compression::Gzip)));
+        assert_eq!(
+            Compression::strip_suffix(b"a.gz"),
+            (&b"a"[..], Some(Compression::Gzip))
+        );
+        assert_eq!(
+            Compression::strip_suffix(b"a.gz.zst"),
+            (&b"a.gz"[..], Some(Compression::Zstd))
+        );
+        assert_eq!(
+            Compression::strip_suffix(b"a.zst.gz"),
+            (&b"a.zst"[..], Some(Compression::Gzip))
+        );
         assert_eq!(Compression::strip_suffix(b"a.tgz"), (&b"a.tgz"[..], None));
         assert_eq!(Compression::strip_suffix(b"a.txt"), (&b"a.txt"[..], None));
     }

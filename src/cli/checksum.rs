@@ -68,15 +68,19 @@ pub fn run_checksum_file(args: ChecksumFileArgs) -> anyhow::Result<ExitCode> {
 pub fn run_checksum_index(args: ChecksumIndexArgs) -> anyhow::Result<ExitCode> {
     // Python: `dirname = args.directory.rstrip(os.sep)`.
     let raw = args.dir.as_os_str().as_bytes();
-    let dirname = OsStr::from_bytes(&raw[..raw.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)]);
-    let is_dir = std::fs::metadata(dirname).map(|m| m.is_dir()).unwrap_or(false);
+    let dirname =
+        OsStr::from_bytes(&raw[..raw.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)]);
+    let is_dir = std::fs::metadata(dirname)
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
     if !is_dir {
         return Err(anyhow!("'{}' is not a directory", python_str(dirname)));
     }
     let index = build_index(Path::new(dirname)).map_err(|e| anyhow!(e))?;
     let mut index_path = dirname.to_os_string();
     index_path.push(".INDEX");
-    std::fs::write(&index_path, &index).map_err(|e| anyhow!(os_error_text(&e, Some(&index_path))))?;
+    std::fs::write(&index_path, &index)
+        .map_err(|e| anyhow!(os_error_text(&e, Some(&index_path))))?;
     write_sidecar(dirname, Checksum::of(&index)).map_err(|e| anyhow!(e))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -93,7 +97,11 @@ fn for_each_file(
             failed = true;
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The checksum seamless-core's tools give a file: of its decompressed content when the name
@@ -119,7 +127,11 @@ pub fn file_checksum(path: &Path) -> Result<Checksum, String> {
 /// extension removed (`os.path.splitext`), then `.CHECKSUM` appended.
 fn sidecar_name(name: &OsStr) -> OsString {
     let (base, _) = Compression::strip_suffix(name.as_bytes());
-    let base = if base.ends_with(b".INDEX") { python_splitext_root(base) } else { base };
+    let base = if base.ends_with(b".INDEX") {
+        python_splitext_root(base)
+    } else {
+        base
+    };
     let mut sidecar = base.to_vec();
     sidecar.extend_from_slice(b".CHECKSUM");
     OsString::from_vec(sidecar)
@@ -130,7 +142,11 @@ fn sidecar_name(name: &OsStr) -> OsString {
 fn python_splitext_root(path: &[u8]) -> &[u8] {
     let name_start = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
     match path[name_start..].iter().rposition(|&b| b == b'.') {
-        Some(dot) if path[name_start..name_start + dot].iter().any(|&b| b != b'.') => {
+        Some(dot)
+            if path[name_start..name_start + dot]
+                .iter()
+                .any(|&b| b != b'.') =>
+        {
             &path[..name_start + dot]
         }
         _ => path,
@@ -169,8 +185,12 @@ fn build_index(dirname: &Path) -> Result<Vec<u8>, String> {
 /// directories are listed as directories but not entered; symlinks to files are files. Unreadable
 /// directories are skipped silently, as `os.walk` does without `onerror`.
 fn walk(dir: &Path, rel: &[u8], out: &mut Vec<(Vec<u8>, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let Ok(entries) = entries.collect::<Result<Vec<_>, _>>() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let Ok(entries) = entries.collect::<Result<Vec<_>, _>>() else {
+        return;
+    };
     let mut subdirs = Vec::new();
     for entry in entries {
         let file_type = entry.file_type().ok();
@@ -232,7 +252,9 @@ fn os_error_text(error: &io::Error, filename: Option<&OsStr>) -> String {
     };
     // Rust's text is glibc's strerror (as Python's) plus " (os error N)".
     let full = error.to_string();
-    let strerror = full.strip_suffix(&format!(" (os error {code})")).unwrap_or(&full);
+    let strerror = full
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&full);
     match filename {
         Some(name) => format!("[Errno {code}] {strerror}: {}", python_str_repr(name)),
         None => format!("[Errno {code}] {strerror}"),
@@ -282,13 +304,12 @@ fn python_str_repr(name: &OsStr) -> String {
             Ok('\t') => text.push_str("\\t"),
             Ok('\n') => text.push_str("\\n"),
             Ok('\r') => text.push_str("\\r"),
-            Ok(c) if c != ' ' && NON_PRINTABLE.is_match(c.encode_utf8(&mut [0; 4])) => {
-                text.push_str(&match c as u32 {
+            Ok(c) if c != ' ' && NON_PRINTABLE.is_match(c.encode_utf8(&mut [0; 4])) => text
+                .push_str(&match c as u32 {
                     n @ 0..=0xff => format!("\\x{n:02x}"),
                     n @ 0x100..=0xffff => format!("\\u{n:04x}"),
                     n => format!("\\U{n:08x}"),
-                })
-            }
+                }),
             Ok(c) => text.push(c),
         }
     }
@@ -329,7 +350,10 @@ mod tests {
         assert_eq!(python_str_repr(os("missing")), "'missing'");
         assert_eq!(python_str_repr(os("it's")), "\"it's\"");
         assert_eq!(python_str_repr(os("é\"'x")), "'é\"\\'x'");
-        assert_eq!(python_str_repr(os("a\tb\\\u{7f}\u{a0}\u{2028}\u{e000}😀")), "'a\\tb\\\\\\x7f\\xa0\\u2028\\ue000😀'");
+        assert_eq!(
+            python_str_repr(os("a\tb\\\u{7f}\u{a0}\u{2028}\u{e000}😀")),
+            "'a\\tb\\\\\\x7f\\xa0\\u2028\\ue000😀'"
+        );
         let raw = OsStr::from_bytes(b"a\xffb");
         assert_eq!(python_str_repr(raw), "'a\\udcffb'");
         assert_eq!(python_str(raw), "a\\udcffb");
@@ -338,7 +362,13 @@ mod tests {
     #[test]
     fn os_errors_read_like_python() {
         let e = io::Error::from_raw_os_error(libc::ENOENT);
-        assert_eq!(os_error_text(&e, Some(os("x"))), "[Errno 2] No such file or directory: 'x'");
-        assert_eq!(os_error_text(&e, None), "[Errno 2] No such file or directory");
+        assert_eq!(
+            os_error_text(&e, Some(os("x"))),
+            "[Errno 2] No such file or directory: 'x'"
+        );
+        assert_eq!(
+            os_error_text(&e, None),
+            "[Errno 2] No such file or directory"
+        );
     }
 }

@@ -14,30 +14,39 @@ use fuser::{Config, MountOption, Session};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::cache::ram::{RamCache, RamConfig};
+use crate::db::Database;
 use crate::fs::fuse::SeamFs;
-use crate::fs::namespace::{Namespace, Options};
-use crate::store::DiskStore;
+use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::http::BackgroundServer;
+use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
 
-/// Mount a seamfs filesystem.
-///
-/// Layout of the mount point:
-///
-///   by-checksum/<hex>      every stored buffer, read-only, bytes as stored
-///   as-<celltype>/<hex>    a buffer converted to a cell type (binary, mixed, text, python,
-///                          ipython, plain, yaml, str, bytes, int, float, bool, checksum);
-///                          looked up by name, not listed
-///   .seamfs/stats          counters of the store tiers, as JSON
-///   everything else        a writable tree kept in the store: files, directories, symlinks
-///   F.CHECKSUM             virtual, beside each file F: its SHA-256 + newline, once F is closed
-///   D.INDEX, D.CHECKSUM    virtual, beside each directory D: what seamless-checksum-index writes
-///
-/// Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
-/// Files carry the xattr user.seamless.checksum. The Seamless database protocol is served over
-/// HTTP on --db-host:--db-port from the store's seamless.db.
-///
-/// Example:  seamfs mount ~/mnt & cp results.npy ~/mnt/run1/ && cat ~/mnt/run1/results.npy.CHECKSUM
+/// What `seamfs mount --help` shows after the options: the layout of the mount point.
+const LAYOUT_HELP: &str = "\
+Layout of the mount point:
+  by-checksum/<hex>      every stored buffer, read-only, bytes as stored
+  as-<celltype>/<hex>    a buffer converted to a cell type (binary, mixed, text, python, ipython,
+                         plain, yaml, str, bytes, int, float, bool, checksum); opened by name,
+                         the directories are not listed
+  .seamfs/stats          counters of the store tiers and of the mount (JSON)
+  anything else          a writable tree kept in the store: files, directories, symlinks
+  F.CHECKSUM             virtual, beside each file F: its SHA-256 and a newline, once F is closed
+  D.INDEX, D.CHECKSUM    virtual, beside each directory D: what seamless-checksum-index writes
+
+Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
+Files carry the xattrs user.seamless.checksum and (once known) user.seamless.celltype.
+The Seamless database protocol is served over HTTP on --db-host:--db-port, from the store's
+seamless.db; buffers written through the mount appear in buffer_info at once.
+
+Example:
+  mkdir -p ~/mnt && seamfs mount ~/mnt &
+  cp results.npy ~/mnt/ && cat ~/mnt/results.npy.CHECKSUM
+  cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
+  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'";
+
+/// Options of `seamfs mount`.
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = LAYOUT_HELP)]
 pub struct Args {
     /// Empty directory to mount on.
     mountpoint: PathBuf,
@@ -69,6 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => default_store()?,
     };
+    if !args.daemon {
+        init_logging(None);
+    }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let store = DiskStore::open(&store_root)
@@ -77,7 +89,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.daemon {
         return daemonize(&store_root, |ready| serve(&args, store, mountpoint, lock, ready));
     }
-    init_logging(None);
     serve(&args, store, mountpoint, lock, &mut |_| {})
 }
 
@@ -93,7 +104,7 @@ fn serve(
     let signals = termination_signals();
     signals.thread_block()?;
     let result = mount_session(args, store, &mountpoint);
-    let (mut session, _db) = match result {
+    let (mut session, _companions) = match result {
         Ok(s) => s,
         Err(e) => {
             ready(Err(format!("{e:#}")));
@@ -119,13 +130,30 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
+struct Companions {
+    _http: Option<BackgroundServer>,
+    _eviction: Option<crate::cache::ram::EvictionLoop>,
+}
+
 /// Open the namespace, start the HTTP database, mount.
-fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, ())> {
-    if args.ram_cache.is_some() {
-        bail!("--ram-cache needs the RAM buffer tier, which this build does not have yet");
-    }
-    let reads = Arc::new(store.clone());
-    let ns = Namespace::new(store, reads, Options { read_only: args.read_only })?;
+fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, Companions)> {
+    let db_path = database_path(store.root());
+    let db = Database::open(&db_path, true).with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let ns = Namespace::new(store, reads, db.clone(), Options { read_only: args.read_only })?;
+    let http = if args.no_db {
+        None
+    } else {
+        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
+            format!(
+                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
+                args.db_host, args.db_port
+            )
+        })?;
+        tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
+        Some(server)
+    };
     let mut options = vec![
         MountOption::FSName("seamfs".into()),
         MountOption::Subtype("seamfs".into()),
@@ -141,7 +169,18 @@ fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Re
     config.clone_fd = true;
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((session, ()))
+    Ok((session, Companions { _http: http, _eviction: eviction }))
+}
+
+/// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
+fn read_tiers(store: &DiskStore, ram_cache: Option<u64>) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
+    let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
+    let Some(size) = ram_cache else { return (disk, None) };
+    let config = RamConfig { soft_cap: size, hard_cap: size, ..RamConfig::default() };
+    let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
+    let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
+    tracing::info!(bytes = size, "RAM buffer cache over the disk store");
+    (Arc::new(Layered::new(ram, disk, WritePolicy::Through)), Some(eviction))
 }
 
 fn termination_signals() -> SigSet {
@@ -173,14 +212,23 @@ fn check_fuse_device() -> anyhow::Result<()> {
 
 /// The mount point must be an existing directory that nothing is mounted on.
 fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+    // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
+    // is what tells a stale mount.
+    let metadata = std::fs::metadata(path);
+    let stale = nix::sys::statvfs::statvfs(path).err() == Some(nix::errno::Errno::ENOTCONN)
+        || metadata.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    match metadata {
+        _ if stale => bail!(
             "{} is a stale mount (its filesystem process is gone): run `fusermount3 -u {}` and retry",
             path.display(),
             path.display()
         ),
+        // A missing mount point whose parent exists is created: `seamfs mount ~/mnt` just works.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("mount point {} does not exist: create it with `mkdir -p {}`", path.display(), path.display())
+            std::fs::create_dir(path).with_context(|| {
+                format!("mount point {} does not exist and cannot be created (create it with `mkdir -p`)", path.display())
+            })?;
+            tracing::info!(mountpoint = %path.display(), "created the mount point");
         }
         Err(e) => bail!("cannot use {} as a mount point: {e}", path.display()),
         Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),

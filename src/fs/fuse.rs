@@ -383,6 +383,21 @@ impl Filesystem for SeamFs {
         }
     }
 
+    /// No ioctls (Python asks for TCGETS on every open): say so without fuser's warning.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(FuseErrno::ENOTTY);
+    }
+
     fn create(
         &self,
         _req: &Request,

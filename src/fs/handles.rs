@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::buffer::Buffer;
-use crate::checksum::Checksum;
 use crate::store::PendingWrite;
 
 /// What an open file handle reads from (and writes to).
@@ -41,12 +40,47 @@ pub struct ClaimHandle {
     pub data: Mutex<Vec<u8>>,
 }
 
-/// A directory listing in progress: entries are produced in order, `offset` counts them, and
-/// sources that are too big to hold (`by-checksum/`) continue from where the last call stopped.
+/// A directory listing in progress. `entries` are fixed at `opendir`; `by-checksum/` continues
+/// with a stream of stored checksums that is never held whole.
 pub struct Listing {
     pub entries: Vec<DirEntry>,
-    /// For `by-checksum/`: the stream of stored checksums and how many entries were produced.
-    pub stream: Option<(Box<dyn Iterator<Item = Checksum> + Send>, u64)>,
+    pub stream: Option<Stream>,
+}
+
+/// The streamed part of a listing: entries produced but not yet taken by the kernel are kept in
+/// `window`, which starts at stream position `start`.
+pub struct Stream {
+    pub source: Box<dyn Iterator<Item = DirEntry> + Send>,
+    pub window: std::collections::VecDeque<DirEntry>,
+    pub start: u64,
+}
+
+impl Stream {
+    pub fn new(source: Box<dyn Iterator<Item = DirEntry> + Send>) -> Self {
+        Stream { source, window: Default::default(), start: 0 }
+    }
+
+    /// Up to `batch` entries from stream position `position` on; None if `position` lies
+    /// before the window (a rewind: the caller restarts the stream).
+    pub fn from(&mut self, position: u64, batch: usize) -> Option<Vec<DirEntry>> {
+        if position < self.start {
+            return None;
+        }
+        while self.start < position {
+            let consumed = self.window.pop_front().or_else(|| self.source.next());
+            if consumed.is_none() {
+                return Some(Vec::new());
+            }
+            self.start += 1;
+        }
+        while self.window.len() < batch {
+            match self.source.next() {
+                Some(entry) => self.window.push_back(entry),
+                None => break,
+            }
+        }
+        Some(self.window.iter().cloned().collect())
+    }
 }
 
 /// One directory entry.

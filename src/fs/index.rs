@@ -3,59 +3,48 @@
 //! removed from the key and the content decompressed before hashing, serialized as `plain`.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::path::Path;
 use std::sync::Mutex;
 
-use crate::buffer::Buffer;
 use crate::celltype::{self, CellType};
 use crate::checksum::Checksum;
+use crate::checksum::Compression;
 use crate::value::{Dict, Key, Value};
 
-/// A compression the index tool undoes before hashing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-}
-
-/// The index key of a relative path and the compression its content is in (Python checks `.zst`
-/// first, then `.gz`, on the last suffix only).
+/// The index key of a relative path and the compression its content is in (seamless-core's
+/// `strip_compression_suffix`: a final `.zst`, else `.gz`).
 pub fn index_key(path: &str) -> (&str, Option<Compression>) {
-    if let Some(stem) = path.strip_suffix(".zst") {
-        (stem, Some(Compression::Zstd))
-    } else if let Some(stem) = path.strip_suffix(".gz") {
-        (stem, Some(Compression::Gzip))
-    } else {
-        (path, None)
-    }
+    let (stem, compression) = Compression::strip_suffix(path.as_bytes());
+    // Only an ASCII suffix was removed, so the stem is still valid UTF-8.
+    (&path[..stem.len()], compression)
 }
 
-/// Checksum of the decompressed content, streamed (never the whole output in RAM).
-pub fn decompressed_checksum(buffer: &Buffer, compression: Compression) -> std::io::Result<Checksum> {
-    let raw = buffer.as_slice();
-    match compression {
-        // Python's gzip.decompress reads every member: MultiGzDecoder does the same.
-        Compression::Gzip => Checksum::of_reader(flate2::read::MultiGzDecoder::new(raw)),
-        Compression::Zstd => Checksum::of_reader(zstd::stream::read::Decoder::new(raw)?.take(u64::MAX)),
-    }
+/// Checksum of the decompressed content of a stored file, streamed.
+pub fn decompressed_checksum(file: &Path, compression: Compression) -> std::io::Result<Checksum> {
+    let opened = std::fs::File::open(file)?;
+    compression
+        .checksum(opened)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", file.display())))
 }
 
-/// Decompressed checksums already computed, by checksum of the compressed buffer.
+/// Decompressed checksums already computed, by checksum of the compressed buffer (and whether
+/// it was read as gzip).
 #[derive(Default)]
-pub struct DecompressedCache(Mutex<HashMap<(Checksum, Compression), Checksum>>);
+pub struct DecompressedCache(Mutex<HashMap<(Checksum, bool), Checksum>>);
 
 impl DecompressedCache {
     pub fn get_or_compute(
         &self,
         checksum: Checksum,
         compression: Compression,
-        load: impl FnOnce() -> std::io::Result<Buffer>,
+        compute: impl FnOnce() -> std::io::Result<Checksum>,
     ) -> std::io::Result<Checksum> {
-        if let Some(known) = self.0.lock().expect("cache lock").get(&(checksum, compression)) {
+        let key = (checksum, compression == Compression::Gzip);
+        if let Some(known) = self.0.lock().expect("cache lock").get(&key) {
             return Ok(*known);
         }
-        let result = decompressed_checksum(&load()?, compression)?;
-        self.0.lock().expect("cache lock").insert((checksum, compression), result);
+        let result = compute()?;
+        self.0.lock().expect("cache lock").insert(key, result);
         Ok(result)
     }
 }
@@ -100,14 +89,16 @@ mod tests {
     fn spec_example() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b"hello\n").unwrap();
-        let gz = Buffer::new(gz.finish().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let gz_path = dir.path().join("c.dat.gz");
+        std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
         let files = vec![
             ("a.txt".to_string(), Checksum::of(b"x")),
             ("empty".to_string(), Checksum::of(b"")),
             ("sub/b.txt".to_string(), Checksum::of(b"y")),
-            ("sub/c.dat.gz".to_string(), gz.checksum()),
+            ("sub/c.dat.gz".to_string(), Checksum::of(&std::fs::read(&gz_path).unwrap())),
         ];
-        let index = index_buffer(&files, |_, c| decompressed_checksum(&gz, c)).unwrap();
+        let index = index_buffer(&files, |_, c| decompressed_checksum(&gz_path, c)).unwrap();
         assert_eq!(
             Checksum::of(&index).hex(),
             "f278b786bbe0a27d950658048e5f7879a7689d11865e4157441eeca997a5a819"

@@ -7,3 +7,4 @@ pub mod inodes;
 pub mod fuse;
 pub mod namespace;
 pub mod tree;
+pub mod views;

@@ -72,6 +72,8 @@ pub enum TreeError {
     Invalid,
     #[error("tree database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("tree database: {0}")]
+    Database(#[from] crate::db::DbError),
 }
 
 impl TreeError {
@@ -83,7 +85,7 @@ impl TreeError {
             TreeError::IsDir => libc::EISDIR,
             TreeError::NotEmpty => libc::ENOTEMPTY,
             TreeError::Invalid => libc::EINVAL,
-            TreeError::Db(_) => libc::EIO,
+            TreeError::Db(_) | TreeError::Database(_) => libc::EIO,
         }
     }
 }
