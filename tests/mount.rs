@@ -446,10 +446,27 @@ fn as_celltype_views_match_the_vectors() {
         })
         .collect();
     std::fs::create_dir(m.path("vectors")).unwrap();
+    let mut written = std::collections::BTreeSet::new();
     for case in &cases {
         let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
         std::fs::write(m.path(&format!("vectors/{}", case["buffer_checksum"].as_str().unwrap())), bytes).unwrap();
+        written.insert(case["buffer_checksum"].as_str().unwrap().to_string());
     }
+    // Buffers another process adds to the store are listed too; with them the listing takes
+    // many readdir calls through the kernel: nothing is skipped or repeated.
+    let store = seamfs::store::DiskStore::open(&m.store).unwrap();
+    for i in 0..400u32 {
+        let buffer = Buffer::new(format!("extra {i}\n").into_bytes());
+        seamfs::store::BufferTier::put(&store, &buffer).unwrap();
+        written.insert(buffer.checksum().hex());
+    }
+    let listed = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(m.path(dir)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    let stored: std::collections::BTreeSet<String> = listed("by-checksum").into_iter().collect();
+    assert!(written.len() > 300 && written.is_subset(&stored), "{} written, {} listed", written.len(), stored.len());
+    assert_eq!(listed("by-checksum").len(), stored.len());
+    assert_eq!(listed("vectors").len(), (written.len() - 400) * 2);
     let mut targets = std::collections::BTreeSet::new();
     for case in &cases {
         let target: CellType = case["target"].as_str().unwrap().parse().unwrap();

@@ -739,7 +739,7 @@ impl Namespace {
         self.views.resolve(&self.db, self.reads.as_ref(), checksum, celltype).map_err(|e| match e {
             ViewError::Missing(_) => Errno::ENOENT,
             ViewError::Impossible(reason) => {
-                tracing::warn!(%checksum, %celltype, "as-{celltype}/{checksum}: {reason}");
+                tracing::info!(%checksum, %celltype, "as-{celltype}/{checksum}: {reason}");
                 Errno::EINVAL
             }
             other => {
