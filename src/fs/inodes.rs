@@ -10,6 +10,7 @@
 //!   are shared;
 //! * other dynamic inodes (a virtual sidecar, a pending claim, and a buffer whose derived number
 //!   is taken) are numbered from `DYNAMIC_BASE` on first use.
+//!
 //! No inode number is reused during a session, so the kernel can cache them forever.
 
 use std::collections::HashMap;
@@ -156,7 +157,7 @@ mod tests {
         assert_eq!(inodes.get_or_assign(Dynamic::Buffer(Checksum::of(b"a"))), a);
         assert_eq!(inodes.resolve(b), Some(Dynamic::Sidecar(5, Sidecar::Index)));
         assert_eq!(a, buffer_ino(&Checksum::of(b"a")));
-        assert!(b >= DYNAMIC_BASE && b < BUFFER_BASE);
+        assert!((DYNAMIC_BASE..BUFFER_BASE).contains(&b));
         assert_eq!(inodes.len(), 2);
     }
 
