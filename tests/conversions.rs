@@ -1,21 +1,26 @@
 //! The conversion engine against the Python vectors: the 156 matrix entries of `vectors.json`
-//! and the 2 412 real conversions of `conversion-vectors.json` (run by the reference converter),
-//! through the same `compat` functions `seamfs compat-check` uses.
+//! the 2 412 real conversions and the 1 080 expressions of `conversion-vectors.json` (run by the
+//! reference converter), through the same `compat` functions `seamfs compat-check` uses.
 
 use std::collections::BTreeMap;
 
 use seamfs::Buffer;
 use seamfs::celltype::CellType;
-use seamfs::celltype::convert::convert;
+use seamfs::celltype::convert::{Departure, convert};
+use seamfs::celltype::expression::{self, PathItem};
 use seamfs::compat::Outcome;
 use seamfs::compat::conversions::check_case;
 use serde_json::Value;
 
 fn cases(file: &str) -> Vec<Value> {
+    section(file, "conversions")
+}
+
+fn section(file: &str, name: &str) -> Vec<Value> {
     let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     let doc: Value = serde_json::from_str(&text).unwrap();
-    doc["conversions"].as_array().expect("a conversions section").clone()
+    doc[name].as_array().unwrap_or_else(|| panic!("{file} has no {name} section")).clone()
 }
 
 /// Run every case; panic listing the failures; return the deviations by pair.
@@ -196,4 +201,141 @@ fn yaml_deviations_are_pyyaml_results() {
             assert_eq!(ours, oracle.valid, "{id}: yaml validation differs from PyYAML");
         }
     }
+}
+
+/// `seamfs convert` end to end: stdin in, buffer or checksum out, errors on stderr with exit 1.
+#[test]
+fn convert_command() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let run = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("convert")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&["--from", "text", "--to", "str"], b"hello\n");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"\"hello\"\n");
+    let out = run(&["--from", "text", "--to", "str", "--checksum"], b"hello\n");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", seamfs::Checksum::of(b"\"hello\"\n")));
+    let out = run(&["--from", "python", "--to", "int"], b"x = 1\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("cannot convert from python to int: this conversion is forbidden"), "{err}");
+    let target = seamfs::Checksum::of(b"hello\n").hex();
+    let out = run(&["--from", "checksum", "--to", "text"], target.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("use --checksum"));
+    let out = run(&["--from", "checksum", "--to", "text", "--checksum"], target.as_bytes());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{target}\n"));
+}
+
+/// The path of an expression case, parsed.
+fn case_path(case: &Value) -> Vec<PathItem> {
+    expression::parse_path(&case["path"]).unwrap()
+}
+
+#[test]
+fn all_1080_reference_expressions() {
+    let cases = section("conversion-vectors.json", "expressions");
+    assert_eq!(cases.len(), 1080);
+    let mut passed = 0;
+    let mut deviations = BTreeMap::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let id = case["id"].as_str().unwrap();
+        match seamfs::compat::expressions::check_case(case) {
+            Outcome::Passed => passed += 1,
+            Outcome::Deviation(why) => {
+                let reason = why.split(':').next().unwrap().to_string();
+                *deviations.entry(reason).or_insert(0) += 1;
+            }
+            Outcome::Failed(why) | Outcome::Skipped(why) => failures.push(format!("{id}: {why}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    eprintln!("{passed} passed, deviations: {deviations:?}");
+    // Only two documented reasons: binary → plain with an empty path (decision 1), and numpy
+    // arrays/records written as text or str (the codec writes no numpy str()).
+    let expected: BTreeMap<String, usize> = [
+        (Departure::BinaryToPlainAsValue.reason().to_string(), 2),
+        (Departure::NoNumpyText.reason().to_string(), 14),
+    ]
+    .into();
+    assert_eq!(deviations, expected);
+    assert_eq!(passed, 1080 - 16);
+}
+
+/// A failed expression names both cell types and the path; "no result" is not an error.
+#[test]
+fn expression_errors_name_cell_types_and_path() {
+    let (mut errors, mut empty) = (0, 0);
+    for case in section("conversion-vectors.json", "expressions") {
+        let from: CellType = case["source"].as_str().unwrap().parse().unwrap();
+        let to: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let path = case_path(&case);
+        let buffer = Buffer::new(hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap());
+        match expression::evaluate(&buffer, &path, from, to) {
+            Err(e) => {
+                let text = expression::path_text(&path);
+                let expected = format!("with path {text} from {from} to {to}: ");
+                assert!(e.to_string().contains(&expected), "{e}");
+                errors += 1;
+            }
+            Ok(evaluation) if evaluation.result.is_none() => empty += 1,
+            Ok(_) => {}
+        }
+    }
+    assert_eq!(empty, 740);
+    assert!(errors > 100, "only {errors} errors");
+    let buffer = Buffer::new(b"x = 1\n".to_vec());
+    let e = expression::evaluate(&buffer, &[PathItem::Index(0)], CellType::Python, CellType::Int).unwrap_err();
+    assert!(e.to_string().contains("from python to int: this conversion is forbidden"), "{e}");
+    let e = expression::evaluate(&buffer, &[PathItem::Index(0)], CellType::Text, CellType::Plain).unwrap_err();
+    assert!(e.to_string().contains("a path can index only into mixed, plain or binary, not text"), "{e}");
+}
+
+/// The `expression.path` column holds `json.dumps(path)`: what `path_text` writes is what the
+/// database stores for `path_json`, and a stored row is found again under it.
+#[test]
+fn expression_paths_are_database_keys() {
+    use seamfs::db::{Database, ExpressionKey};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seamless.db");
+    let db = Database::open(&file, true).unwrap();
+    let result = seamfs::Checksum::of(b"1.5\n");
+    let mut seen = std::collections::HashSet::new();
+    let mut paths: Vec<Vec<PathItem>> = section("conversion-vectors.json", "expressions").iter().map(case_path).collect();
+    paths.retain(|p| seen.insert(p.clone()));
+    assert_eq!(paths.len(), 18);
+    paths.push(vec![PathItem::Key("é \"q\"".into()), PathItem::Index(-2)]);
+    for path in &paths {
+        assert_eq!(seamfs::db::pyjson::dumps(&expression::path_json(path)), expression::path_text(path));
+        let key = ExpressionKey {
+            input: seamfs::Checksum::of(b"{}\n"),
+            path: expression::path_json(path),
+            celltype: "plain".into(),
+            target_celltype: "float".into(),
+        };
+        db.transaction(|c| c.set_expression(&key, &result)).unwrap();
+        assert_eq!(db.get_expression(&key).unwrap(), Some(result));
+    }
+    let sql = rusqlite::Connection::open(&file).unwrap();
+    let stored: Vec<String> = sql
+        .prepare("SELECT path FROM expression ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(stored.contains(&r#"["a", "b", 2, "c"]"#.to_string()), "{stored:?}");
+    assert!(stored.contains(&r#"["\u00e9 \"q\"", -2]"#.to_string()), "{stored:?}");
+    assert!(stored.contains(&"[]".to_string()), "{stored:?}");
 }

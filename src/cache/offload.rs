@@ -82,6 +82,16 @@ enum Data {
     Offloaded,
 }
 
+impl Data {
+    fn residence(&self) -> Residence {
+        match self {
+            Data::Ram(_) => Residence::Ram,
+            Data::MappedRo(_) | Data::MappedRw(_) => Residence::Mapped,
+            Data::Offloaded => Residence::Offloaded,
+        }
+    }
+}
+
 struct State {
     data: Data,
     caching: bool,
@@ -158,11 +168,7 @@ impl OffloadEntry {
     }
 
     pub fn residence(&self) -> Residence {
-        match self.lock().data {
-            Data::Ram(_) => Residence::Ram,
-            Data::MappedRo(_) | Data::MappedRw(_) => Residence::Mapped,
-            Data::Offloaded => Residence::Offloaded,
-        }
+        self.lock().data.residence()
     }
 
     /// Move the bytes into the `.dat` and map it (RAM → Mapped); then offload if automatic.
@@ -251,8 +257,10 @@ impl OffloadEntry {
         }
     }
 
+    /// The entry's lock. A panic inside `with_bytes` poisons it, but the guard has put the state
+    /// back in order by then (re-offloaded), so the entry stays usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("offload entry lock poisoned by a panic")
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn offload_locked(&self, state: &mut State) -> Result<(), OffloadError> {
@@ -342,7 +350,7 @@ impl OffloadEntry {
 
 impl Drop for OffloadEntry {
     fn drop(&mut self) {
-        let written = self.state.get_mut().map(|s| s.written).unwrap_or(None);
+        let written = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).written;
         if let Some(id) = written
             && (self.purge_on_drop || self.ephemeral)
         {
@@ -524,6 +532,18 @@ mod tests {
         let new = OffloadEntry::new(vec![2; 10], config(dir.path(), true)).unwrap();
         drop(old);
         assert_eq!(new.with_bytes(|b| b.to_vec()).unwrap(), vec![2; 10]);
+    }
+
+    #[test]
+    fn a_panicking_access_still_re_offloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = OffloadEntry::new(vec![5; 10], config(dir.path(), true)).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            e.with_bytes(|_| panic!("reader failed")).unwrap();
+        }));
+        assert!(caught.is_err());
+        assert_eq!(e.residence(), Residence::Offloaded);
+        assert_eq!(e.with_bytes(|b| b[0]).unwrap(), 5, "the entry is still usable");
     }
 
     #[test]

@@ -31,6 +31,24 @@ pub fn deserialize(buf: &[u8]) -> Result<Value, CellError> {
     }
 }
 
+/// `np.array(a)` copies a view in memory order (`order='K'`): a strided view whose axes run
+/// fastest-first becomes Fortran-ordered (a row of a Fortran array is written `fortran_order`).
+fn copied(a: &NdArray) -> NdArray {
+    let Layout::Strided(strides) = &a.layout else {
+        return a.clone();
+    };
+    let long: Vec<i64> = a.shape.iter().zip(strides).filter(|(n, _)| **n > 1).map(|(_, s)| *s).collect();
+    let layout = if long.windows(2).all(|w| w[0] >= w[1]) {
+        Layout::C
+    } else if long.windows(2).all(|w| w[0] <= w[1]) {
+        Layout::F
+    } else {
+        // Any other order is written in C order, as numpy writes a non-contiguous array.
+        a.layout.clone()
+    };
+    NdArray { layout, ..a.clone() }
+}
+
 /// What numpy makes of a Python leaf when building an array from nested lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Leaf {
@@ -64,7 +82,7 @@ fn object_error() -> CellError {
 /// numpy values; dicts, None and other objects give numpy's object arrays, which seamless rejects.
 pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
     match value {
-        Value::Array(a) | Value::Scalar(a) => return Ok(a.clone()),
+        Value::Array(a) | Value::Scalar(a) => return Ok(copied(a)),
         Value::List(_) | Value::Tuple(_) => {}
         _ => return build(&[value], vec![]),
     }

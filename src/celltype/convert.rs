@@ -62,8 +62,8 @@ pub struct ConvertError {
     pub step: Option<(CellType, CellType)>,
     pub reason: String,
     /// What was learned before the failure (true facts only; a failure never marks valid
-    /// content as invalid).
-    pub facts: Facts,
+    /// content as invalid). Boxed to keep the error small.
+    pub facts: Box<Facts>,
     pub departures: Vec<Departure>,
 }
 
@@ -78,7 +78,7 @@ impl fmt::Display for ConvertError {
 }
 
 /// A deliberate difference from the reference converter (decisions 1–5 of `conversions.md`,
-/// listed in docs/compat.md). A conversion reports the ones whose code path it took.
+/// and the codec's refusal of numpy text for expressions; listed in docs/compat.md). A conversion reports the ones whose code path it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Departure {
     /// `binary → plain` gives the array as a JSON value, not a JSON string of compact JSON.
@@ -93,6 +93,9 @@ pub enum Departure {
     Yaml11,
     /// `checksum → X` dereferences a buffer holding one checksum (the reference fails).
     ChecksumDereference,
+    /// An expression with a path wrote a numpy array or record as text (Python `str()`), which
+    /// the codec refuses rather than imitate numpy's printing (docs/compat.md, cell types).
+    NoNumpyText,
 }
 
 impl Departure {
@@ -104,6 +107,7 @@ impl Departure {
             Departure::NoUnicodeArray => "plain → binary refuses lists numpy turns into unicode arrays (decision 3)",
             Departure::Yaml11 => "YAML read with PyYAML 1.1 semantics, not ruamel.yaml 1.2 (decision 4)",
             Departure::ChecksumDereference => "checksum → X dereferences the checksum (decision 5)",
+            Departure::NoNumpyText => "no str() of numpy arrays and records (codec deviation)",
         }
     }
 }
@@ -143,7 +147,8 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
             }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
-                return Err(ConvertError { from, to, step, reason, facts: run.facts, departures: run.departures });
+                let (facts, departures) = (Box::new(run.facts), run.departures);
+                return Err(ConvertError { from, to, step, reason, facts, departures });
             }
         }
     }
@@ -201,7 +206,8 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Ok(v) => learn_json(run, cs, &v),
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
-                return Err(format!("not valid JSON: {}", why(&e)));
+                // The codec's explanation says what is wrong; Python's message is the text itself.
+                return Err(e.detail.unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
             }
         },
         Text => {}
@@ -382,8 +388,12 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
                 run.depart(Departure::NoUnicodeArray);
             }
             let info = run.facts.about(cs);
-            info.set_flag(Flag::JsonNumericScalar, false);
             info.set_flag(Flag::JsonNumericArray, false);
+            // A string may still convert to a number (`"12"` → 12): only other values are
+            // surely not numeric scalars (seamless records false for strings too).
+            if !matches!(value, Value::Str(_) | Value::Surrogates(_)) {
+                info.set_flag(Flag::JsonNumericScalar, false);
+            }
             return Err(e.to_string());
         }
     };
@@ -400,11 +410,11 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 /// converts to that checksum; a list or dict of checksums (a deep cell) only to plain, kept.
 fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, String> {
     let bytes = buf.as_slice();
-    if bytes.len() == 64 {
-        if let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict) {
-            run.depart(Departure::ChecksumDereference);
-            return Ok(Output::Reference(cs));
-        }
+    if bytes.len() == 64
+        && let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict)
+    {
+        run.depart(Departure::ChecksumDereference);
+        return Ok(Output::Reference(cs));
     }
     let not_a_checksum = "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
     let value = celltype::deserialize(bytes, Plain).map_err(|_| not_a_checksum.to_string())?;

@@ -11,6 +11,7 @@ use crate::value::Value;
 
 pub mod binary;
 pub mod convert;
+pub mod expression;
 pub mod ipython;
 pub mod json_orjson;
 pub mod json_parse;

@@ -715,7 +715,7 @@ const NON_PRINTABLE: [(u32, u32); 701] = [
 /// CPython 3.11 `chr(c).isprintable()`.
 pub fn is_printable(c: u32) -> bool {
     let i = NON_PRINTABLE.partition_point(|&(_, last)| last < c);
-    !NON_PRINTABLE.get(i).is_some_and(|&(first, _)| first <= c)
+    NON_PRINTABLE.get(i).is_none_or(|&(first, _)| first > c)
 }
 
 #[cfg(test)]

@@ -68,7 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
@@ -89,13 +92,19 @@ async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
     };
     let service = Service::new(db, args.writable).context("cannot start the database writer")?;
     let activity = service.activity();
-    println!("Serving the Seamless database on http://{}", listener.local_addr()?);
+    println!(
+        "Serving the Seamless database on http://{}",
+        listener.local_addr()?
+    );
     println!("Press Ctrl+C to end");
     if let Some(status) = &status {
         status.write_running(port)?;
     }
     let shutdown = shutdown_signal(activity, timeout)?;
-    service.serve(listener, shutdown).await.context("the HTTP server failed")
+    service
+        .serve(listener, shutdown)
+        .await
+        .context("the HTTP server failed")
 }
 
 /// Bind the listening socket: --port as is (in use: an error), else a random free port of
@@ -105,7 +114,9 @@ async fn choose_listener(args: &Args) -> anyhow::Result<TcpListener> {
     if let Some(port) = args.port {
         return http::bind(host, port).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => {
-                anyhow::anyhow!("{host} port {port} already in use: choose another --port, or use --port-range")
+                anyhow::anyhow!(
+                    "{host} port {port} already in use: choose another --port, or use --port-range"
+                )
             }
             _ => anyhow::anyhow!("cannot listen on {host} port {port}: {e}"),
         });
@@ -125,7 +136,11 @@ async fn choose_listener(args: &Args) -> anyhow::Result<TcpListener> {
     for port in ports {
         match http::bind(host, port).await {
             Ok(listener) => return Ok(listener),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                ) => {}
             Err(e) => bail!("cannot listen on {host} port {port}: {e}"),
         }
     }
@@ -184,7 +199,10 @@ impl StatusFile {
                 Ok(raw) => break raw,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if Instant::now() >= deadline {
-                        bail!("Status file '{shown}' not found after {} seconds", STATUS_FILE_WAIT.as_secs());
+                        bail!(
+                            "Status file '{shown}' not found after {} seconds",
+                            STATUS_FILE_WAIT.as_secs()
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -196,7 +214,10 @@ impl StatusFile {
         let Value::Object(contents) = value else {
             bail!("Status file '{shown}' must contain a JSON object");
         };
-        Ok(StatusFile { path: path.to_path_buf(), contents })
+        Ok(StatusFile {
+            path: path.to_path_buf(),
+            contents,
+        })
     }
 
     fn write_running(&self, port: u16) -> anyhow::Result<()> {
@@ -217,7 +238,9 @@ impl StatusFile {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let text = pyjson::dumps(&Value::Object(payload)) + "\n";
-        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", Path::new(&tmp).display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("cannot replace {}", self.path.display()))
+        std::fs::write(&tmp, text)
+            .with_context(|| format!("cannot write {}", Path::new(&tmp).display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot replace {}", self.path.display()))
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use super::Outcome;
 use crate::buffer::Buffer;
 use crate::celltype::CellType;
-use crate::celltype::convert::{self, Output, matrix};
+use crate::celltype::convert::{self, Departure, Output, matrix};
 
 /// Check one entry of the `conversions` section.
 pub fn check_case(case: &Json) -> Outcome {
@@ -30,7 +30,7 @@ fn check(case: &Json) -> Result<Outcome, String> {
     }
 }
 
-fn celltype_field(case: &Json, key: &str) -> Result<CellType, String> {
+pub(super) fn celltype_field(case: &Json, key: &str) -> Result<CellType, String> {
     let name = case.get(key).and_then(Json::as_str).ok_or_else(|| format!("the case has no '{key}'"))?;
     name.parse::<CellType>().map_err(|e| e.to_string())
 }
@@ -77,14 +77,20 @@ fn check_conversion(case: &Json, from: CellType, to: CellType, hex: &str) -> Res
         (Ok(out), false) => format!("converted to {} where the reference fails", describe(out)),
         (Err(e), true) => format!("failed where the reference succeeds: {e}"),
     };
-    if departures.is_empty() {
-        return Ok(Outcome::Failed(difference));
-    }
-    let reasons: Vec<&str> = departures.iter().map(|d| d.reason()).collect();
-    Ok(Outcome::Deviation(format!("{}: {difference}", reasons.join("; "))))
+    Ok(judge(difference, &departures))
 }
 
-fn describe(out: &Output) -> String {
+/// A difference from the reference is a deviation when the run departed from the reference on
+/// purpose (the reasons are listed), and a failure otherwise.
+pub(super) fn judge(difference: String, departures: &[Departure]) -> Outcome {
+    if departures.is_empty() {
+        return Outcome::Failed(difference);
+    }
+    let reasons: Vec<&str> = departures.iter().map(|d| d.reason()).collect();
+    Outcome::Deviation(format!("{}: {difference}", reasons.join("; ")))
+}
+
+pub(super) fn describe(out: &Output) -> String {
     match out {
         Output::Buffer(b) => format!("{} ({} bytes)", b.checksum(), b.len()),
         Output::Reference(cs) => format!("the referenced checksum {cs}"),

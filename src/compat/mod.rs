@@ -4,9 +4,11 @@
 //! The vectors write Python values in a tagged JSON encoding (`meta.value_encoding`: `$int`,
 //! `$float`, `$dict`, `$ndarray`, ...); `decode_value`/`encode_value` translate it to and from
 //! `Value`. Sections `serialize`, `deserialize`, `invalid_serialize` are run here, `conversions`
-//! by `conversions::check_case`; a missing section is skipped.
+//! by `conversions::check_case`, `expressions` by `expressions::check_case`; a missing section
+//! is skipped.
 
 pub mod conversions;
+pub mod expressions;
 
 use std::path::Path;
 
@@ -69,11 +71,12 @@ impl Report {
 }
 
 /// The sections this runner knows, in file order.
-pub const SECTIONS: [&str; 4] = [
+pub const SECTIONS: [&str; 5] = [
     "serialize",
     "deserialize",
     "invalid_serialize",
     "conversions",
+    "expressions",
 ];
 
 /// Run every known section of the vectors file at `path`.
@@ -104,6 +107,7 @@ pub fn run_section(doc: &Json, section: &str) -> Vec<CaseResult> {
                 "deserialize" => check_deserialize(case),
                 "invalid_serialize" => check_invalid_serialize(case),
                 "conversions" => conversions::check_case(case),
+                "expressions" => expressions::check_case(case),
                 _ => Outcome::Skipped(format!("unknown section {section}")),
             };
             CaseResult {

@@ -8,8 +8,9 @@
 //! when it stores a record (buffer-info slot types, execution-record identity, bucket kinds,
 //! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
 
-mod records;
+mod checkpoint;
 pub mod pyjson;
+mod records;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::checksum::Checksum;
 
-pub use records::{BucketProbe, Conflict, ExpressionKey, IrreproducibleRecord, BUCKET_KINDS};
+pub use records::{BUCKET_KINDS, BucketProbe, Conflict, ExpressionKey, IrreproducibleRecord};
 
 /// Number of read-only connections in the pool (more than the runtime's worker threads).
 const READERS: usize = 4;
@@ -49,7 +50,10 @@ pub enum DbError {
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("Database file '{0}' must exist when --writable is not set")]
     Missing(PathBuf),
 }
@@ -70,9 +74,12 @@ impl<'a> Conn<'a> {
 
 struct Inner {
     path: PathBuf,
+    // Field order is drop order: the readers and the checkpointer close first, so that the
+    // writer is the last connection and checkpoints the WAL into the file on close.
+    readers: Vec<Mutex<Connection>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
     /// None when opened read-only.
     writer: Option<Mutex<Connection>>,
-    readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
 
@@ -91,19 +98,36 @@ impl Database {
         if !writable && !path.exists() {
             return Err(DbError::Missing(path));
         }
-        let writer = if writable {
+        let (writer, checkpointer) = if writable {
             let conn = open_connection(&path, true)?;
             schema::create(&conn)?;
-            Some(Mutex::new(conn))
+            // The checkpointer thread does the work; this only bounds the WAL when writes never
+            // pause long enough for its passive checkpoints to complete (see checkpoint.rs).
+            conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint={}",
+                checkpoint::WRITER_LIMIT_PAGES
+            ))?;
+            (
+                Some(Mutex::new(conn)),
+                Some(checkpoint::Checkpointer::start(&path)?),
+            )
         } else {
-            None
+            (None, None)
         };
         let readers = (0..READERS)
             .map(|_| open_connection(&path, false).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
         check_readable(&path, &readers[0])?;
-        let inner = Inner { path, writer, readers, next_reader: AtomicUsize::new(0) };
-        Ok(Database { inner: Arc::new(inner) })
+        let inner = Inner {
+            path,
+            readers,
+            checkpointer,
+            writer,
+            next_reader: AtomicUsize::new(0),
+        };
+        Ok(Database {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -126,13 +150,20 @@ impl Database {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        let writer = self.inner.writer.as_ref().ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))?;
+        let writer = self
+            .inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))?;
         let mut guard = lock(writer);
         let tx = guard
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;
         let value = f(&Conn { conn: &tx })?;
         tx.commit().map_err(DbError::from)?;
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.written();
+        }
         Ok(value)
     }
 
@@ -165,14 +196,32 @@ impl Database {
     pub fn merge_buffer_info(&self, checksum: &Checksum, info: &JsonMap) -> Result<()> {
         self.transaction(|c| c.merge_buffer_info(checksum, info))
     }
-    pub fn get_semantic_to_syntactic(&self, semantic: &Checksum, celltype: &str, subcelltype: &str) -> Result<Vec<Checksum>> {
+    pub fn get_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
         self.read(|c| c.get_semantic_to_syntactic(semantic, celltype, subcelltype))
     }
-    pub fn get_syntactic_to_semantic(&self, syntactic: &Checksum, celltype: &str, subcelltype: &str) -> Result<Vec<Checksum>> {
+    pub fn get_syntactic_to_semantic(
+        &self,
+        syntactic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
         self.read(|c| c.get_syntactic_to_semantic(syntactic, celltype, subcelltype))
     }
-    pub fn add_semantic_to_syntactic(&self, semantic: &Checksum, celltype: &str, subcelltype: &str, syntactic: &[Checksum]) -> Result<()> {
-        self.transaction(|c| c.add_semantic_to_syntactic(semantic, celltype, subcelltype, syntactic))
+    pub fn add_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+        syntactic: &[Checksum],
+    ) -> Result<()> {
+        self.transaction(|c| {
+            c.add_semantic_to_syntactic(semantic, celltype, subcelltype, syntactic)
+        })
     }
     pub fn get_expression(&self, key: &ExpressionKey) -> Result<Option<Checksum>> {
         self.read(|c| c.get_expression(key))
@@ -186,10 +235,19 @@ impl Database {
     pub fn get_execution_record(&self, tf: &Checksum) -> Result<Option<Value>> {
         self.read(|c| c.get_execution_record(tf))
     }
-    pub fn set_execution_record(&self, tf: &Checksum, result: &Checksum, record: &JsonMap) -> Result<()> {
+    pub fn set_execution_record(
+        &self,
+        tf: &Checksum,
+        result: &Checksum,
+        record: &JsonMap,
+    ) -> Result<()> {
         self.transaction(|c| c.set_execution_record(tf, result, record))
     }
-    pub fn get_irreproducible(&self, tf: &Checksum, result: Option<&Checksum>) -> Result<Vec<IrreproducibleRecord>> {
+    pub fn get_irreproducible(
+        &self,
+        tf: &Checksum,
+        result: Option<&Checksum>,
+    ) -> Result<Vec<IrreproducibleRecord>> {
         self.read(|c| c.get_irreproducible(tf, result))
     }
     pub fn mark_irreproducible(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
@@ -213,7 +271,10 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection> {
         schema::configure(&conn)?;
         Ok(conn)
     });
-    let conn = opened.map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+    let conn = opened.map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -222,8 +283,13 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection> {
 /// first request).
 fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
     lock(reader)
-        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-        .map_err(|source| DbError::Open { path: path.to_path_buf(), source })?;
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(())
 }
 

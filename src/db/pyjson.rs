@@ -26,7 +26,8 @@ fn write(value: &Value, style: Style) -> String {
     // Parsed JSON has only str keys and JSON types, which json.dumps always writes; the one
     // failure left is Python's recursion limit, which a request body cannot reach (it would
     // have failed json.loads in Python just the same).
-    json_python::write(&to_python(value), style).unwrap_or_else(|e| panic!("json.dumps of parsed JSON failed: {e:?}"))
+    json_python::write(&to_python(value), style)
+        .unwrap_or_else(|e| panic!("json.dumps of parsed JSON failed: {e:?}"))
 }
 
 /// The Python value `json.loads` gives for this JSON.
@@ -44,9 +45,11 @@ fn to_python(value: &Value) -> PyValue {
         }
         Value::String(s) => PyValue::Str(s.clone()),
         Value::Array(items) => PyValue::List(items.iter().map(to_python).collect()),
-        Value::Object(map) => {
-            PyValue::Dict(map.iter().map(|(k, v)| (Key::Str(k.clone()), to_python(v))).collect::<Dict>())
-        }
+        Value::Object(map) => PyValue::Dict(
+            map.iter()
+                .map(|(k, v)| (Key::Str(k.clone()), to_python(v)))
+                .collect::<Dict>(),
+        ),
     }
 }
 
@@ -72,7 +75,9 @@ pub fn python_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn maps_eq(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
-    x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
+    x.len() == y.len()
+        && x.iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| python_eq(v, w)))
 }
 
 /// A JSON number or bool seen as a Python number.
@@ -93,7 +98,11 @@ impl Numeric {
                     return Some(Ordering::Less); // never equal
                 }
                 let as_int = num_bigint::BigInt::from(f.to_i128()?);
-                Some(if *i == as_int { Ordering::Equal } else { Ordering::Less })
+                Some(if *i == as_int {
+                    Ordering::Equal
+                } else {
+                    Ordering::Less
+                })
             }
         }
     }
@@ -124,7 +133,9 @@ mod tests {
 
     #[test]
     fn compact_matches_python() {
-        let v = parse(r#"{"b": [1, 2.0, 1e5, -0, 1E-7, 123456789012345678901234567890], "a": "é\u007f\n", "c": {}}"#);
+        let v = parse(
+            r#"{"b": [1, 2.0, 1e5, -0, 1E-7, 123456789012345678901234567890], "a": "é\u007f\n", "c": {}}"#,
+        );
         assert_eq!(
             dumps(&v),
             r#"{"b": [1, 2.0, 100000.0, 0, 1e-07, 123456789012345678901234567890], "a": "\u00e9\u007f\n", "c": {}}"#
@@ -134,7 +145,9 @@ mod tests {
 
     #[test]
     fn pretty_sorted_matches_python() {
-        let v = parse(r#"{"length": 13, "dtype": "<f8", "shape": [2, 3], "e": [], "m": {"z": 1, "a": {}}}"#);
+        let v = parse(
+            r#"{"length": 13, "dtype": "<f8", "shape": [2, 3], "e": [], "m": {"z": 1, "a": {}}}"#,
+        );
         assert_eq!(
             dumps_sorted_indent2(&v),
             "{\n  \"dtype\": \"<f8\",\n  \"e\": [],\n  \"length\": 13,\n  \"m\": {\n    \"a\": {},\n    \"z\": 1\n  },\n  \"shape\": [\n    2,\n    3\n  ]\n}"
@@ -143,9 +156,15 @@ mod tests {
 
     #[test]
     fn python_equality() {
-        assert!(python_eq(&parse(r#"{"a": 1, "b": [true]}"#), &parse(r#"{"b": [1.0], "a": 1.0}"#)));
+        assert!(python_eq(
+            &parse(r#"{"a": 1, "b": [true]}"#),
+            &parse(r#"{"b": [1.0], "a": 1.0}"#)
+        ));
         assert!(!python_eq(&parse(r#"{"a": 1}"#), &parse(r#"{"a": "1"}"#)));
         assert!(!python_eq(&parse(r#"{"a": 1.5}"#), &parse(r#"{"a": 1}"#)));
-        assert!(!python_eq(&parse(r#"{"a": 1}"#), &parse(r#"{"a": 1, "b": 2}"#)));
+        assert!(!python_eq(
+            &parse(r#"{"a": 1}"#),
+            &parse(r#"{"a": 1, "b": 2}"#)
+        ));
     }
 }

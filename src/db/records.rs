@@ -87,13 +87,28 @@ pub struct BucketProbe {
     pub freshness_tokens: JsonMap,
 }
 
+/// What is stored about one transformation: its result and its execution record.
+struct StoredOutcome {
+    result: Option<Checksum>,
+    record: Option<StoredRecord>,
+}
+
+/// A `meta_data` row: the result it is for and the record's minified JSON text.
+struct StoredRecord {
+    result: Checksum,
+    text: String,
+}
+
 impl Conn<'_> {
     // ---- transformation / rev_transformation ----
 
     pub fn get_transformation(&self, tf: &Checksum) -> Result<Option<Checksum>> {
-        let mut stmt = self.conn.prepare_cached("SELECT result FROM transformation WHERE checksum = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT result FROM transformation WHERE checksum = ?1")?;
         let text: Option<String> = stmt.query_row([tf.hex()], |r| r.get(0)).optional()?;
-        text.map(|t| stored_checksum("transformation", &t)).transpose()
+        text.map(|t| stored_checksum("transformation", &t))
+            .transpose()
     }
 
     /// Store (or overwrite) the result of `tf`, and the reverse entry (once per pair).
@@ -113,7 +128,8 @@ impl Conn<'_> {
             r#"SELECT "t1"."id", "t1"."result", "t1"."checksum" FROM "rev_transformation" AS "t1" WHERE ("t1"."result" = ?1)"#,
         )?;
         let rows = stmt.query_map([result.hex()], |r| r.get::<_, String>(2))?;
-        rows.map(|t| stored_checksum("rev_transformation", &t?)).collect()
+        rows.map(|t| stored_checksum("rev_transformation", &t?))
+            .collect()
     }
 
     fn ensure_rev_transformation(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
@@ -127,25 +143,31 @@ impl Conn<'_> {
         Ok(())
     }
 
-    fn get_transformation_and_metadata_result(
-        &self,
-        tf: &Checksum,
-    ) -> Result<(Option<Checksum>, Option<(Checksum, String)>)> {
-        let tf_result = self.get_transformation(tf)?;
-        let mut stmt = self.conn.prepare_cached("SELECT result, metadata FROM meta_data WHERE checksum = ?1")?;
-        let row: Option<(String, String)> =
-            stmt.query_row([tf.hex()], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-        let meta = match row {
-            Some((result, text)) => Some((stored_checksum("meta_data", &result)?, text)),
+    /// The stored transformation result of `tf` and its execution record (result, JSON text).
+    fn stored_outcome(&self, tf: &Checksum) -> Result<StoredOutcome> {
+        let result = self.get_transformation(tf)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT result, metadata FROM meta_data WHERE checksum = ?1")?;
+        let row: Option<(String, String)> = stmt
+            .query_row([tf.hex()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let record = match row {
+            Some((result, text)) => Some(StoredRecord {
+                result: stored_checksum("meta_data", &result)?,
+                text,
+            }),
             None => None,
         };
-        Ok((tf_result, meta))
+        Ok(StoredOutcome { result, record })
     }
 
     // ---- buffer_info ----
 
     pub fn get_buffer_info(&self, checksum: &Checksum) -> Result<Option<JsonMap>> {
-        let mut stmt = self.conn.prepare_cached("SELECT buffer_info FROM buffer_info WHERE checksum = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT buffer_info FROM buffer_info WHERE checksum = ?1")?;
         let text: Option<String> = stmt.query_row([checksum.hex()], |r| r.get(0)).optional()?;
         text.map(|t| stored_object("buffer_info", &t)).transpose()
     }
@@ -170,7 +192,12 @@ impl Conn<'_> {
 
     // ---- semantic_to_syntactic / syntactic_to_semantic ----
 
-    pub fn get_semantic_to_syntactic(&self, semantic: &Checksum, celltype: &str, subcelltype: &str) -> Result<Vec<Checksum>> {
+    pub fn get_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
         self.conversion_rows(
             r#"SELECT "t1"."syntactic", "t1"."celltype", "t1"."subcelltype", "t1"."semantic" FROM "syntactic_to_semantic" AS "t1" WHERE ((("t1"."semantic" = ?1) AND ("t1"."celltype" = ?2)) AND ("t1"."subcelltype" = ?3))"#,
             semantic,
@@ -180,7 +207,12 @@ impl Conn<'_> {
         )
     }
 
-    pub fn get_syntactic_to_semantic(&self, syntactic: &Checksum, celltype: &str, subcelltype: &str) -> Result<Vec<Checksum>> {
+    pub fn get_syntactic_to_semantic(
+        &self,
+        syntactic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
         self.conversion_rows(
             r#"SELECT "t1"."syntactic", "t1"."celltype", "t1"."subcelltype", "t1"."semantic" FROM "syntactic_to_semantic" AS "t1" WHERE ((("t1"."syntactic" = ?1) AND ("t1"."celltype" = ?2)) AND ("t1"."subcelltype" = ?3))"#,
             syntactic,
@@ -190,14 +222,30 @@ impl Conn<'_> {
         )
     }
 
-    fn conversion_rows(&self, sql: &str, key: &Checksum, celltype: &str, subcelltype: &str, column: usize) -> Result<Vec<Checksum>> {
+    fn conversion_rows(
+        &self,
+        sql: &str,
+        key: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+        column: usize,
+    ) -> Result<Vec<Checksum>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![key.hex(), celltype, subcelltype], |r| r.get::<_, String>(column))?;
-        rows.map(|t| stored_checksum("syntactic_to_semantic", &t?)).collect()
+        let rows = stmt.query_map(params![key.hex(), celltype, subcelltype], |r| {
+            r.get::<_, String>(column)
+        })?;
+        rows.map(|t| stored_checksum("syntactic_to_semantic", &t?))
+            .collect()
     }
 
     /// Record that each of `syntactic` is a syntactic form of `semantic`; known pairs are kept.
-    pub fn add_semantic_to_syntactic(&self, semantic: &Checksum, celltype: &str, subcelltype: &str, syntactic: &[Checksum]) -> Result<()> {
+    pub fn add_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+        syntactic: &[Checksum],
+    ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO syntactic_to_semantic (syntactic, celltype, subcelltype, semantic) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -217,7 +265,10 @@ impl Conn<'_> {
         )?;
         let path = pyjson::dumps(&key.path);
         let text: Option<String> = stmt
-            .query_row(params![key.input.hex(), path, key.celltype, key.target_celltype], |r| r.get(0))
+            .query_row(
+                params![key.input.hex(), path, key.celltype, key.target_celltype],
+                |r| r.get(0),
+            )
             .optional()?;
         text.map(|t| stored_checksum("expression", &t)).transpose()
     }
@@ -242,7 +293,12 @@ impl Conn<'_> {
             r#"SELECT "t1"."input_checksum", "t1"."path", "t1"."celltype", "t1"."target_celltype", "t1"."validator", "t1"."validator_language", "t1"."result" FROM "expression" AS "t1" WHERE ("t1"."result" = ?1)"#,
         )?;
         let rows = stmt.query_map([result.hex()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
         })?;
         rows.map(|row| {
             let (input, path, celltype, target_celltype) = row?;
@@ -259,7 +315,9 @@ impl Conn<'_> {
     // ---- metadata (execution records) ----
 
     pub fn get_execution_record(&self, tf: &Checksum) -> Result<Option<Value>> {
-        let mut stmt = self.conn.prepare_cached("SELECT metadata FROM meta_data WHERE checksum = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT metadata FROM meta_data WHERE checksum = ?1")?;
         let text: Option<String> = stmt.query_row([tf.hex()], |r| r.get(0)).optional()?;
         text.map(|t| stored_json("meta_data", &t)).transpose()
     }
@@ -267,34 +325,41 @@ impl Conn<'_> {
     /// Store the execution record of `tf` → `result` (spec §5.2): validated, refused with a
     /// `Conflict` if it contradicts what is stored, idempotent for an equal record. Also records
     /// the transformation result and its reverse entry.
-    pub fn set_execution_record(&self, tf: &Checksum, result: &Checksum, record: &JsonMap) -> Result<()> {
+    pub fn set_execution_record(
+        &self,
+        tf: &Checksum,
+        result: &Checksum,
+        record: &JsonMap,
+    ) -> Result<()> {
         check_execution_record(tf, result, record)?;
         if self.has_irreproducible(tf)? {
             return Err(DbError::Conflict(Conflict::IrreproducibleExists));
         }
-        let (tf_result, meta) = self.get_transformation_and_metadata_result(tf)?;
-        if tf_result.is_some_and(|r| r != *result) {
+        let stored = self.stored_outcome(tf)?;
+        if stored.result.is_some_and(|r| r != *result) {
             return Err(DbError::Conflict(Conflict::TransformationResultMismatch));
         }
-        if let Some((meta_result, text)) = &meta {
-            if meta_result != result {
+        if let Some(record_row) = &stored.record {
+            if record_row.result != *result {
                 return Err(DbError::Conflict(Conflict::MetadataResultMismatch));
             }
-            let stored = stored_json("meta_data", text)?;
-            if !pyjson::python_eq(&stored, &Value::Object(record.clone())) {
+            let existing = stored_json("meta_data", &record_row.text)?;
+            if !pyjson::python_eq(&existing, &Value::Object(record.clone())) {
                 return Err(DbError::Conflict(Conflict::MetadataDiffers));
             }
         }
-        if tf_result.is_none() {
+        if stored.result.is_none() {
             self.conn
                 .prepare_cached("INSERT INTO transformation (checksum, result) VALUES (?1, ?2)")?
                 .execute([tf.hex(), result.hex()])?;
         }
         self.ensure_rev_transformation(tf, result)?;
-        if meta.is_none() {
+        if stored.record.is_none() {
             let text = pyjson::dumps(&Value::Object(record.clone()));
             self.conn
-                .prepare_cached("INSERT INTO meta_data (checksum, result, metadata) VALUES (?1, ?2, json(?3))")?
+                .prepare_cached(
+                    "INSERT INTO meta_data (checksum, result, metadata) VALUES (?1, ?2, json(?3))",
+                )?
                 .execute([tf.hex(), result.hex(), text])?;
         }
         Ok(())
@@ -303,16 +368,24 @@ impl Conn<'_> {
     // ---- irreproducible ----
 
     fn has_irreproducible(&self, tf: &Checksum) -> Result<bool> {
-        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM irreproducible_transformation WHERE checksum = ?1 LIMIT 1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT 1 FROM irreproducible_transformation WHERE checksum = ?1 LIMIT 1",
+        )?;
         Ok(stmt.exists([tf.hex()])?)
     }
 
     /// The irreproducible records of `tf`, optionally only those with `result` (empty if none).
-    pub fn get_irreproducible(&self, tf: &Checksum, result: Option<&Checksum>) -> Result<Vec<IrreproducibleRecord>> {
+    pub fn get_irreproducible(
+        &self,
+        tf: &Checksum,
+        result: Option<&Checksum>,
+    ) -> Result<Vec<IrreproducibleRecord>> {
         let mut stmt = self.conn.prepare_cached(
             r#"SELECT "t1"."id", "t1"."result", "t1"."checksum", "t1"."metadata" FROM "irreproducible_transformation" AS "t1" WHERE ("t1"."checksum" = ?1)"#,
         )?;
-        let rows = stmt.query_map([tf.hex()], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(3)?)))?;
+        let rows = stmt.query_map([tf.hex()], |r| {
+            Ok((r.get::<_, String>(1)?, r.get::<_, String>(3)?))
+        })?;
         let mut records = Vec::new();
         for row in rows {
             let (row_result, metadata) = row?;
@@ -321,7 +394,11 @@ impl Conn<'_> {
                 continue;
             }
             let metadata = stored_json("irreproducible_transformation", &metadata)?;
-            records.push(IrreproducibleRecord { checksum: *tf, result: row_result, metadata });
+            records.push(IrreproducibleRecord {
+                checksum: *tf,
+                result: row_result,
+                metadata,
+            });
         }
         Ok(records)
     }
@@ -329,14 +406,21 @@ impl Conn<'_> {
     /// Declare `tf` → `result` irreproducible: keep its execution record in an irreproducible
     /// row (once), and forget the transformation result, its reverse entry and the record.
     pub fn mark_irreproducible(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
-        let (tf_result, meta) = self.get_transformation_and_metadata_result(tf)?;
-        if tf_result.is_some_and(|r| r != *result) {
+        let stored = self.stored_outcome(tf)?;
+        if stored.result.is_some_and(|r| r != *result) {
             return Err(DbError::Conflict(Conflict::NotTheIrreproducibleResult));
         }
-        if meta.as_ref().is_some_and(|(r, _)| r != result) {
+        if stored
+            .record
+            .as_ref()
+            .is_some_and(|row| row.result != *result)
+        {
             return Err(DbError::Conflict(Conflict::StoredMetadataResultMismatch));
         }
-        let metadata = meta.map(|(_, text)| text).unwrap_or_else(|| "\"\"".to_string());
+        let metadata = stored
+            .record
+            .map(|row| row.text)
+            .unwrap_or_else(|| "\"\"".to_string());
         self.conn
             .prepare_cached(
                 "INSERT INTO irreproducible_transformation (result, checksum, metadata) \
@@ -344,13 +428,19 @@ impl Conn<'_> {
                  WHERE checksum = ?2 AND result = ?1 AND metadata = json(?3))",
             )?
             .execute([result.hex(), tf.hex(), metadata])?;
-        if tf_result.is_some() {
-            self.conn.prepare_cached("DELETE FROM transformation WHERE checksum = ?1")?.execute([tf.hex()])?;
+        if stored.result.is_some() {
             self.conn
-                .prepare_cached("DELETE FROM rev_transformation WHERE checksum = ?1 AND +result = ?2")?
+                .prepare_cached("DELETE FROM transformation WHERE checksum = ?1")?
+                .execute([tf.hex()])?;
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM rev_transformation WHERE checksum = ?1 AND +result = ?2",
+                )?
                 .execute([tf.hex(), result.hex()])?;
         }
-        self.conn.prepare_cached("DELETE FROM meta_data WHERE checksum = ?1")?.execute([tf.hex()])?;
+        self.conn
+            .prepare_cached("DELETE FROM meta_data WHERE checksum = ?1")?
+            .execute([tf.hex()])?;
         Ok(())
     }
 
@@ -362,7 +452,9 @@ impl Conn<'_> {
              FROM bucket_probe WHERE bucket_kind = ?1 AND label = ?2",
         )?;
         let row: Option<(String, String, String, String, String)> = stmt
-            .query_row([kind, label], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_row([kind, label], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .optional()?;
         let Some((bucket_kind, label, checksum, captured_at, tokens)) = row else {
             return Ok(None);
@@ -415,14 +507,18 @@ fn check_buffer_info(info: &JsonMap) -> Result<()> {
             _ => false,
         };
         if !ok {
-            return Err(DbError::Invalid(format!("buffer info length must be an integer >= 0, not {length}")));
+            return Err(DbError::Invalid(format!(
+                "buffer info length must be an integer >= 0, not {length}"
+            )));
         }
     }
     for slot in BOOL_SLOTS {
-        if let Some(v) = info.get(slot) {
-            if !matches!(v, Value::Null | Value::Bool(_)) {
-                return Err(DbError::Invalid(format!("buffer info {slot} must be a boolean, not {v}")));
-            }
+        if let Some(v) = info.get(slot)
+            && !matches!(v, Value::Null | Value::Bool(_))
+        {
+            return Err(DbError::Invalid(format!(
+                "buffer info {slot} must be a boolean, not {v}"
+            )));
         }
     }
     Ok(())
@@ -435,7 +531,11 @@ fn check_expression(key: &ExpressionKey, path_text: &str) -> Result<()> {
         Value::String(s) => s.chars().count(),
         Value::Array(a) => a.len(),
         Value::Object(o) => o.len(),
-        other => return Err(DbError::Invalid(format!("expression path must be a list, not {other}"))),
+        other => {
+            return Err(DbError::Invalid(format!(
+                "expression path must be a list, not {other}"
+            )));
+        }
     };
     let violation = if path_text.len() > 100 {
         Some("the path is longer than 100 characters as JSON")
@@ -464,28 +564,40 @@ fn check_execution_record(tf: &Checksum, result: &Checksum, record: &JsonMap) ->
         return Err(DbError::Invalid("schema_version must be an integer".into()));
     }
     if !is_str(record.get("tf_checksum"), &tf.hex()) {
-        return Err(DbError::Invalid("tf_checksum must be the transformation checksum".into()));
+        return Err(DbError::Invalid(
+            "tf_checksum must be the transformation checksum".into(),
+        ));
     }
     if !is_str(record.get("result_checksum"), &result.hex()) {
-        return Err(DbError::Invalid("result_checksum must be the result checksum".into()));
+        return Err(DbError::Invalid(
+            "result_checksum must be the result checksum".into(),
+        ));
     }
     match record.get("checksum_fields") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(fields))
-            if fields.iter().all(|f| matches!(f, Value::String(s) if !s.is_empty())) =>
+            if fields
+                .iter()
+                .all(|f| matches!(f, Value::String(s) if !s.is_empty())) =>
         {
             Ok(())
         }
-        Some(_) => Err(DbError::Invalid("checksum_fields must be a list of non-empty strings".into())),
+        Some(_) => Err(DbError::Invalid(
+            "checksum_fields must be a list of non-empty strings".into(),
+        )),
     }
 }
 
 fn check_bucket_probe(probe: &BucketProbe) -> Result<()> {
     if !BUCKET_KINDS.contains(&probe.bucket_kind.as_str()) {
-        return Err(DbError::Invalid(format!("bucket_kind must be one of {BUCKET_KINDS:?}")));
+        return Err(DbError::Invalid(format!(
+            "bucket_kind must be one of {BUCKET_KINDS:?}"
+        )));
     }
     if probe.label.is_empty() || probe.captured_at.is_empty() {
-        return Err(DbError::Invalid("label and captured_at must be non-empty".into()));
+        return Err(DbError::Invalid(
+            "label and captured_at must be non-empty".into(),
+        ));
     }
     Ok(())
 }
@@ -493,16 +605,25 @@ fn check_bucket_probe(probe: &BucketProbe) -> Result<()> {
 // ---- reading stored columns ----
 
 fn stored_checksum(table: &'static str, text: &str) -> Result<Checksum> {
-    Checksum::parse(text).map_err(|e| DbError::Corrupt { table, detail: format!("{text:?}: {e}") })
+    Checksum::parse(text).map_err(|e| DbError::Corrupt {
+        table,
+        detail: format!("{text:?}: {e}"),
+    })
 }
 
 fn stored_json(table: &'static str, text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| DbError::Corrupt { table, detail: format!("not JSON: {e}") })
+    serde_json::from_str(text).map_err(|e| DbError::Corrupt {
+        table,
+        detail: format!("not JSON: {e}"),
+    })
 }
 
 fn stored_object(table: &'static str, text: &str) -> Result<JsonMap> {
     match stored_json(table, text)? {
         Value::Object(map) => Ok(map),
-        _ => Err(DbError::Corrupt { table, detail: "not a JSON object".into() }),
+        _ => Err(DbError::Corrupt {
+            table,
+            detail: "not a JSON object".into(),
+        }),
     }
 }

@@ -72,7 +72,9 @@ fn migrate_meta_data(conn: &Connection) -> Result<(), DbError> {
         return Ok(());
     }
     let mut stmt = conn.prepare("PRAGMA table_info(meta_data)")?;
-    let columns: Vec<String> = stmt.query_map([], |r| r.get(1))?.collect::<Result<_, _>>()?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(1))?
+        .collect::<Result<_, _>>()?;
     let mut sorted = columns.clone();
     sorted.sort();
     if sorted == ["checksum", "metadata", "result"] {
@@ -89,7 +91,9 @@ fn migrate_meta_data(conn: &Connection) -> Result<(), DbError> {
                 .into(),
         ));
     }
-    Err(DbError::Schema(format!("Unsupported schema for 'meta_data': columns={columns:?}")))
+    Err(DbError::Schema(format!(
+        "Unsupported schema for 'meta_data': columns={columns:?}"
+    )))
 }
 
 #[cfg(test)]
@@ -108,7 +112,11 @@ mod tests {
         create(&conn).unwrap();
         create(&conn).unwrap();
         let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type='table'", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type='table'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(n, 8);
     }
@@ -120,7 +128,11 @@ mod tests {
             .unwrap();
         create(&conn).unwrap();
         let cols: i64 = conn
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('meta_data')", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('meta_data')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(cols, 3);
 
@@ -134,7 +146,13 @@ mod tests {
         assert!(err.contains("non-empty"), "{err}");
 
         let conn = memory();
-        conn.execute_batch("CREATE TABLE meta_data (x TEXT)").unwrap();
-        assert!(create(&conn).unwrap_err().to_string().contains("Unsupported schema"));
+        conn.execute_batch("CREATE TABLE meta_data (x TEXT)")
+            .unwrap();
+        assert!(
+            create(&conn)
+                .unwrap_err()
+                .to_string()
+                .contains("Unsupported schema")
+        );
     }
 }

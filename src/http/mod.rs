@@ -41,7 +41,10 @@ pub struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -73,8 +76,18 @@ impl Service {
     /// `writable = false` answers every PUT with 405 (also on a database opened writable).
     /// A writable service starts its writer thread.
     pub fn new(db: Database, writable: bool) -> io::Result<Service> {
-        let writer = if writable && db.is_writable() { Some(Writer::start(db.clone())?) } else { None };
-        Ok(Service { shared: Arc::new(Shared { db, writer, activity: Arc::new(Activity::new()) }) })
+        let writer = if writable && db.is_writable() {
+            Some(Writer::start(db.clone())?)
+        } else {
+            None
+        };
+        Ok(Service {
+            shared: Arc::new(Shared {
+                db,
+                writer,
+                activity: Arc::new(Activity::new()),
+            }),
+        })
     }
 
     pub fn activity(&self) -> Arc<Activity> {
@@ -84,15 +97,24 @@ impl Service {
     /// The axum router of the protocol.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/healthcheck", get(healthcheck).put(dispatch).fallback(dispatch))
+            .route(
+                "/healthcheck",
+                get(healthcheck).put(dispatch).fallback(dispatch),
+            )
             .fallback(dispatch)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.shared.clone())
     }
 
     /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -138,7 +160,9 @@ impl BackgroundServer {
             let _ = tx.send(());
         }
         match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| io::Error::other("database server thread panicked"))?,
+            Some(thread) => thread
+                .join()
+                .map_err(|_| io::Error::other("database server thread panicked"))?,
             None => Ok(()),
         }
     }
@@ -163,22 +187,35 @@ pub fn spawn(db: Database, host: &str, port: u16, writable: bool) -> io::Result<
     let listener = runtime.block_on(bind(host, port))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name("seamfs-db-server".into()).spawn(move || {
-        runtime.block_on(serve(db, listener, writable, async {
-            let _ = rx.await;
-        }))
-    })?;
-    Ok(BackgroundServer { addr, stop: Some(tx), thread: Some(thread) })
+    let thread = std::thread::Builder::new()
+        .name("seamfs-db-server".into())
+        .spawn(move || {
+            runtime.block_on(serve(db, listener, writable, async {
+                let _ = rx.await;
+            }))
+        })?;
+    Ok(BackgroundServer {
+        addr,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
 }
 
 // ---- handlers ----
 
 async fn healthcheck(State(shared): State<Arc<Shared>>) -> Response {
     shared.activity.touch();
-    text(Reply { status: 200, body: "OK".into() })
+    text(Reply {
+        status: 200,
+        body: "OK".into(),
+    })
 }
 
-async fn dispatch(State(shared): State<Arc<Shared>>, method: Method, body: Result<Bytes, BytesRejection>) -> Response {
+async fn dispatch(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match method {
         Method::GET | Method::HEAD => {
             shared.activity.touch();
@@ -190,7 +227,10 @@ async fn dispatch(State(shared): State<Arc<Shared>>, method: Method, body: Resul
         }
         Method::PUT => {
             let Some(writer) = &shared.writer else {
-                return text(Reply { status: 405, body: "ERROR: Database server is read-only".into() });
+                return text(Reply {
+                    status: 405,
+                    body: "ERROR: Database server is read-only".into(),
+                });
             };
             shared.activity.touch();
             match body {
@@ -198,17 +238,25 @@ async fn dispatch(State(shared): State<Arc<Shared>>, method: Method, body: Resul
                 Err(rejection) => body_error(rejection),
             }
         }
-        _ => text(Reply { status: 405, body: "405: Method Not Allowed".into() }),
+        _ => text(Reply {
+            status: 405,
+            body: "405: Method Not Allowed".into(),
+        }),
     }
 }
 
 fn body_error(rejection: BytesRejection) -> Response {
     match rejection {
-        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => text(Reply {
-            status: 413,
-            body: format!("ERROR: Request body larger than {} MiB", BODY_LIMIT >> 20),
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            text(Reply {
+                status: 413,
+                body: format!("ERROR: Request body larger than {} MiB", BODY_LIMIT >> 20),
+            })
+        }
+        other => text(Reply {
+            status: 400,
+            body: format!("ERROR: Cannot read the request body: {other}"),
         }),
-        other => text(Reply { status: 400, body: format!("ERROR: Cannot read the request body: {other}") }),
     }
 }
 

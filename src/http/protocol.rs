@@ -19,13 +19,19 @@ pub struct Reply {
 
 impl Reply {
     fn ok(body: impl Into<String>) -> Reply {
-        Reply { status: 200, body: body.into() }
+        Reply {
+            status: 200,
+            body: body.into(),
+        }
     }
     fn json(value: &Value) -> Reply {
         Reply::ok(pyjson::dumps(value))
     }
     fn error(status: u16, message: &str) -> Reply {
-        Reply { status, body: format!("ERROR: {message}") }
+        Reply {
+            status,
+            body: format!("ERROR: {message}"),
+        }
     }
     fn bad(message: &str) -> Reply {
         Reply::error(400, message)
@@ -89,7 +95,9 @@ fn request_checksum(rq: &Map<String, Value>) -> Result<Option<Checksum>, Reply> 
     match rq.get("checksum") {
         None => Err(Reply::bad(MALFORMED)),
         Some(Value::Null) => Ok(None),
-        Some(v) => checksum_value(v).map(Some).ok_or_else(|| Reply::bad(MALFORMED)),
+        Some(v) => checksum_value(v)
+            .map(Some)
+            .ok_or_else(|| Reply::bad(MALFORMED)),
     }
 }
 
@@ -104,7 +112,8 @@ fn string_field<'a>(rq: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 /// Answer a GET request body on one of the database's read connections.
 pub fn answer_get(db: &Database, body: &[u8]) -> Reply {
-    db.read(|conn| Ok::<_, DbError>(handle_get(conn, body))).unwrap_or_else(internal_error)
+    db.read(|conn| Ok::<_, DbError>(handle_get(conn, body)))
+        .unwrap_or_else(internal_error)
 }
 
 /// Answer a GET request body.
@@ -152,7 +161,12 @@ fn lookup_fields(kind: Kind, rq: &Map<String, Value>) -> Result<Lookup, Reply> {
     })
 }
 
-fn get_record(db: &Conn, kind: Kind, checksum: Option<Checksum>, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn get_record(
+    db: &Conn,
+    kind: Kind,
+    checksum: Option<Checksum>,
+    rq: &Map<String, Value>,
+) -> Result<Reply, DbError> {
     let lookup = match lookup_fields(kind, rq) {
         Ok(lookup) => lookup,
         Err(reply) => return Ok(reply),
@@ -204,20 +218,32 @@ fn non_empty<T>(list: Vec<T>) -> Option<Vec<T>> {
 }
 
 fn checksum_list(list: &[Checksum]) -> Reply {
-    Reply::json(&Value::Array(list.iter().map(|c| Value::String(c.hex())).collect()))
+    Reply::json(&Value::Array(
+        list.iter().map(|c| Value::String(c.hex())).collect(),
+    ))
 }
 
 /// `celltype` and `subcelltype` of a conversion request (strings).
 fn conversion_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, String), Reply> {
-    match (string_field(rq, "celltype"), string_field(rq, "subcelltype")) {
+    match (
+        string_field(rq, "celltype"),
+        string_field(rq, "subcelltype"),
+    ) {
         (Some(c), Some(s)) => Ok((c.to_string(), s.to_string())),
         _ => Err(Reply::bad(message)),
     }
 }
 
 /// `celltype`, `target_celltype` (strings) and `path` (any JSON) of an expression request.
-fn expression_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, String, Value), Reply> {
-    match (string_field(rq, "celltype"), string_field(rq, "target_celltype"), rq.get("path")) {
+fn expression_fields(
+    rq: &Map<String, Value>,
+    message: &str,
+) -> Result<(String, String, Value), Reply> {
+    match (
+        string_field(rq, "celltype"),
+        string_field(rq, "target_celltype"),
+        rq.get("path"),
+    ) {
         (Some(c), Some(t), Some(p)) => Ok((c.to_string(), t.to_string(), p.clone())),
         _ => Err(Reply::bad(message)),
     }
@@ -227,12 +253,15 @@ fn expression_fields(rq: &Map<String, Value>, message: &str) -> Result<(String, 
 fn irreproducible_filter(rq: &Map<String, Value>) -> Result<Option<Checksum>, Reply> {
     match rq.get("result") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => checksum_value(v).map(Some).ok_or_else(|| Reply::bad("Malformed irreproducible request")),
+        Some(v) => checksum_value(v)
+            .map(Some)
+            .ok_or_else(|| Reply::bad("Malformed irreproducible request")),
     }
 }
 
 fn get_bucket_probe(db: &Conn, rq: &Map<String, Value>) -> Result<Reply, DbError> {
-    let (Some(kind), Some(label)) = (string_field(rq, "bucket_kind"), string_field(rq, "label")) else {
+    let (Some(kind), Some(label)) = (string_field(rq, "bucket_kind"), string_field(rq, "label"))
+    else {
         return Ok(Reply::bad("Malformed bucket_probe request"));
     };
     Ok(match db.get_bucket_probe(kind, label)? {
@@ -258,7 +287,10 @@ pub fn handle_put(db: &Conn, body: &[u8]) -> Reply {
         Ok(c) => c,
         Err(reply) => return reply,
     };
-    if matches!(kind, Kind::Protocol | Kind::SyntacticToSemantic | Kind::RevTransformations | Kind::RevExpression) {
+    if matches!(
+        kind,
+        Kind::Protocol | Kind::SyntacticToSemantic | Kind::RevTransformations | Kind::RevExpression
+    ) {
         return Reply::bad("Unknown request type");
     }
     let Some(cs) = checksum else {
@@ -306,7 +338,11 @@ fn put_buffer_info(db: &Conn, cs: &Checksum, rq: &Map<String, Value>) -> Result<
     stored(db.merge_buffer_info(cs, info), MESSAGE)
 }
 
-fn put_semantic_to_syntactic(db: &Conn, semantic: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
+fn put_semantic_to_syntactic(
+    db: &Conn,
+    semantic: &Checksum,
+    rq: &Map<String, Value>,
+) -> Result<Reply, DbError> {
     const MESSAGE: &str = "Malformed PUT semantic-to-syntactic request";
     let Some(Value::Array(items)) = rq.get("value") else {
         return Ok(Reply::bad(MESSAGE));
@@ -318,7 +354,10 @@ fn put_semantic_to_syntactic(db: &Conn, semantic: &Checksum, rq: &Map<String, Va
     let Some(syntactic) = items.iter().map(checksum_value).collect::<Option<Vec<_>>>() else {
         return Ok(Reply::bad(MESSAGE));
     };
-    stored(db.add_semantic_to_syntactic(semantic, &celltype, &subcelltype, &syntactic), MESSAGE)
+    stored(
+        db.add_semantic_to_syntactic(semantic, &celltype, &subcelltype, &syntactic),
+        MESSAGE,
+    )
 }
 
 fn put_expression(db: &Conn, input: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {
@@ -330,8 +369,16 @@ fn put_expression(db: &Conn, input: &Checksum, rq: &Map<String, Value>) -> Resul
         Ok(f) => f,
         Err(reply) => return Ok(reply),
     };
-    let key = ExpressionKey { input: *input, path, celltype, target_celltype };
-    stored(db.set_expression(&key, &result), "Malformed expression request (constraint violation)")
+    let key = ExpressionKey {
+        input: *input,
+        path,
+        celltype,
+        target_celltype,
+    };
+    stored(
+        db.set_expression(&key, &result),
+        "Malformed expression request (constraint violation)",
+    )
 }
 
 fn put_metadata(db: &Conn, tf: &Checksum, rq: &Map<String, Value>) -> Result<Reply, DbError> {

@@ -20,30 +20,55 @@ struct Job {
     reply: oneshot::Sender<Reply>,
 }
 
-/// Handle on the writer thread; the thread ends when the last handle is dropped.
+/// Handle on the writer thread. Dropping it lets the thread finish what is queued, and waits
+/// for it, so the database connections are closed (and the WAL checkpointed) when it returns.
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
     pub fn start(db: Database) -> io::Result<Writer> {
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new().name("seamfs-db-writer".into()).spawn(move || run(&db, &queue))?;
-        Ok(Writer { jobs })
+        let thread = std::thread::Builder::new()
+            .name("seamfs-db-writer".into())
+            .spawn(move || run(&db, &queue))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Queue one PUT body and wait for its answer (given once it is committed).
     pub async fn put(&self, body: Bytes) -> Reply {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { body, reply }).is_err() {
+        let queued = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(Job { body, reply }).is_ok());
+        if !queued {
             return stopped();
         }
         answer.await.unwrap_or_else(|_| stopped())
     }
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the database writer thread panicked");
+        }
+    }
+}
+
 fn stopped() -> Reply {
-    Reply { status: 500, body: "ERROR: Internal server error: the database writer stopped".into() }
+    Reply {
+        status: 500,
+        body: "ERROR: Internal server error: the database writer stopped".into(),
+    }
 }
 
 fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
@@ -65,7 +90,10 @@ fn run(db: &Database, queue: &mpsc::Receiver<Job>) {
 /// Apply a batch in one transaction; if the commit itself fails, every request gets a 500.
 fn apply(db: &Database, batch: &[Job]) -> Vec<Reply> {
     let outcome = db.transaction(|conn| {
-        batch.iter().map(|job| in_savepoint(conn, &job.body)).collect::<Result<Vec<_>, DbError>>()
+        batch
+            .iter()
+            .map(|job| in_savepoint(conn, &job.body))
+            .collect::<Result<Vec<_>, DbError>>()
     });
     match outcome {
         Ok(replies) => replies,

@@ -230,6 +230,6 @@ fn resolve_scalar(value: &str, implicit: bool) -> &'static str {
 }
 
 /// Python `re.match` with a pattern ending in `$`: `$` also matches before a final newline.
-pub(super) fn py_match(re: &Regex, value: &str) -> bool {
+fn py_match(re: &Regex, value: &str) -> bool {
     re.is_match(value) || value.strip_suffix('\n').is_some_and(|v| re.is_match(v))
 }
