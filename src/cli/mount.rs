@@ -118,9 +118,17 @@ fn serve(
         if let Ok(signal) = signals.wait() {
             tracing::info!(%signal, "unmounting");
             if let Err(e) = unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount failed (mount point busy?); detaching lazily");
+                tracing::warn!(
+                    error = %e,
+                    "mount point busy: detached lazily; serving its open files until they are closed \
+                     (signal again to stop now)"
+                );
                 let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
             }
+        }
+        if let Ok(signal) = signals.wait() {
+            tracing::warn!(%signal, "stopping now; files still open on the detached mount get errors");
+            std::process::exit(1);
         }
     })?;
     raise_readahead(&mountpoint);
