@@ -40,40 +40,14 @@ fn assert_section(doc: &Json, section: &str) {
     );
 }
 
-/// The yaml cases the original rejects through its validator.
-fn is_validator_rejection(case: &Json) -> bool {
-    let celltype = case["celltype"].as_str().unwrap_or("");
-    let expected = case
-        .get("expected")
-        .or_else(|| case.get("parse_back"))
-        .unwrap_or(&Json::Null);
-    celltype == "yaml" && expected["error_type"] == "ValueError"
-}
-
-// TEMPORARY until validators land: the yaml validator is another helper's work (the python one
-// has landed); until it is merged, the cases where the original rejects a buffer through it are
-// left out.
-fn without_validator_rejections(mut doc: Json, section: &str) -> Json {
-    if let Some(cases) = doc[section].as_array_mut() {
-        cases.retain(|c| !is_validator_rejection(c));
-    }
-    doc
-}
-
 #[test]
 fn serialize_section() {
-    assert_section(
-        &without_validator_rejections(vectors(), "serialize"),
-        "serialize",
-    );
+    assert_section(&vectors(), "serialize");
 }
 
 #[test]
 fn deserialize_section() {
-    assert_section(
-        &without_validator_rejections(vectors(), "deserialize"),
-        "deserialize",
-    );
+    assert_section(&vectors(), "deserialize");
 }
 
 #[test]
@@ -469,7 +443,11 @@ fn random_values_match_seamless_core() {
             .args([seed, "150"])
             .output()
             .expect("run the vectors generator");
-        assert!(out.status.success(), "generator failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "generator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let doc: Json = serde_json::from_slice(&out.stdout).expect("generator output is JSON");
         for section in ["serialize", "deserialize", "invalid_serialize"] {
             assert_section(&doc, section);

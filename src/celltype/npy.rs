@@ -227,6 +227,12 @@ pub fn read(buf: &[u8]) -> Result<NdArray, String> {
 
 /// The `(descr, fortran_order, shape)` of a header dict literal, checked as numpy checks it.
 fn parse_header(header: &str) -> Result<(DType, bool, Vec<usize>), String> {
+    // Python refuses source text holding NUL bytes before parsing it.
+    if header.contains('\0') {
+        return Err(format!(
+            "Cannot parse header: it contains a NUL byte: {header:?}"
+        ));
+    }
     let mut p = Literal {
         s: header.as_bytes(),
         pos: 0,
@@ -475,11 +481,13 @@ impl Literal<'_> {
         }
         self.skip_ws();
         match self.s.get(self.pos) {
-            Some(b'\'' | b'"') => self.string(),
-            // `u'...'` is a str literal too (Python 2 headers).
-            Some(b'u' | b'U') if matches!(self.s.get(self.pos + 1), Some(b'\'' | b'"')) => {
+            Some(b'\'' | b'"') => self.string(false),
+            // `u'...'` (Python 2 headers) and raw `r'...'` are str literals too.
+            Some(&p @ (b'u' | b'U' | b'r' | b'R'))
+                if matches!(self.s.get(self.pos + 1), Some(b'\'' | b'"')) =>
+            {
                 self.pos += 1;
-                self.string()
+                self.string(matches!(p, b'r' | b'R'))
             }
             // `(x)` without a comma is just `x`, as in Python.
             Some(b'(') => self.sequence(b')', depth).map(|(mut items, comma)| {
@@ -512,7 +520,7 @@ impl Literal<'_> {
 
     /// A quoted str literal with Python's escapes; a malformed `\x`/`\u`/`\U` escape is a syntax
     /// error, an unknown escape keeps its backslash (as Python does).
-    fn string(&mut self) -> Result<Lit, String> {
+    fn string(&mut self, raw: bool) -> Result<Lit, String> {
         let quote = self.s[self.pos];
         self.pos += 1;
         let mut out = String::new();
@@ -525,14 +533,24 @@ impl Literal<'_> {
                 self.pos += 1;
                 return Ok(Lit::Str(out));
             }
-            if b != b'\\' {
-                // Copy one UTF-8 character.
-                let len = std::str::from_utf8(&self.s[self.pos..])
-                    .map_or(1, |rest| rest.chars().next().map_or(1, char::len_utf8));
-                let piece = std::str::from_utf8(&self.s[self.pos..self.pos + len])
+            if b != b'\\' || raw {
+                // Copy one character (the header is a str, so the bytes are valid UTF-8); in a
+                // raw string a backslash also keeps the character after it, quote included.
+                let char_len = |lead: u8| match lead {
+                    0x00..=0x7f => 1,
+                    0xc0..=0xdf => 2,
+                    0xe0..=0xef => 3,
+                    _ => 4,
+                };
+                let mut len = char_len(b);
+                if b == b'\\' {
+                    len += self.s.get(self.pos + 1).map_or(0, |&next| char_len(next));
+                }
+                let end = (self.pos + len).min(self.s.len());
+                let piece = std::str::from_utf8(&self.s[self.pos..end])
                     .map_err(|_| self.err("string is not UTF-8"))?;
                 out.push_str(piece);
-                self.pos += len;
+                self.pos = end;
                 continue;
             }
             let c = *self
@@ -749,6 +767,12 @@ mod tests {
         };
         assert_eq!(parse(r"'\x3cf8'").unwrap(), "<f8");
         assert_eq!(parse(r"u'<i4'").unwrap(), "<i4");
+        assert_eq!(parse(r"R'>i4'").unwrap(), ">i4");
+        assert!(
+            parse(r"r'\x3cf8'").is_err(),
+            "raw strings keep their backslashes"
+        );
+        assert!(parse("'<f\08'").is_err());
         assert!(parse(r"'\u2'").is_err());
         let shape = |shape: &str| {
             parse_header(&format!(
