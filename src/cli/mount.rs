@@ -92,19 +92,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     serve(&args, store, mountpoint, lock, &mut |_| {})
 }
 
-/// Mount and serve until unmounted. `ready` is told once the mount is live (or why it failed).
+/// Mount and serve until unmounted. `ready` is told once the mount is live (with a line for the
+/// user) or why it failed.
 fn serve(
     args: &Args,
     store: DiskStore,
     mountpoint: PathBuf,
     _lock: Flock<File>,
-    ready: &mut dyn FnMut(Result<(), String>),
+    ready: &mut dyn FnMut(Result<String, String>),
 ) -> anyhow::Result<ExitCode> {
     // Signals are blocked in every thread and taken by one waiting thread (below).
     let signals = termination_signals();
     signals.thread_block()?;
     let result = mount_session(args, store, &mountpoint);
-    let (mut session, _companions) = match result {
+    let (mut session, companions) = match result {
         Ok(s) => s,
         Err(e) => {
             ready(Err(format!("{e:#}")));
@@ -117,14 +118,26 @@ fn serve(
         if let Ok(signal) = signals.wait() {
             tracing::info!(%signal, "unmounting");
             if let Err(e) = unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount failed (mount point busy?); detaching lazily");
+                tracing::warn!(
+                    error = %e,
+                    "mount point busy: detached lazily; serving its open files until they are closed \
+                     (signal again to stop now)"
+                );
                 let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
             }
+        }
+        if let Ok(signal) = signals.wait() {
+            tracing::warn!(%signal, "stopping now; files still open on the detached mount get errors");
+            std::process::exit(1);
         }
     })?;
     raise_readahead(&mountpoint);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted; Ctrl+C or SIGTERM unmounts");
-    ready(Ok(()));
+    let http = match &companions.http {
+        Some(server) => format!("; HTTP database at {}", server.url()),
+        None => String::new(),
+    };
+    ready(Ok(format!("seamfs mounted on {}{http}", mountpoint.display())));
     session.run().context("the FUSE session ended with an error")?;
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
@@ -132,7 +145,7 @@ fn serve(
 
 /// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
 struct Companions {
-    _http: Option<BackgroundServer>,
+    http: Option<BackgroundServer>,
     _eviction: Option<crate::cache::ram::EvictionLoop>,
 }
 
@@ -169,7 +182,7 @@ fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Re
     config.clone_fd = true;
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((session, Companions { _http: http, _eviction: eviction }))
+    Ok((session, Companions { http, _eviction: eviction }))
 }
 
 /// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
@@ -317,7 +330,7 @@ fn lock_store(root: &Path) -> anyhow::Result<Flock<File>> {
 /// runs `serve`; the parent waits until the child reports the mount live, then exits.
 fn daemonize(
     store: &Path,
-    serve: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<ExitCode>,
+    serve: impl FnOnce(&mut dyn FnMut(Result<String, String>)) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
     let (read_end, write_end) = nix::unistd::pipe()?;
     // SAFETY: no other thread exists yet (nothing has been spawned before this point).
@@ -326,9 +339,9 @@ fn daemonize(
             drop(write_end);
             let mut report = String::new();
             File::from(read_end).read_to_string(&mut report)?;
-            match report.strip_prefix("ok") {
-                Some(_) => {
-                    println!("seamfs mounted (daemon pid {child}); logs in {}", store.join("mount.log").display());
+            match report.strip_prefix("ok ") {
+                Some(line) => {
+                    println!("{line} (daemon pid {child}; logs in {})", store.join("mount.log").display());
                     Ok(ExitCode::SUCCESS)
                 }
                 None if report.is_empty() => bail!("the seamfs daemon exited before mounting"),
@@ -342,10 +355,10 @@ fn daemonize(
             init_logging(Some(log));
             detach_stdio()?;
             let mut pipe = Some(File::from(write_end));
-            let mut ready = |result: Result<(), String>| {
+            let mut ready = |result: Result<String, String>| {
                 if let Some(mut pipe) = pipe.take() {
                     let message = match result {
-                        Ok(()) => "ok".to_string(),
+                        Ok(line) => format!("ok {line}"),
                         Err(e) => format!("error: {e}"),
                     };
                     let _ = pipe.write_all(message.as_bytes());

@@ -145,4 +145,16 @@ impl Unpublished {
     pub fn discard(&self, ino: u64) {
         self.files.lock().expect("unpublished lock").remove(&ino);
     }
+
+    /// Drop the slot of `ino` if it holds nothing and nobody else holds it, so that the table
+    /// only grows with files being written. Race-free: slots are handed out under the same lock.
+    pub fn drop_if_clean(&self, ino: u64) {
+        let mut files = self.files.lock().expect("unpublished lock");
+        let clean = files.get(&ino).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|pending| pending.is_none())
+        });
+        if clean {
+            files.remove(&ino);
+        }
+    }
 }

@@ -3,10 +3,15 @@
 //! Three ranges, so that an inode number alone says what it is:
 //! * tree nodes keep their SQLite row id (`1` is the root), below `FIXED_BASE`;
 //! * fixed directories (`by-checksum/`, the 13 `as-<celltype>/`, `.seamfs/`) sit at `FIXED_BASE + n`;
-//! * dynamic inodes (a stored buffer, a virtual sidecar, a pending claim) are numbered from
-//!   `DYNAMIC_BASE` on first use and never reused during a session, so the kernel can cache them
-//!   forever. A buffer has one inode whatever name reaches it (`by-checksum/<hex>` or an `as-*`
-//!   view whose result it is), so page cache and passthrough are shared.
+//! * a stored buffer's inode is derived from its checksum (`BUFFER_BASE` | 63 bits of it), so a
+//!   listing of a million buffers reports inode numbers without recording any; the table learns
+//!   a buffer only when it is looked up. A buffer has one inode whatever name reaches it
+//!   (`by-checksum/<hex>` or an `as-*` view whose result it is), so page cache and passthrough
+//!   are shared;
+//! * other dynamic inodes (a virtual sidecar, a pending claim, and a buffer whose derived number
+//!   is taken) are numbered from `DYNAMIC_BASE` on first use.
+//!
+//! No inode number is reused during a session, so the kernel can cache them forever.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -16,6 +21,7 @@ use crate::checksum::Checksum;
 
 pub const FIXED_BASE: u64 = 1 << 40;
 pub const DYNAMIC_BASE: u64 = 1 << 41;
+pub const BUFFER_BASE: u64 = 1 << 63;
 
 pub const BY_CHECKSUM: u64 = FIXED_BASE + 1;
 pub const SEAMFS_DIR: u64 = FIXED_BASE + 2;
@@ -38,6 +44,12 @@ pub fn as_dir(celltype: CellType) -> u64 {
 /// The cell type whose `as-<celltype>/` directory this is.
 pub fn as_dir_celltype(ino: u64) -> Option<CellType> {
     ino.checked_sub(AS_BASE).and_then(|i| CellType::ALL.get(i as usize)).copied()
+}
+
+/// The inode number a buffer gets unless another buffer took it first (63 bits of its checksum).
+pub fn buffer_ino(checksum: &Checksum) -> u64 {
+    let head: [u8; 8] = checksum.as_bytes()[..8].try_into().expect("32-byte checksum");
+    BUFFER_BASE | (u64::from_be_bytes(head) >> 1)
 }
 
 /// The file name of `as-<celltype>/`.
@@ -91,6 +103,8 @@ pub struct Inodes {
 struct Table {
     by_ino: HashMap<u64, Dynamic>,
     by_key: HashMap<Dynamic, u64>,
+    /// Inodes numbered from `DYNAMIC_BASE` so far.
+    counter: u64,
 }
 
 impl Inodes {
@@ -100,9 +114,18 @@ impl Inodes {
             return *ino;
         }
         let mut table = self.table.write().expect("inode table lock");
-        let next = DYNAMIC_BASE + table.by_ino.len() as u64;
-        let ino = *table.by_key.entry(key.clone()).or_insert(next);
-        table.by_ino.entry(ino).or_insert(key);
+        if let Some(ino) = table.by_key.get(&key) {
+            return *ino;
+        }
+        let ino = match &key {
+            Dynamic::Buffer(checksum) if !table.by_ino.contains_key(&buffer_ino(checksum)) => buffer_ino(checksum),
+            _ => {
+                table.counter += 1;
+                DYNAMIC_BASE + table.counter
+            }
+        };
+        table.by_key.insert(key.clone(), ino);
+        table.by_ino.insert(ino, key);
         ino
     }
 
@@ -133,7 +156,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(inodes.get_or_assign(Dynamic::Buffer(Checksum::of(b"a"))), a);
         assert_eq!(inodes.resolve(b), Some(Dynamic::Sidecar(5, Sidecar::Index)));
-        assert!(a >= DYNAMIC_BASE && b >= DYNAMIC_BASE);
+        assert_eq!(a, buffer_ino(&Checksum::of(b"a")));
+        assert!((DYNAMIC_BASE..BUFFER_BASE).contains(&b));
+        assert_eq!(inodes.len(), 2);
     }
 
     #[test]
