@@ -6,14 +6,21 @@
 //! `ruff_python_parser` parses the text as one Python expression; this module only walks the
 //! tree, accepting what `ast.literal_eval` accepts plus the `array(...)` call.
 
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 use num_bigint::BigInt;
+use num_traits::ToPrimitive;
+use regex::Regex;
 use ruff_python_ast::{Expr, ExprCall, Number, Operator, UnaryOp};
 use ruff_python_parser::parse_expression;
 use ruff_text_size::Ranged;
 
-use crate::celltype::{binary, scalar};
+use crate::celltype::{binary, scalar, with_stack};
 use crate::value::{ByteOrder, DType, Dict, Layout, NdArray, Value};
+
+static SURROGATE_ESCAPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\\(u[dD][89a-fA-F]|U0000[dD][89a-fA-F])").expect("valid regex"));
 
 /// The value a Python `repr` (or literal) denotes.
 pub fn parse(text: &str) -> Result<Value, String> {
@@ -33,7 +40,7 @@ enum Num {
 impl Num {
     fn parts(&self) -> (f64, f64) {
         match self {
-            Num::Int(i) => (i.to_string().parse().unwrap_or(f64::INFINITY), 0.0),
+            Num::Int(i) => (i.to_f64().unwrap_or(f64::INFINITY), 0.0),
             Num::Float(x) => (*x, 0.0),
             Num::Complex(re, im) => (*re, *im),
         }
@@ -71,15 +78,19 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn source(&self, e: &Expr) -> &str {
-        &self.text[e.range()]
+    fn source(&self, node: &impl Ranged) -> &str {
+        &self.text[node.range()]
     }
 
-    fn unsupported(&self, e: &Expr, what: &str) -> String {
-        format!("{what} in {:?} is not supported", self.source(e))
+    fn unsupported(&self, node: &impl Ranged, what: &str) -> String {
+        format!("{what} in {:?} is not supported", self.source(node))
     }
 
     fn value(&self, e: &Expr) -> Result<Value, String> {
+        with_stack(|| self.value_inner(e))
+    }
+
+    fn value_inner(&self, e: &Expr) -> Result<Value, String> {
         Ok(match e {
             Expr::NoneLiteral(_) => Value::None,
             Expr::BooleanLiteral(b) => Value::Bool(b.value),
@@ -128,9 +139,7 @@ impl Parser<'_> {
 
     /// ruff replaces lone surrogate escapes (`'\ud800'`) by U+FFFD; refuse rather than guess.
     fn str_literal(&self, e: &Expr, s: &str) -> Result<String, String> {
-        let escape =
-            regex::Regex::new(r"\\(u[dD][89a-fA-F]|U0000[dD][89a-fA-F])").expect("valid regex");
-        if s.contains('\u{FFFD}') && escape.is_match(self.source(e)) {
+        if s.contains('\u{FFFD}') && SURROGATE_ESCAPE.is_match(self.source(e)) {
             return Err(self.unsupported(e, "a lone surrogate"));
         }
         Ok(s.to_string())
@@ -152,6 +161,9 @@ impl Parser<'_> {
                 Number::Float(x) => Num::Float(*x),
                 Number::Complex { real, imag } => Num::Complex(*real, *imag),
             }),
+            // `repr(float('nan'))`, `repr(float('inf'))`.
+            Expr::Name(n) if n.id.as_str() == "nan" => Ok(Num::Float(f64::NAN)),
+            Expr::Name(n) if n.id.as_str() == "inf" => Ok(Num::Float(f64::INFINITY)),
             Expr::UnaryOp(u) if u.op == UnaryOp::USub => Ok(self.number(&u.operand)?.neg()),
             Expr::UnaryOp(u) if u.op == UnaryOp::UAdd => self.number(&u.operand),
             Expr::BinOp(b) if matches!(b.op, Operator::Add | Operator::Sub) => {
@@ -169,12 +181,8 @@ impl Parser<'_> {
 
     /// numpy's `array(data, dtype=...)` repr.
     fn array(&self, call: &ExprCall) -> Result<NdArray, String> {
-        let call_expr = Expr::Call(call.clone());
         let [data] = &call.arguments.args[..] else {
-            return Err(self.unsupported(
-                &call_expr,
-                "an array call without exactly one data argument",
-            ));
+            return Err(self.unsupported(call, "an array call without exactly one data argument"));
         };
         let mut dtype = None;
         for kw in &call.arguments.keywords {
@@ -398,6 +406,8 @@ mod tests {
             Value::Int("123456789012345678901234567890".parse().unwrap())
         );
         assert_eq!(p("0x1_0"), Value::int(16));
+        assert_eq!(p("-inf"), Value::Float(f64::NEG_INFINITY));
+        assert!(matches!(p("nan"), Value::Float(x) if x.is_nan()));
         assert_eq!(p("(1,)"), Value::Tuple(vec![Value::int(1)]));
         assert_eq!(p("{1, 2}"), Value::Set(vec![Value::int(1), Value::int(2)]));
         assert_eq!(p("set()"), Value::Set(vec![]));
