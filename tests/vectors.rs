@@ -17,7 +17,7 @@ fn vectors() -> Json {
         .expect("valid JSON")
 }
 
-/// Run a section; fail listing every failing case. Deviations and skips are reported, not failed.
+/// Run a section; fail listing every failing case. Deviations are reported, not failed.
 fn assert_section(doc: &Json, section: &str) {
     let results = compat::run_section(doc, section);
     assert!(

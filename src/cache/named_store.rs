@@ -221,12 +221,12 @@ impl NamedArrayStore {
         // keeps its bytes for as long as the mapping lives.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&npy_path))?;
         let map = Bytes::from_owner(map);
-        let header = parse_header(&map).map_err(|e| unusable(format!("{}: {e}", npy_path.display())))?;
+        let header = npy::read_header(&map).map_err(|e| unusable(format!("{}: {e}", npy_path.display())))?;
         let itemsize = check_pair(&meta, &header, &map).map_err(|e| unusable(format!("torn pair: {e}")))?;
         let nbytes = header.shape.iter().product::<usize>() * itemsize;
-        let data = Buffer::new(map.slice(header.offset..header.offset + nbytes));
+        let data = Buffer::new(map.slice(header.data_offset..header.data_offset + nbytes));
         Ok(Some(NamedArray {
-            descr: header.descr,
+            descr: npy::descr_repr(&header.dtype),
             fortran_order: header.fortran_order,
             shape: header.shape,
             itemsize,
@@ -403,69 +403,9 @@ fn read_sidecar(meta: &Json) -> Result<EntryFlags, String> {
     })
 }
 
-/// The parts of a `.npy` header this store needs.
-struct Header {
-    descr: String,
-    fortran_order: bool,
-    shape: Vec<usize>,
-    /// Where the data starts.
-    offset: usize,
-}
-
-/// Read the header of a `.npy` as numpy writes it: `{'descr': D, 'fortran_order': F, 'shape':
-/// S, }`. The descr is checked by `celltype::npy` (so bad and object dtypes are refused).
-fn parse_header(file: &[u8]) -> Result<Header, String> {
-    if !file.starts_with(npy::MAGIC) || file.len() < 10 {
-        return Err("not a .npy file (no \\x93NUMPY magic)".into());
-    }
-    let (len_size, utf8) = match file[6] {
-        1 => (2, false),
-        2 | 3 => (4, file[6] == 3),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let start = 8 + len_size;
-    let hlen = file[8..start].iter().rev().fold(0usize, |acc, &b| (acc << 8) | b as usize);
-    let raw = file.get(start..start + hlen).ok_or("the .npy header is truncated")?;
-    let text: String = if utf8 {
-        String::from_utf8(raw.to_vec()).map_err(|_| "the .npy header is not UTF-8")?
-    } else {
-        raw.iter().map(|&b| b as char).collect()
-    };
-    let text = text.trim_end();
-    let descr = between(text, "{'descr': ", ", 'fortran_order': ")?;
-    let fortran = between(text, ", 'fortran_order': ", ", 'shape': ")?;
-    let shape_text = between(text, ", 'shape': (", ")")?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry {s:?}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let fortran_order = match fortran {
-        "True" => true,
-        "False" => false,
-        other => return Err(format!("bad fortran_order {other:?}")),
-    };
-    // Let the npy codec judge the descr: a header with the same descr and no elements.
-    let probe = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (0,), }}");
-    let mut probe_file = npy::MAGIC.to_vec();
-    probe_file.extend_from_slice(&[3, 0]);
-    probe_file.extend_from_slice(&(probe.len() as u32).to_le_bytes());
-    probe_file.extend_from_slice(probe.as_bytes());
-    npy::read(&probe_file)?;
-    Ok(Header { descr: descr.to_string(), fortran_order, shape, offset: start + hlen })
-}
-
-/// The text between the first `open` and the last `close` after it.
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Result<&'a str, String> {
-    let from = text.find(open).ok_or_else(|| format!("the .npy header {text:?} lacks {open:?}"))? + open.len();
-    let to = text[from..].rfind(close).ok_or_else(|| format!("the .npy header {text:?} lacks {close:?}"))? + from;
-    Ok(&text[from..to])
-}
-
 /// Check that the sidecar describes this `.npy` (catching pairs torn by an interrupted writer);
 /// returns the stored item size.
-fn check_pair(meta: &Json, header: &Header, file: &[u8]) -> Result<usize, String> {
+fn check_pair(meta: &Json, header: &npy::NpyHeader, file: &[u8]) -> Result<usize, String> {
     let meta_shape: Option<Vec<usize>> = meta
         .get("shape")
         .and_then(Json::as_array)
@@ -479,17 +419,18 @@ fn check_pair(meta: &Json, header: &Header, file: &[u8]) -> Result<usize, String
     let itemsize = DType::from_typestr(meta_dtype)
         .map(|d| d.itemsize())
         .ok_or_else(|| format!("the sidecar dtype {meta_dtype:?} is not a numpy type string"))?;
-    let simple_descr = header.descr.trim_matches('\'');
-    if !header.descr.starts_with('[') && simple_descr != meta_dtype {
-        return Err(format!("the sidecar says dtype {meta_dtype}, the .npy {simple_descr}"));
+    if let DType::Simple { .. } = header.dtype
+        && header.dtype.typestr() != meta_dtype
+    {
+        return Err(format!("the sidecar says dtype {meta_dtype}, the .npy {}", header.dtype.typestr()));
     }
     let count: usize = header.shape.iter().product();
-    let data_len = file.len() - header.offset;
+    let data_len = file.len() - header.data_offset;
     if data_len != count * itemsize {
         return Err(format!("the .npy holds {data_len} data bytes, the sidecar describes {}", count * itemsize));
     }
     if let Some(expected) = meta.get(FINGERPRINT_FIELD).and_then(Json::as_str) {
-        let (head, data) = file.split_at(header.offset);
+        let (head, data) = file.split_at(header.data_offset);
         if fingerprint(head, data) != expected {
             return Err("the .npy is not the one this sidecar was written with".into());
         }

@@ -31,6 +31,11 @@ fn type_error(message: impl Into<String>) -> CellError {
     CellError::new(PyErrorKind::TypeError, message)
 }
 
+/// orjson's error for a str (value or dict key) holding lone surrogates.
+fn surrogates_error() -> CellError {
+    type_error("str is not valid UTF-8: surrogates not allowed")
+}
+
 fn not_serializable(name: &str) -> CellError {
     type_error(format!("Type is not JSON serializable: {name}"))
 }
@@ -71,9 +76,7 @@ impl Writer {
             Value::Str(s) => write_str(s, out),
             Value::Checksum(c) if self.unchecksum => write_str(&c.hex(), out),
             Value::Checksum(_) => return Err(not_serializable("Checksum")),
-            Value::Surrogates(_) => {
-                return Err(type_error("str is not valid UTF-8: surrogates not allowed"));
-            }
+            Value::Surrogates(_) => return Err(surrogates_error()),
             Value::Bytes(_) => return Err(not_serializable("bytes")),
             Value::Set(_) => return Err(not_serializable("set")),
             Value::Date(d) => write_str(&d.isoformat(), out),
@@ -88,6 +91,8 @@ impl Writer {
                 for (k, v) in d {
                     match k {
                         Key::Str(s) => entries.push((s.as_str(), v)),
+                        // A str key, but orjson cannot encode it as UTF-8.
+                        Key::Surrogates(_) => return Err(surrogates_error()),
                         _ => return Err(type_error("Dict key must be str")),
                     }
                 }
@@ -228,5 +233,20 @@ mod tests {
             write(&v, false).unwrap_err().message,
             "Recursion limit reached"
         );
+    }
+
+    #[test]
+    fn key_errors_in_insertion_order() {
+        // orjson checks keys in insertion order: `{1: 2, '\ud800': 1}` fails on the int key.
+        let error = |keys: Vec<Key>| {
+            let d: Dict = keys.into_iter().map(|k| (k, Value::int(1))).collect();
+            write(&Value::Dict(d), false).unwrap_err().message
+        };
+        let surrogate = Key::Surrogates(vec![0xd800]);
+        assert_eq!(
+            error(vec![surrogate.clone(), Key::Int(1.into())]),
+            "str is not valid UTF-8: surrogates not allowed"
+        );
+        assert_eq!(error(vec![Key::Int(1.into()), surrogate]), "Dict key must be str");
     }
 }

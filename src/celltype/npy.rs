@@ -149,9 +149,20 @@ fn wrap_header(header: &str) -> Vec<u8> {
     out
 }
 
-/// Read a `.npy` buffer as numpy does; data after the array are ignored, as numpy ignores them.
-/// Struct dtypes come back in their aligned form (seamless-core converts them with `astype`).
-pub fn read(buf: &[u8]) -> Result<NdArray, String> {
+/// A `.npy` header: what numpy learns before it reads the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    /// The dtype as the header describes it (struct dtypes packed, padding as offsets).
+    pub dtype: DType,
+    pub fortran_order: bool,
+    pub shape: Vec<usize>,
+    /// Where the array data starts in the buffer.
+    pub data_offset: usize,
+}
+
+/// Read and check the header of a `.npy` buffer as numpy does (every version, the
+/// `max_header_size` limit, object dtypes refused); the data are not looked at.
+pub fn read_header(buf: &[u8]) -> Result<NpyHeader, String> {
     if !buf.starts_with(MAGIC) || buf.len() < 8 {
         return Err("not an .npy buffer (no \\x93NUMPY magic and version)".into());
     }
@@ -189,7 +200,24 @@ pub fn read(buf: &[u8]) -> Result<NdArray, String> {
             header.chars().count()
         ));
     }
-    let (dtype, fortran, shape) = parse_header(&header)?;
+    let (dtype, fortran_order, shape) = parse_header(&header)?;
+    Ok(NpyHeader {
+        dtype,
+        fortran_order,
+        shape,
+        data_offset: start + hlen,
+    })
+}
+
+/// Read a `.npy` buffer as numpy does; data after the array are ignored, as numpy ignores them.
+/// Struct dtypes come back in their aligned form (seamless-core converts them with `astype`).
+pub fn read(buf: &[u8]) -> Result<NdArray, String> {
+    let NpyHeader {
+        dtype,
+        fortran_order: fortran,
+        shape,
+        data_offset,
+    } = read_header(buf)?;
     let count = shape
         .iter()
         .try_fold(1usize, |acc, &n| acc.checked_mul(n))
@@ -197,7 +225,7 @@ pub fn read(buf: &[u8]) -> Result<NdArray, String> {
     let nbytes = count
         .checked_mul(dtype.itemsize())
         .ok_or("array size overflows")?;
-    let data = &buf[start + hlen..];
+    let data = &buf[data_offset..];
     if data.len() < nbytes {
         return Err(format!(
             "EOF: reading array data, expected {nbytes} bytes got {}",
@@ -729,6 +757,17 @@ mod tests {
         let data = &out[out.len() - 48..];
         assert_eq!(&data[8..16], &3.0f64.to_le_bytes());
         assert_eq!(read(&out).unwrap(), a);
+        // The header alone, without touching (or needing) the data.
+        let header = read_header(&out[..out.len() - 48]).unwrap();
+        assert_eq!(
+            header,
+            NpyHeader {
+                dtype: DType::simple('f', ByteOrder::Little, 8),
+                fortran_order: true,
+                shape: vec![2, 3],
+                data_offset: out.len() - 48,
+            }
+        );
     }
 
     #[test]

@@ -172,10 +172,7 @@ fn build_index(dirname: &Path) -> Result<Vec<u8>, String> {
     for ((key, _), checksum) in files.into_iter().zip(checksums) {
         let checksum = checksum?;
         let (key, _) = Compression::strip_suffix(&key);
-        // Python keeps undecodable names as lone surrogates, which orjson refuses.
-        let key = String::from_utf8(key.to_vec())
-            .map_err(|_| "str is not valid UTF-8: surrogates not allowed".to_string())?;
-        index.insert(Key::Str(key), Value::Str(checksum.hex()));
+        index.insert(python_key(key), Value::Str(checksum.hex()));
     }
     celltype::serialize(&Value::Dict(index), CellType::Plain).map_err(|e| e.message)
 }
@@ -270,6 +267,20 @@ fn python_chars(name: &OsStr) -> Vec<Result<char, u8>> {
         chars.extend(chunk.invalid().iter().map(|&b| Err(b)));
     }
     chars
+}
+
+/// A relative path as the str key Python builds from it: undecodable bytes become lone
+/// surrogates (which the `plain` serializer refuses, as orjson does).
+fn python_key(path: &[u8]) -> Key {
+    match std::str::from_utf8(path) {
+        Ok(text) => Key::Str(text.to_string()),
+        Err(_) => Key::Surrogates(
+            python_chars(OsStr::from_bytes(path))
+                .into_iter()
+                .map(|c| c.map_or_else(|b| 0xdc00 + u32::from(b), u32::from))
+                .collect(),
+        ),
+    }
 }
 
 /// A file name as Python prints it to stderr (surrogates as `\udcXX`, `backslashreplace`).

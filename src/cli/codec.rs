@@ -192,15 +192,11 @@ pub fn run_compat_check(args: CompatCheckArgs) -> anyhow::Result<ExitCode> {
             Outcome::Passed => continue,
             Outcome::Failed(why) => ("FAIL", why),
             Outcome::Deviation(why) => ("deviation", why),
-            Outcome::Skipped(why) => ("skipped", why),
         };
         println!("{label} {} {}: {why}", case.section, case.id);
     }
     if report.deviations() > 0 {
         println!("{} deviations (see docs/compat.md)", report.deviations());
-    }
-    if report.skipped() > 0 {
-        println!("{} skipped", report.skipped());
     }
     println!("{} passed, {} failed", report.passed(), report.failed());
     Ok(if report.failed() > 0 {

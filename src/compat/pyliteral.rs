@@ -1,0 +1,484 @@
+//! Values from Python `repr` text, for vector cases whose `value` the generator could not
+//! encode (`null`) and which give only `value_repr`: Python literals (None/True/False, ints,
+//! floats, str/bytes, lists, tuples, dicts, sets, `set()`) and numpy's array repr
+//! `array([...])` / `array([...], dtype=...)`, including complex and datetime64 arrays.
+//!
+//! `ruff_python_parser` parses the text as one Python expression; this module only walks the
+//! tree, accepting what `ast.literal_eval` accepts plus the `array(...)` call.
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use num_bigint::BigInt;
+use num_traits::ToPrimitive;
+use regex::Regex;
+use ruff_python_ast::{Expr, ExprCall, Number, Operator, UnaryOp};
+use ruff_python_parser::parse_expression;
+use ruff_text_size::Ranged;
+
+use crate::celltype::{binary, scalar, with_stack};
+use crate::value::{ByteOrder, DType, Dict, Layout, NdArray, Value};
+
+static SURROGATE_ESCAPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\\(u[dD][89a-fA-F]|U0000[dD][89a-fA-F])").expect("valid regex"));
+
+/// The value a Python `repr` (or literal) denotes.
+pub fn parse(text: &str) -> Result<Value, String> {
+    let parsed = parse_expression(text.trim())
+        .map_err(|e| format!("{text:?} is not a Python expression: {e}"))?;
+    Parser { text: text.trim() }.value(&parsed.syntax().body)
+}
+
+/// A number as Python evaluates a literal: complex only arises from `j` literals.
+#[derive(Debug, Clone, PartialEq)]
+enum Num {
+    Int(BigInt),
+    Float(f64),
+    Complex(f64, f64),
+}
+
+impl Num {
+    fn parts(&self) -> (f64, f64) {
+        match self {
+            Num::Int(i) => (i.to_f64().unwrap_or(f64::INFINITY), 0.0),
+            Num::Float(x) => (*x, 0.0),
+            Num::Complex(re, im) => (*re, *im),
+        }
+    }
+
+    fn neg(self) -> Num {
+        match self {
+            Num::Int(i) => Num::Int(-i),
+            Num::Float(x) => Num::Float(-x),
+            Num::Complex(re, im) => Num::Complex(-re, -im),
+        }
+    }
+
+    /// `a + b` for a real and a complex part (`1.+2.j`), as `ast.literal_eval` allows.
+    fn add(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a + b),
+            (a, b @ Num::Complex(..)) | (a @ Num::Complex(..), b) => {
+                let ((ar, ai), (br, bi)) = (a.parts(), b.parts());
+                Num::Complex(ar + br, ai + bi)
+            }
+            (a, b) => Num::Float(a.parts().0 + b.parts().0),
+        }
+    }
+}
+
+/// One leaf of an `array([...])`: a value, or a complex number (no `Value` holds one).
+enum Leaf {
+    Value(Value),
+    Complex(f64, f64),
+}
+
+struct Parser<'a> {
+    text: &'a str,
+}
+
+impl Parser<'_> {
+    fn source(&self, node: &impl Ranged) -> &str {
+        &self.text[node.range()]
+    }
+
+    fn unsupported(&self, node: &impl Ranged, what: &str) -> String {
+        format!("{what} in {:?} is not supported", self.source(node))
+    }
+
+    fn value(&self, e: &Expr) -> Result<Value, String> {
+        with_stack(|| self.value_inner(e))
+    }
+
+    fn value_inner(&self, e: &Expr) -> Result<Value, String> {
+        Ok(match e {
+            Expr::NoneLiteral(_) => Value::None,
+            Expr::BooleanLiteral(b) => Value::Bool(b.value),
+            Expr::StringLiteral(s) => Value::Str(self.str_literal(e, s.value.to_str())?),
+            Expr::BytesLiteral(b) => {
+                Value::Bytes(Bytes::from(b.value.bytes().collect::<Vec<u8>>()))
+            }
+            Expr::List(l) => Value::List(self.values(&l.elts)?),
+            Expr::Tuple(t) => Value::Tuple(self.values(&t.elts)?),
+            Expr::Set(s) => Value::Set(self.values(&s.elts)?),
+            Expr::Dict(d) => {
+                let mut dict = Dict::new();
+                for item in &d.items {
+                    let key = item
+                        .key
+                        .as_ref()
+                        .ok_or_else(|| self.unsupported(e, "`**` unpacking"))?;
+                    dict.insert(
+                        super::decode_key(&self.value(key)?),
+                        self.value(&item.value)?,
+                    );
+                }
+                Value::Dict(dict)
+            }
+            Expr::Call(call)
+                if self.callee(call) == "set"
+                    && call.arguments.args.is_empty()
+                    && call.arguments.keywords.is_empty() =>
+            {
+                Value::Set(Vec::new())
+            }
+            Expr::Call(call) if self.callee(call) == "array" => Value::Array(self.array(call)?),
+            _ => match self.number(e)? {
+                Num::Int(i) => Value::Int(i),
+                Num::Float(x) => Value::Float(x),
+                Num::Complex(..) => {
+                    return Err(self.unsupported(e, "a complex number outside a numpy array"));
+                }
+            },
+        })
+    }
+
+    fn values(&self, items: &[Expr]) -> Result<Vec<Value>, String> {
+        items.iter().map(|x| self.value(x)).collect()
+    }
+
+    /// ruff replaces lone surrogate escapes (`'\ud800'`) by U+FFFD; refuse rather than guess.
+    fn str_literal(&self, e: &Expr, s: &str) -> Result<String, String> {
+        if s.contains('\u{FFFD}') && SURROGATE_ESCAPE.is_match(self.source(e)) {
+            return Err(self.unsupported(e, "a lone surrogate"));
+        }
+        Ok(s.to_string())
+    }
+
+    fn callee<'c>(&self, call: &'c ExprCall) -> &'c str {
+        match call.func.as_ref() {
+            Expr::Name(n) => n.id.as_str(),
+            _ => "",
+        }
+    }
+
+    fn number(&self, e: &Expr) -> Result<Num, String> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(match &n.value {
+                Number::Int(i) => Num::Int(
+                    int_literal(&i.to_string()).ok_or_else(|| self.unsupported(e, "the int"))?,
+                ),
+                Number::Float(x) => Num::Float(*x),
+                Number::Complex { real, imag } => Num::Complex(*real, *imag),
+            }),
+            // `repr(float('nan'))`, `repr(float('inf'))`.
+            Expr::Name(n) if n.id.as_str() == "nan" => Ok(Num::Float(f64::NAN)),
+            Expr::Name(n) if n.id.as_str() == "inf" => Ok(Num::Float(f64::INFINITY)),
+            Expr::UnaryOp(u) if u.op == UnaryOp::USub => Ok(self.number(&u.operand)?.neg()),
+            Expr::UnaryOp(u) if u.op == UnaryOp::UAdd => self.number(&u.operand),
+            Expr::BinOp(b) if matches!(b.op, Operator::Add | Operator::Sub) => {
+                let right = self.number(&b.right)?;
+                let right = if b.op == Operator::Sub {
+                    right.neg()
+                } else {
+                    right
+                };
+                Ok(self.number(&b.left)?.add(right))
+            }
+            _ => Err(self.unsupported(e, "this expression")),
+        }
+    }
+
+    /// numpy's `array(data, dtype=...)` repr.
+    fn array(&self, call: &ExprCall) -> Result<NdArray, String> {
+        let [data] = &call.arguments.args[..] else {
+            return Err(self.unsupported(call, "an array call without exactly one data argument"));
+        };
+        let mut dtype = None;
+        for kw in &call.arguments.keywords {
+            match kw.arg.as_ref().map(|a| a.as_str()) {
+                Some("dtype") => dtype = Some(self.dtype(&kw.value)?),
+                _ => return Err(self.unsupported(&kw.value, "an array keyword other than dtype")),
+            }
+        }
+        let mut shape = Vec::new();
+        let mut leaves = Vec::new();
+        self.flatten(data, 0, &mut shape, &mut leaves)?;
+        let has_complex = leaves.iter().any(|l| matches!(l, Leaf::Complex(..)));
+        let dtype = match dtype {
+            Some(d) => d,
+            None if has_complex => DType::simple('c', ByteOrder::Little, 16),
+            None => {
+                // numpy's dtype inference for Python leaves, as `binary` does it.
+                let flat = leaves.into_iter().filter_map(|l| match l {
+                    Leaf::Value(v) => Some(v),
+                    Leaf::Complex(..) => None,
+                });
+                let inferred = binary::to_numpy(&Value::List(flat.collect()))
+                    .map_err(|e| format!("{:?}: {e}", self.source(data)))?;
+                return Ok(NdArray { shape, ..inferred });
+            }
+        };
+        let mut bytes = Vec::new();
+        for leaf in &leaves {
+            bytes.extend(
+                element(&dtype, leaf).map_err(|why| format!("{:?}: {why}", self.source(data)))?,
+            );
+        }
+        Ok(NdArray {
+            dtype,
+            shape,
+            layout: Layout::C,
+            data: bytes.into(),
+        })
+    }
+
+    /// The leaves of nested lists in C order; `shape` gets one entry per nesting level.
+    fn flatten(
+        &self,
+        e: &Expr,
+        depth: usize,
+        shape: &mut Vec<usize>,
+        leaves: &mut Vec<Leaf>,
+    ) -> Result<(), String> {
+        let items = match e {
+            Expr::List(l) => &l.elts,
+            Expr::Tuple(t) => &t.elts,
+            _ => {
+                if depth != shape.len() {
+                    return Err(self.unsupported(e, "a ragged array"));
+                }
+                leaves.push(match self.number(e) {
+                    Ok(Num::Complex(re, im)) => Leaf::Complex(re, im),
+                    _ => Leaf::Value(self.value(e)?),
+                });
+                return Ok(());
+            }
+        };
+        if depth == shape.len() && leaves.is_empty() {
+            shape.push(items.len());
+        } else if shape.get(depth) != Some(&items.len()) {
+            return Err(self.unsupported(e, "a ragged array"));
+        }
+        items
+            .iter()
+            .try_for_each(|x| self.flatten(x, depth + 1, shape, leaves))
+    }
+
+    /// `dtype='<i4'`, `dtype='datetime64[s]'`, or a numpy type name (`dtype=int32`).
+    fn dtype(&self, e: &Expr) -> Result<DType, String> {
+        let name = match e {
+            Expr::StringLiteral(s) => s.value.to_str(),
+            Expr::Name(n) => n.id.as_str(),
+            _ => return Err(self.unsupported(e, "this dtype")),
+        };
+        dtype_named(name).ok_or_else(|| self.unsupported(e, "the dtype"))
+    }
+}
+
+/// A Python int literal's digits (underscores, `0x`/`0o`/`0b` prefixes allowed).
+fn int_literal(token: &str) -> Option<BigInt> {
+    let t = token.replace('_', "").to_ascii_lowercase();
+    let (radix, digits) = match t.get(..2) {
+        Some("0x") => (16, &t[2..]),
+        Some("0o") => (8, &t[2..]),
+        Some("0b") => (2, &t[2..]),
+        _ => (10, &t[..]),
+    };
+    BigInt::parse_bytes(digits.as_bytes(), radix)
+}
+
+/// A dtype by typestr or numpy name. datetime64/timedelta64 units are dropped: `DType` keeps
+/// none (docs/compat.md, codec section).
+fn dtype_named(name: &str) -> Option<DType> {
+    let le = ByteOrder::Little;
+    if let Some(d) = DType::from_typestr(name) {
+        return Some(d);
+    }
+    if name.starts_with("datetime64") || name.trim_start_matches(['<', '>', '=']).starts_with("M8")
+    {
+        return Some(DType::simple('M', le, 8));
+    }
+    if name.starts_with("timedelta64") || name.trim_start_matches(['<', '>', '=']).starts_with("m8")
+    {
+        return Some(DType::simple('m', le, 8));
+    }
+    let (kind, bits) = match name {
+        "bool" => ('b', 8),
+        "complex" => ('c', 128),
+        "float" => ('f', 64),
+        "int" => ('i', 64),
+        _ => ["int", "uint", "float", "complex"]
+            .iter()
+            .find_map(|prefix| {
+                let bits: usize = name.strip_prefix(prefix)?.parse().ok()?;
+                Some((
+                    prefix
+                        .chars()
+                        .next()
+                        .expect("non-empty")
+                        .to_ascii_lowercase(),
+                    bits,
+                ))
+            })?,
+    };
+    let kind = if name.starts_with("uint") { 'u' } else { kind };
+    DType::from_typestr(&format!("<{kind}{}", bits / 8))
+}
+
+/// One leaf's bytes in a little-endian (or byte-order free) builtin dtype.
+fn element(dtype: &DType, leaf: &Leaf) -> Result<Vec<u8>, String> {
+    let DType::Simple { kind, order, size } = *dtype else {
+        return Err("structured dtypes are not supported".into());
+    };
+    if order == ByteOrder::Big {
+        return Err("big-endian dtypes are not supported".into());
+    }
+    // The leaf as a number, if it is one (bool counts, as in numpy).
+    let number = match leaf {
+        Leaf::Complex(re, im) => Some((*re, *im)),
+        Leaf::Value(Value::Int(i)) => Some((Num::Int(i.clone()).parts().0, 0.0)),
+        Leaf::Value(Value::Float(x)) => Some((*x, 0.0)),
+        Leaf::Value(Value::Bool(b)) => Some((*b as u8 as f64, 0.0)),
+        Leaf::Value(_) => None,
+    };
+    let float = |x: f64, size| match size {
+        2 => crate::value::f64_to_f16(x).to_le_bytes().to_vec(),
+        4 => (x as f32).to_le_bytes().to_vec(),
+        _ => x.to_le_bytes().to_vec(),
+    };
+    Ok(match (kind, leaf, number) {
+        // The vectors never depend on datetime element bytes (seamless-core rejects the
+        // dtype before reading them), so the elements are left zero rather than parsed.
+        ('M' | 'm', _, _) => vec![0; size],
+        ('b', Leaf::Value(v), _) => vec![scalar::truth(v).map_err(|e| e.to_string())? as u8],
+        ('i' | 'u', Leaf::Value(Value::Int(i)), _) => {
+            let fill = if i.sign() == num_bigint::Sign::Minus {
+                0xff
+            } else {
+                0
+            };
+            let mut raw = i.to_signed_bytes_le();
+            raw.resize(size, fill);
+            raw.truncate(size);
+            raw
+        }
+        ('i' | 'u', Leaf::Value(Value::Bool(b)), _) => {
+            let mut raw = vec![*b as u8];
+            raw.resize(size, 0);
+            raw
+        }
+        ('f', _, Some((re, _))) => float(re, size),
+        ('c', _, Some((re, im))) => [float(re, size / 2), float(im, size / 2)].concat(),
+        ('U', Leaf::Value(Value::Str(s)), _) => {
+            let mut raw: Vec<u8> = s.chars().flat_map(|c| (c as u32).to_le_bytes()).collect();
+            raw.resize(size, 0);
+            raw
+        }
+        ('S', Leaf::Value(Value::Bytes(b)), _) => {
+            let mut raw = b.to_vec();
+            raw.resize(size, 0);
+            raw
+        }
+        _ => {
+            return Err(format!(
+                "this element cannot be stored as {}",
+                dtype.typestr()
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Key;
+
+    fn p(text: &str) -> Value {
+        parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn python_literals() {
+        assert_eq!(p("None"), Value::None);
+        assert_eq!(
+            p("[True, -3, 2.5, 'a\\n', b'\\x00']"),
+            Value::List(vec![
+                Value::Bool(true),
+                Value::int(-3),
+                Value::Float(2.5),
+                Value::str("a\n"),
+                Value::Bytes(Bytes::from_static(b"\0")),
+            ])
+        );
+        assert_eq!(
+            p("123456789012345678901234567890"),
+            Value::Int("123456789012345678901234567890".parse().unwrap())
+        );
+        assert_eq!(p("0x1_0"), Value::int(16));
+        assert_eq!(p("-inf"), Value::Float(f64::NEG_INFINITY));
+        assert!(matches!(p("nan"), Value::Float(x) if x.is_nan()));
+        assert_eq!(p("(1,)"), Value::Tuple(vec![Value::int(1)]));
+        assert_eq!(p("{1, 2}"), Value::Set(vec![Value::int(1), Value::int(2)]));
+        assert_eq!(p("set()"), Value::Set(vec![]));
+        let Value::Dict(d) = p("{'a': {1, 2}, 2: None}") else {
+            panic!("not a dict")
+        };
+        assert_eq!(
+            d.keys().cloned().collect::<Vec<_>>(),
+            vec![Key::Str("a".into()), Key::Int(2.into())]
+        );
+        assert_eq!(
+            d[&Key::Str("a".into())],
+            Value::Set(vec![Value::int(1), Value::int(2)])
+        );
+    }
+
+    #[test]
+    fn numpy_arrays() {
+        let Value::Array(a) = p("array([1.+2.j])") else {
+            panic!("not an array")
+        };
+        assert_eq!(
+            (a.dtype.typestr(), a.shape.clone()),
+            ("<c16".to_string(), vec![1])
+        );
+        assert_eq!(
+            &a.data[..],
+            &[1.0f64.to_le_bytes(), 2.0f64.to_le_bytes()].concat()[..]
+        );
+        let Value::Array(a) = p(
+            "array(['1970-01-01T00:00:01', '1970-01-01T00:00:02'],\n      dtype='datetime64[s]')",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (a.dtype, a.shape, a.data.len()),
+            (DType::simple('M', ByteOrder::Little, 8), vec![2], 16)
+        );
+        let Value::Array(a) = p("array([[1, 2], [3, 4]], dtype=int32)") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.dtype.typestr(), a.shape),
+            ("<i4".to_string(), vec![2, 2])
+        );
+        assert_eq!(&a.data[..8], &[1, 0, 0, 0, 2, 0, 0, 0]);
+        let Value::Array(a) = p("array([1, 2.5])") else {
+            panic!()
+        };
+        assert_eq!(a.dtype.typestr(), "<f8");
+        let Value::Array(a) = p("array([], dtype=float64)") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.dtype.typestr(), a.shape, a.data.len()),
+            ("<f8".to_string(), vec![0], 0)
+        );
+    }
+
+    #[test]
+    fn unsupported_text_is_an_error() {
+        for bad in [
+            "1+2j",
+            "'\\ud800'",
+            "array([[1], 2])",
+            "f(1)",
+            "{**a}",
+            "1 +",
+            "array([1], dtype='>i4')",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} parsed");
+        }
+    }
+}
