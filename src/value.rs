@@ -94,7 +94,11 @@ pub enum ByteOrder {
 pub enum DType {
     /// A builtin dtype: `kind` is numpy's kind character (`b i u f c S U V M m O`), `size` the
     /// item size in bytes (`S3` → 3, `U3` → 12).
-    Simple { kind: char, order: ByteOrder, size: usize },
+    Simple {
+        kind: char,
+        order: ByteOrder,
+        size: usize,
+    },
     /// A structured dtype.
     Struct(StructDType),
 }
@@ -146,6 +150,129 @@ impl DType {
             DType::Struct(s) => s.itemsize,
         }
     }
+
+    /// A builtin dtype; the byte order of one-byte and byte-string kinds is always `|`, as numpy normalises it.
+    pub fn simple(kind: char, order: ByteOrder, size: usize) -> DType {
+        let order = if matches!(kind, 'b' | 'S' | 'V' | 'O') || (size == 1 && kind != 'U') {
+            ByteOrder::NotApplicable
+        } else {
+            order
+        };
+        DType::Simple { kind, order, size }
+    }
+
+    /// numpy's `dtype.str` of a builtin dtype (`<f8`, `|b1`, `|S3`, `<U2`); `|V<n>` for structs.
+    pub fn typestr(&self) -> String {
+        match self {
+            DType::Simple { kind: 'O', .. } => "|O".into(),
+            DType::Simple { kind, order, size } => {
+                let o = match order {
+                    ByteOrder::Little => '<',
+                    ByteOrder::Big => '>',
+                    ByteOrder::NotApplicable => '|',
+                };
+                let n = if *kind == 'U' { size / 4 } else { *size };
+                format!("{o}{kind}{n}")
+            }
+            DType::Struct(s) => format!("|V{}", s.itemsize),
+        }
+    }
+
+    /// Parse a numpy typestr such as `<f8`, `>i4`, `|S3`, `=u2`, `f8`, `?`, `d` (the forms a `.npy`
+    /// header or `np.dtype(str)` accepts for builtin types).
+    pub fn from_typestr(s: &str) -> Option<DType> {
+        let (order, rest) = match s.chars().next()? {
+            '<' | '=' => (ByteOrder::Little, &s[1..]),
+            '>' => (ByteOrder::Big, &s[1..]),
+            '|' => (ByteOrder::Little, &s[1..]),
+            _ => (ByteOrder::Little, s),
+        };
+        let kind = rest.chars().next()?;
+        let digits = &rest[kind.len_utf8()..];
+        if digits.is_empty() {
+            let (kind, size) = match kind {
+                '?' => ('b', 1),
+                'b' => ('i', 1),
+                'B' => ('u', 1),
+                'h' => ('i', 2),
+                'H' => ('u', 2),
+                'i' => ('i', 4),
+                'I' => ('u', 4),
+                'l' | 'q' => ('i', 8),
+                'L' | 'Q' => ('u', 8),
+                'e' => ('f', 2),
+                'f' => ('f', 4),
+                'd' => ('f', 8),
+                'O' => ('O', 8),
+                _ => return None,
+            };
+            return Some(DType::simple(kind, order, size));
+        }
+        let n: usize = digits.parse().ok()?;
+        let size = match kind {
+            'b' if n == 1 => 1,
+            'i' | 'u' if matches!(n, 1 | 2 | 4 | 8) => n,
+            'f' if matches!(n, 2 | 4 | 8 | 16) => n,
+            'c' if matches!(n, 8 | 16 | 32) => n,
+            'S' | 'V' => n,
+            'U' => n.checked_mul(4)?,
+            _ => return None,
+        };
+        Some(DType::simple(kind, order, size))
+    }
+
+    /// numpy's scalar type name: `float64`, `int32`, `bool`, `bytes_`, `void`.
+    pub fn numpy_name(&self) -> String {
+        match self {
+            DType::Simple { kind, size, .. } => match kind {
+                'b' => "bool".into(),
+                'i' => format!("int{}", size * 8),
+                'u' => format!("uint{}", size * 8),
+                'f' => format!("float{}", size * 8),
+                'c' => format!("complex{}", size * 8),
+                'S' => "bytes_".into(),
+                'U' => "str_".into(),
+                'O' => "object_".into(),
+                'M' => "datetime64".into(),
+                'm' => "timedelta64".into(),
+                _ => "void".into(),
+            },
+            DType::Struct(_) => "void".into(),
+        }
+    }
+}
+
+impl Date {
+    /// Python `date.isoformat()`: `2001-12-14`.
+    pub fn isoformat(&self) -> String {
+        format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl DateTime {
+    /// Python `datetime.isoformat(sep)` (also orjson's datetime text with `sep = 'T'`):
+    /// microseconds only when non-zero, `+HH:MM` offset only when aware.
+    pub fn isoformat(&self, sep: char) -> String {
+        let mut out = format!(
+            "{}{sep}{:02}:{:02}:{:02}",
+            self.date.isoformat(),
+            self.hour,
+            self.minute,
+            self.second
+        );
+        if self.microsecond != 0 {
+            out.push_str(&format!(".{:06}", self.microsecond));
+        }
+        if let Some(offset) = self.utc_offset {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, abs % 3600 / 60));
+            if abs % 60 != 0 {
+                out.push_str(&format!(":{:02}", abs % 60));
+            }
+        }
+        out
+    }
 }
 
 impl NdArray {
@@ -156,6 +283,113 @@ impl NdArray {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Element `index` (C order) as a Python value (`arr.tolist()` element), for bool, int, uint,
+    /// float, `S` and `U` dtypes; `None` for other dtypes or an index out of range.
+    pub fn element(&self, index: usize) -> Option<Value> {
+        let DType::Simple { kind, order, size } = self.dtype else {
+            return None;
+        };
+        let raw = self.data.get(index * size..(index + 1) * size)?;
+        let mut le = raw.to_vec();
+        if order == ByteOrder::Big {
+            le.reverse();
+        }
+        let mut wide = [0u8; 8];
+        match (kind, size) {
+            ('b', 1) => Some(Value::Bool(raw[0] != 0)),
+            ('i', 1 | 2 | 4 | 8) => {
+                let fill = if le[size - 1] & 0x80 != 0 { 0xff } else { 0 };
+                wide.fill(fill);
+                wide[..size].copy_from_slice(&le);
+                Some(Value::int(i64::from_le_bytes(wide)))
+            }
+            ('u', 1 | 2 | 4 | 8) => {
+                wide[..size].copy_from_slice(&le);
+                Some(Value::int(u64::from_le_bytes(wide)))
+            }
+            ('f', 2) => Some(Value::Float(f16_to_f64(u16::from_le_bytes([le[0], le[1]])))),
+            ('f', 4) => Some(Value::Float(f32::from_le_bytes(le.try_into().ok()?) as f64)),
+            ('f', 8) => Some(Value::Float(f64::from_le_bytes(le.try_into().ok()?))),
+            // numpy's tolist() drops trailing NULs of byte and unicode strings.
+            ('S', _) => Some(Value::Bytes(Bytes::copy_from_slice(trim_nuls(raw)))),
+            ('U', _) => {
+                let units: Vec<u32> = le
+                    .chunks(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4-byte units")))
+                    .collect();
+                let len = units.iter().rposition(|&u| u != 0).map_or(0, |p| p + 1);
+                Some(
+                    match units[..len]
+                        .iter()
+                        .map(|&u| char::from_u32(u))
+                        .collect::<Option<String>>()
+                    {
+                        Some(s) => Value::Str(s),
+                        None => Value::Surrogates(units[..len].to_vec()),
+                    },
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// The Python value of a numpy scalar (`np.float64(1.5)` → `1.5`), as `.item()` gives it.
+    pub fn scalar_to_python(&self) -> Option<Value> {
+        self.element(0)
+    }
+}
+
+fn trim_nuls(raw: &[u8]) -> &[u8] {
+    &raw[..raw.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)]
+}
+
+/// The IEEE half-precision float nearest to `x` (ties to even), as numpy's `float16(x)`.
+pub fn f64_to_f16(x: f64) -> u16 {
+    let sign = if x.is_sign_negative() { 0x8000 } else { 0 };
+    if x.is_nan() {
+        return 0x7e00;
+    }
+    let a = x.abs();
+    // Halfway between the largest finite half (65504) and the next step rounds to infinity.
+    if a >= 65520.0 {
+        return sign | 0x7c00;
+    }
+    // Largest finite-or-infinite pattern whose value is <= a (positive patterns are ordered).
+    let (mut lo, mut hi) = (0u16, 0x7c00u16);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if f16_to_f64(mid) <= a {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
+    }
+    let below = lo;
+    let pick = if below == 0x7c00 {
+        below
+    } else {
+        let (d_below, d_above) = (a - f16_to_f64(below), f16_to_f64(below + 1) - a);
+        if d_below < d_above || (d_below == d_above && below % 2 == 0) {
+            below
+        } else {
+            below + 1
+        }
+    };
+    sign | pick
+}
+
+/// An IEEE half-precision float, widened exactly.
+pub fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((bits >> 10) & 0x1f) as i32;
+    let frac = (bits & 0x3ff) as f64;
+    sign * match exp {
+        0 => frac * 2f64.powi(-24),
+        31 if frac == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        _ => (1.0 + frac / 1024.0) * 2f64.powi(exp - 15),
     }
 }
 
@@ -168,5 +402,28 @@ impl Value {
     /// Convenience constructor for an int value.
     pub fn int(i: impl Into<BigInt>) -> Self {
         Value::Int(i.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_floats() {
+        // Values from numpy: np.float16(x).view(np.uint16).
+        for (x, bits) in [
+            (0.5, 0x3800),
+            (-1.5, 0xbe00),
+            (65504.0, 0x7bff),
+            (1e9, 0x7c00),
+            (0.1, 0x2e66),
+            (2.0f64.powi(-24), 1),
+        ] {
+            assert_eq!(f64_to_f16(x), bits, "{x}");
+        }
+        for bits in [0x3800u16, 0xbe00, 0x7bff, 1, 0x2e66] {
+            assert_eq!(f64_to_f16(f16_to_f64(bits)), bits);
+        }
     }
 }

@@ -9,9 +9,20 @@ use std::str::FromStr;
 
 use crate::value::Value;
 
+pub mod binary;
 pub mod convert;
+pub mod expression;
 pub mod ipython;
+pub mod json_orjson;
+pub mod json_parse;
+pub mod json_python;
+pub mod mixed;
+pub mod npy;
+pub mod pyrepr;
 pub mod python;
+pub mod scalar;
+pub mod text;
+mod unicode_printable;
 pub mod yaml;
 
 /// A Seamless cell type.
@@ -77,7 +88,9 @@ impl fmt::Display for CellType {
 
 /// An unknown cell type name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown cell type '{0}'; expected one of: binary, mixed, text, python, ipython, plain, yaml, str, bytes, int, float, bool, checksum")]
+#[error(
+    "unknown cell type '{0}'; expected one of: binary, mixed, text, python, ipython, plain, yaml, str, bytes, int, float, bool, checksum"
+)]
 pub struct UnknownCellType(pub String);
 
 impl FromStr for CellType {
@@ -98,26 +111,113 @@ pub enum PyErrorKind {
     UnicodeDecodeError,
     OverflowError,
     AssertionError,
+    UnicodeEncodeError,
+    IndexError,
+    RecursionError,
 }
 
-/// A serialization or parsing failure: the Python error class and a message saying what is wrong.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+impl PyErrorKind {
+    /// The Python class name, as the vectors write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PyErrorKind::TypeError => "TypeError",
+            PyErrorKind::ValueError => "ValueError",
+            PyErrorKind::UnicodeDecodeError => "UnicodeDecodeError",
+            PyErrorKind::OverflowError => "OverflowError",
+            PyErrorKind::AssertionError => "AssertionError",
+            PyErrorKind::UnicodeEncodeError => "UnicodeEncodeError",
+            PyErrorKind::IndexError => "IndexError",
+            PyErrorKind::RecursionError => "RecursionError",
+        }
+    }
+}
+
+/// A serialization or parsing failure: the Python error class, the message Python gives (compared
+/// against the vectors), and, where Python's message alone does not say what is wrong, a detail.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CellError {
     pub kind: PyErrorKind,
     pub message: String,
+    pub detail: Option<String>,
+}
+
+impl CellError {
+    pub fn new(kind: PyErrorKind, message: impl Into<String>) -> Self {
+        CellError {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Add an explanation for the user (not part of the Python-compatible message).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for CellError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.detail, self.message.is_empty()) {
+            (Some(detail), true) => write!(f, "{}: {detail}", self.kind.name()),
+            (Some(detail), false) => write!(f, "{}: {} ({detail})", self.kind.name(), self.message),
+            (None, _) => write!(f, "{}: {}", self.kind.name(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for CellError {}
+
+/// Run one step of a recursive walk over a value with enough stack. Values may nest up to the
+/// nesting limits (254 for orjson, 1000 for Python), which in debug builds is more than a 2 MB
+/// thread stack holds; the stack is grown on the heap when it runs low.
+pub(crate) fn with_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(64 * 1024, 1024 * 1024, f)
 }
 
 /// Serialize a value as `celltype` (seamless-core `serialize_sync`).
 pub fn serialize(value: &Value, celltype: CellType) -> Result<Vec<u8>, CellError> {
-    let _ = (value, celltype);
-    Err(CellError { kind: PyErrorKind::TypeError, message: "serialization is not built yet".into() })
+    // A Checksum object is first replaced by its hex, whatever the cell type.
+    let hex;
+    let value = match value {
+        Value::Checksum(c) => {
+            hex = Value::Str(c.hex());
+            &hex
+        }
+        _ => value,
+    };
+    match celltype {
+        CellType::Binary => binary::serialize(value),
+        CellType::Mixed => mixed::serialize(value),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => {
+            text::serialize(value)
+        }
+        CellType::Plain => scalar::serialize_plain(value),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => {
+            scalar::serialize(value, celltype)
+        }
+        CellType::Bytes => text::serialize_bytes(value),
+        CellType::Checksum => scalar::serialize_checksum(value),
+    }
 }
 
 /// Parse a buffer as `celltype` (seamless-core `Buffer.get_value`), validating as it does.
+/// A `bytes` buffer parses to `Value::Bytes` (seamless-core returns the `Buffer` itself).
 pub fn deserialize(buffer: &[u8], celltype: CellType) -> Result<Value, CellError> {
-    let _ = (buffer, celltype);
-    Err(CellError { kind: PyErrorKind::TypeError, message: "parsing is not built yet".into() })
+    match celltype {
+        CellType::Binary => binary::deserialize(buffer),
+        CellType::Mixed => mixed::deserialize(buffer),
+        CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => {
+            text::deserialize(buffer, celltype)
+        }
+        CellType::Plain => scalar::deserialize_plain(buffer),
+        CellType::Str | CellType::Int | CellType::Float | CellType::Bool => {
+            scalar::deserialize(buffer, celltype)
+        }
+        CellType::Bytes => Ok(Value::Bytes(bytes::Bytes::copy_from_slice(buffer))),
+        CellType::Checksum => scalar::deserialize_checksum(buffer),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,417 @@
-//! `seamfs mount MOUNTPOINT: the filesystem`.
+//! `seamfs mount MOUNTPOINT`: checks (FUSE device, mount point, store lock), then mounts the
+//! namespace with the HTTP database beside it, in the foreground or as a daemon; SIGINT/SIGTERM
+//! unmount cleanly.
 
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::{Context, bail};
+use fuser::{Config, MountOption, Session};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cache::ram::{RamCache, RamConfig};
+use crate::db::Database;
+use crate::fs::fuse::SeamFs;
+use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::http::BackgroundServer;
+use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
+
+/// What `seamfs mount --help` shows after the options: the layout of the mount point.
+const LAYOUT_HELP: &str = "\
+Layout of the mount point:
+  by-checksum/<hex>      every stored buffer, read-only, bytes as stored
+  as-<celltype>/<hex>    a buffer converted to a cell type (binary, mixed, text, python, ipython,
+                         plain, yaml, str, bytes, int, float, bool, checksum); opened by name,
+                         the directories are not listed
+  .seamfs/stats          counters of the store tiers and of the mount (JSON)
+  anything else          a writable tree kept in the store: files, directories, symlinks
+  F.CHECKSUM             virtual, beside each file F: its SHA-256 and a newline, once F is closed
+  D.INDEX, D.CHECKSUM    virtual, beside each directory D: what seamless-checksum-index writes
+
+Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
+Files carry the xattrs user.seamless.checksum and (once known) user.seamless.celltype.
+The Seamless database protocol is served over HTTP on --db-host:--db-port, from the store's
+seamless.db; buffers written through the mount appear in buffer_info at once.
+
+Example:
+  mkdir -p ~/mnt && seamfs mount ~/mnt &
+  cp results.npy ~/mnt/ && cat ~/mnt/results.npy.CHECKSUM
+  cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
+  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'";
+
+/// Options of `seamfs mount`.
 #[derive(clap::Args)]
+#[command(after_help = LAYOUT_HELP)]
 pub struct Args {
-    path: std::path::PathBuf,
+    /// Empty directory to mount on.
+    mountpoint: PathBuf,
+    /// Store directory (buffers/, seamless.db). Default: $XDG_DATA_HOME/seamfs (~/.local/share/seamfs).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Address the HTTP database listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    db_host: String,
+    /// Port of the HTTP database (0 picks a free port and logs it).
+    #[arg(long, default_value_t = 5522)]
+    db_port: u16,
+    /// Do not serve the HTTP database.
+    #[arg(long)]
+    no_db: bool,
+    /// Mount read-only (the tree cannot be changed).
+    #[arg(long)]
+    read_only: bool,
+    /// Size of the RAM buffer cache over the disk store, e.g. 64M, 1G.
+    #[arg(long, value_parser = parse_size)]
+    ram_cache: Option<u64>,
+    /// Detach and run in the background (logs go to <store>/mount.log).
+    #[arg(long)]
+    daemon: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("mount is not built yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store_root = match &args.store {
+        Some(dir) => dir.clone(),
+        None => default_store()?,
+    };
+    if !args.daemon {
+        init_logging(None);
+    }
+    check_fuse_device()?;
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let store = DiskStore::open(&store_root)
+        .with_context(|| format!("cannot open the store {}", store_root.display()))?;
+    let lock = lock_store(&store_root)?;
+    if args.daemon {
+        return daemonize(&store_root, |ready| serve(&args, store, mountpoint, lock, ready));
+    }
+    serve(&args, store, mountpoint, lock, &mut |_| {})
+}
+
+/// Mount and serve until unmounted. `ready` is told once the mount is live (or why it failed).
+fn serve(
+    args: &Args,
+    store: DiskStore,
+    mountpoint: PathBuf,
+    _lock: Flock<File>,
+    ready: &mut dyn FnMut(Result<(), String>),
+) -> anyhow::Result<ExitCode> {
+    // Signals are blocked in every thread and taken by one waiting thread (below).
+    let signals = termination_signals();
+    signals.thread_block()?;
+    let result = mount_session(args, store, &mountpoint);
+    let (mut session, _companions) = match result {
+        Ok(s) => s,
+        Err(e) => {
+            ready(Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let target = mountpoint.clone();
+    std::thread::Builder::new().name("seamfs-signals".into()).spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            tracing::info!(%signal, "unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!(error = %e, "unmount failed (mount point busy?); detaching lazily");
+                let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    })?;
+    raise_readahead(&mountpoint);
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted; Ctrl+C or SIGTERM unmounts");
+    ready(Ok(()));
+    session.run().context("the FUSE session ended with an error")?;
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
+struct Companions {
+    _http: Option<BackgroundServer>,
+    _eviction: Option<crate::cache::ram::EvictionLoop>,
+}
+
+/// Open the namespace, start the HTTP database, mount.
+fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, Companions)> {
+    let db_path = database_path(store.root());
+    let db = Database::open(&db_path, true).with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let ns = Namespace::new(store, reads, db.clone(), Options { read_only: args.read_only })?;
+    let http = if args.no_db {
+        None
+    } else {
+        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
+            format!(
+                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
+                args.db_host, args.db_port
+            )
+        })?;
+        tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
+        Some(server)
+    };
+    let mut options = vec![
+        MountOption::FSName("seamfs".into()),
+        MountOption::Subtype("seamfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if args.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    Ok((session, Companions { _http: http, _eviction: eviction }))
+}
+
+/// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
+fn read_tiers(store: &DiskStore, ram_cache: Option<u64>) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
+    let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
+    let Some(size) = ram_cache else { return (disk, None) };
+    let config = RamConfig { soft_cap: size, hard_cap: size, ..RamConfig::default() };
+    let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
+    let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
+    tracing::info!(bytes = size, "RAM buffer cache over the disk store");
+    (Arc::new(Layered::new(ram, disk, WritePolicy::Through)), Some(eviction))
+}
+
+fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// `$XDG_DATA_HOME/seamfs`, else `~/.local/share/seamfs`.
+fn default_store() -> anyhow::Result<PathBuf> {
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(data).join("seamfs"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: pass --store DIR")?;
+    Ok(PathBuf::from(home).join(".local/share/seamfs"))
+}
+
+fn check_fuse_device() -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: load the FUSE module (modprobe fuse) or, in a container, \
+             pass the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+        );
+    }
+    Ok(())
+}
+
+/// The mount point must be an existing directory that nothing is mounted on.
+fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
+    // is what tells a stale mount.
+    let metadata = std::fs::metadata(path);
+    let stale = nix::sys::statvfs::statvfs(path).err() == Some(nix::errno::Errno::ENOTCONN)
+        || metadata.as_ref().err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN);
+    match metadata {
+        _ if stale => bail!(
+            "{} is a stale mount (its filesystem process is gone): run `fusermount3 -u {}` and retry",
+            path.display(),
+            path.display()
+        ),
+        // A missing mount point whose parent exists is created: `seamfs mount ~/mnt` just works.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(path).with_context(|| {
+                format!("mount point {} does not exist and cannot be created (create it with `mkdir -p`)", path.display())
+            })?;
+            tracing::info!(mountpoint = %path.display(), "created the mount point");
+        }
+        Err(e) => bail!("cannot use {} as a mount point: {e}", path.display()),
+        Ok(m) if !m.is_dir() => bail!("mount point {} is not a directory", path.display()),
+        Ok(_) => {}
+    }
+    let path = path.canonicalize()?;
+    if mount_id(&path).is_some() {
+        bail!(
+            "{} is busy: something is already mounted there (unmount it with `fusermount3 -u {}` or pick another directory)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The `major:minor` of the filesystem mounted exactly at `path`, from /proc/self/mountinfo
+/// (read there because a stat of the mount point would wait on this very process).
+fn mount_id(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let wanted = path.to_str()?;
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.len() > 4 && unescape_mountinfo(fields[4]) == wanted).then(|| fields[2].to_string())
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.by_ref().take(3).collect();
+            if let Ok(code) = u8::from_str_radix(&digits, 8) {
+                out.push(code as char);
+                continue;
+            }
+            out.push(c);
+            out.push_str(&digits);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Larger kernel read-ahead (1 MiB requests instead of 128 KiB); it can only be set after mount.
+fn raise_readahead(mountpoint: &Path) {
+    let Some(id) = mount_id(mountpoint) else { return };
+    let knob = format!("/sys/class/bdi/{id}/read_ahead_kb");
+    match std::fs::write(&knob, "1024") {
+        Ok(()) => tracing::debug!(knob, "read-ahead raised to 1 MiB"),
+        Err(e) => tracing::debug!(knob, error = %e, "could not raise read-ahead (needs root); keeping the default"),
+    }
+}
+
+/// One mount per store: an exclusive lock on `<store>/mount.lock`, holding the owner's pid.
+fn lock_store(root: &Path) -> anyhow::Result<Flock<File>> {
+    let path = root.join("mount.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, _)) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            bail!(
+                "the store {} is in use by another seamfs mount (pid {}): unmount it first, or pass another --store",
+                root.display(),
+                owner.trim()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
+}
+
+/// Fork; the child detaches (new session, stdio to /dev/null, logs to `<store>/mount.log`) and
+/// runs `serve`; the parent waits until the child reports the mount live, then exits.
+fn daemonize(
+    store: &Path,
+    serve: impl FnOnce(&mut dyn FnMut(Result<(), String>)) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    // SAFETY: no other thread exists yet (nothing has been spawned before this point).
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut report = String::new();
+            File::from(read_end).read_to_string(&mut report)?;
+            match report.strip_prefix("ok") {
+                Some(_) => {
+                    println!("seamfs mounted (daemon pid {child}); logs in {}", store.join("mount.log").display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None if report.is_empty() => bail!("the seamfs daemon exited before mounting"),
+                None => bail!("{}", report.trim_start_matches("error: ")),
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            nix::unistd::setsid()?;
+            let log = OpenOptions::new().create(true).append(true).open(store.join("mount.log"))?;
+            init_logging(Some(log));
+            detach_stdio()?;
+            let mut pipe = Some(File::from(write_end));
+            let mut ready = |result: Result<(), String>| {
+                if let Some(mut pipe) = pipe.take() {
+                    let message = match result {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    let _ = pipe.write_all(message.as_bytes());
+                }
+            };
+            let code = serve(&mut ready);
+            if let Err(e) = &code {
+                tracing::error!("{e:#}");
+            }
+            code
+        }
+    }
+}
+
+fn detach_stdio() -> anyhow::Result<()> {
+    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    for fd in 0..3 {
+        nix::unistd::dup2(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+fn init_logging(file: Option<File>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match file {
+        Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// Parse a size such as `64M`, `1G`, `512k` or a plain byte count.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size (examples: 64M, 1G, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("unknown size unit in '{text}' (use K, M, G or T)")),
+    };
+    number.checked_mul(1 << shift).ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
 }

@@ -1,1 +1,299 @@
 //! The Seamless database: the SQLite schema of seamless-database 2.1 and the queries on it.
+//!
+//! `Database` is a cheap, cloneable handle on one `seamless.db` file: one writer connection
+//! behind a mutex and a small pool of read-only connections (WAL journal, so reads never wait
+//! for the writer). Every record type of the protocol has a typed method, here for one-shot use
+//! and on `Conn` for use inside `Database::read` / `Database::transaction` (so a caller can
+//! commit its own tables and, say, a BufferInfo together). The rules the Python server enforces
+//! when it stores a record (buffer-info slot types, execution-record identity, bucket kinds,
+//! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
+
+mod checkpoint;
+pub mod pyjson;
+mod records;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use crate::checksum::Checksum;
+
+pub use records::{BUCKET_KINDS, BucketProbe, Conflict, ExpressionKey, IrreproducibleRecord};
+
+/// Number of read-only connections in the pool (more than the runtime's worker threads).
+const READERS: usize = 4;
+
+/// A JSON object, as buffer info, execution records and freshness tokens are stored.
+pub type JsonMap = Map<String, Value>;
+
+/// What can go wrong with a database operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("SQLite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The record breaks a rule of the Python server (bad slot type, constraint violation …).
+    #[error("invalid record: {0}")]
+    Invalid(String),
+    /// The record contradicts what is stored (the protocol's 409 answers, and one 404).
+    #[error("{}", .0.message())]
+    Conflict(Conflict),
+    #[error("the database {0} is opened read-only")]
+    ReadOnly(PathBuf),
+    /// The file's tables cannot be used or upgraded (seamless-database's migration rule).
+    #[error("{0}")]
+    Schema(String),
+    /// A stored value cannot be read back (not JSON, not a checksum).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("Database file '{0}' must exist when --writable is not set")]
+    Missing(PathBuf),
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// A connection inside `Database::read` or `Database::transaction`; all record methods live here.
+/// `conn()` gives the raw `rusqlite::Connection` for a caller's own tables in the same file.
+pub struct Conn<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> Conn<'a> {
+    pub fn conn(&self) -> &'a Connection {
+        self.conn
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    // Field order is drop order: the readers and the checkpointer close first, so that the
+    // writer is the last connection and checkpoints the WAL into the file on close.
+    readers: Vec<Mutex<Connection>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
+    /// None when opened read-only.
+    writer: Option<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// A handle on one seamless-database SQLite file. Clone it freely; it is Send + Sync.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+impl Database {
+    /// Open `path`. Writable: the file and its tables are created if missing, the journal is
+    /// switched to WAL and the legacy `meta_data` migration runs. Read-only: the file must exist
+    /// and nothing in it is changed.
+    pub fn open(path: impl AsRef<Path>, writable: bool) -> Result<Database> {
+        let path = path.as_ref().to_path_buf();
+        if !writable && !path.exists() {
+            return Err(DbError::Missing(path));
+        }
+        let (writer, checkpointer) = if writable {
+            let conn = open_connection(&path, true)?;
+            schema::create(&conn)?;
+            // The checkpointer thread does the work; this only bounds the WAL when writes never
+            // pause long enough for its passive checkpoints to complete (see checkpoint.rs).
+            conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint={}",
+                checkpoint::WRITER_LIMIT_PAGES
+            ))?;
+            (
+                Some(Mutex::new(conn)),
+                Some(checkpoint::Checkpointer::start(&path)?),
+            )
+        } else {
+            (None, None)
+        };
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path, false).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        check_readable(&path, &readers[0])?;
+        let inner = Inner {
+            path,
+            readers,
+            checkpointer,
+            writer,
+            next_reader: AtomicUsize::new(0),
+        };
+        Ok(Database {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.inner.writer.is_some()
+    }
+
+    /// Run `f` on a read-only connection (it sees the last committed state).
+    pub fn read<T, E: From<DbError>>(&self, f: impl FnOnce(&Conn) -> Result<T, E>) -> Result<T, E> {
+        let guard = self.reader();
+        f(&Conn { conn: &guard })
+    }
+
+    /// Run `f` in one `BEGIN IMMEDIATE` transaction on the writer: committed if `f` returns Ok,
+    /// rolled back if it returns Err.
+    pub fn transaction<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let writer = self
+            .inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))?;
+        let mut guard = lock(writer);
+        let tx = guard
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(DbError::from)?;
+        let value = f(&Conn { conn: &tx })?;
+        tx.commit().map_err(DbError::from)?;
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.written();
+        }
+        Ok(value)
+    }
+
+    /// A free reader if there is one (round robin, no waiting), else wait for the next in turn.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let readers = &self.inner.readers;
+        let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..readers.len() {
+            if let Ok(guard) = readers[(start + i) % readers.len()].try_lock() {
+                return guard;
+            }
+        }
+        lock(&readers[start % readers.len()])
+    }
+
+    // One-shot versions of the record methods of `Conn` (see records.rs for the rules).
+
+    pub fn get_transformation(&self, tf: &Checksum) -> Result<Option<Checksum>> {
+        self.read(|c| c.get_transformation(tf))
+    }
+    pub fn set_transformation(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
+        self.transaction(|c| c.set_transformation(tf, result))
+    }
+    pub fn get_rev_transformations(&self, result: &Checksum) -> Result<Vec<Checksum>> {
+        self.read(|c| c.get_rev_transformations(result))
+    }
+    pub fn get_buffer_info(&self, checksum: &Checksum) -> Result<Option<JsonMap>> {
+        self.read(|c| c.get_buffer_info(checksum))
+    }
+    pub fn merge_buffer_info(&self, checksum: &Checksum, info: &JsonMap) -> Result<()> {
+        self.transaction(|c| c.merge_buffer_info(checksum, info))
+    }
+    pub fn get_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
+        self.read(|c| c.get_semantic_to_syntactic(semantic, celltype, subcelltype))
+    }
+    pub fn get_syntactic_to_semantic(
+        &self,
+        syntactic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+    ) -> Result<Vec<Checksum>> {
+        self.read(|c| c.get_syntactic_to_semantic(syntactic, celltype, subcelltype))
+    }
+    pub fn add_semantic_to_syntactic(
+        &self,
+        semantic: &Checksum,
+        celltype: &str,
+        subcelltype: &str,
+        syntactic: &[Checksum],
+    ) -> Result<()> {
+        self.transaction(|c| {
+            c.add_semantic_to_syntactic(semantic, celltype, subcelltype, syntactic)
+        })
+    }
+    pub fn get_expression(&self, key: &ExpressionKey) -> Result<Option<Checksum>> {
+        self.read(|c| c.get_expression(key))
+    }
+    pub fn set_expression(&self, key: &ExpressionKey, result: &Checksum) -> Result<()> {
+        self.transaction(|c| c.set_expression(key, result))
+    }
+    pub fn get_rev_expressions(&self, result: &Checksum) -> Result<Vec<ExpressionKey>> {
+        self.read(|c| c.get_rev_expressions(result))
+    }
+    pub fn get_execution_record(&self, tf: &Checksum) -> Result<Option<Value>> {
+        self.read(|c| c.get_execution_record(tf))
+    }
+    pub fn set_execution_record(
+        &self,
+        tf: &Checksum,
+        result: &Checksum,
+        record: &JsonMap,
+    ) -> Result<()> {
+        self.transaction(|c| c.set_execution_record(tf, result, record))
+    }
+    pub fn get_irreproducible(
+        &self,
+        tf: &Checksum,
+        result: Option<&Checksum>,
+    ) -> Result<Vec<IrreproducibleRecord>> {
+        self.read(|c| c.get_irreproducible(tf, result))
+    }
+    pub fn mark_irreproducible(&self, tf: &Checksum, result: &Checksum) -> Result<()> {
+        self.transaction(|c| c.mark_irreproducible(tf, result))
+    }
+    pub fn get_bucket_probe(&self, kind: &str, label: &str) -> Result<Option<BucketProbe>> {
+        self.read(|c| c.get_bucket_probe(kind, label))
+    }
+    pub fn set_bucket_probe(&self, probe: &BucketProbe) -> Result<()> {
+        self.transaction(|c| c.set_bucket_probe(probe))
+    }
+}
+
+fn open_connection(path: &Path, writable: bool) -> Result<Connection> {
+    let flags = if writable {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let opened = Connection::open_with_flags(path, flags).and_then(|conn| {
+        schema::configure(&conn)?;
+        Ok(conn)
+    });
+    let conn = opened.map_err(|source| DbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Fail at open, with the path, if the file is not an SQLite database (rather than at the
+/// first request).
+fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
+    lock(reader)
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// A poisoned lock only means another thread panicked mid-call; SQLite rolled back, go on.
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

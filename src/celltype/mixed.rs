@@ -1,0 +1,890 @@
+//! The `mixed` cell type (spec §2.8): `get_form` (storage and form, exact key order), pure-plain
+//! values as Python json, pure-binary values as `.npy`, and the `\x94SEAMLESS-MIXED` container
+//! for everything in between; and parsing all three back.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use super::json_parse::{Dialect, parse};
+use super::json_python::{self, Style};
+use super::npy::{self, aligned_dtype, is_native};
+use super::pyrepr::{PY_RECURSION_LIMIT, sorted_keys};
+use super::text::decode_utf8;
+use super::{CellError, PyErrorKind, with_stack};
+use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, StructDType, Value};
+
+pub const MIXED_MAGIC: &[u8] = b"\x94SEAMLESS-MIXED";
+/// The inner stream's magic; a buffer starting with it is rejected (`AssertionError`).
+const SEAMLESS_MAGIC: &[u8] = b"\x93SEAMLESS";
+
+/// How a value is stored: JSON, `.npy`, or the mixed container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    PurePlain,
+    PureBinary,
+    MixedPlain,
+}
+
+impl Storage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::PurePlain => "pure-plain",
+            Storage::PureBinary => "pure-binary",
+            Storage::MixedPlain => "mixed-plain",
+        }
+    }
+}
+
+fn type_error(message: impl Into<String>) -> CellError {
+    CellError::new(PyErrorKind::TypeError, message)
+}
+
+/// A form dict with string keys in the given order.
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Dict(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Key::Str(k.into()), v))
+            .collect(),
+    )
+}
+
+fn int_list(xs: impl IntoIterator<Item = i64>) -> Value {
+    Value::List(xs.into_iter().map(Value::int).collect())
+}
+
+/// A `bytes` value as numpy sees it: a 0-d `S<n>` array (`S1` holding a NUL for `b""`).
+pub fn bytes_array(b: &[u8]) -> NdArray {
+    let mut data = b.to_vec();
+    if data.is_empty() {
+        data.push(0);
+    }
+    NdArray {
+        dtype: DType::simple('S', ByteOrder::NotApplicable, data.len()),
+        shape: vec![],
+        layout: Layout::C,
+        data: data.into(),
+    }
+}
+
+/// The `(storage, form)` seamless-core's `get_form` computes.
+pub fn get_form(v: &Value) -> Result<(Storage, Value), CellError> {
+    form_at(v, 0)
+}
+
+fn form_at(v: &Value, depth: usize) -> Result<(Storage, Value), CellError> {
+    with_stack(|| form_at_inner(v, depth))
+}
+
+fn form_at_inner(v: &Value, depth: usize) -> Result<(Storage, Value), CellError> {
+    if depth > PY_RECURSION_LIMIT {
+        return Err(CellError::new(
+            PyErrorKind::RecursionError,
+            "maximum recursion depth exceeded in get_form",
+        ));
+    }
+    let plain = |s: &str| Ok((Storage::PurePlain, Value::str(s)));
+    match v {
+        Value::None => plain("null"),
+        Value::Bool(_) => plain("boolean"),
+        Value::Int(_) => plain("integer"),
+        Value::Float(_) => plain("number"),
+        Value::Str(_) | Value::Surrogates(_) | Value::Checksum(_) => plain("string"),
+        Value::Bytes(b) => Ok((Storage::PureBinary, array_form(&bytes_array(b))?)),
+        Value::Array(a) => Ok((Storage::PureBinary, array_form(a)?)),
+        Value::Scalar(a) => match a.dtype {
+            DType::Simple {
+                kind: 'i' | 'u', ..
+            } => plain("integer"),
+            DType::Simple { kind: 'f', .. } => plain("number"),
+            DType::Simple { kind: 'U', .. } => plain("string"),
+            // np.bytes_ is a bytes: an `S` array; np.void: its struct form.
+            DType::Simple { kind: 'S', .. } => Ok((Storage::PureBinary, array_form(a)?)),
+            DType::Struct(_) => Ok((Storage::PureBinary, item_form_checked(&a.dtype)?)),
+            _ => Err(type_error(format!(
+                "<class 'numpy.{}'>",
+                a.dtype.numpy_name()
+            ))),
+        },
+        Value::Dict(d) => dict_form(d, depth),
+        Value::Set(_) => Err(type_error("<class 'set'>")),
+        Value::Date(_) => Err(type_error("<class 'datetime.date'>")),
+        Value::DateTime(_) => Err(type_error("<class 'datetime.datetime'>")),
+        Value::List(items) | Value::Tuple(items) => list_form(items, depth),
+    }
+}
+
+/// A child's form inside a container, with `"storage"` appended when it is not pure-plain.
+fn tagged(storage: Storage, form: Value) -> Value {
+    if storage == Storage::PurePlain {
+        return form;
+    }
+    let mut d = match form {
+        Value::Dict(d) => d,
+        other => Dict::from([(Key::Str("type".into()), other)]),
+    };
+    d.insert(Key::Str("storage".into()), Value::str(storage.name()));
+    Value::Dict(d)
+}
+
+fn dict_form(d: &Dict, depth: usize) -> Result<(Storage, Value), CellError> {
+    if d.is_empty() {
+        return Ok((
+            Storage::PurePlain,
+            obj(vec![("type", Value::str("object"))]),
+        ));
+    }
+    let mut props = Dict::new();
+    let mut all_plain = true;
+    for (k, child) in d {
+        let (storage, form) = form_at(child, depth + 1)?;
+        all_plain &= storage == Storage::PurePlain;
+        props.insert(k.clone(), tagged(storage, form));
+    }
+    let storage = if all_plain {
+        Storage::PurePlain
+    } else {
+        Storage::MixedPlain
+    };
+    Ok((
+        storage,
+        obj(vec![
+            ("type", Value::str("object")),
+            ("properties", Value::Dict(props)),
+        ]),
+    ))
+}
+
+fn list_form(items: &[Value], depth: usize) -> Result<(Storage, Value), CellError> {
+    let shape = int_list([items.len() as i64]);
+    if items.is_empty() {
+        let form = obj(vec![
+            ("type", Value::str("array")),
+            ("items", Value::None),
+            ("identical", Value::Bool(true)),
+            ("shape", shape),
+        ]);
+        return Ok((Storage::PurePlain, form));
+    }
+    let children = items
+        .iter()
+        .map(|x| form_at(x, depth + 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all_plain = children.iter().all(|(s, _)| *s == Storage::PurePlain);
+    let storage = if all_plain {
+        Storage::PurePlain
+    } else {
+        Storage::MixedPlain
+    };
+    let identical = children.iter().all(|c| same_form(c, &children[0]));
+    let items_form = if identical {
+        let (s, f) = children.into_iter().next().expect("non-empty");
+        tagged(s, f)
+    } else {
+        Value::List(children.into_iter().map(|(s, f)| tagged(s, f)).collect())
+    };
+    let form = obj(vec![
+        ("type", Value::str("array")),
+        ("items", items_form),
+        ("identical", Value::Bool(identical)),
+        ("shape", shape),
+    ]);
+    Ok((storage, form))
+}
+
+/// Python `==` on (storage, form) pairs: forms hold only str/int/bool/None/list/dict.
+fn same_form(a: &(Storage, Value), b: &(Storage, Value)) -> bool {
+    a.0 == b.0 && a.1 == b.1
+}
+
+/// `str(dtype)`-style repr used in seamless-core's errors: `dtype('<M8')`, `dtype([('a', '<i4')])`.
+fn dtype_repr(dtype: &DType) -> String {
+    format!("dtype({})", npy::descr_repr(dtype))
+}
+
+/// Check that seamless-core can store this dtype as binary; the error it raises otherwise.
+pub fn check_dtype(dtype: &DType) -> Result<(), CellError> {
+    if let DType::Simple { kind: 'O', .. } = dtype {
+        return Err(type_error(
+            "mixed-binary (PyObject inside Numpy) is not supported",
+        ));
+    }
+    if !is_native(dtype) {
+        return Err(type_error("dtypes must be native"));
+    }
+    match dtype {
+        DType::Simple {
+            kind: 'b' | 'i' | 'u' | 'f' | 'S' | 'U',
+            ..
+        } => Ok(()),
+        DType::Simple { kind: 'c', .. } => Err(type_error(dtype.numpy_name())),
+        DType::Struct(s) if s.aligned => s.fields.iter().try_for_each(|f| check_dtype(&f.dtype)),
+        _ => Err(type_error(format!(
+            "('Composite dtypes must be memory-aligned', {})",
+            dtype_repr(dtype)
+        ))),
+    }
+}
+
+/// The form of an element type.
+fn item_form(dtype: &DType) -> Value {
+    let bytesize = Value::int(dtype.itemsize() as i64);
+    match dtype {
+        DType::Simple { kind, .. } => {
+            let ty = match kind {
+                'b' => "boolean",
+                'i' | 'u' => "integer",
+                'f' => "number",
+                _ => "string",
+            };
+            let mut pairs = vec![("type", Value::str(ty)), ("bytesize", bytesize)];
+            if matches!(kind, 'i' | 'u') {
+                pairs.push(("unsigned", Value::Bool(*kind == 'u')));
+            }
+            obj(pairs)
+        }
+        DType::Struct(s) => {
+            let props: Dict = s
+                .fields
+                .iter()
+                .map(|f| (Key::Str(f.name.clone()), field_form(f)))
+                .collect();
+            let order = Value::List(s.fields.iter().map(|f| Value::str(&f.name)).collect());
+            obj(vec![
+                ("type", Value::str("object")),
+                ("properties", Value::Dict(props)),
+                ("bytesize", bytesize),
+                ("order", order),
+            ])
+        }
+    }
+}
+
+fn field_form(f: &Field) -> Value {
+    if f.shape.is_empty() {
+        return item_form(&f.dtype);
+    }
+    obj(vec![
+        ("type", Value::str("tuple")),
+        ("items", item_form(&f.dtype)),
+        ("identical", Value::Bool(true)),
+        ("shape", int_list(f.shape.iter().map(|&n| n as i64))),
+    ])
+}
+
+/// numpy's byte strides of the array as held.
+fn strides(a: &NdArray) -> Vec<i64> {
+    let item = a.dtype.itemsize() as i64;
+    match &a.layout {
+        Layout::Strided(s) => s.clone(),
+        Layout::C => {
+            let mut s = vec![0; a.shape.len()];
+            let mut step = item;
+            for d in (0..a.shape.len()).rev() {
+                s[d] = step;
+                step *= a.shape[d] as i64;
+            }
+            s
+        }
+        Layout::F => {
+            let mut step = item;
+            a.shape
+                .iter()
+                .map(|&n| {
+                    let here = step;
+                    step *= n as i64;
+                    here
+                })
+                .collect()
+        }
+    }
+}
+
+/// The form of a struct scalar (`np.void`): its element type.
+fn item_form_checked(dtype: &DType) -> Result<Value, CellError> {
+    check_dtype(dtype)?;
+    Ok(item_form(dtype))
+}
+
+/// The form of a numpy array; empty arrays count as non-contiguous with zero strides (numpy 2.4).
+fn array_form(a: &NdArray) -> Result<Value, CellError> {
+    check_dtype(&a.dtype)?;
+    let contiguous = a.layout == Layout::C && !a.is_empty();
+    let mut pairs = vec![
+        ("type", Value::str("array")),
+        ("items", item_form(&a.dtype)),
+        ("identical", Value::Bool(true)),
+        ("shape", int_list(a.shape.iter().map(|&n| n as i64))),
+        ("contiguous", Value::Bool(contiguous)),
+    ];
+    if !contiguous {
+        let s = if a.is_empty() {
+            vec![0; a.shape.len()]
+        } else {
+            strides(a)
+        };
+        pairs.push(("strides", int_list(s)));
+    }
+    Ok(obj(pairs))
+}
+
+/// Serialize as `mixed`.
+pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
+    let (storage, form) = get_form(value)?;
+    match storage {
+        Storage::PurePlain => {
+            let top = match value {
+                Value::Scalar(a) => Cow::Owned(
+                    a.scalar_to_python()
+                        .expect("get_form accepts only numeric and str numpy scalars"),
+                ),
+                _ => Cow::Borrowed(value),
+            };
+            let mut out = json_python::write(&top, Style::IndentedSorted)?.into_bytes();
+            out.push(b'\n');
+            Ok(out)
+        }
+        Storage::PureBinary => pure_binary(value),
+        Storage::MixedPlain => container(value, &form),
+    }
+}
+
+/// A pure-binary value as `.npy`, including seamless-core's `U`-array bug: a unicode array is
+/// written as the Python json of `arr.tolist()[0]` (spec §2.7).
+fn pure_binary(value: &Value) -> Result<Vec<u8>, CellError> {
+    let array = match value {
+        Value::Bytes(b) => bytes_array(b),
+        Value::Array(a) | Value::Scalar(a) => a.clone(),
+        _ => unreachable!("only bytes and numpy values are pure-binary"),
+    };
+    if let DType::Simple { kind: 'U', .. } = array.dtype {
+        let first = unicode_first(&array)?;
+        let mut out = json_python::write(&first, Style::IndentedSorted)?.into_bytes();
+        out.push(b'\n');
+        return Ok(out);
+    }
+    Ok(npy::write(&array))
+}
+
+/// `arr.tolist()[0]` of a `U` array: the first character of a 0-d array, else the first item.
+fn unicode_first(a: &NdArray) -> Result<Value, CellError> {
+    let index_error = |what: &str| {
+        CellError::new(
+            PyErrorKind::IndexError,
+            format!("{what} index out of range"),
+        )
+    };
+    let element = |i: usize| a.element(i).expect("a U array holds its elements");
+    if a.shape.is_empty() {
+        return match element(0) {
+            Value::Str(s) => s
+                .chars()
+                .next()
+                .map(|c| Value::str(c.to_string()))
+                .ok_or_else(|| index_error("string")),
+            Value::Surrogates(u) => Ok(super::json_parse::units_to_value(vec![u[0]])),
+            _ => unreachable!("unicode elements are strings"),
+        };
+    }
+    if a.shape[0] == 0 {
+        return Err(index_error("list"));
+    }
+    // The first sub-array along axis 0, as nested lists.
+    let inner: usize = a.shape[1..].iter().product();
+    let mut flat = (0..inner).map(element);
+    Ok(nest(&a.shape[1..], &mut flat))
+}
+
+fn nest(shape: &[usize], flat: &mut impl Iterator<Item = Value>) -> Value {
+    match shape.split_first() {
+        None => flat.next().expect("enough elements"),
+        Some((&n, rest)) => Value::List((0..n).map(|_| nest(rest, flat)).collect()),
+    }
+}
+
+/// Whether a value holds binary leaves (its storage is not pure-plain).
+fn has_binary(v: &Value) -> bool {
+    with_stack(|| match v {
+        Value::Bytes(_) | Value::Array(_) => true,
+        Value::Scalar(a) => matches!(a.dtype, DType::Struct(_)),
+        Value::Dict(d) => d.values().any(has_binary),
+        Value::List(l) | Value::Tuple(l) => l.iter().any(has_binary),
+        _ => false,
+    })
+}
+
+/// The element bytes of a binary leaf in C order (`arr.reshape(-1)`).
+fn leaf_bytes(v: &Value) -> Bytes {
+    match v {
+        Value::Bytes(b) => bytes_array(b).data,
+        Value::Array(a) | Value::Scalar(a) => a.data.clone(),
+        _ => unreachable!("binary leaves are bytes and numpy values"),
+    }
+}
+
+/// Copy every binary leaf into `area` depth-first, dict keys in sorted order; record the ends.
+fn collect_binary(v: &Value, offsets: &mut Vec<i64>, area: &mut Vec<u8>) -> Result<(), CellError> {
+    with_stack(|| collect_binary_inner(v, offsets, area))
+}
+
+fn collect_binary_inner(
+    v: &Value,
+    offsets: &mut Vec<i64>,
+    area: &mut Vec<u8>,
+) -> Result<(), CellError> {
+    match v {
+        Value::Dict(d) => {
+            for k in sorted_keys(d.keys())? {
+                collect_child(&d[k], offsets, area)?;
+            }
+        }
+        Value::List(l) | Value::Tuple(l) => {
+            for child in l {
+                collect_child(child, offsets, area)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// seamless-core walks every container below a mixed-plain one, pure-plain ones included, so
+/// their dict keys are sorted too (and unorderable keys fail there as well).
+fn collect_child(
+    child: &Value,
+    offsets: &mut Vec<i64>,
+    area: &mut Vec<u8>,
+) -> Result<(), CellError> {
+    if matches!(child, Value::Dict(_) | Value::List(_) | Value::Tuple(_)) {
+        collect_binary(child, offsets, area)?;
+    } else if has_binary(child) {
+        area.extend_from_slice(&leaf_bytes(child));
+        offsets.push(area.len() as i64);
+    }
+    Ok(())
+}
+
+/// The value with binary leaves replaced by `0` and tuples turned into lists (the `data` part).
+fn placeholders(v: &Value) -> Value {
+    with_stack(|| match v {
+        Value::Dict(d) => Value::Dict(
+            d.iter()
+                .map(|(k, x)| (k.clone(), placeholders(x)))
+                .collect(),
+        ),
+        Value::List(l) | Value::Tuple(l) => Value::List(l.iter().map(placeholders).collect()),
+        _ if has_binary(v) => Value::int(0),
+        _ => v.clone(),
+    })
+}
+
+/// The `\x94SEAMLESS-MIXED` container (spec §2.8.1).
+fn container(value: &Value, form: &Value) -> Result<Vec<u8>, CellError> {
+    let mut offsets = vec![0i64];
+    let mut area = Vec::new();
+    collect_binary(value, &mut offsets, &mut area)?;
+    let jsons = Value::List(vec![int_list(offsets), placeholders(value)]);
+    let form_json = json_python::write(form, Style::Compact)?;
+    let jsons_json = json_python::write(&jsons, Style::Compact)?;
+    let storage = Storage::MixedPlain.name();
+    let mut out = MIXED_MAGIC.to_vec();
+    out.push(storage.len() as u8);
+    out.extend_from_slice(storage.as_bytes());
+    out.extend_from_slice(&(form_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(form_json.as_bytes());
+    out.extend_from_slice(SEAMLESS_MAGIC);
+    out.extend_from_slice(&(jsons_json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(area.len() as u64).to_le_bytes());
+    out.extend_from_slice(jsons_json.as_bytes());
+    out.extend_from_slice(&area);
+    Ok(out)
+}
+
+/// Parse a `mixed` buffer.
+pub fn deserialize(buf: &[u8]) -> Result<Value, CellError> {
+    deserialize_with_storage(buf).map(|(_, v)| v)
+}
+
+fn value_error(what: impl Into<String>) -> CellError {
+    CellError::new(PyErrorKind::ValueError, what)
+}
+
+/// Parse a `mixed` buffer and say how it was stored (`binary` accepts only pure-binary).
+pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellError> {
+    if buf.starts_with(npy::MAGIC) {
+        let a = npy::read(buf).map_err(|why| value_error(format!("invalid .npy buffer: {why}")))?;
+        // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
+        let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
+            Value::Scalar(native_scalar(a))
+        } else {
+            Value::Array(a)
+        };
+        return Ok((Storage::PureBinary, v));
+    }
+    if buf.starts_with(MIXED_MAGIC) {
+        return Ok((Storage::MixedPlain, read_container(buf)?));
+    }
+    if buf.starts_with(SEAMLESS_MAGIC) {
+        return Err(CellError::new(PyErrorKind::AssertionError, "").with_detail(
+            "the buffer starts with the inner \\x93SEAMLESS marker, not with \\x94SEAMLESS-MIXED",
+        ));
+    }
+    let text = decode_utf8(buf)?;
+    match parse(text, Dialect::Python) {
+        Ok(v) => Ok((Storage::PurePlain, v)),
+        Err(_) => Ok((Storage::PureBinary, Value::Array(bytes_array(buf)))),
+    }
+}
+
+/// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.
+fn native_scalar(mut a: NdArray) -> NdArray {
+    if let DType::Simple {
+        kind,
+        order: ByteOrder::Big,
+        size,
+    } = a.dtype
+    {
+        let mut data = a.data.to_vec();
+        // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
+        let part = match kind {
+            'c' => size / 2,
+            'U' => 4,
+            _ => size,
+        };
+        data.chunks_mut(part.max(1)).for_each(<[u8]>::reverse);
+        a.dtype = DType::simple(kind, ByteOrder::Little, size);
+        a.data = data.into();
+    }
+    a
+}
+
+/// Bounds-checked reads from the container; a length field never makes us allocate.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                value_error(format!(
+                    "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
+                    self.pos,
+                    self.buf.len() - self.pos
+                ))
+            })?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn u64(&mut self, what: &str) -> Result<usize, CellError> {
+        let raw = self.take(8, what)?;
+        let n = u64::from_le_bytes(raw.try_into().expect("8 bytes"));
+        usize::try_from(n).map_err(|_| value_error(format!("{what} {n} is absurd")))
+    }
+
+    fn json(&mut self, n: usize, what: &str) -> Result<Value, CellError> {
+        let raw = self.take(n, what)?;
+        let text = decode_utf8(raw)?;
+        parse(text, Dialect::Python)
+            .map_err(|why| value_error(format!("mixed buffer {what} is not valid JSON: {why}")))
+    }
+}
+
+fn read_container(buf: &[u8]) -> Result<Value, CellError> {
+    let mut r = Reader {
+        buf,
+        pos: MIXED_MAGIC.len(),
+    };
+    let l1 = r.take(1, "storage length")?[0] as usize;
+    let storage = r.take(l1, "storage name")?;
+    if storage != Storage::MixedPlain.name().as_bytes() {
+        return Err(value_error(format!(
+            "unknown mixed storage {:?}",
+            String::from_utf8_lossy(storage)
+        )));
+    }
+    let l2 = u32::from_le_bytes(r.take(4, "form length")?.try_into().expect("4 bytes")) as usize;
+    let form = r.json(l2, "form")?;
+    let inner_start = r.pos;
+    if !buf[inner_start..].starts_with(SEAMLESS_MAGIC) {
+        return Err(CellError::new(PyErrorKind::AssertionError, "")
+            .with_detail("mixed buffer lacks the inner \\x93SEAMLESS marker"));
+    }
+    r.pos += SEAMLESS_MAGIC.len();
+    let l3 = r.u64("data header length")?;
+    let l4 = r.u64("binary area length")?;
+    let inner_len = buf.len() - inner_start;
+    if Some(inner_len)
+        != l3
+            .checked_add(l4)
+            .and_then(|n| n.checked_add(SEAMLESS_MAGIC.len() + 16))
+    {
+        return Err(
+            CellError::new(PyErrorKind::AssertionError, "").with_detail(format!(
+                "mixed buffer inner length is {inner_len}, its header says {} + {l3} + {l4}",
+                SEAMLESS_MAGIC.len() + 16
+            )),
+        );
+    }
+    let jsons = r.json(l3, "data header")?;
+    let area = r.take(l4, "binary area")?;
+    let Value::List(mut parts) = jsons else {
+        return Err(value_error(
+            "mixed data header is not a [offsets, data] list",
+        ));
+    };
+    if parts.len() != 2 {
+        return Err(value_error(
+            "mixed data header is not a [offsets, data] list",
+        ));
+    }
+    let data = parts.pop().expect("two parts");
+    let offsets = match parts.pop() {
+        Some(Value::List(o)) => o
+            .iter()
+            .map(|x| match x {
+                Value::Int(i) => usize::try_from(i)
+                    .map_err(|_| value_error("a mixed offset is negative or absurd")),
+                _ => Err(value_error("a mixed offset is not an integer")),
+            })
+            .collect::<Result<Vec<usize>, CellError>>()?,
+        _ => return Err(value_error("mixed offsets are not a list")),
+    };
+    let mut ctx = Rebuild {
+        offsets,
+        next: 0,
+        area,
+    };
+    ctx.node(&form, data, 0)
+}
+
+/// Rebuilding arrays from the form while walking the data.
+struct Rebuild<'a> {
+    offsets: Vec<usize>,
+    next: usize,
+    area: &'a [u8],
+}
+
+fn get<'v>(form: &'v Value, key: &str) -> Option<&'v Value> {
+    match form {
+        Value::Dict(d) => d.get(&Key::Str(key.into())),
+        _ => None,
+    }
+}
+
+fn bad_form(what: &str) -> CellError {
+    value_error(format!("invalid mixed form: {what}"))
+}
+
+impl Rebuild<'_> {
+    fn node(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
+        with_stack(|| self.node_inner(form, data, depth))
+    }
+
+    fn node_inner(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
+        if depth > PY_RECURSION_LIMIT {
+            return Err(bad_form("nested too deep"));
+        }
+        match get(form, "storage") {
+            Some(Value::Str(s)) if s == "pure-binary" => return self.array(form),
+            None if depth > 0 => return Ok(data),
+            _ => {}
+        }
+        match (get(form, "type"), data) {
+            (Some(Value::Str(t)), Value::Dict(mut d)) if t == "object" => {
+                let Some(Value::Dict(props)) = get(form, "properties") else {
+                    return Ok(Value::Dict(d));
+                };
+                for k in sorted_keys(props.keys())? {
+                    if let Some(child) = d.get_mut(k) {
+                        let taken = std::mem::replace(child, Value::None);
+                        *child = self.node(&props[k], taken, depth + 1)?;
+                    }
+                }
+                Ok(Value::Dict(d))
+            }
+            (Some(Value::Str(t)), Value::List(items)) if t == "array" => {
+                let identical = matches!(get(form, "identical"), Some(Value::Bool(true)));
+                let item_forms =
+                    get(form, "items").ok_or_else(|| bad_form("an array without items"))?;
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, child)| {
+                        let f = match (identical, item_forms) {
+                            (true, f) => f,
+                            (false, Value::List(fs)) => fs
+                                .get(i)
+                                .ok_or_else(|| bad_form("fewer item forms than items"))?,
+                            _ => {
+                                return Err(bad_form(
+                                    "non-identical items without a list of forms",
+                                ));
+                            }
+                        };
+                        self.node(f, child, depth + 1)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::List)
+            }
+            (_, data) => Ok(data),
+        }
+    }
+
+    /// A binary node: an array (`"type": "array"`) or a struct scalar (`"type": "object"`).
+    fn array(&mut self, form: &Value) -> Result<Value, CellError> {
+        if matches!(get(form, "type"), Some(Value::Str(t)) if t == "object") {
+            let dtype = form_dtype(form)?;
+            return self.take(dtype, vec![], true).map(Value::Scalar);
+        }
+        let dtype =
+            form_dtype(get(form, "items").ok_or_else(|| bad_form("an array without items"))?)?;
+        let shape = match get(form, "shape") {
+            Some(Value::List(dims)) => dims
+                .iter()
+                .map(|d| match d {
+                    Value::Int(n) => {
+                        usize::try_from(n).map_err(|_| bad_form("a negative dimension"))
+                    }
+                    _ => Err(bad_form("a non-integer dimension")),
+                })
+                .collect::<Result<Vec<usize>, _>>()?,
+            _ => return Err(bad_form("an array without a shape")),
+        };
+        self.take(dtype, shape, false).map(Value::Array)
+    }
+
+    /// The next data slice of the binary area, as an array of this dtype and shape.
+    fn take(
+        &mut self,
+        dtype: DType,
+        shape: Vec<usize>,
+        scalar: bool,
+    ) -> Result<NdArray, CellError> {
+        let (start, end) = match (self.offsets.get(self.next), self.offsets.get(self.next + 1)) {
+            (Some(&s), Some(&e)) if s <= e && e <= self.area.len() => (s, e),
+            _ => {
+                return Err(value_error(
+                    "mixed buffer offsets do not match its binary area",
+                ));
+            }
+        };
+        self.next += 1;
+        let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+        if count.and_then(|c| c.checked_mul(dtype.itemsize())) != Some(end - start) {
+            // seamless-core asserts (itemsize, shape, size); a scalar's shape is (1,).
+            let shape_text = if scalar {
+                "(1,)".to_string()
+            } else {
+                format!(
+                    "[{}]",
+                    shape
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let message = format!("({}, {shape_text}, {})", dtype.itemsize(), end - start);
+            return Err(
+                CellError::new(PyErrorKind::AssertionError, message).with_detail(format!(
+                    "a mixed array of shape {shape:?} does not fit its {} data bytes",
+                    end - start
+                )),
+            );
+        }
+        let data = Bytes::copy_from_slice(&self.area[start..end]);
+        Ok(NdArray {
+            dtype,
+            shape,
+            layout: Layout::C,
+            data,
+        })
+    }
+}
+
+fn form_int(form: &Value, key: &str) -> Result<usize, CellError> {
+    match get(form, key) {
+        Some(Value::Int(n)) => usize::try_from(n).map_err(|_| bad_form("a negative size")),
+        _ => Err(bad_form(&format!("missing '{key}'"))),
+    }
+}
+
+/// The dtype an element form describes (little-endian, aligned structs), as seamless-core rebuilds it.
+fn form_dtype(form: &Value) -> Result<DType, CellError> {
+    let ty = match get(form, "type") {
+        Some(Value::Str(t)) => t.as_str(),
+        _ => return Err(bad_form("an item form without a type")),
+    };
+    let size = || form_int(form, "bytesize");
+    Ok(match ty {
+        "integer" => {
+            let unsigned = matches!(get(form, "unsigned"), Some(Value::Bool(true)));
+            DType::simple(if unsigned { 'u' } else { 'i' }, ByteOrder::Little, size()?)
+        }
+        "number" => DType::simple('f', ByteOrder::Little, size()?),
+        "boolean" => DType::simple('b', ByteOrder::NotApplicable, 1),
+        "string" => DType::simple('S', ByteOrder::NotApplicable, size()?),
+        "object" => {
+            let (Some(Value::Dict(props)), Some(Value::List(order))) =
+                (get(form, "properties"), get(form, "order"))
+            else {
+                return Err(bad_form("a struct without properties and order"));
+            };
+            let mut fields = Vec::new();
+            for name in order {
+                let Value::Str(name) = name else {
+                    return Err(bad_form("a struct field name is not a string"));
+                };
+                let f = props
+                    .get(&Key::Str(name.clone()))
+                    .ok_or_else(|| bad_form("a struct field without a form"))?;
+                let (dtype, shape) = match get(f, "type") {
+                    Some(Value::Str(t)) if t == "tuple" => {
+                        let base = form_dtype(
+                            get(f, "items").ok_or_else(|| bad_form("a sub-array without items"))?,
+                        )?;
+                        let shape = match get(f, "shape") {
+                            Some(Value::List(d)) => d
+                                .iter()
+                                .map(|x| match x {
+                                    Value::Int(n) => usize::try_from(n)
+                                        .map_err(|_| bad_form("a negative dimension")),
+                                    _ => Err(bad_form("a non-integer dimension")),
+                                })
+                                .collect::<Result<Vec<_>, _>>()?,
+                            _ => return Err(bad_form("a sub-array without a shape")),
+                        };
+                        (base, shape)
+                    }
+                    _ => (form_dtype(f)?, vec![]),
+                };
+                fields.push(Field {
+                    name: name.clone(),
+                    dtype,
+                    shape,
+                    offset: 0,
+                });
+            }
+            let dtype = aligned_dtype(&DType::Struct(StructDType {
+                fields,
+                itemsize: 0,
+                aligned: true,
+            }));
+            if dtype.itemsize() != size()? {
+                return Err(bad_form(
+                    "a struct whose fields do not add up to its bytesize",
+                ));
+            }
+            dtype
+        }
+        other => return Err(bad_form(&format!("unknown item type {other:?}"))),
+    })
+}

@@ -1,0 +1,429 @@
+//! The thin `fuser` adapter: translates kernel requests into `Namespace` calls and replies.
+//! Its own state is only what the kernel protocol needs: FUSE passthrough backing ids (one per
+//! inode, shared by its open handles) and the kernel settings chosen at `init`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use fuser::{
+    BackingId, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use nix::errno::Errno;
+
+use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
+
+/// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
+pub const MAX_REQUEST: u32 = 1 << 20;
+
+/// The filesystem as fuser sees it.
+pub struct SeamFs {
+    ns: Arc<Namespace>,
+    uid: u32,
+    gid: u32,
+    passthrough: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+/// Passthrough backing ids by inode (the kernel requires one per inode), with the handles using them.
+#[derive(Default)]
+struct Backing {
+    by_ino: HashMap<u64, (BackingId, usize)>,
+    handles: HashMap<u64, u64>,
+}
+
+impl SeamFs {
+    pub fn new(ns: Arc<Namespace>) -> Self {
+        SeamFs {
+            ns,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::default(),
+        }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let kind = match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+            Kind::Symlink => FileType::Symlink,
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind,
+            perm: a.perm,
+            nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            // Large I/O blocks: cp and friends size their buffers from st_blksize.
+            blksize: MAX_REQUEST,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, result: Result<Attr, Errno>) {
+        match result {
+            Ok(a) => reply.entry_with_ttls(&a.ttl, &a.ttl, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flags(cache: CacheMode) -> FopenFlags {
+        match cache {
+            CacheMode::Keep => FopenFlags::FOPEN_KEEP_CACHE,
+            CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
+            CacheMode::Normal => FopenFlags::empty(),
+        }
+    }
+
+    /// Reply to an open, through passthrough when the file has a backing file and the kernel
+    /// accepts it; otherwise (unprivileged, old kernel) silently through the daemon.
+    fn reply_open(&self, ino: u64, opened: Opened, reply: ReplyOpen) {
+        let flags = Self::flags(opened.cache);
+        if let Some(path) = opened.backing.as_deref().filter(|_| self.passthrough.load(Ordering::Relaxed)) {
+            // The kernel refuses FOPEN_KEEP_CACHE with passthrough (it has no page cache of its own).
+            let flags = flags - FopenFlags::FOPEN_KEEP_CACHE;
+            let mut backing = self.backing.lock().expect("backing lock");
+            if let Some((id, users)) = backing.by_ino.get_mut(&ino) {
+                *users += 1;
+                reply.opened_passthrough(FileHandle(opened.fh), flags, id);
+                backing.handles.insert(opened.fh, ino);
+                return;
+            }
+            match open_backing(path, |f| reply.open_backing(f)) {
+                Ok(id) => {
+                    reply.opened_passthrough(FileHandle(opened.fh), flags, &id);
+                    backing.by_ino.insert(ino, (id, 1));
+                    backing.handles.insert(opened.fh, ino);
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "FUSE passthrough unavailable; reads go through the daemon");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        reply.opened(FileHandle(opened.fh), flags);
+    }
+
+    fn drop_backing(&self, fh: u64) {
+        let mut backing = self.backing.lock().expect("backing lock");
+        if let Some(ino) = backing.handles.remove(&fh)
+            && let Some((_, users)) = backing.by_ino.get_mut(&ino)
+        {
+            *users -= 1;
+            if *users == 0 {
+                backing.by_ino.remove(&ino);
+            }
+        }
+    }
+}
+
+fn open_backing(path: &Path, register: impl FnOnce(&File) -> std::io::Result<BackingId>) -> std::io::Result<BackingId> {
+    register(&File::open(path)?)
+}
+
+fn errno(e: Errno) -> FuseErrno {
+    FuseErrno::from_i32(e as i32)
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    // Tree names are text: Seamless index keys are JSON strings.
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+impl Filesystem for SeamFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_REQUEST);
+        let _ = config.set_max_readahead(MAX_REQUEST);
+        let _ = config.set_max_background(256);
+        let passthrough =
+            config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(2).is_ok();
+        self.passthrough.store(passthrough, Ordering::Relaxed);
+        tracing::info!(passthrough, "FUSE session initialised");
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(reply, name_str(name).and_then(|n| self.ns.lookup(parent.0, n)));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.ns.getattr(ino.0) {
+            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.ns.setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.ns.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.entry(reply, name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, name_str(name).and_then(|n| self.ns.unlink(parent.0, n)));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, name_str(name).and_then(|n| self.ns.rmdir(parent.0, n)));
+    }
+
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let target = target.to_str().ok_or(Errno::EINVAL);
+        self.entry(reply, name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = name_str(name)
+            .and_then(|n| Ok((n, name_str(newname)?)))
+            .and_then(|(n, nn)| self.ns.rename(parent.0, n, newparent.0, nn, flags.bits()));
+        empty(reply, result);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.ns.open(ino.0, flags.0) {
+            Ok(opened) => self.reply_open(ino.0, opened, reply),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.ns.read(fh.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.ns.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        empty(reply, self.ns.flush(fh.0));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.drop_backing(fh.0);
+        empty(reply, self.ns.release(fh.0));
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        empty(reply, self.ns.fsync(fh.0));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.ns.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.ns.readdir(fh.0, offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let kind = match e.kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+                Kind::Symlink => FileType::Symlink,
+            };
+            if reply.add(INodeNo(e.ino), offset + i as u64 + 1, kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.ns.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Every tree change is committed to SQLite before it is acknowledged.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.ns.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match name_str(name).and_then(|n| self.ns.getxattr(ino.0, n)) {
+            Ok(value) => xattr_reply(reply, &value, size),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.ns.listxattr(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for n in names {
+                    list.extend_from_slice(n.as_bytes());
+                    list.push(0);
+                }
+                xattr_reply(reply, &list, size);
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// No ioctls (Python asks for TCGETS on every open): say so without fuser's warning.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(FuseErrno::ENOTTY);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match name_str(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
+            Ok((a, opened)) => {
+                let flags = Self::flags(opened.cache);
+                reply.created(&a.ttl, &self.attr(&a), Generation(0), FileHandle(opened.fh), flags);
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(FuseErrno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

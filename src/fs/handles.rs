@@ -1,0 +1,148 @@
+//! Open file and directory handles, and the unpublished writes of tree files.
+//!
+//! A handle says how reads and writes on one `open()` are served. The unpublished content of a
+//! tree file (`Unpublished`) belongs to the inode, not to a handle: every handle on the file sees
+//! the same bytes, and the first close publishes them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::buffer::Buffer;
+use crate::store::PendingWrite;
+
+/// What an open file handle reads from (and writes to).
+pub enum Handle {
+    /// Immutable bytes: a stored buffer, or a virtual file's content fixed at open.
+    Bytes(Bytes),
+    /// A file of the writable tree.
+    TreeFile(TreeFileHandle),
+    /// A sidecar being written: a claim about its subject, checked when closed.
+    Claim(ClaimHandle),
+    /// A directory being listed.
+    Dir(Mutex<Listing>),
+}
+
+/// An open tree file. `snapshot` caches the published buffer the handle last read from.
+pub struct TreeFileHandle {
+    pub ino: u64,
+    pub writable: bool,
+    pub snapshot: Mutex<Option<Buffer>>,
+}
+
+/// What a claim is about and the bytes written so far.
+pub struct ClaimHandle {
+    pub dir: u64,
+    pub subject: String,
+    pub sidecar: super::inodes::Sidecar,
+    pub data: Mutex<Vec<u8>>,
+}
+
+/// A directory listing in progress. `entries` are fixed at `opendir`; `by-checksum/` continues
+/// with a stream of stored checksums that is never held whole.
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    pub stream: Option<Stream>,
+}
+
+/// The streamed part of a listing: entries produced but not yet taken by the kernel are kept in
+/// `window`, which starts at stream position `start`.
+pub struct Stream {
+    pub source: Box<dyn Iterator<Item = DirEntry> + Send>,
+    pub window: std::collections::VecDeque<DirEntry>,
+    pub start: u64,
+}
+
+impl Stream {
+    pub fn new(source: Box<dyn Iterator<Item = DirEntry> + Send>) -> Self {
+        Stream { source, window: Default::default(), start: 0 }
+    }
+
+    /// Up to `batch` entries from stream position `position` on; None if `position` lies
+    /// before the window (a rewind: the caller restarts the stream).
+    pub fn from(&mut self, position: u64, batch: usize) -> Option<Vec<DirEntry>> {
+        if position < self.start {
+            return None;
+        }
+        while self.start < position {
+            let consumed = self.window.pop_front().or_else(|| self.source.next());
+            if consumed.is_none() {
+                return Some(Vec::new());
+            }
+            self.start += 1;
+        }
+        while self.window.len() < batch {
+            match self.source.next() {
+                Some(entry) => self.window.push_back(entry),
+                None => break,
+            }
+        }
+        Some(self.window.iter().cloned().collect())
+    }
+}
+
+/// One directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: super::namespace::Kind,
+}
+
+/// Table of open handles.
+#[derive(Default)]
+pub struct Handles {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Handle>>>,
+}
+
+impl Handles {
+    pub fn insert(&self, handle: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open.lock().expect("handle table lock").insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.open.lock().expect("handle table lock").get(&fh).cloned()
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.open.lock().expect("handle table lock").remove(&fh)
+    }
+
+    /// Whether any handle is open on tree file `ino` (deciding when a removed file's
+    /// unpublished writes can be dropped).
+    pub fn tree_file_open(&self, ino: u64) -> bool {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino))
+    }
+}
+
+/// The unpublished writes of tree files, one temp file in the store per dirty inode.
+#[derive(Default)]
+pub struct Unpublished {
+    files: Mutex<HashMap<u64, Arc<Mutex<Option<PendingWrite>>>>>,
+}
+
+impl Unpublished {
+    /// The slot of `ino` (created empty if needed). Lock it to read or write the pending content.
+    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<PendingWrite>>> {
+        self.files.lock().expect("unpublished lock").entry(ino).or_default().clone()
+    }
+
+    /// The slot of `ino` if it exists.
+    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<PendingWrite>>>> {
+        self.files.lock().expect("unpublished lock").get(&ino).cloned()
+    }
+
+    /// Forget `ino` (its pending writes are dropped, removing the temp file).
+    pub fn discard(&self, ino: u64) {
+        self.files.lock().expect("unpublished lock").remove(&ino);
+    }
+}

@@ -1,0 +1,463 @@
+//! The writable tree: directories, files (a checksum and a size) and symlinks, held in memory for
+//! fast lookups and persisted row by row in SQLite (table `seamfs_tree` in the store's
+//! `seamless.db`), so that a restart brings the whole tree back.
+//!
+//! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
+//! memory only once that succeeded, so the two never disagree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::checksum::Checksum;
+
+/// Inode number of the tree's root, which is also the mount's root.
+pub const ROOT: u64 = 1;
+
+/// The checksum of the empty buffer: the content of a freshly created file.
+pub fn empty_checksum() -> Checksum {
+    Checksum::of(b"")
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seamfs_tree (
+    ino INTEGER NOT NULL PRIMARY KEY,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+    mode INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    checksum CHAR(64),
+    size INTEGER,
+    target TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
+";
+
+/// What a tree node is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// Children by name, sorted (readdir order and `.INDEX` order follow it).
+    Dir(BTreeMap<String, u64>),
+    File { checksum: Checksum, size: u64 },
+    Symlink(String),
+}
+
+/// One entry of the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub parent: u64,
+    pub name: String,
+    pub kind: NodeKind,
+    /// Permission bits only (no file type bits).
+    pub mode: u32,
+    pub mtime: SystemTime,
+}
+
+/// Why a tree operation was refused; each maps to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("entry exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("a directory cannot be moved into itself")]
+    Invalid,
+    #[error("tree database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("tree database: {0}")]
+    Database(#[from] crate::db::DbError),
+}
+
+impl TreeError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            TreeError::NotFound => libc::ENOENT,
+            TreeError::Exists => libc::EEXIST,
+            TreeError::NotDir => libc::ENOTDIR,
+            TreeError::IsDir => libc::EISDIR,
+            TreeError::NotEmpty => libc::ENOTEMPTY,
+            TreeError::Invalid => libc::EINVAL,
+            TreeError::Db(_) | TreeError::Database(_) => libc::EIO,
+        }
+    }
+}
+
+/// The in-memory tree. Mutations take the SQLite transaction that must record them.
+#[derive(Debug)]
+pub struct Tree {
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+}
+
+/// Create the tree table if needed (idempotent).
+pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)
+}
+
+impl Tree {
+    /// Load the whole tree from SQLite (creating the root row on first use).
+    pub fn load(conn: &Connection) -> Result<Tree, TreeError> {
+        create_schema(conn)?;
+        let root_exists: Option<i64> = conn
+            .query_row("SELECT ino FROM seamfs_tree WHERE ino = ?1", [ROOT], |r| r.get(0))
+            .optional()?;
+        if root_exists.is_none() {
+            conn.execute(
+                "INSERT INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns) VALUES (?1, ?1, '', 'dir', ?2, ?3)",
+                params![ROOT, 0o755, to_ns(SystemTime::now())],
+            )?;
+        }
+        let mut nodes = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target FROM seamfs_tree",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let ino: u64 = r.get(0)?;
+            let kind: String = r.get(3)?;
+            let checksum: Option<String> = r.get(6)?;
+            let kind = match kind.as_str() {
+                "dir" => NodeKind::Dir(BTreeMap::new()),
+                "file" => NodeKind::File {
+                    checksum: checksum
+                        .as_deref()
+                        .and_then(Checksum::parse_strict)
+                        .unwrap_or_else(empty_checksum),
+                    size: r.get::<_, Option<u64>>(7)?.unwrap_or(0),
+                },
+                _ => NodeKind::Symlink(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+            };
+            let node = Node {
+                parent: r.get(1)?,
+                name: r.get(2)?,
+                kind,
+                mode: r.get(4)?,
+                mtime: from_ns(r.get(5)?),
+            };
+            Ok((ino, node))
+        })?;
+        for row in rows {
+            let (ino, node) = row?;
+            nodes.insert(ino, node);
+        }
+        let links: Vec<(u64, u64, String)> = nodes
+            .iter()
+            .filter(|(ino, _)| **ino != ROOT)
+            .map(|(ino, n)| (n.parent, *ino, n.name.clone()))
+            .collect();
+        for (parent, ino, name) in links {
+            if let Some(NodeKind::Dir(children)) = nodes.get_mut(&parent).map(|p| &mut p.kind) {
+                children.insert(name, ino);
+            }
+        }
+        let next_ino = nodes.keys().max().copied().unwrap_or(ROOT) + 1;
+        Ok(Tree { nodes, next_ino })
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The child `name` of directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<u64, TreeError> {
+        self.children(parent)?.get(name).copied().ok_or(TreeError::NotFound)
+    }
+
+    /// The children of a directory, sorted by name.
+    pub fn children(&self, dir: u64) -> Result<&BTreeMap<String, u64>, TreeError> {
+        match &self.nodes.get(&dir).ok_or(TreeError::NotFound)?.kind {
+            NodeKind::Dir(children) => Ok(children),
+            _ => Err(TreeError::NotDir),
+        }
+    }
+
+    /// Number of nodes (the root included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Add a new entry under `parent`; returns its inode number.
+    pub fn create(
+        &mut self,
+        tx: &Connection,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+    ) -> Result<u64, TreeError> {
+        if self.children(parent)?.contains_key(name) {
+            return Err(TreeError::Exists);
+        }
+        let ino = self.next_ino;
+        let node = Node { parent, name: name.to_string(), kind, mode: mode & 0o7777, mtime: SystemTime::now() };
+        write_row(tx, ino, &node)?;
+        self.next_ino += 1;
+        self.insert_child(parent, name, ino);
+        self.nodes.insert(ino, node);
+        self.touch(parent);
+        Ok(ino)
+    }
+
+    /// Remove a file or symlink (`dir = false`) or an empty directory (`dir = true`).
+    pub fn remove(&mut self, tx: &Connection, parent: u64, name: &str, dir: bool) -> Result<u64, TreeError> {
+        let ino = self.lookup(parent, name)?;
+        match (&self.nodes[&ino].kind, dir) {
+            (NodeKind::Dir(children), true) if !children.is_empty() => return Err(TreeError::NotEmpty),
+            (NodeKind::Dir(_), false) => return Err(TreeError::IsDir),
+            (NodeKind::Dir(_), true) => {}
+            (_, true) => return Err(TreeError::NotDir),
+            (_, false) => {}
+        }
+        tx.execute("DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
+        self.remove_child(parent, name);
+        self.nodes.remove(&ino);
+        self.touch(parent);
+        Ok(ino)
+    }
+
+    /// Move `parent/name` to `new_parent/new_name`, replacing a compatible existing target
+    /// (POSIX rename). Returns the inode number of the replaced entry, if any.
+    pub fn rename(
+        &mut self,
+        tx: &Connection,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<Option<u64>, TreeError> {
+        let ino = self.lookup(parent, name)?;
+        self.children(new_parent)?;
+        if self.is_ancestor(ino, new_parent) {
+            return Err(TreeError::Invalid);
+        }
+        let replaced = match self.lookup(new_parent, new_name) {
+            Ok(existing) if existing == ino => return Ok(None),
+            Ok(_) if no_replace => return Err(TreeError::Exists),
+            Ok(existing) => {
+                let is_dir = matches!(self.nodes[&existing].kind, NodeKind::Dir(_));
+                if is_dir != matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) {
+                    return Err(if is_dir { TreeError::IsDir } else { TreeError::NotDir });
+                }
+                self.remove(tx, new_parent, new_name, is_dir)?;
+                Some(existing)
+            }
+            Err(_) => None,
+        };
+        tx.execute(
+            "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
+            params![new_parent, new_name, ino],
+        )?;
+        self.remove_child(parent, name);
+        self.insert_child(new_parent, new_name, ino);
+        let node = self.nodes.get_mut(&ino).expect("looked up above");
+        node.parent = new_parent;
+        node.name = new_name.to_string();
+        self.touch(parent);
+        self.touch(new_parent);
+        Ok(replaced)
+    }
+
+    /// Set a file's content (after its buffer was published).
+    pub fn set_content(&mut self, tx: &Connection, ino: u64, checksum: Checksum, size: u64) -> Result<(), TreeError> {
+        let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
+        match node.kind {
+            NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
+            NodeKind::Dir(_) => return Err(TreeError::IsDir),
+            NodeKind::Symlink(_) => return Err(TreeError::Invalid),
+        }
+        node.mtime = SystemTime::now();
+        self.update(tx, ino, node)
+    }
+
+    /// Change permission bits and/or the modification time.
+    pub fn set_attr(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        mode: Option<u32>,
+        mtime: Option<SystemTime>,
+    ) -> Result<(), TreeError> {
+        let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
+        if let Some(mode) = mode {
+            node.mode = mode & 0o7777;
+        }
+        if let Some(mtime) = mtime {
+            node.mtime = mtime;
+        }
+        self.update(tx, ino, node)
+    }
+
+    /// The path of `ino` relative to the root, `/`-separated.
+    pub fn path(&self, mut ino: u64) -> String {
+        let mut parts = Vec::new();
+        while ino != ROOT {
+            let Some(node) = self.nodes.get(&ino) else { break };
+            parts.push(node.name.as_str());
+            ino = node.parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Every regular file under `dir`, as (path relative to `dir`, checksum), in sorted order.
+    pub fn files_under(&self, dir: u64) -> Result<Vec<(String, Checksum)>, TreeError> {
+        let mut out = Vec::new();
+        self.collect_files(dir, "", &mut out)?;
+        Ok(out)
+    }
+
+    fn collect_files(&self, dir: u64, prefix: &str, out: &mut Vec<(String, Checksum)>) -> Result<(), TreeError> {
+        for (name, ino) in self.children(dir)? {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            match &self.nodes[ino].kind {
+                NodeKind::File { checksum, .. } => out.push((path, *checksum)),
+                NodeKind::Dir(_) => self.collect_files(*ino, &path, out)?,
+                NodeKind::Symlink(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, tx: &Connection, ino: u64, node: Node) -> Result<(), TreeError> {
+        write_row(tx, ino, &node)?;
+        self.nodes.insert(ino, node);
+        Ok(())
+    }
+
+    fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> bool {
+        loop {
+            if ino == ancestor {
+                return true;
+            }
+            if ino == ROOT {
+                return false;
+            }
+            match self.nodes.get(&ino) {
+                Some(node) => ino = node.parent,
+                None => return false,
+            }
+        }
+    }
+
+    fn insert_child(&mut self, parent: u64, name: &str, ino: u64) {
+        if let Some(NodeKind::Dir(children)) = self.nodes.get_mut(&parent).map(|p| &mut p.kind) {
+            children.insert(name.to_string(), ino);
+        }
+    }
+
+    fn remove_child(&mut self, parent: u64, name: &str) {
+        if let Some(NodeKind::Dir(children)) = self.nodes.get_mut(&parent).map(|p| &mut p.kind) {
+            children.remove(name);
+        }
+    }
+
+    /// Directory mtimes change with their entries (in memory only: cheap, and not worth a write).
+    fn touch(&mut self, dir: u64) {
+        if let Some(node) = self.nodes.get_mut(&dir) {
+            node.mtime = SystemTime::now();
+        }
+    }
+}
+
+fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+    let (kind, checksum, size, target) = match &node.kind {
+        NodeKind::Dir(_) => ("dir", None, None, None),
+        NodeKind::File { checksum, size } => ("file", Some(checksum.hex()), Some(*size), None),
+        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str())),
+    };
+    tx.execute(
+        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target],
+    )?;
+    Ok(())
+}
+
+fn to_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_tx<T>(conn: &mut Connection, f: impl FnOnce(&Connection) -> T) -> T {
+        let tx = conn.transaction().unwrap();
+        let out = f(&tx);
+        tx.commit().unwrap();
+        out
+    }
+
+    #[test]
+    fn mutations_persist_across_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        let mut tree = Tree::load(&conn).unwrap();
+        let file = NodeKind::File { checksum: Checksum::of(b"x"), size: 1 };
+        let (d, f) = with_tx(&mut conn, |tx| {
+            let d = tree.create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755).unwrap();
+            let f = tree.create(tx, d, "f", file.clone(), 0o644).unwrap();
+            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777).unwrap();
+            tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
+            tree.set_attr(tx, f, Some(0o600), None).unwrap();
+            (d, f)
+        });
+        drop(conn);
+        let conn = Connection::open(&path).unwrap();
+        let again = Tree::load(&conn).unwrap();
+        assert_eq!(again.lookup(ROOT, "d").unwrap(), d);
+        assert_eq!(again.lookup(d, "f").unwrap(), f);
+        assert_eq!(again.get(f).unwrap().kind, file);
+        assert_eq!(again.get(f).unwrap().mode, 0o600);
+        assert_eq!(again.get(again.lookup(ROOT, "link").unwrap()).unwrap().kind, NodeKind::Symlink("f".into()));
+        assert_eq!(again.path(f), "d/f");
+        assert_eq!(again.files_under(ROOT).unwrap(), vec![("d/f".to_string(), Checksum::of(b"x"))]);
+    }
+
+    #[test]
+    fn posix_rules() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let mut tree = Tree::load(&conn).unwrap();
+        with_tx(&mut conn, |tx| {
+            let dir = || NodeKind::Dir(BTreeMap::new());
+            let file = || NodeKind::File { checksum: empty_checksum(), size: 0 };
+            let a = tree.create(tx, ROOT, "a", dir(), 0o755).unwrap();
+            let b = tree.create(tx, a, "b", dir(), 0o755).unwrap();
+            tree.create(tx, b, "f", file(), 0o644).unwrap();
+            assert!(matches!(tree.create(tx, ROOT, "a", file(), 0), Err(TreeError::Exists)));
+            assert!(matches!(tree.remove(tx, ROOT, "a", true), Err(TreeError::NotEmpty)));
+            assert!(matches!(tree.remove(tx, ROOT, "a", false), Err(TreeError::IsDir)));
+            assert!(matches!(tree.remove(tx, b, "f", true), Err(TreeError::NotDir)));
+            assert!(matches!(tree.rename(tx, ROOT, "a", b, "a2", false), Err(TreeError::Invalid)));
+            tree.create(tx, ROOT, "g", file(), 0o644).unwrap();
+            assert!(matches!(tree.rename(tx, ROOT, "g", b, "f", true), Err(TreeError::Exists)));
+            assert!(tree.rename(tx, ROOT, "g", b, "f", false).unwrap().is_some());
+            assert!(matches!(tree.rename(tx, b, "f", ROOT, "a", false), Err(TreeError::IsDir)));
+            assert!(matches!(tree.lookup(b, "f").and_then(|f| tree.lookup(f, "x")), Err(TreeError::NotDir)));
+        });
+    }
+}

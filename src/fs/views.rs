@@ -1,0 +1,143 @@
+//! The `as-<celltype>/<hex>` views: a stored buffer converted to a cell type.
+//!
+//! The source cell type is what the buffer is (`buffer_info::detect_celltype`: `.npy` → binary,
+//! mixed container → mixed, JSON → plain, UTF-8 → text, else bytes), recorded as BufferInfo so
+//! it is not detected twice. A conversion result is stored like any buffer and recorded in the
+//! database (`expression` row with an empty path, plus the BufferInfo facts the conversion
+//! learned), so a second access, here or after a restart, costs a lookup. A checksum-preserving
+//! conversion gives the source checksum itself, so the view shares the source's inode.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::buffer_info::{self, BufferInfo};
+use crate::celltype::CellType;
+use crate::celltype::convert::{self, Output};
+use crate::checksum::Checksum;
+use crate::db::{Database, DbError, ExpressionKey};
+use crate::store::{BufferTier, StoreError};
+
+/// Why a view cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("the store has no buffer {0}")]
+    Missing(Checksum),
+    #[error("{0}")]
+    Impossible(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+}
+
+/// Results and source cell types already known in this session.
+#[derive(Default)]
+pub struct Views {
+    results: Mutex<HashMap<(Checksum, CellType), Checksum>>,
+    sources: Mutex<HashMap<Checksum, CellType>>,
+}
+
+impl Views {
+    /// The checksum of `checksum`'s buffer viewed as `target`.
+    pub fn resolve(
+        &self,
+        db: &Database,
+        reads: &dyn BufferTier,
+        checksum: Checksum,
+        target: CellType,
+    ) -> Result<Checksum, ViewError> {
+        if let Some(result) = self.results.lock().expect("views lock").get(&(checksum, target)) {
+            return Ok(*result);
+        }
+        let buffer = reads.get(&checksum)?.ok_or(ViewError::Missing(checksum))?;
+        let mut detected = None;
+        let source = match self.known_celltype(db, &checksum) {
+            Some(c) => c,
+            None => {
+                let (celltype, info) = buffer_info::detect_celltype(buffer.as_slice());
+                detected = Some(info);
+                self.sources.lock().expect("views lock").insert(checksum, celltype);
+                celltype
+            }
+        };
+        let key = expression_key(checksum, source, target);
+        if let Some(result) = db.get_expression(&key)?
+            && reads.has(&result)?
+        {
+            self.results.lock().expect("views lock").insert((checksum, target), result);
+            return Ok(result);
+        }
+        let conversion = convert::convert(&buffer, source, target).map_err(|e| ViewError::Impossible(e.to_string()))?;
+        let result = match &conversion.output {
+            Output::Buffer(converted) => {
+                if converted.checksum() != checksum {
+                    reads.put(converted)?;
+                }
+                converted.checksum()
+            }
+            Output::Reference(target) if reads.has(target)? => *target,
+            Output::Reference(target) => return Err(ViewError::Missing(*target)),
+        };
+        if db.is_writable() {
+            db.transaction(|c| {
+                if let Some(info) = &detected {
+                    c.merge_buffer_info(&checksum, &info.to_map())?;
+                }
+                for (cs, info) in conversion.facts.iter() {
+                    c.merge_buffer_info(cs, &info.to_map())?;
+                }
+                c.set_expression(&key, &result)
+            })?;
+        }
+        self.results.lock().expect("views lock").insert((checksum, target), result);
+        Ok(result)
+    }
+
+    /// The cell type a buffer is, if known without reading it (this session, or BufferInfo).
+    pub fn known_celltype(&self, db: &Database, checksum: &Checksum) -> Option<CellType> {
+        if let Some(c) = self.sources.lock().expect("views lock").get(checksum) {
+            return Some(*c);
+        }
+        let map = db.get_buffer_info(checksum).ok()??;
+        let celltype = celltype_of(&BufferInfo::from_map(&map).ok()?)?;
+        self.sources.lock().expect("views lock").insert(*checksum, celltype);
+        Some(celltype)
+    }
+}
+
+/// The `expression` row of a view: empty path, source and target cell types.
+fn expression_key(input: Checksum, source: CellType, target: CellType) -> ExpressionKey {
+    ExpressionKey {
+        input,
+        path: serde_json::Value::Array(Vec::new()),
+        celltype: source.name().to_string(),
+        target_celltype: target.name().to_string(),
+    }
+}
+
+/// The cell type `detect_celltype` would give, read back from the flags it records.
+fn celltype_of(info: &BufferInfo) -> Option<CellType> {
+    match (info.is_numpy, info.is_seamless_mixed, info.is_json, info.is_utf8) {
+        (Some(true), _, _, _) => Some(CellType::Binary),
+        (_, Some(true), _, _) => Some(CellType::Mixed),
+        (_, _, Some(true), _) => Some(CellType::Plain),
+        (_, _, Some(false), Some(true)) => Some(CellType::Text),
+        (_, _, _, Some(false)) => Some(CellType::Bytes),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_flags_give_back_the_detected_celltype() {
+        let npy = crate::celltype::npy::MAGIC.to_vec();
+        for bytes in [&b"{\"a\": 1}\n"[..], b"hello", b"\xff\xfe", b"", &npy] {
+            let (celltype, info) = buffer_info::detect_celltype(bytes);
+            assert_eq!(celltype_of(&info), Some(celltype), "{bytes:?}");
+        }
+        assert_eq!(celltype_of(&BufferInfo::with_length(3)), None);
+    }
+}

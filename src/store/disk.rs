@@ -1,0 +1,519 @@
+//! The disk tier: a Seamless-compatible buffer directory.
+//!
+//! Layout under the store root:
+//! * `buffers/<first 2 hex>/<hex>`: one read-only file per buffer, named by its SHA-256. This is
+//!   the prefixed layout seamless-remote's `BufferClient` reads in directory mode (point its
+//!   `directory` at `<root>/buffers`).
+//! * `tmp/<pid>-<n>-<random>`: files being written. They live on the same filesystem as
+//!   `buffers/`, so committing is one `rename(2)`.
+//! * `quarantine/<hex>`: corrupt files moved aside by `fsck`.
+//!
+//! Crash safety: a buffer is written to a temp file, fsynced, its checksum verified, made
+//! read-only, renamed into place, and the prefix directory fsynced. A crash at any point leaves
+//! either no file under `buffers/` or the whole verified one. Temp files of dead writers are
+//! removed when a store is opened (and by `fsck`).
+//!
+//! Reads map the file (`memmap2`) and hand out a zero-copy `Buffer`. They do not re-hash: the name
+//! was verified when the file was written, and `verify`/`fsck` check it on demand.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::{BufferTier, Counters, Stats, StoreError};
+use crate::buffer::Buffer;
+use crate::checksum::{Checksum, Hasher};
+
+/// Block size for streamed writes and re-hashing.
+const BLOCK: usize = 1 << 20;
+
+/// A buffer directory on disk. Cheap to clone (shared state).
+#[derive(Clone, Debug)]
+pub struct DiskStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    buffers: PathBuf,
+    tmp: PathBuf,
+    counters: Counters,
+    next_temp: AtomicU64,
+    stale_removed_at_open: usize,
+}
+
+/// Result of checking a stored file against its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Intact,
+    Missing,
+    Corrupt { actual: Checksum },
+}
+
+impl DiskStore {
+    /// Open (creating if needed) the store at `root`, and remove temp files left by dead writers.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let root = root.as_ref().to_path_buf();
+        let buffers = root.join("buffers");
+        let tmp = root.join("tmp");
+        for dir in [&root, &buffers, &tmp] {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+        let removed = remove_stale_temps(&tmp)?;
+        if removed > 0 {
+            tracing::info!(removed, root = %root.display(), "removed temp files of interrupted writes");
+        }
+        Ok(DiskStore {
+            inner: Arc::new(Inner {
+                root,
+                buffers,
+                tmp,
+                counters: Counters::default(),
+                next_temp: AtomicU64::new(0),
+                stale_removed_at_open: removed,
+            }),
+        })
+    }
+
+    /// How many temp files of dead writers `open` removed.
+    pub fn stale_temps_removed_at_open(&self) -> usize {
+        self.inner.stale_removed_at_open
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The directory seamless-remote's `BufferClient` should be pointed at.
+    pub fn buffers_dir(&self) -> &Path {
+        &self.inner.buffers
+    }
+
+    /// Where the buffer's file is (or would be): usable as a FUSE passthrough backing file.
+    pub fn path_of(&self, checksum: &Checksum) -> PathBuf {
+        let hex = checksum.hex();
+        self.inner.buffers.join(&hex[..2]).join(hex)
+    }
+
+    /// Start writing a buffer whose content arrives piecewise (e.g. FUSE writes).
+    pub fn begin_write(&self) -> Result<PendingWrite, StoreError> {
+        let n = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{n}-{:016x}", std::process::id(), rand::random::<u64>());
+        let path = self.inner.tmp.join(name);
+        // O_EXCL + O_NOFOLLOW: never write through something planted at the temp name.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        // Held until the process ends: tells cleaners in other PID namespaces the file is live.
+        lock_exclusive(&file, false).map_err(|e| StoreError::io(&path, e))?;
+        Ok(PendingWrite {
+            store: self.clone(),
+            file,
+            path,
+            len: 0,
+            hasher: Some(Hasher::new()),
+            hashed: 0,
+            done: false,
+        })
+    }
+
+    /// Store everything a reader yields (streamed, never held in RAM whole).
+    pub fn put_reader(&self, mut reader: impl Read) -> Result<Checksum, StoreError> {
+        let mut pending = self.begin_write()?;
+        let mut block = vec![0u8; BLOCK];
+        loop {
+            let n = match reader.read(&mut block) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("<input stream>", e)),
+            };
+            let offset = pending.len();
+            pending.write_at(offset, &block[..n])?;
+        }
+        pending.commit(None)
+    }
+
+    /// Re-hash a stored file and compare it with its name.
+    pub fn verify(&self, checksum: &Checksum) -> Result<Verdict, StoreError> {
+        let path = self.path_of(checksum);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Verdict::Missing),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let actual = Checksum::of_reader(file).map_err(|e| StoreError::io(&path, e))?;
+        Ok(if actual == *checksum { Verdict::Intact } else { Verdict::Corrupt { actual } })
+    }
+
+    /// Move a (corrupt) buffer file to `quarantine/<hex>`; returns the new path.
+    pub fn quarantine(&self, checksum: &Checksum) -> Result<PathBuf, StoreError> {
+        let dir = self.inner.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let from = self.path_of(checksum);
+        let to = dir.join(checksum.hex());
+        fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+        sync_dir(from.parent().expect("buffer files live in a prefix directory"))?;
+        Ok(to)
+    }
+
+    /// Every stored checksum, read lazily one prefix directory at a time (fit for millions).
+    /// Names that are not a 64-digit lower-case hex under their own prefix are skipped.
+    pub fn iter(&self) -> StoredChecksums {
+        StoredChecksums { buffers: self.inner.buffers.clone(), next_prefix: 0, current: None }
+    }
+
+    /// Put `temp` (complete, fsynced, verified) in place as `checksum`, or drop it if the
+    /// buffer is already stored.
+    fn install(&self, temp: &Path, checksum: &Checksum) -> Result<(), StoreError> {
+        let target = self.path_of(checksum);
+        let prefix_dir = target.parent().expect("buffer files live in a prefix directory");
+        self.ensure_prefix_dir(prefix_dir)?;
+        if target.exists() {
+            fs::remove_file(temp).map_err(|e| StoreError::io(temp, e))?;
+            return Ok(());
+        }
+        fs::rename(temp, &target).map_err(|e| StoreError::io(&target, e))?;
+        sync_dir(prefix_dir)
+    }
+
+    fn ensure_prefix_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => sync_dir(&self.inner.buffers),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(StoreError::io(dir, e)),
+        }
+    }
+}
+
+impl BufferTier for DiskStore {
+    fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        Ok(self.length(checksum)?.is_some())
+    }
+
+    fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError> {
+        let path = self.path_of(checksum);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.inner.counters.lookup(false);
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        self.inner.counters.lookup(true);
+        let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        if len == 0 {
+            return Ok(Some(Buffer::with_checksum(Bytes::new(), *checksum)));
+        }
+        // SAFETY: stored files are read-only and never modified in place (writes go through a
+        // temp file and rename), so the mapping's bytes cannot change under the reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(&path, e))?;
+        Ok(Some(Buffer::with_checksum(Bytes::from_owner(map), *checksum)))
+    }
+
+    fn put(&self, buffer: &Buffer) -> Result<(), StoreError> {
+        let checksum = buffer.checksum();
+        if self.has(&checksum)? {
+            return Ok(());
+        }
+        let mut pending = self.begin_write()?;
+        for (i, block) in buffer.as_slice().chunks(BLOCK).enumerate() {
+            pending.write_at((i * BLOCK) as u64, block)?;
+        }
+        pending.commit(Some(checksum))?;
+        Ok(())
+    }
+
+    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(checksum);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats { tiers: vec![self.inner.counters.snapshot("disk")] }
+    }
+}
+
+/// A buffer being written: a temp file in the store. Dropping it without `commit` removes it.
+pub struct PendingWrite {
+    store: DiskStore,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    /// Hash of bytes `[0, hashed)`, kept while writes arrive in order; `None` once they did not.
+    hasher: Option<Hasher>,
+    hashed: u64,
+    done: bool,
+}
+
+impl PendingWrite {
+    /// Write `data` at `offset` (the file grows as needed; gaps read as zeros).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all_at(data, offset).map_err(|e| StoreError::io(&self.path, e))?;
+        self.track_hash(offset, data);
+        self.len = self.len.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Truncate or extend (with zeros) to `len` bytes.
+    pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        self.file.set_len(len).map_err(|e| StoreError::io(&self.path, e))?;
+        if len < self.hashed {
+            self.hasher = None;
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Read back what was written so far; returns the number of bytes read (0 at the end).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        self.file.read_at(buf, offset).map_err(|e| StoreError::io(&self.path, e))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Finish: fsync, hash, check against `known` (if the caller hashed too), install under the
+    /// checksum (or drop if already stored), fsync the directory. Returns the checksum.
+    ///
+    /// The checksum is always computed here from the bytes that went to the file: for in-order
+    /// writes from the running hash of exactly those bytes, otherwise by re-reading the file.
+    /// So a name in `buffers/` always matches its content, whatever the caller claims.
+    pub fn commit(mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+        self.file.sync_all().map_err(|e| StoreError::io(&self.path, e))?;
+        let actual = self.final_checksum()?;
+        if let Some(expected) = known
+            && expected != actual
+        {
+            return Err(StoreError::Corrupt { expected, actual });
+        }
+        let read_only = fs::Permissions::from_mode(0o444);
+        self.file.set_permissions(read_only).map_err(|e| StoreError::io(&self.path, e))?;
+        self.store.install(&self.path, &actual)?;
+        self.done = true;
+        self.store.inner.counters.put();
+        Ok(actual)
+    }
+
+    /// Give up: the temp file is removed.
+    pub fn abort(self) {}
+
+    fn track_hash(&mut self, offset: u64, data: &[u8]) {
+        match &mut self.hasher {
+            Some(h) if offset == self.hashed => {
+                h.update(data);
+                self.hashed += data.len() as u64;
+            }
+            // An overwrite of hashed bytes or a gap: fall back to re-hashing at commit.
+            Some(_) => self.hasher = None,
+            None => {}
+        }
+    }
+
+    fn final_checksum(&mut self) -> Result<Checksum, StoreError> {
+        match self.hasher.take() {
+            Some(h) if self.hashed == self.len => Ok(h.finish()),
+            _ => {
+                let file = File::open(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
+                Checksum::of_reader(file).map_err(|e| StoreError::io(&self.path, e))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingWrite({}, {} bytes)", self.path.display(), self.len)
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp file");
+        }
+    }
+}
+
+/// Iterator over stored checksums (see `DiskStore::iter`).
+pub struct StoredChecksums {
+    buffers: PathBuf,
+    next_prefix: u16,
+    current: Option<(u8, fs::ReadDir)>,
+}
+
+impl Iterator for StoredChecksums {
+    type Item = Result<Checksum, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((prefix, dir)) = &mut self.current {
+                match dir.next() {
+                    Some(Ok(entry)) => {
+                        if let Some(cs) = stored_name(&entry.file_name(), *prefix) {
+                            return Some(Ok(cs));
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => return Some(Err(StoreError::io(&self.buffers, e))),
+                    None => self.current = None,
+                }
+            }
+            if self.next_prefix > 0xff {
+                return None;
+            }
+            let prefix = self.next_prefix as u8;
+            self.next_prefix += 1;
+            let dir = self.buffers.join(format!("{prefix:02x}"));
+            match fs::read_dir(&dir) {
+                Ok(rd) => self.current = Some((prefix, rd)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Some(Err(StoreError::io(&dir, e))),
+            }
+        }
+    }
+}
+
+/// The checksum a file name under prefix directory `prefix` stands for, if it is one.
+fn stored_name(name: &std::ffi::OsStr, prefix: u8) -> Option<Checksum> {
+    let name = name.to_str()?;
+    let is_lower_hex = name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let cs = Checksum::parse_strict(name).filter(|_| is_lower_hex)?;
+    (cs.as_bytes()[0] == prefix).then_some(cs)
+}
+
+/// Delete the temp files in `tmp` whose writer is gone; returns how many were removed.
+fn remove_stale_temps(tmp: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in fs::read_dir(tmp).map_err(|e| StoreError::io(tmp, e))? {
+        let path = entry.map_err(|e| StoreError::io(tmp, e))?.path();
+        if is_stale_temp(&path) {
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A temp file is stale when the process in its name is gone and nobody holds its lock.
+fn is_stale_temp(path: &Path) -> bool {
+    let Some(pid) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false; // not one of ours: leave it alone
+    };
+    if process_alive(pid) {
+        return false;
+    }
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) else {
+        return false;
+    };
+    lock_exclusive(&file, true).is_ok()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // kill(pid, 0) fails with ESRCH only when no such process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// `flock(LOCK_EX)`, optionally non-blocking. The lock lives as long as the open file.
+fn lock_exclusive(file: &File, nonblocking: bool) -> io::Result<()> {
+    let flags = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+    // SAFETY: plain syscall on a valid, owned file descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// fsync a directory, so renames and creations in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let buf = Buffer::new(b"hello\n".to_vec());
+        store.put(&buf).unwrap();
+        let cs = buf.checksum();
+        let hex = cs.hex();
+        let path = dir.path().join("buffers").join(&hex[..2]).join(&hex);
+        assert_eq!(store.path_of(&cs), path);
+        assert_eq!(fs::read(&path).unwrap(), b"hello\n");
+        assert_eq!(store.get(&cs).unwrap().unwrap().as_slice(), b"hello\n");
+        assert_eq!(store.length(&cs).unwrap(), Some(6));
+        assert_eq!(store.verify(&cs).unwrap(), Verdict::Intact);
+        assert_eq!(store.iter().map(Result::unwrap).collect::<Vec<_>>(), vec![cs]);
+        let empty = Buffer::new(Vec::new());
+        store.put(&empty).unwrap();
+        assert_eq!(store.get(&empty.checksum()).unwrap().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn out_of_order_writes_are_rehashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(3, b"lo\n").unwrap();
+        w.write_at(0, b"hel").unwrap();
+        let mut back = [0u8; 6];
+        assert_eq!(w.read_at(0, &mut back).unwrap(), 6);
+        assert_eq!(&back, b"hello\n");
+        assert_eq!(w.commit(None).unwrap(), Checksum::of(b"hello\n"));
+    }
+
+    #[test]
+    fn wrong_known_checksum_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(0, b"abc").unwrap();
+        let err = w.commit(Some(Checksum::of(b"abd"))).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }));
+        assert_eq!(store.iter().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,562 @@
+//! Real FUSE mounts of the `seamfs` binary, used through `std::fs` and ordinary tools.
+//! Every test mounts on a fresh temp directory and store; a guard unmounts on drop, failures
+//! included, so no mount is left behind. FUSE missing is a failure, never a skip.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use seamfs::celltype::CellType;
+use seamfs::compat::Outcome;
+use seamfs::compat::conversions::check_case;
+use seamfs::{Buffer, Checksum};
+use serde_json::{Value, json};
+
+/// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
+struct Mount {
+    child: Option<Child>,
+    mnt: PathBuf,
+    store: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Mount {
+    fn new() -> Mount {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut mount = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
+        mount._dir = Some(dir);
+        mount
+    }
+
+    /// Mount `store` on `mnt` (created if needed) with extra arguments.
+    fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
+        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the FUSE tests cannot run");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("mount")
+            .arg(&mnt)
+            .arg("--store")
+            .arg(&store)
+            .args(if extra.contains(&"--db-port") { &[][..] } else { &["--db-port", "0"][..] })
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start seamfs mount");
+        let mount = Mount { child: Some(child), mnt, store, _dir: None };
+        mount.wait_mounted();
+        mount
+    }
+
+    fn wait_mounted(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_mounted(&self.mnt) {
+            assert!(Instant::now() < deadline, "seamfs did not mount {} within 60 s", self.mnt.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Unmount and wait for the process; returns its exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate().expect("seamfs was running")
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let status = child.wait().ok();
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        status
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    data
+}
+
+fn sidecar(data: &[u8]) -> String {
+    format!("{}\n", Checksum::of(data))
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
+fn python_tool(name: &str) -> PathBuf {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    assert!(tool.exists(), "{} is missing: run scripts/setup-python", tool.display());
+    tool
+}
+
+#[test]
+fn write_then_read_back_every_size() {
+    let m = Mount::new();
+    let mut rng = StdRng::seed_from_u64(1);
+    std::fs::create_dir(m.path("sizes")).unwrap();
+    for size in [1usize, 100, 4095, 4096, 65537, (1 << 20) + 3, 16 << 20, 256 << 20] {
+        let data = random_bytes(&mut rng, size);
+        let path = m.path(&format!("sizes/f{size}"));
+        std::fs::write(&path, &data).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert!(back == data, "content of a {size}-byte file differs after write");
+        let checksum = std::fs::read_to_string(m.path(&format!("sizes/f{size}.CHECKSUM"))).unwrap();
+        assert_eq!(checksum, sidecar(&data), "sidecar of the {size}-byte file");
+        let stored = std::fs::read(m.path(&format!("by-checksum/{}", checksum.trim()))).unwrap();
+        assert!(stored == data, "by-checksum/ copy of the {size}-byte file differs");
+        assert_eq!(xattr(&path, "user.seamless.checksum").unwrap(), checksum.trim().as_bytes());
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn sequential_and_random_writes_publish_on_close() {
+    let m = Mount::new();
+    let path = m.path("f.bin");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(b"0123456789").unwrap();
+    file.seek(SeekFrom::Start(3)).unwrap();
+    file.write_all(b"abc").unwrap();
+    file.set_len(8).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), b"012abc67");
+    assert_eq!(std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(), sidecar(b"012abc67"));
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"XY").unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), b"012abc67XY");
+    assert_eq!(std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(), sidecar(b"012abc67XY"));
+}
+
+#[test]
+fn sidecars_and_index_equal_the_python_tools() {
+    let m = Mount::new();
+    let plain = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"hello\n").unwrap();
+    let gz = gz.finish().unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("d/a.txt", b"x".to_vec()),
+        ("d/empty", Vec::new()),
+        ("d/.hidden", b"h\n".to_vec()),
+        ("d/sub/b.txt", b"y".to_vec()),
+        ("d/sub/c.dat.gz", gz),
+        ("d/sub/deeper/z \u{e9}.json", b"{\"a\": 1}\n".to_vec()),
+    ];
+    for root in [m.mnt.as_path(), plain.path()] {
+        for (rel, data) in &files {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, data).unwrap();
+        }
+        std::fs::create_dir_all(root.join("d/empty-dir")).unwrap();
+    }
+    let status = Command::new(python_tool("seamless-checksum-index")).arg(plain.path().join("d")).status().unwrap();
+    assert!(status.success(), "seamless-checksum-index failed");
+    for name in ["d.INDEX", "d.CHECKSUM"] {
+        let ours = std::fs::read(m.path(name)).unwrap();
+        let theirs = std::fs::read(plain.path().join(name)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{name} differs");
+    }
+    let status = Command::new(python_tool("seamless-checksum-index")).arg(plain.path().join("d/sub")).status().unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(m.path("d/sub.INDEX")).unwrap(), std::fs::read(plain.path().join("d/sub.INDEX")).unwrap());
+    for (rel, _) in files.iter().filter(|(rel, _)| !rel.ends_with(".gz")) {
+        let status = Command::new(python_tool("seamless-checksum-file")).arg(plain.path().join(rel)).status().unwrap();
+        assert!(status.success());
+        let sidecar_name = format!("{rel}.CHECKSUM");
+        assert_eq!(
+            std::fs::read(m.path(&sidecar_name)).unwrap(),
+            std::fs::read(plain.path().join(&sidecar_name)).unwrap(),
+            "{sidecar_name} differs"
+        );
+    }
+    // cp -r out of the mount yields the files and their sidecars.
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new("cp").arg("-r").arg(m.path("d")).arg(m.path("d.INDEX")).arg(out.path()).status().unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read(out.path().join("d/a.txt.CHECKSUM")).unwrap(), sidecar(b"x").into_bytes());
+    assert_eq!(std::fs::read(out.path().join("d.INDEX")).unwrap(), std::fs::read(plain.path().join("d.INDEX")).unwrap());
+}
+
+#[test]
+fn sidecar_writes_are_claims() {
+    let m = Mount::new();
+    std::fs::write(m.path("f"), b"content").unwrap();
+    std::fs::write(m.path("f.CHECKSUM"), sidecar(b"content")).unwrap();
+    // The claim is checked when the file is closed (or synced): std's close ignores errors, so sync.
+    let mut wrong = std::fs::File::create(m.path("f.CHECKSUM")).unwrap();
+    wrong.write_all(sidecar(b"other").as_bytes()).unwrap();
+    assert_eq!(wrong.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(wrong);
+    // cp reports the refused close.
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), sidecar(b"other")).unwrap();
+    let cp = Command::new("cp").arg(source.path()).arg(m.path("f.CHECKSUM")).output().unwrap();
+    assert!(!cp.status.success(), "cp of a wrong sidecar must fail");
+    assert_eq!(std::fs::read_to_string(m.path("f.CHECKSUM")).unwrap(), sidecar(b"content"));
+    // A tree copied in with sidecars first: the claim waits for its subject.
+    std::fs::write(m.path("g.CHECKSUM"), sidecar(b"g")).unwrap();
+    std::fs::write(m.path("g"), b"g").unwrap();
+    assert_eq!(std::fs::read_to_string(m.path("g.CHECKSUM")).unwrap(), sidecar(b"g"));
+    // rm -r works although sidecars are listed.
+    std::fs::create_dir_all(m.path("t/u")).unwrap();
+    std::fs::write(m.path("t/u/v"), b"v").unwrap();
+    let status = Command::new("rm").arg("-r").arg(m.path("t")).status().unwrap();
+    assert!(status.success(), "rm -r of a tree with sidecars");
+    assert!(!m.path("t").exists() && !m.path("t.INDEX").exists());
+}
+
+#[test]
+fn tree_and_buffers_survive_remount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut rng = StdRng::seed_from_u64(2);
+    let big = random_bytes(&mut rng, 3 << 20);
+    {
+        let m = Mount::on(mnt.clone(), store.clone(), &[]);
+        std::fs::create_dir_all(m.path("a/b")).unwrap();
+        std::fs::write(m.path("a/b/big"), &big).unwrap();
+        std::fs::write(m.path("a/small"), b"small").unwrap();
+        std::os::unix::fs::symlink("b/big", m.path("a/link")).unwrap();
+        std::fs::set_permissions(m.path("a/small"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::rename(m.path("a/small"), m.path("a/renamed")).unwrap();
+        assert!(m.stop().success(), "seamfs exits 0 on SIGTERM");
+    }
+    assert!(!is_mounted(&mnt));
+    let m = Mount::on(mnt, store, &[]);
+    assert!(std::fs::read(m.path("a/b/big")).unwrap() == big);
+    assert_eq!(std::fs::read(m.path("a/renamed")).unwrap(), b"small");
+    assert_eq!(std::fs::read_link(m.path("a/link")).unwrap(), Path::new("b/big"));
+    assert!(std::fs::read(m.path("a/link")).unwrap() == big);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(m.path("a/renamed")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let listed: Vec<String> = std::fs::read_dir(m.path("by-checksum"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(listed.contains(&Checksum::of(&big).hex()) && listed.contains(&Checksum::of(b"small").hex()));
+}
+
+#[test]
+fn concurrent_readers_and_writers() {
+    let m = Mount::new();
+    std::fs::create_dir(m.path("c")).unwrap();
+    let shared = random_bytes(&mut StdRng::seed_from_u64(3), 8 << 20);
+    std::fs::write(m.path("c/shared"), &shared).unwrap();
+    let shared_path = m.path(&format!("by-checksum/{}", Checksum::of(&shared)));
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let m = &m;
+            let shared = &shared;
+            let shared_path = &shared_path;
+            s.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(100 + t);
+                for i in 0..12 {
+                    let len = rng.random_range(0..600_000);
+                    let data = random_bytes(&mut rng, len);
+                    let path = m.path(&format!("c/w{t}-{i}"));
+                    let mut file = std::fs::File::create(&path).unwrap();
+                    for chunk in data.chunks(65536) {
+                        file.write_all(chunk).unwrap();
+                    }
+                    drop(file);
+                    assert!(std::fs::read(&path).unwrap() == data);
+                    assert_eq!(std::fs::read_to_string(m.path(&format!("c/w{t}-{i}.CHECKSUM"))).unwrap(), sidecar(&data));
+                    let mut reader = std::fs::File::open(shared_path).unwrap();
+                    let mut back = Vec::new();
+                    reader.read_to_end(&mut back).unwrap();
+                    assert!(&back == shared);
+                }
+            });
+        }
+    });
+    assert_eq!(std::fs::read_dir(m.path("c")).unwrap().count(), (1 + 4 * 12) * 2);
+}
+
+#[test]
+fn process_errors_are_clear() {
+    let m = Mount::new();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seamfs")).arg("mount").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let other = tempfile::tempdir().unwrap();
+    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("busy"), "{err}");
+    let free = other.path().join("free");
+    std::fs::create_dir(&free).unwrap();
+    let (code, err) = run(&[free.as_os_str(), "--store".as_ref(), m.store.as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("in use by another seamfs mount"), "{err}");
+    let (code, err) = run(&[other.path().join("no/such/dir").as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not exist and cannot be created"), "{err}");
+    // A daemon that dies leaves a stale mount point behind.
+    let mut m = m;
+    m.child.as_mut().unwrap().kill().unwrap();
+    m.child.as_mut().unwrap().wait().unwrap();
+    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stale mount") && err.contains("fusermount3 -u"), "{err}");
+}
+
+/// One operation of the model test.
+#[derive(Debug)]
+enum Op {
+    Write { file: String, data: Vec<u8> },
+    Patch { file: String, offset: u64, data: Vec<u8> },
+    Append { file: String, data: Vec<u8> },
+    Truncate { file: String, len: u64 },
+    Mkdir { dir: String },
+    Rmdir { dir: String },
+    Unlink { file: String },
+    Rename { from: String, to: String },
+}
+
+fn random_op(rng: &mut StdRng) -> Op {
+    let names = ["a", "b", "c.txt", "d/e", "d/f", "g/h", "d"];
+    let dirs = ["d", "g", "d/x"];
+    let name = |rng: &mut StdRng| names[rng.random_range(0..names.len())].to_string();
+    let data = |rng: &mut StdRng| {
+        let len = rng.random_range(0..5000);
+        random_bytes(rng, len)
+    };
+    match rng.random_range(0..10) {
+        0 | 1 => Op::Write { file: name(rng), data: data(rng) },
+        2 => Op::Patch { file: name(rng), offset: rng.random_range(0..6000), data: data(rng) },
+        3 => Op::Append { file: name(rng), data: data(rng) },
+        4 => Op::Truncate { file: name(rng), len: rng.random_range(0..6000) },
+        5 => Op::Mkdir { dir: dirs[rng.random_range(0..dirs.len())].to_string() },
+        6 => Op::Rmdir { dir: dirs[rng.random_range(0..dirs.len())].to_string() },
+        7 => Op::Unlink { file: name(rng) },
+        _ => Op::Rename { from: name(rng), to: name(rng) },
+    }
+}
+
+/// Apply an op under `root`; the outcome is the errno (0 for success), compared between roots.
+fn apply(root: &Path, op: &Op) -> i32 {
+    use std::fs::{self, OpenOptions};
+    let result: std::io::Result<()> = match op {
+        Op::Write { file, data } => fs::write(root.join(file), data),
+        Op::Patch { file, offset, data } => OpenOptions::new().write(true).open(root.join(file)).and_then(|mut f| {
+            f.seek(SeekFrom::Start(*offset))?;
+            f.write_all(data)
+        }),
+        Op::Append { file, data } => OpenOptions::new().append(true).open(root.join(file)).and_then(|mut f| f.write_all(data)),
+        Op::Truncate { file, len } => OpenOptions::new().write(true).open(root.join(file)).and_then(|f| f.set_len(*len)),
+        Op::Mkdir { dir } => fs::create_dir(root.join(dir)),
+        Op::Rmdir { dir } => fs::remove_dir(root.join(dir)),
+        Op::Unlink { file } => fs::remove_file(root.join(file)),
+        Op::Rename { from, to } => fs::rename(root.join(from), root.join(to)),
+    };
+    result.err().map_or(0, |e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// Every real entry under `root` (sidecars excluded): path → file content, or None for a dir.
+fn snapshot(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel.ends_with(".CHECKSUM") || rel.ends_with(".INDEX") {
+            continue;
+        }
+        let content = entry.file_type().is_file().then(|| std::fs::read(entry.path()).unwrap());
+        out.insert(rel, content);
+    }
+    out
+}
+
+#[test]
+fn model_random_operations_match_a_plain_directory() {
+    let m = Mount::new();
+    let model = tempfile::tempdir().unwrap();
+    let under_test = m.path("model");
+    std::fs::create_dir(&under_test).unwrap();
+    let mut rng = StdRng::seed_from_u64(0x5eaf5);
+    for step in 0..400 {
+        let op = random_op(&mut rng);
+        let expected = apply(model.path(), &op);
+        let actual = apply(&under_test, &op);
+        assert_eq!(actual, expected, "step {step}: {op:?} gave errno {actual} on the mount, {expected} on disk");
+        if step % 20 == 19 {
+            let snap = snapshot(&under_test);
+            assert_eq!(snap, snapshot(model.path()), "trees differ after step {step}");
+            for (rel, content) in snap {
+                if let Some(content) = content {
+                    let sidecar_path = under_test.join(format!("{rel}.CHECKSUM"));
+                    assert_eq!(std::fs::read_to_string(sidecar_path).unwrap(), sidecar(&content), "{rel}.CHECKSUM");
+                }
+            }
+        }
+    }
+}
+
+/// Every `as-<celltype>/` view against the reference conversions whose source cell type is the
+/// one the mount detects for the buffer: same bytes when the reference succeeded, EINVAL when it
+/// refused (cases where this implementation deliberately differs are left to tests/conversions.rs).
+#[test]
+fn as_celltype_views_match_the_vectors() {
+    let m = Mount::new();
+    let path = format!("{}/tests/data/conversion-vectors.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases: Vec<&Value> = doc["conversions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|case| {
+            let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+            let detected = seamfs::buffer_info::detect_celltype(&bytes).0;
+            case["source"].as_str() == Some(detected.name()) && check_case(case) == Outcome::Passed
+        })
+        .collect();
+    std::fs::create_dir(m.path("vectors")).unwrap();
+    for case in &cases {
+        let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
+        std::fs::write(m.path(&format!("vectors/{}", case["buffer_checksum"].as_str().unwrap())), bytes).unwrap();
+    }
+    let mut targets = std::collections::BTreeSet::new();
+    for case in &cases {
+        let target: CellType = case["target"].as_str().unwrap().parse().unwrap();
+        let view = m.path(&format!("as-{target}/{}", case["buffer_checksum"].as_str().unwrap()));
+        match (case["ok"].as_bool().unwrap(), std::fs::read(&view)) {
+            (true, Ok(bytes)) => {
+                let expected = case["result_checksum"].as_str().unwrap();
+                assert_eq!(Checksum::of(&bytes).hex(), expected, "{} {view:?}", case["id"]);
+                targets.insert(target);
+            }
+            (false, Err(e)) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{} {view:?}", case["id"]),
+            (ok, got) => panic!("{} {view:?}: reference ok={ok}, mount gave {:?}", case["id"], got.map(|b| b.len())),
+        }
+    }
+    assert_eq!(targets.len(), 13, "every cell type viewed at least once: {targets:?}");
+    // A checksum-preserving view is the very same inode as the buffer.
+    let json = b"{\n  \"a\": 1\n}\n";
+    std::fs::write(m.path("j.json"), json).unwrap();
+    let hex = Checksum::of(json).hex();
+    let ino = |p: PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(ino(m.path(&format!("as-plain/{hex}"))), ino(m.path(&format!("by-checksum/{hex}"))));
+    let unknown = m.path(&format!("as-int/{}", Checksum::of(b"never stored")));
+    assert_eq!(std::fs::read(unknown).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(), b"plain");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn db_get(port: u16, body: Value) -> (u16, String) {
+    let response = reqwest::blocking::Client::new()
+        .request(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn http_database_answers_while_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let m = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &["--db-port", &port.to_string()]);
+    std::fs::write(m.path("n.json"), b"42\n").unwrap();
+    let hex = Checksum::of(b"42\n").hex();
+    let (status, body) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["length"], json!(3));
+    // A view is recorded as an expression, and what was learned as BufferInfo.
+    assert_eq!(std::fs::read(m.path(&format!("as-int/{hex}"))).unwrap(), b"42\n");
+    let text = std::fs::read(m.path(&format!("as-text/{hex}"))).unwrap();
+    let query = json!({"type": "expression", "checksum": hex, "path": [], "celltype": "plain", "target_celltype": "text"});
+    assert_eq!(db_get(port, query), (200, Checksum::of(&text).hex()));
+    let (_, info) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
+    assert_eq!(serde_json::from_str::<Value>(&info).unwrap()["is_json"], json!(true));
+    // A buffer stored through the HTTP side's store is visible under by-checksum/ too.
+    let direct = seamfs::store::DiskStore::open(&m.store).unwrap();
+    let buffer = Buffer::new(b"from elsewhere".to_vec());
+    seamfs::store::BufferTier::put(&direct, &buffer).unwrap();
+    assert_eq!(std::fs::read(m.path(&format!("by-checksum/{}", buffer.checksum()))).unwrap(), b"from elsewhere");
+}
+
+#[test]
+fn daemon_mode_and_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    std::fs::create_dir(&mnt).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--store")
+        .arg(&store)
+        .args(["--no-db", "--daemon"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The daemon is not our child: a guard without a process still unmounts on failure.
+    let guard = Mount { child: None, mnt: mnt.clone(), store: store.clone(), _dir: None };
+    assert!(is_mounted(&mnt), "the daemon returns once mounted");
+    std::fs::write(mnt.join("kept"), b"kept").unwrap();
+    let status = Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    assert!(status.success());
+    drop(guard);
+    // The daemon releases the store lock when unmounted; a read-only mount then sees the tree.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let m = loop {
+        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("mount")
+            .arg(&mnt)
+            .arg("--store")
+            .arg(&store)
+            .args(["--no-db", "--read-only"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut m = Mount { child: Some(child), mnt: mnt.clone(), store: store.clone(), _dir: None };
+        let started = Instant::now();
+        while !is_mounted(&mnt) && m.child.as_mut().unwrap().try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if is_mounted(&mnt) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the read-only mount never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"kept");
+    assert_eq!(std::fs::write(m.path("new"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
+}
