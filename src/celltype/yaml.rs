@@ -16,9 +16,6 @@ mod reader;
 use crate::value::Value;
 use construct::{Failure, Mode};
 
-/// Stack reserved for the loading thread (pages are committed only when touched).
-const LOAD_STACK_BYTES: usize = 1 << 30;
-
 /// Ok if PyYAML's `safe_load` accepts `text`; otherwise what is wrong, and where.
 pub fn validate(text: &str) -> Result<(), String> {
     load_on_big_stack(text, Mode::Validate).map(|_| ())
@@ -31,18 +28,10 @@ pub fn to_value(text: &str) -> Result<Value, String> {
 }
 
 fn load_on_big_stack(text: &str, mode: Mode) -> Result<Value, String> {
-    let owned = text.to_string();
-    std::thread::Builder::new()
-        .name("yaml-load".into())
-        .stack_size(LOAD_STACK_BYTES)
-        .spawn(move || load(&owned, mode))
-        .map_err(|e| format!("cannot start the YAML loading thread: {e}"))?
-        .join()
-        .unwrap_or_else(|_| Err(Failure::Invalid("the YAML loader panicked on this input".to_string())))
-        .map_err(|failure| match failure {
-            Failure::Invalid(e) => format!("invalid YAML (PyYAML safe_load would fail): {e}"),
-            Failure::Unrepresentable(e) => format!("valid YAML, but its value cannot be built here: {e}"),
-        })
+    super::python::on_big_stack("YAML loader", || load(text, mode))?.map_err(|failure| match failure {
+        Failure::Invalid(e) => format!("invalid YAML (PyYAML safe_load would fail): {e}"),
+        Failure::Unrepresentable(e) => format!("valid YAML, but its value cannot be built here: {e}"),
+    })
 }
 
 fn load(text: &str, mode: Mode) -> Result<Value, Failure> {
