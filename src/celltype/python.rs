@@ -27,7 +27,7 @@ const MAX_AST_DEPTH: usize = 2985;
 /// CPython 3.11: `f'{x:{y:{z}}}'` fails with "f-string: expressions nested too deeply".
 const MAX_FORMAT_SPEC_NESTING: usize = 2;
 /// Stack reserved for the parse thread; enough for 10^6-deep expressions.
-const PARSE_STACK_BYTES: usize = 1 << 30;
+const BIG_STACK_BYTES: usize = 1 << 30;
 
 /// Ok if `text` is a valid Python 3.11 module; otherwise why not (with line and column).
 pub fn validate(text: &str) -> Result<(), String> {
@@ -37,14 +37,21 @@ pub fn validate(text: &str) -> Result<(), String> {
     if text.starts_with('\u{feff}') {
         return Err(at(text, 0, "invalid non-printable character U+FEFF (a byte order mark; remove it)"));
     }
-    let owned = text.to_string();
-    std::thread::Builder::new()
-        .name("python-validate".into())
-        .stack_size(PARSE_STACK_BYTES)
-        .spawn(move || validate_on_big_stack(&owned))
-        .map_err(|e| format!("cannot start the python validation thread: {e}"))?
-        .join()
-        .unwrap_or_else(|_| Err("the python validator panicked on this input".to_string()))
+    on_big_stack("python validator", || validate_on_big_stack(text))?
+}
+
+/// Run `work` on a thread with a 1 GiB reserved stack (only touched pages are committed), for
+/// parsers that recurse as deep as their input nests. Also used by the yaml validator.
+pub(crate) fn on_big_stack<T: Send>(what: &str, work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(what.into())
+            .stack_size(BIG_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .map_err(|e| format!("cannot start a thread for the {what}: {e}"))?
+            .join()
+            .map_err(|_| format!("the {what} panicked on this input"))
+    })
 }
 
 fn validate_on_big_stack(text: &str) -> Result<(), String> {

@@ -14,10 +14,7 @@ mod libyaml;
 mod reader;
 
 use crate::value::Value;
-use construct::Mode;
-
-/// Stack reserved for the loading thread (pages are committed only when touched).
-const LOAD_STACK_BYTES: usize = 1 << 30;
+use construct::{Failure, Mode};
 
 /// Ok if PyYAML's `safe_load` accepts `text`; otherwise what is wrong, and where.
 pub fn validate(text: &str) -> Result<(), String> {
@@ -31,20 +28,15 @@ pub fn to_value(text: &str) -> Result<Value, String> {
 }
 
 fn load_on_big_stack(text: &str, mode: Mode) -> Result<Value, String> {
-    let owned = text.to_string();
-    std::thread::Builder::new()
-        .name("yaml-load".into())
-        .stack_size(LOAD_STACK_BYTES)
-        .spawn(move || load(&owned, mode))
-        .map_err(|e| format!("cannot start the YAML loading thread: {e}"))?
-        .join()
-        .unwrap_or_else(|_| Err("the YAML loader panicked on this input".to_string()))
-        .map_err(|e| format!("invalid YAML (PyYAML safe_load): {e}"))
+    super::python::on_big_stack("YAML loader", || load(text, mode))?.map_err(|failure| match failure {
+        Failure::Invalid(e) => format!("invalid YAML (PyYAML safe_load would fail): {e}"),
+        Failure::Unrepresentable(e) => format!("valid YAML, but its value cannot be built here: {e}"),
+    })
 }
 
-fn load(text: &str, mode: Mode) -> Result<Value, String> {
-    let prepared = reader::prepare(text)?;
-    let document = compose::compose(&prepared)?;
+fn load(text: &str, mode: Mode) -> Result<Value, Failure> {
+    let prepared = reader::prepare(text).map_err(Failure::Invalid)?;
+    let document = compose::compose(&prepared).map_err(Failure::Invalid)?;
     construct::construct(document, mode)
 }
 
@@ -105,5 +97,15 @@ mod tests {
         }
         assert_eq!(validate(&bomb), Ok(()));
         assert!(to_value(&bomb).unwrap_err().contains("copied values"));
+    }
+
+    #[test]
+    fn surrogate_escapes_as_pyyaml_builds_them() {
+        assert_eq!(to_value("\"\\ud83d\\ude00\"").unwrap(), Value::Surrogates(vec![0xd83d, 0xde00]));
+        assert_eq!(to_value("plain \\ud83d").unwrap(), Value::str("plain \\ud83d"));
+        // A genuine U+FFFD beside an escape: valid, but which is which cannot be told apart.
+        let mixed = "[\"\\ud83d\", \"\u{fffd}\"]";
+        assert_eq!(validate(mixed), Ok(()));
+        assert!(to_value(mixed).unwrap_err().starts_with("valid YAML"));
     }
 }

@@ -137,7 +137,8 @@ impl Tokenizer<'_> {
                 }
             } else if depth == 0 && !continued {
                 if line.is_empty() {
-                    return Ok(self.finish(lnum, indents.len()));
+                    self.finish(lnum, indents.len());
+                    return Ok(());
                 }
                 let mut column = 0;
                 for c in line.chars() {
@@ -150,7 +151,8 @@ impl Tokenizer<'_> {
                     pos += 1;
                 }
                 if pos == line.len() {
-                    return Ok(self.finish(lnum, indents.len()));
+                    self.finish(lnum, indents.len());
+                    return Ok(());
                 }
                 let rest = &line[pos..];
                 if rest.starts_with(['#', '\r', '\n']) {

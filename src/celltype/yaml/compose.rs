@@ -21,10 +21,19 @@ const MAX_DEPTH: usize = 492;
 
 pub(super) type NodeId = usize;
 
+/// Lone surrogates in a scalar (`"\ud83d"`), which a Rust `String` cannot hold.
+#[derive(Debug)]
+pub(super) enum Surrogates {
+    None,
+    /// The value's code points.
+    Known(Vec<u32>),
+    /// Surrogate escapes and genuine U+FFFD in one document: which is which is not known.
+    Ambiguous,
+}
+
 #[derive(Debug)]
 pub(super) enum NodeKind {
-    /// `surrogates`: the value's code points when it holds lone surrogates (`"\ud83d"`).
-    Scalar { value: String, surrogates: Option<Vec<u32>> },
+    Scalar { value: String, surrogates: Surrogates },
     Sequence(Vec<NodeId>),
     Mapping(Vec<(NodeId, NodeId)>),
 }
@@ -117,7 +126,7 @@ impl Composer<'_> {
                     None | Some("!") => resolve_scalar(&value, plain_implicit || tag.is_some()).to_string(),
                     Some(explicit) => explicit.to_string(),
                 };
-                let surrogates = self.surrogate_code_points(&value, start, end)?;
+                let surrogates = self.surrogate_code_points(&value, start, end);
                 (anchor, tag, NodeKind::Scalar { value, surrogates })
             }
             Event::SequenceStart { anchor, tag } => (anchor, collection_tag(tag, SEQ), NodeKind::Sequence(Vec::new())),
@@ -162,7 +171,7 @@ impl Composer<'_> {
 
     /// The code points of a scalar whose source held surrogate escapes (rewritten to U+FFFD
     /// for libyaml): each U+FFFD that came from an escape gets its surrogate back.
-    fn surrogate_code_points(&self, value: &str, start: Mark, end: Mark) -> Result<Option<Vec<u32>>, String> {
+    fn surrogate_code_points(&self, value: &str, start: Mark, end: Mark) -> Surrogates {
         let inside: Vec<u32> = self
             .prepared
             .surrogates
@@ -171,14 +180,14 @@ impl Composer<'_> {
             .map(|s| s.code_point)
             .collect();
         if inside.is_empty() {
-            return Ok(None);
+            return Surrogates::None;
         }
         let replacements = value.matches('\u{fffd}').count();
         if replacements != inside.len() || self.prepared.has_replacement_char {
-            return Err(self.at(start, "a scalar mixing surrogate escapes with U+FFFD cannot be represented"));
+            return Surrogates::Ambiguous;
         }
         let mut originals = inside.into_iter();
-        Ok(Some(value.chars().map(|c| if c == '\u{fffd}' { originals.next().unwrap_or(0xfffd) } else { c as u32 }).collect()))
+        Surrogates::Known(value.chars().map(|c| if c == '\u{fffd}' { originals.next().unwrap_or(0xfffd) } else { c as u32 }).collect())
     }
 
     fn at(&self, mark: Mark, message: &str) -> String {

@@ -12,7 +12,7 @@ use num_bigint::BigInt;
 use num_traits::Zero;
 use regex::Regex;
 
-use super::compose::{Document, MAP, MERGE, NodeId, NodeKind, SEQ, STR, VALUE};
+use super::compose::{Document, MAP, MERGE, NodeId, NodeKind, SEQ, STR, Surrogates, VALUE};
 use crate::value::{Date, DateTime, Dict, Key, Value};
 
 /// What construction is for.
@@ -32,12 +32,26 @@ const MAX_SCALAR_INDIRECTION: usize = 1000;
 /// tree copies it, so a "billion laughs" document must stop somewhere.
 const MAX_COPIED_VALUES: usize = 10_000_000;
 
+/// Why construction failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// PyYAML's `safe_load` fails too.
+    Invalid(String),
+    /// PyYAML loads it, but the value cannot be a `Value` (only in `Mode::Build`).
+    Unrepresentable(String),
+}
+
 /// Construct the document's value (PyYAML `construct_document`); None for an empty stream.
-pub(super) fn construct(mut doc: Document, mode: Mode) -> Result<Value, String> {
+pub(super) fn construct(mut doc: Document, mode: Mode) -> Result<Value, Failure> {
     let Some(root) = doc.root else { return Ok(Value::None) };
     let mut constructor =
-        Constructor { doc: &mut doc, mode, memo: HashMap::new(), in_progress: HashSet::new(), copied: 0 };
-    constructor.object(root)
+        Constructor { doc: &mut doc, mode, memo: HashMap::new(), in_progress: HashSet::new(), copied: 0, unrepresentable: None };
+    let result = constructor.object(root);
+    match (result, constructor.unrepresentable) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(why)) => Err(Failure::Unrepresentable(why)),
+        (Err(e), None) => Err(Failure::Invalid(e)),
+    }
 }
 
 struct Constructor<'d> {
@@ -47,15 +61,22 @@ struct Constructor<'d> {
     in_progress: HashSet<NodeId>,
     /// Values copied so far for aliases.
     copied: usize,
+    /// Set when construction stops because the value cannot be a `Value` (not a YAML error).
+    unrepresentable: Option<String>,
 }
 
 impl Constructor<'_> {
     /// PyYAML `construct_object`: each node once (aliases share it), by its tag.
     fn object(&mut self, id: NodeId) -> Result<Value, String> {
         if let Some(value) = self.memo.get(&id) {
-            self.copied += weight(value);
+            // Validate mode keeps only scalars and stand-ins, so there is nothing to bound.
+            if self.mode == Mode::Build {
+                self.copied += weight(value);
+            }
             if self.copied > MAX_COPIED_VALUES {
-                return Err(format!("the YAML document expands to more than {MAX_COPIED_VALUES} copied values through aliases"));
+                return Err(self.unrepresentable(format!(
+                    "the document expands to more than {MAX_COPIED_VALUES} copied values through aliases"
+                )));
             }
             return Ok(value.clone());
         }
@@ -66,7 +87,10 @@ impl Constructor<'_> {
             // itself; anything else recursing into itself is a RecursionError.
             return match (collection, self.mode) {
                 (true, Mode::Validate) => Ok(empty_like(&tag)),
-                (true, Mode::Build) => Err(self.error(id, "a recursive structure (an alias inside its own anchor) cannot be represented as a value")),
+                (true, Mode::Build) => {
+                    let why = self.error(id, "a recursive structure (an alias inside its own anchor) has no value outside Python");
+                    Err(self.unrepresentable(why))
+                }
                 (false, _) => Err(self.error(id, "found unconstructable recursive node")),
             };
         }
@@ -77,6 +101,12 @@ impl Constructor<'_> {
         let kept = if collection && self.mode == Mode::Validate { empty_like(&tag) } else { value.clone() };
         self.memo.insert(id, kept);
         Ok(value)
+    }
+
+    /// Record why the value cannot be built; the returned error stops construction.
+    fn unrepresentable(&mut self, why: String) -> String {
+        self.unrepresentable = Some(why.clone());
+        why
     }
 
     fn by_tag(&mut self, id: NodeId, tag: &str) -> Result<Value, String> {
@@ -133,12 +163,18 @@ impl Constructor<'_> {
         }
     }
 
-    fn string(&self, id: NodeId) -> Result<Value, String> {
+    fn string(&mut self, id: NodeId) -> Result<Value, String> {
         let leaf = self.scalar_node(id, 0)?;
-        match &self.doc.nodes[leaf].kind {
-            NodeKind::Scalar { surrogates: Some(points), .. } => Ok(Value::Surrogates(points.clone())),
-            NodeKind::Scalar { value, .. } => Ok(Value::Str(value.clone())),
-            _ => unreachable!("scalar_node returns scalar nodes"),
+        let NodeKind::Scalar { value, surrogates } = &self.doc.nodes[leaf].kind else {
+            unreachable!("scalar_node returns scalar nodes")
+        };
+        match (surrogates, self.mode) {
+            (Surrogates::None, _) | (Surrogates::Ambiguous, Mode::Validate) => Ok(Value::Str(value.clone())),
+            (Surrogates::Known(points), _) => Ok(Value::Surrogates(points.clone())),
+            (Surrogates::Ambiguous, Mode::Build) => {
+                let why = self.error(leaf, "a string mixing surrogate escapes with U+FFFD characters cannot be rebuilt exactly");
+                Err(self.unrepresentable(why))
+            }
         }
     }
 
@@ -607,7 +643,7 @@ fn construct_timestamp(text: &str) -> Result<Value, String> {
 
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,

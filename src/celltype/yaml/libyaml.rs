@@ -4,7 +4,6 @@
 use std::mem::MaybeUninit;
 use std::ptr::addr_of_mut;
 
-use unsafe_libyaml as sys;
 
 /// A position in the input: byte offset and 0-based line and column (in characters).
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,7 +14,7 @@ pub(super) struct Mark {
 }
 
 impl Mark {
-    fn from_sys(mark: sys::yaml_mark_t) -> Mark {
+    fn from_sys(mark: unsafe_libyaml::yaml_mark_t) -> Mark {
         Mark { index: mark.index as usize, line: mark.line as usize, column: mark.column as usize }
     }
 }
@@ -72,75 +71,75 @@ pub(super) enum Event {
 
 /// A libyaml parser over a borrowed UTF-8 input. Boxed because libyaml keeps a pointer to it.
 pub(super) struct Parser<'a> {
-    raw: Box<MaybeUninit<sys::yaml_parser_t>>,
+    raw: Box<MaybeUninit<unsafe_libyaml::yaml_parser_t>>,
     _input: &'a [u8],
 }
 
 impl<'a> Parser<'a> {
     pub fn new(input: &'a [u8]) -> Parser<'a> {
-        let mut raw = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut raw = Box::new(MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
         // SAFETY: `raw` is a stable heap allocation that outlives the parser (freed in Drop
         // after `yaml_parser_delete`), and `input` outlives `self` by the lifetime.
         unsafe {
             let parser = raw.as_mut_ptr();
-            if sys::yaml_parser_initialize(parser).fail {
+            if unsafe_libyaml::yaml_parser_initialize(parser).fail {
                 panic!("libyaml could not allocate a parser");
             }
             // UTF-8 given explicitly: libyaml would otherwise drop a leading BOM itself, and the
             // caller has already removed the one PyYAML drops.
-            sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
-            sys::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
+            unsafe_libyaml::yaml_parser_set_encoding(parser, unsafe_libyaml::YAML_UTF8_ENCODING);
+            unsafe_libyaml::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
         }
         Parser { raw, _input: input }
     }
 
-    fn ptr(&mut self) -> *mut sys::yaml_parser_t {
+    fn ptr(&mut self) -> *mut unsafe_libyaml::yaml_parser_t {
         self.raw.as_mut_ptr()
     }
 
     /// The next token (scanner level).
     pub fn next_token(&mut self) -> Result<Token, Error> {
-        let mut token = MaybeUninit::<sys::yaml_token_t>::uninit();
+        let mut token = MaybeUninit::<unsafe_libyaml::yaml_token_t>::uninit();
         // SAFETY: the parser is initialized; a token filled by `yaml_parser_scan` is deleted
         // once its fields are copied.
         unsafe {
-            if sys::yaml_parser_scan(self.ptr(), token.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_scan(self.ptr(), token.as_mut_ptr()).fail {
                 return Err(self.error());
             }
             let token = &mut *token.as_mut_ptr();
             let kind = match token.type_ {
-                sys::YAML_SCALAR_TOKEN => match token.data.scalar.style {
-                    sys::YAML_PLAIN_SCALAR_STYLE => TokenKind::PlainScalar,
-                    sys::YAML_DOUBLE_QUOTED_SCALAR_STYLE => TokenKind::DoubleQuotedScalar,
-                    sys::YAML_LITERAL_SCALAR_STYLE | sys::YAML_FOLDED_SCALAR_STYLE => TokenKind::BlockScalar,
+                unsafe_libyaml::YAML_SCALAR_TOKEN => match token.data.scalar.style {
+                    unsafe_libyaml::YAML_PLAIN_SCALAR_STYLE => TokenKind::PlainScalar,
+                    unsafe_libyaml::YAML_DOUBLE_QUOTED_SCALAR_STYLE => TokenKind::DoubleQuotedScalar,
+                    unsafe_libyaml::YAML_LITERAL_SCALAR_STYLE | unsafe_libyaml::YAML_FOLDED_SCALAR_STYLE => TokenKind::BlockScalar,
                     _ => TokenKind::Other,
                 },
-                sys::YAML_STREAM_END_TOKEN => TokenKind::StreamEnd,
+                unsafe_libyaml::YAML_STREAM_END_TOKEN => TokenKind::StreamEnd,
                 _ => TokenKind::Other,
             };
             let result = Token { kind, start: Mark::from_sys(token.start_mark), end: Mark::from_sys(token.end_mark) };
-            sys::yaml_token_delete(token);
+            unsafe_libyaml::yaml_token_delete(token);
             Ok(result)
         }
     }
 
     /// The next event with its start and end marks.
     pub fn next_event(&mut self) -> Result<(Event, Mark, Mark), Error> {
-        let mut event = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
         // SAFETY: as in `next_token`; strings are copied out before `yaml_event_delete`.
         unsafe {
-            if sys::yaml_parser_parse(self.ptr(), event.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_parse(self.ptr(), event.as_mut_ptr()).fail {
                 return Err(self.error());
             }
             let event = &mut *event.as_mut_ptr();
             let (start, end) = (Mark::from_sys(event.start_mark), Mark::from_sys(event.end_mark));
             let owned = match event.type_ {
-                sys::YAML_STREAM_START_EVENT => Event::StreamStart,
-                sys::YAML_STREAM_END_EVENT => Event::StreamEnd,
-                sys::YAML_DOCUMENT_START_EVENT => Event::DocumentStart { implicit: event.data.document_start.implicit },
-                sys::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
-                sys::YAML_ALIAS_EVENT => Event::Alias { anchor: c_string(event.data.alias.anchor).unwrap_or_default() },
-                sys::YAML_SCALAR_EVENT => {
+                unsafe_libyaml::YAML_STREAM_START_EVENT => Event::StreamStart,
+                unsafe_libyaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
+                unsafe_libyaml::YAML_DOCUMENT_START_EVENT => Event::DocumentStart { implicit: event.data.document_start.implicit },
+                unsafe_libyaml::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
+                unsafe_libyaml::YAML_ALIAS_EVENT => Event::Alias { anchor: c_string(event.data.alias.anchor).unwrap_or_default() },
+                unsafe_libyaml::YAML_SCALAR_EVENT => {
                     let s = event.data.scalar;
                     let bytes = std::slice::from_raw_parts(s.value, s.length as usize);
                     Event::Scalar {
@@ -150,18 +149,18 @@ impl<'a> Parser<'a> {
                         plain_implicit: s.plain_implicit,
                     }
                 }
-                sys::YAML_SEQUENCE_START_EVENT => Event::SequenceStart {
+                unsafe_libyaml::YAML_SEQUENCE_START_EVENT => Event::SequenceStart {
                     anchor: c_string(event.data.sequence_start.anchor),
                     tag: c_string(event.data.sequence_start.tag),
                 },
-                sys::YAML_SEQUENCE_END_EVENT => Event::SequenceEnd,
-                sys::YAML_MAPPING_START_EVENT => Event::MappingStart {
+                unsafe_libyaml::YAML_SEQUENCE_END_EVENT => Event::SequenceEnd,
+                unsafe_libyaml::YAML_MAPPING_START_EVENT => Event::MappingStart {
                     anchor: c_string(event.data.mapping_start.anchor),
                     tag: c_string(event.data.mapping_start.tag),
                 },
                 _ => Event::MappingEnd,
             };
-            sys::yaml_event_delete(event);
+            unsafe_libyaml::yaml_event_delete(event);
             Ok((owned, start, end))
         }
     }
@@ -185,7 +184,7 @@ impl<'a> Parser<'a> {
 impl Drop for Parser<'_> {
     fn drop(&mut self) {
         // SAFETY: the parser was initialized in `new` and is deleted exactly once.
-        unsafe { sys::yaml_parser_delete(addr_of_mut!(*self.raw.as_mut_ptr())) }
+        unsafe { unsafe_libyaml::yaml_parser_delete(addr_of_mut!(*self.raw.as_mut_ptr())) }
     }
 }
 
