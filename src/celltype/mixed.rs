@@ -244,6 +244,7 @@ fn item_form(dtype: &DType) -> Value {
             }
             obj(pairs)
         }
+        DType::DateTime { .. } => unreachable!("check_dtype rejects datetime dtypes before any form"),
         DType::Struct(s) => {
             let props: Dict = s
                 .fields
