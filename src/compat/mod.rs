@@ -723,6 +723,11 @@ fn encode(v: &Value, readable: bool) -> Json {
                 "$npscalar",
                 json!({"dtype": encode_dtype(&a.dtype), "aligned": s.aligned, "data_hex": hex::encode(&a.data)}),
             ),
+            // A datetime's Python value (datetime, timedelta, int or None by unit) is not kept.
+            DType::DateTime { .. } => tagged(
+                "$npscalar",
+                json!({"dtype": a.dtype.typestr(), "data_hex": hex::encode(&a.data)}),
+            ),
             _ => tagged(
                 "$npscalar",
                 json!({"dtype": a.dtype.typestr(), "value": a.scalar_to_python().map_or(Json::Null, |p| encode_value(&p))}),
@@ -746,7 +751,9 @@ mod tests {
             r#"[1, 2.5, -0.0, {"$int": "18446744073709551616"}, {"$float": "nan"}, {"$tuple": [1]},
                 {"$dict": [["b", 1], [2, null]]}, {"$bytes_hex": "00ff"}, {"$codepoints": [55296]},
                 {"$ndarray": {"dtype": "<i4", "shape": [2], "data": [1, 2], "data_hex": "0100000002000000", "layout": "C"}},
-                {"$npscalar": {"dtype": "<f8", "value": 3.5}}]"#,
+                {"$npscalar": {"dtype": "<f8", "value": 3.5}},
+                {"$ndarray": {"dtype": "<m8[25ms]", "shape": [1], "data_hex": "0700000000000000"}},
+                {"$npscalar": {"dtype": "<M8[s]", "data_hex": "0500000000000000"}}]"#,
         )
         .unwrap();
         let v = decode_value(&j).unwrap();
