@@ -275,14 +275,26 @@ const DATETIME_UNITS: [&str; 13] = [
 /// is dropped (`[01s]` → `[s]`), `μs` becomes `us`.
 fn datetime_dtype(kind: char, order: ByteOrder, rest: &str) -> Option<DType> {
     let meta = match rest {
-        "" | "8" => return Some(DType::DateTime { kind, order, unit: "generic".into() }),
+        "" | "8" => {
+            return Some(DType::DateTime {
+                kind,
+                order,
+                unit: "generic".into(),
+            });
+        }
         _ => rest.strip_prefix("8[")?.strip_suffix(']')?,
     };
-    let split = meta.find(|c: char| !c.is_ascii_digit()).unwrap_or(meta.len());
+    let split = meta
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(meta.len());
     let (digits, base) = meta.split_at(split);
     let base = if base == "μs" { "us" } else { base };
     // numpy keeps the multiplier in a C int.
-    let multiple: i32 = if digits.is_empty() { 1 } else { digits.parse().ok()? };
+    let multiple: i32 = if digits.is_empty() {
+        1
+    } else {
+        digits.parse().ok()?
+    };
     let unit = match base {
         "generic" if multiple == 1 => "generic".to_string(),
         _ if !DATETIME_UNITS.contains(&base) => return None,
@@ -496,12 +508,30 @@ mod tests {
             ("<m", "<m8"),
         ] {
             let dtype = DType::from_typestr(input).unwrap_or_else(|| panic!("{input}"));
-            assert_eq!((dtype.typestr(), dtype.itemsize()), (str_.to_string(), 8), "{input}");
+            assert_eq!(
+                (dtype.typestr(), dtype.itemsize()),
+                (str_.to_string(), 8),
+                "{input}"
+            );
             assert_eq!(DType::from_typestr(str_), Some(dtype), "{str_}");
         }
-        let generic = DType::DateTime { kind: 'm', order: ByteOrder::Little, unit: "generic".into() };
+        let generic = DType::DateTime {
+            kind: 'm',
+            order: ByteOrder::Little,
+            unit: "generic".into(),
+        };
         assert_eq!(DType::from_typestr("<m8"), Some(generic));
-        for bad in ["M8[]", "M8[2]", "M8[xs]", "M8[ s]", "M8[-1s]", "M8[s]x", "M4[s]", "M[s]", "M8[2147483648s]"] {
+        for bad in [
+            "M8[]",
+            "M8[2]",
+            "M8[xs]",
+            "M8[ s]",
+            "M8[-1s]",
+            "M8[s]x",
+            "M4[s]",
+            "M[s]",
+            "M8[2147483648s]",
+        ] {
             assert_eq!(DType::from_typestr(bad), None, "{bad}");
         }
     }

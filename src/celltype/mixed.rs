@@ -244,7 +244,9 @@ fn item_form(dtype: &DType) -> Value {
             }
             obj(pairs)
         }
-        DType::DateTime { .. } => unreachable!("check_dtype rejects datetime dtypes before any form"),
+        DType::DateTime { .. } => {
+            unreachable!("check_dtype rejects datetime dtypes before any form")
+        }
         DType::Struct(s) => {
             let props: Dict = s
                 .fields
@@ -542,7 +544,11 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
 fn native_scalar(mut a: NdArray) -> NdArray {
     // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
     let part = match &mut a.dtype {
-        DType::Simple { kind, order: order @ ByteOrder::Big, size } => {
+        DType::Simple {
+            kind,
+            order: order @ ByteOrder::Big,
+            size,
+        } => {
             *order = ByteOrder::Little;
             match kind {
                 'c' => *size / 2,
@@ -550,7 +556,10 @@ fn native_scalar(mut a: NdArray) -> NdArray {
                 _ => *size,
             }
         }
-        DType::DateTime { order: order @ ByteOrder::Big, .. } => {
+        DType::DateTime {
+            order: order @ ByteOrder::Big,
+            ..
+        } => {
             *order = ByteOrder::Little;
             8
         }
@@ -909,7 +918,8 @@ mod tests {
     /// seamless-core 0.1.4's errors for datetime values (measured with numpy 2.4).
     #[test]
     fn datetime_values_are_rejected_as_seamless_does() {
-        let composite = |t: &str| format!("('Composite dtypes must be memory-aligned', dtype('{t}'))");
+        let composite =
+            |t: &str| format!("('Composite dtypes must be memory-aligned', dtype('{t}'))");
         for (typestr, message) in [
             ("<M8[s]", composite("<M8[s]")),
             ("<m8[ms]", composite("<m8[ms]")),
@@ -920,12 +930,22 @@ mod tests {
             let array = Value::Array(datetime_array(typestr, vec![1], "0100000000000000"));
             for serializer in [serialize, binary::serialize] {
                 let e = serializer(&array).unwrap_err();
-                assert_eq!((e.kind.name(), e.message), ("TypeError", message.clone()), "{typestr}");
+                assert_eq!(
+                    (e.kind.name(), e.message),
+                    ("TypeError", message.clone()),
+                    "{typestr}"
+                );
             }
         }
         let scalar = Value::Scalar(datetime_array("<M8[s]", vec![], "0100000000000000"));
-        assert_eq!(serialize(&scalar).unwrap_err().message, "<class 'numpy.datetime64'>");
-        assert_eq!(binary::serialize(&scalar).unwrap_err().message, composite("<M8[s]"));
+        assert_eq!(
+            serialize(&scalar).unwrap_err().message,
+            "<class 'numpy.datetime64'>"
+        );
+        assert_eq!(
+            binary::serialize(&scalar).unwrap_err().message,
+            composite("<M8[s]")
+        );
     }
 
     /// `np.save(np.array(5, dtype='>M8[s]'))` reads back as the native scalar `np.datetime64(5, 's')`.
@@ -933,6 +953,9 @@ mod tests {
     fn big_endian_datetime_scalars_read_native() {
         let buf = npy::write(&datetime_array(">M8[s]", vec![], "0000000000000005"));
         let value = binary::deserialize(&buf).unwrap();
-        assert_eq!(value, Value::Scalar(datetime_array("<M8[s]", vec![], "0500000000000000")));
+        assert_eq!(
+            value,
+            Value::Scalar(datetime_array("<M8[s]", vec![], "0500000000000000"))
+        );
     }
 }

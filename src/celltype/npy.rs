@@ -776,7 +776,11 @@ mod tests {
     fn datetime_arrays_match_numpy() {
         for (typestr, shape, data) in [
             ("<M8[s]", vec![2], "01000000000000000200000000000000"),
-            ("<m8[ms]", vec![3], "0300000000000000feffffffffffffff0000000000000080"),
+            (
+                "<m8[ms]",
+                vec![3],
+                "0300000000000000feffffffffffffff0000000000000080",
+            ),
             ("<M8", vec![2], "00000000000000800000000000000080"),
             (">M8[25s]", vec![2], "00000000000000010000000000000002"),
             ("<M8[us]", vec![], "0100000000000000"),
@@ -787,7 +791,10 @@ mod tests {
                 layout: Layout::C,
                 data: hex::decode(data).expect("hex").into(),
             };
-            let header = format!("{{'descr': '{typestr}', 'fortran_order': False, 'shape': {}, }}", shape_repr(&shape));
+            let header = format!(
+                "{{'descr': '{typestr}', 'fortran_order': False, 'shape': {}, }}",
+                shape_repr(&shape)
+            );
             let mut expected = b"\x93NUMPY\x01\x00v\x00".to_vec();
             expected.extend(format!("{header:<117}\n").bytes());
             expected.extend(&array.data);

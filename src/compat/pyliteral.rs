@@ -314,7 +314,12 @@ fn dtype_named(name: &str) -> Option<DType> {
 
 /// One leaf's bytes in a little-endian (or byte-order free) builtin dtype.
 fn element(dtype: &DType, leaf: &Leaf) -> Result<Vec<u8>, String> {
-    if let DType::DateTime { kind, order: ByteOrder::Little, unit } = dtype {
+    if let DType::DateTime {
+        kind,
+        order: ByteOrder::Little,
+        unit,
+    } = dtype
+    {
         return Ok(datetime_element(*kind, unit, leaf)?.to_le_bytes().to_vec());
     }
     let DType::Simple { kind, order, size } = *dtype else {
@@ -383,12 +388,14 @@ const NAT: i64 = i64::MIN;
 fn datetime_element(kind: char, unit: &str, leaf: &Leaf) -> Result<i64, String> {
     match leaf {
         Leaf::Value(Value::Str(s)) if s == "NaT" => Ok(NAT),
-        Leaf::Value(Value::Int(i)) if kind == 'm' => {
-            i.to_i64().ok_or_else(|| format!("{i} does not fit a timedelta64"))
-        }
+        Leaf::Value(Value::Int(i)) if kind == 'm' => i
+            .to_i64()
+            .ok_or_else(|| format!("{i} does not fit a timedelta64")),
         Leaf::Value(Value::Str(s)) if kind == 'M' => datetime_count(s, unit)
             .ok_or_else(|| format!("{s:?} is not an ISO datetime64[{unit}] value")),
-        _ => Err(format!("this element cannot be stored as a {kind}8[{unit}]")),
+        _ => Err(format!(
+            "this element cannot be stored as a {kind}8[{unit}]"
+        )),
     }
 }
 
@@ -400,11 +407,18 @@ fn datetime_count(text: &str, unit: &str) -> Option<i64> {
             .expect("valid regex")
     });
     let caps = ISO.captures(text)?;
-    let num = |i: usize, default: i64| caps.get(i).map_or(Some(default), |m| m.as_str().parse().ok());
+    let num = |i: usize, default: i64| {
+        caps.get(i)
+            .map_or(Some(default), |m| m.as_str().parse().ok())
+    };
     let (year, month, day) = (num(1, 1970)?, num(2, 1)?, num(3, 1)?);
     let split = unit.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
     let (multiple, base) = unit.split_at(split);
-    let multiple: i128 = if multiple.is_empty() { 1 } else { multiple.parse().ok().filter(|&m| m > 0)? };
+    let multiple: i128 = if multiple.is_empty() {
+        1
+    } else {
+        multiple.parse().ok().filter(|&m| m > 0)?
+    };
     let count: i128 = match base {
         "Y" => (year - 1970).into(),
         "M" => ((year - 1970) * 12 + month - 1).into(),
@@ -549,7 +563,11 @@ mod tests {
                 "<M8[M]",
                 "670100000000000010ffffffffffffff",
             ),
-            ("array(['1969', '2001'], dtype='datetime64[Y]')", "<M8[Y]", "ffffffffffffffff1f00000000000000"),
+            (
+                "array(['1969', '2001'], dtype='datetime64[Y]')",
+                "<M8[Y]",
+                "ffffffffffffffff1f00000000000000",
+            ),
             (
                 "array(['1970-01-01T00:00:50', '1969-12-31T23:59:35'],\n      dtype='datetime64[25s]')",
                 "<M8[25s]",
@@ -560,7 +578,11 @@ mod tests {
                 "<m8[ms]",
                 "0300000000000000feffffffffffffff0000000000000080",
             ),
-            ("array(['NaT'], dtype=datetime64)", "<M8", "0000000000000080"),
+            (
+                "array(['NaT'], dtype=datetime64)",
+                "<M8",
+                "0000000000000080",
+            ),
             (
                 "array(['1970-01-01T00:00:00.000000001'], dtype='datetime64[ns]')",
                 "<M8[ns]",
@@ -568,8 +590,14 @@ mod tests {
             ),
         ];
         for (text, typestr, data) in cases {
-            let Value::Array(a) = p(text) else { panic!("{text}: not an array") };
-            assert_eq!((a.dtype.typestr(), hex::encode(&a.data)), (typestr.into(), data.into()), "{text}");
+            let Value::Array(a) = p(text) else {
+                panic!("{text}: not an array")
+            };
+            assert_eq!(
+                (a.dtype.typestr(), hex::encode(&a.data)),
+                (typestr.into(), data.into()),
+                "{text}"
+            );
         }
     }
 
