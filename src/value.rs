@@ -92,12 +92,20 @@ pub enum ByteOrder {
 /// A numpy dtype.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DType {
-    /// A builtin dtype: `kind` is numpy's kind character (`b i u f c S U V M m O`), `size` the
+    /// A builtin dtype: `kind` is numpy's kind character (`b i u f c S U V O`), `size` the
     /// item size in bytes (`S3` → 3, `U3` → 12).
     Simple {
         kind: char,
         order: ByteOrder,
         size: usize,
+    },
+    /// `datetime64` (`kind` `'M'`) or `timedelta64` (`'m'`): 8-byte integers counting `unit`s.
+    /// `unit` is numpy's normalised unit text: `s`, `ms`, `us`, `25s` (a multiple), or `generic`
+    /// (no unit yet, typestr `<M8`).
+    DateTime {
+        kind: char,
+        order: ByteOrder,
+        unit: String,
     },
     /// A structured dtype.
     Struct(StructDType),
@@ -147,6 +155,7 @@ impl DType {
     pub fn itemsize(&self) -> usize {
         match self {
             DType::Simple { size, .. } => *size,
+            DType::DateTime { .. } => 8,
             DType::Struct(s) => s.itemsize,
         }
     }
@@ -161,19 +170,19 @@ impl DType {
         DType::Simple { kind, order, size }
     }
 
-    /// numpy's `dtype.str` of a builtin dtype (`<f8`, `|b1`, `|S3`, `<U2`); `|V<n>` for structs.
+    /// numpy's `dtype.str` of a builtin dtype (`<f8`, `|b1`, `|S3`, `<U2`, `<M8[s]`, `<m8` for a
+    /// generic timedelta); `|V<n>` for structs.
     pub fn typestr(&self) -> String {
         match self {
             DType::Simple { kind: 'O', .. } => "|O".into(),
             DType::Simple { kind, order, size } => {
-                let o = match order {
-                    ByteOrder::Little => '<',
-                    ByteOrder::Big => '>',
-                    ByteOrder::NotApplicable => '|',
-                };
                 let n = if *kind == 'U' { size / 4 } else { *size };
-                format!("{o}{kind}{n}")
+                format!("{}{kind}{n}", order.symbol())
             }
+            DType::DateTime { kind, order, unit } if unit == "generic" => {
+                format!("{}{kind}8", order.symbol())
+            }
+            DType::DateTime { kind, order, unit } => format!("{}{kind}8[{unit}]", order.symbol()),
             DType::Struct(s) => format!("|V{}", s.itemsize),
         }
     }
@@ -189,6 +198,9 @@ impl DType {
         };
         let kind = rest.chars().next()?;
         let digits = &rest[kind.len_utf8()..];
+        if matches!(kind, 'M' | 'm') {
+            return datetime_dtype(kind, order, digits);
+        }
         if digits.is_empty() {
             let (kind, size) = match kind {
                 '?' => ('b', 1),
@@ -233,13 +245,63 @@ impl DType {
                 'S' => "bytes_".into(),
                 'U' => "str_".into(),
                 'O' => "object_".into(),
-                'M' => "datetime64".into(),
-                'm' => "timedelta64".into(),
                 _ => "void".into(),
             },
+            DType::DateTime { kind: 'M', .. } => "datetime64".into(),
+            DType::DateTime { .. } => "timedelta64".into(),
             DType::Struct(_) => "void".into(),
         }
     }
+}
+
+impl ByteOrder {
+    /// The first character of numpy's `dtype.str`.
+    fn symbol(self) -> char {
+        match self {
+            ByteOrder::Little => '<',
+            ByteOrder::Big => '>',
+            ByteOrder::NotApplicable => '|',
+        }
+    }
+}
+
+/// numpy's datetime units, in the spelling `dtype.str` uses.
+const DATETIME_UNITS: [&str; 13] = [
+    "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as",
+];
+
+/// A `datetime64`/`timedelta64` dtype from what follows its kind in a typestr: `8[s]`, `8[25ms]`,
+/// `8[generic]`, `8` or nothing (generic). The unit is normalised as numpy does: a multiplier of 1
+/// is dropped (`[01s]` → `[s]`), `μs` becomes `us`.
+fn datetime_dtype(kind: char, order: ByteOrder, rest: &str) -> Option<DType> {
+    let meta = match rest {
+        "" | "8" => {
+            return Some(DType::DateTime {
+                kind,
+                order,
+                unit: "generic".into(),
+            });
+        }
+        _ => rest.strip_prefix("8[")?.strip_suffix(']')?,
+    };
+    let split = meta
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(meta.len());
+    let (digits, base) = meta.split_at(split);
+    let base = if base == "μs" { "us" } else { base };
+    // numpy keeps the multiplier in a C int.
+    let multiple: i32 = if digits.is_empty() {
+        1
+    } else {
+        digits.parse().ok()?
+    };
+    let unit = match base {
+        "generic" if multiple == 1 => "generic".to_string(),
+        _ if !DATETIME_UNITS.contains(&base) => return None,
+        _ if multiple == 1 => base.to_string(),
+        _ => format!("{multiple}{base}"),
+    };
+    Some(DType::DateTime { kind, order, unit })
 }
 
 impl Date {
@@ -424,6 +486,53 @@ mod tests {
         }
         for bits in [0x3800u16, 0xbe00, 0x7bff, 1, 0x2e66] {
             assert_eq!(f64_to_f16(f16_to_f64(bits)), bits);
+        }
+    }
+
+    #[test]
+    fn datetime_typestrs() {
+        // Input → numpy 2.4's `np.dtype(input).str`.
+        for (input, str_) in [
+            ("<M8[s]", "<M8[s]"),
+            ("M8[1s]", "<M8[s]"),
+            ("M8[01s]", "<M8[s]"),
+            ("=m8[us]", "<m8[us]"),
+            ("M8[μs]", "<M8[us]"),
+            ("|M8[25s]", "<M8[25s]"),
+            (">M8[D]", ">M8[D]"),
+            ("m8[Y]", "<m8[Y]"),
+            ("M8[2147483647s]", "<M8[2147483647s]"),
+            ("<M8[generic]", "<M8"),
+            ("M8[1generic]", "<M8"),
+            ("M8", "<M8"),
+            ("<m", "<m8"),
+        ] {
+            let dtype = DType::from_typestr(input).unwrap_or_else(|| panic!("{input}"));
+            assert_eq!(
+                (dtype.typestr(), dtype.itemsize()),
+                (str_.to_string(), 8),
+                "{input}"
+            );
+            assert_eq!(DType::from_typestr(str_), Some(dtype), "{str_}");
+        }
+        let generic = DType::DateTime {
+            kind: 'm',
+            order: ByteOrder::Little,
+            unit: "generic".into(),
+        };
+        assert_eq!(DType::from_typestr("<m8"), Some(generic));
+        for bad in [
+            "M8[]",
+            "M8[2]",
+            "M8[xs]",
+            "M8[ s]",
+            "M8[-1s]",
+            "M8[s]x",
+            "M4[s]",
+            "M[s]",
+            "M8[2147483648s]",
+        ] {
+            assert_eq!(DType::from_typestr(bad), None, "{bad}");
         }
     }
 }

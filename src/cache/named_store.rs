@@ -419,7 +419,8 @@ fn check_pair(meta: &Json, header: &npy::NpyHeader, file: &[u8]) -> Result<usize
     let itemsize = DType::from_typestr(meta_dtype)
         .map(|d| d.itemsize())
         .ok_or_else(|| format!("the sidecar dtype {meta_dtype:?} is not a numpy type string"))?;
-    if let DType::Simple { .. } = header.dtype
+    // A struct's typestr (`|V<n>`) says too little to compare; GSEGUtils writes `dtype.str`.
+    if !matches!(header.dtype, DType::Struct(_))
         && header.dtype.typestr() != meta_dtype
     {
         return Err(format!("the sidecar says dtype {meta_dtype}, the .npy {}", header.dtype.typestr()));

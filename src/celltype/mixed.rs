@@ -244,6 +244,9 @@ fn item_form(dtype: &DType) -> Value {
             }
             obj(pairs)
         }
+        DType::DateTime { .. } => {
+            unreachable!("check_dtype rejects datetime dtypes before any form")
+        }
         DType::Struct(s) => {
             let props: Dict = s
                 .fields
@@ -539,23 +542,32 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
 
 /// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.
 fn native_scalar(mut a: NdArray) -> NdArray {
-    if let DType::Simple {
-        kind,
-        order: ByteOrder::Big,
-        size,
-    } = a.dtype
-    {
-        let mut data = a.data.to_vec();
-        // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
-        let part = match kind {
-            'c' => size / 2,
-            'U' => 4,
-            _ => size,
-        };
-        data.chunks_mut(part.max(1)).for_each(<[u8]>::reverse);
-        a.dtype = DType::simple(kind, ByteOrder::Little, size);
-        a.data = data.into();
-    }
+    // Complex numbers swap each half on its own, unicode strings each 4-byte unit.
+    let part = match &mut a.dtype {
+        DType::Simple {
+            kind,
+            order: order @ ByteOrder::Big,
+            size,
+        } => {
+            *order = ByteOrder::Little;
+            match kind {
+                'c' => *size / 2,
+                'U' => 4,
+                _ => *size,
+            }
+        }
+        DType::DateTime {
+            order: order @ ByteOrder::Big,
+            ..
+        } => {
+            *order = ByteOrder::Little;
+            8
+        }
+        _ => return a,
+    };
+    let mut data = a.data.to_vec();
+    data.chunks_mut(part.max(1)).for_each(<[u8]>::reverse);
+    a.data = data.into();
     a
 }
 
@@ -887,4 +899,63 @@ fn form_dtype(form: &Value) -> Result<DType, CellError> {
         }
         other => return Err(bad_form(&format!("unknown item type {other:?}"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::celltype::binary;
+
+    fn datetime_array(typestr: &str, shape: Vec<usize>, data: &str) -> NdArray {
+        NdArray {
+            dtype: DType::from_typestr(typestr).expect("a datetime typestr"),
+            shape,
+            layout: Layout::C,
+            data: hex::decode(data).expect("hex").into(),
+        }
+    }
+
+    /// seamless-core 0.1.4's errors for datetime values (measured with numpy 2.4).
+    #[test]
+    fn datetime_values_are_rejected_as_seamless_does() {
+        let composite =
+            |t: &str| format!("('Composite dtypes must be memory-aligned', dtype('{t}'))");
+        for (typestr, message) in [
+            ("<M8[s]", composite("<M8[s]")),
+            ("<m8[ms]", composite("<m8[ms]")),
+            ("<M8", composite("<M8")),
+            ("<M8[25s]", composite("<M8[25s]")),
+            (">M8[s]", "dtypes must be native".into()),
+        ] {
+            let array = Value::Array(datetime_array(typestr, vec![1], "0100000000000000"));
+            for serializer in [serialize, binary::serialize] {
+                let e = serializer(&array).unwrap_err();
+                assert_eq!(
+                    (e.kind.name(), e.message),
+                    ("TypeError", message.clone()),
+                    "{typestr}"
+                );
+            }
+        }
+        let scalar = Value::Scalar(datetime_array("<M8[s]", vec![], "0100000000000000"));
+        assert_eq!(
+            serialize(&scalar).unwrap_err().message,
+            "<class 'numpy.datetime64'>"
+        );
+        assert_eq!(
+            binary::serialize(&scalar).unwrap_err().message,
+            composite("<M8[s]")
+        );
+    }
+
+    /// `np.save(np.array(5, dtype='>M8[s]'))` reads back as the native scalar `np.datetime64(5, 's')`.
+    #[test]
+    fn big_endian_datetime_scalars_read_native() {
+        let buf = npy::write(&datetime_array(">M8[s]", vec![], "0000000000000005"));
+        let value = binary::deserialize(&buf).unwrap();
+        assert_eq!(
+            value,
+            Value::Scalar(datetime_array("<M8[s]", vec![], "0500000000000000"))
+        );
+    }
 }

@@ -37,7 +37,7 @@ pub fn shape_repr(shape: &[usize]) -> String {
 /// typestr repr for a builtin dtype.
 pub fn descr_repr(dtype: &DType) -> String {
     match dtype {
-        DType::Simple { .. } => str_repr(&dtype.typestr()),
+        DType::Simple { .. } | DType::DateTime { .. } => str_repr(&dtype.typestr()),
         DType::Struct(s) => {
             let mut parts = Vec::new();
             let mut cursor = 0;
@@ -394,6 +394,7 @@ pub fn alignment(dtype: &DType) -> usize {
             kind: 'c', size, ..
         } => size / 2,
         DType::Simple { size, .. } => (*size).max(1),
+        DType::DateTime { .. } => 8,
         DType::Struct(s) => s
             .fields
             .iter()
@@ -719,7 +720,7 @@ impl Literal<'_> {
 /// Whether a dtype's byte order is native (little-endian here) or not applicable.
 pub fn is_native(dtype: &DType) -> bool {
     match dtype {
-        DType::Simple { order, .. } => *order != ByteOrder::Big,
+        DType::Simple { order, .. } | DType::DateTime { order, .. } => *order != ByteOrder::Big,
         DType::Struct(s) => s.fields.iter().all(|f| is_native(&f.dtype)),
     }
 }
@@ -768,6 +769,38 @@ mod tests {
                 data_offset: out.len() - 48,
             }
         );
+    }
+
+    /// `np.save` of datetime64/timedelta64 arrays (numpy 2.4): typestr, shape, data hex.
+    #[test]
+    fn datetime_arrays_match_numpy() {
+        for (typestr, shape, data) in [
+            ("<M8[s]", vec![2], "01000000000000000200000000000000"),
+            (
+                "<m8[ms]",
+                vec![3],
+                "0300000000000000feffffffffffffff0000000000000080",
+            ),
+            ("<M8", vec![2], "00000000000000800000000000000080"),
+            (">M8[25s]", vec![2], "00000000000000010000000000000002"),
+            ("<M8[us]", vec![], "0100000000000000"),
+        ] {
+            let array = NdArray {
+                dtype: DType::from_typestr(typestr).expect("a datetime typestr"),
+                shape: shape.clone(),
+                layout: Layout::C,
+                data: hex::decode(data).expect("hex").into(),
+            };
+            let header = format!(
+                "{{'descr': '{typestr}', 'fortran_order': False, 'shape': {}, }}",
+                shape_repr(&shape)
+            );
+            let mut expected = b"\x93NUMPY\x01\x00v\x00".to_vec();
+            expected.extend(format!("{header:<117}\n").bytes());
+            expected.extend(&array.data);
+            assert_eq!(write(&array), expected, "{typestr}");
+            assert_eq!(read(&expected).unwrap(), array, "{typestr}");
+        }
     }
 
     #[test]

@@ -278,20 +278,16 @@ fn int_literal(token: &str) -> Option<BigInt> {
     BigInt::parse_bytes(digits.as_bytes(), radix)
 }
 
-/// A dtype by typestr or numpy name. datetime64/timedelta64 units are dropped: `DType` keeps
-/// none (docs/compat.md, codec section).
+/// A dtype by typestr (`<i4`, `<M8[s]`) or numpy name (`int32`, `datetime64[s]`, `timedelta64`).
 fn dtype_named(name: &str) -> Option<DType> {
-    let le = ByteOrder::Little;
     if let Some(d) = DType::from_typestr(name) {
         return Some(d);
     }
-    if name.starts_with("datetime64") || name.trim_start_matches(['<', '>', '=']).starts_with("M8")
-    {
-        return Some(DType::simple('M', le, 8));
-    }
-    if name.starts_with("timedelta64") || name.trim_start_matches(['<', '>', '=']).starts_with("m8")
-    {
-        return Some(DType::simple('m', le, 8));
+    // `datetime64[unit]` is `M8[unit]` by another name.
+    for (prefix, kind) in [("datetime64", 'M'), ("timedelta64", 'm')] {
+        if let Some(unit) = name.strip_prefix(prefix) {
+            return DType::from_typestr(&format!("<{kind}8{unit}"));
+        }
     }
     let (kind, bits) = match name {
         "bool" => ('b', 8),
@@ -318,6 +314,14 @@ fn dtype_named(name: &str) -> Option<DType> {
 
 /// One leaf's bytes in a little-endian (or byte-order free) builtin dtype.
 fn element(dtype: &DType, leaf: &Leaf) -> Result<Vec<u8>, String> {
+    if let DType::DateTime {
+        kind,
+        order: ByteOrder::Little,
+        unit,
+    } = dtype
+    {
+        return Ok(datetime_element(*kind, unit, leaf)?.to_le_bytes().to_vec());
+    }
     let DType::Simple { kind, order, size } = *dtype else {
         return Err("structured dtypes are not supported".into());
     };
@@ -338,9 +342,6 @@ fn element(dtype: &DType, leaf: &Leaf) -> Result<Vec<u8>, String> {
         _ => x.to_le_bytes().to_vec(),
     };
     Ok(match (kind, leaf, number) {
-        // The vectors never depend on datetime element bytes (seamless-core rejects the
-        // dtype before reading them), so the elements are left zero rather than parsed.
-        ('M' | 'm', _, _) => vec![0; size],
         ('b', Leaf::Value(v), _) => vec![scalar::truth(v).map_err(|e| e.to_string())? as u8],
         ('i' | 'u', Leaf::Value(Value::Int(i)), _) => {
             let fill = if i.sign() == num_bigint::Sign::Minus {
@@ -377,6 +378,86 @@ fn element(dtype: &DType, leaf: &Leaf) -> Result<Vec<u8>, String> {
             ));
         }
     })
+}
+
+/// numpy's NaT (not-a-time): the smallest int64.
+const NAT: i64 = i64::MIN;
+
+/// A datetime64/timedelta64 element as numpy's repr writes it: `'NaT'`, an int count of units
+/// (timedelta64), or an ISO date/time string (datetime64) counted in `unit` since 1970-01-01.
+fn datetime_element(kind: char, unit: &str, leaf: &Leaf) -> Result<i64, String> {
+    match leaf {
+        Leaf::Value(Value::Str(s)) if s == "NaT" => Ok(NAT),
+        Leaf::Value(Value::Int(i)) if kind == 'm' => i
+            .to_i64()
+            .ok_or_else(|| format!("{i} does not fit a timedelta64")),
+        Leaf::Value(Value::Str(s)) if kind == 'M' => datetime_count(s, unit)
+            .ok_or_else(|| format!("{s:?} is not an ISO datetime64[{unit}] value")),
+        _ => Err(format!(
+            "this element cannot be stored as a {kind}8[{unit}]"
+        )),
+    }
+}
+
+/// The unit count of an ISO `YYYY[-MM[-DD[THH[:MM[:SS[.fraction]]]]]]` text, as numpy stores it
+/// (rounded down to a whole unit). `None` for text that is not such a date or a unit it cannot use.
+fn datetime_count(text: &str, unit: &str) -> Option<i64> {
+    static ISO: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(-?\d{4,})(?:-(\d\d)(?:-(\d\d)(?:T(\d\d)(?::(\d\d)(?::(\d\d)(?:\.(\d{1,18}))?)?)?)?)?)?$")
+            .expect("valid regex")
+    });
+    let caps = ISO.captures(text)?;
+    let num = |i: usize, default: i64| {
+        caps.get(i)
+            .map_or(Some(default), |m| m.as_str().parse().ok())
+    };
+    let (year, month, day) = (num(1, 1970)?, num(2, 1)?, num(3, 1)?);
+    let split = unit.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
+    let (multiple, base) = unit.split_at(split);
+    let multiple: i128 = if multiple.is_empty() {
+        1
+    } else {
+        multiple.parse().ok().filter(|&m| m > 0)?
+    };
+    let count: i128 = match base {
+        "Y" => (year - 1970).into(),
+        "M" => ((year - 1970) * 12 + month - 1).into(),
+        _ => {
+            let fraction = caps.get(7).map_or("", |m| m.as_str());
+            let attos = format!("{fraction:0<18}").parse::<i128>().ok()?;
+            let seconds = days_from_civil(year, month, day) * 86400
+                + num(4, 0)? * 3600
+                + num(5, 0)? * 60
+                + num(6, 0)?;
+            let unit_attos: i128 = match base {
+                "W" => 7 * 86400 * 10i128.pow(18),
+                "D" => 86400 * 10i128.pow(18),
+                "h" => 3600 * 10i128.pow(18),
+                "m" => 60 * 10i128.pow(18),
+                "s" => 10i128.pow(18),
+                "ms" => 10i128.pow(15),
+                "us" => 10i128.pow(12),
+                "ns" => 10i128.pow(9),
+                "ps" => 10i128.pow(6),
+                "fs" => 1000,
+                "as" => 1,
+                _ => return None,
+            };
+            (i128::from(seconds) * 10i128.pow(18) + attos).div_euclid(unit_attos)
+        }
+    };
+    count.div_euclid(multiple).try_into().ok()
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
 }
 
 #[cfg(test)]
@@ -437,15 +518,6 @@ mod tests {
             &a.data[..],
             &[1.0f64.to_le_bytes(), 2.0f64.to_le_bytes()].concat()[..]
         );
-        let Value::Array(a) = p(
-            "array(['1970-01-01T00:00:01', '1970-01-01T00:00:02'],\n      dtype='datetime64[s]')",
-        ) else {
-            panic!()
-        };
-        assert_eq!(
-            (a.dtype, a.shape, a.data.len()),
-            (DType::simple('M', ByteOrder::Little, 8), vec![2], 16)
-        );
         let Value::Array(a) = p("array([[1, 2], [3, 4]], dtype=int32)") else {
             panic!()
         };
@@ -465,6 +537,68 @@ mod tests {
             (a.dtype.typestr(), a.shape, a.data.len()),
             ("<f8".to_string(), vec![0], 0)
         );
+    }
+
+    /// numpy 2.4's `repr(a)`, `a.dtype.str` and `a.tobytes().hex()` for datetime arrays.
+    #[test]
+    fn datetime_arrays_match_numpy() {
+        let cases = [
+            (
+                "array(['1970-01-01T00:00:01',                 'NaT',\n       '1969-12-31T23:59:59'], dtype='datetime64[s]')",
+                "<M8[s]",
+                "01000000000000000000000000000080ffffffffffffffff",
+            ),
+            (
+                "array(['2024-02-29T12:34:56.789123'], dtype='datetime64[us]')",
+                "<M8[us]",
+                "8366aa7c84120600",
+            ),
+            (
+                "array(['1900-03-01', '2262-04-11'], dtype='datetime64[D]')",
+                "<M8[D]",
+                "5c9cffffffffffffffa0010000000000",
+            ),
+            (
+                "array(['1999-12', '1950-01'], dtype='datetime64[M]')",
+                "<M8[M]",
+                "670100000000000010ffffffffffffff",
+            ),
+            (
+                "array(['1969', '2001'], dtype='datetime64[Y]')",
+                "<M8[Y]",
+                "ffffffffffffffff1f00000000000000",
+            ),
+            (
+                "array(['1970-01-01T00:00:50', '1969-12-31T23:59:35'],\n      dtype='datetime64[25s]')",
+                "<M8[25s]",
+                "0200000000000000ffffffffffffffff",
+            ),
+            (
+                "array([    3,    -2, 'NaT'], dtype='timedelta64[ms]')",
+                "<m8[ms]",
+                "0300000000000000feffffffffffffff0000000000000080",
+            ),
+            (
+                "array(['NaT'], dtype=datetime64)",
+                "<M8",
+                "0000000000000080",
+            ),
+            (
+                "array(['1970-01-01T00:00:00.000000001'], dtype='datetime64[ns]')",
+                "<M8[ns]",
+                "0100000000000000",
+            ),
+        ];
+        for (text, typestr, data) in cases {
+            let Value::Array(a) = p(text) else {
+                panic!("{text}: not an array")
+            };
+            assert_eq!(
+                (a.dtype.typestr(), hex::encode(&a.data)),
+                (typestr.into(), data.into()),
+                "{text}"
+            );
+        }
     }
 
     #[test]
