@@ -17,8 +17,15 @@ use seamfs::value::{ByteOrder, DType, Layout, NdArray};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let phase = args.first().map(String::as_str).unwrap_or("");
-    let dir = args.get(1).expect("usage: bench_offload offload|reload|entry DIR [SIZE_BYTES]");
-    let size = || args.get(2).expect("SIZE_BYTES is needed").parse::<usize>().expect("SIZE_BYTES is a number");
+    let dir = args
+        .get(1)
+        .expect("usage: bench_offload offload|reload|entry DIR [SIZE_BYTES]");
+    let size = || {
+        args.get(2)
+            .expect("SIZE_BYTES is needed")
+            .parse::<usize>()
+            .expect("SIZE_BYTES is a number")
+    };
     match phase {
         "offload" => offload(dir, size()),
         "reload" => reload(dir),
@@ -48,28 +55,40 @@ fn sum_f64(bytes: &[u8]) -> f64 {
             *lane += f64::from_le_bytes(c.try_into().expect("8 bytes"));
         }
     }
-    let tail: f64 = rest.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).sum();
+    let tail: f64 = rest
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .sum();
     lanes.iter().sum::<f64>() + tail
 }
 
 fn offload(dir: &str, size: usize) {
     let data = arange_bytes(size);
     let array = NdArray {
-        dtype: DType::Simple { kind: 'f', order: ByteOrder::Little, size: 8 },
+        dtype: DType::Simple {
+            kind: 'f',
+            order: ByteOrder::Little,
+            size: 8,
+        },
         shape: vec![size / 8],
         layout: Layout::C,
         data: Bytes::from(data),
     };
     let store = NamedArrayStore::open(dir).expect("opening the store");
     let start = Instant::now();
-    store.put("big", &array, EntryFlags::default()).expect("storing the array");
+    store
+        .put("big", &array, EntryFlags::default())
+        .expect("storing the array");
     report("offload", start, 0.0);
 }
 
 fn reload(dir: &str) {
     let store = NamedArrayStore::open(dir).expect("opening the store");
     let start = Instant::now();
-    let array = store.get("big").expect("reading the array").expect("big.npy is there");
+    let array = store
+        .get("big")
+        .expect("reading the array")
+        .expect("big.npy is there");
     let check = sum_f64(array.data.as_slice());
     report("reload", start, check);
 }
@@ -94,12 +113,21 @@ fn entry(dir: &str, size: usize) {
 
 fn report(phase: &str, start: Instant, check: f64) {
     let seconds = start.elapsed().as_secs_f64();
-    println!("{phase} seconds={seconds:.4} peak_rss_kib={} check={check}", peak_rss_kib());
+    println!(
+        "{phase} seconds={seconds:.4} peak_rss_kib={} check={check}",
+        peak_rss_kib()
+    );
 }
 
 /// `VmHWM` of this process, in KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of kB")
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a number of kB")
 }

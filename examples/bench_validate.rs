@@ -11,8 +11,12 @@ use seamfs::celltype::python;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let root = args.next().expect("usage: bench_validate STDLIB_DIR [RUNS]");
-    let runs: usize = args.next().map_or(5, |r| r.parse().expect("RUNS must be a whole number"));
+    let root = args
+        .next()
+        .expect("usage: bench_validate STDLIB_DIR [RUNS]");
+    let runs: usize = args
+        .next()
+        .map_or(5, |r| r.parse().expect("RUNS must be a whole number"));
     let texts = load(Path::new(&root));
     let bytes: usize = texts.iter().map(String::len).sum();
     let mut seconds = Vec::with_capacity(runs);
@@ -23,7 +27,13 @@ fn main() {
         seconds.push(start.elapsed().as_secs_f64());
     }
     seconds.sort_by(f64::total_cmp);
-    println!("{:.4} {:.3} {} {}", seconds[runs / 2], bytes as f64 / 1e6, texts.len(), accepted);
+    println!(
+        "{:.4} {:.3} {} {}",
+        seconds[runs / 2],
+        bytes as f64 / 1e6,
+        texts.len(),
+        accepted
+    );
 }
 
 /// The stdlib's `.py` files outside site-packages, in path order, that decode as UTF-8.
@@ -32,7 +42,10 @@ fn load(root: &Path) -> Vec<String> {
         .into_iter()
         .filter_map(Result::ok)
         .map(|e| e.into_path())
-        .filter(|p| p.extension().is_some_and(|e| e == "py") && !p.to_string_lossy().contains("site-packages"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "py")
+                && !p.to_string_lossy().contains("site-packages")
+        })
         .collect();
     paths.sort();
     paths

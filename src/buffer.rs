@@ -18,14 +18,20 @@ pub struct Buffer {
 
 impl Buffer {
     pub fn new(data: impl Into<Bytes>) -> Self {
-        Buffer { data: data.into(), checksum: Arc::new(OnceLock::new()) }
+        Buffer {
+            data: data.into(),
+            checksum: Arc::new(OnceLock::new()),
+        }
     }
 
     /// A buffer whose checksum is already known (trusted: the caller has verified it).
     pub fn with_checksum(data: impl Into<Bytes>, checksum: Checksum) -> Self {
         let lock = OnceLock::new();
         let _ = lock.set(checksum);
-        Buffer { data: data.into(), checksum: Arc::new(lock) }
+        Buffer {
+            data: data.into(),
+            checksum: Arc::new(lock),
+        }
     }
 
     /// Zero-copy buffer over any owner of bytes, e.g. a `memmap2::Mmap`.
@@ -86,7 +92,10 @@ mod tests {
     fn checksum_is_cached_and_shared() {
         let b = Buffer::new(b"hello\n".to_vec());
         let c = b.clone();
-        assert_eq!(b.checksum().hex(), "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+        assert_eq!(
+            b.checksum().hex(),
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
         assert!(c.checksum.get().is_some());
     }
 

@@ -66,7 +66,10 @@ pub struct BufferInfoError {
 impl BufferInfo {
     /// An empty record with only the length.
     pub fn with_length(length: usize) -> Self {
-        BufferInfo { length: Some(length as u64), ..Default::default() }
+        BufferInfo {
+            length: Some(length as u64),
+            ..Default::default()
+        }
     }
 
     /// True when nothing is known.
@@ -132,7 +135,16 @@ impl BufferInfo {
         macro_rules! take {
             ($($field:ident),*) => { $( if other.$field.is_some() { self.$field = other.$field.clone(); } )* };
         }
-        take!(length, json_type, dtype, shape, str2text, text2str, binary2bytes, bytes2binary);
+        take!(
+            length,
+            json_type,
+            dtype,
+            shape,
+            str2text,
+            text2str,
+            binary2bytes,
+            bytes2binary
+        );
         take!(binary2json, json2binary, members);
         let flags = [
             (Flag::Utf8, other.is_utf8),
@@ -143,7 +155,11 @@ impl BufferInfo {
             (Flag::SeamlessMixed, other.is_seamless_mixed),
         ];
         // Falses first, so that a true fact of `other` wins over an implied false.
-        for (flag, value) in flags.iter().filter(|(_, v)| *v == Some(false)).chain(flags.iter().filter(|(_, v)| *v == Some(true))) {
+        for (flag, value) in flags
+            .iter()
+            .filter(|(_, v)| *v == Some(false))
+            .chain(flags.iter().filter(|(_, v)| *v == Some(true)))
+        {
             self.set_flag(*flag, value.unwrap());
         }
         for (k, v) in &other.extra {
@@ -164,8 +180,14 @@ impl BufferInfo {
         put("is_utf8", self.is_utf8.map(Json::Bool));
         put("is_json", self.is_json.map(Json::Bool));
         put("json_type", self.json_type.clone().map(Json::String));
-        put("is_json_numeric_array", self.is_json_numeric_array.map(Json::Bool));
-        put("is_json_numeric_scalar", self.is_json_numeric_scalar.map(Json::Bool));
+        put(
+            "is_json_numeric_array",
+            self.is_json_numeric_array.map(Json::Bool),
+        );
+        put(
+            "is_json_numeric_scalar",
+            self.is_json_numeric_scalar.map(Json::Bool),
+        );
         put("is_numpy", self.is_numpy.map(Json::Bool));
         put("dtype", self.dtype.clone().map(Json::String));
         put("shape", self.shape.clone().map(Json::from));
@@ -204,22 +226,40 @@ impl BufferInfo {
             if value.is_null() {
                 continue;
             }
-            let bad = |reason: &str| BufferInfoError { key: key.clone(), reason: reason.to_string() };
+            let bad = |reason: &str| BufferInfoError {
+                key: key.clone(),
+                reason: reason.to_string(),
+            };
             let kept = match key.as_str() {
                 "length" => {
-                    info.length = Some(value.as_u64().ok_or_else(|| bad("expected an integer ≥ 0"))?);
+                    info.length = Some(
+                        value
+                            .as_u64()
+                            .ok_or_else(|| bad("expected an integer ≥ 0"))?,
+                    );
                     true
                 }
                 k if flag_by_name(k).is_some() => {
-                    let b = value.as_bool().ok_or_else(|| bad("expected true or false"))?;
+                    let b = value
+                        .as_bool()
+                        .ok_or_else(|| bad("expected true or false"))?;
                     *info.flag_mut(flag_by_name(k).unwrap()) = Some(b);
                     true
                 }
                 "members" => value.as_u64().map(|n| info.members = Some(n)).is_some(),
-                "json_type" => value.as_str().map(|s| info.json_type = Some(s.to_string())).is_some(),
-                "dtype" => value.as_str().map(|s| info.dtype = Some(s.to_string())).is_some(),
+                "json_type" => value
+                    .as_str()
+                    .map(|s| info.json_type = Some(s.to_string()))
+                    .is_some(),
+                "dtype" => value
+                    .as_str()
+                    .map(|s| info.dtype = Some(s.to_string()))
+                    .is_some(),
                 "shape" => parse_shape(value).map(|s| info.shape = Some(s)).is_some(),
-                k => match (value.as_str().and_then(Checksum::parse_strict), conversion_field_mut(&mut info, k)) {
+                k => match (
+                    value.as_str().and_then(Checksum::parse_strict),
+                    conversion_field_mut(&mut info, k),
+                ) {
                     (Some(cs), Some(slot)) => {
                         *slot = Some(cs);
                         true
@@ -251,7 +291,10 @@ fn flag_by_name(name: &str) -> Option<Flag> {
     })
 }
 
-fn conversion_field_mut<'a>(info: &'a mut BufferInfo, name: &str) -> Option<&'a mut Option<Checksum>> {
+fn conversion_field_mut<'a>(
+    info: &'a mut BufferInfo,
+    name: &str,
+) -> Option<&'a mut Option<Checksum>> {
     Some(match name {
         "str2text" => &mut info.str2text,
         "text2str" => &mut info.text2str,
@@ -296,8 +339,12 @@ impl Facts {
             CellType::Mixed => info.set_flag(magic_flag(bytes), true),
             CellType::Binary => info.set_flag(Flag::Numpy, true),
             CellType::Plain => info.set_flag(Flag::Json, true),
-            CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => info.set_flag(Flag::Utf8, true),
-            CellType::Str | CellType::Int | CellType::Float | CellType::Bool => info.set_json_type(celltype.name()),
+            CellType::Text | CellType::Python | CellType::Ipython | CellType::Yaml => {
+                info.set_flag(Flag::Utf8, true)
+            }
+            CellType::Str | CellType::Int | CellType::Float | CellType::Bool => {
+                info.set_json_type(celltype.name())
+            }
             CellType::Bytes | CellType::Checksum => {}
         }
     }
@@ -421,12 +468,18 @@ mod tests {
     fn true_facts_propagate_false_ones_do_not() {
         let mut info = BufferInfo::default();
         info.set_flag(Flag::JsonNumericScalar, true);
-        assert_eq!((info.is_json, info.is_utf8, info.is_numpy), (Some(true), Some(true), Some(false)));
+        assert_eq!(
+            (info.is_json, info.is_utf8, info.is_numpy),
+            (Some(true), Some(true), Some(false))
+        );
         // A failed plain → binary learns "not a numeric array"; the JSON facts stay.
         info.set_flag(Flag::JsonNumericArray, false);
         assert_eq!((info.is_json, info.is_utf8), (Some(true), Some(true)));
         info.set_flag(Flag::Numpy, true);
-        assert_eq!((info.is_json, info.is_seamless_mixed), (Some(false), Some(false)));
+        assert_eq!(
+            (info.is_json, info.is_seamless_mixed),
+            (Some(false), Some(false))
+        );
     }
 
     #[test]
@@ -443,7 +496,11 @@ mod tests {
         assert_eq!(back.keys().next().unwrap(), "length");
         let bad = BufferInfo::from_map(json!({"is_utf8": 1}).as_object().unwrap()).unwrap_err();
         assert_eq!(bad.key, "is_utf8");
-        assert!(BufferInfo::from_map(json!({"length": null}).as_object().unwrap()).unwrap().is_empty());
+        assert!(
+            BufferInfo::from_map(json!({"length": null}).as_object().unwrap())
+                .unwrap()
+                .is_empty()
+        );
         let odd = json!({"dtype": 5, "text2str": "not a checksum"});
         let info = BufferInfo::from_map(odd.as_object().unwrap()).unwrap();
         assert_eq!((info.dtype.as_ref(), info.text2str), (None, None));
@@ -452,10 +509,21 @@ mod tests {
 
     #[test]
     fn merge_lets_newer_facts_win() {
-        let mut a = BufferInfo { length: Some(3), is_numpy: Some(true), ..Default::default() };
-        let b = BufferInfo { is_json: Some(true), members: Some(2), ..Default::default() };
+        let mut a = BufferInfo {
+            length: Some(3),
+            is_numpy: Some(true),
+            ..Default::default()
+        };
+        let b = BufferInfo {
+            is_json: Some(true),
+            members: Some(2),
+            ..Default::default()
+        };
         a.merge(&b);
-        assert_eq!((a.length, a.is_json, a.is_numpy, a.members), (Some(3), Some(true), Some(false), Some(2)));
+        assert_eq!(
+            (a.length, a.is_json, a.is_numpy, a.members),
+            (Some(3), Some(true), Some(false), Some(2))
+        );
     }
 
     #[test]
@@ -473,7 +541,10 @@ mod tests {
     #[test]
     fn detection_by_magic_and_encoding() {
         assert_eq!(detect_celltype(b"\x93NUMPY\x01\x00").0, CellType::Binary);
-        assert_eq!(detect_celltype(b"\x94SEAMLESS-MIXED\x0b").0, CellType::Mixed);
+        assert_eq!(
+            detect_celltype(b"\x94SEAMLESS-MIXED\x0b").0,
+            CellType::Mixed
+        );
         let (ct, info) = detect_celltype(b"\xff\xfe");
         assert_eq!((ct, info.is_utf8), (CellType::Bytes, Some(false)));
     }

@@ -20,7 +20,10 @@ fn section(file: &str, name: &str) -> Vec<Value> {
     let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     let doc: Value = serde_json::from_str(&text).unwrap();
-    doc[name].as_array().unwrap_or_else(|| panic!("{file} has no {name} section")).clone()
+    doc[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("{file} has no {name} section"))
+        .clone()
 }
 
 /// Run every case; panic listing the failures; return the deviations by pair.
@@ -30,7 +33,11 @@ fn run_all(cases: &[Value]) -> (usize, BTreeMap<String, usize>) {
     let mut failures = Vec::new();
     for case in cases {
         let id = case.get("id").and_then(Value::as_str).unwrap_or("matrix");
-        let pair = format!("{}→{}", case["source"].as_str().unwrap(), case["target"].as_str().unwrap());
+        let pair = format!(
+            "{}→{}",
+            case["source"].as_str().unwrap(),
+            case["target"].as_str().unwrap()
+        );
         match check_case(case) {
             Outcome::Passed => passed += 1,
             Outcome::Deviation(_) => *deviations.entry(pair).or_insert(0) += 1,
@@ -39,7 +46,12 @@ fn run_all(cases: &[Value]) -> (usize, BTreeMap<String, usize>) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     (passed, deviations)
 }
 
@@ -80,7 +92,10 @@ fn failed_conversions_name_both_cell_types() {
         let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
         if let Err(e) = convert(&Buffer::new(bytes), from, to) {
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("cannot convert from {from} to {to}")), "{msg}");
+            assert!(
+                msg.starts_with(&format!("cannot convert from {from} to {to}")),
+                "{msg}"
+            );
             assert!(!e.reason.is_empty(), "{msg}");
         }
     }
@@ -106,7 +121,12 @@ fn conversion_fields_match_the_reference() {
         for (hex, info) in case["buffer_info"].as_object().unwrap() {
             let checksum = seamfs::Checksum::parse_strict(hex).unwrap();
             let ours = facts.get(&checksum).map(|i| i.to_map()).unwrap_or_default();
-            for (key, value) in info.as_object().unwrap().iter().filter(|(k, _)| k.contains('2')) {
+            for (key, value) in info
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.contains('2'))
+            {
                 assert_eq!(ours.get(key), Some(value), "{} {key} of {hex}", case["id"]);
                 compared += 1;
             }
@@ -144,14 +164,23 @@ print(json.dumps(out))
 fn pyyaml(buffers: &[String]) -> Vec<PyYaml> {
     use std::io::Write;
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup-python", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-python",
+        python.display()
+    );
     let mut child = std::process::Command::new(&python)
         .args(["-c", PYYAML_ORACLE])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run the reference Python");
-    child.stdin.take().unwrap().write_all(serde_json::to_string(buffers).unwrap().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(buffers).unwrap().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "the PyYAML oracle failed");
     serde_json::from_slice(&out.stdout).unwrap()
@@ -187,18 +216,26 @@ fn yaml_deviations_are_pyyaml_results() {
             cases_to_check.push((case["id"].clone(), from, hex::encode(input.as_slice())));
         }
     }
-    let buffers: Vec<String> = cases_to_check.iter().map(|(_, _, hex)| hex.clone()).collect();
+    let buffers: Vec<String> = cases_to_check
+        .iter()
+        .map(|(_, _, hex)| hex.clone())
+        .collect();
     for ((id, from, hex), oracle) in cases_to_check.iter().zip(pyyaml(&buffers)) {
         let buffer = Buffer::new(hex::decode(hex).unwrap());
         if *from == CellType::Yaml {
-            let ours = convert(&buffer, CellType::Yaml, CellType::Plain).ok().map(|c| match c.output {
-                Output::Buffer(b) => hex::encode(b.as_slice()),
-                Output::Reference(_) => unreachable!(),
-            });
+            let ours = convert(&buffer, CellType::Yaml, CellType::Plain)
+                .ok()
+                .map(|c| match c.output {
+                    Output::Buffer(b) => hex::encode(b.as_slice()),
+                    Output::Reference(_) => unreachable!(),
+                });
             assert_eq!(ours, oracle.plain, "{id}: yaml → plain differs from PyYAML");
         } else {
             let ours = convert(&buffer, CellType::Text, CellType::Yaml).is_ok();
-            assert_eq!(ours, oracle.valid, "{id}: yaml validation differs from PyYAML");
+            assert_eq!(
+                ours, oracle.valid,
+                "{id}: yaml validation differs from PyYAML"
+            );
         }
     }
 }
@@ -224,17 +261,33 @@ fn convert_command() {
     assert!(out.status.success());
     assert_eq!(out.stdout, b"\"hello\"\n");
     let out = run(&["--from", "text", "--to", "str", "--checksum"], b"hello\n");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{}\n", seamfs::Checksum::of(b"\"hello\"\n")));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{}\n", seamfs::Checksum::of(b"\"hello\"\n"))
+    );
     let out = run(&["--from", "python", "--to", "int"], b"x = 1\n");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("cannot convert from python to int: this conversion is forbidden"), "{err}");
+    assert!(
+        err.contains("cannot convert from python to int: this conversion is forbidden"),
+        "{err}"
+    );
     let target = seamfs::Checksum::of(b"hello\n").hex();
     let out = run(&["--from", "checksum", "--to", "text"], target.as_bytes());
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("use --checksum"));
-    let out = run(&["--from", "checksum", "--to", "text", "--checksum"], target.as_bytes());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{target}\n"));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("use --checksum")
+    );
+    let out = run(
+        &["--from", "checksum", "--to", "text", "--checksum"],
+        target.as_bytes(),
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{target}\n")
+    );
 }
 
 /// The path of an expression case, parsed.
@@ -260,7 +313,12 @@ fn all_1080_reference_expressions() {
             Outcome::Failed(why) => failures.push(format!("{id}: {why}")),
         }
     }
-    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     eprintln!("{passed} passed, deviations: {deviations:?}");
     // Only two documented reasons: binary → plain with an empty path (decision 1), and numpy
     // arrays/records written as text or str (the codec writes no numpy str()).
@@ -296,10 +354,30 @@ fn expression_errors_name_cell_types_and_path() {
     assert_eq!(empty, 740);
     assert!(errors > 100, "only {errors} errors");
     let buffer = Buffer::new(b"x = 1\n".to_vec());
-    let e = expression::evaluate(&buffer, &[PathItem::Index(0)], CellType::Python, CellType::Int).unwrap_err();
-    assert!(e.to_string().contains("from python to int: this conversion is forbidden"), "{e}");
-    let e = expression::evaluate(&buffer, &[PathItem::Index(0)], CellType::Text, CellType::Plain).unwrap_err();
-    assert!(e.to_string().contains("a path can index only into mixed, plain or binary, not text"), "{e}");
+    let e = expression::evaluate(
+        &buffer,
+        &[PathItem::Index(0)],
+        CellType::Python,
+        CellType::Int,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("from python to int: this conversion is forbidden"),
+        "{e}"
+    );
+    let e = expression::evaluate(
+        &buffer,
+        &[PathItem::Index(0)],
+        CellType::Text,
+        CellType::Plain,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("a path can index only into mixed, plain or binary, not text"),
+        "{e}"
+    );
 }
 
 /// The `expression.path` column holds `json.dumps(path)`: what `path_text` writes is what the
@@ -312,12 +390,18 @@ fn expression_paths_are_database_keys() {
     let db = Database::open(&file, true).unwrap();
     let result = seamfs::Checksum::of(b"1.5\n");
     let mut seen = std::collections::HashSet::new();
-    let mut paths: Vec<Vec<PathItem>> = section("conversion-vectors.json", "expressions").iter().map(case_path).collect();
+    let mut paths: Vec<Vec<PathItem>> = section("conversion-vectors.json", "expressions")
+        .iter()
+        .map(case_path)
+        .collect();
     paths.retain(|p| seen.insert(p.clone()));
     assert_eq!(paths.len(), 18);
     paths.push(vec![PathItem::Key("é \"q\"".into()), PathItem::Index(-2)]);
     for path in &paths {
-        assert_eq!(seamfs::db::pyjson::dumps(&expression::path_json(path)), expression::path_text(path));
+        assert_eq!(
+            seamfs::db::pyjson::dumps(&expression::path_json(path)),
+            expression::path_text(path)
+        );
         let key = ExpressionKey {
             input: seamfs::Checksum::of(b"{}\n"),
             path: expression::path_json(path),
@@ -335,7 +419,13 @@ fn expression_paths_are_database_keys() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(stored.contains(&r#"["a", "b", 2, "c"]"#.to_string()), "{stored:?}");
-    assert!(stored.contains(&r#"["\u00e9 \"q\"", -2]"#.to_string()), "{stored:?}");
+    assert!(
+        stored.contains(&r#"["a", "b", 2, "c"]"#.to_string()),
+        "{stored:?}"
+    );
+    assert!(
+        stored.contains(&r#"["\u00e9 \"q\"", -2]"#.to_string()),
+        "{stored:?}"
+    );
     assert!(stored.contains(&"[]".to_string()), "{stored:?}");
 }

@@ -347,11 +347,21 @@ fn seamless_remote_client_gets_what_the_python_server_gives() {
     // The same rows, byte for byte (JSON columns included), but for the duplicate rev row.
     let rows = |name: &str, table: &str| -> Vec<Vec<rusqlite::types::Value>> {
         let conn = rusqlite::Connection::open(dir.path().join(name)).unwrap();
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))
+            .unwrap();
         let n = stmt.column_count();
-        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+        stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
-    for table in ["transformation", "meta_data", "bucket_probe", "irreproducible_transformation"] {
+    for table in [
+        "transformation",
+        "meta_data",
+        "bucket_probe",
+        "irreproducible_transformation",
+    ] {
         assert_eq!(rows("rs.db", table), rows("py.db", table), "{table}");
     }
     assert_eq!(expected.len(), got.len());

@@ -36,20 +36,32 @@ impl Mount {
 
     /// Mount `store` on `mnt` (created if needed) with extra arguments.
     fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
-        assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the FUSE tests cannot run");
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: the FUSE tests cannot run"
+        );
         std::fs::create_dir_all(&mnt).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
             .arg("mount")
             .arg(&mnt)
             .arg("--store")
             .arg(&store)
-            .args(if extra.contains(&"--db-port") { &[][..] } else { &["--db-port", "0"][..] })
+            .args(if extra.contains(&"--db-port") {
+                &[][..]
+            } else {
+                &["--db-port", "0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
             .expect("start seamfs mount");
-        let mount = Mount { child: Some(child), mnt, store, _dir: None };
+        let mount = Mount {
+            child: Some(child),
+            mnt,
+            store,
+            _dir: None,
+        };
         mount.wait_mounted();
         mount
     }
@@ -57,7 +69,11 @@ impl Mount {
     fn wait_mounted(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !is_mounted(&self.mnt) {
-            assert!(Instant::now() < deadline, "seamfs did not mount {} within 60 s", self.mnt.display());
+            assert!(
+                Instant::now() < deadline,
+                "seamfs did not mount {} within 60 s",
+                self.mnt.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -73,10 +89,16 @@ impl Mount {
 
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let status = child.wait().ok();
         if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
         }
         if is_mounted(&self.mnt) {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
@@ -94,7 +116,8 @@ impl Drop for Mount {
 fn is_mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
@@ -117,8 +140,14 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn python_tool(name: &str) -> PathBuf {
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
-    assert!(tool.exists(), "{} is missing: run scripts/setup-python", tool.display());
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/setup-python",
+        tool.display()
+    );
     tool
 }
 
@@ -127,17 +156,35 @@ fn write_then_read_back_every_size() {
     let m = Mount::new();
     let mut rng = StdRng::seed_from_u64(1);
     std::fs::create_dir(m.path("sizes")).unwrap();
-    for size in [1usize, 100, 4095, 4096, 65537, (1 << 20) + 3, 16 << 20, 256 << 20] {
+    for size in [
+        1usize,
+        100,
+        4095,
+        4096,
+        65537,
+        (1 << 20) + 3,
+        16 << 20,
+        256 << 20,
+    ] {
         let data = random_bytes(&mut rng, size);
         let path = m.path(&format!("sizes/f{size}"));
         std::fs::write(&path, &data).unwrap();
         let back = std::fs::read(&path).unwrap();
-        assert!(back == data, "content of a {size}-byte file differs after write");
+        assert!(
+            back == data,
+            "content of a {size}-byte file differs after write"
+        );
         let checksum = std::fs::read_to_string(m.path(&format!("sizes/f{size}.CHECKSUM"))).unwrap();
         assert_eq!(checksum, sidecar(&data), "sidecar of the {size}-byte file");
         let stored = std::fs::read(m.path(&format!("by-checksum/{}", checksum.trim()))).unwrap();
-        assert!(stored == data, "by-checksum/ copy of the {size}-byte file differs");
-        assert_eq!(xattr(&path, "user.seamless.checksum").unwrap(), checksum.trim().as_bytes());
+        assert!(
+            stored == data,
+            "by-checksum/ copy of the {size}-byte file differs"
+        );
+        assert_eq!(
+            xattr(&path, "user.seamless.checksum").unwrap(),
+            checksum.trim().as_bytes()
+        );
         std::fs::remove_file(&path).unwrap();
     }
 }
@@ -153,12 +200,21 @@ fn sequential_and_random_writes_publish_on_close() {
     file.set_len(8).unwrap();
     drop(file);
     assert_eq!(std::fs::read(&path).unwrap(), b"012abc67");
-    assert_eq!(std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(), sidecar(b"012abc67"));
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(),
+        sidecar(b"012abc67")
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     file.write_all(b"XY").unwrap();
     drop(file);
     assert_eq!(std::fs::read(&path).unwrap(), b"012abc67XY");
-    assert_eq!(std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(), sidecar(b"012abc67XY"));
+    assert_eq!(
+        std::fs::read_to_string(m.path("f.bin.CHECKSUM")).unwrap(),
+        sidecar(b"012abc67XY")
+    );
 }
 
 #[test]
@@ -184,18 +240,34 @@ fn sidecars_and_index_equal_the_python_tools() {
         }
         std::fs::create_dir_all(root.join("d/empty-dir")).unwrap();
     }
-    let status = Command::new(python_tool("seamless-checksum-index")).arg(plain.path().join("d")).status().unwrap();
+    let status = Command::new(python_tool("seamless-checksum-index"))
+        .arg(plain.path().join("d"))
+        .status()
+        .unwrap();
     assert!(status.success(), "seamless-checksum-index failed");
     for name in ["d.INDEX", "d.CHECKSUM"] {
         let ours = std::fs::read(m.path(name)).unwrap();
         let theirs = std::fs::read(plain.path().join(name)).unwrap();
-        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{name} differs");
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "{name} differs"
+        );
     }
-    let status = Command::new(python_tool("seamless-checksum-index")).arg(plain.path().join("d/sub")).status().unwrap();
+    let status = Command::new(python_tool("seamless-checksum-index"))
+        .arg(plain.path().join("d/sub"))
+        .status()
+        .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read(m.path("d/sub.INDEX")).unwrap(), std::fs::read(plain.path().join("d/sub.INDEX")).unwrap());
+    assert_eq!(
+        std::fs::read(m.path("d/sub.INDEX")).unwrap(),
+        std::fs::read(plain.path().join("d/sub.INDEX")).unwrap()
+    );
     for (rel, _) in files.iter().filter(|(rel, _)| !rel.ends_with(".gz")) {
-        let status = Command::new(python_tool("seamless-checksum-file")).arg(plain.path().join(rel)).status().unwrap();
+        let status = Command::new(python_tool("seamless-checksum-file"))
+            .arg(plain.path().join(rel))
+            .status()
+            .unwrap();
         assert!(status.success());
         let sidecar_name = format!("{rel}.CHECKSUM");
         assert_eq!(
@@ -206,10 +278,22 @@ fn sidecars_and_index_equal_the_python_tools() {
     }
     // cp -r out of the mount yields the files and their sidecars.
     let out = tempfile::tempdir().unwrap();
-    let status = Command::new("cp").arg("-r").arg(m.path("d")).arg(m.path("d.INDEX")).arg(out.path()).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(m.path("d"))
+        .arg(m.path("d.INDEX"))
+        .arg(out.path())
+        .status()
+        .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read(out.path().join("d/a.txt.CHECKSUM")).unwrap(), sidecar(b"x").into_bytes());
-    assert_eq!(std::fs::read(out.path().join("d.INDEX")).unwrap(), std::fs::read(plain.path().join("d.INDEX")).unwrap());
+    assert_eq!(
+        std::fs::read(out.path().join("d/a.txt.CHECKSUM")).unwrap(),
+        sidecar(b"x").into_bytes()
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("d.INDEX")).unwrap(),
+        std::fs::read(plain.path().join("d.INDEX")).unwrap()
+    );
 }
 
 #[test]
@@ -220,22 +304,39 @@ fn sidecar_writes_are_claims() {
     // The claim is checked when the file is closed (or synced): std's close ignores errors, so sync.
     let mut wrong = std::fs::File::create(m.path("f.CHECKSUM")).unwrap();
     wrong.write_all(sidecar(b"other").as_bytes()).unwrap();
-    assert_eq!(wrong.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    assert_eq!(
+        wrong.sync_all().unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
     drop(wrong);
     // cp reports the refused close.
     let source = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(source.path(), sidecar(b"other")).unwrap();
-    let cp = Command::new("cp").arg(source.path()).arg(m.path("f.CHECKSUM")).output().unwrap();
+    let cp = Command::new("cp")
+        .arg(source.path())
+        .arg(m.path("f.CHECKSUM"))
+        .output()
+        .unwrap();
     assert!(!cp.status.success(), "cp of a wrong sidecar must fail");
-    assert_eq!(std::fs::read_to_string(m.path("f.CHECKSUM")).unwrap(), sidecar(b"content"));
+    assert_eq!(
+        std::fs::read_to_string(m.path("f.CHECKSUM")).unwrap(),
+        sidecar(b"content")
+    );
     // A tree copied in with sidecars first: the claim waits for its subject.
     std::fs::write(m.path("g.CHECKSUM"), sidecar(b"g")).unwrap();
     std::fs::write(m.path("g"), b"g").unwrap();
-    assert_eq!(std::fs::read_to_string(m.path("g.CHECKSUM")).unwrap(), sidecar(b"g"));
+    assert_eq!(
+        std::fs::read_to_string(m.path("g.CHECKSUM")).unwrap(),
+        sidecar(b"g")
+    );
     // rm -r works although sidecars are listed.
     std::fs::create_dir_all(m.path("t/u")).unwrap();
     std::fs::write(m.path("t/u/v"), b"v").unwrap();
-    let status = Command::new("rm").arg("-r").arg(m.path("t")).status().unwrap();
+    let status = Command::new("rm")
+        .arg("-r")
+        .arg(m.path("t"))
+        .status()
+        .unwrap();
     assert!(status.success(), "rm -r of a tree with sidecars");
     assert!(!m.path("t").exists() && !m.path("t.INDEX").exists());
 }
@@ -252,7 +353,11 @@ fn tree_and_buffers_survive_remount() {
         std::fs::write(m.path("a/b/big"), &big).unwrap();
         std::fs::write(m.path("a/small"), b"small").unwrap();
         std::os::unix::fs::symlink("b/big", m.path("a/link")).unwrap();
-        std::fs::set_permissions(m.path("a/small"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            m.path("a/small"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         std::fs::rename(m.path("a/small"), m.path("a/renamed")).unwrap();
         assert!(m.stop().success(), "seamfs exits 0 on SIGTERM");
     }
@@ -260,15 +365,25 @@ fn tree_and_buffers_survive_remount() {
     let m = Mount::on(mnt, store, &[]);
     assert!(std::fs::read(m.path("a/b/big")).unwrap() == big);
     assert_eq!(std::fs::read(m.path("a/renamed")).unwrap(), b"small");
-    assert_eq!(std::fs::read_link(m.path("a/link")).unwrap(), Path::new("b/big"));
+    assert_eq!(
+        std::fs::read_link(m.path("a/link")).unwrap(),
+        Path::new("b/big")
+    );
     assert!(std::fs::read(m.path("a/link")).unwrap() == big);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(m.path("a/renamed")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(m.path("a/renamed"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     let listed: Vec<String> = std::fs::read_dir(m.path("by-checksum"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(listed.contains(&Checksum::of(&big).hex()) && listed.contains(&Checksum::of(b"small").hex()));
+    assert!(
+        listed.contains(&Checksum::of(&big).hex())
+            && listed.contains(&Checksum::of(b"small").hex())
+    );
 }
 
 #[test]
@@ -295,7 +410,10 @@ fn concurrent_readers_and_writers() {
                     }
                     drop(file);
                     assert!(std::fs::read(&path).unwrap() == data);
-                    assert_eq!(std::fs::read_to_string(m.path(&format!("c/w{t}-{i}.CHECKSUM"))).unwrap(), sidecar(&data));
+                    assert_eq!(
+                        std::fs::read_to_string(m.path(&format!("c/w{t}-{i}.CHECKSUM"))).unwrap(),
+                        sidecar(&data)
+                    );
                     let mut reader = std::fs::File::open(shared_path).unwrap();
                     let mut back = Vec::new();
                     reader.read_to_end(&mut back).unwrap();
@@ -304,50 +422,111 @@ fn concurrent_readers_and_writers() {
             });
         }
     });
-    assert_eq!(std::fs::read_dir(m.path("c")).unwrap().count(), (1 + 4 * 12) * 2);
+    assert_eq!(
+        std::fs::read_dir(m.path("c")).unwrap().count(),
+        (1 + 4 * 12) * 2
+    );
 }
 
 #[test]
 fn process_errors_are_clear() {
     let m = Mount::new();
     let run = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_seamfs")).arg("mount").args(args).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let other = tempfile::tempdir().unwrap();
-    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str()]);
+    let (code, err) = run(&[
+        m.mnt.as_os_str(),
+        "--store".as_ref(),
+        other.path().as_os_str(),
+    ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("busy"), "{err}");
     let free = other.path().join("free");
     std::fs::create_dir(&free).unwrap();
-    let (code, err) = run(&[free.as_os_str(), "--store".as_ref(), m.store.as_os_str(), "--no-db".as_ref()]);
+    let (code, err) = run(&[
+        free.as_os_str(),
+        "--store".as_ref(),
+        m.store.as_os_str(),
+        "--no-db".as_ref(),
+    ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("in use by another seamfs mount"), "{err}");
-    let (code, err) = run(&[other.path().join("no/such/dir").as_os_str(), "--no-db".as_ref()]);
+    let (code, err) = run(&[
+        other.path().join("no/such/dir").as_os_str(),
+        "--no-db".as_ref(),
+    ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("does not exist and cannot be created"), "{err}");
+    assert!(
+        err.contains("does not exist and cannot be created"),
+        "{err}"
+    );
     // A daemon that dies leaves a stale mount point behind.
     let mut m = m;
     m.child.as_mut().unwrap().kill().unwrap();
     m.child.as_mut().unwrap().wait().unwrap();
-    let (code, err) = run(&[m.mnt.as_os_str(), "--store".as_ref(), other.path().as_os_str(), "--no-db".as_ref()]);
+    let (code, err) = run(&[
+        m.mnt.as_os_str(),
+        "--store".as_ref(),
+        other.path().as_os_str(),
+        "--no-db".as_ref(),
+    ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("stale mount") && err.contains("fusermount3 -u"), "{err}");
+    assert!(
+        err.contains("stale mount") && err.contains("fusermount3 -u"),
+        "{err}"
+    );
 }
 
 /// One operation of the model test.
 #[derive(Debug)]
 enum Op {
-    Write { file: String, data: Vec<u8> },
-    Patch { file: String, offset: u64, data: Vec<u8> },
-    Append { file: String, data: Vec<u8> },
-    Truncate { file: String, len: u64 },
-    Mkdir { dir: String },
-    Rmdir { dir: String },
-    Unlink { file: String },
-    Rename { from: String, to: String },
-    Symlink { link: String, target: String },
-    Chmod { path: String, mode: u32 },
+    Write {
+        file: String,
+        data: Vec<u8>,
+    },
+    Patch {
+        file: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Append {
+        file: String,
+        data: Vec<u8>,
+    },
+    Truncate {
+        file: String,
+        len: u64,
+    },
+    Mkdir {
+        dir: String,
+    },
+    Rmdir {
+        dir: String,
+    },
+    Unlink {
+        file: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Symlink {
+        link: String,
+        target: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
 }
 
 fn random_op(rng: &mut StdRng) -> Op {
@@ -359,16 +538,42 @@ fn random_op(rng: &mut StdRng) -> Op {
         random_bytes(rng, len)
     };
     match rng.random_range(0..12) {
-        10 => Op::Symlink { link: name(rng), target: name(rng) },
-        11 => Op::Chmod { path: name(rng), mode: [0o600, 0o644, 0o755, 0o400][rng.random_range(0..4)] },
-        0 | 1 => Op::Write { file: name(rng), data: data(rng) },
-        2 => Op::Patch { file: name(rng), offset: rng.random_range(0..6000), data: data(rng) },
-        3 => Op::Append { file: name(rng), data: data(rng) },
-        4 => Op::Truncate { file: name(rng), len: rng.random_range(0..6000) },
-        5 => Op::Mkdir { dir: dirs[rng.random_range(0..dirs.len())].to_string() },
-        6 => Op::Rmdir { dir: dirs[rng.random_range(0..dirs.len())].to_string() },
+        10 => Op::Symlink {
+            link: name(rng),
+            target: name(rng),
+        },
+        11 => Op::Chmod {
+            path: name(rng),
+            mode: [0o600, 0o644, 0o755, 0o400][rng.random_range(0..4)],
+        },
+        0 | 1 => Op::Write {
+            file: name(rng),
+            data: data(rng),
+        },
+        2 => Op::Patch {
+            file: name(rng),
+            offset: rng.random_range(0..6000),
+            data: data(rng),
+        },
+        3 => Op::Append {
+            file: name(rng),
+            data: data(rng),
+        },
+        4 => Op::Truncate {
+            file: name(rng),
+            len: rng.random_range(0..6000),
+        },
+        5 => Op::Mkdir {
+            dir: dirs[rng.random_range(0..dirs.len())].to_string(),
+        },
+        6 => Op::Rmdir {
+            dir: dirs[rng.random_range(0..dirs.len())].to_string(),
+        },
         7 => Op::Unlink { file: name(rng) },
-        _ => Op::Rename { from: name(rng), to: name(rng) },
+        _ => Op::Rename {
+            from: name(rng),
+            to: name(rng),
+        },
     }
 }
 
@@ -377,20 +582,30 @@ fn apply(root: &Path, op: &Op) -> i32 {
     use std::fs::{self, OpenOptions};
     let result: std::io::Result<()> = match op {
         Op::Write { file, data } => fs::write(root.join(file), data),
-        Op::Patch { file, offset, data } => OpenOptions::new().write(true).open(root.join(file)).and_then(|mut f| {
-            f.seek(SeekFrom::Start(*offset))?;
-            f.write_all(data)
-        }),
-        Op::Append { file, data } => OpenOptions::new().append(true).open(root.join(file)).and_then(|mut f| f.write_all(data)),
-        Op::Truncate { file, len } => OpenOptions::new().write(true).open(root.join(file)).and_then(|f| f.set_len(*len)),
+        Op::Patch { file, offset, data } => OpenOptions::new()
+            .write(true)
+            .open(root.join(file))
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(*offset))?;
+                f.write_all(data)
+            }),
+        Op::Append { file, data } => OpenOptions::new()
+            .append(true)
+            .open(root.join(file))
+            .and_then(|mut f| f.write_all(data)),
+        Op::Truncate { file, len } => OpenOptions::new()
+            .write(true)
+            .open(root.join(file))
+            .and_then(|f| f.set_len(*len)),
         Op::Mkdir { dir } => fs::create_dir(root.join(dir)),
         Op::Rmdir { dir } => fs::remove_dir(root.join(dir)),
         Op::Unlink { file } => fs::remove_file(root.join(file)),
         Op::Rename { from, to } => fs::rename(root.join(from), root.join(to)),
         Op::Symlink { link, target } => std::os::unix::fs::symlink(target, root.join(link)),
-        Op::Chmod { path, mode } => {
-            fs::set_permissions(root.join(path), std::os::unix::fs::PermissionsExt::from_mode(*mode))
-        }
+        Op::Chmod { path, mode } => fs::set_permissions(
+            root.join(path),
+            std::os::unix::fs::PermissionsExt::from_mode(*mode),
+        ),
     };
     result.err().map_or(0, |e| e.raw_os_error().unwrap_or(-1))
 }
@@ -408,11 +623,18 @@ fn snapshot(root: &Path) -> BTreeMap<String, Seen> {
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if rel.ends_with(".CHECKSUM") || rel.ends_with(".INDEX") {
             continue;
         }
-        let mode = std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions()) & 0o7777;
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata().unwrap().permissions())
+                & 0o7777;
         let seen = if entry.file_type().is_symlink() {
             Seen::Link(std::fs::read_link(entry.path()).unwrap())
         } else if entry.file_type().is_dir() {
@@ -434,7 +656,10 @@ fn model_random_operations_match_a_plain_directory() {
     let under_test = m.path("model");
     std::fs::create_dir(&under_test).unwrap();
     // Fixed seed; SEAMFS_MODEL_SEED explores others (the failing step prints its op).
-    let seed = std::env::var("SEAMFS_MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eaf5);
+    let seed = std::env::var("SEAMFS_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eaf5);
     let mut rng = StdRng::seed_from_u64(seed);
     for step in 0..400 {
         if step % 150 == 149 {
@@ -445,14 +670,25 @@ fn model_random_operations_match_a_plain_directory() {
         let op = random_op(&mut rng);
         let expected = apply(model.path(), &op);
         let actual = apply(&under_test, &op);
-        assert_eq!(actual, expected, "step {step}: {op:?} gave errno {actual} on the mount, {expected} on disk");
+        assert_eq!(
+            actual, expected,
+            "step {step}: {op:?} gave errno {actual} on the mount, {expected} on disk"
+        );
         if step % 20 == 19 {
             let snap = snapshot(&under_test);
-            assert_eq!(snap, snapshot(model.path()), "trees differ after step {step}");
+            assert_eq!(
+                snap,
+                snapshot(model.path()),
+                "trees differ after step {step}"
+            );
             for (rel, seen) in snap {
                 if let Seen::File(_, content) = seen {
                     let sidecar_path = under_test.join(format!("{rel}.CHECKSUM"));
-                    assert_eq!(std::fs::read_to_string(sidecar_path).unwrap(), sidecar(&content), "{rel}.CHECKSUM");
+                    assert_eq!(
+                        std::fs::read_to_string(sidecar_path).unwrap(),
+                        sidecar(&content),
+                        "{rel}.CHECKSUM"
+                    );
                 }
             }
         }
@@ -465,7 +701,10 @@ fn model_random_operations_match_a_plain_directory() {
 #[test]
 fn as_celltype_views_match_the_vectors() {
     let m = Mount::new();
-    let path = format!("{}/tests/data/conversion-vectors.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/conversion-vectors.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cases: Vec<&Value> = doc["conversions"]
         .as_array()
@@ -481,7 +720,14 @@ fn as_celltype_views_match_the_vectors() {
     let mut written = std::collections::BTreeSet::new();
     for case in &cases {
         let bytes = hex::decode(case["buffer_hex"].as_str().unwrap()).unwrap();
-        std::fs::write(m.path(&format!("vectors/{}", case["buffer_checksum"].as_str().unwrap())), bytes).unwrap();
+        std::fs::write(
+            m.path(&format!(
+                "vectors/{}",
+                case["buffer_checksum"].as_str().unwrap()
+            )),
+            bytes,
+        )
+        .unwrap();
         written.insert(case["buffer_checksum"].as_str().unwrap().to_string());
     }
     // Buffers another process adds to the store are listed too; with them the listing takes
@@ -493,40 +739,82 @@ fn as_celltype_views_match_the_vectors() {
         written.insert(buffer.checksum().hex());
     }
     let listed = |dir: &str| -> Vec<String> {
-        std::fs::read_dir(m.path(dir)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+        std::fs::read_dir(m.path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
     };
     let stored: std::collections::BTreeSet<String> = listed("by-checksum").into_iter().collect();
-    assert!(written.len() > 300 && written.is_subset(&stored), "{} written, {} listed", written.len(), stored.len());
+    assert!(
+        written.len() > 300 && written.is_subset(&stored),
+        "{} written, {} listed",
+        written.len(),
+        stored.len()
+    );
     assert_eq!(listed("by-checksum").len(), stored.len());
     assert_eq!(listed("vectors").len(), (written.len() - 400) * 2);
     let mut targets = std::collections::BTreeSet::new();
     for case in &cases {
         let target: CellType = case["target"].as_str().unwrap().parse().unwrap();
-        let view = m.path(&format!("as-{target}/{}", case["buffer_checksum"].as_str().unwrap()));
+        let view = m.path(&format!(
+            "as-{target}/{}",
+            case["buffer_checksum"].as_str().unwrap()
+        ));
         match (case["ok"].as_bool().unwrap(), std::fs::read(&view)) {
             (true, Ok(bytes)) => {
                 let expected = case["result_checksum"].as_str().unwrap();
-                assert_eq!(Checksum::of(&bytes).hex(), expected, "{} {view:?}", case["id"]);
+                assert_eq!(
+                    Checksum::of(&bytes).hex(),
+                    expected,
+                    "{} {view:?}",
+                    case["id"]
+                );
                 targets.insert(target);
             }
-            (false, Err(e)) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{} {view:?}", case["id"]),
-            (ok, got) => panic!("{} {view:?}: reference ok={ok}, mount gave {:?}", case["id"], got.map(|b| b.len())),
+            (false, Err(e)) => assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EINVAL),
+                "{} {view:?}",
+                case["id"]
+            ),
+            (ok, got) => panic!(
+                "{} {view:?}: reference ok={ok}, mount gave {:?}",
+                case["id"],
+                got.map(|b| b.len())
+            ),
         }
     }
-    assert_eq!(targets.len(), 13, "every cell type viewed at least once: {targets:?}");
+    assert_eq!(
+        targets.len(),
+        13,
+        "every cell type viewed at least once: {targets:?}"
+    );
     // A checksum-preserving view is the very same inode as the buffer.
     let json = b"{\n  \"a\": 1\n}\n";
     std::fs::write(m.path("j.json"), json).unwrap();
     let hex = Checksum::of(json).hex();
     let ino = |p: PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-    assert_eq!(ino(m.path(&format!("as-plain/{hex}"))), ino(m.path(&format!("by-checksum/{hex}"))));
+    assert_eq!(
+        ino(m.path(&format!("as-plain/{hex}"))),
+        ino(m.path(&format!("by-checksum/{hex}")))
+    );
     let unknown = m.path(&format!("as-int/{}", Checksum::of(b"never stored")));
-    assert_eq!(std::fs::read(unknown).unwrap_err().raw_os_error(), Some(libc::ENOENT));
-    assert_eq!(xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(), b"plain");
+    assert_eq!(
+        std::fs::read(unknown).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(
+        xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(),
+        b"plain"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn db_get(port: u16, body: Value) -> (u16, String) {
@@ -542,24 +830,40 @@ fn db_get(port: u16, body: Value) -> (u16, String) {
 fn http_database_answers_while_mounted() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let m = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &["--db-port", &port.to_string()]);
+    let m = Mount::on(
+        dir.path().join("mnt"),
+        dir.path().join("store"),
+        &["--db-port", &port.to_string()],
+    );
     std::fs::write(m.path("n.json"), b"42\n").unwrap();
     let hex = Checksum::of(b"42\n").hex();
     let (status, body) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["length"], json!(3));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["length"],
+        json!(3)
+    );
     // A view is recorded as an expression, and what was learned as BufferInfo.
-    assert_eq!(std::fs::read(m.path(&format!("as-int/{hex}"))).unwrap(), b"42\n");
+    assert_eq!(
+        std::fs::read(m.path(&format!("as-int/{hex}"))).unwrap(),
+        b"42\n"
+    );
     let text = std::fs::read(m.path(&format!("as-text/{hex}"))).unwrap();
     let query = json!({"type": "expression", "checksum": hex, "path": [], "celltype": "plain", "target_celltype": "text"});
     assert_eq!(db_get(port, query), (200, Checksum::of(&text).hex()));
     let (_, info) = db_get(port, json!({"type": "buffer_info", "checksum": hex}));
-    assert_eq!(serde_json::from_str::<Value>(&info).unwrap()["is_json"], json!(true));
+    assert_eq!(
+        serde_json::from_str::<Value>(&info).unwrap()["is_json"],
+        json!(true)
+    );
     // A buffer stored through the HTTP side's store is visible under by-checksum/ too.
     let direct = seamfs::store::DiskStore::open(&m.store).unwrap();
     let buffer = Buffer::new(b"from elsewhere".to_vec());
     seamfs::store::BufferTier::put(&direct, &buffer).unwrap();
-    assert_eq!(std::fs::read(m.path(&format!("by-checksum/{}", buffer.checksum()))).unwrap(), b"from elsewhere");
+    assert_eq!(
+        std::fs::read(m.path(&format!("by-checksum/{}", buffer.checksum()))).unwrap(),
+        b"from elsewhere"
+    );
 }
 
 #[test]
@@ -575,12 +879,25 @@ fn daemon_mode_and_read_only() {
         .args(["--no-db", "--daemon"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The daemon is not our child: a guard without a process still unmounts on failure.
-    let guard = Mount { child: None, mnt: mnt.clone(), store: store.clone(), _dir: None };
+    let guard = Mount {
+        child: None,
+        mnt: mnt.clone(),
+        store: store.clone(),
+        _dir: None,
+    };
     assert!(is_mounted(&mnt), "the daemon returns once mounted");
     std::fs::write(mnt.join("kept"), b"kept").unwrap();
-    let status = Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(status.success());
     drop(guard);
     // The daemon releases the store lock when unmounted; a read-only mount then sees the tree.
@@ -595,17 +912,33 @@ fn daemon_mode_and_read_only() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut m = Mount { child: Some(child), mnt: mnt.clone(), store: store.clone(), _dir: None };
+        let mut m = Mount {
+            child: Some(child),
+            mnt: mnt.clone(),
+            store: store.clone(),
+            _dir: None,
+        };
         let started = Instant::now();
-        while !is_mounted(&mnt) && m.child.as_mut().unwrap().try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(60) {
+        while !is_mounted(&mnt)
+            && m.child.as_mut().unwrap().try_wait().unwrap().is_none()
+            && started.elapsed() < Duration::from_secs(60)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         if is_mounted(&mnt) {
             break m;
         }
-        assert!(Instant::now() < deadline, "the read-only mount never came up");
+        assert!(
+            Instant::now() < deadline,
+            "the read-only mount never came up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(std::fs::read(m.path("kept")).unwrap(), b"kept");
-    assert_eq!(std::fs::write(m.path("new"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
+    assert_eq!(
+        std::fs::write(m.path("new"), b"x")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EROFS)
+    );
 }

@@ -50,7 +50,11 @@ fn kill_9_during_large_writes_leaves_only_verified_buffers() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["kill_9_during_large_writes_leaves_only_verified_buffers", "--exact", "--nocapture"])
+        .args([
+            "kill_9_during_large_writes_leaves_only_verified_buffers",
+            "--exact",
+            "--nocapture",
+        ])
         .args(["--test-threads", "1"])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
@@ -69,18 +73,29 @@ fn kill_9_during_large_writes_leaves_only_verified_buffers() {
 
     let store = DiskStore::open(dir.path()).unwrap();
     let stored: Vec<Checksum> = store.iter().map(Result::unwrap).collect();
-    assert!(stored.len() >= 3, "the committed buffers survive: {stored:?}");
+    assert!(
+        stored.len() >= 3,
+        "the committed buffers survive: {stored:?}"
+    );
     for cs in &stored {
         assert_eq!(store.verify(cs).unwrap(), Verdict::Intact);
     }
-    let expected: Vec<Checksum> = (0..stored.len() as u64).map(|s| Checksum::of(&content(s, 8 << 20))).collect();
+    let expected: Vec<Checksum> = (0..stored.len() as u64)
+        .map(|s| Checksum::of(&content(s, 8 << 20)))
+        .collect();
     let mut sorted = stored.clone();
     sorted.sort();
     let mut expected_sorted = expected;
     expected_sorted.sort();
-    assert_eq!(sorted, expected_sorted, "only whole buffers, in the order written");
+    assert_eq!(
+        sorted, expected_sorted,
+        "only whole buffers, in the order written"
+    );
     let temps = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
-    assert_eq!(temps, 0, "opening the store removed the dead writer's temp file");
+    assert_eq!(
+        temps, 0,
+        "opening the store removed the dead writer's temp file"
+    );
 }
 
 #[test]
@@ -122,7 +137,10 @@ fn put_reader_streams_and_iter_skips_foreign_names() {
     let prefix = store.path_of(&cs).parent().unwrap().to_path_buf();
     std::fs::write(prefix.join(format!("{}.LOCK", cs.hex())), b"").unwrap();
     std::fs::write(prefix.join("ff".repeat(32)), b"wrong prefix dir").unwrap();
-    assert_eq!(store.iter().map(Result::unwrap).collect::<Vec<_>>(), vec![cs]);
+    assert_eq!(
+        store.iter().map(Result::unwrap).collect::<Vec<_>>(),
+        vec![cs]
+    );
 }
 
 #[test]
@@ -134,22 +152,48 @@ fn fsck_quarantines_corrupt_buffers_and_removes_stale_temps() {
     store.put(&good).unwrap();
     store.put(&bad).unwrap();
     let bad_path = store.path_of(&bad.checksum());
-    std::fs::set_permissions(&bad_path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        &bad_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     std::fs::write(&bad_path, b"flipped\n").unwrap();
     // A temp file from a writer that no longer exists (pid far above pid_max).
     std::fs::write(dir.path().join("tmp/999999999-0-0"), b"partial").unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_seamfs")).arg("fsck").arg(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("fsck")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "corruption found: exit 1\n{stdout}\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "corruption found: exit 1\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains(&bad.checksum().hex()), "{stdout}");
     assert!(!bad_path.exists());
-    assert!(dir.path().join("quarantine").join(bad.checksum().hex()).exists());
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(bad.checksum().hex())
+            .exists()
+    );
     assert!(!dir.path().join("tmp/999999999-0-0").exists());
 
-    let again = Command::new(env!("CARGO_BIN_EXE_seamfs")).arg("fsck").arg(dir.path()).output().unwrap();
-    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));
+    let again = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("fsck")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     assert_eq!(store.verify(&good.checksum()).unwrap(), Verdict::Intact);
 }
 
@@ -160,18 +204,33 @@ use seamfs::cache::{ManualClock, RamCache, RamConfig, TemprefParams};
 use seamfs::store::{Layered, StoreError, WritePolicy};
 
 /// A RAM cache over a fresh disk store, with a manual clock.
-fn ram_over_disk(soft_cap: u64, hard_cap: u64) -> (tempfile::TempDir, Arc<DiskStore>, Arc<RamCache>, Arc<ManualClock>) {
+fn ram_over_disk(
+    soft_cap: u64,
+    hard_cap: u64,
+) -> (
+    tempfile::TempDir,
+    Arc<DiskStore>,
+    Arc<RamCache>,
+    Arc<ManualClock>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(DiskStore::open(dir.path()).unwrap());
     let clock = Arc::new(ManualClock::default());
-    let config = RamConfig { soft_cap, hard_cap, ..RamConfig::default() };
+    let config = RamConfig {
+        soft_cap,
+        hard_cap,
+        ..RamConfig::default()
+    };
     let lower: Arc<dyn BufferTier> = disk.clone();
     let ram = Arc::new(RamCache::with_clock(config, Some(lower), clock.clone()));
     (dir, disk, ram, clock)
 }
 
 fn tempref_of(interest: f64) -> Option<TemprefParams> {
-    Some(TemprefParams { interest, ..TemprefParams::default() })
+    Some(TemprefParams {
+        interest,
+        ..TemprefParams::default()
+    })
 }
 
 #[test]
@@ -195,11 +254,17 @@ fn eviction_goes_by_ascending_interest_and_offloads_first() {
     }
     let in_ram: Vec<bool> = cs.iter().map(|c| ram.has(c).unwrap()).collect();
     assert_eq!(in_ram, [false, false, true, true]);
-    assert!(disk.has(&cs[0]).unwrap() && disk.has(&cs[1]).unwrap(), "evicted buffers were offloaded");
+    assert!(
+        disk.has(&cs[0]).unwrap() && disk.has(&cs[1]).unwrap(),
+        "evicted buffers were offloaded"
+    );
     assert!(!disk.has(&cs[3]).unwrap());
     let stats = ram.stats();
     let ram_stats = stats.tier("ram").unwrap();
-    assert_eq!((ram_stats.evictions, ram_stats.offloads, ram_stats.ram_bytes), (2, 2, 2000));
+    assert_eq!(
+        (ram_stats.evictions, ram_stats.offloads, ram_stats.ram_bytes),
+        (2, 2, 2000)
+    );
     // References survive eviction: the bytes come back through the layered store.
     assert_eq!(ram.interest(&cs[1]), 1.0);
     let lower: Arc<dyn BufferTier> = disk.clone();
@@ -236,13 +301,24 @@ fn recomputation_cost_protects_derived_buffers() {
         ram.incref(c, Some(b)).unwrap(); // equal interest: 1 each
     }
     let in_ram: Vec<bool> = cs.iter().map(|c| ram.has(c).unwrap()).collect();
-    assert_eq!(in_ram, [true, false, true], "the cheap one goes although it is the newest");
+    assert_eq!(
+        in_ram,
+        [true, false, true],
+        "the cheap one goes although it is the newest"
+    );
 }
 
 #[test]
 fn hard_cap_is_never_exceeded() {
     // Without a lower tier nothing can be evicted: an insert beyond the hard cap fails clearly.
-    let ram = RamCache::new(RamConfig { soft_cap: 1000, hard_cap: 2000, ..RamConfig::default() }, None);
+    let ram = RamCache::new(
+        RamConfig {
+            soft_cap: 1000,
+            hard_cap: 2000,
+            ..RamConfig::default()
+        },
+        None,
+    );
     ram.put(&Buffer::new(content(30, 1500))).unwrap();
     let err = ram.put(&Buffer::new(content(31, 1000))).unwrap_err();
     assert!(matches!(err, StoreError::Full(_)), "{err}");
@@ -256,7 +332,11 @@ fn hard_cap_is_never_exceeded() {
     assert!(!ram.has(&big.checksum()).unwrap());
     assert!(disk.has(&big.checksum()).unwrap());
     for i in 0..20 {
-        ram.incref(&Checksum::of(&content(40 + i, 700)), Some(&Buffer::new(content(40 + i, 700)))).unwrap();
+        ram.incref(
+            &Checksum::of(&content(40 + i, 700)),
+            Some(&Buffer::new(content(40 + i, 700))),
+        )
+        .unwrap();
         assert!(ram.ram_bytes() <= 2000);
     }
 }
@@ -281,7 +361,10 @@ fn tempref_decays_and_lapses_after_28_seconds() {
     ram.run_eviction_once().unwrap();
     assert!(!ram.has_tempref(&cs), "lapsed at 28.1 s");
     assert_eq!(ram.interest(&cs), 0.0);
-    assert!(ram.has(&cs).unwrap(), "a lapsed entry stays in RAM as a weak entry");
+    assert!(
+        ram.has(&cs).unwrap(),
+        "a lapsed entry stays in RAM as a weak entry"
+    );
     // Renewal restarts the fade.
     ram.tempref(&cs, None);
     clock.advance(20.0);
@@ -299,7 +382,10 @@ fn background_eviction_loop_lapses_temprefs() {
     // Poll (no timing assertion: the loop only has to run at some point).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while ram.has_tempref(&cs) {
-        assert!(std::time::Instant::now() < deadline, "the eviction loop never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the eviction loop never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -316,7 +402,8 @@ fn layered_store_concurrent_readers_and_writers() {
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 for i in 0..60u64 {
-                    let buf = Buffer::new(content(t * 1000 + i % 30, 1000 + (i as usize % 5) * 900));
+                    let buf =
+                        Buffer::new(content(t * 1000 + i % 30, 1000 + (i as usize % 5) * 900));
                     store.put(&buf).unwrap();
                     assert!(ram.ram_bytes() <= 40_000);
                     mine.push(buf);
@@ -331,7 +418,10 @@ fn layered_store_concurrent_readers_and_writers() {
     }
     let stats = store.stats();
     let ram_stats = stats.tier("ram").unwrap();
-    assert!(ram_stats.evictions > 0 && ram_stats.offloads > 0, "{stats:?}");
+    assert!(
+        ram_stats.evictions > 0 && ram_stats.offloads > 0,
+        "{stats:?}"
+    );
     assert!(ram.ram_bytes() <= 20_000);
     // Every buffer is somewhere: nothing was lost by eviction.
     for t in 0..6u64 {
@@ -361,8 +451,17 @@ fn gseg_python() -> std::path::PathBuf {
 
 /// Run a Python snippet with `dir` as `sys.argv[1]`; returns its stdout parsed as JSON.
 fn run_gseg(script: &str, dir: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(gseg_python()).arg("-c").arg(script).arg(dir).output().unwrap();
-    assert!(out.status.success(), "GSEGUtils script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(gseg_python())
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "GSEGUtils script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -404,21 +503,48 @@ print(json.dumps({k: {"shape": list(a.shape), "data": np.ascontiguousarray(a).to
     let keys = store.keys().unwrap();
     assert_eq!(keys.len(), 7, "{keys:?}");
     for (key, want) in expected.as_object().unwrap() {
-        let array = store.get(key).unwrap().unwrap_or_else(|| panic!("{key} is missing"));
-        let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let array = store
+            .get(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is missing"));
+        let shape: Vec<usize> = want["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(array.shape, shape, "{key}");
-        assert_eq!(hex::encode(array.data.as_slice()), want["data"].as_str().unwrap(), "{key}");
-        assert!(!array.fortran_order, "{key}: GSEGUtils stores the C-order memmap");
+        assert_eq!(
+            hex::encode(array.data.as_slice()),
+            want["data"].as_str().unwrap(),
+            "{key}"
+        );
+        assert!(
+            !array.fortran_order,
+            "{key}: GSEGUtils stores the C-order memmap"
+        );
     }
     let rec = store.get("rec").unwrap().unwrap();
-    assert_eq!((rec.descr.as_str(), rec.itemsize), ("[('a', '<i2'), ('b', '<f8')]", 10));
+    assert_eq!(
+        (rec.descr.as_str(), rec.itemsize),
+        ("[('a', '<i2'), ('b', '<f8')]", 10)
+    );
     assert_eq!(store.get("be_f32").unwrap().unwrap().descr, "'>f4'");
 }
 
 /// A little-endian float64 array.
 fn f64_array(values: &[f64], shape: Vec<usize>) -> NdArray {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    NdArray { dtype: DType::Simple { kind: 'f', order: ByteOrder::Little, size: 8 }, shape, layout: Layout::C, data: data.into() }
+    NdArray {
+        dtype: DType::Simple {
+            kind: 'f',
+            order: ByteOrder::Little,
+            size: 8,
+        },
+        shape,
+        layout: Layout::C,
+        data: data.into(),
+    }
 }
 
 #[test]
@@ -426,16 +552,36 @@ fn gsegutils_reads_what_the_named_store_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let store = NamedArrayStore::open(dir.path()).unwrap();
     let values: Vec<f64> = (0..12).map(|i| i as f64 * 0.5).collect();
-    store.put("f64", &f64_array(&values, vec![3, 4]), EntryFlags::default()).unwrap();
+    store
+        .put(
+            "f64",
+            &f64_array(&values, vec![3, 4]),
+            EntryFlags::default(),
+        )
+        .unwrap();
     let be = NdArray {
-        dtype: DType::Simple { kind: 'f', order: ByteOrder::Big, size: 4 },
+        dtype: DType::Simple {
+            kind: 'f',
+            order: ByteOrder::Big,
+            size: 4,
+        },
         shape: vec![4],
         layout: Layout::C,
-        data: [0f32, 1.0, 2.0, 3.0].iter().flat_map(|v| v.to_be_bytes()).collect::<Vec<u8>>().into(),
+        data: [0f32, 1.0, 2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
     };
     store.put("be_f32", &be, EntryFlags::default()).unwrap();
-    let flags = EntryFlags { purge_disk_on_gc: false, automatic_offloading: false, enable_caching: true };
-    store.put("empty", &f64_array(&[], vec![0, 3]), flags).unwrap();
+    let flags = EntryFlags {
+        purge_disk_on_gc: false,
+        automatic_offloading: false,
+        enable_caching: true,
+    };
+    store
+        .put("empty", &f64_array(&[], vec![0, 3]), flags)
+        .unwrap();
     let script = format!(
         "{GSEG_PRELUDE}{}",
         r#"
@@ -459,11 +605,17 @@ print(json.dumps(out))
     assert_eq!(seen["f64"]["data"].as_str().unwrap(), hex::encode(want_f64));
     assert_eq!(seen["f64"]["shape"], serde_json::json!([3, 4]));
     assert_eq!(seen["be_f32"]["dtype"], ">f4");
-    assert_eq!(seen["be_f32"]["data"].as_str().unwrap(), hex::encode(be.data.as_ref()));
+    assert_eq!(
+        seen["be_f32"]["data"].as_str().unwrap(),
+        hex::encode(be.data.as_ref())
+    );
     assert_eq!(seen["empty"]["shape"], serde_json::json!([0, 3]));
     assert_eq!(seen["empty"]["purge"], false);
     for key in ["f64", "be_f32", "empty"] {
-        assert_eq!(seen[key]["npy_is_np_save"], true, "{key}: our .npy is byte-identical to np.save");
+        assert_eq!(
+            seen[key]["npy_is_np_save"], true,
+            "{key}: our .npy is byte-identical to np.save"
+        );
     }
     let meta = std::fs::read_to_string(dir.path().join("f64.meta.json")).unwrap();
     assert!(
@@ -478,7 +630,13 @@ fn named_store_refuses_bad_keys_symlinks_and_torn_pairs() {
     let store = NamedArrayStore::open(dir.path().join("store")).unwrap();
     let a = f64_array(&[1.0, 2.0, 3.0], vec![3]);
     for key in ["../escape", "a/b", "CON", "x:y", "dot."] {
-        assert!(matches!(store.put(key, &a, EntryFlags::default()), Err(NamedStoreError::InvalidKey { .. })), "{key}");
+        assert!(
+            matches!(
+                store.put(key, &a, EntryFlags::default()),
+                Err(NamedStoreError::InvalidKey { .. })
+            ),
+            "{key}"
+        );
     }
     assert!(!dir.path().join("escape.npy").exists());
 
@@ -488,22 +646,49 @@ fn named_store_refuses_bad_keys_symlinks_and_torn_pairs() {
     std::os::unix::fs::symlink(&victim, store.dir().join("k.npy.tmp")).unwrap();
     store.put("k", &a, EntryFlags::default()).unwrap();
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-    assert_eq!(store.get("k").unwrap().unwrap().data.as_slice(), a.data.as_ref());
+    assert_eq!(
+        store.get("k").unwrap().unwrap().data.as_slice(),
+        a.data.as_ref()
+    );
 
     // A torn pair: another writer replaced k.npy (same shape) but not its sidecar.
     let b = f64_array(&[7.0, 8.0, 9.0], vec![3]);
     store.put("other", &b, EntryFlags::default()).unwrap();
     std::fs::copy(store.dir().join("other.npy"), store.dir().join("k.npy")).unwrap();
     let err = store.get("k").unwrap_err();
-    assert!(matches!(err, NamedStoreError::Unusable { .. }) && err.to_string().contains("torn"), "{err}");
+    assert!(
+        matches!(err, NamedStoreError::Unusable { .. }) && err.to_string().contains("torn"),
+        "{err}"
+    );
     // ... and with another shape, caught even without our fingerprint (as from a Python writer).
     let meta_path = store.dir().join("other.meta.json");
     let meta = std::fs::read_to_string(&meta_path).unwrap();
-    let python_style = meta.split(", \"seamfs_npy_fingerprint\"").next().unwrap().to_string() + "}";
+    let python_style = meta
+        .split(", \"seamfs_npy_fingerprint\"")
+        .next()
+        .unwrap()
+        .to_string()
+        + "}";
     std::fs::write(&meta_path, python_style).unwrap();
-    store.put("longer", &f64_array(&[1.0; 5], vec![5]), EntryFlags::default()).unwrap();
-    std::fs::copy(store.dir().join("longer.npy"), store.dir().join("other.npy")).unwrap();
-    assert!(store.get("other").unwrap_err().to_string().contains("shape"));
+    store
+        .put(
+            "longer",
+            &f64_array(&[1.0; 5], vec![5]),
+            EntryFlags::default(),
+        )
+        .unwrap();
+    std::fs::copy(
+        store.dir().join("longer.npy"),
+        store.dir().join("other.npy"),
+    )
+    .unwrap();
+    assert!(
+        store
+            .get("other")
+            .unwrap_err()
+            .to_string()
+            .contains("shape")
+    );
 
     // A missing half is a miss; purge removes the pair.
     std::fs::remove_file(store.dir().join("longer.meta.json")).unwrap();
@@ -522,9 +707,18 @@ fn named_store_concurrent_writers_and_readers_of_one_key() {
             std::thread::spawn(move || {
                 for i in 0..15 {
                     let fill = (t * 100 + i) as f64;
-                    store.put("shared", &f64_array(&[fill; 5000], vec![5000]), EntryFlags::default()).unwrap();
+                    store
+                        .put(
+                            "shared",
+                            &f64_array(&[fill; 5000], vec![5000]),
+                            EntryFlags::default(),
+                        )
+                        .unwrap();
                     // Whatever a reader sees is one whole array written by someone.
-                    let seen = store.get("shared").unwrap().expect("the pair is never half-replaced under the lock");
+                    let seen = store
+                        .get("shared")
+                        .unwrap()
+                        .expect("the pair is never half-replaced under the lock");
                     let first = &seen.data.as_slice()[..8];
                     assert!(seen.data.as_slice().chunks(8).all(|c| c == first));
                 }

@@ -23,7 +23,9 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock { origin: Instant::now() }
+        SystemClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -63,7 +65,11 @@ pub struct TemprefParams {
 impl Default for TemprefParams {
     /// seamless-core's defaults: 128, halving every 2 s (lapses after 28 s).
     fn default() -> Self {
-        TemprefParams { interest: 128.0, fade_factor: 2.0, fade_interval: 2.0 }
+        TemprefParams {
+            interest: 128.0,
+            fade_factor: 2.0,
+            fade_interval: 2.0,
+        }
     }
 }
 
@@ -76,7 +82,10 @@ pub struct Tempref {
 
 impl Tempref {
     pub fn new(params: TemprefParams, now: f64) -> Self {
-        Tempref { params, last_refreshed: now }
+        Tempref {
+            params,
+            last_refreshed: now,
+        }
     }
 
     /// `interest / fade_factor ^ (elapsed / fade_interval)`; undecayed if no time passed or the
@@ -131,8 +140,16 @@ impl Candidate {
 }
 
 /// Pick victims, lowest score first, until `current` is at most `target`; returns them.
-pub fn choose_victims(mut candidates: Vec<Candidate>, mut current: u64, target: u64) -> Vec<Candidate> {
-    candidates.sort_by(|a, b| a.score().total_cmp(&b.score()).then(a.last_used.cmp(&b.last_used)));
+pub fn choose_victims(
+    mut candidates: Vec<Candidate>,
+    mut current: u64,
+    target: u64,
+) -> Vec<Candidate> {
+    candidates.sort_by(|a, b| {
+        a.score()
+            .total_cmp(&b.score())
+            .then(a.last_used.cmp(&b.last_used))
+    });
     let mut victims = Vec::new();
     for c in candidates {
         if current <= target {
@@ -164,11 +181,26 @@ mod tests {
     #[test]
     fn renewal_keeps_the_stronger_parameters_and_always_refreshes() {
         let mut t = Tempref::new(TemprefParams::default(), 0.0);
-        let weak = TemprefParams { interest: 10.0, ..TemprefParams::default() };
+        let weak = TemprefParams {
+            interest: 10.0,
+            ..TemprefParams::default()
+        };
         t.renew(weak, 10.0);
-        assert_eq!(t.current_interest(10.0), 128.0, "weaker params ignored, fade restarted");
-        let fast = TemprefParams { interest: 10.0, fade_factor: 4.0, fade_interval: 1.0 };
+        assert_eq!(
+            t.current_interest(10.0),
+            128.0,
+            "weaker params ignored, fade restarted"
+        );
+        let fast = TemprefParams {
+            interest: 10.0,
+            fade_factor: 4.0,
+            fade_interval: 1.0,
+        };
         t.renew(fast, 12.0);
-        assert_eq!(t.current_interest(13.0), 2.5, "a higher factor/interval replaces");
+        assert_eq!(
+            t.current_interest(13.0),
+            2.5,
+            "a higher factor/interval replaces"
+        );
     }
 }

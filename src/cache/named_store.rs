@@ -64,12 +64,20 @@ pub enum NamedStoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> NamedStoreError + '_ {
-    move |source| NamedStoreError::Io { path: path.to_path_buf(), source }
+    move |source| NamedStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// GSEGUtils' key denylist, clause by clause in its order, plus the length limit.
 pub fn validate_key(key: &str) -> Result<(), NamedStoreError> {
-    let refuse = |clause| Err(NamedStoreError::InvalidKey { key: key.to_string(), clause });
+    let refuse = |clause| {
+        Err(NamedStoreError::InvalidKey {
+            key: key.to_string(),
+            clause,
+        })
+    };
     if matches!(key, "" | "." | "..") {
         return refuse("is empty or a reserved path name");
     }
@@ -110,11 +118,17 @@ fn is_device_name(upper: &str) -> bool {
     if NAMES.contains(&upper) {
         return true;
     }
-    let Some(rest) = upper.strip_prefix("COM").or_else(|| upper.strip_prefix("LPT")) else {
+    let Some(rest) = upper
+        .strip_prefix("COM")
+        .or_else(|| upper.strip_prefix("LPT"))
+    else {
         return false;
     };
     let mut chars = rest.chars();
-    matches!((chars.next(), chars.next()), (Some('0'..='9' | '¹' | '²' | '³'), None))
+    matches!(
+        (chars.next(), chars.next()),
+        (Some('0'..='9' | '¹' | '²' | '³'), None)
+    )
 }
 
 /// The entry flags GSEGUtils keeps in the sidecar.
@@ -129,7 +143,11 @@ impl Default for EntryFlags {
     /// What a plain caching `DiskBackedStore` writes; `enable_caching` makes Python map the
     /// data again on load.
     fn default() -> Self {
-        EntryFlags { purge_disk_on_gc: true, automatic_offloading: false, enable_caching: true }
+        EntryFlags {
+            purge_disk_on_gc: true,
+            automatic_offloading: false,
+            enable_caching: true,
+        }
     }
 }
 
@@ -169,7 +187,9 @@ impl NamedArrayStore {
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
             let name = entry.file_name();
-            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(NPY_SUFFIX)) else { continue };
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(NPY_SUFFIX)) else {
+                continue;
+            };
             let regular = entry.file_type().is_ok_and(|t| t.is_file());
             if regular && validate_key(key).is_ok() {
                 keys.push(key.to_string());
@@ -180,7 +200,12 @@ impl NamedArrayStore {
     }
 
     /// Store a C-ordered array under `key`, replacing any previous pair.
-    pub fn put(&self, key: &str, array: &NdArray, flags: EntryFlags) -> Result<(), NamedStoreError> {
+    pub fn put(
+        &self,
+        key: &str,
+        array: &NdArray,
+        flags: EntryFlags,
+    ) -> Result<(), NamedStoreError> {
         validate_key(key)?;
         check_storable(key, array)?;
         let header = npy_header(array);
@@ -189,7 +214,14 @@ impl NamedArrayStore {
         let _lock = self.lock_dir(true)?;
         let npy_tmp = self.path(key, &format!("{NPY_SUFFIX}{TMP_SUFFIX}"));
         let meta_tmp = self.path(key, &format!("{META_SUFFIX}{TMP_SUFFIX}"));
-        let result = self.write_pair(key, &header, &array.data, meta.as_bytes(), &npy_tmp, &meta_tmp);
+        let result = self.write_pair(
+            key,
+            &header,
+            &array.data,
+            meta.as_bytes(),
+            &npy_tmp,
+            &meta_tmp,
+        );
         if result.is_err() {
             let _ = fs::remove_file(&npy_tmp);
             let _ = fs::remove_file(&meta_tmp);
@@ -206,14 +238,24 @@ impl NamedArrayStore {
         let meta_path = self.path(key, META_SUFFIX);
         if !npy_path.exists() || !meta_path.exists() {
             if self.path(key, LEGACY_PICKLE_SUFFIX).exists() {
-                tracing::info!(key, "legacy .pkl cache file is never unpickled: treated as a miss");
+                tracing::info!(
+                    key,
+                    "legacy .pkl cache file is never unpickled: treated as a miss"
+                );
             }
             return Ok(None);
         }
-        let unusable = |reason: String| NamedStoreError::Unusable { key: key.to_string(), reason };
+        let unusable = |reason: String| NamedStoreError::Unusable {
+            key: key.to_string(),
+            reason,
+        };
         let meta_text = fs::read(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: Json = serde_json::from_slice(&meta_text)
-            .map_err(|e| unusable(format!("{} is not valid JSON ({e}); rewrite or purge the key", meta_path.display())))?;
+        let meta: Json = serde_json::from_slice(&meta_text).map_err(|e| {
+            unusable(format!(
+                "{} is not valid JSON ({e}); rewrite or purge the key",
+                meta_path.display()
+            ))
+        })?;
         let flags = read_sidecar(&meta).map_err(unusable)?;
         self.check_contained(&npy_path)?;
         let file = File::open(&npy_path).map_err(io_err(&npy_path))?;
@@ -221,8 +263,10 @@ impl NamedArrayStore {
         // keeps its bytes for as long as the mapping lives.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&npy_path))?;
         let map = Bytes::from_owner(map);
-        let header = npy::read_header(&map).map_err(|e| unusable(format!("{}: {e}", npy_path.display())))?;
-        let itemsize = check_pair(&meta, &header, &map).map_err(|e| unusable(format!("torn pair: {e}")))?;
+        let header =
+            npy::read_header(&map).map_err(|e| unusable(format!("{}: {e}", npy_path.display())))?;
+        let itemsize =
+            check_pair(&meta, &header, &map).map_err(|e| unusable(format!("torn pair: {e}")))?;
         let nbytes = header.shape.iter().product::<usize>() * itemsize;
         let data = Buffer::new(map.slice(header.data_offset..header.data_offset + nbytes));
         Ok(Some(NamedArray {
@@ -241,7 +285,14 @@ impl NamedArrayStore {
         validate_key(key)?;
         let _lock = self.lock_dir(true)?;
         let mut removed = false;
-        for suffix in [META_SUFFIX, ".meta.json.tmp", ".npy.tmp", ".dat.tmp", NPY_SUFFIX, ".dat"] {
+        for suffix in [
+            META_SUFFIX,
+            ".meta.json.tmp",
+            ".npy.tmp",
+            ".dat.tmp",
+            NPY_SUFFIX,
+            ".dat",
+        ] {
             let path = self.path(key, suffix);
             match fs::remove_file(&path) {
                 Ok(()) => removed = true,
@@ -298,7 +349,11 @@ impl NamedArrayStore {
             Err(_) if !exclusive => return Ok(None),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let operation = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let operation = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         // SAFETY: plain syscall on an owned, open descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
             return Err(io_err(&path)(io::Error::last_os_error()));
@@ -315,7 +370,10 @@ impl NamedArrayStore {
         } else {
             Err(NamedStoreError::Unusable {
                 key: path.display().to_string(),
-                reason: format!("it resolves outside the store directory, to {}", target.display()),
+                reason: format!(
+                    "it resolves outside the store directory, to {}",
+                    target.display()
+                ),
             })
         }
     }
@@ -323,9 +381,16 @@ impl NamedArrayStore {
 
 /// What this store can write: C order, no object dtype, data matching the shape.
 fn check_storable(key: &str, array: &NdArray) -> Result<(), NamedStoreError> {
-    let refuse = |reason: &str| Err(NamedStoreError::Unstorable { key: key.to_string(), reason: reason.to_string() });
+    let refuse = |reason: &str| {
+        Err(NamedStoreError::Unstorable {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     if array.layout != Layout::C {
-        return refuse("only C-ordered arrays are stored (GSEGUtils writes C order); convert it first");
+        return refuse(
+            "only C-ordered arrays are stored (GSEGUtils writes C order); convert it first",
+        );
     }
     if matches!(array.dtype, DType::Simple { kind: 'O', .. }) {
         return refuse("object arrays cannot be stored without pickle");
@@ -340,7 +405,12 @@ fn check_storable(key: &str, array: &NdArray) -> Result<(), NamedStoreError> {
 fn npy_header(array: &NdArray) -> Vec<u8> {
     // `npy::write` of a C-ordered array is header + data; with no data it is the header alone,
     // which lets the data be streamed from where it is instead of copied behind the header.
-    let empty = NdArray { dtype: array.dtype.clone(), shape: array.shape.clone(), layout: Layout::C, data: Bytes::new() };
+    let empty = NdArray {
+        dtype: array.dtype.clone(),
+        shape: array.shape.clone(),
+        layout: Layout::C,
+        data: Bytes::new(),
+    };
     npy::write(&empty)
 }
 
@@ -389,13 +459,21 @@ fn sidecar_json(array: &NdArray, flags: EntryFlags, fingerprint: &str) -> String
 /// the flags (defaults as in Python when absent).
 fn read_sidecar(meta: &Json) -> Result<EntryFlags, String> {
     if meta.get("schema_version").and_then(Json::as_u64) != Some(1) {
-        return Err(format!("unsupported schema_version {:?} (expected 1)", meta.get("schema_version")));
+        return Err(format!(
+            "unsupported schema_version {:?} (expected 1)",
+            meta.get("schema_version")
+        ));
     }
     match meta.get("lazy_disk_cache_class").and_then(Json::as_str) {
         Some(CLASS_NAME) => {}
-        other => return Err(format!("unknown lazy_disk_cache_class {other:?} (expected {CLASS_NAME:?})")),
+        other => {
+            return Err(format!(
+                "unknown lazy_disk_cache_class {other:?} (expected {CLASS_NAME:?})"
+            ));
+        }
     }
-    let flag = |name: &str, default: bool| meta.get(name).and_then(Json::as_bool).unwrap_or(default);
+    let flag =
+        |name: &str, default: bool| meta.get(name).and_then(Json::as_bool).unwrap_or(default);
     Ok(EntryFlags {
         purge_disk_on_gc: flag("purge_disk_on_gc", true),
         automatic_offloading: flag("automatic_offloading", false),
@@ -413,22 +491,32 @@ fn check_pair(meta: &Json, header: &npy::NpyHeader, file: &[u8]) -> Result<usize
     if let Some(shape) = &meta_shape
         && *shape != header.shape
     {
-        return Err(format!("the sidecar says shape {shape:?}, the .npy {:?}", header.shape));
+        return Err(format!(
+            "the sidecar says shape {shape:?}, the .npy {:?}",
+            header.shape
+        ));
     }
-    let meta_dtype = meta.get("dtype").and_then(Json::as_str).ok_or("the sidecar has no dtype")?;
+    let meta_dtype = meta
+        .get("dtype")
+        .and_then(Json::as_str)
+        .ok_or("the sidecar has no dtype")?;
     let itemsize = DType::from_typestr(meta_dtype)
         .map(|d| d.itemsize())
         .ok_or_else(|| format!("the sidecar dtype {meta_dtype:?} is not a numpy type string"))?;
     // A struct's typestr (`|V<n>`) says too little to compare; GSEGUtils writes `dtype.str`.
-    if !matches!(header.dtype, DType::Struct(_))
-        && header.dtype.typestr() != meta_dtype
-    {
-        return Err(format!("the sidecar says dtype {meta_dtype}, the .npy {}", header.dtype.typestr()));
+    if !matches!(header.dtype, DType::Struct(_)) && header.dtype.typestr() != meta_dtype {
+        return Err(format!(
+            "the sidecar says dtype {meta_dtype}, the .npy {}",
+            header.dtype.typestr()
+        ));
     }
     let count: usize = header.shape.iter().product();
     let data_len = file.len() - header.data_offset;
     if data_len != count * itemsize {
-        return Err(format!("the .npy holds {data_len} data bytes, the sidecar describes {}", count * itemsize));
+        return Err(format!(
+            "the .npy holds {data_len} data bytes, the sidecar describes {}",
+            count * itemsize
+        ));
     }
     if let Some(expected) = meta.get(FINGERPRINT_FIELD).and_then(Json::as_str) {
         let (head, data) = file.split_at(header.data_offset);
@@ -463,7 +551,9 @@ fn write_new_file(path: &Path, parts: &[&[u8]]) -> Result<(), NamedStoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), NamedStoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 #[cfg(test)]
@@ -472,7 +562,16 @@ mod tests {
 
     #[test]
     fn key_rule_follows_gsegutils() {
-        for ok in [".hidden", "a.b", "a.npy", "a b", " lead", "ü-日本", "*?<>|\"", "rrim_pack_(range,r16,d8,z1e-05)"] {
+        for ok in [
+            ".hidden",
+            "a.b",
+            "a.npy",
+            "a b",
+            " lead",
+            "ü-日本",
+            "*?<>|\"",
+            "rrim_pack_(range,r16,d8,z1e-05)",
+        ] {
             assert!(validate_key(ok).is_ok(), "{ok:?}");
         }
         let refused = [

@@ -65,14 +65,25 @@ pub enum LoadMode {
 pub enum OffloadError {
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path} has {actual} bytes but the entry has {expected}: it was changed by someone else")]
-    SizeMismatch { path: PathBuf, expected: u64, actual: u64 },
-    #[error("the entry is mapped read-only; load it with LoadMode::ReadWrite or CopyOnWrite to change it")]
+    #[error(
+        "{path} has {actual} bytes but the entry has {expected}: it was changed by someone else"
+    )]
+    SizeMismatch {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "the entry is mapped read-only; load it with LoadMode::ReadWrite or CopyOnWrite to change it"
+    )]
     ReadOnly,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OffloadError + '_ {
-    move |source| OffloadError::Io { path: path.to_path_buf(), source }
+    move |source| OffloadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 enum Data {
@@ -122,7 +133,11 @@ impl OffloadEntry {
 
     /// An entry whose `len` bytes come from a reader, streamed straight into the `.dat` in
     /// budget-sized chunks (never held in RAM whole). Caching is enabled whatever `config` says.
-    pub fn from_reader(reader: impl Read, len: u64, config: OffloadConfig) -> Result<Self, OffloadError> {
+    pub fn from_reader(
+        reader: impl Read,
+        len: u64,
+        config: OffloadConfig,
+    ) -> Result<Self, OffloadError> {
         let entry = Self::empty(len, &config);
         {
             let mut state = entry.lock();
@@ -141,7 +156,11 @@ impl OffloadEntry {
             None => (ephemeral_path(), true),
         };
         OffloadEntry {
-            state: Mutex::new(State { data: Data::Offloaded, caching: false, written: None }),
+            state: Mutex::new(State {
+                data: Data::Offloaded,
+                caching: false,
+                written: None,
+            }),
             path,
             ephemeral,
             len,
@@ -237,7 +256,11 @@ impl OffloadEntry {
         if was_offloaded {
             self.load_locked(&mut state, LoadMode::ReadOnly)?;
         }
-        let guard = ReoffloadGuard { entry: self, state, armed: was_offloaded && self.automatic_offloading };
+        let guard = ReoffloadGuard {
+            entry: self,
+            state,
+            armed: was_offloaded && self.automatic_offloading,
+        };
         let result = f(guard.bytes());
         guard.finish()?;
         Ok(result)
@@ -260,12 +283,16 @@ impl OffloadEntry {
     /// The entry's lock. A panic inside `with_bytes` poisons it, but the guard has put the state
     /// back in order by then (re-offloaded), so the entry stays usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn offload_locked(&self, state: &mut State) -> Result<(), OffloadError> {
         match &state.data {
-            Data::Ram(_) => tracing::info!(path = %self.path.display(), "caching disabled: offload() ignored"),
+            Data::Ram(_) => {
+                tracing::info!(path = %self.path.display(), "caching disabled: offload() ignored")
+            }
             Data::Offloaded => {}
             Data::MappedRw(m) => {
                 m.flush().map_err(io_err(&self.path))?;
@@ -289,7 +316,11 @@ impl OffloadEntry {
             .map_err(io_err(&self.path))?;
         let actual = file.metadata().map_err(io_err(&self.path))?.len();
         if actual != self.len.max(1) {
-            return Err(OffloadError::SizeMismatch { path: self.path.clone(), expected: self.len, actual });
+            return Err(OffloadError::SizeMismatch {
+                path: self.path.clone(),
+                expected: self.len,
+                actual,
+            });
         }
         state.data = map_file(&file, self.len, mode).map_err(io_err(&self.path))?;
         Ok(())
@@ -304,7 +335,8 @@ impl OffloadEntry {
             sync_parent(&self.path)?;
             let meta = file.metadata().map_err(io_err(&self.path))?;
             state.written = Some((meta.dev(), meta.ino()));
-            state.data = map_file(&file, self.len, LoadMode::ReadWrite).map_err(io_err(&self.path))?;
+            state.data =
+                map_file(&file, self.len, LoadMode::ReadWrite).map_err(io_err(&self.path))?;
             Ok(())
         });
         if result.is_err() {
@@ -337,7 +369,9 @@ impl OffloadEntry {
                     file.write_all(piece).map_err(io_err(tmp))?;
                 }
             }
-            Source::Reader(reader) => copy_exact(reader, &mut file, self.len, chunk).map_err(io_err(tmp))?,
+            Source::Reader(reader) => {
+                copy_exact(reader, &mut file, self.len, chunk).map_err(io_err(tmp))?
+            }
         }
         if self.len == 0 {
             // numpy's memmap quirk, kept for interop: an empty array has a 1-byte `.dat`.
@@ -350,7 +384,11 @@ impl OffloadEntry {
 
 impl Drop for OffloadEntry {
     fn drop(&mut self) {
-        let written = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).written;
+        let written = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .written;
         if let Some(id) = written
             && (self.purge_on_drop || self.ephemeral)
         {
@@ -447,7 +485,9 @@ fn copy_exact(mut reader: impl Read, out: &mut File, len: u64, chunk: usize) -> 
 
 /// GSEGUtils' chunk budget: 10 % of the available memory, 64 MiB when that is unknown.
 pub fn chunk_budget() -> usize {
-    available_memory().map_or(FALLBACK_CHUNK_BYTES, |a| (a / 10) as usize).max(1)
+    available_memory()
+        .map_or(FALLBACK_CHUNK_BYTES, |a| (a / 10) as usize)
+        .max(1)
 }
 
 /// `MemAvailable` from `/proc/meminfo`, in bytes.
@@ -468,7 +508,9 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 /// A rewrite keeps the permission bits of the file it replaces (as GSEGUtils' `.dat` route does).
 fn keep_mode(target: &Path, new: &File) -> io::Result<()> {
     match fs::symlink_metadata(target) {
-        Ok(old) => new.set_permissions(fs::Permissions::from_mode(old.permissions().mode() & 0o7777)),
+        Ok(old) => new.set_permissions(fs::Permissions::from_mode(
+            old.permissions().mode() & 0o7777,
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -476,13 +518,22 @@ fn keep_mode(target: &Path, new: &File) -> io::Result<()> {
 
 /// fsync the directory holding `path`.
 pub(crate) fn sync_parent(path: &Path) -> Result<(), OffloadError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// A fresh private `.dat` name in the system temp directory (the file is made on first write).
 fn ephemeral_path() -> PathBuf {
-    let name = format!("seamfs-offload-{}-{:016x}.dat", std::process::id(), rand::random::<u64>());
+    let name = format!(
+        "seamfs-offload-{}-{:016x}.dat",
+        std::process::id(),
+        rand::random::<u64>()
+    );
     std::env::temp_dir().join(name)
 }
 
@@ -512,11 +563,19 @@ mod tests {
         e.load(LoadMode::ReadWrite).unwrap();
         e.with_bytes_mut(|b| b[0] = 42).unwrap();
         e.offload().unwrap();
-        assert_eq!(fs::read(e.path()).unwrap()[0], 42, "r+ writes reach the file");
+        assert_eq!(
+            fs::read(e.path()).unwrap()[0],
+            42,
+            "r+ writes reach the file"
+        );
         e.load(LoadMode::CopyOnWrite).unwrap();
         e.with_bytes_mut(|b| b[0] = 7).unwrap();
         e.offload().unwrap();
-        assert_eq!(e.with_bytes(|b| b[0]).unwrap(), 42, "copy-on-write changes are discarded");
+        assert_eq!(
+            e.with_bytes(|b| b[0]).unwrap(),
+            42,
+            "copy-on-write changes are discarded"
+        );
         let path = e.path().to_path_buf();
         drop(e);
         assert!(!path.exists(), "purged on drop");
@@ -528,7 +587,11 @@ mod tests {
         let old = OffloadEntry::new(vec![1; 10], config(dir.path(), true)).unwrap();
         assert_eq!(old.residence(), Residence::Offloaded);
         assert_eq!(old.with_bytes(|b| b.to_vec()).unwrap(), vec![1; 10]);
-        assert_eq!(old.residence(), Residence::Offloaded, "re-offloaded after access");
+        assert_eq!(
+            old.residence(),
+            Residence::Offloaded,
+            "re-offloaded after access"
+        );
         let new = OffloadEntry::new(vec![2; 10], config(dir.path(), true)).unwrap();
         drop(old);
         assert_eq!(new.with_bytes(|b| b.to_vec()).unwrap(), vec![2; 10]);
@@ -543,7 +606,11 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert_eq!(e.residence(), Residence::Offloaded);
-        assert_eq!(e.with_bytes(|b| b[0]).unwrap(), 5, "the entry is still usable");
+        assert_eq!(
+            e.with_bytes(|b| b[0]).unwrap(),
+            5,
+            "the entry is still usable"
+        );
     }
 
     #[test]

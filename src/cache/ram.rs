@@ -39,7 +39,11 @@ pub struct RamConfig {
 
 impl Default for RamConfig {
     fn default() -> Self {
-        RamConfig { soft_cap: 5 << 30, hard_cap: 50 << 30, tempref: TemprefParams::default() }
+        RamConfig {
+            soft_cap: 5 << 30,
+            hard_cap: 50 << 30,
+            tempref: TemprefParams::default(),
+        }
     }
 }
 
@@ -90,7 +94,11 @@ impl State {
     fn insert(&mut self, buffer: &Buffer, cap: u64) -> bool {
         let checksum = buffer.checksum();
         let size = buffer.len() as u64;
-        if self.entries.get(&checksum).is_some_and(|e| e.buffer.is_some()) {
+        if self
+            .entries
+            .get(&checksum)
+            .is_some_and(|e| e.buffer.is_some())
+        {
             self.touch(&checksum);
             return true;
         }
@@ -104,7 +112,11 @@ impl State {
 
     /// Forget entries that hold neither bytes nor references.
     fn drop_if_empty(&mut self, checksum: &Checksum) {
-        if self.entries.get(checksum).is_some_and(|e| e.buffer.is_none() && !e.is_referenced()) {
+        if self
+            .entries
+            .get(checksum)
+            .is_some_and(|e| e.buffer.is_none() && !e.is_referenced())
+        {
             self.entries.remove(checksum);
         }
     }
@@ -142,7 +154,11 @@ impl RamCache {
         Self::with_clock(config, lower, Arc::new(SystemClock::default()))
     }
 
-    pub fn with_clock(config: RamConfig, lower: Option<Arc<dyn BufferTier>>, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(
+        config: RamConfig,
+        lower: Option<Arc<dyn BufferTier>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         RamCache {
             state: Mutex::default(),
             config,
@@ -198,18 +214,27 @@ impl RamCache {
     /// Current interest: normal references plus the decayed tempref (0 for weak or unknown).
     pub fn interest(&self, checksum: &Checksum) -> f64 {
         let now = self.clock.now();
-        self.lock().entries.get(checksum).map_or(0.0, |e| e.interest(now))
+        self.lock()
+            .entries
+            .get(checksum)
+            .map_or(0.0, |e| e.interest(now))
     }
 
     /// Whether the checksum still has a tempref (it lapses in an eviction pass).
     pub fn has_tempref(&self, checksum: &Checksum) -> bool {
-        self.lock().entries.get(checksum).is_some_and(|e| e.tempref.is_some())
+        self.lock()
+            .entries
+            .get(checksum)
+            .is_some_and(|e| e.tempref.is_some())
     }
 
     /// Declare that the buffer is derived and took `cpu_seconds` to compute: it becomes dearer
     /// to evict (remembered for good, like seamless-core's cost module).
     pub fn set_recompute_cost(&self, checksum: &Checksum, cpu_seconds: f64) {
-        self.recompute_seconds.lock().expect("cost lock").insert(*checksum, cpu_seconds);
+        self.recompute_seconds
+            .lock()
+            .expect("cost lock")
+            .insert(*checksum, cpu_seconds);
     }
 
     /// Lapse faded temprefs, then, above the soft cap, evict lowest-score buffers down to it.
@@ -217,14 +242,22 @@ impl RamCache {
         let _pass = self.eviction.lock().expect("eviction lock");
         self.lapse_temprefs();
         let before = self.ram_bytes();
-        let mut report = EvictionReport { before, after: before, ..Default::default() };
+        let mut report = EvictionReport {
+            before,
+            after: before,
+            ..Default::default()
+        };
         let Some(lower) = &self.lower else {
             return Ok(report); // nowhere to put evicted buffers: evicting would lose them
         };
         if before <= self.config.soft_cap {
             return Ok(report);
         }
-        let victims = choose_victims(self.candidates(lower.as_ref()), before, self.config.soft_cap);
+        let victims = choose_victims(
+            self.candidates(lower.as_ref()),
+            before,
+            self.config.soft_cap,
+        );
         for victim in victims {
             self.evict(lower.as_ref(), &victim.checksum, &mut report)?;
         }
@@ -248,11 +281,16 @@ impl RamCache {
                 }
             })
             .expect("spawning the eviction thread");
-        EvictionLoop { stop: Some(stop), thread: Some(thread) }
+        EvictionLoop {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("RAM cache lock poisoned by a panic")
+        self.state
+            .lock()
+            .expect("RAM cache lock poisoned by a panic")
     }
 
     fn lapse_temprefs(&self) {
@@ -291,22 +329,43 @@ impl RamCache {
             .map(|(checksum, size, interest, last_used)| {
                 let cpu = recompute.get(&checksum).copied().unwrap_or(0.0);
                 let cost = lower.fetch_cost(&checksum, size) + COST_PER_CPU_SECOND * cpu;
-                Candidate { checksum, size, interest, cost, last_used }
+                Candidate {
+                    checksum,
+                    size,
+                    interest,
+                    cost,
+                    last_used,
+                }
             })
             .collect()
     }
 
     /// Drop one buffer from RAM, writing it to the lower tier first if that lacks it.
-    fn evict(&self, lower: &dyn BufferTier, checksum: &Checksum, report: &mut EvictionReport) -> Result<(), StoreError> {
+    fn evict(
+        &self,
+        lower: &dyn BufferTier,
+        checksum: &Checksum,
+        report: &mut EvictionReport,
+    ) -> Result<(), StoreError> {
         let buffer = {
             let mut state = self.lock();
-            let Some(entry) = state.entries.get_mut(checksum) else { return Ok(()) };
-            let Some(buffer) = entry.buffer.clone() else { return Ok(()) };
+            let Some(entry) = state.entries.get_mut(checksum) else {
+                return Ok(());
+            };
+            let Some(buffer) = entry.buffer.clone() else {
+                return Ok(());
+            };
             entry.evicting = true;
             buffer
         };
         // The bytes stay counted in RAM while they are written out, so the hard cap holds.
-        let offloaded = match lower.has(checksum).and_then(|has| if has { Ok(false) } else { lower.put(&buffer).map(|()| true) }) {
+        let offloaded = match lower.has(checksum).and_then(|has| {
+            if has {
+                Ok(false)
+            } else {
+                lower.put(&buffer).map(|()| true)
+            }
+        }) {
             Ok(offloaded) => offloaded,
             Err(e) => {
                 if let Some(entry) = self.lock().entries.get_mut(checksum) {
@@ -353,7 +412,11 @@ impl RamCache {
 
 impl BufferTier for RamCache {
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
-        Ok(self.lock().entries.get(checksum).is_some_and(|e| e.buffer.is_some()))
+        Ok(self
+            .lock()
+            .entries
+            .get(checksum)
+            .is_some_and(|e| e.buffer.is_some()))
     }
 
     fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError> {
@@ -387,7 +450,12 @@ impl BufferTier for RamCache {
     }
 
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
-        Ok(self.lock().entries.get(checksum).and_then(|e| e.buffer.as_ref()).map(|b| b.len() as u64))
+        Ok(self
+            .lock()
+            .entries
+            .get(checksum)
+            .and_then(|e| e.buffer.as_ref())
+            .map(|b| b.len() as u64))
     }
 
     /// RAM is free to read from.

@@ -37,7 +37,13 @@ fn copied(a: &NdArray) -> NdArray {
     let Layout::Strided(strides) = &a.layout else {
         return a.clone();
     };
-    let long: Vec<i64> = a.shape.iter().zip(strides).filter(|(n, _)| **n > 1).map(|(_, s)| *s).collect();
+    let long: Vec<i64> = a
+        .shape
+        .iter()
+        .zip(strides)
+        .filter(|(n, _)| **n > 1)
+        .map(|(_, s)| *s)
+        .collect();
     let layout = if long.windows(2).all(|w| w[0] >= w[1]) {
         Layout::C
     } else if long.windows(2).all(|w| w[0] <= w[1]) {
@@ -46,7 +52,10 @@ fn copied(a: &NdArray) -> NdArray {
         // Any other order is written in C order, as numpy writes a non-contiguous array.
         a.layout.clone()
     };
-    NdArray { layout, ..a.clone() }
+    NdArray {
+        layout,
+        ..a.clone()
+    }
 }
 
 /// What numpy makes of a Python leaf when building an array from nested lists.

@@ -102,10 +102,16 @@ impl Departure {
     /// Why, in one line (the compat report prints it).
     pub fn reason(self) -> &'static str {
         match self {
-            Departure::BinaryToPlainAsValue => "binary → plain gives the array as a JSON value (decision 1)",
+            Departure::BinaryToPlainAsValue => {
+                "binary → plain gives the array as a JSON value (decision 1)"
+            }
             Departure::NoSizeLimit => "no 1000-byte limit on binary ↔ plain (decision 2)",
-            Departure::NoUnicodeArray => "plain → binary refuses lists numpy turns into unicode arrays (decision 3)",
-            Departure::Yaml11 => "YAML read with PyYAML 1.1 semantics, not ruamel.yaml 1.2 (decision 4)",
+            Departure::NoUnicodeArray => {
+                "plain → binary refuses lists numpy turns into unicode arrays (decision 3)"
+            }
+            Departure::Yaml11 => {
+                "YAML read with PyYAML 1.1 semantics, not ruamel.yaml 1.2 (decision 4)"
+            }
             Departure::ChecksumDereference => "checksum → X dereferences the checksum (decision 5)",
             Departure::NoNumpyText => "no str() of numpy arrays and records (codec deviation)",
         }
@@ -141,18 +147,30 @@ pub fn convert(buffer: &Buffer, from: CellType, to: CellType) -> Result<Conversi
         match run_step(current, step.run, &mut run) {
             Ok(next) => {
                 if let (Some(field), Output::Buffer(out)) = (step_partner(step), &next) {
-                    run.facts.partners(current.checksum(), out.checksum(), field, false);
+                    run.facts
+                        .partners(current.checksum(), out.checksum(), field, false);
                 }
                 output = next;
             }
             Err(reason) => {
                 let step = (steps.len() > 1).then_some((step.from, step.to));
                 let (facts, departures) = (Box::new(run.facts), run.departures);
-                return Err(ConvertError { from, to, step, reason, facts, departures });
+                return Err(ConvertError {
+                    from,
+                    to,
+                    step,
+                    reason,
+                    facts,
+                    departures,
+                });
             }
         }
     }
-    Ok(Conversion { output, facts: run.facts, departures: run.departures })
+    Ok(Conversion {
+        output,
+        facts: run.facts,
+        departures: run.departures,
+    })
 }
 
 /// The forward conversion field the reference converter records for every non-trivial step
@@ -176,11 +194,16 @@ fn step_partner(step: &matrix::Step) -> Option<PartnerField> {
 /// One terminal conversion; `Err` holds the reason.
 fn run_step(buf: &Buffer, leg: Leg, run: &mut Run) -> Result<Output, String> {
     let Leg { from, to, class } = leg;
-    if matches!(class, Class::Reinterpret | Class::Reformat | Class::Possible)
-        && matches!(to, Int | Float | Bool)
+    if matches!(
+        class,
+        Class::Reinterpret | Class::Reformat | Class::Possible
+    ) && matches!(to, Int | Float | Bool)
         && buf.len() > MAX_SCALAR_BUFFER
     {
-        return Err(format!("the buffer is {} bytes; {to} buffers are at most {MAX_SCALAR_BUFFER}", buf.len()));
+        return Err(format!(
+            "the buffer is {} bytes; {to} buffers are at most {MAX_SCALAR_BUFFER}",
+            buf.len()
+        ));
     }
     match class {
         Class::Trivial => Ok(Output::Buffer(buf.clone())),
@@ -193,12 +216,21 @@ fn run_step(buf: &Buffer, leg: Leg, run: &mut Run) -> Result<Output, String> {
 }
 
 /// Reinterpret: the checksum is kept if the buffer is valid as the target.
-fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<Output, String> {
+fn reinterpret(
+    buf: &Buffer,
+    from: CellType,
+    to: CellType,
+    run: &mut Run,
+) -> Result<Output, String> {
     let cs = buf.checksum();
     if to == Binary {
         let ok = buf.as_slice().starts_with(NPY_MAGIC);
         run.facts.about(cs).set_flag(Flag::Numpy, ok);
-        return if ok { Ok(Output::Buffer(buf.clone())) } else { Err("the buffer is not a .npy array".into()) };
+        return if ok {
+            Ok(Output::Buffer(buf.clone()))
+        } else {
+            Err("the buffer is not a .npy array".into())
+        };
     }
     let text = decode_text(buf, run)?;
     match to {
@@ -207,7 +239,9 @@ fn reinterpret(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Res
             Err(e) => {
                 run.facts.about(cs).set_flag(Flag::Json, false);
                 // The codec's explanation says what is wrong; Python's message is the text itself.
-                return Err(e.detail.unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
+                return Err(e
+                    .detail
+                    .unwrap_or_else(|| format!("not valid JSON: {}", e.message)));
             }
         },
         Text => {}
@@ -238,7 +272,8 @@ fn reformat(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
         (Plain, Text) => match parse(buf, Plain)? {
             Value::Str(s) => {
                 let out = emit(buf, &Value::Str(s), Text, run)?;
-                run.facts.partners(cs, out.checksum(), PartnerField::StrText, true);
+                run.facts
+                    .partners(cs, out.checksum(), PartnerField::StrText, true);
                 Ok(out)
             }
             _ => {
@@ -257,7 +292,8 @@ fn reformat(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
         (Str, Text) => {
             let value = parse(buf, Str)?;
             let out = emit(buf, &value, Text, run)?;
-            run.facts.partners(cs, out.checksum(), PartnerField::StrText, true);
+            run.facts
+                .partners(cs, out.checksum(), PartnerField::StrText, true);
             Ok(out)
         }
         (Yaml, Plain) => {
@@ -280,7 +316,13 @@ fn ipython_to_python(text: &str) -> Result<String, String> {
     let code = ipython::transform(text).map_err(|e| format!("not valid IPython: {e}"))?;
     Ok(code
         .split_inclusive('\n')
-        .map(|line| if line.starts_with("get_ipython().run_") { format!("_ = {line}") } else { line.to_string() })
+        .map(|line| {
+            if line.starts_with("get_ipython().run_") {
+                format!("_ = {line}")
+            } else {
+                line.to_string()
+            }
+        })
         .collect())
 }
 
@@ -288,7 +330,8 @@ fn ipython_to_python(text: &str) -> Result<String, String> {
 fn text_to_str(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
     let text = decode_text(buf, run)?;
     let out = emit(buf, &Value::Str(text), Str, run)?;
-    run.facts.partners(buf.checksum(), out.checksum(), PartnerField::TextStr, true);
+    run.facts
+        .partners(buf.checksum(), out.checksum(), PartnerField::TextStr, true);
     Ok(out)
 }
 
@@ -322,7 +365,12 @@ fn array_to_bytes(buf: &Buffer, from: CellType, run: &mut Run) -> Result<Buffer,
         Value::Array(a) | Value::Scalar(a) if numpy::is_bytes_dtype(&a.dtype) => {
             let out = new_buffer(buf, a.data.to_vec());
             run.facts.about(out.checksum()).length = Some(out.len() as u64);
-            run.facts.partners(buf.checksum(), out.checksum(), PartnerField::BinaryBytes, true);
+            run.facts.partners(
+                buf.checksum(),
+                out.checksum(),
+                PartnerField::BinaryBytes,
+                true,
+            );
             Ok(out)
         }
         _ => Ok(buf.clone()),
@@ -340,7 +388,8 @@ fn possible(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result
             return Err("a Seamless mixed container has no str form".into());
         }
     }
-    let value = numpy::scalar_value(parse(buf, from)?).map_err(|what| format!("{what} has no {to} form"))?;
+    let value = numpy::scalar_value(parse(buf, from)?)
+        .map_err(|what| format!("{what} has no {to} form"))?;
     emit(buf, &python_cast(value, to), to, run)
 }
 
@@ -359,7 +408,12 @@ fn values(buf: &Buffer, from: CellType, to: CellType, run: &mut Run) -> Result<O
             let json = numpy::to_json(&value)?;
             let out = emit(buf, &json, Plain, run)?;
             run.depart(Departure::BinaryToPlainAsValue);
-            run.facts.partners(buf.checksum(), out.checksum(), PartnerField::BinaryJson, true);
+            run.facts.partners(
+                buf.checksum(),
+                out.checksum(),
+                PartnerField::BinaryJson,
+                true,
+            );
             Ok(Output::Buffer(out))
         }
         (Plain, Binary) => {
@@ -397,12 +451,17 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
             return Err(e.to_string());
         }
     };
-    let flag = if scalar { Flag::JsonNumericScalar } else { Flag::JsonNumericArray };
+    let flag = if scalar {
+        Flag::JsonNumericScalar
+    } else {
+        Flag::JsonNumericArray
+    };
     run.facts.about(cs).set_flag(flag, true);
     let (dtype, shape) = (array.dtype.numpy_name(), array.shape.clone());
     let out = emit(buf, &Value::Array(array), Binary, run)?;
     run.facts.about(out.checksum()).set_array(&dtype, &shape);
-    run.facts.partners(cs, out.checksum(), PartnerField::JsonBinary, true);
+    run.facts
+        .partners(cs, out.checksum(), PartnerField::JsonBinary, true);
     Ok(out)
 }
 
@@ -411,12 +470,15 @@ fn plain_to_binary(buf: &Buffer, run: &mut Run) -> Result<Buffer, String> {
 fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, String> {
     let bytes = buf.as_slice();
     if bytes.len() == 64
-        && let Some(cs) = std::str::from_utf8(bytes).ok().and_then(Checksum::parse_strict)
+        && let Some(cs) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(Checksum::parse_strict)
     {
         run.depart(Departure::ChecksumDereference);
         return Ok(Output::Reference(cs));
     }
-    let not_a_checksum = "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
+    let not_a_checksum =
+        "the buffer does not hold a checksum (64 hex digits, or a JSON list or dict of them)";
     let value = celltype::deserialize(bytes, Plain).map_err(|_| not_a_checksum.to_string())?;
     match &value {
         Value::Str(s) => {
@@ -426,7 +488,9 @@ fn dereference(buf: &Buffer, to: CellType, run: &mut Run) -> Result<Output, Stri
         }
         Value::List(_) | Value::Dict(_) if holds_only_checksums(&value) => {
             if to != Plain {
-                return Err("a list or dict of checksums (a deep cell) converts only to plain".into());
+                return Err(
+                    "a list or dict of checksums (a deep cell) converts only to plain".into(),
+                );
             }
             run.depart(Departure::ChecksumDereference);
             learn_json(run, buf.checksum(), &value);
@@ -452,7 +516,9 @@ fn holds_only_checksums(value: &Value) -> bool {
 fn python_cast(value: Value, to: CellType) -> Value {
     match value {
         Value::Bool(b) if to == Str => Value::Str(if b { "True" } else { "False" }.into()),
-        Value::Array(a) if numpy::is_bytes_dtype(&a.dtype) && to == Str => Value::Str(numpy::bytes_scalar_repr(&a)),
+        Value::Array(a) if numpy::is_bytes_dtype(&a.dtype) && to == Str => {
+            Value::Str(numpy::bytes_scalar_repr(&a))
+        }
         Value::Array(a) if numpy::is_bytes_dtype(&a.dtype) => numpy::bytes_element(&a),
         other => other,
     }
@@ -464,7 +530,8 @@ fn parse(buf: &Buffer, celltype: CellType) -> Result<Value, String> {
     if celltype == Binary && !buf.as_slice().starts_with(NPY_MAGIC) {
         return Err("the buffer is not a .npy array".into());
     }
-    celltype::deserialize(buf.as_slice(), celltype).map_err(|e| format!("not a valid {celltype} buffer: {}", why(&e)))
+    celltype::deserialize(buf.as_slice(), celltype)
+        .map_err(|e| format!("not a valid {celltype} buffer: {}", why(&e)))
 }
 
 /// The buffer as text (strict UTF-8, trailing newlines removed), recording `is_utf8`.
@@ -499,17 +566,27 @@ fn learn_json(run: &mut Run, cs: Checksum, value: &Value) {
 }
 
 /// Serialize `value` as `celltype` into the result buffer, and record what it is.
-fn emit(source: &Buffer, value: &Value, celltype: CellType, run: &mut Run) -> Result<Buffer, String> {
+fn emit(
+    source: &Buffer,
+    value: &Value,
+    celltype: CellType,
+    run: &mut Run,
+) -> Result<Buffer, String> {
     let bytes = celltype::serialize(value, celltype)
         .map_err(|e| format!("the value cannot be written as {celltype}: {}", why(&e)))?;
     let out = new_buffer(source, bytes);
-    run.facts.guarantee(out.checksum(), out.as_slice(), celltype);
+    run.facts
+        .guarantee(out.checksum(), out.as_slice(), celltype);
     Ok(out)
 }
 
 /// A result buffer; the source itself when the bytes come out the same (shared, not copied).
 fn new_buffer(source: &Buffer, bytes: Vec<u8>) -> Buffer {
-    if source.as_slice() == bytes.as_slice() { source.clone() } else { Buffer::new(bytes) }
+    if source.as_slice() == bytes.as_slice() {
+        source.clone()
+    } else {
+        Buffer::new(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -524,24 +601,42 @@ mod tests {
     fn trivial_serves_the_same_buffer() {
         let src = Buffer::new(b"not even json".to_vec());
         let c = convert(&src, Text, Bytes).unwrap();
-        let Output::Buffer(out) = c.output else { panic!() };
-        assert!(std::ptr::eq(out.as_slice().as_ptr(), src.as_slice().as_ptr()));
+        let Output::Buffer(out) = c.output else {
+            panic!()
+        };
+        assert!(std::ptr::eq(
+            out.as_slice().as_ptr(),
+            src.as_slice().as_ptr()
+        ));
     }
 
     #[test]
     fn errors_name_both_cell_types() {
         let e = conv(b"x = 1\n", Python, Int).unwrap_err();
-        assert_eq!(e.to_string(), "cannot convert from python to int: this conversion is forbidden");
+        assert_eq!(
+            e.to_string(),
+            "cannot convert from python to int: this conversion is forbidden"
+        );
         let e = conv(b"plain text\n", Mixed, Binary).unwrap_err();
-        assert!(e.to_string().starts_with("cannot convert from mixed to binary: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot convert from mixed to binary: "),
+            "{e}"
+        );
         let e = conv(b"\xff", Bytes, Python).unwrap_err();
-        assert!(e.to_string().starts_with("cannot convert from bytes to python (at the step bytes → text): "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cannot convert from bytes to python (at the step bytes → text): "),
+            "{e}"
+        );
     }
 
     #[test]
     fn to_checksum_writes_bare_hex() {
         let c = conv(b"hello\n", Text, Checksum).unwrap();
-        let Output::Buffer(out) = c.output else { panic!() };
+        let Output::Buffer(out) = c.output else {
+            panic!()
+        };
         assert_eq!(out.as_slice(), Checksum::of(b"hello\n").hex().as_bytes());
     }
 
@@ -557,7 +652,9 @@ mod tests {
     }
 
     fn out_bytes(c: Conversion) -> Vec<u8> {
-        let Output::Buffer(b) = c.output else { panic!("a reference") };
+        let Output::Buffer(b) = c.output else {
+            panic!("a reference")
+        };
         b.as_slice().to_vec()
     }
 
@@ -567,8 +664,18 @@ mod tests {
         let to_binary = conv(plain, Plain, Binary).unwrap();
         let npy = out_bytes(to_binary.clone());
         let info = to_binary.facts.get(&Checksum::of(&npy)).unwrap();
-        assert_eq!((info.dtype.as_deref(), info.shape.clone()), (Some("int64"), Some(vec![2, 2])));
-        assert_eq!(to_binary.facts.get(&Checksum::of(plain)).unwrap().json2binary, Some(Checksum::of(&npy)));
+        assert_eq!(
+            (info.dtype.as_deref(), info.shape.clone()),
+            (Some("int64"), Some(vec![2, 2]))
+        );
+        assert_eq!(
+            to_binary
+                .facts
+                .get(&Checksum::of(plain))
+                .unwrap()
+                .json2binary,
+            Some(Checksum::of(&npy))
+        );
         let back = conv(&npy, Binary, Plain).unwrap();
         assert_eq!(back.departures, vec![Departure::BinaryToPlainAsValue]);
         assert_eq!(out_bytes(back), plain);
@@ -576,7 +683,10 @@ mod tests {
         assert_eq!(e.departures, vec![Departure::NoUnicodeArray]);
         // A failed plain → binary keeps the JSON facts.
         let info = e.facts.get(&Checksum::of(b"[1, \"a\"]")).unwrap();
-        assert_eq!((info.is_json, info.is_json_numeric_array), (None, Some(false)));
+        assert_eq!(
+            (info.is_json, info.is_json_numeric_array),
+            (None, Some(false))
+        );
     }
 
     #[test]
@@ -586,9 +696,15 @@ mod tests {
         assert_eq!(c.facts.get(&src).unwrap().text2str, Some(out));
         assert_eq!(c.facts.get(&out).unwrap().str2text, Some(src));
         assert_eq!(out_bytes(c), b"\"hello\"\n");
-        assert_eq!(out_bytes(conv(b"[1, 2]\n", Text, Plain).unwrap()), b"[1, 2]\n");
+        assert_eq!(
+            out_bytes(conv(b"[1, 2]\n", Text, Plain).unwrap()),
+            b"[1, 2]\n"
+        );
         assert_eq!(out_bytes(conv(b"true\n", Str, Text).unwrap()), b"True\n");
-        assert_eq!(out_bytes(conv(b"hello world\n", Mixed, Str).unwrap()), b"\"np.bytes_(b'hello world\\\\n')\"\n");
+        assert_eq!(
+            out_bytes(conv(b"hello world\n", Mixed, Str).unwrap()),
+            b"\"np.bytes_(b'hello world\\\\n')\"\n"
+        );
     }
 
     #[test]
@@ -598,7 +714,12 @@ mod tests {
         assert!(npy.starts_with(NPY_MAGIC));
         let src = c.facts.get(&Checksum::of(b"\xff\x00")).unwrap();
         assert_eq!(src.bytes2binary, Some(Checksum::of(&npy)));
-        assert_eq!(c.facts.get(&Checksum::of(&npy)).and_then(|i| i.binary2bytes), None);
+        assert_eq!(
+            c.facts
+                .get(&Checksum::of(&npy))
+                .and_then(|i| i.binary2bytes),
+            None
+        );
         assert_eq!(out_bytes(conv(&npy, Binary, Bytes).unwrap()), b"\xff\x00");
     }
 

@@ -30,7 +30,9 @@ pub enum PathItem {
 
 /// A path that is not a list of str and int items.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid expression path {path}: {reason}; a path is a JSON list of str keys and int indices, e.g. [\"x\", 0]")]
+#[error(
+    "invalid expression path {path}: {reason}; a path is a JSON list of str keys and int indices, e.g. [\"x\", 0]"
+)]
 pub struct PathError {
     pub path: String,
     pub reason: String,
@@ -39,14 +41,21 @@ pub struct PathError {
 /// Parse a path as the `Expression` constructor accepts it: `null` or a list of str/int items,
 /// or a str holding such a list in JSON (`"[\"x\", 0]"`, the database column form).
 pub fn parse_path(json: &Json) -> Result<Vec<PathItem>, PathError> {
-    let fail = |reason: String| PathError { path: json.to_string(), reason };
+    let fail = |reason: String| PathError {
+        path: json.to_string(),
+        reason,
+    };
     match json {
         Json::Null => Ok(Vec::new()),
         Json::String(s) if s.starts_with('[') => {
-            let inner: Json = serde_json::from_str(s).map_err(|e| fail(format!("not JSON ({e})")))?;
+            let inner: Json =
+                serde_json::from_str(s).map_err(|e| fail(format!("not JSON ({e})")))?;
             parse_path(&inner)
         }
-        Json::Array(items) => items.iter().map(|item| parse_item(item).map_err(fail)).collect(),
+        Json::Array(items) => items
+            .iter()
+            .map(|item| parse_item(item).map_err(fail))
+            .collect(),
         _ => Err(fail("not a list".into())),
     }
 }
@@ -140,7 +149,10 @@ pub fn evaluate(
     }
     if path.is_empty() {
         return match convert::convert(buffer, from, to) {
-            Ok(c) => Ok(Evaluation { result: Some(c.output), departures: c.departures }),
+            Ok(c) => Ok(Evaluation {
+                result: Some(c.output),
+                departures: c.departures,
+            }),
             Err(e) => {
                 let reason = match e.step {
                     Some((a, b)) => format!("at the step {a} → {b}: {}", e.reason),
@@ -151,18 +163,34 @@ pub fn evaluate(
         };
     }
     if !matches!(from, CellType::Mixed | CellType::Plain | CellType::Binary) {
-        return Err(fail(format!("a path can index only into mixed, plain or binary, not {from}"), Vec::new()));
+        return Err(fail(
+            format!("a path can index only into mixed, plain or binary, not {from}"),
+            Vec::new(),
+        ));
     }
     let value = celltype::deserialize(buffer.as_slice(), from)
         .map_err(|e| fail(format!("the buffer is not valid {from}: {e}"), Vec::new()))?;
     let Some(sub) = get_subpath(value, path).map_err(|e| fail(e, Vec::new()))? else {
-        return Ok(Evaluation { result: None, departures: Vec::new() });
+        return Ok(Evaluation {
+            result: None,
+            departures: Vec::new(),
+        });
     };
     let bytes = celltype::serialize(&sub, to).map_err(|e| {
-        let departures = if writes_numpy_text(&sub, to) { vec![Departure::NoNumpyText] } else { Vec::new() };
-        fail(format!("the sub-value cannot be written as {to}: {e}"), departures)
+        let departures = if writes_numpy_text(&sub, to) {
+            vec![Departure::NoNumpyText]
+        } else {
+            Vec::new()
+        };
+        fail(
+            format!("the sub-value cannot be written as {to}: {e}"),
+            departures,
+        )
     })?;
-    Ok(Evaluation { result: Some(Output::Buffer(Buffer::new(bytes))), departures: Vec::new() })
+    Ok(Evaluation {
+        result: Some(Output::Buffer(Buffer::new(bytes))),
+        departures: Vec::new(),
+    })
 }
 
 /// Whether writing `value` as `to` needs Python's `str()` of a numpy array or of a numpy scalar
@@ -176,7 +204,9 @@ fn holds_numpy_text(value: &Value) -> bool {
     match value {
         Value::Array(_) => true,
         Value::Scalar(a) => a.scalar_to_python().is_none(),
-        Value::List(items) | Value::Tuple(items) | Value::Set(items) => items.iter().any(holds_numpy_text),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) => {
+            items.iter().any(holds_numpy_text)
+        }
         Value::Dict(d) => d.values().any(holds_numpy_text),
         _ => false,
     }
@@ -196,7 +226,10 @@ fn get_subpath(value: Value, path: &[PathItem]) -> Result<Option<Value>, String>
             (Value::Dict(d), PathItem::Key(k)) => d.get(&Key::Str(k.clone())).cloned(),
             (Value::Dict(d), PathItem::Index(i)) => d.get(&Key::Int(BigInt::from(*i))).cloned(),
             (other, _) => {
-                return Err(format!("a '{}' value cannot be indexed with a path", type_name(other)));
+                return Err(format!(
+                    "a '{}' value cannot be indexed with a path",
+                    type_name(other)
+                ));
             }
         };
         match next {
@@ -219,7 +252,9 @@ fn resolve_index(i: i64, len: usize) -> Result<Option<usize>, String> {
     }
     let n = if i < 0 { i + len } else { i };
     if n < 0 {
-        return Err(format!("the index {i} is out of range for a sequence of {len} items"));
+        return Err(format!(
+            "the index {i} is out of range for a sequence of {len} items"
+        ));
     }
     Ok(Some(n as usize))
 }
@@ -239,7 +274,11 @@ fn array_item(a: &NdArray, i: i64) -> Result<Option<Value>, String> {
         layout: row_layout(a, rest),
         data: a.data.slice(row * size..(row + 1) * size),
     };
-    Ok(Some(if rest.is_empty() { Value::Scalar(sub) } else { Value::Array(sub) }))
+    Ok(Some(if rest.is_empty() {
+        Value::Scalar(sub)
+    } else {
+        Value::Array(sub)
+    }))
 }
 
 /// The memory layout numpy reports for a row of `a`: a row of a C-ordered array is C-ordered;
@@ -254,7 +293,12 @@ fn row_layout(a: &NdArray, rest: &[usize]) -> Layout {
     };
     let mut c = fortran_strides(&rest.iter().rev().copied().collect::<Vec<_>>(), item);
     c.reverse();
-    let same = |expected: &[i64]| rest.iter().zip(&strides).zip(expected).all(|((&n, s), e)| n <= 1 || s == e);
+    let same = |expected: &[i64]| {
+        rest.iter()
+            .zip(&strides)
+            .zip(expected)
+            .all(|((&n, s), e)| n <= 1 || s == e)
+    };
     if same(&c) {
         Layout::C
     } else if same(&fortran_strides(rest, item)) {
@@ -302,21 +346,46 @@ mod tests {
         let f2 = "934e554d5059010076007b276465736372273a20273c6938272c2027666f727472616e5f6f72646572273a20547275652c20277368617065273a2028322c2033292c207d20202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a000000000000000003000000000000000100000000000000040000000000000002000000000000000500000000000000";
         let f3 = "934e554d5059010076007b276465736372273a20273c6934272c2027666f727472616e5f6f72646572273a20547275652c20277368617065273a2028322c20332c2032292c207d20202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020202020200a00000000060000000200000008000000040000000a00000001000000070000000300000009000000050000000b000000";
         let cases = [
-            (f2, 0, CellType::Binary, "eed7c944a674e7e9a3f4baf8393c37b9f169123e13a884a08b151a39da2adef5"),
-            (f2, -1, CellType::Mixed, "3fe5daa8933719a7e92ff2deb637069d6449a5ed02f3f2a64ee857a891068b98"),
-            (f3, 1, CellType::Binary, "13f5f533ec54a20d9c547bcd66e3949023ae22552db9d94d2f3b20c600d275f9"),
-            (f3, 1, CellType::Mixed, "58ea45a68c2d1f0e1ba92f45d9a0c5d791c173a0dd390e8732121b9c6a260578"),
+            (
+                f2,
+                0,
+                CellType::Binary,
+                "eed7c944a674e7e9a3f4baf8393c37b9f169123e13a884a08b151a39da2adef5",
+            ),
+            (
+                f2,
+                -1,
+                CellType::Mixed,
+                "3fe5daa8933719a7e92ff2deb637069d6449a5ed02f3f2a64ee857a891068b98",
+            ),
+            (
+                f3,
+                1,
+                CellType::Binary,
+                "13f5f533ec54a20d9c547bcd66e3949023ae22552db9d94d2f3b20c600d275f9",
+            ),
+            (
+                f3,
+                1,
+                CellType::Mixed,
+                "58ea45a68c2d1f0e1ba92f45d9a0c5d791c173a0dd390e8732121b9c6a260578",
+            ),
         ];
         for (hex, index, to, expected) in cases {
             let buffer = Buffer::new(hex::decode(hex).unwrap());
             let e = evaluate(&buffer, &[PathItem::Index(index)], CellType::Binary, to).unwrap();
-            assert_eq!(e.result.unwrap().checksum().hex(), expected, "row {index} as {to}");
+            assert_eq!(
+                e.result.unwrap().checksum().hex(),
+                expected,
+                "row {index} as {to}"
+            );
         }
     }
 
     #[test]
     fn subpaths_follow_python_indexing() {
-        let v = celltype::deserialize(br#"{"a": [1, 2, null], "b": "s"}"#, CellType::Plain).unwrap();
+        let v =
+            celltype::deserialize(br#"{"a": [1, 2, null], "b": "s"}"#, CellType::Plain).unwrap();
         let get = |p: &str| get_subpath(v.clone(), &path(p));
         assert_eq!(get(r#"["a", -3]"#), Ok(Some(Value::int(1))));
         assert_eq!(get(r#"["a", 3]"#), Ok(None));

@@ -35,7 +35,9 @@ pub fn transform(text: &str) -> Result<String, String> {
             None => return Ok(lines.concat()),
         }
     }
-    Err(format!("IPython input transformation still changing after {TRANSFORM_LOOP_LIMIT} iterations"))
+    Err(format!(
+        "IPython input transformation still changing after {TRANSFORM_LOOP_LIMIT} iterations"
+    ))
 }
 
 /// Ok if `text` is IPython whose Python translation is valid Python 3.11.
@@ -59,7 +61,8 @@ fn splitlines(text: &str) -> Vec<String> {
                 chars.next();
                 i + 2
             }
-            '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}' | '\u{2029}' => i + c.len_utf8(),
+            '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}'
+            | '\u{2029}' => i + c.len_utf8(),
             _ => continue,
         };
         lines.push(text[start..end].to_string());
@@ -73,7 +76,10 @@ fn splitlines(text: &str) -> Vec<String> {
 
 /// IPython `leading_empty_lines`.
 fn leading_empty_lines(lines: Vec<String>) -> Vec<String> {
-    match lines.iter().position(|l| !l.is_empty() && !l.chars().all(py_space)) {
+    match lines
+        .iter()
+        .position(|l| !l.is_empty() && !l.chars().all(py_space))
+    {
         Some(first) => lines[first..].to_vec(),
         None => lines,
     }
@@ -83,7 +89,13 @@ fn leading_empty_lines(lines: Vec<String>) -> Vec<String> {
 fn dedent(text: &str) -> String {
     let segments: Vec<String> = text
         .split('\n')
-        .map(|s| if !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t') { String::new() } else { s.to_string() })
+        .map(|s| {
+            if !s.is_empty() && s.chars().all(|c| c == ' ' || c == '\t') {
+                String::new()
+            } else {
+                s.to_string()
+            }
+        })
         .collect();
     let mut margin: Option<&str> = None;
     for segment in &segments {
@@ -96,11 +108,21 @@ fn dedent(text: &str) -> String {
             None => indent,
             Some(m) if indent.starts_with(m) => m,
             Some(m) if m.starts_with(indent) => indent,
-            Some(m) => &m[..m.bytes().zip(indent.bytes()).take_while(|(a, b)| a == b).count()],
+            Some(m) => {
+                &m[..m
+                    .bytes()
+                    .zip(indent.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count()]
+            }
         });
     }
     let margin = margin.unwrap_or("");
-    segments.iter().map(|s| s.strip_prefix(margin).unwrap_or(s)).collect::<Vec<_>>().join("\n")
+    segments
+        .iter()
+        .map(|s| s.strip_prefix(margin).unwrap_or(s))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// IPython 9's `classic_prompt` (doctest mode): `>>> ` and `... ` prompts are stripped when a
@@ -110,7 +132,11 @@ fn classic_prompt(lines: Vec<String>) -> Vec<String> {
     static PS1: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*>>>[ \t]?").unwrap());
     static PS2: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\.\.\.[ \t]?").unwrap());
     let in_triple = triple_quote_mask(&lines, &PS1, &PS2, &INITIAL);
-    if !lines.iter().zip(&in_triple).any(|(l, &t)| !t && INITIAL.is_match(l)) {
+    if !lines
+        .iter()
+        .zip(&in_triple)
+        .any(|(l, &t)| !t && INITIAL.is_match(l))
+    {
         return lines;
     }
     let mut stripped = Vec::with_capacity(lines.len());
@@ -129,7 +155,9 @@ fn classic_prompt(lines: Vec<String>) -> Vec<String> {
     let mut result = Vec::with_capacity(out.len());
     let mut i = 0;
     while i < out.len() {
-        let j = (i..out.len()).find(|&k| in_triple[k] != in_triple[i]).unwrap_or(out.len());
+        let j = (i..out.len())
+            .find(|&k| in_triple[k] != in_triple[i])
+            .unwrap_or(out.len());
         if !in_triple[i] && stripped[i..j].iter().any(|&s| s) {
             result.extend(splitlines(&dedent(&out[i..j].concat())));
         } else {
@@ -143,7 +171,8 @@ fn classic_prompt(lines: Vec<String>) -> Vec<String> {
 /// IPython `PromptStripper._triple_quote_mask`: true for lines inside a triple-quoted string
 /// whose prompts must be kept.
 fn triple_quote_mask(lines: &[String], ps1: &Regex, ps2: &Regex, initial: &Regex) -> Vec<bool> {
-    static STRING_PREFIX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)^[rubf]*\n?\z").unwrap());
+    static STRING_PREFIX: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)^[rubf]*\n?\z").unwrap());
     let mut mask = Vec::with_capacity(lines.len());
     let mut in_triple: Option<&str> = None;
     let mut preserve = false;
@@ -158,7 +187,8 @@ fn triple_quote_mask(lines: &[String], ps1: &Regex, ps2: &Regex, initial: &Regex
                     let without_ps1 = ps1.replace(before, "");
                     let without_prompts = ps2.replace(&without_ps1, "");
                     let prompted_code = without_prompts != before && seen_prompt;
-                    preserve = !prompted_code && STRING_PREFIX.is_match(without_prompts.trim_matches(py_space));
+                    preserve = !prompted_code
+                        && STRING_PREFIX.is_match(without_prompts.trim_matches(py_space));
                     *mask.last_mut().expect("pushed above") = preserve;
                 }
                 Some(open) if open == quote => {
@@ -200,25 +230,37 @@ fn triple_quotes(line: &str) -> Vec<(usize, &'static str)> {
 /// IPython `ipython_prompt`: `In [1]: ` and `...: ` prompts, when the first line has one or
 /// the second line has one.
 fn ipython_prompt(lines: Vec<String>) -> Vec<String> {
-    static PROMPT: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^(?:(?:(?:\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)").unwrap());
-    let has_prompt = lines.first().is_some_and(|l| PROMPT.is_match(l)) || lines.get(1).is_some_and(|l| PROMPT.is_match(l));
+    static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?:(?:(?:\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}: ?)").unwrap()
+    });
+    let has_prompt = lines.first().is_some_and(|l| PROMPT.is_match(l))
+        || lines.get(1).is_some_and(|l| PROMPT.is_match(l));
     if !has_prompt {
         return lines;
     }
-    lines.iter().map(|l| PROMPT.replace(l, "").into_owned()).collect()
+    lines
+        .iter()
+        .map(|l| PROMPT.replace(l, "").into_owned())
+        .collect()
 }
 
 /// IPython `cell_magic`: a first line `%%name args` turns the whole cell into one call.
 fn cell_magic(lines: Vec<String>) -> Vec<String> {
     static HELP: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^%%\w+\?").unwrap());
-    let Some(first) = lines.first() else { return lines };
+    let Some(first) = lines.first() else {
+        return lines;
+    };
     if !first.starts_with("%%") || HELP.is_match(first) {
         return lines;
     }
     let (name, args) = partition(first[2..].trim_end_matches(py_space), ' ');
     let body = lines[1..].concat();
-    vec![format!("get_ipython().run_cell_magic({}, {}, {})\n", py_repr(name), py_repr(args), py_repr(&body))]
+    vec![format!(
+        "get_ipython().run_cell_magic({}, {}, {})\n",
+        py_repr(name),
+        py_repr(args),
+        py_repr(&body)
+    )]
 }
 
 /// `str.partition(sep)` without the separator.
@@ -291,10 +333,14 @@ fn find_assign_op(line: &[Token]) -> Option<usize> {
 /// `x = %magic args`: the position of the `%`.
 fn find_magic_assign(groups: &[Vec<Token>]) -> Result<Option<(usize, usize)>, String> {
     for line in groups {
-        let Some(ix) = find_assign_op(line) else { continue };
+        let Some(ix) = find_assign_op(line) else {
+            continue;
+        };
         if line.len() >= ix + 2 && line[ix + 1].string == "%" {
             // IPython indexes `line[ix + 2]` here unguarded: an IndexError fails the cell.
-            let next = line.get(ix + 2).ok_or("IndexError while looking for a magic assignment")?;
+            let next = line
+                .get(ix + 2)
+                .ok_or("IndexError while looking for a magic assignment")?;
             if next.kind == Kind::Name {
                 return Ok(Some(line[ix + 1].start));
             }
@@ -306,12 +352,20 @@ fn find_magic_assign(groups: &[Vec<Token>]) -> Result<Option<(usize, usize)>, St
 /// `x = !cmd` (Python < 3.12 tokenizes `!` as an ERRORTOKEN): the position of the `!`.
 fn find_system_assign(groups: &[Vec<Token>], lines: &[String]) -> Option<(usize, usize)> {
     for line in groups {
-        let Some(ix) = find_assign_op(line) else { continue };
+        let Some(ix) = find_assign_op(line) else {
+            continue;
+        };
         let physical = lines.get(line[ix].start.0).map_or("", String::as_str);
-        if physical.trim_matches(py_space).starts_with('=') || line.len() < ix + 2 || line[ix + 1].kind != Kind::ErrorToken {
+        if physical.trim_matches(py_space).starts_with('=')
+            || line.len() < ix + 2
+            || line[ix + 1].kind != Kind::ErrorToken
+        {
             continue;
         }
-        for token in line[ix + 1..].iter().take_while(|t| t.kind == Kind::ErrorToken) {
+        for token in line[ix + 1..]
+            .iter()
+            .take_while(|t| t.kind == Kind::ErrorToken)
+        {
             if token.string == "!" {
                 return Some(token.start);
             }
@@ -326,7 +380,9 @@ fn find_system_assign(groups: &[Vec<Token>], lines: &[String]) -> Option<(usize,
 /// A line starting with one of `! ? % , ; /`: its position.
 fn find_escaped_command(groups: &[Vec<Token>]) -> Option<(usize, usize)> {
     groups.iter().find_map(|line| {
-        let first = line.iter().find(|t| !matches!(t.kind, Kind::Indent | Kind::Dedent))?;
+        let first = line
+            .iter()
+            .find(|t| !matches!(t.kind, Kind::Indent | Kind::Dedent))?;
         matches!(first.string.as_str(), "!" | "?" | "%" | "," | ";" | "/").then_some(first.start)
     })
 }
@@ -337,7 +393,9 @@ fn find_help_end(groups: &[Vec<Token>]) -> Option<((usize, usize), (usize, usize
         if line.len() <= 2 || line[line.len() - 2].string != "?" {
             return None;
         }
-        let first = line.iter().find(|t| !matches!(t.kind, Kind::Indent | Kind::Dedent))?;
+        let first = line
+            .iter()
+            .find(|t| !matches!(t.kind, Kind::Indent | Kind::Dedent))?;
         Some((first.start, line[line.len() - 2].start))
     })
 }
@@ -357,14 +415,25 @@ fn end_of_continued_line(lines: &[String], start: usize) -> usize {
 /// The continued line from `start` joined into one, backslashes removed.
 fn assemble_continued_line(lines: &[String], (line, col): (usize, usize), end: usize) -> String {
     let mut parts = vec![&lines[line][col..]];
-    parts.extend(lines[(line + 1).min(lines.len())..(end + 1).min(lines.len())].iter().map(String::as_str));
+    parts.extend(
+        lines[(line + 1).min(lines.len())..(end + 1).min(lines.len())]
+            .iter()
+            .map(String::as_str),
+    );
     let last = parts.len() - 1;
     parts
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let trimmed = p.trim_end_matches(py_space);
-            if i < last { trimmed.char_indices().last().map_or("", |(j, _)| &trimmed[..j]) } else { trimmed }
+            if i < last {
+                trimmed
+                    .char_indices()
+                    .last()
+                    .map_or("", |(j, _)| &trimmed[..j])
+            } else {
+                trimmed
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -383,7 +452,11 @@ fn magic_assign(lines: &[String], start: (usize, usize)) -> Vec<String> {
     let end = end_of_continued_line(lines, start.0);
     let rhs = assemble_continued_line(lines, start, end);
     let (name, args) = partition(&rhs[1..], ' ');
-    let call = format!("get_ipython().run_line_magic({}, {})", py_repr(name), py_repr(args));
+    let call = format!(
+        "get_ipython().run_line_magic({}, {})",
+        py_repr(name),
+        py_repr(args)
+    );
     splice(lines, start.0, end, format!("{lhs}{call}\n"))
 }
 
@@ -411,11 +484,27 @@ fn escaped_command(lines: &[String], start: (usize, usize)) -> Option<Vec<String
         "!!" => format!("get_ipython().getoutput({})", py_repr(content)),
         "?" | "??" if content.is_empty() => "get_ipython().show_usage()".to_string(),
         "?" | "??" => help_call(content, escape),
-        "%" => format!("get_ipython().run_line_magic({}, {})", py_repr(name), py_repr(args)),
-        "," => format!("{name}(\"{}\")", args.split(py_space).filter(|a| !a.is_empty()).collect::<Vec<_>>().join("\", \"")),
+        "%" => format!(
+            "get_ipython().run_line_magic({}, {})",
+            py_repr(name),
+            py_repr(args)
+        ),
+        "," => format!(
+            "{name}(\"{}\")",
+            args.split(py_space)
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join("\", \"")
+        ),
         ";" => format!("{name}(\"{args}\")"),
         _ if name.is_empty() => return None,
-        _ => format!("{name}({})", args.split(py_space).filter(|a| !a.is_empty()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "{name}({})",
+            args.split(py_space)
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     Some(splice(lines, start.0, end, format!("{indent}{call}\n")))
 }
@@ -429,14 +518,19 @@ fn help_call(target: &str, escape: &str) -> String {
     } else {
         "pinfo"
     };
-    format!("get_ipython().run_line_magic({}, {})", py_repr(method), py_repr(target))
+    format!(
+        "get_ipython().run_line_magic({}, {})",
+        py_repr(method),
+        py_repr(target)
+    )
 }
 
 /// `obj?` / `obj.attr??` at the end of a logical line; None (IPython: SyntaxError) if what
 /// precedes the `?` is not a name path.
 fn help_end(lines: &[String], start: (usize, usize), q: (usize, usize)) -> Option<Vec<String>> {
     static HELP_END: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(%{0,2}[\w*&&\D][\w*]*(?:\.[\w*&&\D][\w*]*|\[-?[0-9]+\])*)(\?\??)\n?\z").unwrap()
+        Regex::new(r"(%{0,2}[\w*&&\D][\w*]*(?:\.[\w*&&\D][\w*]*|\[-?[0-9]+\])*)(\?\??)\n?\z")
+            .unwrap()
     });
     let piece = lines[start.0..=q.0].concat();
     let (indent, content) = piece.split_at(start.1);
@@ -447,7 +541,11 @@ fn help_end(lines: &[String], start: (usize, usize), q: (usize, usize)) -> Optio
 
 /// Python `repr()` of a str.
 fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -500,10 +598,22 @@ mod tests {
 
     #[test]
     fn magics_shell_and_help() {
-        assert_eq!(transform("%time x").unwrap(), "get_ipython().run_line_magic('time', 'x')\n");
-        assert_eq!(transform("x = !ls").unwrap(), "x = get_ipython().getoutput('ls')\n");
-        assert_eq!(transform("obj?").unwrap(), "get_ipython().run_line_magic('pinfo', 'obj')\n");
-        assert_eq!(transform("%%bash\necho 'hi'").unwrap(), "get_ipython().run_cell_magic('bash', '', \"echo 'hi'\\n\")\n");
+        assert_eq!(
+            transform("%time x").unwrap(),
+            "get_ipython().run_line_magic('time', 'x')\n"
+        );
+        assert_eq!(
+            transform("x = !ls").unwrap(),
+            "x = get_ipython().getoutput('ls')\n"
+        );
+        assert_eq!(
+            transform("obj?").unwrap(),
+            "get_ipython().run_line_magic('pinfo', 'obj')\n"
+        );
+        assert_eq!(
+            transform("%%bash\necho 'hi'").unwrap(),
+            "get_ipython().run_cell_magic('bash', '', \"echo 'hi'\\n\")\n"
+        );
         assert_eq!(transform("x = 1").unwrap(), "x = 1\n");
     }
 

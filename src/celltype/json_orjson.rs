@@ -247,6 +247,9 @@ mod tests {
             error(vec![surrogate.clone(), Key::Int(1.into())]),
             "str is not valid UTF-8: surrogates not allowed"
         );
-        assert_eq!(error(vec![Key::Int(1.into()), surrogate]), "Dict key must be str");
+        assert_eq!(
+            error(vec![Key::Int(1.into()), surrogate]),
+            "Dict key must be str"
+        );
     }
 }

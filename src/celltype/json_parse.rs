@@ -407,7 +407,10 @@ mod tests {
         assert_eq!(p("-Infinity").unwrap(), Value::Float(f64::NEG_INFINITY));
         assert_eq!(p("1e400").unwrap(), Value::Float(f64::INFINITY));
         assert_eq!(p("\"\\ud800\"").unwrap(), Value::Surrogates(vec![0xd800]));
-        assert_eq!(p("\"é\\ud800x\"").unwrap(), Value::Surrogates(vec![0xe9, 0xd800, 0x78]));
+        assert_eq!(
+            p("\"é\\ud800x\"").unwrap(),
+            Value::Surrogates(vec![0xe9, 0xd800, 0x78])
+        );
         assert_eq!(p("\"\\ud83d\\ude00\"").unwrap(), Value::str("😀"));
         assert_eq!(
             p("123456789012345678901234567890").unwrap(),

@@ -72,7 +72,10 @@ fn key_text(k: &Key) -> Result<Vec<u32>, CellError> {
 
 /// `json.dumps`'s error for a dict key of an unsupported type.
 fn bad_key(name: &str) -> CellError {
-    CellError::new(PyErrorKind::TypeError, format!("keys must be str, int, float, bool or None, not {name}"))
+    CellError::new(
+        PyErrorKind::TypeError,
+        format!("keys must be str, int, float, bool or None, not {name}"),
+    )
 }
 
 impl Writer {

@@ -32,17 +32,28 @@ const BIG_STACK_BYTES: usize = 1 << 30;
 /// Ok if `text` is a valid Python 3.11 module; otherwise why not (with line and column).
 pub fn validate(text: &str) -> Result<(), String> {
     if let Some(pos) = text.find('\0') {
-        return Err(at(text, pos, "source code string cannot contain null bytes"));
+        return Err(at(
+            text,
+            pos,
+            "source code string cannot contain null bytes",
+        ));
     }
     if text.starts_with('\u{feff}') {
-        return Err(at(text, 0, "invalid non-printable character U+FEFF (a byte order mark; remove it)"));
+        return Err(at(
+            text,
+            0,
+            "invalid non-printable character U+FEFF (a byte order mark; remove it)",
+        ));
     }
     on_big_stack("python validator", || validate_on_big_stack(text))?
 }
 
 /// Run `work` on a thread with a 1 GiB reserved stack (only touched pages are committed), for
 /// parsers that recurse as deep as their input nests. Also used by the yaml validator.
-pub(crate) fn on_big_stack<T: Send>(what: &str, work: impl FnOnce() -> T + Send) -> Result<T, String> {
+pub(crate) fn on_big_stack<T: Send>(
+    what: &str,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, String> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name(what.into())
@@ -58,7 +69,11 @@ fn validate_on_big_stack(text: &str) -> Result<(), String> {
     let options = ParseOptions::from(Mode::Module).with_target_version(PythonVersion::PY311);
     let parsed = parse_unchecked(text, options);
     if let Some(err) = parsed.errors().first() {
-        return Err(at(text, err.location.start().to_usize(), &err.error.to_string()));
+        return Err(at(
+            text,
+            err.location.start().to_usize(),
+            &err.error.to_string(),
+        ));
     }
     if let Some(err) = parsed.unsupported_syntax_errors().first() {
         return Err(at(text, err.range.start().to_usize(), &err.to_string()));
@@ -86,16 +101,26 @@ fn check_tokens(text: &str, tokens: &Tokens) -> Result<(), String> {
             TokenKind::Lpar | TokenKind::Lsqb | TokenKind::Lbrace => {
                 depth += 1;
                 if depth > MAX_BRACKET_DEPTH {
-                    return Err(at(text, token.start().to_usize(), "too many nested parentheses"));
+                    return Err(at(
+                        text,
+                        token.start().to_usize(),
+                        "too many nested parentheses",
+                    ));
                 }
             }
-            TokenKind::Rpar | TokenKind::Rsqb | TokenKind::Rbrace => depth = depth.saturating_sub(1),
+            TokenKind::Rpar | TokenKind::Rsqb | TokenKind::Rbrace => {
+                depth = depth.saturating_sub(1)
+            }
             TokenKind::FStringStart => outer_depths.push(std::mem::take(&mut depth)),
             TokenKind::FStringEnd => depth = outer_depths.pop().unwrap_or(0),
             TokenKind::Indent => {
                 indent += 1;
                 if indent >= MAX_INDENT_LEVELS {
-                    return Err(at(text, token.start().to_usize(), "too many levels of indentation"));
+                    return Err(at(
+                        text,
+                        token.start().to_usize(),
+                        "too many levels of indentation",
+                    ));
                 }
             }
             TokenKind::Dedent => indent = indent.saturating_sub(1),
@@ -135,7 +160,10 @@ impl AstChecker {
         }
         self.depth += 1;
         if self.depth > MAX_AST_DEPTH {
-            self.error = Some((node.start(), "too complex: maximum recursion depth exceeded during ast construction"));
+            self.error = Some((
+                node.start(),
+                "too complex: maximum recursion depth exceeded during ast construction",
+            ));
             return false;
         }
         true
@@ -168,11 +196,17 @@ impl<'a> Visitor<'a> for AstChecker {
             return;
         }
         if self.spec_nesting >= MAX_FORMAT_SPEC_NESTING {
-            self.error = Some((interpolation.start(), "f-string: expressions nested too deeply"));
+            self.error = Some((
+                interpolation.start(),
+                "f-string: expressions nested too deeply",
+            ));
             return;
         }
         if matches!(*interpolation.expression, Expr::Starred(_)) {
-            self.error = Some((interpolation.expression.start(), "f-string: can't use starred expression here"));
+            self.error = Some((
+                interpolation.expression.start(),
+                "f-string: can't use starred expression here",
+            ));
             return;
         }
         self.visit_expr(&interpolation.expression);
@@ -200,7 +234,14 @@ mod tests {
 
     #[test]
     fn accepts_what_ast_parse_accepts() {
-        for ok in ["", "x = 1", "def f(a, a): return", "return 1", "f'{x:{y}}'", "match x:\n case 1: pass"] {
+        for ok in [
+            "",
+            "x = 1",
+            "def f(a, a): return",
+            "return 1",
+            "f'{x:{y}}'",
+            "match x:\n case 1: pass",
+        ] {
             assert_eq!(validate(ok), Ok(()), "{ok:?}");
         }
     }
@@ -209,7 +250,15 @@ mod tests {
     fn rejects_with_position() {
         let err = validate("x = 1\ndef f(:").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
-        for bad in ["\0", "\u{feff}x=1", "%timeit x", "type X = int", "f'{x:{y:{z}}}'", "f'{*a}'", "f'{x!r }'"] {
+        for bad in [
+            "\0",
+            "\u{feff}x=1",
+            "%timeit x",
+            "type X = int",
+            "f'{x:{y:{z}}}'",
+            "f'{*a}'",
+            "f'{x!r }'",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
     }
@@ -220,7 +269,11 @@ mod tests {
         assert!(validate(&parens(200)).is_ok());
         assert!(validate(&parens(201)).is_err());
         let nested_ifs = |n: usize| {
-            (0..n).map(|i| format!("{}if x:\n", " ".repeat(i))).collect::<String>() + &" ".repeat(n) + "pass"
+            (0..n)
+                .map(|i| format!("{}if x:\n", " ".repeat(i)))
+                .collect::<String>()
+                + &" ".repeat(n)
+                + "pass"
         };
         assert!(validate(&nested_ifs(99)).is_ok());
         assert!(validate(&nested_ifs(100)).is_err());

@@ -28,10 +28,14 @@ pub fn to_value(text: &str) -> Result<Value, String> {
 }
 
 fn load_on_big_stack(text: &str, mode: Mode) -> Result<Value, String> {
-    super::python::on_big_stack("YAML loader", || load(text, mode))?.map_err(|failure| match failure {
-        Failure::Invalid(e) => format!("invalid YAML (PyYAML safe_load would fail): {e}"),
-        Failure::Unrepresentable(e) => format!("valid YAML, but its value cannot be built here: {e}"),
-    })
+    super::python::on_big_stack("YAML loader", || load(text, mode))?.map_err(
+        |failure| match failure {
+            Failure::Invalid(e) => format!("invalid YAML (PyYAML safe_load would fail): {e}"),
+            Failure::Unrepresentable(e) => {
+                format!("valid YAML, but its value cannot be built here: {e}")
+            }
+        },
+    )
 }
 
 fn load(text: &str, mode: Mode) -> Result<Value, Failure> {
@@ -52,7 +56,11 @@ mod tests {
     #[test]
     fn yaml_1_1_values() {
         let value = to_value("a: yes\nb: 0777\nc: 1:30\nd: 2001-12-14\ne: 2001-12-14 21:59:43.10 -5\nf: !!binary aGk=").unwrap();
-        let date = Date { year: 2001, month: 12, day: 14 };
+        let date = Date {
+            year: 2001,
+            month: 12,
+            day: 14,
+        };
         let expected = dict(vec![
             (Key::Str("a".into()), Value::Bool(true)),
             (Key::Str("b".into()), Value::int(511)),
@@ -60,7 +68,14 @@ mod tests {
             (Key::Str("d".into()), Value::Date(date)),
             (
                 Key::Str("e".into()),
-                Value::DateTime(DateTime { date, hour: 21, minute: 59, second: 43, microsecond: 100_000, utc_offset: Some(-5 * 3600) }),
+                Value::DateTime(DateTime {
+                    date,
+                    hour: 21,
+                    minute: 59,
+                    second: 43,
+                    microsecond: 100_000,
+                    utc_offset: Some(-5 * 3600),
+                }),
             ),
             (Key::Str("f".into()), Value::Bytes("hi".into())),
         ]);
@@ -70,16 +85,33 @@ mod tests {
 
     #[test]
     fn merge_keys_and_python_key_equality() {
-        let value = to_value("b: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\nk: {1: a, 1.0: b, true: c}").unwrap();
+        let value =
+            to_value("b: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\nk: {1: a, 1.0: b, true: c}")
+                .unwrap();
         let Value::Dict(top) = value else { panic!() };
-        let merged = dict(vec![(Key::Str("x".into()), Value::int(1)), (Key::Str("y".into()), Value::int(3))]);
+        let merged = dict(vec![
+            (Key::Str("x".into()), Value::int(1)),
+            (Key::Str("y".into()), Value::int(3)),
+        ]);
         assert_eq!(top[&Key::Str("m".into())], merged);
-        assert_eq!(top[&Key::Str("k".into())], dict(vec![(Key::Int(1.into()), Value::str("c"))]));
+        assert_eq!(
+            top[&Key::Str("k".into())],
+            dict(vec![(Key::Int(1.into()), Value::str("c"))])
+        );
     }
 
     #[test]
     fn rejects_what_safe_load_rejects() {
-        for bad in ["a: 1\n---\nb: 2", "!!python/object:os.system x", "a\0", "a:\t1", "[1, 2", "a: *x", "{[1]: 2}", "2001-02-29"] {
+        for bad in [
+            "a: 1\n---\nb: 2",
+            "!!python/object:os.system x",
+            "a\0",
+            "a:\t1",
+            "[1, 2",
+            "a: *x",
+            "{[1]: 2}",
+            "2001-02-29",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
     }
@@ -88,7 +120,10 @@ mod tests {
     fn recursion_and_alias_bombs_stay_bounded() {
         assert_eq!(validate("&a [*a]"), Ok(()));
         assert!(to_value("&a [*a]").unwrap_err().contains("recursive"));
-        let chain: String = (1..20_000).map(|i| format!("a{i}: &a{i} [*a{}]\n", i - 1)).collect::<String>().replacen("[*a0]", "[0]", 1);
+        let chain: String = (1..20_000)
+            .map(|i| format!("a{i}: &a{i} [*a{}]\n", i - 1))
+            .collect::<String>()
+            .replacen("[*a0]", "[0]", 1);
         assert_eq!(validate(&chain), Ok(()));
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
@@ -101,8 +136,14 @@ mod tests {
 
     #[test]
     fn surrogate_escapes_as_pyyaml_builds_them() {
-        assert_eq!(to_value("\"\\ud83d\\ude00\"").unwrap(), Value::Surrogates(vec![0xd83d, 0xde00]));
-        assert_eq!(to_value("plain \\ud83d").unwrap(), Value::str("plain \\ud83d"));
+        assert_eq!(
+            to_value("\"\\ud83d\\ude00\"").unwrap(),
+            Value::Surrogates(vec![0xd83d, 0xde00])
+        );
+        assert_eq!(
+            to_value("plain \\ud83d").unwrap(),
+            Value::str("plain \\ud83d")
+        );
         // A genuine U+FFFD beside an escape: valid, but which is which cannot be told apart.
         let mixed = "[\"\\ud83d\", \"\u{fffd}\"]";
         assert_eq!(validate(mixed), Ok(()));

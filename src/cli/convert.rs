@@ -92,18 +92,24 @@ pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
 
 fn read_input(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     match file {
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display())),
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        }
         None => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
             Ok(buf)
         }
     }
 }
 
 fn print_facts(facts: &crate::buffer_info::Facts) -> anyhow::Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> =
-        facts.iter().map(|(cs, info)| (cs.hex(), serde_json::Value::Object(info.to_map()))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = facts
+        .iter()
+        .map(|(cs, info)| (cs.hex(), serde_json::Value::Object(info.to_map())))
+        .collect();
     eprintln!("{}", serde_json::to_string_pretty(&map)?);
     Ok(())
 }
@@ -139,7 +145,8 @@ fn short_name(c: CellType) -> &'static str {
 /// One grid cell: the pair's effective class, marked `=` when the pair is handled as an
 /// equivalent pair and `+` when it is a chain through another cell type.
 fn cell(from: CellType, to: CellType) -> String {
-    let (Some(entry), Some(class)) = (matrix::entry(from, to), matrix::effective_class(from, to)) else {
+    let (Some(entry), Some(class)) = (matrix::entry(from, to), matrix::effective_class(from, to))
+    else {
         return "·".into();
     };
     let mark = match entry {
@@ -192,7 +199,10 @@ fn pair_details(from: CellType, to: CellType) -> String {
         matrix::Entry::Chain(via) => format!("chain via {via}"),
     };
     let effective = matrix::effective_class(from, to).map_or("", |c| c.name());
-    let legs: Vec<String> = matrix::legs(from, to).iter().map(|l| format!("{} → {} ({})", l.from, l.to, l.class)).collect();
+    let legs: Vec<String> = matrix::legs(from, to)
+        .iter()
+        .map(|l| format!("{} → {} ({})", l.from, l.to, l.class))
+        .collect();
     let steps: Vec<String> = matrix::steps(from, to)
         .iter()
         .map(|s| {
@@ -220,7 +230,10 @@ mod tests {
         let g = grid();
         let rows: Vec<&str> = g.lines().skip(1).take(13).collect();
         assert!(rows[0].starts_with("binary"));
-        assert!(rows.iter().all(|r| r.split_whitespace().count() == 14), "{g}");
+        assert!(
+            rows.iter().all(|r| r.split_whitespace().count() == 14),
+            "{g}"
+        );
         assert!(g.lines().all(|l| l.chars().count() <= 80), "{g}");
     }
 
@@ -228,6 +241,9 @@ mod tests {
     fn details_show_what_runs() {
         let d = pair_details(CellType::Str, CellType::Mixed);
         assert!(d.contains("equivalent to str → binary"), "{d}");
-        assert!(d.contains("str → plain (trivial) ; plain → mixed (trivial)"), "{d}");
+        assert!(
+            d.contains("str → plain (trivial) ; plain → mixed (trivial)"),
+            "{d}"
+        );
     }
 }

@@ -33,7 +33,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} is not a seamfs store (it has no buffers/ directory)",
         args.path.display()
     );
-    let store = DiskStore::open(&args.path).with_context(|| format!("opening {}", args.path.display()))?;
+    let store =
+        DiskStore::open(&args.path).with_context(|| format!("opening {}", args.path.display()))?;
     let progress = progress_bar(&store)?;
     let findings = Mutex::new(Vec::new());
     let checked = store
@@ -43,8 +44,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let checksum = item?;
             if let Verdict::Corrupt { actual } = store.verify(&checksum)? {
                 let moved_to = store.quarantine(&checksum).ok();
-                let finding = Finding { expected: checksum, actual, moved_to };
-                findings.lock().expect("no panics while holding it").push(finding);
+                let finding = Finding {
+                    expected: checksum,
+                    actual,
+                    moved_to,
+                };
+                findings
+                    .lock()
+                    .expect("no panics while holding it")
+                    .push(finding);
             }
             progress.inc(1);
             Ok(())
@@ -54,7 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     let findings = findings.into_inner().expect("no panics while holding it");
     report(&store, checked, &findings);
-    Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A progress bar on a terminal (counting the buffers first), hidden otherwise.

@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn aliases_insert_the_subcommand() {
         let args = rewrite_alias(vec!["/usr/bin/seamless-checksum".into(), "f".into()]);
-        assert_eq!(args, vec![OsString::from("seamfs"), "checksum".into(), "f".into()]);
+        assert_eq!(
+            args,
+            vec![OsString::from("seamfs"), "checksum".into(), "f".into()]
+        );
         let args = rewrite_alias(vec!["seamfs".into(), "mount".into()]);
         assert_eq!(args, vec![OsString::from("seamfs"), "mount".into()]);
     }

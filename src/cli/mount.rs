@@ -87,7 +87,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the store {}", store_root.display()))?;
     let lock = lock_store(&store_root)?;
     if args.daemon {
-        return daemonize(&store_root, |ready| serve(&args, store, mountpoint, lock, ready));
+        return daemonize(&store_root, |ready| {
+            serve(&args, store, mountpoint, lock, ready)
+        });
     }
     serve(&args, store, mountpoint, lock, &mut |_| {})
 }
@@ -137,8 +139,13 @@ fn serve(
         Some(server) => format!("; HTTP database at {}", server.url()),
         None => String::new(),
     };
-    ready(Ok(format!("seamfs mounted on {}{http}", mountpoint.display())));
-    session.run().context("the FUSE session ended with an error")?;
+    ready(Ok(format!(
+        "seamfs mounted on {}{http}",
+        mountpoint.display()
+    )));
+    session
+        .run()
+        .context("the FUSE session ended with an error")?;
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
 }
@@ -150,11 +157,23 @@ struct Companions {
 }
 
 /// Open the namespace, start the HTTP database, mount.
-fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Result<(Session<SeamFs>, Companions)> {
+fn mount_session(
+    args: &Args,
+    store: DiskStore,
+    mountpoint: &Path,
+) -> anyhow::Result<(Session<SeamFs>, Companions)> {
     let db_path = database_path(store.root());
-    let db = Database::open(&db_path, true).with_context(|| format!("cannot open the database {}", db_path.display()))?;
+    let db = Database::open(&db_path, true)
+        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
     let (reads, eviction) = read_tiers(&store, args.ram_cache);
-    let ns = Namespace::new(store, reads, db.clone(), Options { read_only: args.read_only })?;
+    let ns = Namespace::new(
+        store,
+        reads,
+        db.clone(),
+        Options {
+            read_only: args.read_only,
+        },
+    )?;
     let http = if args.no_db {
         None
     } else {
@@ -182,18 +201,36 @@ fn mount_session(args: &Args, store: DiskStore, mountpoint: &Path) -> anyhow::Re
     config.clone_fd = true;
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((session, Companions { http, _eviction: eviction }))
+    Ok((
+        session,
+        Companions {
+            http,
+            _eviction: eviction,
+        },
+    ))
 }
 
 /// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
-fn read_tiers(store: &DiskStore, ram_cache: Option<u64>) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
+fn read_tiers(
+    store: &DiskStore,
+    ram_cache: Option<u64>,
+) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
     let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
-    let Some(size) = ram_cache else { return (disk, None) };
-    let config = RamConfig { soft_cap: size, hard_cap: size, ..RamConfig::default() };
+    let Some(size) = ram_cache else {
+        return (disk, None);
+    };
+    let config = RamConfig {
+        soft_cap: size,
+        hard_cap: size,
+        ..RamConfig::default()
+    };
     let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
     let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
     tracing::info!(bytes = size, "RAM buffer cache over the disk store");
-    (Arc::new(Layered::new(ram, disk, WritePolicy::Through)), Some(eviction))
+    (
+        Arc::new(Layered::new(ram, disk, WritePolicy::Through)),
+        Some(eviction),
+    )
 }
 
 fn termination_signals() -> SigSet {
@@ -209,7 +246,8 @@ fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(data).join("seamfs"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: pass --store DIR")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: pass --store DIR")?;
     Ok(PathBuf::from(home).join(".local/share/seamfs"))
 }
 
@@ -291,11 +329,15 @@ fn unescape_mountinfo(field: &str) -> String {
 
 /// Larger kernel read-ahead (1 MiB requests instead of 128 KiB); it can only be set after mount.
 fn raise_readahead(mountpoint: &Path) {
-    let Some(id) = mount_id(mountpoint) else { return };
+    let Some(id) = mount_id(mountpoint) else {
+        return;
+    };
     let knob = format!("/sys/class/bdi/{id}/read_ahead_kb");
     match std::fs::write(&knob, "1024") {
         Ok(()) => tracing::debug!(knob, "read-ahead raised to 1 MiB"),
-        Err(e) => tracing::debug!(knob, error = %e, "could not raise read-ahead (needs root); keeping the default"),
+        Err(e) => {
+            tracing::debug!(knob, error = %e, "could not raise read-ahead (needs root); keeping the default")
+        }
     }
 }
 
@@ -341,7 +383,10 @@ fn daemonize(
             File::from(read_end).read_to_string(&mut report)?;
             match report.strip_prefix("ok ") {
                 Some(line) => {
-                    println!("{line} (daemon pid {child}; logs in {})", store.join("mount.log").display());
+                    println!(
+                        "{line} (daemon pid {child}; logs in {})",
+                        store.join("mount.log").display()
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 None if report.is_empty() => bail!("the seamfs daemon exited before mounting"),
@@ -351,7 +396,10 @@ fn daemonize(
         nix::unistd::ForkResult::Child => {
             drop(read_end);
             nix::unistd::setsid()?;
-            let log = OpenOptions::new().create(true).append(true).open(store.join("mount.log"))?;
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(store.join("mount.log"))?;
             init_logging(Some(log));
             detach_stdio()?;
             let mut pipe = Some(File::from(write_end));
@@ -374,7 +422,10 @@ fn daemonize(
 }
 
 fn detach_stdio() -> anyhow::Result<()> {
-    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     for fd in 0..3 {
         nix::unistd::dup2(null.as_raw_fd(), fd)?;
     }
@@ -384,9 +435,14 @@ fn detach_stdio() -> anyhow::Result<()> {
 fn init_logging(file: Option<File>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match file {
-        Some(file) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).try_init(),
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
 }
@@ -394,10 +450,19 @@ fn init_logging(file: Option<File>) {
 /// Parse a size such as `64M`, `1G`, `512k` or a plain byte count.
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size (examples: 64M, 1G, 1048576)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 64M, 1G, 1048576)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
         "" => 0,
         "k" => 10,
         "m" => 20,
@@ -405,7 +470,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "t" => 40,
         _ => return Err(format!("unknown size unit in '{text}' (use K, M, G or T)")),
     };
-    number.checked_mul(1 << shift).ok_or_else(|| format!("size '{text}' is too large"))
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
 #[cfg(test)]

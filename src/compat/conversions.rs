@@ -31,13 +31,17 @@ fn check(case: &Json) -> Result<Outcome, String> {
 }
 
 pub(super) fn celltype_field(case: &Json, key: &str) -> Result<CellType, String> {
-    let name = case.get(key).and_then(Json::as_str).ok_or_else(|| format!("the case has no '{key}'"))?;
+    let name = case
+        .get(key)
+        .and_then(Json::as_str)
+        .ok_or_else(|| format!("the case has no '{key}'"))?;
     name.parse::<CellType>().map_err(|e| e.to_string())
 }
 
 /// Compare a matrix entry (category, equivalence, chain, effective class, legs) with ours.
 fn check_matrix_entry(case: &Json, from: CellType, to: CellType) -> Result<Outcome, String> {
-    let entry = matrix::entry(from, to).ok_or("a cell type converted to itself is not a matrix entry")?;
+    let entry =
+        matrix::entry(from, to).ok_or("a cell type converted to itself is not a matrix entry")?;
     let mut ours = serde_json::json!({
         "category": entry.category(),
         "effective_class": matrix::effective_class(from, to).map(|c| c.name()),
@@ -46,34 +50,60 @@ fn check_matrix_entry(case: &Json, from: CellType, to: CellType) -> Result<Outco
             .collect::<Vec<_>>(),
     });
     match entry {
-        matrix::Entry::Equivalent(a, b) => ours["equivalent_to"] = serde_json::json!([a.name(), b.name()]),
+        matrix::Entry::Equivalent(a, b) => {
+            ours["equivalent_to"] = serde_json::json!([a.name(), b.name()])
+        }
         matrix::Entry::Chain(via) => ours["chain_via"] = serde_json::json!(via.name()),
         matrix::Entry::Own(_) => {}
     }
     let mut differences = Vec::new();
-    for key in ["category", "equivalent_to", "chain_via", "effective_class", "legs"] {
+    for key in [
+        "category",
+        "equivalent_to",
+        "chain_via",
+        "effective_class",
+        "legs",
+    ] {
         let expected = case.get(key).unwrap_or(&Json::Null);
         let got = ours.get(key).unwrap_or(&Json::Null);
         if expected != got {
             differences.push(format!("{key}: expected {expected}, got {got}"));
         }
     }
-    Ok(if differences.is_empty() { Outcome::Passed } else { Outcome::Failed(differences.join("; ")) })
+    Ok(if differences.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(differences.join("; "))
+    })
 }
 
 /// Convert the case's buffer and compare ok/failed and the result checksum.
-fn check_conversion(case: &Json, from: CellType, to: CellType, hex: &str) -> Result<Outcome, String> {
+fn check_conversion(
+    case: &Json,
+    from: CellType,
+    to: CellType,
+    hex: &str,
+) -> Result<Outcome, String> {
     let bytes = hex::decode(hex).map_err(|e| format!("bad buffer_hex: {e}"))?;
-    let expected_ok = case.get("ok").and_then(Json::as_bool).ok_or("the case has no 'ok'")?;
+    let expected_ok = case
+        .get("ok")
+        .and_then(Json::as_bool)
+        .ok_or("the case has no 'ok'")?;
     let expected = case.get("result_checksum").and_then(Json::as_str);
     let (got, departures) = match convert::convert(&Buffer::new(bytes), from, to) {
         Ok(c) => (Ok(c.output), c.departures),
         Err(e) => (Err(e.to_string()), e.departures),
     };
     let difference = match (&got, expected_ok) {
-        (Ok(out), true) if Some(out.checksum().hex().as_str()) == expected => return Ok(Outcome::Passed),
+        (Ok(out), true) if Some(out.checksum().hex().as_str()) == expected => {
+            return Ok(Outcome::Passed);
+        }
         (Err(_), false) => return Ok(Outcome::Passed),
-        (Ok(out), true) => format!("result {} instead of {}", describe(out), expected.unwrap_or("none")),
+        (Ok(out), true) => format!(
+            "result {} instead of {}",
+            describe(out),
+            expected.unwrap_or("none")
+        ),
         (Ok(out), false) => format!("converted to {} where the reference fails", describe(out)),
         (Err(e), true) => format!("failed where the reference succeeds: {e}"),
     };

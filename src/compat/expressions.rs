@@ -25,21 +25,34 @@ pub fn check_case(case: &Json) -> Outcome {
 fn check(case: &Json) -> Result<Outcome, String> {
     let from = celltype_field(case, "source")?;
     let to = celltype_field(case, "target")?;
-    let path = expression::parse_path(case.get("path").unwrap_or(&Json::Null)).map_err(|e| e.to_string())?;
-    let hex = case.get("buffer_hex").and_then(Json::as_str).ok_or("the case has no 'buffer_hex'")?;
+    let path = expression::parse_path(case.get("path").unwrap_or(&Json::Null))
+        .map_err(|e| e.to_string())?;
+    let hex = case
+        .get("buffer_hex")
+        .and_then(Json::as_str)
+        .ok_or("the case has no 'buffer_hex'")?;
     let bytes = hex::decode(hex).map_err(|e| format!("bad buffer_hex: {e}"))?;
-    let expected_ok = case.get("ok").and_then(Json::as_bool).ok_or("the case has no 'ok'")?;
+    let expected_ok = case
+        .get("ok")
+        .and_then(Json::as_bool)
+        .ok_or("the case has no 'ok'")?;
     let expected = case.get("result_checksum").and_then(Json::as_str);
     let (got, departures) = match expression::evaluate(&Buffer::new(bytes), &path, from, to) {
         Ok(Evaluation { result, departures }) => (Ok(result), departures),
         Err(e) => (Err(e.to_string()), e.departures),
     };
     let difference = match (&got, expected_ok) {
-        (Ok(result), true) if result.as_ref().map(|o| o.checksum().hex()).as_deref() == expected => {
+        (Ok(result), true)
+            if result.as_ref().map(|o| o.checksum().hex()).as_deref() == expected =>
+        {
             return Ok(Outcome::Passed);
         }
         (Err(_), false) => return Ok(Outcome::Passed),
-        (Ok(result), true) => format!("result {} instead of {}", describe(result), expected.unwrap_or("no result")),
+        (Ok(result), true) => format!(
+            "result {} instead of {}",
+            describe(result),
+            expected.unwrap_or("no result")
+        ),
         (Ok(result), false) => format!("gave {} where the reference fails", describe(result)),
         (Err(e), true) => format!("failed where the reference succeeds: {e}"),
     };

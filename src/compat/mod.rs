@@ -346,16 +346,21 @@ pub fn same(a: &Value, b: &Value) -> bool {
 
 /// Struct records equal field by field (padding ignored).
 fn same_records(x: &NdArray, y: &NdArray) -> bool {
-    let DType::Struct(s) = &x.dtype else { return x == y };
+    let DType::Struct(s) = &x.dtype else {
+        return x == y;
+    };
     if x.data.len() != y.data.len() {
         return false;
     }
-    x.data.chunks(s.itemsize.max(1)).zip(y.data.chunks(s.itemsize.max(1))).all(|(a, b)| {
-        s.fields.iter().all(|f| {
-            let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
-            a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
+    x.data
+        .chunks(s.itemsize.max(1))
+        .zip(y.data.chunks(s.itemsize.max(1)))
+        .all(|(a, b)| {
+            s.fields.iter().all(|f| {
+                let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
+                a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
+            })
         })
-    })
 }
 
 fn num(text: &str) -> Json {
@@ -560,11 +565,19 @@ fn decode_npscalar(j: &Json) -> Result<NdArray, String> {
     let dtype = decode_dtype(j.get("dtype").ok_or("$npscalar without dtype")?, aligned)?;
     if let Some(Json::String(h)) = j.get("data_hex") {
         let data = Bytes::from(hex::decode(h).map_err(|e| e.to_string())?);
-        return Ok(NdArray { dtype, shape: vec![], layout: Layout::C, data });
+        return Ok(NdArray {
+            dtype,
+            shape: vec![],
+            layout: Layout::C,
+            data,
+        });
     }
     let value = decode_value(j.get("value").ok_or("$npscalar without value")?)?;
     let DType::Simple { kind, order, size } = dtype else {
-        return Err(format!("a $npscalar of dtype {} needs data_hex", dtype.typestr()));
+        return Err(format!(
+            "a $npscalar of dtype {} needs data_hex",
+            dtype.typestr()
+        ));
     };
     let mut le = match (kind, &value) {
         ('b', Value::Bool(b)) => vec![*b as u8],
@@ -676,7 +689,8 @@ pub fn encode_value_readable(v: &Value) -> Json {
 }
 
 fn all_plain_str_keys(d: &Dict) -> bool {
-    d.keys().all(|k| matches!(k, Key::Str(s) if !s.starts_with('$')))
+    d.keys()
+        .all(|k| matches!(k, Key::Str(s) if !s.starts_with('$')))
 }
 
 fn encode(v: &Value, readable: bool) -> Json {
@@ -735,7 +749,10 @@ fn encode(v: &Value, readable: bool) -> Json {
         },
         Value::Checksum(c) => tagged("$checksum", Json::String(c.hex())),
         // Not in the vectors' encoding (seamless-core never builds them); tagged for display.
-        Value::Set(items) => tagged("$set", Json::Array(items.iter().map(encode_value).collect())),
+        Value::Set(items) => tagged(
+            "$set",
+            Json::Array(items.iter().map(encode_value).collect()),
+        ),
         Value::Date(d) => tagged("$date", Json::String(d.isoformat())),
         Value::DateTime(t) => tagged("$datetime", Json::String(t.isoformat('T'))),
     })

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fuser::{
-    BackingId, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nix::errno::Errno;
 
@@ -94,7 +95,11 @@ impl SeamFs {
     /// accepts it; otherwise (unprivileged, old kernel) silently through the daemon.
     fn reply_open(&self, ino: u64, opened: Opened, reply: ReplyOpen) {
         let flags = Self::flags(opened.cache);
-        if let Some(path) = opened.backing.as_deref().filter(|_| self.passthrough.load(Ordering::Relaxed)) {
+        if let Some(path) = opened
+            .backing
+            .as_deref()
+            .filter(|_| self.passthrough.load(Ordering::Relaxed))
+        {
             // The kernel refuses FOPEN_KEEP_CACHE with passthrough (it has no page cache of its own).
             let flags = flags - FopenFlags::FOPEN_KEEP_CACHE;
             let mut backing = self.backing.lock().expect("backing lock");
@@ -133,7 +138,10 @@ impl SeamFs {
     }
 }
 
-fn open_backing(path: &Path, register: impl FnOnce(&File) -> std::io::Result<BackingId>) -> std::io::Result<BackingId> {
+fn open_backing(
+    path: &Path,
+    register: impl FnOnce(&File) -> std::io::Result<BackingId>,
+) -> std::io::Result<BackingId> {
     register(&File::open(path)?)
 }
 
@@ -165,15 +173,18 @@ impl Filesystem for SeamFs {
         let _ = config.set_max_write(MAX_REQUEST);
         let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.set_max_background(256);
-        let passthrough =
-            config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(2).is_ok();
+        let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(passthrough, Ordering::Relaxed);
         tracing::info!(passthrough, "FUSE session initialised");
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, name_str(name).and_then(|n| self.ns.lookup(parent.0, n)));
+        self.entry(
+            reply,
+            name_str(name).and_then(|n| self.ns.lookup(parent.0, n)),
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -201,7 +212,10 @@ impl Filesystem for SeamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.ns.setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0)) {
+        match self
+            .ns
+            .setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0))
+        {
             Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -214,21 +228,48 @@ impl Filesystem for SeamFs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        self.entry(reply, name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)));
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, name_str(name).and_then(|n| self.ns.unlink(parent.0, n)));
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.unlink(parent.0, n)),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, name_str(name).and_then(|n| self.ns.rmdir(parent.0, n)));
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.rmdir(parent.0, n)),
+        );
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let target = target.to_str().ok_or(Errno::EINVAL);
-        self.entry(reply, name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)));
+        self.entry(
+            reply,
+            name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)),
+        );
     }
 
     fn rename(
@@ -289,7 +330,14 @@ impl Filesystem for SeamFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.ns.flush(fh.0));
     }
 
@@ -307,7 +355,14 @@ impl Filesystem for SeamFs {
         empty(reply, self.ns.release(fh.0));
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         empty(reply, self.ns.fsync(fh.0));
     }
 
@@ -318,7 +373,14 @@ impl Filesystem for SeamFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let entries = match self.ns.readdir(fh.0, offset) {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(e)),
@@ -336,12 +398,26 @@ impl Filesystem for SeamFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.ns.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Every tree change is committed to SQLite before it is acknowledged.
         reply.ok();
     }
@@ -411,7 +487,13 @@ impl Filesystem for SeamFs {
         match name_str(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
             Ok((a, opened)) => {
                 let flags = Self::flags(opened.cache);
-                reply.created(&a.ttl, &self.attr(&a), Generation(0), FileHandle(opened.fh), flags);
+                reply.created(
+                    &a.ttl,
+                    &self.attr(&a),
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    flags,
+                );
             }
             Err(e) => reply.error(errno(e)),
         }

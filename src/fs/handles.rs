@@ -57,7 +57,11 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(source: Box<dyn Iterator<Item = DirEntry> + Send>) -> Self {
-        Stream { source, window: Default::default(), start: 0 }
+        Stream {
+            source,
+            window: Default::default(),
+            start: 0,
+        }
     }
 
     /// Up to `batch` entries from stream position `position` on; None if `position` lies
@@ -101,12 +105,19 @@ pub struct Handles {
 impl Handles {
     pub fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open.lock().expect("handle table lock").insert(fh, Arc::new(handle));
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .insert(fh, Arc::new(handle));
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.open.lock().expect("handle table lock").get(&fh).cloned()
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .get(&fh)
+            .cloned()
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
@@ -133,12 +144,21 @@ pub struct Unpublished {
 impl Unpublished {
     /// The slot of `ino` (created empty if needed). Lock it to read or write the pending content.
     pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<PendingWrite>>> {
-        self.files.lock().expect("unpublished lock").entry(ino).or_default().clone()
+        self.files
+            .lock()
+            .expect("unpublished lock")
+            .entry(ino)
+            .or_default()
+            .clone()
     }
 
     /// The slot of `ino` if it exists.
     pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<PendingWrite>>>> {
-        self.files.lock().expect("unpublished lock").get(&ino).cloned()
+        self.files
+            .lock()
+            .expect("unpublished lock")
+            .get(&ino)
+            .cloned()
     }
 
     /// Forget `ino` (its pending writes are dropped, removing the temp file).

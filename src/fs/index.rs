@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn keys_drop_one_compression_suffix() {
-        assert_eq!(index_key("a/b.txt.gz"), ("a/b.txt", Some(Compression::Gzip)));
+        assert_eq!(
+            index_key("a/b.txt.gz"),
+            ("a/b.txt", Some(Compression::Gzip))
+        );
         assert_eq!(index_key("x.gz.zst"), ("x.gz", Some(Compression::Zstd)));
         assert_eq!(index_key("plain"), ("plain", None));
     }
@@ -96,7 +99,10 @@ mod tests {
             ("a.txt".to_string(), Checksum::of(b"x")),
             ("empty".to_string(), Checksum::of(b"")),
             ("sub/b.txt".to_string(), Checksum::of(b"y")),
-            ("sub/c.dat.gz".to_string(), Checksum::of(&std::fs::read(&gz_path).unwrap())),
+            (
+                "sub/c.dat.gz".to_string(),
+                Checksum::of(&std::fs::read(&gz_path).unwrap()),
+            ),
         ];
         let index = index_buffer(&files, |_, c| decompressed_checksum(&gz_path, c)).unwrap();
         assert_eq!(

@@ -37,18 +37,25 @@ pub const STATS_NAME: &str = "stats";
 
 /// The inode of `as-<celltype>/`.
 pub fn as_dir(celltype: CellType) -> u64 {
-    let index = CellType::ALL.iter().position(|c| *c == celltype).expect("one of ALL");
+    let index = CellType::ALL
+        .iter()
+        .position(|c| *c == celltype)
+        .expect("one of ALL");
     AS_BASE + index as u64
 }
 
 /// The cell type whose `as-<celltype>/` directory this is.
 pub fn as_dir_celltype(ino: u64) -> Option<CellType> {
-    ino.checked_sub(AS_BASE).and_then(|i| CellType::ALL.get(i as usize)).copied()
+    ino.checked_sub(AS_BASE)
+        .and_then(|i| CellType::ALL.get(i as usize))
+        .copied()
 }
 
 /// The inode number a buffer gets unless another buffer took it first (63 bits of its checksum).
 pub fn buffer_ino(checksum: &Checksum) -> u64 {
-    let head: [u8; 8] = checksum.as_bytes()[..8].try_into().expect("32-byte checksum");
+    let head: [u8; 8] = checksum.as_bytes()[..8]
+        .try_into()
+        .expect("32-byte checksum");
     BUFFER_BASE | (u64::from_be_bytes(head) >> 1)
 }
 
@@ -76,9 +83,13 @@ impl Sidecar {
 
     /// Split `name` into (subject, sidecar) if it has a sidecar suffix.
     pub fn split(name: &str) -> Option<(&str, Sidecar)> {
-        [Sidecar::Checksum, Sidecar::Index].into_iter().find_map(|s| {
-            name.strip_suffix(s.suffix()).filter(|stem| !stem.is_empty()).map(|stem| (stem, s))
-        })
+        [Sidecar::Checksum, Sidecar::Index]
+            .into_iter()
+            .find_map(|s| {
+                name.strip_suffix(s.suffix())
+                    .filter(|stem| !stem.is_empty())
+                    .map(|stem| (stem, s))
+            })
     }
 }
 
@@ -110,7 +121,13 @@ struct Table {
 impl Inodes {
     /// The inode of `key`, allocated on first use.
     pub fn get_or_assign(&self, key: Dynamic) -> u64 {
-        if let Some(ino) = self.table.read().expect("inode table lock").by_key.get(&key) {
+        if let Some(ino) = self
+            .table
+            .read()
+            .expect("inode table lock")
+            .by_key
+            .get(&key)
+        {
             return *ino;
         }
         let mut table = self.table.write().expect("inode table lock");
@@ -118,7 +135,9 @@ impl Inodes {
             return *ino;
         }
         let ino = match &key {
-            Dynamic::Buffer(checksum) if !table.by_ino.contains_key(&buffer_ino(checksum)) => buffer_ino(checksum),
+            Dynamic::Buffer(checksum) if !table.by_ino.contains_key(&buffer_ino(checksum)) => {
+                buffer_ino(checksum)
+            }
             _ => {
                 table.counter += 1;
                 DYNAMIC_BASE + table.counter
@@ -140,7 +159,12 @@ impl Inodes {
 
     /// What a dynamic inode stands for.
     pub fn resolve(&self, ino: u64) -> Option<Dynamic> {
-        self.table.read().expect("inode table lock").by_ino.get(&ino).cloned()
+        self.table
+            .read()
+            .expect("inode table lock")
+            .by_ino
+            .get(&ino)
+            .cloned()
     }
 }
 
@@ -167,7 +191,10 @@ mod tests {
             assert_eq!(as_dir_celltype(as_dir(c)), Some(c));
         }
         assert_eq!(as_dir_celltype(BY_CHECKSUM), None);
-        assert_eq!(Sidecar::split("a.txt.CHECKSUM"), Some(("a.txt", Sidecar::Checksum)));
+        assert_eq!(
+            Sidecar::split("a.txt.CHECKSUM"),
+            Some(("a.txt", Sidecar::Checksum))
+        );
         assert_eq!(Sidecar::split("d.INDEX"), Some(("d", Sidecar::Index)));
         assert_eq!(Sidecar::split(".CHECKSUM"), None);
         assert_eq!(Sidecar::split("plain"), None);

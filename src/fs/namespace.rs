@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use nix::errno::Errno;
 
-use super::handles::{ClaimHandle, DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
+use super::handles::{
+    ClaimHandle, DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished,
+};
 use super::index::{self, DecompressedCache};
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::tree::{self, NodeKind, ROOT, Tree, TreeError};
@@ -116,10 +118,15 @@ impl Namespace {
     /// Open the namespace over a store: `db` is the store's `seamless.db` (see `database_path`),
     /// holding the tree beside the seamless-database tables; `reads` is the tier stack reads go
     /// through (RAM over disk, or the disk store itself).
-    pub fn new(store: DiskStore, reads: Arc<dyn BufferTier>, db: Database, options: Options) -> anyhow::Result<Self> {
-        let tree = db
-            .transaction(|c| Tree::load(c.conn()))
-            .map_err(|e| anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display()))?;
+    pub fn new(
+        store: DiskStore,
+        reads: Arc<dyn BufferTier>,
+        db: Database,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let tree = db.transaction(|c| Tree::load(c.conn())).map_err(|e| {
+            anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
+        })?;
         tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
         Ok(Namespace {
             store,
@@ -157,7 +164,11 @@ impl Namespace {
             return self.buffer_attr(result);
         }
         if parent == inodes::SEAMFS_DIR {
-            return if name == inodes::STATS_NAME { self.getattr(inodes::STATS_FILE) } else { Err(Errno::ENOENT) };
+            return if name == inodes::STATS_NAME {
+                self.getattr(inodes::STATS_FILE)
+            } else {
+                Err(Errno::ENOENT)
+            };
         }
         if parent == ROOT
             && let Some(ino) = fixed_child(name)
@@ -179,10 +190,15 @@ impl Namespace {
         if let Ok(subject_ino) = subject_ino
             && self.has_sidecar(subject_ino, sidecar)
         {
-            return self.getattr(self.inodes.get_or_assign(Dynamic::Sidecar(subject_ino, sidecar)));
+            return self.getattr(
+                self.inodes
+                    .get_or_assign(Dynamic::Sidecar(subject_ino, sidecar)),
+            );
         }
         let key = (parent, subject.to_string());
-        if sidecar == Sidecar::Checksum && self.claims.lock().expect("claims lock").contains_key(&key) {
+        if sidecar == Sidecar::Checksum
+            && self.claims.lock().expect("claims lock").contains_key(&key)
+        {
             return self.getattr(self.inodes.get_or_assign(Dynamic::Claim(key.0, key.1)));
         }
         Err(Errno::ENOENT)
@@ -199,12 +215,18 @@ impl Namespace {
 
     /// Attributes of any inode.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        if ino == inodes::BY_CHECKSUM || ino == inodes::SEAMFS_DIR || inodes::as_dir_celltype(ino).is_some() {
+        if ino == inodes::BY_CHECKSUM
+            || ino == inodes::SEAMFS_DIR
+            || inodes::as_dir_celltype(ino).is_some()
+        {
             return Ok(self.fixed_attr(ino, Kind::Dir, 0, 0o555));
         }
         if ino == inodes::STATS_FILE {
             let size = self.stats_json().len() as u64;
-            return Ok(Attr { ttl: VOLATILE_TTL, ..self.fixed_attr(ino, Kind::File, size, 0o444) });
+            return Ok(Attr {
+                ttl: VOLATILE_TTL,
+                ..self.fixed_attr(ino, Kind::File, size, 0o444)
+            });
         }
         if ino >= inodes::DYNAMIC_BASE {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
@@ -213,13 +235,33 @@ impl Namespace {
                     let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
                     // An index that cannot be built (logged) still has attributes, so that
                     // `ls -l` and `rm -r` work; reading it reports the error.
-                    let size = self.sidecar_content(subject, sidecar).map_or(0, |c| c.len() as u64);
-                    Ok(Attr { ino, kind: Kind::File, size, perm: 0o444, mtime, ttl: VOLATILE_TTL })
+                    let size = self
+                        .sidecar_content(subject, sidecar)
+                        .map_or(0, |c| c.len() as u64);
+                    Ok(Attr {
+                        ino,
+                        kind: Kind::File,
+                        size,
+                        perm: 0o444,
+                        mtime,
+                        ttl: VOLATILE_TTL,
+                    })
                 }
                 Dynamic::Claim(dir, subject) => {
-                    let known = self.claims.lock().expect("claims lock").contains_key(&(dir, subject));
+                    let known = self
+                        .claims
+                        .lock()
+                        .expect("claims lock")
+                        .contains_key(&(dir, subject));
                     let size = if known { 65 } else { 0 };
-                    Ok(Attr { ino, kind: Kind::File, size, perm: 0o644, mtime: self.started, ttl: VOLATILE_TTL })
+                    Ok(Attr {
+                        ino,
+                        kind: Kind::File,
+                        size,
+                        perm: 0o644,
+                        mtime: self.started,
+                        ttl: VOLATILE_TTL,
+                    })
                 }
             };
         }
@@ -239,20 +281,49 @@ impl Namespace {
             (kind, size, node.mode as u16, node.mtime)
         };
         let size = match self.unpublished.existing(ino) {
-            Some(slot) => slot.lock().expect("slot lock").as_ref().map_or(size, PendingWrite::len),
+            Some(slot) => slot
+                .lock()
+                .expect("slot lock")
+                .as_ref()
+                .map_or(size, PendingWrite::len),
             None => size,
         };
-        Ok(Attr { ino, kind, size, perm, mtime, ttl: TREE_TTL })
+        Ok(Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            mtime,
+            ttl: TREE_TTL,
+        })
     }
 
     fn fixed_attr(&self, ino: u64, kind: Kind, size: u64, perm: u16) -> Attr {
-        Attr { ino, kind, size, perm, mtime: self.started, ttl: IMMUTABLE_TTL }
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            mtime: self.started,
+            ttl: IMMUTABLE_TTL,
+        }
     }
 
     fn buffer_attr(&self, checksum: Checksum) -> FsResult<Attr> {
-        let size = self.reads.length(&checksum).map_err(store_errno)?.ok_or(Errno::ENOENT)?;
+        let size = self
+            .reads
+            .length(&checksum)
+            .map_err(store_errno)?
+            .ok_or(Errno::ENOENT)?;
         let ino = self.inodes.get_or_assign(Dynamic::Buffer(checksum));
-        Ok(Attr { ino, kind: Kind::File, size, perm: 0o444, mtime: std::time::UNIX_EPOCH, ttl: IMMUTABLE_TTL })
+        Ok(Attr {
+            ino,
+            kind: Kind::File,
+            size,
+            perm: 0o444,
+            mtime: std::time::UNIX_EPOCH,
+            ttl: IMMUTABLE_TTL,
+        })
     }
 
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -268,7 +339,14 @@ impl Namespace {
         if !self.is_tree(ino) {
             let attr = self.getattr(ino)?;
             return match size {
-                Some(0) if matches!(self.inodes.resolve(ino), Some(Dynamic::Claim(..) | Dynamic::Sidecar(..))) => Ok(attr),
+                Some(0)
+                    if matches!(
+                        self.inodes.resolve(ino),
+                        Some(Dynamic::Claim(..) | Dynamic::Sidecar(..))
+                    ) =>
+                {
+                    Ok(attr)
+                }
                 Some(_) => Err(Errno::EPERM),
                 None => Ok(attr),
             };
@@ -291,33 +369,51 @@ impl Namespace {
 
     /// Start listing a directory.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        let dot = |name: &str, ino: u64| DirEntry { ino, name: name.to_string(), kind: Kind::Dir };
+        let dot = |name: &str, ino: u64| DirEntry {
+            ino,
+            name: name.to_string(),
+            kind: Kind::Dir,
+        };
         let mut entries = vec![dot(".", ino), dot("..", self.parent_of(ino))];
         let mut stream = None;
         if ino == inodes::BY_CHECKSUM {
             stream = Some(Stream::new(self.stored_buffers()));
         } else if ino == inodes::SEAMFS_DIR {
-            entries.push(DirEntry { ino: inodes::STATS_FILE, name: inodes::STATS_NAME.into(), kind: Kind::File });
+            entries.push(DirEntry {
+                ino: inodes::STATS_FILE,
+                name: inodes::STATS_NAME.into(),
+                kind: Kind::File,
+            });
         } else if inodes::as_dir_celltype(ino).is_none() {
             if ino == ROOT {
                 entries.extend(fixed_entries());
             }
             entries.extend(self.tree_entries(ino)?);
         }
-        Ok(self.handles.insert(Handle::Dir(Mutex::new(Listing { entries, stream }))))
+        Ok(self
+            .handles
+            .insert(Handle::Dir(Mutex::new(Listing { entries, stream }))))
     }
 
     /// Entries of an open directory from position `offset` on (an empty result ends the listing).
     /// The entry at index `i` of the result has position `offset + i + 1` for the next call.
     pub fn readdir(&self, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        let Handle::Dir(listing) = &*handle else { return Err(Errno::ENOTDIR) };
+        let Handle::Dir(listing) = &*handle else {
+            return Err(Errno::ENOTDIR);
+        };
         let mut listing = listing.lock().expect("listing lock");
         let fixed = listing.entries.len() as u64;
         if offset < fixed {
-            return Ok(listing.entries[offset as usize..].iter().take(LISTING_BATCH).cloned().collect());
+            return Ok(listing.entries[offset as usize..]
+                .iter()
+                .take(LISTING_BATCH)
+                .cloned()
+                .collect());
         }
-        let Some(stream) = &mut listing.stream else { return Ok(Vec::new()) };
+        let Some(stream) = &mut listing.stream else {
+            return Ok(Vec::new());
+        };
         let position = offset - fixed;
         if let Some(entries) = stream.from(position, LISTING_BATCH) {
             return Ok(entries);
@@ -335,7 +431,11 @@ impl Namespace {
     fn stored_buffers(&self) -> Box<dyn Iterator<Item = DirEntry> + Send> {
         // Reported inode numbers are derived, not recorded: a listing costs no memory per entry.
         Box::new(self.store.iter().filter_map(move |r| match r {
-            Ok(checksum) => Some(DirEntry { ino: inodes::buffer_ino(&checksum), name: checksum.hex(), kind: Kind::File }),
+            Ok(checksum) => Some(DirEntry {
+                ino: inodes::buffer_ino(&checksum),
+                name: checksum.hex(),
+                kind: Kind::File,
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "listing by-checksum/: skipping an unreadable entry");
                 None
@@ -360,16 +460,28 @@ impl Namespace {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
                 if !children.contains_key(&sidecar_name) {
                     let ino = self.inodes.get_or_assign(Dynamic::Sidecar(*ino, *sidecar));
-                    out.push(DirEntry { ino, name: sidecar_name, kind: Kind::File });
+                    out.push(DirEntry {
+                        ino,
+                        name: sidecar_name,
+                        kind: Kind::File,
+                    });
                 }
             }
-            out.push(DirEntry { ino: *ino, name: name.clone(), kind });
+            out.push(DirEntry {
+                ino: *ino,
+                name: name.clone(),
+                kind,
+            });
         }
         Ok(out)
     }
 
     fn parent_of(&self, ino: u64) -> u64 {
-        if self.is_tree(ino) { self.read_tree().get(ino).map_or(ROOT, |n| n.parent) } else { ROOT }
+        if self.is_tree(ino) {
+            self.read_tree().get(ino).map_or(ROOT, |n| n.parent)
+        } else {
+            ROOT
+        }
     }
 
     // ----- opening, reading, writing -----
@@ -386,10 +498,22 @@ impl Namespace {
                 Some(NodeKind::Dir(_)) => return Err(Errno::EISDIR),
                 _ => return Err(Errno::ENOENT),
             }
-            let handle = TreeFileHandle { ino, writable, snapshot: Mutex::new(None) };
+            let handle = TreeFileHandle {
+                ino,
+                writable,
+                snapshot: Mutex::new(None),
+            };
             let fh = self.handles.insert(Handle::TreeFile(handle));
-            let cache = if writable { CacheMode::Normal } else { CacheMode::Keep };
-            return Ok(Opened { fh, cache, backing: None });
+            let cache = if writable {
+                CacheMode::Normal
+            } else {
+                CacheMode::Keep
+            };
+            return Ok(Opened {
+                fh,
+                cache,
+                backing: None,
+            });
         }
         if ino == inodes::STATS_FILE {
             return self.open_bytes(Bytes::from(self.stats_json()), writable);
@@ -399,15 +523,27 @@ impl Namespace {
                 if writable {
                     return Err(Errno::EACCES);
                 }
-                let buffer = self.reads.get(&checksum).map_err(store_errno)?.ok_or(Errno::ENOENT)?;
+                let buffer = self
+                    .reads
+                    .get(&checksum)
+                    .map_err(store_errno)?
+                    .ok_or(Errno::ENOENT)?;
                 let fh = self.handles.insert(Handle::Bytes(buffer.bytes().clone()));
                 let path = self.store.path_of(&checksum);
                 let backing = path.exists().then_some(path);
-                Ok(Opened { fh, cache: CacheMode::Keep, backing })
+                Ok(Opened {
+                    fh,
+                    cache: CacheMode::Keep,
+                    backing,
+                })
             }
             Dynamic::Sidecar(subject, sidecar) => {
                 if writable {
-                    let node = self.read_tree().get(subject).cloned().ok_or(Errno::ENOENT)?;
+                    let node = self
+                        .read_tree()
+                        .get(subject)
+                        .cloned()
+                        .ok_or(Errno::ENOENT)?;
                     return Ok(self.open_claim(node.parent, node.name, sidecar));
                 }
                 self.open_bytes(self.sidecar_content(subject, sidecar)?, false)
@@ -416,8 +552,16 @@ impl Namespace {
                 if writable {
                     return Ok(self.open_claim(dir, subject, Sidecar::Checksum));
                 }
-                let claimed = self.claims.lock().expect("claims lock").get(&(dir, subject)).copied();
-                self.open_bytes(Bytes::from(claimed.map(sidecar_text).unwrap_or_default()), false)
+                let claimed = self
+                    .claims
+                    .lock()
+                    .expect("claims lock")
+                    .get(&(dir, subject))
+                    .copied();
+                self.open_bytes(
+                    Bytes::from(claimed.map(sidecar_text).unwrap_or_default()),
+                    false,
+                )
             }
         }
     }
@@ -427,13 +571,26 @@ impl Namespace {
             return Err(Errno::EACCES);
         }
         let fh = self.handles.insert(Handle::Bytes(bytes));
-        Ok(Opened { fh, cache: CacheMode::Direct, backing: None })
+        Ok(Opened {
+            fh,
+            cache: CacheMode::Direct,
+            backing: None,
+        })
     }
 
     fn open_claim(&self, dir: u64, subject: String, sidecar: Sidecar) -> Opened {
-        let claim = ClaimHandle { dir, subject, sidecar, data: Mutex::default() };
+        let claim = ClaimHandle {
+            dir,
+            subject,
+            sidecar,
+            data: Mutex::default(),
+        };
         let fh = self.handles.insert(Handle::Claim(claim));
-        Opened { fh, cache: CacheMode::Direct, backing: None }
+        Opened {
+            fh,
+            cache: CacheMode::Direct,
+            backing: None,
+        }
     }
 
     /// Create and open a file in the tree (or start a claim, for a sidecar name).
@@ -450,13 +607,25 @@ impl Namespace {
                 let opened = self.open_claim(parent, subject.to_string(), sidecar);
                 let ino = match subject_ino {
                     Ok(ino) => self.inodes.get_or_assign(Dynamic::Sidecar(ino, sidecar)),
-                    Err(_) => self.inodes.get_or_assign(Dynamic::Claim(parent, subject.to_string())),
+                    Err(_) => self
+                        .inodes
+                        .get_or_assign(Dynamic::Claim(parent, subject.to_string())),
                 };
-                let attr = Attr { ino, kind: Kind::File, size: 0, perm: 0o644, mtime: SystemTime::now(), ttl: VOLATILE_TTL };
+                let attr = Attr {
+                    ino,
+                    kind: Kind::File,
+                    size: 0,
+                    perm: 0o644,
+                    mtime: SystemTime::now(),
+                    ttl: VOLATILE_TTL,
+                };
                 return Ok((attr, opened));
             }
         }
-        let kind = NodeKind::File { checksum: tree::empty_checksum(), size: 0 };
+        let kind = NodeKind::File {
+            checksum: tree::empty_checksum(),
+            size: 0,
+        };
         let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
@@ -468,7 +637,11 @@ impl Namespace {
         match &*handle {
             Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
-            Handle::Claim(claim) => Ok(slice(&Bytes::from(claim.data.lock().expect("claim lock").clone()), offset, size)),
+            Handle::Claim(claim) => Ok(slice(
+                &Bytes::from(claim.data.lock().expect("claim lock").clone()),
+                offset,
+                size,
+            )),
             Handle::Dir(_) => Err(Errno::EISDIR),
         }
     }
@@ -481,7 +654,9 @@ impl Namespace {
                 let mut out = vec![0u8; len];
                 let mut done = 0;
                 while done < len {
-                    let n = pending.read_at(offset + done as u64, &mut out[done..]).map_err(store_errno)?;
+                    let n = pending
+                        .read_at(offset + done as u64, &mut out[done..])
+                        .map_err(store_errno)?;
                     if n == 0 {
                         break;
                     }
@@ -556,12 +731,18 @@ impl Namespace {
     }
 
     /// The pending write of a tree file, started from its published content if needed.
-    fn pending_for<'a>(&self, ino: u64, slot: &'a mut Option<PendingWrite>) -> FsResult<&'a mut PendingWrite> {
+    fn pending_for<'a>(
+        &self,
+        ino: u64,
+        slot: &'a mut Option<PendingWrite>,
+    ) -> FsResult<&'a mut PendingWrite> {
         if slot.is_none() {
             let mut pending = self.store.begin_write().map_err(store_errno)?;
             let published = self.load(self.file_checksum(ino)?)?;
             for (i, block) in published.as_slice().chunks(COPY_BLOCK).enumerate() {
-                pending.write_at((i * COPY_BLOCK) as u64, block).map_err(store_errno)?;
+                pending
+                    .write_at((i * COPY_BLOCK) as u64, block)
+                    .map_err(store_errno)?;
             }
             *slot = Some(pending);
         }
@@ -576,7 +757,9 @@ impl Namespace {
                 // Truncating to nothing needs no copy of the old content.
                 *slot = Some(self.store.begin_write().map_err(store_errno)?);
             }
-            self.pending_for(ino, &mut slot)?.set_len(size).map_err(store_errno)?;
+            self.pending_for(ino, &mut slot)?
+                .set_len(size)
+                .map_err(store_errno)?;
         }
         if keep_open { Ok(()) } else { self.publish(ino) }
     }
@@ -599,7 +782,9 @@ impl Namespace {
     /// The last reference to an open file is gone.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.remove(fh).ok_or(Errno::EBADF)?;
-        let Handle::TreeFile(file) = &*handle else { return Ok(()) };
+        let Handle::TreeFile(file) = &*handle else {
+            return Ok(());
+        };
         let exists = self.read_tree().get(file.ino).is_some();
         if !exists {
             // Unlinked while open: once nobody has it open, its writes go nowhere.
@@ -608,7 +793,11 @@ impl Namespace {
             }
             return Ok(());
         }
-        let published = if file.writable { self.publish(file.ino) } else { Ok(()) };
+        let published = if file.writable {
+            self.publish(file.ino)
+        } else {
+            Ok(())
+        };
         self.unpublished.drop_if_clean(file.ino);
         published
     }
@@ -616,9 +805,13 @@ impl Namespace {
     /// Publish a tree file's pending writes: the buffer is verified and renamed into the store,
     /// then the tree row is committed. Readers see the old content until then.
     pub fn publish(&self, ino: u64) -> FsResult<()> {
-        let Some(slot) = self.unpublished.existing(ino) else { return Ok(()) };
+        let Some(slot) = self.unpublished.existing(ino) else {
+            return Ok(());
+        };
         let mut slot = slot.lock().expect("slot lock");
-        let Some(pending) = slot.take() else { return Ok(()) };
+        let Some(pending) = slot.take() else {
+            return Ok(());
+        };
         let size = pending.len();
         let started = std::time::Instant::now();
         let checksum = pending.commit(None).map_err(|e| {
@@ -637,10 +830,16 @@ impl Namespace {
             None => Ok(None),
         });
         drop(slot);
-        let Some((dir, name)) = result? else { return Ok(()) };
+        let Some((dir, name)) = result? else {
+            return Ok(());
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
-        let claimed = self.claims.lock().expect("claims lock").remove(&(dir, name.clone()));
+        let claimed = self
+            .claims
+            .lock()
+            .expect("claims lock")
+            .remove(&(dir, name.clone()));
         match claimed {
             Some(claimed) if claimed != checksum => {
                 tracing::error!(
@@ -662,13 +861,18 @@ impl Namespace {
                 tracing::error!(subject = %claim.subject, "a .CHECKSUM file must hold 64 hex digits");
                 Errno::EIO
             })?;
-            self.claims.lock().expect("claims lock").insert((claim.dir, claim.subject.clone()), claimed);
+            self.claims
+                .lock()
+                .expect("claims lock")
+                .insert((claim.dir, claim.subject.clone()), claimed);
             return Ok(());
         };
         self.publish(subject)?;
         let actual = self.sidecar_content(subject, claim.sidecar)?;
         let matches = match claim.sidecar {
-            Sidecar::Checksum => Checksum::from_sidecar(&data).ok() == Checksum::from_sidecar(&actual).ok(),
+            Sidecar::Checksum => {
+                Checksum::from_sidecar(&data).ok() == Checksum::from_sidecar(&actual).ok()
+            }
             Sidecar::Index => data == actual,
         };
         if matches {
@@ -690,10 +894,17 @@ impl Namespace {
 
     /// The bytes of a virtual sidecar.
     fn sidecar_content(&self, subject: u64, sidecar: Sidecar) -> FsResult<Bytes> {
-        let is_dir = matches!(self.read_tree().get(subject).map(|n| &n.kind), Some(NodeKind::Dir(_)));
+        let is_dir = matches!(
+            self.read_tree().get(subject).map(|n| &n.kind),
+            Some(NodeKind::Dir(_))
+        );
         match (sidecar, is_dir) {
-            (Sidecar::Checksum, false) => Ok(Bytes::from(sidecar_text(self.file_checksum(subject)?))),
-            (Sidecar::Checksum, true) => Ok(Bytes::from(sidecar_text(Checksum::of(&self.index_of(subject)?)))),
+            (Sidecar::Checksum, false) => {
+                Ok(Bytes::from(sidecar_text(self.file_checksum(subject)?)))
+            }
+            (Sidecar::Checksum, true) => Ok(Bytes::from(sidecar_text(Checksum::of(
+                &self.index_of(subject)?,
+            )))),
             (Sidecar::Index, true) => self.index_of(subject),
             (Sidecar::Index, false) => Err(Errno::ENOENT),
         }
@@ -717,7 +928,10 @@ impl Namespace {
             tracing::error!(dir = %self.read_tree().path(dir), error = %e, "cannot build the .INDEX");
             Errno::EIO
         })?);
-        self.index_cache.lock().expect("index cache lock").insert(dir, (version, bytes.clone()));
+        self.index_cache
+            .lock()
+            .expect("index cache lock")
+            .insert(dir, (version, bytes.clone()));
         Ok(bytes)
     }
 
@@ -756,14 +970,19 @@ impl Namespace {
         let checksum = self.content_checksum(ino)?;
         match name {
             CHECKSUM_XATTR => Ok(checksum.hex().into_bytes()),
-            CELLTYPE_XATTR => self.known_celltype(checksum).map(|c| c.name().as_bytes().to_vec()).ok_or(Errno::ENODATA),
+            CELLTYPE_XATTR => self
+                .known_celltype(checksum)
+                .map(|c| c.name().as_bytes().to_vec())
+                .ok_or(Errno::ENODATA),
             _ => Err(Errno::ENODATA),
         }
     }
 
     /// Names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
-        let Ok(checksum) = self.content_checksum(ino) else { return Ok(Vec::new()) };
+        let Ok(checksum) = self.content_checksum(ino) else {
+            return Ok(Vec::new());
+        };
         let mut names = vec![CHECKSUM_XATTR.to_string()];
         if self.known_celltype(checksum).is_some() {
             names.push(CELLTYPE_XATTR.to_string());
@@ -790,14 +1009,30 @@ impl Namespace {
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, NodeKind::Dir(Default::default()), mode))?;
+        let ino = self.mutate(|tree, c| {
+            tree.create(
+                c.conn(),
+                parent,
+                name,
+                NodeKind::Dir(Default::default()),
+                mode,
+            )
+        })?;
         self.getattr(ino)
     }
 
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, NodeKind::Symlink(target.to_string()), 0o777))?;
+        let ino = self.mutate(|tree, c| {
+            tree.create(
+                c.conn(),
+                parent,
+                name,
+                NodeKind::Symlink(target.to_string()),
+                0o777,
+            )
+        })?;
         self.getattr(ino)
     }
 
@@ -822,7 +1057,10 @@ impl Namespace {
             Err(Errno::ENOENT) => {
                 let attr = self.lookup_virtual(parent, name)?;
                 if let Some(Dynamic::Claim(dir, subject)) = self.inodes.resolve(attr.ino) {
-                    self.claims.lock().expect("claims lock").remove(&(dir, subject));
+                    self.claims
+                        .lock()
+                        .expect("claims lock")
+                        .remove(&(dir, subject));
                 }
                 Ok(())
             }
@@ -833,19 +1071,28 @@ impl Namespace {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, true)).map(|_| ())
+        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, true))
+            .map(|_| ())
     }
 
     /// Rename within the tree. Renaming a file onto a sidecar name is a claim about its subject:
     /// the file is consumed if it matches, refused with EIO if not.
-    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str, flags: u32) -> FsResult<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        flags: u32,
+    ) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
         self.tree_dir(new_parent)?;
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(Errno::EINVAL);
         }
-        self.check_new_name(new_parent, new_name).or_else(|e| if e == Errno::EEXIST { Ok(()) } else { Err(e) })?;
+        self.check_new_name(new_parent, new_name)
+            .or_else(|e| if e == Errno::EEXIST { Ok(()) } else { Err(e) })?;
         if parent == ROOT && fixed_child(name).is_some() {
             return Err(Errno::EPERM);
         }
@@ -854,7 +1101,9 @@ impl Namespace {
             return self.claim_by_rename(parent, name, attr.ino);
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
-        let replaced = self.mutate(|tree, c| tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace))?;
+        let replaced = self.mutate(|tree, c| {
+            tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)
+        })?;
         if let Some(old) = replaced
             && !self.handles.tree_file_open(old)
         {
@@ -869,15 +1118,25 @@ impl Namespace {
         let content = self.load(self.file_checksum(source)?)?;
         let (dir, subject, sidecar) = match self.inodes.resolve(sidecar_ino) {
             Some(Dynamic::Sidecar(subject, sidecar)) => {
-                let node = self.read_tree().get(subject).cloned().ok_or(Errno::ENOENT)?;
+                let node = self
+                    .read_tree()
+                    .get(subject)
+                    .cloned()
+                    .ok_or(Errno::ENOENT)?;
                 (node.parent, node.name, sidecar)
             }
             Some(Dynamic::Claim(dir, subject)) => (dir, subject, Sidecar::Checksum),
             _ => return Err(Errno::EINVAL),
         };
-        let claim = ClaimHandle { dir, subject, sidecar, data: Mutex::new(content.as_slice().to_vec()) };
+        let claim = ClaimHandle {
+            dir,
+            subject,
+            sidecar,
+            data: Mutex::new(content.as_slice().to_vec()),
+        };
         self.check_claim(&claim)?;
-        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false)).map(|_| ())
+        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false))
+            .map(|_| ())
     }
 
     /// A new entry may not shadow the fixed root directories or an existing entry.
@@ -894,17 +1153,31 @@ impl Namespace {
 
     fn tree_dir(&self, ino: u64) -> FsResult<()> {
         if !self.is_tree(ino) {
-            return Err(if ino == inodes::STATS_FILE { Errno::ENOTDIR } else { Errno::EPERM });
+            return Err(if ino == inodes::STATS_FILE {
+                Errno::ENOTDIR
+            } else {
+                Errno::EPERM
+            });
         }
-        self.read_tree().children(ino).map(|_| ()).map_err(tree_errno)
+        self.read_tree()
+            .children(ino)
+            .map(|_| ())
+            .map_err(tree_errno)
     }
 
     fn writable(&self) -> FsResult<()> {
-        if self.options.read_only { Err(Errno::EROFS) } else { Ok(()) }
+        if self.options.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
     }
 
     /// Run one tree mutation in one SQLite transaction (which may record more, e.g. BufferInfo).
-    fn mutate<T>(&self, change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>) -> FsResult<T> {
+    fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
+    ) -> FsResult<T> {
         let out = self
             .db
             .transaction(|c| {
@@ -954,14 +1227,25 @@ fn fixed_child(name: &str) -> Option<u64> {
     match name {
         inodes::BY_CHECKSUM_NAME => Some(inodes::BY_CHECKSUM),
         inodes::SEAMFS_DIR_NAME => Some(inodes::SEAMFS_DIR),
-        _ => name.strip_prefix("as-").and_then(|c| c.parse::<CellType>().ok()).map(inodes::as_dir),
+        _ => name
+            .strip_prefix("as-")
+            .and_then(|c| c.parse::<CellType>().ok())
+            .map(inodes::as_dir),
     }
 }
 
 fn fixed_entries() -> Vec<DirEntry> {
-    let dir = |ino, name: String| DirEntry { ino, name, kind: Kind::Dir };
+    let dir = |ino, name: String| DirEntry {
+        ino,
+        name,
+        kind: Kind::Dir,
+    };
     let mut out = vec![dir(inodes::BY_CHECKSUM, inodes::BY_CHECKSUM_NAME.into())];
-    out.extend(CellType::ALL.iter().map(|c| dir(inodes::as_dir(*c), inodes::as_dir_name(*c))));
+    out.extend(
+        CellType::ALL
+            .iter()
+            .map(|c| dir(inodes::as_dir(*c), inodes::as_dir_name(*c))),
+    );
     out.push(dir(inodes::SEAMFS_DIR, inodes::SEAMFS_DIR_NAME.into()));
     out
 }
@@ -1037,11 +1321,25 @@ mod tests {
         assert_eq!(read_all(&ns, ino), b"hello\n");
         let sidecar = ns.lookup(ROOT, "hello.txt.CHECKSUM").unwrap();
         assert_eq!(sidecar.size, 65);
-        assert_eq!(read_all(&ns, sidecar.ino), b"5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03\n");
-        let buffer = ns.lookup(inodes::BY_CHECKSUM, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03").unwrap();
+        assert_eq!(
+            read_all(&ns, sidecar.ino),
+            b"5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03\n"
+        );
+        let buffer = ns
+            .lookup(
+                inodes::BY_CHECKSUM,
+                "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+            )
+            .unwrap();
         assert_eq!(read_all(&ns, buffer.ino), b"hello\n");
-        assert_eq!(ns.getxattr(ino, "user.seamless.checksum").unwrap(), Checksum::of(b"hello\n").hex().into_bytes());
-        assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &Checksum::of(b"nope").hex()), Err(Errno::ENOENT));
+        assert_eq!(
+            ns.getxattr(ino, "user.seamless.checksum").unwrap(),
+            Checksum::of(b"hello\n").hex().into_bytes()
+        );
+        assert_eq!(
+            ns.lookup(inodes::BY_CHECKSUM, &Checksum::of(b"nope").hex()),
+            Err(Errno::ENOENT)
+        );
     }
 
     #[test]
@@ -1052,7 +1350,8 @@ mod tests {
         let opened = ns.open(ino, libc::O_RDWR).unwrap();
         ns.write(opened.fh, 2, b"XY").unwrap();
         assert_eq!(ns.read(opened.fh, 0, 100).unwrap(), &b"abXYefgh"[..]);
-        ns.setattr(ino, None, Some(5), None, Some(opened.fh)).unwrap();
+        ns.setattr(ino, None, Some(5), None, Some(opened.fh))
+            .unwrap();
         ns.release(opened.fh).unwrap();
         assert_eq!(read_all(&ns, ino), b"abXYe");
         ns.setattr(ino, None, Some(0), None, None).unwrap();
@@ -1069,9 +1368,14 @@ mod tests {
         ns.symlink(d, "l", "a").unwrap();
         assert_eq!(names(&ns, d), [".", "..", "a.CHECKSUM", "a", "l"]);
         let root = names(&ns, ROOT);
-        assert!(root.contains(&"by-checksum".to_string()) && root.contains(&"as-plain".to_string()));
+        assert!(
+            root.contains(&"by-checksum".to_string()) && root.contains(&"as-plain".to_string())
+        );
         assert_eq!(&root[root.len() - 3..], ["d.INDEX", "d.CHECKSUM", "d"]);
-        assert_eq!(names(&ns, inodes::BY_CHECKSUM)[2..], [Checksum::of(b"x").hex()]);
+        assert_eq!(
+            names(&ns, inodes::BY_CHECKSUM)[2..],
+            [Checksum::of(b"x").hex()]
+        );
     }
 
     #[test]
@@ -1115,7 +1419,8 @@ mod tests {
         assert_eq!(ns.flush(opened.fh), Ok(()));
         ns.release(opened.fh).unwrap();
         let (_, opened) = ns.create(ROOT, "f.CHECKSUM", 0o644).unwrap();
-        ns.write(opened.fh, 0, format!("{}\n", Checksum::of(b"y")).as_bytes()).unwrap();
+        ns.write(opened.fh, 0, format!("{}\n", Checksum::of(b"y")).as_bytes())
+            .unwrap();
         assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
         ns.release(opened.fh).unwrap();
         // A claim before its subject exists is checked when the subject is published.

@@ -40,7 +40,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent
 pub enum NodeKind {
     /// Children by name, sorted (readdir order and `.INDEX` order follow it).
     Dir(BTreeMap<String, u64>),
-    File { checksum: Checksum, size: u64 },
+    File {
+        checksum: Checksum,
+        size: u64,
+    },
     Symlink(String),
 }
 
@@ -107,7 +110,9 @@ impl Tree {
     pub fn load(conn: &Connection) -> Result<Tree, TreeError> {
         create_schema(conn)?;
         let root_exists: Option<i64> = conn
-            .query_row("SELECT ino FROM seamfs_tree WHERE ino = ?1", [ROOT], |r| r.get(0))
+            .query_row("SELECT ino FROM seamfs_tree WHERE ino = ?1", [ROOT], |r| {
+                r.get(0)
+            })
             .optional()?;
         if root_exists.is_none() {
             conn.execute(
@@ -167,7 +172,10 @@ impl Tree {
 
     /// The child `name` of directory `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<u64, TreeError> {
-        self.children(parent)?.get(name).copied().ok_or(TreeError::NotFound)
+        self.children(parent)?
+            .get(name)
+            .copied()
+            .ok_or(TreeError::NotFound)
     }
 
     /// The children of a directory, sorted by name.
@@ -200,7 +208,13 @@ impl Tree {
             return Err(TreeError::Exists);
         }
         let ino = self.next_ino;
-        let node = Node { parent, name: name.to_string(), kind, mode: mode & 0o7777, mtime: SystemTime::now() };
+        let node = Node {
+            parent,
+            name: name.to_string(),
+            kind,
+            mode: mode & 0o7777,
+            mtime: SystemTime::now(),
+        };
         write_row(tx, ino, &node)?;
         self.next_ino += 1;
         self.insert_child(parent, name, ino);
@@ -210,10 +224,18 @@ impl Tree {
     }
 
     /// Remove a file or symlink (`dir = false`) or an empty directory (`dir = true`).
-    pub fn remove(&mut self, tx: &Connection, parent: u64, name: &str, dir: bool) -> Result<u64, TreeError> {
+    pub fn remove(
+        &mut self,
+        tx: &Connection,
+        parent: u64,
+        name: &str,
+        dir: bool,
+    ) -> Result<u64, TreeError> {
         let ino = self.lookup(parent, name)?;
         match (&self.nodes[&ino].kind, dir) {
-            (NodeKind::Dir(children), true) if !children.is_empty() => return Err(TreeError::NotEmpty),
+            (NodeKind::Dir(children), true) if !children.is_empty() => {
+                return Err(TreeError::NotEmpty);
+            }
             (NodeKind::Dir(_), false) => return Err(TreeError::IsDir),
             (NodeKind::Dir(_), true) => {}
             (_, true) => return Err(TreeError::NotDir),
@@ -248,7 +270,11 @@ impl Tree {
             Ok(existing) => {
                 let is_dir = matches!(self.nodes[&existing].kind, NodeKind::Dir(_));
                 if is_dir != matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) {
-                    return Err(if is_dir { TreeError::IsDir } else { TreeError::NotDir });
+                    return Err(if is_dir {
+                        TreeError::IsDir
+                    } else {
+                        TreeError::NotDir
+                    });
                 }
                 self.remove(tx, new_parent, new_name, is_dir)?;
                 Some(existing)
@@ -270,7 +296,13 @@ impl Tree {
     }
 
     /// Set a file's content (after its buffer was published).
-    pub fn set_content(&mut self, tx: &Connection, ino: u64, checksum: Checksum, size: u64) -> Result<(), TreeError> {
+    pub fn set_content(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        checksum: Checksum,
+        size: u64,
+    ) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
         match node.kind {
             NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
@@ -303,7 +335,9 @@ impl Tree {
     pub fn path(&self, mut ino: u64) -> String {
         let mut parts = Vec::new();
         while ino != ROOT {
-            let Some(node) = self.nodes.get(&ino) else { break };
+            let Some(node) = self.nodes.get(&ino) else {
+                break;
+            };
             parts.push(node.name.as_str());
             ino = node.parent;
         }
@@ -318,9 +352,18 @@ impl Tree {
         Ok(out)
     }
 
-    fn collect_files(&self, dir: u64, prefix: &str, out: &mut Vec<(String, Checksum)>) -> Result<(), TreeError> {
+    fn collect_files(
+        &self,
+        dir: u64,
+        prefix: &str,
+        out: &mut Vec<(String, Checksum)>,
+    ) -> Result<(), TreeError> {
         for (name, ino) in self.children(dir)? {
-            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
             match &self.nodes[ino].kind {
                 NodeKind::File { checksum, .. } => out.push((path, *checksum)),
                 NodeKind::Dir(_) => self.collect_files(*ino, &path, out)?,
@@ -417,11 +460,17 @@ mod tests {
         let path = dir.path().join("t.db");
         let mut conn = Connection::open(&path).unwrap();
         let mut tree = Tree::load(&conn).unwrap();
-        let file = NodeKind::File { checksum: Checksum::of(b"x"), size: 1 };
+        let file = NodeKind::File {
+            checksum: Checksum::of(b"x"),
+            size: 1,
+        };
         let (d, f) = with_tx(&mut conn, |tx| {
-            let d = tree.create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755).unwrap();
+            let d = tree
+                .create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755)
+                .unwrap();
             let f = tree.create(tx, d, "f", file.clone(), 0o644).unwrap();
-            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777).unwrap();
+            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777)
+                .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
             tree.set_attr(tx, f, Some(0o600), None).unwrap();
             (d, f)
@@ -433,9 +482,15 @@ mod tests {
         assert_eq!(again.lookup(d, "f").unwrap(), f);
         assert_eq!(again.get(f).unwrap().kind, file);
         assert_eq!(again.get(f).unwrap().mode, 0o600);
-        assert_eq!(again.get(again.lookup(ROOT, "link").unwrap()).unwrap().kind, NodeKind::Symlink("f".into()));
+        assert_eq!(
+            again.get(again.lookup(ROOT, "link").unwrap()).unwrap().kind,
+            NodeKind::Symlink("f".into())
+        );
         assert_eq!(again.path(f), "d/f");
-        assert_eq!(again.files_under(ROOT).unwrap(), vec![("d/f".to_string(), Checksum::of(b"x"))]);
+        assert_eq!(
+            again.files_under(ROOT).unwrap(),
+            vec![("d/f".to_string(), Checksum::of(b"x"))]
+        );
     }
 
     #[test]
@@ -444,20 +499,47 @@ mod tests {
         let mut tree = Tree::load(&conn).unwrap();
         with_tx(&mut conn, |tx| {
             let dir = || NodeKind::Dir(BTreeMap::new());
-            let file = || NodeKind::File { checksum: empty_checksum(), size: 0 };
+            let file = || NodeKind::File {
+                checksum: empty_checksum(),
+                size: 0,
+            };
             let a = tree.create(tx, ROOT, "a", dir(), 0o755).unwrap();
             let b = tree.create(tx, a, "b", dir(), 0o755).unwrap();
             tree.create(tx, b, "f", file(), 0o644).unwrap();
-            assert!(matches!(tree.create(tx, ROOT, "a", file(), 0), Err(TreeError::Exists)));
-            assert!(matches!(tree.remove(tx, ROOT, "a", true), Err(TreeError::NotEmpty)));
-            assert!(matches!(tree.remove(tx, ROOT, "a", false), Err(TreeError::IsDir)));
-            assert!(matches!(tree.remove(tx, b, "f", true), Err(TreeError::NotDir)));
-            assert!(matches!(tree.rename(tx, ROOT, "a", b, "a2", false), Err(TreeError::Invalid)));
+            assert!(matches!(
+                tree.create(tx, ROOT, "a", file(), 0),
+                Err(TreeError::Exists)
+            ));
+            assert!(matches!(
+                tree.remove(tx, ROOT, "a", true),
+                Err(TreeError::NotEmpty)
+            ));
+            assert!(matches!(
+                tree.remove(tx, ROOT, "a", false),
+                Err(TreeError::IsDir)
+            ));
+            assert!(matches!(
+                tree.remove(tx, b, "f", true),
+                Err(TreeError::NotDir)
+            ));
+            assert!(matches!(
+                tree.rename(tx, ROOT, "a", b, "a2", false),
+                Err(TreeError::Invalid)
+            ));
             tree.create(tx, ROOT, "g", file(), 0o644).unwrap();
-            assert!(matches!(tree.rename(tx, ROOT, "g", b, "f", true), Err(TreeError::Exists)));
+            assert!(matches!(
+                tree.rename(tx, ROOT, "g", b, "f", true),
+                Err(TreeError::Exists)
+            ));
             assert!(tree.rename(tx, ROOT, "g", b, "f", false).unwrap().is_some());
-            assert!(matches!(tree.rename(tx, b, "f", ROOT, "a", false), Err(TreeError::IsDir)));
-            assert!(matches!(tree.lookup(b, "f").and_then(|f| tree.lookup(f, "x")), Err(TreeError::NotDir)));
+            assert!(matches!(
+                tree.rename(tx, b, "f", ROOT, "a", false),
+                Err(TreeError::IsDir)
+            ));
+            assert!(matches!(
+                tree.lookup(b, "f").and_then(|f| tree.lookup(f, "x")),
+                Err(TreeError::NotDir)
+            ));
         });
     }
 }

@@ -46,7 +46,12 @@ impl Views {
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {
-        if let Some(result) = self.results.lock().expect("views lock").get(&(checksum, target)) {
+        if let Some(result) = self
+            .results
+            .lock()
+            .expect("views lock")
+            .get(&(checksum, target))
+        {
             return Ok(*result);
         }
         let buffer = reads.get(&checksum)?.ok_or(ViewError::Missing(checksum))?;
@@ -56,7 +61,10 @@ impl Views {
             None => {
                 let (celltype, info) = buffer_info::detect_celltype(buffer.as_slice());
                 detected = Some(info);
-                self.sources.lock().expect("views lock").insert(checksum, celltype);
+                self.sources
+                    .lock()
+                    .expect("views lock")
+                    .insert(checksum, celltype);
                 celltype
             }
         };
@@ -64,10 +72,14 @@ impl Views {
         if let Some(result) = db.get_expression(&key)?
             && reads.has(&result)?
         {
-            self.results.lock().expect("views lock").insert((checksum, target), result);
+            self.results
+                .lock()
+                .expect("views lock")
+                .insert((checksum, target), result);
             return Ok(result);
         }
-        let conversion = convert::convert(&buffer, source, target).map_err(|e| ViewError::Impossible(e.to_string()))?;
+        let conversion = convert::convert(&buffer, source, target)
+            .map_err(|e| ViewError::Impossible(e.to_string()))?;
         let result = match &conversion.output {
             Output::Buffer(converted) => {
                 if converted.checksum() != checksum {
@@ -89,7 +101,10 @@ impl Views {
                 c.set_expression(&key, &result)
             })?;
         }
-        self.results.lock().expect("views lock").insert((checksum, target), result);
+        self.results
+            .lock()
+            .expect("views lock")
+            .insert((checksum, target), result);
         Ok(result)
     }
 
@@ -100,7 +115,10 @@ impl Views {
         }
         let map = db.get_buffer_info(checksum).ok()??;
         let celltype = celltype_of(&BufferInfo::from_map(&map).ok()?)?;
-        self.sources.lock().expect("views lock").insert(*checksum, celltype);
+        self.sources
+            .lock()
+            .expect("views lock")
+            .insert(*checksum, celltype);
         Some(celltype)
     }
 }
@@ -117,7 +135,12 @@ fn expression_key(input: Checksum, source: CellType, target: CellType) -> Expres
 
 /// The cell type `detect_celltype` would give, read back from the flags it records.
 fn celltype_of(info: &BufferInfo) -> Option<CellType> {
-    match (info.is_numpy, info.is_seamless_mixed, info.is_json, info.is_utf8) {
+    match (
+        info.is_numpy,
+        info.is_seamless_mixed,
+        info.is_json,
+        info.is_utf8,
+    ) {
         (Some(true), _, _, _) => Some(CellType::Binary),
         (_, Some(true), _, _) => Some(CellType::Mixed),
         (_, _, Some(true), _) => Some(CellType::Plain),

@@ -155,7 +155,11 @@ impl DiskStore {
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let actual = Checksum::of_reader(file).map_err(|e| StoreError::io(&path, e))?;
-        Ok(if actual == *checksum { Verdict::Intact } else { Verdict::Corrupt { actual } })
+        Ok(if actual == *checksum {
+            Verdict::Intact
+        } else {
+            Verdict::Corrupt { actual }
+        })
     }
 
     /// Move a (corrupt) buffer file to `quarantine/<hex>`; returns the new path.
@@ -165,21 +169,30 @@ impl DiskStore {
         let from = self.path_of(checksum);
         let to = dir.join(checksum.hex());
         fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
-        sync_dir(from.parent().expect("buffer files live in a prefix directory"))?;
+        sync_dir(
+            from.parent()
+                .expect("buffer files live in a prefix directory"),
+        )?;
         Ok(to)
     }
 
     /// Every stored checksum, read lazily one prefix directory at a time (fit for millions).
     /// Names that are not a 64-digit lower-case hex under their own prefix are skipped.
     pub fn iter(&self) -> StoredChecksums {
-        StoredChecksums { buffers: self.inner.buffers.clone(), next_prefix: 0, current: None }
+        StoredChecksums {
+            buffers: self.inner.buffers.clone(),
+            next_prefix: 0,
+            current: None,
+        }
     }
 
     /// Put `temp` (complete, fsynced, verified) in place as `checksum`, or drop it if the
     /// buffer is already stored.
     fn install(&self, temp: &Path, checksum: &Checksum) -> Result<(), StoreError> {
         let target = self.path_of(checksum);
-        let prefix_dir = target.parent().expect("buffer files live in a prefix directory");
+        let prefix_dir = target
+            .parent()
+            .expect("buffer files live in a prefix directory");
         self.ensure_prefix_dir(prefix_dir)?;
         if target.exists() {
             fs::remove_file(temp).map_err(|e| StoreError::io(temp, e))?;
@@ -224,7 +237,10 @@ impl BufferTier for DiskStore {
         // SAFETY: stored files are read-only and never modified in place (writes go through a
         // temp file and rename), so the mapping's bytes cannot change under the reader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(&path, e))?;
-        Ok(Some(Buffer::with_checksum(Bytes::from_owner(map), *checksum)))
+        Ok(Some(Buffer::with_checksum(
+            Bytes::from_owner(map),
+            *checksum,
+        )))
     }
 
     fn put(&self, buffer: &Buffer) -> Result<(), StoreError> {
@@ -251,7 +267,9 @@ impl BufferTier for DiskStore {
     }
 
     fn stats(&self) -> Stats {
-        Stats { tiers: vec![self.inner.counters.snapshot("disk")] }
+        Stats {
+            tiers: vec![self.inner.counters.snapshot("disk")],
+        }
     }
 }
 
@@ -270,7 +288,9 @@ pub struct PendingWrite {
 impl PendingWrite {
     /// Write `data` at `offset` (the file grows as needed; gaps read as zeros).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        self.file.write_all_at(data, offset).map_err(|e| StoreError::io(&self.path, e))?;
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| StoreError::io(&self.path, e))?;
         self.track_hash(offset, data);
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
@@ -278,7 +298,9 @@ impl PendingWrite {
 
     /// Truncate or extend (with zeros) to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
-        self.file.set_len(len).map_err(|e| StoreError::io(&self.path, e))?;
+        self.file
+            .set_len(len)
+            .map_err(|e| StoreError::io(&self.path, e))?;
         if len < self.hashed {
             self.hasher = None;
         }
@@ -288,7 +310,9 @@ impl PendingWrite {
 
     /// Read back what was written so far; returns the number of bytes read (0 at the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
-        self.file.read_at(buf, offset).map_err(|e| StoreError::io(&self.path, e))
+        self.file
+            .read_at(buf, offset)
+            .map_err(|e| StoreError::io(&self.path, e))
     }
 
     pub fn len(&self) -> u64 {
@@ -306,7 +330,9 @@ impl PendingWrite {
     /// writes from the running hash of exactly those bytes, otherwise by re-reading the file.
     /// So a name in `buffers/` always matches its content, whatever the caller claims.
     pub fn commit(mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
-        self.file.sync_all().map_err(|e| StoreError::io(&self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io(&self.path, e))?;
         let actual = self.final_checksum()?;
         if let Some(expected) = known
             && expected != actual
@@ -314,7 +340,9 @@ impl PendingWrite {
             return Err(StoreError::Corrupt { expected, actual });
         }
         let read_only = fs::Permissions::from_mode(0o444);
-        self.file.set_permissions(read_only).map_err(|e| StoreError::io(&self.path, e))?;
+        self.file
+            .set_permissions(read_only)
+            .map_err(|e| StoreError::io(&self.path, e))?;
         self.store.install(&self.path, &actual)?;
         self.done = true;
         self.store.inner.counters.put();
@@ -349,7 +377,12 @@ impl PendingWrite {
 
 impl std::fmt::Debug for PendingWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PendingWrite({}, {} bytes)", self.path.display(), self.len)
+        write!(
+            f,
+            "PendingWrite({}, {} bytes)",
+            self.path.display(),
+            self.len
+        )
     }
 }
 
@@ -406,7 +439,9 @@ impl Iterator for StoredChecksums {
 /// The checksum a file name under prefix directory `prefix` stands for, if it is one.
 fn stored_name(name: &std::ffi::OsStr, prefix: u8) -> Option<Checksum> {
     let name = name.to_str()?;
-    let is_lower_hex = name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_lower_hex = name
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let cs = Checksum::parse_strict(name).filter(|_| is_lower_hex)?;
     (cs.as_bytes()[0] == prefix).then_some(cs)
 }
@@ -440,7 +475,11 @@ fn is_stale_temp(path: &Path) -> bool {
     if process_alive(pid) {
         return false;
     }
-    let Ok(file) = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) else {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
         return false;
     };
     lock_exclusive(&file, true).is_ok()
@@ -465,7 +504,9 @@ fn lock_exclusive(file: &File, nonblocking: bool) -> io::Result<()> {
 
 /// fsync a directory, so renames and creations in it are durable.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 #[cfg(test)]
@@ -486,7 +527,10 @@ mod tests {
         assert_eq!(store.get(&cs).unwrap().unwrap().as_slice(), b"hello\n");
         assert_eq!(store.length(&cs).unwrap(), Some(6));
         assert_eq!(store.verify(&cs).unwrap(), Verdict::Intact);
-        assert_eq!(store.iter().map(Result::unwrap).collect::<Vec<_>>(), vec![cs]);
+        assert_eq!(
+            store.iter().map(Result::unwrap).collect::<Vec<_>>(),
+            vec![cs]
+        );
         let empty = Buffer::new(Vec::new());
         store.put(&empty).unwrap();
         assert_eq!(store.get(&empty.checksum()).unwrap().unwrap().len(), 0);

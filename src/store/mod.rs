@@ -15,14 +15,19 @@ pub mod layered;
 pub use disk::{DiskStore, PendingWrite, Verdict};
 pub use layered::{Layered, WritePolicy};
 
-
 /// Errors of a buffer tier.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("buffer {expected} is corrupt: its content has checksum {actual}")]
-    Corrupt { expected: Checksum, actual: Checksum },
+    Corrupt {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("{0}")]
     Full(String),
 }
@@ -30,7 +35,10 @@ pub enum StoreError {
 impl StoreError {
     /// Wrap an I/O error with the path it happened on.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        StoreError::Io { path: path.as_ref().to_path_buf(), source }
+        StoreError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -62,11 +70,20 @@ pub struct CostProfile {
 
 impl CostProfile {
     /// A local buffer file or directory.
-    pub const READ_BUFFER: CostProfile = CostProfile { units_per_gb: 1.0, min_cost: 0.0 };
+    pub const READ_BUFFER: CostProfile = CostProfile {
+        units_per_gb: 1.0,
+        min_cost: 0.0,
+    };
     /// A hashserver on this machine.
-    pub const LOCAL_HASHSERVER: CostProfile = CostProfile { units_per_gb: 10.0, min_cost: 0.001 };
+    pub const LOCAL_HASHSERVER: CostProfile = CostProfile {
+        units_per_gb: 10.0,
+        min_cost: 0.001,
+    };
     /// A hashserver over the network.
-    pub const REMOTE_HASHSERVER: CostProfile = CostProfile { units_per_gb: 100.0, min_cost: 0.01 };
+    pub const REMOTE_HASHSERVER: CostProfile = CostProfile {
+        units_per_gb: 100.0,
+        min_cost: 0.01,
+    };
 
     pub fn cost(&self, size: u64) -> f64 {
         (size as f64 / GIB * self.units_per_gb).max(self.min_cost)

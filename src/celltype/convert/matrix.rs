@@ -106,8 +106,14 @@ const TRIVIAL: [(CellType, CellType); 13] = [
 ];
 
 /// The reverse of a trivial pair is reinterpret, except these.
-const NOT_REINTERPRET: [(CellType, CellType); 6] =
-    [(Ipython, Python), (Yaml, Plain), (Plain, Str), (Plain, Int), (Plain, Float), (Plain, Bool)];
+const NOT_REINTERPRET: [(CellType, CellType); 6] = [
+    (Ipython, Python),
+    (Yaml, Plain),
+    (Plain, Str),
+    (Plain, Int),
+    (Plain, Float),
+    (Plain, Bool),
+];
 
 const REFORMAT: [(CellType, CellType); 19] = [
     (Bytes, Binary),
@@ -375,7 +381,15 @@ fn step(from: CellType, to: CellType) -> Step {
         // (checked for all 156 pairs by the `steps_are_terminal` test).
         other => unreachable!("step {from}→{to} resolves to {other:?}"),
     };
-    Step { from, to, run: Leg { from: a, to: b, class } }
+    Step {
+        from,
+        to,
+        run: Leg {
+            from: a,
+            to: b,
+            class,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -411,7 +425,11 @@ mod tests {
         // Every values pair is binary↔plain or involves checksum.
         for (a, b) in all_pairs() {
             if entry(a, b) == Some(Entry::Own(Class::Values)) {
-                assert!(a == Checksum || b == Checksum || matches!((a, b), (Binary, Plain) | (Plain, Binary)));
+                assert!(
+                    a == Checksum
+                        || b == Checksum
+                        || matches!((a, b), (Binary, Plain) | (Plain, Binary))
+                );
             }
         }
     }
@@ -430,12 +448,30 @@ mod tests {
 
     #[test]
     fn executed_steps_differ_from_legs_where_documented() {
-        let run = |a, b| steps(a, b).iter().map(|s| (s.run.from, s.run.to)).collect::<Vec<_>>();
+        let run = |a, b| {
+            steps(a, b)
+                .iter()
+                .map(|s| (s.run.from, s.run.to))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(run(Str, Mixed), vec![(Str, Plain), (Plain, Mixed)]);
-        assert_eq!(run(Python, Binary), vec![(Python, Text), (Text, Str), (Mixed, Binary)]);
+        assert_eq!(
+            run(Python, Binary),
+            vec![(Python, Text), (Text, Str), (Mixed, Binary)]
+        );
         assert_eq!(run(Python, Plain), vec![(Python, Text), (Text, Plain)]);
         assert_eq!(run(Str, Python), vec![(Str, Text)]);
-        assert_eq!(run(Binary, Str), vec![(Binary, Bytes), (Bytes, Plain), (Plain, Str)]);
-        assert_eq!(legs(Str, Mixed), vec![Leg { from: Plain, to: Binary, class: Class::Values }]);
+        assert_eq!(
+            run(Binary, Str),
+            vec![(Binary, Bytes), (Bytes, Plain), (Plain, Str)]
+        );
+        assert_eq!(
+            legs(Str, Mixed),
+            vec![Leg {
+                from: Plain,
+                to: Binary,
+                class: Class::Values
+            }]
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! `np.array` turns into a storable array (`plain → binary`), an array as the JSON value orjson's
 //! `OPT_SERIALIZE_NUMPY` writes (`binary → plain`), and numpy scalars as Python values.
 
+use crate::celltype::PyErrorKind;
 use crate::celltype::binary::to_numpy;
 use crate::celltype::pyrepr::bytes_repr;
-use crate::celltype::PyErrorKind;
 use crate::value::{DType, NdArray, Value};
 
 /// Why a plain value has no array form.
@@ -14,9 +14,13 @@ pub enum ArrayError {
     NotNumeric(&'static str),
     #[error("the nested lists are not rectangular, so they have no array form ({0})")]
     Ragged(String),
-    #[error("the list holds null or dicts, so numpy would make an object array, which binary cannot store")]
+    #[error(
+        "the list holds null or dicts, so numpy would make an object array, which binary cannot store"
+    )]
     Object,
-    #[error("the list holds strings, so numpy would make a unicode array, which binary cannot store")]
+    #[error(
+        "the list holds strings, so numpy would make a unicode array, which binary cannot store"
+    )]
     Unicode,
 }
 
@@ -54,9 +58,9 @@ pub fn scalar_value(value: Value) -> Result<Value, String> {
         Value::List(_) | Value::Tuple(_) => Err("a list".into()),
         Value::Array(a) if !a.shape.is_empty() => Err(format!("an array of shape {:?}", a.shape)),
         Value::Array(a) if is_bytes_dtype(&a.dtype) => Ok(Value::Array(a)),
-        Value::Array(a) | Value::Scalar(a) => {
-            a.scalar_to_python().ok_or_else(|| format!("a numpy {} scalar", a.dtype.numpy_name()))
-        }
+        Value::Array(a) | Value::Scalar(a) => a
+            .scalar_to_python()
+            .ok_or_else(|| format!("a numpy {} scalar", a.dtype.numpy_name())),
         other => Ok(other),
     }
 }
@@ -69,7 +73,9 @@ pub fn bytes_element(a: &NdArray) -> Value {
 
 /// `str()` of a 0-d bytes array in numpy 2: `np.bytes_(b'...')`.
 pub fn bytes_scalar_repr(a: &NdArray) -> String {
-    let Value::Bytes(b) = bytes_element(a) else { unreachable!("bytes_element gives bytes") };
+    let Value::Bytes(b) = bytes_element(a) else {
+        unreachable!("bytes_element gives bytes")
+    };
     format!("np.bytes_({})", bytes_repr(&b))
 }
 
@@ -81,10 +87,21 @@ pub fn to_json(value: &Value) -> Result<Value, String> {
         _ => return Err("the buffer does not hold a numpy array".into()),
     };
     let no_form = || format!("arrays of dtype {} have no JSON form", a.dtype.typestr());
-    if !matches!(a.dtype, DType::Simple { kind: 'b' | 'i' | 'u' | 'f', size: 1 | 2 | 4 | 8, .. }) {
+    if !matches!(
+        a.dtype,
+        DType::Simple {
+            kind: 'b' | 'i' | 'u' | 'f',
+            size: 1 | 2 | 4 | 8,
+            ..
+        }
+    ) {
         return Err(no_form());
     }
-    let items = (0..a.len()).map(|i| a.element(i).map(|v| json_float(v, &a.dtype)).ok_or_else(no_form));
+    let items = (0..a.len()).map(|i| {
+        a.element(i)
+            .map(|v| json_float(v, &a.dtype))
+            .ok_or_else(no_form)
+    });
     let items = items.collect::<Result<Vec<_>, _>>()?;
     Ok(nest(&mut items.into_iter(), &a.shape))
 }
@@ -124,33 +141,64 @@ mod tests {
     fn plain_values_as_arrays() {
         let ints = from_json(&list(vec![Value::int(1), Value::Bool(true)])).unwrap();
         assert_eq!(ints.dtype.numpy_name(), "int64");
-        let ragged = list(vec![list(vec![Value::int(1)]), list(vec![Value::int(2), Value::int(3)])]);
+        let ragged = list(vec![
+            list(vec![Value::int(1)]),
+            list(vec![Value::int(2), Value::int(3)]),
+        ]);
         assert!(matches!(from_json(&ragged), Err(ArrayError::Ragged(_))));
-        assert_eq!(from_json(&list(vec![Value::int(1), Value::str("a")])), Err(ArrayError::Unicode));
-        assert_eq!(from_json(&list(vec![Value::int(1), Value::None])), Err(ArrayError::Object));
-        assert_eq!(from_json(&Value::str("a")), Err(ArrayError::NotNumeric("a string")));
+        assert_eq!(
+            from_json(&list(vec![Value::int(1), Value::str("a")])),
+            Err(ArrayError::Unicode)
+        );
+        assert_eq!(
+            from_json(&list(vec![Value::int(1), Value::None])),
+            Err(ArrayError::Object)
+        );
+        assert_eq!(
+            from_json(&Value::str("a")),
+            Err(ArrayError::NotNumeric("a string"))
+        );
     }
 
     #[test]
     fn arrays_as_json_values() {
         let a = from_json(&list(vec![list(vec![Value::int(-1), Value::int(2)])])).unwrap();
-        assert_eq!(to_json(&Value::Array(a)).unwrap(), list(vec![list(vec![Value::int(-1), Value::int(2)])]));
+        assert_eq!(
+            to_json(&Value::Array(a)).unwrap(),
+            list(vec![list(vec![Value::int(-1), Value::int(2)])])
+        );
         let f32s = NdArray {
             dtype: DType::simple('f', ByteOrder::Little, 4),
             shape: vec![],
             layout: Layout::C,
             data: Bytes::from(0.1f32.to_le_bytes().to_vec()),
         };
-        assert_eq!(to_json(&Value::Scalar(f32s.clone())).unwrap(), Value::Float(0.1));
-        assert_eq!(scalar_value(Value::Scalar(f32s)).unwrap(), Value::Float(0.1f32 as f64));
-        let f16 = NdArray { dtype: DType::simple('f', ByteOrder::Little, 2), data: Bytes::from_static(&[0x66, 0x2e]), ..bytes_array(b"") };
-        assert_eq!(to_json(&Value::Scalar(f16)).unwrap(), Value::Float(0.099975586));
+        assert_eq!(
+            to_json(&Value::Scalar(f32s.clone())).unwrap(),
+            Value::Float(0.1)
+        );
+        assert_eq!(
+            scalar_value(Value::Scalar(f32s)).unwrap(),
+            Value::Float(0.1f32 as f64)
+        );
+        let f16 = NdArray {
+            dtype: DType::simple('f', ByteOrder::Little, 2),
+            data: Bytes::from_static(&[0x66, 0x2e]),
+            ..bytes_array(b"")
+        };
+        assert_eq!(
+            to_json(&Value::Scalar(f16)).unwrap(),
+            Value::Float(0.099975586)
+        );
         assert!(to_json(&Value::Array(bytes_array(b"abc"))).is_err());
     }
 
     #[test]
     fn bytes_scalars() {
         assert_eq!(bytes_element(&bytes_array(b"")), Value::Bytes(Bytes::new()));
-        assert_eq!(bytes_scalar_repr(&bytes_array(b"hello world\n")), "np.bytes_(b'hello world\\n')");
+        assert_eq!(
+            bytes_scalar_repr(&bytes_array(b"hello world\n")),
+            "np.bytes_(b'hello world\\n')"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub(super) struct Token {
 pub(super) fn tokens_by_line(lines: &[String]) -> Result<Vec<Vec<Token>>, String> {
     let mut groups: Vec<Vec<Token>> = vec![Vec::new()];
     let mut depth = 0usize;
-    let mut tokenizer = Tokenizer { lines, tokens: Vec::new() };
+    let mut tokenizer = Tokenizer {
+        lines,
+        tokens: Vec::new(),
+    };
     let result = tokenizer.run();
     for token in tokenizer.tokens {
         let kind = token.kind;
@@ -87,7 +90,11 @@ struct OpenString {
 
 impl Tokenizer<'_> {
     fn push(&mut self, kind: Kind, string: &str, start: (usize, usize)) {
-        self.tokens.push(Token { kind, string: string.to_string(), start });
+        self.tokens.push(Token {
+            kind,
+            string: string.to_string(),
+            start,
+        });
     }
 
     /// The DEDENTs for the open indentation levels and the ENDMARKER.
@@ -121,7 +128,10 @@ impl Tokenizer<'_> {
                         self.push(Kind::String, &text, start);
                         open = None;
                     }
-                    None if !string.triple && !line.ends_with("\\\n") && !line.ends_with("\\\r\n") => {
+                    None if !string.triple
+                        && !line.ends_with("\\\n")
+                        && !line.ends_with("\\\r\n") =>
+                    {
                         let text = format!("{}{line}", string.text);
                         let start = *start;
                         self.push(Kind::ErrorToken, &text, start);
@@ -189,7 +199,11 @@ impl Tokenizer<'_> {
             while pos < line.len() {
                 let Some(caps) = PSEUDO_TOKEN.captures(&line[pos..]) else {
                     let c = line[pos..].chars().next().expect("pos < len");
-                    self.push(Kind::ErrorToken, &line[pos..pos + c.len_utf8()], (lnum, pos));
+                    self.push(
+                        Kind::ErrorToken,
+                        &line[pos..pos + c.len_utf8()],
+                        (lnum, pos),
+                    );
                     pos += c.len_utf8();
                     continue;
                 };
@@ -204,7 +218,11 @@ impl Tokenizer<'_> {
                 if initial.is_ascii_digit() || (initial == '.' && token != "." && token != "...") {
                     self.push(Kind::Number, token, (lnum, start));
                 } else if initial == '\r' || initial == '\n' {
-                    self.push(if depth > 0 { Kind::Nl } else { Kind::Newline }, token, (lnum, start));
+                    self.push(
+                        if depth > 0 { Kind::Nl } else { Kind::Newline },
+                        token,
+                        (lnum, start),
+                    );
                 } else if initial == '#' {
                     self.push(Kind::Comment, token, (lnum, start));
                 } else if let Some(quote) = triple_quote(token) {
@@ -214,13 +232,27 @@ impl Tokenizer<'_> {
                             self.push(Kind::String, &line[start..end], (lnum, start));
                         }
                         None => {
-                            open = Some((OpenString { triple: true, quote, text: line[start..].to_string() }, (lnum, start)));
+                            open = Some((
+                                OpenString {
+                                    triple: true,
+                                    quote,
+                                    text: line[start..].to_string(),
+                                },
+                                (lnum, start),
+                            ));
                             break;
                         }
                     }
                 } else if let Some(quote) = single_quote(token) {
                     if token.ends_with('\n') {
-                        open = Some((OpenString { triple: false, quote, text: line[start..].to_string() }, (lnum, start)));
+                        open = Some((
+                            OpenString {
+                                triple: false,
+                                quote,
+                                text: line[start..].to_string(),
+                            },
+                            (lnum, start),
+                        ));
                         break;
                     }
                     self.push(Kind::String, token, (lnum, start));
@@ -256,26 +288,34 @@ static PSEUDO_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     let intnumber = "(?:0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|(?:0(?:_?0)*|[1-9](?:_?[0-9])*))";
     let number = format!("(?:{imagnumber}|{floatnumber}|{intnumber})");
     let mut operators = vec![
-        "!=", "%", "%=", "&", "&=", "(", ")", "*", "**", "**=", "*=", "+", "+=", ",", "-", "-=", "->", ".", "...", "/", "//",
-        "//=", "/=", ":", ":=", ";", "<", "<<", "<<=", "<=", "=", "==", ">", ">=", ">>", ">>=", "@", "@=", "[", "]", "^",
-        "^=", "{", "|", "|=", "}", "~",
+        "!=", "%", "%=", "&", "&=", "(", ")", "*", "**", "**=", "*=", "+", "+=", ",", "-", "-=",
+        "->", ".", "...", "/", "//", "//=", "/=", ":", ":=", ";", "<", "<<", "<<=", "<=", "=",
+        "==", ">", ">=", ">>", ">>=", "@", "@=", "[", "]", "^", "^=", "{", "|", "|=", "}", "~",
     ];
     // tokenize sorts them in reverse, so a longer operator is tried before its prefix.
     operators.sort_unstable_by(|a, b| b.cmp(a));
-    let special = operators.iter().map(|o| regex::escape(o)).collect::<Vec<_>>().join("|");
+    let special = operators
+        .iter()
+        .map(|o| regex::escape(o))
+        .collect::<Vec<_>>()
+        .join("|");
     let funny = format!(r"(?:\r?\n|{special})");
     let triple = format!(r#"(?:{PREFIX}'''|{PREFIX}""")"#);
     let cont_str = format!(
         r#"(?:{PREFIX}'[^\n'\\]*(?:\\.[^\n'\\]*)*(?:'|\\\r?\n)|{PREFIX}"[^\n"\\]*(?:\\.[^\n"\\]*)*(?:"|\\\r?\n))"#
     );
     let pseudo_extras = format!(r"(?:\\\r?\n|\z|#[^\r\n]*|{triple})");
-    Regex::new(&format!(r"^[ \x0c\t]*({pseudo_extras}|{number}|{funny}|{cont_str}|\w+)")).expect("valid regex")
+    Regex::new(&format!(
+        r"^[ \x0c\t]*({pseudo_extras}|{number}|{funny}|{cont_str}|\w+)"
+    ))
+    .expect("valid regex")
 });
 
 /// The quote character of a token that opens a triple-quoted string (`rb'''`).
 fn triple_quote(token: &str) -> Option<char> {
     let body = token.trim_start_matches(|c: char| "bBrRuUfF".contains(c));
-    (token.len() - body.len() <= 2 && (body == "'''" || body == "\"\"\"")).then(|| body.chars().next().expect("non-empty"))
+    (token.len() - body.len() <= 2 && (body == "'''" || body == "\"\"\""))
+        .then(|| body.chars().next().expect("non-empty"))
 }
 
 /// The quote character of a token that opens a single-quoted string.
@@ -313,7 +353,12 @@ mod tests {
 
     fn kinds(source: &str) -> Vec<(Kind, String)> {
         let lines: Vec<String> = source.split_inclusive('\n').map(str::to_string).collect();
-        tokens_by_line(&lines).unwrap().into_iter().flatten().map(|t| (t.kind, t.string)).collect()
+        tokens_by_line(&lines)
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .map(|t| (t.kind, t.string))
+            .collect()
     }
 
     #[test]
@@ -322,6 +367,9 @@ mod tests {
         assert_eq!(tokens[2], (Kind::ErrorToken, " ".to_string()));
         assert_eq!(tokens[3], (Kind::ErrorToken, "!".to_string()));
         assert_eq!(kinds("a //= 1\n")[1], (Kind::Op, "//=".to_string()));
-        assert_eq!(kinds("s = '''a\nb''' + rb'c'\n")[2], (Kind::String, "'''a\nb'''".to_string()));
+        assert_eq!(
+            kinds("s = '''a\nb''' + rb'c'\n")[2],
+            (Kind::String, "'''a\nb'''".to_string())
+        );
     }
 }

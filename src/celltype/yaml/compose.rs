@@ -33,7 +33,10 @@ pub(super) enum Surrogates {
 
 #[derive(Debug)]
 pub(super) enum NodeKind {
-    Scalar { value: String, surrogates: Surrogates },
+    Scalar {
+        value: String,
+        surrogates: Surrogates,
+    },
     Sequence(Vec<NodeId>),
     Mapping(Vec<(NodeId, NodeId)>),
 }
@@ -56,7 +59,13 @@ pub(super) struct Document {
 /// Compose the events of the prepared text into the document graph (PyYAML `get_single_node`).
 pub(super) fn compose(prepared: &Prepared) -> Result<Document, String> {
     let text = prepared.text.as_str();
-    let mut composer = Composer { prepared, text, parser: Parser::new(text.as_bytes()), nodes: Vec::new(), anchors: HashMap::new() };
+    let mut composer = Composer {
+        prepared,
+        text,
+        parser: Parser::new(text.as_bytes()),
+        nodes: Vec::new(),
+        anchors: HashMap::new(),
+    };
     composer.next()?; // stream start
     let (event, start, _) = composer.next()?;
     let root = match event {
@@ -71,7 +80,12 @@ pub(super) fn compose(prepared: &Prepared) -> Result<Document, String> {
             let (_, _, document_end) = composer.next()?;
             match composer.next()? {
                 (Event::StreamEnd, stream_end, _) => {
-                    composer.check_ignored_directives(document_end.index, usize::MAX, true, stream_end)?;
+                    composer.check_ignored_directives(
+                        document_end.index,
+                        usize::MAX,
+                        true,
+                        stream_end,
+                    )?;
                 }
                 (_, mark, _) => {
                     return Err(format!(
@@ -83,9 +97,16 @@ pub(super) fn compose(prepared: &Prepared) -> Result<Document, String> {
             }
             Some(root)
         }
-        other => return Err(format!("unexpected YAML event {other:?} at the start of the stream")),
+        other => {
+            return Err(format!(
+                "unexpected YAML event {other:?} at the start of the stream"
+            ));
+        }
     };
-    Ok(Document { nodes: composer.nodes, root })
+    Ok(Document {
+        nodes: composer.nodes,
+        root,
+    })
 }
 
 struct Composer<'a> {
@@ -103,8 +124,18 @@ impl Composer<'_> {
 
     /// Directives (even ignored ones) between `from` and `to` must be followed by an explicit
     /// `---` (PyYAML: "expected '<document start>'").
-    fn check_ignored_directives(&self, from: usize, to: usize, implicit: bool, mark: Mark) -> Result<(), String> {
-        let directive_before = self.prepared.ignored_directives.iter().any(|&d| from <= d && d < to);
+    fn check_ignored_directives(
+        &self,
+        from: usize,
+        to: usize,
+        implicit: bool,
+        mark: Mark,
+    ) -> Result<(), String> {
+        let directive_before = self
+            .prepared
+            .ignored_directives
+            .iter()
+            .any(|&d| from <= d && d < to);
         if directive_before && implicit {
             return Err(self.at(mark, "expected '<document start>' after a directive"));
         }
@@ -115,27 +146,53 @@ impl Composer<'_> {
     fn node(&mut self, first: (Event, Mark, Mark), depth: usize) -> Result<NodeId, String> {
         let (event, start, end) = first;
         if depth > MAX_DEPTH {
-            return Err(self.at(start, &format!("nesting deeper than {MAX_DEPTH} levels (PyYAML's recursion limit)")));
+            return Err(self.at(
+                start,
+                &format!("nesting deeper than {MAX_DEPTH} levels (PyYAML's recursion limit)"),
+            ));
         }
-        let (anchor, tag, kind) = match event {
-            Event::Alias { anchor } => {
-                return self.anchors.get(&anchor).copied().ok_or_else(|| self.at(start, &format!("found undefined alias '{anchor}'")));
-            }
-            Event::Scalar { anchor, tag, value, plain_implicit } => {
-                let tag = match tag.as_deref() {
-                    None | Some("!") => resolve_scalar(&value, plain_implicit || tag.is_some()).to_string(),
-                    Some(explicit) => explicit.to_string(),
-                };
-                let surrogates = self.surrogate_code_points(&value, start, end);
-                (anchor, tag, NodeKind::Scalar { value, surrogates })
-            }
-            Event::SequenceStart { anchor, tag } => (anchor, collection_tag(tag, SEQ), NodeKind::Sequence(Vec::new())),
-            Event::MappingStart { anchor, tag } => (anchor, collection_tag(tag, MAP), NodeKind::Mapping(Vec::new())),
-            other => return Err(self.at(start, &format!("unexpected YAML event {other:?}"))),
-        };
+        let (anchor, tag, kind) =
+            match event {
+                Event::Alias { anchor } => {
+                    return self.anchors.get(&anchor).copied().ok_or_else(|| {
+                        self.at(start, &format!("found undefined alias '{anchor}'"))
+                    });
+                }
+                Event::Scalar {
+                    anchor,
+                    tag,
+                    value,
+                    plain_implicit,
+                } => {
+                    let tag = match tag.as_deref() {
+                        None | Some("!") => {
+                            resolve_scalar(&value, plain_implicit || tag.is_some()).to_string()
+                        }
+                        Some(explicit) => explicit.to_string(),
+                    };
+                    let surrogates = self.surrogate_code_points(&value, start, end);
+                    (anchor, tag, NodeKind::Scalar { value, surrogates })
+                }
+                Event::SequenceStart { anchor, tag } => (
+                    anchor,
+                    collection_tag(tag, SEQ),
+                    NodeKind::Sequence(Vec::new()),
+                ),
+                Event::MappingStart { anchor, tag } => (
+                    anchor,
+                    collection_tag(tag, MAP),
+                    NodeKind::Mapping(Vec::new()),
+                ),
+                other => return Err(self.at(start, &format!("unexpected YAML event {other:?}"))),
+            };
         let id = self.nodes.len();
         let (line, column) = (start.line + 1, start.column + 1);
-        self.nodes.push(Node { tag, kind, line, column });
+        self.nodes.push(Node {
+            tag,
+            kind,
+            line,
+            column,
+        });
         if let Some(anchor) = anchor
             && self.anchors.insert(anchor.clone(), id).is_some()
         {
@@ -187,7 +244,18 @@ impl Composer<'_> {
             return Surrogates::Ambiguous;
         }
         let mut originals = inside.into_iter();
-        Surrogates::Known(value.chars().map(|c| if c == '\u{fffd}' { originals.next().unwrap_or(0xfffd) } else { c as u32 }).collect())
+        Surrogates::Known(
+            value
+                .chars()
+                .map(|c| {
+                    if c == '\u{fffd}' {
+                        originals.next().unwrap_or(0xfffd)
+                    } else {
+                        c as u32
+                    }
+                })
+                .collect(),
+        )
     }
 
     fn at(&self, mark: Mark, message: &str) -> String {
@@ -235,7 +303,10 @@ fn resolve_scalar(value: &str, implicit: bool) -> &'static str {
     if !implicit {
         return STR;
     }
-    RESOLVERS.iter().find(|(_, re)| py_match(re, value)).map_or(STR, |(tag, _)| tag)
+    RESOLVERS
+        .iter()
+        .find(|(_, re)| py_match(re, value))
+        .map_or(STR, |(tag, _)| tag)
 }
 
 /// Python `re.match` with a pattern ending in `$`: `$` also matches before a final newline.

@@ -43,9 +43,17 @@ pub(super) enum Failure {
 
 /// Construct the document's value (PyYAML `construct_document`); None for an empty stream.
 pub(super) fn construct(mut doc: Document, mode: Mode) -> Result<Value, Failure> {
-    let Some(root) = doc.root else { return Ok(Value::None) };
-    let mut constructor =
-        Constructor { doc: &mut doc, mode, memo: HashMap::new(), in_progress: HashSet::new(), copied: 0, unrepresentable: None };
+    let Some(root) = doc.root else {
+        return Ok(Value::None);
+    };
+    let mut constructor = Constructor {
+        doc: &mut doc,
+        mode,
+        memo: HashMap::new(),
+        in_progress: HashSet::new(),
+        copied: 0,
+        unrepresentable: None,
+    };
     let result = constructor.object(root);
     match (result, constructor.unrepresentable) {
         (Ok(value), _) => Ok(value),
@@ -98,7 +106,11 @@ impl Constructor<'_> {
         let value = self.by_tag(id, &tag);
         self.in_progress.remove(&id);
         let value = value?;
-        let kept = if collection && self.mode == Mode::Validate { empty_like(&tag) } else { value.clone() };
+        let kept = if collection && self.mode == Mode::Validate {
+            empty_like(&tag)
+        } else {
+            value.clone()
+        };
         self.memo.insert(id, kept);
         Ok(value)
     }
@@ -121,7 +133,9 @@ impl Constructor<'_> {
             "binary" => self.binary(id),
             "timestamp" => self.timestamp(id),
             "omap" | "pairs" => self.pairs(id, name),
-            "set" => Ok(Value::Set(self.mapping(id)?.into_iter().map(|(k, _)| k).collect())),
+            "set" => Ok(Value::Set(
+                self.mapping(id)?.into_iter().map(|(k, _)| k).collect(),
+            )),
             "str" => self.string(id),
             "seq" => self.sequence(id),
             "map" => self.map(id),
@@ -140,26 +154,35 @@ impl Constructor<'_> {
 
     /// SafeConstructor `construct_scalar`: a scalar's text, or the `=` value of a mapping.
     fn scalar(&self, id: NodeId) -> Result<String, String> {
-        self.scalar_node(id, 0).map(|leaf| match &self.doc.nodes[leaf].kind {
-            NodeKind::Scalar { value, .. } => value.clone(),
-            _ => unreachable!("scalar_node returns scalar nodes"),
-        })
+        self.scalar_node(id, 0)
+            .map(|leaf| match &self.doc.nodes[leaf].kind {
+                NodeKind::Scalar { value, .. } => value.clone(),
+                _ => unreachable!("scalar_node returns scalar nodes"),
+            })
     }
 
     /// The scalar node `construct_scalar` reads for `id` (following `=` keys).
     fn scalar_node(&self, id: NodeId, depth: usize) -> Result<NodeId, String> {
         if depth > MAX_SCALAR_INDIRECTION {
-            return Err(self.error(id, "maximum recursion depth exceeded while reading a scalar"));
+            return Err(self.error(
+                id,
+                "maximum recursion depth exceeded while reading a scalar",
+            ));
         }
         match &self.doc.nodes[id].kind {
             NodeKind::Scalar { .. } => Ok(id),
             NodeKind::Mapping(pairs) => {
-                match pairs.iter().find(|(key, _)| self.doc.nodes[*key].tag == VALUE) {
+                match pairs
+                    .iter()
+                    .find(|(key, _)| self.doc.nodes[*key].tag == VALUE)
+                {
                     Some(&(_, value)) => self.scalar_node(value, depth + 1),
                     None => Err(self.error(id, "expected a scalar node, but found mapping")),
                 }
             }
-            NodeKind::Sequence(_) => Err(self.error(id, "expected a scalar node, but found sequence")),
+            NodeKind::Sequence(_) => {
+                Err(self.error(id, "expected a scalar node, but found sequence"))
+            }
         }
     }
 
@@ -169,7 +192,9 @@ impl Constructor<'_> {
             unreachable!("scalar_node returns scalar nodes")
         };
         match (surrogates, self.mode) {
-            (Surrogates::None, _) | (Surrogates::Ambiguous, Mode::Validate) => Ok(Value::Str(value.clone())),
+            (Surrogates::None, _) | (Surrogates::Ambiguous, Mode::Validate) => {
+                Ok(Value::Str(value.clone()))
+            }
             (Surrogates::Known(points), _) => Ok(Value::Surrogates(points.clone())),
             (Surrogates::Ambiguous, Mode::Build) => {
                 let why = self.error(leaf, "a string mixing surrogate escapes with U+FFFD characters cannot be rebuilt exactly");
@@ -189,12 +214,16 @@ impl Constructor<'_> {
 
     fn int(&self, id: NodeId) -> Result<Value, String> {
         let text = self.scalar(id)?;
-        construct_int(&text).map(Value::Int).ok_or_else(|| self.error(id, &format!("invalid integer {text:?}")))
+        construct_int(&text)
+            .map(Value::Int)
+            .ok_or_else(|| self.error(id, &format!("invalid integer {text:?}")))
     }
 
     fn float(&self, id: NodeId) -> Result<Value, String> {
         let text = self.scalar(id)?;
-        construct_float(&text).map(Value::Float).ok_or_else(|| self.error(id, &format!("invalid float {text:?}")))
+        construct_float(&text)
+            .map(Value::Float)
+            .ok_or_else(|| self.error(id, &format!("invalid float {text:?}")))
     }
 
     fn binary(&self, id: NodeId) -> Result<Value, String> {
@@ -219,13 +248,20 @@ impl Constructor<'_> {
             return Err(self.error(id, "expected a sequence node, but found mapping or scalar"));
         };
         let items = items.clone();
-        items.into_iter().map(|item| self.object(item)).collect::<Result<_, _>>().map(Value::List)
+        items
+            .into_iter()
+            .map(|item| self.object(item))
+            .collect::<Result<_, _>>()
+            .map(Value::List)
     }
 
     /// `!!omap` / `!!pairs`: a sequence of one-item mappings → a list of 2-tuples.
     fn pairs(&mut self, id: NodeId, name: &str) -> Result<Value, String> {
         let NodeKind::Sequence(items) = &self.doc.nodes[id].kind else {
-            return Err(self.error(id, &format!("while constructing {name}: expected a sequence")));
+            return Err(self.error(
+                id,
+                &format!("while constructing {name}: expected a sequence"),
+            ));
         };
         let mut pairs = Vec::new();
         for item in items.clone() {
@@ -234,7 +270,12 @@ impl Constructor<'_> {
                 NodeKind::Mapping(p) => {
                     return Err(self.error(item, &format!("while constructing {name}: expected a single mapping item, but found {} items", p.len())));
                 }
-                _ => return Err(self.error(item, &format!("while constructing {name}: expected a mapping of length 1"))),
+                _ => {
+                    return Err(self.error(
+                        item,
+                        &format!("while constructing {name}: expected a mapping of length 1"),
+                    ));
+                }
             };
             pairs.push(Value::Tuple(vec![self.object(key)?, self.object(value)?]));
         }
@@ -260,12 +301,19 @@ impl Constructor<'_> {
             return Err(self.error(id, "expected a mapping node, but found sequence or scalar"));
         }
         self.flatten(id)?;
-        let NodeKind::Mapping(pairs) = &self.doc.nodes[id].kind else { unreachable!("checked above") };
+        let NodeKind::Mapping(pairs) = &self.doc.nodes[id].kind else {
+            unreachable!("checked above")
+        };
         let mut entries: Vec<(Value, Value)> = Vec::with_capacity(pairs.len());
         let mut index: HashMap<EqKey, usize> = HashMap::new();
         for (key_node, value_node) in pairs.clone() {
             let key = self.object(key_node)?;
-            let eq = eq_key(&key).ok_or_else(|| self.error(key_node, "while constructing a mapping: found unhashable key"))?;
+            let eq = eq_key(&key).ok_or_else(|| {
+                self.error(
+                    key_node,
+                    "while constructing a mapping: found unhashable key",
+                )
+            })?;
             let value = self.object(value_node)?;
             match index.get(&eq) {
                 Some(&i) => entries[i].1 = value,
@@ -324,16 +372,20 @@ impl Constructor<'_> {
                 let mut groups = Vec::new();
                 for sub in subnodes.clone() {
                     if !matches!(self.doc.nodes[sub].kind, NodeKind::Mapping(_)) {
-                        return Err(self.error(sub, "while constructing a mapping: expected a mapping for merging"));
+                        return Err(self.error(
+                            sub,
+                            "while constructing a mapping: expected a mapping for merging",
+                        ));
                     }
                     self.flatten(sub)?;
                     groups.push(self.mapping_pairs(sub));
                 }
                 Ok(groups.into_iter().rev().flatten().collect())
             }
-            NodeKind::Scalar { .. } => {
-                Err(self.error(value, "while constructing a mapping: expected a mapping or list of mappings for merging"))
-            }
+            NodeKind::Scalar { .. } => Err(self.error(
+                value,
+                "while constructing a mapping: expected a mapping or list of mappings for merging",
+            )),
         }
     }
 
@@ -346,7 +398,11 @@ impl Constructor<'_> {
 }
 
 fn is_collection_tag(tag: &str) -> bool {
-    matches!(tag, SEQ | MAP) || matches!(tag, "tag:yaml.org,2002:set" | "tag:yaml.org,2002:omap" | "tag:yaml.org,2002:pairs")
+    matches!(tag, SEQ | MAP)
+        || matches!(
+            tag,
+            "tag:yaml.org,2002:set" | "tag:yaml.org,2002:omap" | "tag:yaml.org,2002:pairs"
+        )
 }
 
 /// A stand-in of the right Python type for a collection that is not kept.
@@ -361,7 +417,9 @@ fn empty_like(tag: &str) -> Value {
 /// Number of values in `value` (for the alias copy bound).
 fn weight(value: &Value) -> usize {
     match value {
-        Value::List(items) | Value::Tuple(items) | Value::Set(items) => 1 + items.iter().map(weight).sum::<usize>(),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) => {
+            1 + items.iter().map(weight).sum::<usize>()
+        }
         Value::Dict(dict) => 1 + dict.values().map(|v| 1 + weight(v)).sum::<usize>(),
         _ => 1,
     }
@@ -412,13 +470,22 @@ fn float_to_bigint(f: f64) -> BigInt {
     let bits = f.to_bits();
     let exponent = ((bits >> 52) & 0x7ff) as i64 - 1075;
     let mantissa = BigInt::from((bits & ((1 << 52) - 1)) | (1 << 52));
-    let magnitude = if exponent >= 0 { mantissa << exponent as usize } else { mantissa >> (-exponent) as usize };
-    if f.is_sign_negative() { -magnitude } else { magnitude }
+    let magnitude = if exponent >= 0 {
+        mantissa << exponent as usize
+    } else {
+        mantissa >> (-exponent) as usize
+    };
+    if f.is_sign_negative() {
+        -magnitude
+    } else {
+        magnitude
+    }
 }
 
 fn utc_micros(dt: &DateTime) -> i128 {
     let days = days_from_civil(dt.date) as i128;
-    let seconds = days * 86_400 + dt.hour as i128 * 3600 + dt.minute as i128 * 60 + dt.second as i128;
+    let seconds =
+        days * 86_400 + dt.hour as i128 * 3600 + dt.minute as i128 * 60 + dt.second as i128;
     seconds * 1_000_000 + dt.microsecond as i128
 }
 
@@ -426,7 +493,9 @@ fn utc_micros(dt: &DateTime) -> i128 {
 fn days_from_civil(d: Date) -> i64 {
     let (y, m) = (d.year as i64, d.month as i64);
     let before_year = (y - 1) * 365 + (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400;
-    let before_month: i64 = (1..m).map(|month| days_in_month(d.year, month as u8) as i64).sum();
+    let before_month: i64 = (1..m)
+        .map(|month| days_in_month(d.year, month as u8) as i64)
+        .sum();
     before_year + before_month + d.day as i64 - 1
 }
 
@@ -503,7 +572,9 @@ fn construct_int(text: &str) -> Option<BigInt> {
     } else if value.starts_with('0') {
         py_int(value, 8)?
     } else if value.contains(':') {
-        value.split(':').try_fold(BigInt::zero(), |acc, part| Some(acc * 60 + py_int(part, 10)?))?
+        value.split(':').try_fold(BigInt::zero(), |acc, part| {
+            Some(acc * 60 + py_int(part, 10)?)
+        })?
     } else {
         py_int(value, 10)?
     };
@@ -524,7 +595,10 @@ fn construct_float(text: &str) -> Option<f64> {
         Some(f64::NAN)
     } else if value.contains(':') {
         // Python sums from the last part up: value += digit * base; base *= 60.
-        let digits = value.split(':').map(py_float).collect::<Option<Vec<f64>>>()?;
+        let digits = value
+            .split(':')
+            .map(py_float)
+            .collect::<Option<Vec<f64>>>()?;
         let mut total = 0.0;
         let mut base = 1.0;
         for digit in digits.into_iter().rev() {
@@ -604,12 +678,23 @@ fn construct_timestamp(text: &str) -> Result<Value, String> {
         .captures(text)
         .or_else(|| TIMESTAMP.captures(text.strip_suffix('\n')?))
         .ok_or_else(|| format!("invalid timestamp {text:?}"))?;
-    let number = |name: &str| caps.name(name).map_or(0, |m| m.as_str().parse::<u32>().unwrap_or(0));
+    let number = |name: &str| {
+        caps.name(name)
+            .map_or(0, |m| m.as_str().parse::<u32>().unwrap_or(0))
+    };
     let (year, month, day) = (number("year"), number("month"), number("day"));
-    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year as u16, month as u8) as u32 {
+    if !(1..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year as u16, month as u8) as u32
+    {
         return Err(format!("invalid date in timestamp {text:?}"));
     }
-    let date = Date { year: year as u16, month: month as u8, day: day as u8 };
+    let date = Date {
+        year: year as u16,
+        month: month as u8,
+        day: day as u8,
+    };
     if caps.name("hour").is_none() {
         return Ok(Value::Date(date));
     }
@@ -617,17 +702,31 @@ fn construct_timestamp(text: &str) -> Result<Value, String> {
     if hour > 23 || minute > 59 || second > 59 {
         return Err(format!("invalid time in timestamp {text:?}"));
     }
-    let microsecond = caps.name("fraction").filter(|m| !m.as_str().is_empty()).map_or(0, |m| {
-        let digits: String = m.as_str().chars().chain(std::iter::repeat('0')).take(6).collect();
-        digits.parse::<u32>().unwrap_or(0)
-    });
+    let microsecond = caps
+        .name("fraction")
+        .filter(|m| !m.as_str().is_empty())
+        .map_or(0, |m| {
+            let digits: String = m
+                .as_str()
+                .chars()
+                .chain(std::iter::repeat('0'))
+                .take(6)
+                .collect();
+            digits.parse::<u32>().unwrap_or(0)
+        });
     let utc_offset = match caps.name("tz_sign") {
         Some(sign) => {
             let seconds = (number("tz_hour") * 3600 + number("tz_minute") * 60) as i32;
             if seconds >= 86_400 {
-                return Err(format!("UTC offset must be strictly between -24 and 24 hours in timestamp {text:?}"));
+                return Err(format!(
+                    "UTC offset must be strictly between -24 and 24 hours in timestamp {text:?}"
+                ));
             }
-            Some(if sign.as_str() == "-" { -seconds } else { seconds })
+            Some(if sign.as_str() == "-" {
+                -seconds
+            } else {
+                seconds
+            })
         }
         None => caps.name("tz").map(|_| 0),
     };
@@ -643,7 +742,9 @@ fn construct_timestamp(text: &str) -> Result<Value, String> {
 
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -656,7 +757,15 @@ mod tests {
 
     #[test]
     fn ints_like_pyyaml() {
-        for (text, expected) in [("0777", 511), ("0b101", 5), ("0x1F", 31), ("-1_000", -1000), ("1:30", 90), ("+0", 0), ("00", 0)] {
+        for (text, expected) in [
+            ("0777", 511),
+            ("0b101", 5),
+            ("0x1F", 31),
+            ("-1_000", -1000),
+            ("1:30", 90),
+            ("+0", 0),
+            ("00", 0),
+        ] {
             assert_eq!(construct_int(text), Some(BigInt::from(expected)), "{text}");
         }
         assert_eq!(construct_int("0o17"), Some(BigInt::from(15)));
@@ -685,7 +794,10 @@ mod tests {
     fn key_equality_is_pythons() {
         assert_eq!(eq_key(&Value::Bool(true)), eq_key(&Value::int(1)));
         assert_eq!(eq_key(&Value::Float(1.0)), eq_key(&Value::int(1)));
-        assert_eq!(eq_key(&Value::Float(1e300)), Some(EqKey::Number(float_to_bigint(1e300))));
+        assert_eq!(
+            eq_key(&Value::Float(1e300)),
+            Some(EqKey::Number(float_to_bigint(1e300)))
+        );
         assert_ne!(eq_key(&Value::Float(0.5)), eq_key(&Value::int(0)));
         assert_eq!(eq_key(&Value::List(vec![])), None);
     }

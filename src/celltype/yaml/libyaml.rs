@@ -4,7 +4,6 @@
 use std::mem::MaybeUninit;
 use std::ptr::addr_of_mut;
 
-
 /// A position in the input: byte offset and 0-based line and column (in characters).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Mark {
@@ -15,7 +14,11 @@ pub(super) struct Mark {
 
 impl Mark {
     fn from_sys(mark: unsafe_libyaml::yaml_mark_t) -> Mark {
-        Mark { index: mark.index as usize, line: mark.line as usize, column: mark.column as usize }
+        Mark {
+            index: mark.index as usize,
+            line: mark.line as usize,
+            column: mark.column as usize,
+        }
     }
 }
 
@@ -59,13 +62,28 @@ pub(super) enum Event {
     StreamStart,
     StreamEnd,
     /// `implicit`: the document has no `---`.
-    DocumentStart { implicit: bool },
+    DocumentStart {
+        implicit: bool,
+    },
     DocumentEnd,
-    Alias { anchor: String },
-    Scalar { anchor: Option<String>, tag: Option<String>, value: String, plain_implicit: bool },
-    SequenceStart { anchor: Option<String>, tag: Option<String> },
+    Alias {
+        anchor: String,
+    },
+    Scalar {
+        anchor: Option<String>,
+        tag: Option<String>,
+        value: String,
+        plain_implicit: bool,
+    },
+    SequenceStart {
+        anchor: Option<String>,
+        tag: Option<String>,
+    },
     SequenceEnd,
-    MappingStart { anchor: Option<String>, tag: Option<String> },
+    MappingStart {
+        anchor: Option<String>,
+        tag: Option<String>,
+    },
     MappingEnd,
 }
 
@@ -88,7 +106,11 @@ impl<'a> Parser<'a> {
             // UTF-8 given explicitly: libyaml would otherwise drop a leading BOM itself, and the
             // caller has already removed the one PyYAML drops.
             unsafe_libyaml::yaml_parser_set_encoding(parser, unsafe_libyaml::YAML_UTF8_ENCODING);
-            unsafe_libyaml::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
+            unsafe_libyaml::yaml_parser_set_input_string(
+                parser,
+                input.as_ptr(),
+                input.len() as u64,
+            );
         }
         Parser { raw, _input: input }
     }
@@ -110,14 +132,21 @@ impl<'a> Parser<'a> {
             let kind = match token.type_ {
                 unsafe_libyaml::YAML_SCALAR_TOKEN => match token.data.scalar.style {
                     unsafe_libyaml::YAML_PLAIN_SCALAR_STYLE => TokenKind::PlainScalar,
-                    unsafe_libyaml::YAML_DOUBLE_QUOTED_SCALAR_STYLE => TokenKind::DoubleQuotedScalar,
-                    unsafe_libyaml::YAML_LITERAL_SCALAR_STYLE | unsafe_libyaml::YAML_FOLDED_SCALAR_STYLE => TokenKind::BlockScalar,
+                    unsafe_libyaml::YAML_DOUBLE_QUOTED_SCALAR_STYLE => {
+                        TokenKind::DoubleQuotedScalar
+                    }
+                    unsafe_libyaml::YAML_LITERAL_SCALAR_STYLE
+                    | unsafe_libyaml::YAML_FOLDED_SCALAR_STYLE => TokenKind::BlockScalar,
                     _ => TokenKind::Other,
                 },
                 unsafe_libyaml::YAML_STREAM_END_TOKEN => TokenKind::StreamEnd,
                 _ => TokenKind::Other,
             };
-            let result = Token { kind, start: Mark::from_sys(token.start_mark), end: Mark::from_sys(token.end_mark) };
+            let result = Token {
+                kind,
+                start: Mark::from_sys(token.start_mark),
+                end: Mark::from_sys(token.end_mark),
+            };
             unsafe_libyaml::yaml_token_delete(token);
             Ok(result)
         }
@@ -132,13 +161,20 @@ impl<'a> Parser<'a> {
                 return Err(self.error());
             }
             let event = &mut *event.as_mut_ptr();
-            let (start, end) = (Mark::from_sys(event.start_mark), Mark::from_sys(event.end_mark));
+            let (start, end) = (
+                Mark::from_sys(event.start_mark),
+                Mark::from_sys(event.end_mark),
+            );
             let owned = match event.type_ {
                 unsafe_libyaml::YAML_STREAM_START_EVENT => Event::StreamStart,
                 unsafe_libyaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
-                unsafe_libyaml::YAML_DOCUMENT_START_EVENT => Event::DocumentStart { implicit: event.data.document_start.implicit },
+                unsafe_libyaml::YAML_DOCUMENT_START_EVENT => Event::DocumentStart {
+                    implicit: event.data.document_start.implicit,
+                },
                 unsafe_libyaml::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
-                unsafe_libyaml::YAML_ALIAS_EVENT => Event::Alias { anchor: c_string(event.data.alias.anchor).unwrap_or_default() },
+                unsafe_libyaml::YAML_ALIAS_EVENT => Event::Alias {
+                    anchor: c_string(event.data.alias.anchor).unwrap_or_default(),
+                },
                 unsafe_libyaml::YAML_SCALAR_EVENT => {
                     let s = event.data.scalar;
                     let bytes = std::slice::from_raw_parts(s.value, s.length as usize);
@@ -170,13 +206,26 @@ impl<'a> Parser<'a> {
         // SAFETY: reads plain fields of the initialized parser; the strings are static.
         unsafe {
             let p = &*self.ptr();
-            let problem = c_string(p.problem as *mut u8).unwrap_or_else(|| "unknown YAML error".into());
+            let problem =
+                c_string(p.problem as *mut u8).unwrap_or_else(|| "unknown YAML error".into());
             let mark = Mark::from_sys(p.problem_mark);
             let message = match c_string(p.context as *mut u8) {
-                Some(context) => format!("{context}: {problem} (line {}, column {})", mark.line + 1, mark.column + 1),
-                None => format!("{problem} (line {}, column {})", mark.line + 1, mark.column + 1),
+                Some(context) => format!(
+                    "{context}: {problem} (line {}, column {})",
+                    mark.line + 1,
+                    mark.column + 1
+                ),
+                None => format!(
+                    "{problem} (line {}, column {})",
+                    mark.line + 1,
+                    mark.column + 1
+                ),
             };
-            Error { problem, context_mark: Mark::from_sys(p.context_mark), message }
+            Error {
+                problem,
+                context_mark: Mark::from_sys(p.context_mark),
+                message,
+            }
         }
     }
 }

@@ -49,8 +49,14 @@ pub(super) fn prepare(text: &str) -> Result<Prepared, String> {
         }
     };
     // Only escapes inside double-quoted scalars are escapes; elsewhere they are plain text.
-    let surrogates: Vec<Surrogate> =
-        candidates.into_iter().filter(|s| quoted.iter().any(|&(start, end)| start <= s.offset && s.offset < end)).collect();
+    let surrogates: Vec<Surrogate> = candidates
+        .into_iter()
+        .filter(|s| {
+            quoted
+                .iter()
+                .any(|&(start, end)| start <= s.offset && s.offset < end)
+        })
+        .collect();
     let mut prepared = original.to_string();
     for s in &surrogates {
         rewrite_escape(&mut prepared, s.offset, 0xFFFD);
@@ -58,9 +64,16 @@ pub(super) fn prepare(text: &str) -> Result<Prepared, String> {
     for &offset in &ignored_directives {
         prepared.replace_range(offset..offset + 1, "#");
     }
-    static REPLACEMENT_ESCAPE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\\(u|U0000)fffd").unwrap());
-    let has_replacement_char = original.contains('\u{fffd}') || REPLACEMENT_ESCAPE.is_match(original);
-    Ok(Prepared { text: prepared, surrogates, has_replacement_char, ignored_directives })
+    static REPLACEMENT_ESCAPE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?i)\\(u|U0000)fffd").unwrap());
+    let has_replacement_char =
+        original.contains('\u{fffd}') || REPLACEMENT_ESCAPE.is_match(original);
+    Ok(Prepared {
+        text: prepared,
+        surrogates,
+        has_replacement_char,
+        ignored_directives,
+    })
 }
 
 /// Reject characters PyYAML's reader refuses (NUL, C0/C1 controls except TAB, LF, CR and NEL,
@@ -85,8 +98,10 @@ fn check_printable(text: &str) -> Result<(), String> {
 /// Every `\uXXXX` / `\UXXXXXXXX` escape of a surrogate code point, wherever it is. Whether it is
 /// really an escape (inside a double-quoted scalar) is decided later from the tokens.
 fn surrogate_escapes(text: &str) -> Vec<Surrogate> {
-    static ESCAPE: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"\\+(?:u[dD][89a-fA-F][0-9a-fA-F]{2}|U0000[dD][89a-fA-F][0-9a-fA-F]{2})").unwrap());
+    static ESCAPE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\\+(?:u[dD][89a-fA-F][0-9a-fA-F]{2}|U0000[dD][89a-fA-F][0-9a-fA-F]{2})")
+            .unwrap()
+    });
     ESCAPE
         .find_iter(text)
         .filter_map(|m| {
@@ -95,7 +110,10 @@ fn surrogate_escapes(text: &str) -> Vec<Surrogate> {
             // `\\u…` is an escaped backslash followed by plain text.
             (slashes % 2 == 1).then(|| {
                 let digits = &s[slashes + 1..];
-                Surrogate { offset: m.start() + slashes - 1, code_point: u32::from_str_radix(digits, 16).unwrap() }
+                Surrogate {
+                    offset: m.start() + slashes - 1,
+                    code_point: u32::from_str_radix(digits, 16).unwrap(),
+                }
             })
         })
         .collect()
@@ -104,7 +122,11 @@ fn surrogate_escapes(text: &str) -> Vec<Surrogate> {
 /// Replace the hex digits of the escape starting at `offset` (its backslash) by `code_point`,
 /// keeping the length, so no token moves.
 fn rewrite_escape(text: &mut String, offset: usize, code_point: u32) {
-    let width = if text.as_bytes()[offset + 1] == b'u' { 4 } else { 8 };
+    let width = if text.as_bytes()[offset + 1] == b'u' {
+        4
+    } else {
+        8
+    };
     let digits = format!("{code_point:0width$X}");
     text.replace_range(offset + 2..offset + 2 + width, &digits);
 }
@@ -126,7 +148,9 @@ fn scan_and_check_tabs(text: &str) -> Result<Scan, String> {
     loop {
         let token = match parser.next_token() {
             Ok(token) => token,
-            Err(e) if e.problem == "found unknown directive name" => return Ok(Scan::UnknownDirective(e.context_mark.index)),
+            Err(e) if e.problem == "found unknown directive name" => {
+                return Ok(Scan::UnknownDirective(e.context_mark.index));
+            }
             Err(e) => return Err(e.message),
         };
         let (start, end) = (token.start.index, token.end.index);
@@ -140,7 +164,9 @@ fn scan_and_check_tabs(text: &str) -> Result<Scan, String> {
                 }
             }
             TokenKind::BlockScalar => {
-                let header_end = text[start..end].find(['\n', '\r']).map_or(end, |i| start + i);
+                let header_end = text[start..end]
+                    .find(['\n', '\r'])
+                    .map_or(end, |i| start + i);
                 check_gap(text, start, header_end)?;
             }
             TokenKind::DoubleQuotedScalar => quoted.push((start, end)),
@@ -167,7 +193,9 @@ fn check_gap(text: &str, start: usize, end: usize) -> Result<(), String> {
 
 fn tab_error(text: &str, pos: usize) -> String {
     let (line, column) = line_column(text, pos);
-    format!("found character '\\t' that cannot start any token (line {line}, column {column}); YAML indentation and separation must use spaces")
+    format!(
+        "found character '\\t' that cannot start any token (line {line}, column {column}); YAML indentation and separation must use spaces"
+    )
 }
 
 /// 1-based line and column (in characters) of byte `pos`.
