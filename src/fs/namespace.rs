@@ -152,16 +152,17 @@ impl Namespace {
 
     // ----- names and attributes -----
 
-    /// Resolve `name` in directory `parent`.
+    /// Resolve `name` in directory `parent`. The result is an entry handed to the kernel: it
+    /// counts as one lookup of a dynamic inode, until `forget`.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         if parent == inodes::BY_CHECKSUM {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
-            return self.buffer_attr(checksum);
+            return self.buffer_entry(checksum);
         }
         if let Some(celltype) = inodes::as_dir_celltype(parent) {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
             let result = self.view(checksum, celltype)?;
-            return self.buffer_attr(result);
+            return self.buffer_entry(result);
         }
         if parent == inodes::SEAMFS_DIR {
             return if name == inodes::STATS_NAME {
@@ -178,28 +179,34 @@ impl Namespace {
         let found = self.read_tree().lookup(parent, name);
         match found {
             Ok(ino) => self.getattr(ino),
-            Err(TreeError::NotFound) => self.lookup_virtual(parent, name),
+            Err(TreeError::NotFound) => {
+                let key = self.virtual_key(parent, name)?;
+                self.getattr(self.inodes.acquire(key))
+            }
             Err(e) => Err(tree_errno(e)),
         }
     }
 
-    /// A sidecar of an existing subject, or a pending claim.
-    fn lookup_virtual(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    /// The kernel dropped `nlookup` lookups of `ino` (FUSE FORGET): a dynamic inode it no longer
+    /// holds leaves the table (see `fs::inodes`).
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.inodes.forget(ino, nlookup);
+    }
+
+    /// What a virtual name stands for: a sidecar of an existing subject, or a pending claim.
+    fn virtual_key(&self, parent: u64, name: &str) -> FsResult<Dynamic> {
         let (subject, sidecar) = Sidecar::split(name).ok_or(Errno::ENOENT)?;
         let subject_ino = self.read_tree().lookup(parent, subject);
         if let Ok(subject_ino) = subject_ino
             && self.has_sidecar(subject_ino, sidecar)
         {
-            return self.getattr(
-                self.inodes
-                    .get_or_assign(Dynamic::Sidecar(subject_ino, sidecar)),
-            );
+            return Ok(Dynamic::Sidecar(subject_ino, sidecar));
         }
         let key = (parent, subject.to_string());
         if sidecar == Sidecar::Checksum
             && self.claims.lock().expect("claims lock").contains_key(&key)
         {
-            return self.getattr(self.inodes.get_or_assign(Dynamic::Claim(key.0, key.1)));
+            return Ok(Dynamic::Claim(key.0, key.1));
         }
         Err(Errno::ENOENT)
     }
@@ -230,7 +237,7 @@ impl Namespace {
         }
         if ino >= inodes::DYNAMIC_BASE {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
-                Dynamic::Buffer(checksum) => self.buffer_attr(checksum),
+                Dynamic::Buffer(checksum) => Ok(buffer_attr(ino, self.buffer_size(checksum)?)),
                 Dynamic::Sidecar(subject, sidecar) => {
                     let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
                     // An index that cannot be built (logged) still has attributes, so that
@@ -309,21 +316,20 @@ impl Namespace {
         }
     }
 
-    fn buffer_attr(&self, checksum: Checksum) -> FsResult<Attr> {
-        let size = self
-            .reads
+    /// A stored buffer as an entry for the kernel (counted, see `lookup`).
+    fn buffer_entry(&self, checksum: Checksum) -> FsResult<Attr> {
+        let size = self.buffer_size(checksum)?;
+        Ok(buffer_attr(
+            self.inodes.acquire(Dynamic::Buffer(checksum)),
+            size,
+        ))
+    }
+
+    fn buffer_size(&self, checksum: Checksum) -> FsResult<u64> {
+        self.reads
             .length(&checksum)
             .map_err(store_errno)?
-            .ok_or(Errno::ENOENT)?;
-        let ino = self.inodes.get_or_assign(Dynamic::Buffer(checksum));
-        Ok(Attr {
-            ino,
-            kind: Kind::File,
-            size,
-            perm: 0o444,
-            mtime: std::time::UNIX_EPOCH,
-            ttl: IMMUTABLE_TTL,
-        })
+            .ok_or(Errno::ENOENT)
     }
 
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -459,9 +465,8 @@ impl Namespace {
             for sidecar in sidecars {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
                 if !children.contains_key(&sidecar_name) {
-                    let ino = self.inodes.get_or_assign(Dynamic::Sidecar(*ino, *sidecar));
                     out.push(DirEntry {
-                        ino,
+                        ino: inodes::sidecar_ino(*ino, *sidecar),
                         name: sidecar_name,
                         kind: Kind::File,
                     });
@@ -605,12 +610,11 @@ impl Namespace {
             };
             if claim_ok {
                 let opened = self.open_claim(parent, subject.to_string(), sidecar);
-                let ino = match subject_ino {
-                    Ok(ino) => self.inodes.get_or_assign(Dynamic::Sidecar(ino, sidecar)),
-                    Err(_) => self
-                        .inodes
-                        .get_or_assign(Dynamic::Claim(parent, subject.to_string())),
+                let key = match subject_ino {
+                    Ok(ino) => Dynamic::Sidecar(ino, sidecar),
+                    Err(_) => Dynamic::Claim(parent, subject.to_string()),
                 };
+                let ino = self.inodes.acquire(key);
                 let attr = Attr {
                     ino,
                     kind: Kind::File,
@@ -1055,8 +1059,7 @@ impl Namespace {
                 Ok(())
             }
             Err(Errno::ENOENT) => {
-                let attr = self.lookup_virtual(parent, name)?;
-                if let Some(Dynamic::Claim(dir, subject)) = self.inodes.resolve(attr.ino) {
+                if let Dynamic::Claim(dir, subject) = self.virtual_key(parent, name)? {
                     self.claims
                         .lock()
                         .expect("claims lock")
@@ -1097,8 +1100,8 @@ impl Namespace {
             return Err(Errno::EPERM);
         }
         let target_is_real = self.read_tree().lookup(new_parent, new_name).is_ok();
-        if !target_is_real && let Ok(attr) = self.lookup_virtual(new_parent, new_name) {
-            return self.claim_by_rename(parent, name, attr.ino);
+        if !target_is_real && let Ok(key) = self.virtual_key(new_parent, new_name) {
+            return self.claim_by_rename(parent, name, key);
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
         let replaced = self.mutate(|tree, c| {
@@ -1112,12 +1115,12 @@ impl Namespace {
         Ok(())
     }
 
-    fn claim_by_rename(&self, parent: u64, name: &str, sidecar_ino: u64) -> FsResult<()> {
+    fn claim_by_rename(&self, parent: u64, name: &str, target: Dynamic) -> FsResult<()> {
         let source = self.read_tree().lookup(parent, name).map_err(tree_errno)?;
         self.publish(source)?;
         let content = self.load(self.file_checksum(source)?)?;
-        let (dir, subject, sidecar) = match self.inodes.resolve(sidecar_ino) {
-            Some(Dynamic::Sidecar(subject, sidecar)) => {
+        let (dir, subject, sidecar) = match target {
+            Dynamic::Sidecar(subject, sidecar) => {
                 let node = self
                     .read_tree()
                     .get(subject)
@@ -1125,8 +1128,8 @@ impl Namespace {
                     .ok_or(Errno::ENOENT)?;
                 (node.parent, node.name, sidecar)
             }
-            Some(Dynamic::Claim(dir, subject)) => (dir, subject, Sidecar::Checksum),
-            _ => return Err(Errno::EINVAL),
+            Dynamic::Claim(dir, subject) => (dir, subject, Sidecar::Checksum),
+            Dynamic::Buffer(_) => return Err(Errno::EINVAL),
         };
         let claim = ClaimHandle {
             dir,
@@ -1208,6 +1211,17 @@ pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
 pub fn database_path(store_root: &Path) -> PathBuf {
     store_root.join("seamless.db")
+}
+
+fn buffer_attr(ino: u64, size: u64) -> Attr {
+    Attr {
+        ino,
+        kind: Kind::File,
+        size,
+        perm: 0o444,
+        mtime: std::time::UNIX_EPOCH,
+        ttl: IMMUTABLE_TTL,
+    }
 }
 
 /// `hex + "\n"`, the Seamless `.CHECKSUM` format.
@@ -1433,6 +1447,44 @@ mod tests {
         ns.write(opened.fh, 0, b"not x").unwrap();
         assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
         ns.release(opened.fh).unwrap();
+    }
+
+    #[test]
+    fn forgotten_lookups_leave_the_inode_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let file = write_file(&ns, ROOT, "f", b"x");
+        let hex = Checksum::of(b"x").hex();
+        let buffer = ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino;
+        assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino, buffer);
+        // The same buffer through a view, a sidecar, and tree/fixed inodes: no new table entries.
+        assert_eq!(
+            ns.lookup(inodes::as_dir(CellType::Bytes), &hex)
+                .unwrap()
+                .ino,
+            buffer
+        );
+        let sidecar = ns.lookup(ROOT, "f.CHECKSUM").unwrap().ino;
+        assert_eq!(ns.lookup(ROOT, "f").unwrap().ino, file);
+        assert_eq!(ns.inodes.len(), 1);
+        // A claim is tabled too.
+        let (claim, opened) = ns.create(ROOT, "g.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, sidecar_text(Checksum::of(b"x")).as_slice())
+            .unwrap();
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.inodes.len(), 2);
+        ns.forget(buffer, 2);
+        assert_eq!(ns.getattr(buffer).unwrap().size, 1, "one lookup still held");
+        ns.forget(buffer, 1);
+        ns.forget(claim.ino, 1);
+        ns.forget(sidecar, 1);
+        ns.forget(file, 1);
+        assert_eq!(ns.inodes.len(), 0);
+        assert_eq!(ns.getattr(buffer), Err(Errno::ENOENT));
+        assert_eq!(ns.getattr(file).unwrap().size, 1);
+        assert_eq!(ns.getattr(sidecar).unwrap().size, 65);
+        // Re-created by name, with the same derived number.
+        assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino, buffer);
     }
 
     #[test]
