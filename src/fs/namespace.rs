@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use nix::errno::Errno;
 
+use super::claims::Claims;
 use super::handles::{
     ClaimHandle, DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished,
 };
@@ -108,8 +109,8 @@ pub struct Namespace {
     inodes: Inodes,
     handles: Handles,
     unpublished: Unpublished,
-    /// `X.CHECKSUM` written before `X` existed: (directory, subject name) → claimed checksum.
-    claims: Mutex<HashMap<(u64, String), Checksum>>,
+    /// `X.CHECKSUM` written before `X` existed (persisted).
+    claims: Claims,
     options: Options,
     started: SystemTime,
 }
@@ -124,9 +125,11 @@ impl Namespace {
         db: Database,
         options: Options,
     ) -> anyhow::Result<Self> {
-        let tree = db.transaction(|c| Tree::load(c.conn())).map_err(|e| {
-            anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
-        })?;
+        let (tree, claims) = db
+            .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
+            })?;
         tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
         Ok(Namespace {
             store,
@@ -140,7 +143,7 @@ impl Namespace {
             inodes: Inodes::default(),
             handles: Handles::default(),
             unpublished: Unpublished::default(),
-            claims: Mutex::default(),
+            claims,
             options,
             started: SystemTime::now(),
         })
@@ -202,11 +205,8 @@ impl Namespace {
         {
             return Ok(Dynamic::Sidecar(subject_ino, sidecar));
         }
-        let key = (parent, subject.to_string());
-        if sidecar == Sidecar::Checksum
-            && self.claims.lock().expect("claims lock").contains_key(&key)
-        {
-            return Ok(Dynamic::Claim(key.0, key.1));
+        if sidecar == Sidecar::Checksum && self.claims.contains(parent, subject) {
+            return Ok(Dynamic::Claim(parent, subject.to_string()));
         }
         Err(Errno::ENOENT)
     }
@@ -255,12 +255,11 @@ impl Namespace {
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
-                    let known = self
-                        .claims
-                        .lock()
-                        .expect("claims lock")
-                        .contains_key(&(dir, subject));
-                    let size = if known { 65 } else { 0 };
+                    let size = if self.claims.contains(dir, &subject) {
+                        65
+                    } else {
+                        0
+                    };
                     Ok(Attr {
                         ino,
                         kind: Kind::File,
@@ -557,12 +556,7 @@ impl Namespace {
                 if writable {
                     return Ok(self.open_claim(dir, subject, Sidecar::Checksum));
                 }
-                let claimed = self
-                    .claims
-                    .lock()
-                    .expect("claims lock")
-                    .get(&(dir, subject))
-                    .copied();
+                let claimed = self.claims.get(dir, &subject);
                 self.open_bytes(
                     Bytes::from(claimed.map(sidecar_text).unwrap_or_default()),
                     false,
@@ -822,28 +816,25 @@ impl Namespace {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
         })?;
-        // The tree row and the buffer's BufferInfo are committed together.
+        // The tree row, the buffer's BufferInfo and the end of a pending claim on the file are
+        // committed together.
         let info = BufferInfo::with_length(size as usize).to_map();
         let result = self.mutate(|tree, c| match tree.get(ino) {
             Some(node) => {
-                let location = (node.parent, node.name.clone());
+                let name = node.name.clone();
+                let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
                 tree.set_content(c.conn(), ino, checksum, size)?;
                 c.merge_buffer_info(&checksum, &info)?;
-                Ok(Some(location))
+                Ok(Some((name, claimed)))
             }
             None => Ok(None),
         });
         drop(slot);
-        let Some((dir, name)) = result? else {
+        let Some((name, claimed)) = result? else {
             return Ok(());
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
-        let claimed = self
-            .claims
-            .lock()
-            .expect("claims lock")
-            .remove(&(dir, name.clone()));
         match claimed {
             Some(claimed) if claimed != checksum => {
                 tracing::error!(
@@ -865,11 +856,13 @@ impl Namespace {
                 tracing::error!(subject = %claim.subject, "a .CHECKSUM file must hold 64 hex digits");
                 Errno::EIO
             })?;
-            self.claims
-                .lock()
-                .expect("claims lock")
-                .insert((claim.dir, claim.subject.clone()), claimed);
-            return Ok(());
+            return self
+                .db
+                .transaction(|c| {
+                    self.claims
+                        .insert(c.conn(), claim.dir, &claim.subject, claimed)
+                })
+                .map_err(tree_errno);
         };
         self.publish(subject)?;
         let actual = self.sidecar_content(subject, claim.sidecar)?;
@@ -1060,10 +1053,9 @@ impl Namespace {
             }
             Err(Errno::ENOENT) => {
                 if let Dynamic::Claim(dir, subject) = self.virtual_key(parent, name)? {
-                    self.claims
-                        .lock()
-                        .expect("claims lock")
-                        .remove(&(dir, subject));
+                    self.db
+                        .transaction(|c| self.claims.remove(c.conn(), dir, &subject))
+                        .map_err(tree_errno)?;
                 }
                 Ok(())
             }
@@ -1074,8 +1066,10 @@ impl Namespace {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, true))
-            .map(|_| ())
+        self.mutate(|tree, c| {
+            let ino = tree.remove(c.conn(), parent, name, true)?;
+            self.claims.remove_dir(c.conn(), ino)
+        })
     }
 
     /// Rename within the tree. Renaming a file onto a sidecar name is a claim about its subject:
@@ -1105,7 +1099,12 @@ impl Namespace {
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
         let replaced = self.mutate(|tree, c| {
-            tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)
+            let replaced = tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)?;
+            if let Some(old) = replaced {
+                // A directory replaced by the rename takes its pending claims along.
+                self.claims.remove_dir(c.conn(), old)?;
+            }
+            Ok(replaced)
         })?;
         if let Some(old) = replaced
             && !self.handles.tree_file_open(old)
@@ -1485,6 +1484,53 @@ mod tests {
         assert_eq!(ns.getattr(sidecar).unwrap().size, 65);
         // Re-created by name, with the same derived number.
         assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino, buffer);
+    }
+
+    fn claim(ns: &Namespace, parent: u64, name: &str, content: &[u8]) {
+        let (_, opened) = ns.create(parent, name, 0o644).unwrap();
+        ns.write(opened.fh, 0, &sidecar_text(Checksum::of(content)))
+            .unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+    }
+
+    #[test]
+    fn pending_claims_survive_reopen_and_leave_with_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = {
+            let ns = namespace(dir.path());
+            let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+            claim(&ns, ROOT, "g.CHECKSUM", b"x");
+            claim(&ns, ROOT, "h.CHECKSUM", b"x");
+            claim(&ns, d, "e.CHECKSUM", b"x");
+            d
+        };
+        let ns = namespace(dir.path());
+        assert_eq!(ns.lookup(ROOT, "g.CHECKSUM").unwrap().size, 65);
+        assert_eq!(
+            read_all(&ns, ns.lookup(ROOT, "g.CHECKSUM").unwrap().ino),
+            sidecar_text(Checksum::of(b"x"))
+        );
+        // Still checked after the restart, and consumed by the check.
+        let (_, opened) = ns.create(ROOT, "g", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"not x").unwrap();
+        assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
+        ns.release(opened.fh).unwrap();
+        write_file(&ns, ROOT, "h", b"x");
+        ns.rmdir(ROOT, "d").unwrap();
+        assert_eq!(ns.lookup(d, "e.CHECKSUM"), Err(Errno::ENOENT));
+        drop(ns);
+        let ns = namespace(dir.path());
+        assert_eq!(
+            ns.lookup(ROOT, "g.CHECKSUM").unwrap().size,
+            65,
+            "g's own sidecar"
+        );
+        assert!(ns.claims.get(ROOT, "g").is_none() && ns.claims.get(ROOT, "h").is_none());
+        assert!(
+            ns.claims.get(d, "e").is_none(),
+            "claims of a removed directory are gone"
+        );
     }
 
     #[test]
