@@ -942,3 +942,57 @@ fn daemon_mode_and_read_only() {
         Some(libc::EROFS)
     );
 }
+
+fn dynamic_inodes(m: &Mount) -> u64 {
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(m.path(".seamfs/stats")).unwrap()).unwrap();
+    stats["dynamic_inodes"]
+        .as_u64()
+        .expect("stats report dynamic_inodes")
+}
+
+/// The kernel's FORGET empties the daemon's inode table: `drop_caches` makes the kernel evict
+/// the dentries and inodes of every name that was `stat`ed.
+#[test]
+fn forgotten_inodes_leave_the_daemon_table() {
+    use seamfs::store::{BufferTier, DiskStore};
+    const NAMES: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let disk = DiskStore::open(&store).unwrap();
+    let checksums: Vec<Checksum> = (0..NAMES)
+        .map(|i| {
+            let buffer = Buffer::new(i.to_le_bytes().to_vec());
+            disk.put(&buffer).unwrap();
+            buffer.checksum()
+        })
+        .collect();
+    drop(disk);
+    let m = Mount::on(mnt, store, &[]);
+    for checksum in &checksums {
+        let len = std::fs::metadata(m.path(&format!("by-checksum/{checksum}")))
+            .unwrap()
+            .len();
+        assert_eq!(len, 8);
+    }
+    assert!(std::fs::metadata(m.path(&format!("as-bytes/{}", checksums[0]))).is_ok());
+    assert_eq!(dynamic_inodes(&m), NAMES);
+    std::fs::write("/proc/sys/vm/drop_caches", "2")
+        .expect("writing /proc/sys/vm/drop_caches needs root; the FUSE tests run as root");
+    // FORGET is processed asynchronously by the daemon: wait for it (bounded, for failures only).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut left = dynamic_inodes(&m);
+    while left != 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = dynamic_inodes(&m);
+    }
+    assert_eq!(left, 0, "the kernel forgot every by-checksum name");
+    // Forgotten names come back on the next lookup, with the same inode number.
+    let a = std::fs::metadata(m.path(&format!("by-checksum/{}", checksums[1]))).unwrap();
+    let b = std::fs::metadata(m.path(&format!("as-bytes/{}", checksums[1]))).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&a),
+        std::os::unix::fs::MetadataExt::ino(&b)
+    );
+    assert_eq!(dynamic_inodes(&m), 1);
+}

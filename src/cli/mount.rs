@@ -106,6 +106,7 @@ fn serve(
     // Signals are blocked in every thread and taken by one waiting thread (below).
     let signals = termination_signals();
     signals.thread_block()?;
+    let removals = store.clone();
     let result = mount_session(args, store, &mountpoint);
     let (mut session, companions) = match result {
         Ok(s) => s,
@@ -146,6 +147,8 @@ fn serve(
     session
         .run()
         .context("the FUSE session ended with an error")?;
+    // Duplicate content's temp files are removed in the background: leave none behind.
+    removals.wait_for_removals();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
 }

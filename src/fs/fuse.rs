@@ -187,6 +187,12 @@ impl Filesystem for SeamFs {
         );
     }
 
+    /// Also serves BATCH_FORGET: fuser's default `batch_forget` calls this per inode (its
+    /// `ForgetOne` type is not exported, so it cannot be overridden).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.ns.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.ns.getattr(ino.0) {
             Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),

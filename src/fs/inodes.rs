@@ -8,19 +8,30 @@
 //!   a buffer only when it is looked up. A buffer has one inode whatever name reaches it
 //!   (`by-checksum/<hex>` or an `as-*` view whose result it is), so page cache and passthrough
 //!   are shared;
-//! * other dynamic inodes (a virtual sidecar, a pending claim, and a buffer whose derived number
-//!   is taken) are numbered from `DYNAMIC_BASE` on first use.
+//! * a virtual sidecar's inode is derived from its subject's tree inode (`SIDECAR_BASE` +
+//!   2 × subject + kind), so sidecars need no table either;
+//! * other dynamic inodes (a pending claim, and a buffer whose derived number is taken) are
+//!   numbered from `COUNTER_BASE` on first use, never reusing a number during a session.
 //!
-//! No inode number is reused during a session, so the kernel can cache them forever.
+//! The table holds only looked-up buffers and claims, each with its kernel lookup count: every
+//! reply that hands the kernel an entry counts one (`acquire`), FORGET takes its count back
+//! (`forget`), and an entry whose count reaches zero is dropped. Such an entry can always be
+//! re-created from its name, and nothing else refers to it by number: open handles carry their
+//! own content, and the kernel forgets no inode that has open files. Tree and fixed inodes are
+//! not counted: their numbers are persisted (SQLite row ids) or constant.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
 
 use crate::celltype::CellType;
 use crate::checksum::Checksum;
 
 pub const FIXED_BASE: u64 = 1 << 40;
 pub const DYNAMIC_BASE: u64 = 1 << 41;
+/// Derived sidecar inodes: `SIDECAR_BASE + 2 × subject + kind` (subjects are below `FIXED_BASE`).
+const SIDECAR_BASE: u64 = DYNAMIC_BASE;
+/// Counter-numbered inodes (claims, buffers whose derived number is taken).
+const COUNTER_BASE: u64 = 1 << 42;
 pub const BUFFER_BASE: u64 = 1 << 63;
 
 pub const BY_CHECKSUM: u64 = FIXED_BASE + 1;
@@ -57,6 +68,29 @@ pub fn buffer_ino(checksum: &Checksum) -> u64 {
         .try_into()
         .expect("32-byte checksum");
     BUFFER_BASE | (u64::from_be_bytes(head) >> 1)
+}
+
+/// The inode of a tree entry's virtual sidecar.
+pub fn sidecar_ino(subject: u64, sidecar: Sidecar) -> u64 {
+    debug_assert!(subject < FIXED_BASE, "sidecars belong to tree entries");
+    let kind = match sidecar {
+        Sidecar::Checksum => 0,
+        Sidecar::Index => 1,
+    };
+    SIDECAR_BASE + 2 * subject + kind
+}
+
+/// The (subject, sidecar) a derived sidecar inode stands for.
+fn sidecar_of(ino: u64) -> Option<(u64, Sidecar)> {
+    let offset = ino
+        .checked_sub(SIDECAR_BASE)
+        .filter(|_| ino < COUNTER_BASE)?;
+    let sidecar = if offset % 2 == 0 {
+        Sidecar::Checksum
+    } else {
+        Sidecar::Index
+    };
+    Some((offset / 2, sidecar))
 }
 
 /// The file name of `as-<celltype>/`.
@@ -104,53 +138,69 @@ pub enum Dynamic {
     Claim(u64, String),
 }
 
-/// The table of dynamic inodes (both directions).
+/// The table of looked-up buffers and claims (both directions), with kernel lookup counts.
 #[derive(Default)]
 pub struct Inodes {
-    table: RwLock<Table>,
+    table: Mutex<Table>,
 }
 
 #[derive(Default)]
 struct Table {
-    by_ino: HashMap<u64, Dynamic>,
+    by_ino: HashMap<u64, (Dynamic, u64)>,
     by_key: HashMap<Dynamic, u64>,
-    /// Inodes numbered from `DYNAMIC_BASE` so far.
+    /// Inodes numbered from `COUNTER_BASE` so far.
     counter: u64,
 }
 
 impl Inodes {
-    /// The inode of `key`, allocated on first use.
-    pub fn get_or_assign(&self, key: Dynamic) -> u64 {
-        if let Some(ino) = self
-            .table
-            .read()
-            .expect("inode table lock")
-            .by_key
-            .get(&key)
-        {
-            return *ino;
+    /// The inode of `key` handed to the kernel in an entry reply: allocated on first use, its
+    /// lookup count raised by one. A sidecar's number is derived and not counted.
+    pub fn acquire(&self, key: Dynamic) -> u64 {
+        if let Dynamic::Sidecar(subject, sidecar) = key {
+            return sidecar_ino(subject, sidecar);
         }
-        let mut table = self.table.write().expect("inode table lock");
-        if let Some(ino) = table.by_key.get(&key) {
-            return *ino;
-        }
-        let ino = match &key {
-            Dynamic::Buffer(checksum) if !table.by_ino.contains_key(&buffer_ino(checksum)) => {
-                buffer_ino(checksum)
-            }
-            _ => {
-                table.counter += 1;
-                DYNAMIC_BASE + table.counter
+        let mut table = self.table.lock().expect("inode table lock");
+        let ino = match table.by_key.get(&key) {
+            Some(ino) => *ino,
+            None => {
+                let ino = match &key {
+                    Dynamic::Buffer(checksum)
+                        if !table.by_ino.contains_key(&buffer_ino(checksum)) =>
+                    {
+                        buffer_ino(checksum)
+                    }
+                    _ => {
+                        table.counter += 1;
+                        COUNTER_BASE + table.counter
+                    }
+                };
+                table.by_key.insert(key.clone(), ino);
+                table.by_ino.insert(ino, (key, 0));
+                ino
             }
         };
-        table.by_key.insert(key.clone(), ino);
-        table.by_ino.insert(ino, key);
+        table.by_ino.get_mut(&ino).expect("just found").1 += 1;
         ino
     }
 
-    /// Number of dynamic inodes handed out.
+    /// The kernel forgot `nlookup` lookups of `ino`; at zero the entry is dropped. Inodes that are
+    /// not in the table (tree, fixed, sidecars, already dropped) are ignored.
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        let mut table = self.table.lock().expect("inode table lock");
+        let Some((key, count)) = table.by_ino.get_mut(&ino) else {
+            return;
+        };
+        *count = count.saturating_sub(nlookup);
+        if *count == 0 {
+            let key = key.clone();
+            table.by_ino.remove(&ino);
+            table.by_key.remove(&key);
+        }
+    }
+
+    /// Number of inodes in the table (looked-up buffers and claims the kernel still holds).
     pub fn len(&self) -> usize {
-        self.table.read().expect("inode table lock").by_ino.len()
+        self.table.lock().expect("inode table lock").by_ino.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,12 +209,15 @@ impl Inodes {
 
     /// What a dynamic inode stands for.
     pub fn resolve(&self, ino: u64) -> Option<Dynamic> {
+        if let Some((subject, sidecar)) = sidecar_of(ino) {
+            return Some(Dynamic::Sidecar(subject, sidecar));
+        }
         self.table
-            .read()
+            .lock()
             .expect("inode table lock")
             .by_ino
             .get(&ino)
-            .cloned()
+            .map(|(key, _)| key.clone())
     }
 }
 
@@ -175,14 +228,52 @@ mod tests {
     #[test]
     fn dynamic_inodes_are_stable_and_distinct() {
         let inodes = Inodes::default();
-        let a = inodes.get_or_assign(Dynamic::Buffer(Checksum::of(b"a")));
-        let b = inodes.get_or_assign(Dynamic::Sidecar(5, Sidecar::Index));
+        let a = inodes.acquire(Dynamic::Buffer(Checksum::of(b"a")));
+        let b = inodes.acquire(Dynamic::Sidecar(5, Sidecar::Index));
+        let c = inodes.acquire(Dynamic::Claim(1, "x".into()));
         assert_ne!(a, b);
-        assert_eq!(inodes.get_or_assign(Dynamic::Buffer(Checksum::of(b"a"))), a);
+        assert_eq!(inodes.acquire(Dynamic::Buffer(Checksum::of(b"a"))), a);
         assert_eq!(inodes.resolve(b), Some(Dynamic::Sidecar(5, Sidecar::Index)));
+        assert_eq!(
+            inodes.resolve(sidecar_ino(5, Sidecar::Checksum)),
+            Some(Dynamic::Sidecar(5, Sidecar::Checksum))
+        );
+        assert_eq!(inodes.resolve(c), Some(Dynamic::Claim(1, "x".into())));
         assert_eq!(a, buffer_ino(&Checksum::of(b"a")));
-        assert!((DYNAMIC_BASE..BUFFER_BASE).contains(&b));
+        assert!((DYNAMIC_BASE..COUNTER_BASE).contains(&b));
+        assert!((COUNTER_BASE..BUFFER_BASE).contains(&c));
+        // Sidecars are derived, not tabled.
         assert_eq!(inodes.len(), 2);
+    }
+
+    #[test]
+    fn forget_drops_an_inode_when_its_lookups_are_all_forgotten() {
+        let inodes = Inodes::default();
+        let key = Dynamic::Buffer(Checksum::of(b"a"));
+        let ino = inodes.acquire(key.clone());
+        inodes.acquire(key.clone());
+        inodes.acquire(key.clone());
+        inodes.forget(ino, 2);
+        assert_eq!(inodes.resolve(ino), Some(key.clone()));
+        inodes.forget(ino, 1);
+        assert_eq!(inodes.resolve(ino), None);
+        assert!(inodes.is_empty());
+        // Forgetting what is not tabled changes nothing; a later lookup re-creates the same number.
+        inodes.forget(ino, 1);
+        inodes.forget(sidecar_ino(3, Sidecar::Checksum), 1);
+        assert_eq!(inodes.acquire(key), ino);
+        assert_eq!(inodes.len(), 1);
+    }
+
+    #[test]
+    fn counter_numbers_are_not_reused() {
+        let inodes = Inodes::default();
+        let claim = || Dynamic::Claim(1, "x".into());
+        let first = inodes.acquire(claim());
+        inodes.forget(first, 1);
+        let second = inodes.acquire(claim());
+        assert_ne!(first, second);
+        assert_eq!(inodes.resolve(first), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use nix::errno::Errno;
 
+use super::claims::Claims;
 use super::handles::{
     ClaimHandle, DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished,
 };
@@ -108,8 +109,8 @@ pub struct Namespace {
     inodes: Inodes,
     handles: Handles,
     unpublished: Unpublished,
-    /// `X.CHECKSUM` written before `X` existed: (directory, subject name) → claimed checksum.
-    claims: Mutex<HashMap<(u64, String), Checksum>>,
+    /// `X.CHECKSUM` written before `X` existed (persisted).
+    claims: Claims,
     options: Options,
     started: SystemTime,
 }
@@ -124,9 +125,11 @@ impl Namespace {
         db: Database,
         options: Options,
     ) -> anyhow::Result<Self> {
-        let tree = db.transaction(|c| Tree::load(c.conn())).map_err(|e| {
-            anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
-        })?;
+        let (tree, claims) = db
+            .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
+            })?;
         tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
         Ok(Namespace {
             store,
@@ -140,7 +143,7 @@ impl Namespace {
             inodes: Inodes::default(),
             handles: Handles::default(),
             unpublished: Unpublished::default(),
-            claims: Mutex::default(),
+            claims,
             options,
             started: SystemTime::now(),
         })
@@ -152,16 +155,17 @@ impl Namespace {
 
     // ----- names and attributes -----
 
-    /// Resolve `name` in directory `parent`.
+    /// Resolve `name` in directory `parent`. The result is an entry handed to the kernel: it
+    /// counts as one lookup of a dynamic inode, until `forget`.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         if parent == inodes::BY_CHECKSUM {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
-            return self.buffer_attr(checksum);
+            return self.buffer_entry(checksum);
         }
         if let Some(celltype) = inodes::as_dir_celltype(parent) {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
             let result = self.view(checksum, celltype)?;
-            return self.buffer_attr(result);
+            return self.buffer_entry(result);
         }
         if parent == inodes::SEAMFS_DIR {
             return if name == inodes::STATS_NAME {
@@ -178,28 +182,31 @@ impl Namespace {
         let found = self.read_tree().lookup(parent, name);
         match found {
             Ok(ino) => self.getattr(ino),
-            Err(TreeError::NotFound) => self.lookup_virtual(parent, name),
+            Err(TreeError::NotFound) => {
+                let key = self.virtual_key(parent, name)?;
+                self.getattr(self.inodes.acquire(key))
+            }
             Err(e) => Err(tree_errno(e)),
         }
     }
 
-    /// A sidecar of an existing subject, or a pending claim.
-    fn lookup_virtual(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    /// The kernel dropped `nlookup` lookups of `ino` (FUSE FORGET): a dynamic inode it no longer
+    /// holds leaves the table (see `fs::inodes`).
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.inodes.forget(ino, nlookup);
+    }
+
+    /// What a virtual name stands for: a sidecar of an existing subject, or a pending claim.
+    fn virtual_key(&self, parent: u64, name: &str) -> FsResult<Dynamic> {
         let (subject, sidecar) = Sidecar::split(name).ok_or(Errno::ENOENT)?;
         let subject_ino = self.read_tree().lookup(parent, subject);
         if let Ok(subject_ino) = subject_ino
             && self.has_sidecar(subject_ino, sidecar)
         {
-            return self.getattr(
-                self.inodes
-                    .get_or_assign(Dynamic::Sidecar(subject_ino, sidecar)),
-            );
+            return Ok(Dynamic::Sidecar(subject_ino, sidecar));
         }
-        let key = (parent, subject.to_string());
-        if sidecar == Sidecar::Checksum
-            && self.claims.lock().expect("claims lock").contains_key(&key)
-        {
-            return self.getattr(self.inodes.get_or_assign(Dynamic::Claim(key.0, key.1)));
+        if sidecar == Sidecar::Checksum && self.claims.contains(parent, subject) {
+            return Ok(Dynamic::Claim(parent, subject.to_string()));
         }
         Err(Errno::ENOENT)
     }
@@ -230,7 +237,7 @@ impl Namespace {
         }
         if ino >= inodes::DYNAMIC_BASE {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
-                Dynamic::Buffer(checksum) => self.buffer_attr(checksum),
+                Dynamic::Buffer(checksum) => Ok(buffer_attr(ino, self.buffer_size(checksum)?)),
                 Dynamic::Sidecar(subject, sidecar) => {
                     let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
                     // An index that cannot be built (logged) still has attributes, so that
@@ -248,12 +255,11 @@ impl Namespace {
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
-                    let known = self
-                        .claims
-                        .lock()
-                        .expect("claims lock")
-                        .contains_key(&(dir, subject));
-                    let size = if known { 65 } else { 0 };
+                    let size = if self.claims.contains(dir, &subject) {
+                        65
+                    } else {
+                        0
+                    };
                     Ok(Attr {
                         ino,
                         kind: Kind::File,
@@ -309,21 +315,20 @@ impl Namespace {
         }
     }
 
-    fn buffer_attr(&self, checksum: Checksum) -> FsResult<Attr> {
-        let size = self
-            .reads
+    /// A stored buffer as an entry for the kernel (counted, see `lookup`).
+    fn buffer_entry(&self, checksum: Checksum) -> FsResult<Attr> {
+        let size = self.buffer_size(checksum)?;
+        Ok(buffer_attr(
+            self.inodes.acquire(Dynamic::Buffer(checksum)),
+            size,
+        ))
+    }
+
+    fn buffer_size(&self, checksum: Checksum) -> FsResult<u64> {
+        self.reads
             .length(&checksum)
             .map_err(store_errno)?
-            .ok_or(Errno::ENOENT)?;
-        let ino = self.inodes.get_or_assign(Dynamic::Buffer(checksum));
-        Ok(Attr {
-            ino,
-            kind: Kind::File,
-            size,
-            perm: 0o444,
-            mtime: std::time::UNIX_EPOCH,
-            ttl: IMMUTABLE_TTL,
-        })
+            .ok_or(Errno::ENOENT)
     }
 
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -459,9 +464,8 @@ impl Namespace {
             for sidecar in sidecars {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
                 if !children.contains_key(&sidecar_name) {
-                    let ino = self.inodes.get_or_assign(Dynamic::Sidecar(*ino, *sidecar));
                     out.push(DirEntry {
-                        ino,
+                        ino: inodes::sidecar_ino(*ino, *sidecar),
                         name: sidecar_name,
                         kind: Kind::File,
                     });
@@ -552,12 +556,7 @@ impl Namespace {
                 if writable {
                     return Ok(self.open_claim(dir, subject, Sidecar::Checksum));
                 }
-                let claimed = self
-                    .claims
-                    .lock()
-                    .expect("claims lock")
-                    .get(&(dir, subject))
-                    .copied();
+                let claimed = self.claims.get(dir, &subject);
                 self.open_bytes(
                     Bytes::from(claimed.map(sidecar_text).unwrap_or_default()),
                     false,
@@ -605,12 +604,11 @@ impl Namespace {
             };
             if claim_ok {
                 let opened = self.open_claim(parent, subject.to_string(), sidecar);
-                let ino = match subject_ino {
-                    Ok(ino) => self.inodes.get_or_assign(Dynamic::Sidecar(ino, sidecar)),
-                    Err(_) => self
-                        .inodes
-                        .get_or_assign(Dynamic::Claim(parent, subject.to_string())),
+                let key = match subject_ino {
+                    Ok(ino) => Dynamic::Sidecar(ino, sidecar),
+                    Err(_) => Dynamic::Claim(parent, subject.to_string()),
                 };
+                let ino = self.inodes.acquire(key);
                 let attr = Attr {
                     ino,
                     kind: Kind::File,
@@ -818,28 +816,25 @@ impl Namespace {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
         })?;
-        // The tree row and the buffer's BufferInfo are committed together.
+        // The tree row, the buffer's BufferInfo and the end of a pending claim on the file are
+        // committed together.
         let info = BufferInfo::with_length(size as usize).to_map();
         let result = self.mutate(|tree, c| match tree.get(ino) {
             Some(node) => {
-                let location = (node.parent, node.name.clone());
+                let name = node.name.clone();
+                let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
                 tree.set_content(c.conn(), ino, checksum, size)?;
                 c.merge_buffer_info(&checksum, &info)?;
-                Ok(Some(location))
+                Ok(Some((name, claimed)))
             }
             None => Ok(None),
         });
         drop(slot);
-        let Some((dir, name)) = result? else {
+        let Some((name, claimed)) = result? else {
             return Ok(());
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
-        let claimed = self
-            .claims
-            .lock()
-            .expect("claims lock")
-            .remove(&(dir, name.clone()));
         match claimed {
             Some(claimed) if claimed != checksum => {
                 tracing::error!(
@@ -861,11 +856,13 @@ impl Namespace {
                 tracing::error!(subject = %claim.subject, "a .CHECKSUM file must hold 64 hex digits");
                 Errno::EIO
             })?;
-            self.claims
-                .lock()
-                .expect("claims lock")
-                .insert((claim.dir, claim.subject.clone()), claimed);
-            return Ok(());
+            return self
+                .db
+                .transaction(|c| {
+                    self.claims
+                        .insert(c.conn(), claim.dir, &claim.subject, claimed)
+                })
+                .map_err(tree_errno);
         };
         self.publish(subject)?;
         let actual = self.sidecar_content(subject, claim.sidecar)?;
@@ -1055,12 +1052,10 @@ impl Namespace {
                 Ok(())
             }
             Err(Errno::ENOENT) => {
-                let attr = self.lookup_virtual(parent, name)?;
-                if let Some(Dynamic::Claim(dir, subject)) = self.inodes.resolve(attr.ino) {
-                    self.claims
-                        .lock()
-                        .expect("claims lock")
-                        .remove(&(dir, subject));
+                if let Dynamic::Claim(dir, subject) = self.virtual_key(parent, name)? {
+                    self.db
+                        .transaction(|c| self.claims.remove(c.conn(), dir, &subject))
+                        .map_err(tree_errno)?;
                 }
                 Ok(())
             }
@@ -1071,8 +1066,10 @@ impl Namespace {
     pub fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, true))
-            .map(|_| ())
+        self.mutate(|tree, c| {
+            let ino = tree.remove(c.conn(), parent, name, true)?;
+            self.claims.remove_dir(c.conn(), ino)
+        })
     }
 
     /// Rename within the tree. Renaming a file onto a sidecar name is a claim about its subject:
@@ -1097,12 +1094,17 @@ impl Namespace {
             return Err(Errno::EPERM);
         }
         let target_is_real = self.read_tree().lookup(new_parent, new_name).is_ok();
-        if !target_is_real && let Ok(attr) = self.lookup_virtual(new_parent, new_name) {
-            return self.claim_by_rename(parent, name, attr.ino);
+        if !target_is_real && let Ok(key) = self.virtual_key(new_parent, new_name) {
+            return self.claim_by_rename(parent, name, key);
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
         let replaced = self.mutate(|tree, c| {
-            tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)
+            let replaced = tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)?;
+            if let Some(old) = replaced {
+                // A directory replaced by the rename takes its pending claims along.
+                self.claims.remove_dir(c.conn(), old)?;
+            }
+            Ok(replaced)
         })?;
         if let Some(old) = replaced
             && !self.handles.tree_file_open(old)
@@ -1112,12 +1114,12 @@ impl Namespace {
         Ok(())
     }
 
-    fn claim_by_rename(&self, parent: u64, name: &str, sidecar_ino: u64) -> FsResult<()> {
+    fn claim_by_rename(&self, parent: u64, name: &str, target: Dynamic) -> FsResult<()> {
         let source = self.read_tree().lookup(parent, name).map_err(tree_errno)?;
         self.publish(source)?;
         let content = self.load(self.file_checksum(source)?)?;
-        let (dir, subject, sidecar) = match self.inodes.resolve(sidecar_ino) {
-            Some(Dynamic::Sidecar(subject, sidecar)) => {
+        let (dir, subject, sidecar) = match target {
+            Dynamic::Sidecar(subject, sidecar) => {
                 let node = self
                     .read_tree()
                     .get(subject)
@@ -1125,8 +1127,8 @@ impl Namespace {
                     .ok_or(Errno::ENOENT)?;
                 (node.parent, node.name, sidecar)
             }
-            Some(Dynamic::Claim(dir, subject)) => (dir, subject, Sidecar::Checksum),
-            _ => return Err(Errno::EINVAL),
+            Dynamic::Claim(dir, subject) => (dir, subject, Sidecar::Checksum),
+            Dynamic::Buffer(_) => return Err(Errno::EINVAL),
         };
         let claim = ClaimHandle {
             dir,
@@ -1208,6 +1210,17 @@ pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
 pub fn database_path(store_root: &Path) -> PathBuf {
     store_root.join("seamless.db")
+}
+
+fn buffer_attr(ino: u64, size: u64) -> Attr {
+    Attr {
+        ino,
+        kind: Kind::File,
+        size,
+        perm: 0o444,
+        mtime: std::time::UNIX_EPOCH,
+        ttl: IMMUTABLE_TTL,
+    }
 }
 
 /// `hex + "\n"`, the Seamless `.CHECKSUM` format.
@@ -1433,6 +1446,91 @@ mod tests {
         ns.write(opened.fh, 0, b"not x").unwrap();
         assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
         ns.release(opened.fh).unwrap();
+    }
+
+    #[test]
+    fn forgotten_lookups_leave_the_inode_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let file = write_file(&ns, ROOT, "f", b"x");
+        let hex = Checksum::of(b"x").hex();
+        let buffer = ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino;
+        assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino, buffer);
+        // The same buffer through a view, a sidecar, and tree/fixed inodes: no new table entries.
+        assert_eq!(
+            ns.lookup(inodes::as_dir(CellType::Bytes), &hex)
+                .unwrap()
+                .ino,
+            buffer
+        );
+        let sidecar = ns.lookup(ROOT, "f.CHECKSUM").unwrap().ino;
+        assert_eq!(ns.lookup(ROOT, "f").unwrap().ino, file);
+        assert_eq!(ns.inodes.len(), 1);
+        // A claim is tabled too.
+        let (claim, opened) = ns.create(ROOT, "g.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, sidecar_text(Checksum::of(b"x")).as_slice())
+            .unwrap();
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.inodes.len(), 2);
+        ns.forget(buffer, 2);
+        assert_eq!(ns.getattr(buffer).unwrap().size, 1, "one lookup still held");
+        ns.forget(buffer, 1);
+        ns.forget(claim.ino, 1);
+        ns.forget(sidecar, 1);
+        ns.forget(file, 1);
+        assert_eq!(ns.inodes.len(), 0);
+        assert_eq!(ns.getattr(buffer), Err(Errno::ENOENT));
+        assert_eq!(ns.getattr(file).unwrap().size, 1);
+        assert_eq!(ns.getattr(sidecar).unwrap().size, 65);
+        // Re-created by name, with the same derived number.
+        assert_eq!(ns.lookup(inodes::BY_CHECKSUM, &hex).unwrap().ino, buffer);
+    }
+
+    fn claim(ns: &Namespace, parent: u64, name: &str, content: &[u8]) {
+        let (_, opened) = ns.create(parent, name, 0o644).unwrap();
+        ns.write(opened.fh, 0, &sidecar_text(Checksum::of(content)))
+            .unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+    }
+
+    #[test]
+    fn pending_claims_survive_reopen_and_leave_with_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = {
+            let ns = namespace(dir.path());
+            let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+            claim(&ns, ROOT, "g.CHECKSUM", b"x");
+            claim(&ns, ROOT, "h.CHECKSUM", b"x");
+            claim(&ns, d, "e.CHECKSUM", b"x");
+            d
+        };
+        let ns = namespace(dir.path());
+        assert_eq!(ns.lookup(ROOT, "g.CHECKSUM").unwrap().size, 65);
+        assert_eq!(
+            read_all(&ns, ns.lookup(ROOT, "g.CHECKSUM").unwrap().ino),
+            sidecar_text(Checksum::of(b"x"))
+        );
+        // Still checked after the restart, and consumed by the check.
+        let (_, opened) = ns.create(ROOT, "g", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"not x").unwrap();
+        assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
+        ns.release(opened.fh).unwrap();
+        write_file(&ns, ROOT, "h", b"x");
+        ns.rmdir(ROOT, "d").unwrap();
+        assert_eq!(ns.lookup(d, "e.CHECKSUM"), Err(Errno::ENOENT));
+        drop(ns);
+        let ns = namespace(dir.path());
+        assert_eq!(
+            ns.lookup(ROOT, "g.CHECKSUM").unwrap().size,
+            65,
+            "g's own sidecar"
+        );
+        assert!(ns.claims.get(ROOT, "g").is_none() && ns.claims.get(ROOT, "h").is_none());
+        assert!(
+            ns.claims.get(d, "e").is_none(),
+            "claims of a removed directory are gone"
+        );
     }
 
     #[test]

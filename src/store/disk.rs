@@ -13,6 +13,11 @@
 //! either no file under `buffers/` or the whole verified one. Temp files of dead writers are
 //! removed when a store is opened (and by `fsck`).
 //!
+//! Committing content that is already stored drops the temp file on a background thread: freeing
+//! a large file's blocks takes long (about 1.2 s per GiB here) and the caller is often a FUSE
+//! `close()`. The file stays in `tmp/` under the writer's pid until then, so a crash leaves it to
+//! the stale-temp cleaning of the next `open`.
+//!
 //! Reads map the file (`memmap2`) and hand out a zero-copy `Buffer`. They do not re-hash: the name
 //! was verified when the file was written, and `verify`/`fsck` check it on demand.
 
@@ -21,8 +26,8 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 
 use bytes::Bytes;
 
@@ -186,20 +191,29 @@ impl DiskStore {
         }
     }
 
-    /// Put `temp` (complete, fsynced, verified) in place as `checksum`, or drop it if the
-    /// buffer is already stored.
-    fn install(&self, temp: &Path, checksum: &Checksum) -> Result<(), StoreError> {
+    /// Put `temp` (complete, fsynced, verified) in place as `checksum`. Returns false, leaving
+    /// `temp` alone, if the buffer is already stored.
+    fn install(&self, temp: &Path, checksum: &Checksum) -> Result<bool, StoreError> {
         let target = self.path_of(checksum);
         let prefix_dir = target
             .parent()
             .expect("buffer files live in a prefix directory");
         self.ensure_prefix_dir(prefix_dir)?;
         if target.exists() {
-            fs::remove_file(temp).map_err(|e| StoreError::io(temp, e))?;
-            return Ok(());
+            return Ok(false);
         }
         fs::rename(temp, &target).map_err(|e| StoreError::io(&target, e))?;
-        sync_dir(prefix_dir)
+        sync_dir(prefix_dir)?;
+        Ok(true)
+    }
+
+    /// Wait until the temp files of commits that found their buffer already stored are removed
+    /// (they are removed in the background, see the module doc).
+    pub fn wait_for_removals(&self) {
+        let (done, finished) = mpsc::channel();
+        if remover().send(Removal::Notify(done)).is_ok() {
+            let _ = finished.recv();
+        }
     }
 
     fn ensure_prefix_dir(&self, dir: &Path) -> Result<(), StoreError> {
@@ -324,7 +338,8 @@ impl PendingWrite {
     }
 
     /// Finish: fsync, hash, check against `known` (if the caller hashed too), install under the
-    /// checksum (or drop if already stored), fsync the directory. Returns the checksum.
+    /// checksum (or, if already stored, drop it in the background), fsync the directory.
+    /// Returns the checksum.
     ///
     /// The checksum is always computed here from the bytes that went to the file: for in-order
     /// writes from the running hash of exactly those bytes, otherwise by re-reading the file.
@@ -343,7 +358,11 @@ impl PendingWrite {
         self.file
             .set_permissions(read_only)
             .map_err(|e| StoreError::io(&self.path, e))?;
-        self.store.install(&self.path, &actual)?;
+        if !self.store.install(&self.path, &actual)? {
+            // Already stored: remove the duplicate off the caller's path. A duplicate of the
+            // descriptor goes along, so that closing ours does not free the blocks here either.
+            remove_later(self.path.clone(), self.file.try_clone().ok());
+        }
         self.done = true;
         self.store.inner.counters.put();
         Ok(actual)
@@ -393,6 +412,56 @@ impl Drop for PendingWrite {
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp file");
+        }
+    }
+}
+
+/// Work for the background remover thread.
+enum Removal {
+    /// Unlink a redundant temp file, then close the descriptor kept open on it.
+    File(PathBuf, Option<File>),
+    /// Reply once everything sent before is done.
+    Notify(mpsc::Sender<()>),
+}
+
+/// The process's temp file remover (one thread, started on first use).
+fn remover() -> &'static mpsc::Sender<Removal> {
+    static REMOVER: OnceLock<mpsc::Sender<Removal>> = OnceLock::new();
+    REMOVER.get_or_init(|| {
+        let (send, receive) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("seamfs-temp-remover".into())
+            .spawn(move || remove_files(receive))
+            .expect("start the temp file remover thread");
+        send
+    })
+}
+
+/// Hand a redundant temp file to the remover (removed right here if that thread is gone).
+fn remove_later(path: PathBuf, file: Option<File>) {
+    if let Err(mpsc::SendError(removal)) = remover().send(Removal::File(path, file)) {
+        removal.run();
+    }
+}
+
+fn remove_files(receive: mpsc::Receiver<Removal>) {
+    for removal in receive {
+        removal.run();
+    }
+}
+
+impl Removal {
+    fn run(self) {
+        match self {
+            Removal::File(path, file) => {
+                if let Err(e) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a redundant temp file");
+                }
+                drop(file);
+            }
+            Removal::Notify(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -547,6 +616,27 @@ mod tests {
         assert_eq!(w.read_at(0, &mut back).unwrap(), 6);
         assert_eq!(&back, b"hello\n");
         assert_eq!(w.commit(None).unwrap(), Checksum::of(b"hello\n"));
+    }
+
+    #[test]
+    fn committing_a_stored_buffer_removes_the_temp_file_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            let mut w = store.begin_write().unwrap();
+            w.write_at(0, b"same").unwrap();
+            assert_eq!(w.commit(None).unwrap(), Checksum::of(b"same"));
+        }
+        store.wait_for_removals();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            store
+                .get(&Checksum::of(b"same"))
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"same"
+        );
     }
 
     #[test]
