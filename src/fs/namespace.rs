@@ -1212,6 +1212,8 @@ pub fn database_path(store_root: &Path) -> PathBuf {
     store_root.join("seamless.db")
 }
 
+/// Attributes of an immutable buffer (`by-checksum/`, `as-*/`). Content-addressed bytes have no
+/// time of their own: the epoch (as in the Nix store) keeps `tar`/`cp -p` of views reproducible.
 fn buffer_attr(ino: u64, size: u64) -> Attr {
     Attr {
         ino,
