@@ -1,6 +1,6 @@
 //! `seamfs encode`, `decode` and `compat-check`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -96,21 +96,6 @@ pub struct CompatCheckArgs {
     vectors: PathBuf,
 }
 
-fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    match file {
-        Some(path) => {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-        }
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read standard input")?;
-            Ok(buf)
-        }
-    }
-}
-
 fn guess_format(file: Option<&Path>) -> From {
     let ext = file
         .and_then(|p| p.extension())
@@ -158,7 +143,7 @@ pub fn run_encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let format = args
         .from
         .unwrap_or_else(|| guess_format(args.file.as_deref()));
-    let value = read_value(read_input(args.file.as_deref())?, format)?;
+    let value = read_value(super::read_input(args.file.as_deref())?, format)?;
     let buffer = celltype::serialize(&value, celltype)
         .with_context(|| format!("cannot encode the value as {celltype}"))?;
     std::io::stdout().write_all(&buffer)?;
@@ -167,7 +152,7 @@ pub fn run_encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let celltype = parse_celltype(&args.celltype)?;
-    let buffer = read_input(args.file.as_deref())?;
+    let buffer = super::read_input(args.file.as_deref())?;
     let value = celltype::deserialize(&buffer, celltype)
         .with_context(|| format!("the buffer is not a valid {celltype} cell"))?;
     let out = match (&value, args.json, args.npy) {

@@ -1,11 +1,9 @@
 //! `seamfs convert` (one buffer from one cell type to another) and `seamfs conversions` (the
 //! conversion matrix as a table).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use anyhow::Context;
 
 use crate::buffer::Buffer;
 use crate::celltype::CellType;
@@ -63,7 +61,7 @@ With --from and --to: one pair in detail (its table entry, the terminal conversi
 to, and the steps the converter really runs).";
 
 pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let input = read_input(args.file.as_ref())?;
+    let input = super::read_input(args.file.as_deref())?;
     let result = convert::convert(&Buffer::new(input), args.from, args.to);
     let (output, facts) = match result {
         Ok(c) => (c.output, c.facts),
@@ -88,21 +86,6 @@ pub fn run_convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn read_input(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
-    match file {
-        Some(path) => {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-        }
-        None => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read stdin")?;
-            Ok(buf)
-        }
-    }
 }
 
 fn print_facts(facts: &crate::buffer_info::Facts) -> anyhow::Result<()> {

@@ -4,6 +4,8 @@
 //! `seamless-checksum-index`, `seamless-database`) when invoked through a symlink of that name.
 
 use std::ffi::OsString;
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +79,23 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The bytes of FILE, or of standard input when no FILE is given.
+fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    match file {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        }
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            Ok(buf)
         }
     }
 }
