@@ -31,9 +31,10 @@ use std::sync::{Arc, OnceLock, mpsc};
 
 use bytes::Bytes;
 
+use super::running_hash::RunningHash;
 use super::{BufferTier, Counters, Stats, StoreError};
 use crate::buffer::Buffer;
-use crate::checksum::{Checksum, Hasher};
+use crate::checksum::Checksum;
 
 /// Block size for streamed writes and re-hashing.
 const BLOCK: usize = 1 << 20;
@@ -128,8 +129,7 @@ impl DiskStore {
             file,
             path,
             len: 0,
-            hasher: Some(Hasher::new()),
-            hashed: 0,
+            hash: RunningHash::new(),
             done: false,
         })
     }
@@ -293,9 +293,8 @@ pub struct PendingWrite {
     file: File,
     path: PathBuf,
     len: u64,
-    /// Hash of bytes `[0, hashed)`, kept while writes arrive in order; `None` once they did not.
-    hasher: Option<Hasher>,
-    hashed: u64,
+    /// Hash of the bytes written in order so far (on a hasher thread for large files).
+    hash: RunningHash,
     done: bool,
 }
 
@@ -305,19 +304,17 @@ impl PendingWrite {
         self.file
             .write_all_at(data, offset)
             .map_err(|e| StoreError::io(&self.path, e))?;
-        self.track_hash(offset, data);
+        self.hash.wrote(&self.file, offset, data);
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
     }
 
     /// Truncate or extend (with zeros) to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        self.hash.truncating(len);
         self.file
             .set_len(len)
             .map_err(|e| StoreError::io(&self.path, e))?;
-        if len < self.hashed {
-            self.hasher = None;
-        }
         self.len = len;
         Ok(())
     }
@@ -337,7 +334,7 @@ impl PendingWrite {
         self.len == 0
     }
 
-    /// Finish: fsync, hash, check against `known` (if the caller hashed too), install under the
+    /// Finish: fsync (meanwhile the hasher thread hashes the tail), hash, check against `known` (if the caller hashed too), install under the
     /// checksum (or, if already stored, drop it in the background), fsync the directory.
     /// Returns the checksum.
     ///
@@ -371,25 +368,14 @@ impl PendingWrite {
     /// Give up: the temp file is removed.
     pub fn abort(self) {}
 
-    fn track_hash(&mut self, offset: u64, data: &[u8]) {
-        match &mut self.hasher {
-            Some(h) if offset == self.hashed => {
-                h.update(data);
-                self.hashed += data.len() as u64;
-            }
-            // An overwrite of hashed bytes or a gap: fall back to re-hashing at commit.
-            Some(_) => self.hasher = None,
-            None => {}
-        }
-    }
-
+    /// The running hash if every byte went in order, else a re-read of the file. Waits for
+    /// the hasher thread, which meanwhile hashes the tail of the write.
     fn final_checksum(&mut self) -> Result<Checksum, StoreError> {
-        match self.hasher.take() {
-            Some(h) if self.hashed == self.len => Ok(h.finish()),
-            _ => {
-                let file = File::open(&self.path).map_err(|e| StoreError::io(&self.path, e))?;
-                Checksum::of_reader(file).map_err(|e| StoreError::io(&self.path, e))
-            }
+        let hash = std::mem::replace(&mut self.hash, RunningHash::lost());
+        let io = |e| StoreError::io(&self.path, e);
+        match hash.finish(self.len).map_err(io)? {
+            Some(checksum) => Ok(checksum),
+            None => Checksum::of_file(File::open(&self.path).map_err(io)?).map_err(io),
         }
     }
 }
@@ -616,6 +602,49 @@ mod tests {
         assert_eq!(w.read_at(0, &mut back).unwrap(), 6);
         assert_eq!(&back, b"hello\n");
         assert_eq!(w.commit(None).unwrap(), Checksum::of(b"hello\n"));
+    }
+
+    /// Write `data` in order in odd-sized pieces; past 1 MiB a hasher thread takes over.
+    fn write_in_order(w: &mut PendingWrite, data: &[u8], from: usize) {
+        for (i, piece) in data[from..].chunks(300_001).enumerate() {
+            w.write_at((from + i * 300_001) as u64, piece).unwrap();
+        }
+    }
+
+    #[test]
+    fn large_writes_are_hashed_in_the_background_or_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+        let mut w = store.begin_write().unwrap();
+        write_in_order(&mut w, &data, 0);
+        assert_eq!(
+            w.commit(Some(Checksum::of(&data))).unwrap(),
+            Checksum::of(&data)
+        );
+
+        // An overwrite of bytes already handed to the hasher.
+        let mut w = store.begin_write().unwrap();
+        write_in_order(&mut w, &data, 0);
+        w.write_at(100, b"changed").unwrap();
+        let mut changed = data.clone();
+        changed[100..107].copy_from_slice(b"changed");
+        assert_eq!(w.commit(None).unwrap(), Checksum::of(&changed));
+
+        // A truncation below the hashed end, then the rest written again in order.
+        let mut w = store.begin_write().unwrap();
+        write_in_order(&mut w, &data[..3_000_000], 0);
+        w.set_len(2_000_000).unwrap();
+        write_in_order(&mut w, &data, 2_000_000);
+        assert_eq!(w.commit(None).unwrap(), Checksum::of(&data));
+
+        // A refused claim leaves nothing behind.
+        let mut w = store.begin_write().unwrap();
+        write_in_order(&mut w, &data, 0);
+        let err = w.commit(Some(Checksum::of(&changed))).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }));
+        assert_eq!(store.iter().count(), 2);
     }
 
     #[test]

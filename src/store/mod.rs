@@ -11,6 +11,7 @@ use crate::checksum::Checksum;
 
 pub mod disk;
 pub mod layered;
+mod running_hash;
 
 pub use disk::{DiskStore, PendingWrite, Verdict};
 pub use layered::{Layered, WritePolicy};
