@@ -935,7 +935,7 @@ impl Namespace {
     /// `.seamfs/stats`: counters of the store tiers and of the mount, as JSON.
     fn stats_json(&self) -> Vec<u8> {
         let stats = serde_json::json!({
-            "tiers": self.reads.stats(),
+            "tiers": self.reads.stats().tiers,
             "tree_entries": self.read_tree().len(),
             "dynamic_inodes": self.inodes.len(),
             "store": self.store.root(),
