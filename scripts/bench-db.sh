@@ -18,10 +18,12 @@ cargo build --release --bin seamfs >&2
 seamfs=target/release/seamfs
 
 work=$(mktemp -d)
-pids=()
+# start_server runs in a command substitution (a subshell), so server pids go to files.
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for pidfile in "$work"/*.pid; do
+        [ -e "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    sleep 0.5
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,7 +66,7 @@ start_server() {
     local name=$1; shift
     echo '{}' > "$work/$name.status"
     "$@" --status-file "$work/$name.status" > "$work/$name.log" 2>&1 &
-    pids+=($!)
+    echo $! > "$work/$name.pid"
     for _ in $(seq 300); do
         if grep -q '"running"' "$work/$name.status" 2>/dev/null; then
             sed -E 's/.*"port": ([0-9]+).*/\1/' "$work/$name.status"
