@@ -1004,32 +1004,18 @@ impl Namespace {
     // ----- tree operations -----
 
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
-        self.writable()?;
-        self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| {
-            tree.create(
-                c.conn(),
-                parent,
-                name,
-                NodeKind::Dir(Default::default()),
-                mode,
-            )
-        })?;
-        self.getattr(ino)
+        self.add_node(parent, name, NodeKind::Dir(Default::default()), mode)
     }
 
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
+        self.add_node(parent, name, NodeKind::Symlink(target.to_string()), 0o777)
+    }
+
+    /// Add a directory or symlink `name` under `parent` to the tree.
+    fn add_node(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| {
-            tree.create(
-                c.conn(),
-                parent,
-                name,
-                NodeKind::Symlink(target.to_string()),
-                0o777,
-            )
-        })?;
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
         self.getattr(ino)
     }
 
