@@ -77,11 +77,6 @@ impl Checksum {
         hash_pipelined(file, hasher)
     }
 
-    /// Wrap 32 raw bytes.
-    pub fn from_bytes(raw: [u8; 32]) -> Self {
-        Checksum(raw)
-    }
-
     /// Raw bytes, as stored by `Checksum`.
     pub fn from_slice(raw: &[u8]) -> Result<Self, ChecksumError> {
         let arr: [u8; 32] = raw
@@ -113,13 +108,6 @@ impl Checksum {
     /// 64 lower-case hex digits.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
-    }
-
-    /// True for the checksums of `b""`, `{}`, `{}\n`, `[]`, `[]\n` (seamless-core's TRIVIAL_CHECKSUMS).
-    pub fn is_trivial(&self) -> bool {
-        [&b""[..], b"{}", b"{}\n", b"[]", b"[]\n"]
-            .iter()
-            .any(|b| Checksum::of(b) == *self)
     }
 
     /// Write `hex + "\n"` (65 bytes) to `path`, adding `.CHECKSUM` unless the name already ends in it.
@@ -288,8 +276,6 @@ mod tests {
             Checksum::of(b"hello\n").hex(),
             "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
         );
-        assert!(Checksum::of(b"[]\n").is_trivial());
-        assert!(!Checksum::of(b"hello\n").is_trivial());
     }
 
     #[test]
@@ -306,6 +292,22 @@ mod tests {
         assert_eq!(Checksum::parse("abcd"), Err(ChecksumError::Length(2)));
         assert_eq!(Checksum::parse("zz"), Err(ChecksumError::NonHex(0)));
         assert_eq!(Checksum::parse("a"), Err(ChecksumError::NonHex(1)));
+    }
+
+    #[test]
+    fn save_and_load_a_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("f.txt");
+        let checksum = Checksum::of(b"hello\n");
+        checksum.save(&data).unwrap();
+        let written = std::fs::read(dir.path().join("f.txt.CHECKSUM")).unwrap();
+        assert_eq!(written, format!("{checksum}\n").into_bytes());
+        assert_eq!(Checksum::load(&data).unwrap(), checksum);
+        std::fs::write(dir.path().join("g.CHECKSUM"), "nope").unwrap();
+        assert!(matches!(
+            Checksum::load(&dir.path().join("g")),
+            Err(LoadError::Invalid(ChecksumError::NotAChecksumFile))
+        ));
     }
 
     #[test]
