@@ -65,6 +65,11 @@ pub struct Args {
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
+    /// List the virtual sidecars (F.CHECKSUM, D.INDEX, D.CHECKSUM) in directory listings, so that
+    /// `cp -r`, `tar` and `rsync` out of the mount carry them. By default they are looked up by
+    /// name but not listed.
+    #[arg(long)]
+    list_sidecars: bool,
     /// Size of the RAM buffer cache over the disk store, e.g. 64M, 1G.
     #[arg(long, value_parser = parse_size)]
     ram_cache: Option<u64>,
@@ -175,6 +180,7 @@ fn mount_session(
         db.clone(),
         Options {
             read_only: args.read_only,
+            list_sidecars: args.list_sidecars,
         },
     )?;
     let http = if args.no_db {

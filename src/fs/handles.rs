@@ -32,12 +32,21 @@ pub struct TreeFileHandle {
     pub snapshot: Mutex<Option<Buffer>>,
 }
 
-/// What a claim is about and the bytes written so far.
+/// What a claim is about, the bytes written so far, and the mode and mtime set through the
+/// handle (`futimens`, `fchmod`), recorded when the claim is accepted.
 pub struct ClaimHandle {
     pub dir: u64,
     pub subject: String,
     pub sidecar: super::inodes::Sidecar,
     pub data: Mutex<Vec<u8>>,
+    pub attrs: Mutex<SetAttrs>,
+}
+
+/// Mode and mtime a tool set on a sidecar.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 /// A directory listing in progress. `entries` are fixed at `opendir`; `by-checksum/` continues
@@ -132,6 +141,15 @@ impl Handles {
             .expect("handle table lock")
             .values()
             .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino))
+    }
+
+    /// Whether tree file `ino` is open for writing (it is still being written).
+    pub fn tree_file_writable(&self, ino: u64) -> bool {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino && t.writable))
     }
 }
 

@@ -37,6 +37,7 @@ pub const BUFFER_BASE: u64 = 1 << 63;
 pub const BY_CHECKSUM: u64 = FIXED_BASE + 1;
 pub const SEAMFS_DIR: u64 = FIXED_BASE + 2;
 pub const STATS_FILE: u64 = FIXED_BASE + 3;
+pub const CLAIMS_FILE: u64 = FIXED_BASE + 4;
 const AS_BASE: u64 = FIXED_BASE + 16;
 
 /// Name of the directory of every stored buffer.
@@ -45,6 +46,8 @@ pub const BY_CHECKSUM_NAME: &str = "by-checksum";
 pub const SEAMFS_DIR_NAME: &str = ".seamfs";
 /// Name of the statistics file inside `.seamfs/`.
 pub const STATS_NAME: &str = "stats";
+/// Name of the list of pending claims inside `.seamfs/`.
+pub const CLAIMS_NAME: &str = "claims";
 
 /// The inode of `as-<celltype>/`.
 pub fn as_dir(celltype: CellType) -> u64 {

@@ -43,6 +43,8 @@ pub(super) const LISTING_BATCH: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub read_only: bool,
+    /// List the virtual sidecars in directory listings (they are always looked up).
+    pub list_sidecars: bool,
 }
 
 /// The mounted filesystem's state.
@@ -116,10 +118,10 @@ impl Namespace {
             return self.buffer_entry(result);
         }
         if parent == inodes::SEAMFS_DIR {
-            return if name == inodes::STATS_NAME {
-                self.getattr(inodes::STATS_FILE)
-            } else {
-                Err(Errno::ENOENT)
+            return match name {
+                inodes::STATS_NAME => self.getattr(inodes::STATS_FILE),
+                inodes::CLAIMS_NAME => self.getattr(inodes::CLAIMS_FILE),
+                _ => Err(Errno::ENOENT),
             };
         }
         if parent == ROOT
@@ -152,8 +154,8 @@ impl Namespace {
         {
             return Ok(self.fixed_attr(ino, Kind::Dir, 0, 0o555));
         }
-        if ino == inodes::STATS_FILE {
-            let size = self.stats_json().len() as u64;
+        if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
+            let size = self.fixed_file(ino).len() as u64;
             return Ok(Attr {
                 ttl: VOLATILE_TTL,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
@@ -163,7 +165,11 @@ impl Namespace {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
                 Dynamic::Buffer(checksum) => Ok(buffer_attr(ino, self.buffer_size(checksum)?)),
                 Dynamic::Sidecar(subject, sidecar) => {
-                    let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
+                    let mut mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
+                    let mut perm = 0o444;
+                    if let Some(set) = self.sidecar_attr(subject, sidecar) {
+                        (mtime, perm) = (set.mtime, set.mode as u16);
+                    }
                     // An index that cannot be built (logged) still has attributes, so that
                     // `ls -l` and `rm -r` work; reading it reports the error.
                     let size = self
@@ -173,23 +179,21 @@ impl Namespace {
                         ino,
                         kind: Kind::File,
                         size,
-                        perm: 0o444,
+                        perm,
                         mtime,
                         ttl: VOLATILE_TTL,
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
-                    let size = if self.claims.contains(dir, &subject) {
-                        65
-                    } else {
-                        0
-                    };
+                    let claimed = self.claims.get(dir, &subject);
+                    let set = claimed
+                        .and_then(|c| self.claims.attr(dir, &format!("{subject}.CHECKSUM"), c));
                     Ok(Attr {
                         ino,
                         kind: Kind::File,
-                        size,
-                        perm: 0o644,
-                        mtime: self.started,
+                        size: if claimed.is_some() { 65 } else { 0 },
+                        perm: set.map_or(0o644, |s| s.mode as u16),
+                        mtime: set.map_or(self.started, |s| s.mtime),
                         ttl: VOLATILE_TTL,
                     })
                 }
@@ -244,11 +248,16 @@ impl Namespace {
         if ino == inodes::BY_CHECKSUM {
             stream = Some(Stream::new(self.stored_buffers()));
         } else if ino == inodes::SEAMFS_DIR {
-            entries.push(DirEntry {
-                ino: inodes::STATS_FILE,
-                name: inodes::STATS_NAME.into(),
-                kind: Kind::File,
-            });
+            for (ino, name) in [
+                (inodes::STATS_FILE, inodes::STATS_NAME),
+                (inodes::CLAIMS_FILE, inodes::CLAIMS_NAME),
+            ] {
+                entries.push(DirEntry {
+                    ino,
+                    name: name.into(),
+                    kind: Kind::File,
+                });
+            }
         } else if inodes::as_dir_celltype(ino).is_none() {
             if ino == ROOT {
                 entries.extend(fixed_entries());
@@ -292,19 +301,23 @@ impl Namespace {
         self.handles.remove(fh);
     }
 
-    /// A tree directory's entries with their sidecars, each sidecar before its subject (so that
-    /// `rm -r` removes the no-op sidecar first and the subject after).
+    /// A tree directory's entries, with their sidecars if they are listed (`--list-sidecars`),
+    /// each sidecar before its subject (so that `rm -r` removes the no-op sidecar first and the
+    /// subject after, and `tar`/`cp` copies carry a claim before its subject).
     pub(super) fn tree_entries(&self, dir: u64) -> FsResult<Vec<DirEntry>> {
         let tree = self.read_tree();
         let children = tree.children(dir).map_err(tree_errno)?;
         let mut out = Vec::with_capacity(children.len() * 2);
         for (name, ino) in children {
             let node = tree.get(*ino).ok_or(Errno::EIO)?;
-            let (kind, sidecars): (Kind, &[Sidecar]) = match node.kind {
+            let (kind, mut sidecars): (Kind, &[Sidecar]) = match node.kind {
                 NodeKind::Dir(_) => (Kind::Dir, &[Sidecar::Index, Sidecar::Checksum]),
                 NodeKind::File { .. } => (Kind::File, &[Sidecar::Checksum]),
                 NodeKind::Symlink(_) => (Kind::Symlink, &[]),
             };
+            if !self.options.list_sidecars {
+                sidecars = &[];
+            }
             for sidecar in sidecars {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
                 if !children.contains_key(&sidecar_name) {
@@ -361,8 +374,8 @@ impl Namespace {
                 backing: None,
             });
         }
-        if ino == inodes::STATS_FILE {
-            return self.open_bytes(Bytes::from(self.stats_json()), writable);
+        if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
+            return self.open_bytes(Bytes::from(self.fixed_file(ino)), writable);
         }
         match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
             Dynamic::Buffer(checksum) => {
@@ -404,6 +417,15 @@ impl Namespace {
                     false,
                 )
             }
+        }
+    }
+
+    /// Content of `.seamfs/stats` or `.seamfs/claims`.
+    fn fixed_file(&self, ino: u64) -> Vec<u8> {
+        if ino == inodes::CLAIMS_FILE {
+            self.claims_text()
+        } else {
+            self.stats_json()
         }
     }
 
@@ -485,12 +507,28 @@ mod tests {
     use super::*;
     use crate::celltype::CellType;
     use crate::checksum::Checksum;
-    use crate::fs::test_support::{names, namespace, write_file};
+    use crate::fs::test_support::{names, namespace, namespace_with, write_file};
+
+    #[test]
+    fn sidecars_are_looked_up_but_not_listed_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+        write_file(&ns, d, "a", b"x");
+        assert_eq!(names(&ns, d), [".", "..", "a"]);
+        assert_eq!(names(&ns, ROOT).last().unwrap(), "d");
+        assert_eq!(ns.lookup(d, "a.CHECKSUM").unwrap().size, 65);
+        assert!(ns.lookup(ROOT, "d.INDEX").unwrap().size > 0);
+    }
 
     #[test]
     fn listing_puts_sidecars_before_subjects() {
         let dir = tempfile::tempdir().unwrap();
-        let ns = namespace(dir.path());
+        let options = Options {
+            list_sidecars: true,
+            ..Options::default()
+        };
+        let ns = namespace_with(dir.path(), options);
         let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
         write_file(&ns, d, "a", b"x");
         ns.symlink(d, "l", "a").unwrap();

@@ -8,9 +8,13 @@ use crate::db::Database;
 use crate::store::DiskStore;
 
 pub fn namespace(root: &Path) -> Namespace {
+    namespace_with(root, Options::default())
+}
+
+pub fn namespace_with(root: &Path, options: Options) -> Namespace {
     let store = DiskStore::open(root).unwrap();
     let db = Database::open(database_path(root), true).unwrap();
-    Namespace::new(store.clone(), Arc::new(store), db, Options::default()).unwrap()
+    Namespace::new(store.clone(), Arc::new(store), db, options).unwrap()
 }
 
 pub fn write_file(ns: &Namespace, parent: u64, name: &str, data: &[u8]) -> u64 {

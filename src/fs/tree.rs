@@ -428,14 +428,14 @@ fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn to_ns(t: SystemTime) -> i64 {
+pub(super) fn to_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i64,
         Err(e) => -(e.duration().as_nanos() as i64),
     }
 }
 
-fn from_ns(ns: i64) -> SystemTime {
+pub(super) fn from_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {

@@ -9,8 +9,12 @@ use nix::errno::Errno;
 use super::attr::{Attr, Kind, Opened, VOLATILE_TTL};
 use super::error::{FsResult, tree_errno};
 use super::fixed::fixed_child;
+use super::handles::SetAttrs;
 use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
+
+/// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
+const NAME_MAX: usize = 255;
 use super::tree::{self, NodeKind, ROOT};
 
 impl Namespace {
@@ -25,19 +29,17 @@ impl Namespace {
         fh: Option<u64>,
     ) -> FsResult<Attr> {
         if !self.is_tree(ino) {
-            let attr = self.getattr(ino)?;
-            return match size {
-                Some(0)
-                    if matches!(
-                        self.inodes.resolve(ino),
-                        Some(Dynamic::Claim(..) | Dynamic::Sidecar(..))
-                    ) =>
-                {
-                    Ok(attr)
-                }
-                Some(_) => Err(Errno::EPERM),
-                None => Ok(attr),
-            };
+            let key = self.inodes.resolve(ino);
+            let sidecar = matches!(key, Some(Dynamic::Claim(..) | Dynamic::Sidecar(..)));
+            if size.is_some_and(|s| s != 0 || !sidecar) {
+                return Err(Errno::EPERM);
+            }
+            if let Some(key) = key.filter(|_| sidecar)
+                && (mode.is_some() || mtime.is_some())
+            {
+                self.set_sidecar_attrs(&key, SetAttrs { mode, mtime }, fh)?;
+            }
+            return self.getattr(ino);
         }
         self.writable()?;
         if let Some(size) = size {
@@ -53,29 +55,23 @@ impl Namespace {
     pub fn create(&self, parent: u64, name: &str, mode: u32) -> FsResult<(Attr, Opened)> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        if let Some((subject, sidecar)) = Sidecar::split(name) {
-            let subject_ino = self.read_tree().lookup(parent, subject);
-            let claim_ok = match subject_ino {
-                Ok(ino) => self.has_sidecar(ino, sidecar),
-                Err(_) => sidecar == Sidecar::Checksum,
+        if let Some((subject, sidecar)) = self.claim_target(parent, name) {
+            let subject_ino = self.read_tree().lookup(parent, &subject);
+            let key = match subject_ino {
+                Ok(ino) => Dynamic::Sidecar(ino, sidecar),
+                Err(_) => Dynamic::Claim(parent, subject.clone()),
             };
-            if claim_ok {
-                let opened = self.open_claim(parent, subject.to_string(), sidecar);
-                let key = match subject_ino {
-                    Ok(ino) => Dynamic::Sidecar(ino, sidecar),
-                    Err(_) => Dynamic::Claim(parent, subject.to_string()),
-                };
-                let ino = self.inodes.acquire(key);
-                let attr = Attr {
-                    ino,
-                    kind: Kind::File,
-                    size: 0,
-                    perm: 0o644,
-                    mtime: SystemTime::now(),
-                    ttl: VOLATILE_TTL,
-                };
-                return Ok((attr, opened));
-            }
+            let opened = self.open_claim(parent, subject, sidecar);
+            let ino = self.inodes.acquire(key);
+            let attr = Attr {
+                ino,
+                kind: Kind::File,
+                size: 0,
+                perm: 0o644,
+                mtime: SystemTime::now(),
+                ttl: VOLATILE_TTL,
+            };
+            return Ok((attr, opened));
         }
         let kind = NodeKind::File {
             checksum: tree::empty_checksum(),
@@ -120,14 +116,7 @@ impl Namespace {
                 }
                 Ok(())
             }
-            Err(Errno::ENOENT) => {
-                if let Dynamic::Claim(dir, subject) = self.virtual_key(parent, name)? {
-                    self.db
-                        .transaction(|c| self.claims.remove(c.conn(), dir, &subject))
-                        .map_err(tree_errno)?;
-                }
-                Ok(())
-            }
+            Err(Errno::ENOENT) => self.unlink_sidecar(parent, name),
             Err(e) => Err(e),
         }
     }
@@ -162,13 +151,19 @@ impl Namespace {
         if parent == ROOT && fixed_child(name).is_some() {
             return Err(Errno::EPERM);
         }
-        let target_is_real = self.read_tree().lookup(new_parent, new_name).is_ok();
-        if !target_is_real && let Ok(key) = self.virtual_key(new_parent, new_name) {
-            return self.claim_by_rename(parent, name, key);
+        if let Some((subject, sidecar)) = self.claim_target(new_parent, new_name) {
+            return self.claim_by_rename(parent, name, new_parent, &subject, sidecar);
+        }
+        let claimed = self.claims.get(new_parent, new_name);
+        if let Some(claimed) = claimed {
+            self.check_renamed_onto_claim(parent, name, new_parent, new_name, claimed)?;
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
         let replaced = self.mutate(|tree, c| {
             let replaced = tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)?;
+            if claimed.is_some() {
+                self.claims.remove(c.conn(), new_parent, new_name)?;
+            }
             if let Some(old) = replaced {
                 // A directory replaced by the rename takes its pending claims along.
                 self.claims.remove_dir(c.conn(), old)?;
@@ -183,11 +178,41 @@ impl Namespace {
         Ok(())
     }
 
+    /// A file renamed onto a name with a pending claim (`rsync`'s temp file, an editor's save)
+    /// completes that file: it must match the claim, else the rename is refused with EIO.
+    fn check_renamed_onto_claim(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        claimed: crate::checksum::Checksum,
+    ) -> FsResult<()> {
+        let source = self.read_tree().lookup(parent, name).map_err(tree_errno)?;
+        if self.has_sidecar(source, Sidecar::Index) {
+            return Ok(());
+        }
+        self.publish(source)?;
+        let actual = self.file_checksum(source)?;
+        if actual == claimed {
+            return Ok(());
+        }
+        let dir = self.read_tree().path(new_parent);
+        tracing::error!(
+            %dir, file = %new_name, %claimed, %actual,
+            "{new_name}.CHECKSUM was written before {new_name} and does not match its content; rename refused"
+        );
+        Err(Errno::EIO)
+    }
+
     /// A new entry may not shadow the fixed root directories or an existing entry.
     fn check_new_name(&self, parent: u64, name: &str) -> FsResult<()> {
         self.tree_dir(parent)?;
         if name.is_empty() || name.contains('/') || name.contains('\0') {
             return Err(Errno::EINVAL);
+        }
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
         }
         if parent == ROOT && fixed_child(name).is_some() {
             return Err(Errno::EEXIST);
@@ -197,7 +222,7 @@ impl Namespace {
 
     fn tree_dir(&self, ino: u64) -> FsResult<()> {
         if !self.is_tree(ino) {
-            return Err(if ino == inodes::STATS_FILE {
+            return Err(if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
                 Errno::ENOTDIR
             } else {
                 Errno::EPERM

@@ -198,14 +198,16 @@ impl Namespace {
             Errno::EIO
         })?;
         // The tree row, the buffer's BufferInfo and the end of a pending claim on the file are
-        // committed together.
+        // committed together. A file that does not match its claim keeps its previous content.
         let info = BufferInfo::with_length(size as usize).to_map();
         let result = self.mutate(|tree, c| match tree.get(ino) {
             Some(node) => {
                 let name = node.name.clone();
                 let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
-                tree.set_content(c.conn(), ino, checksum, size)?;
                 c.merge_buffer_info(&checksum, &info)?;
+                if claimed.is_none_or(|claimed| claimed == checksum) {
+                    tree.set_content(c.conn(), ino, checksum, size)?;
+                }
                 Ok(Some((name, claimed)))
             }
             None => Ok(None),
@@ -215,16 +217,19 @@ impl Namespace {
             return Ok(());
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
         match claimed {
             Some(claimed) if claimed != checksum => {
                 tracing::error!(
                     file = %self.read_tree().path(ino), %claimed, actual = %checksum,
-                    "{name}.CHECKSUM was written before {name} and does not match its content"
+                    "{name}.CHECKSUM was written before {name} and does not match its content; \
+                     the file keeps its previous content"
                 );
                 Err(Errno::EIO)
             }
-            _ => Ok(()),
+            _ => {
+                tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
+                Ok(())
+            }
         }
     }
 }
