@@ -18,6 +18,7 @@ use fuser::{
 };
 use nix::errno::Errno;
 
+use super::inodes::FIXED_BASE;
 use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
 
 /// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
@@ -59,7 +60,13 @@ impl SeamFs {
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
-            blocks: a.size.div_ceil(512),
+            // Only tree files hold data: buffers under by-checksum/ and as-*/ and the virtual
+            // sidecars are other names for stored bytes, so `du` counts those once.
+            blocks: if a.ino < FIXED_BASE && a.kind == Kind::File {
+                a.size.div_ceil(512)
+            } else {
+                0
+            },
             atime: a.mtime,
             mtime: a.mtime,
             ctime: a.mtime,
@@ -463,6 +470,29 @@ impl Filesystem for SeamFs {
             }
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.setxattr(ino.0, n, value)),
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.removexattr(ino.0, n)),
+        );
     }
 
     /// No ioctls (Python asks for TCGETS on every open): say so without fuser's warning.

@@ -32,6 +32,7 @@ use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::sidecars::sidecar_text;
 use super::tree::{NodeKind, ROOT, Tree, TreeError};
 use super::views::Views;
+use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
 use crate::db::{Conn, Database};
 use crate::store::{BufferTier, DiskStore, PendingWrite};
@@ -63,6 +64,8 @@ pub struct Namespace {
     pub(super) unpublished: Unpublished,
     /// `X.CHECKSUM` written before `X` existed (persisted).
     pub(super) claims: Claims,
+    /// Extended attributes users set on tree entries (persisted).
+    pub(super) xattrs: UserXattrs,
     pub(super) options: Options,
     pub(super) started: SystemTime,
 }
@@ -77,8 +80,14 @@ impl Namespace {
         db: Database,
         options: Options,
     ) -> anyhow::Result<Self> {
-        let (tree, claims) = db
-            .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
+        let (tree, claims, xattrs) = db
+            .transaction(|c| {
+                Ok::<_, TreeError>((
+                    Tree::load(c.conn())?,
+                    Claims::load(c.conn())?,
+                    UserXattrs::load(c.conn())?,
+                ))
+            })
             .map_err(|e| {
                 anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
             })?;
@@ -96,6 +105,7 @@ impl Namespace {
             handles: Handles::default(),
             unpublished: Unpublished::default(),
             claims,
+            xattrs,
             options,
             started: SystemTime::now(),
         })

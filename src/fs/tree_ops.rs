@@ -109,7 +109,12 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        match self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false)) {
+        let removed = self.mutate(|tree, c| {
+            let ino = tree.remove(c.conn(), parent, name, false)?;
+            self.xattrs.remove_all(c.conn(), ino)?;
+            Ok(ino)
+        });
+        match removed {
             Ok(ino) => {
                 if !self.handles.tree_file_open(ino) {
                     self.unpublished.discard(ino);
@@ -126,6 +131,7 @@ impl Namespace {
         self.tree_dir(parent)?;
         self.mutate(|tree, c| {
             let ino = tree.remove(c.conn(), parent, name, true)?;
+            self.xattrs.remove_all(c.conn(), ino)?;
             self.claims.remove_dir(c.conn(), ino)
         })
     }
@@ -167,6 +173,7 @@ impl Namespace {
             if let Some(old) = replaced {
                 // A directory replaced by the rename takes its pending claims along.
                 self.claims.remove_dir(c.conn(), old)?;
+                self.xattrs.remove_all(c.conn(), old)?;
             }
             Ok(replaced)
         })?;
