@@ -187,10 +187,10 @@ impl Filesystem for SeamFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.lookup(parent.0, n)),
+            name_str(name).and_then(|n| self.ns.lookup_by(parent.0, n, req.pid())),
         );
     }
 
@@ -243,17 +243,19 @@ impl Filesystem for SeamFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.entry(
-            reply,
-            name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)),
-        );
+        let made = name_str(name).and_then(|n| {
+            let attr = self.ns.mkdir(parent.0, n, mode & !umask)?;
+            self.ns.made_dir(parent.0, n, req.pid());
+            Ok(attr)
+        });
+        self.entry(reply, made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -379,7 +381,8 @@ impl Filesystem for SeamFs {
         empty(reply, self.ns.fsync(fh.0));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.ns.listed_by(ino.0, req.pid());
         match self.ns.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
@@ -512,15 +515,22 @@ impl Filesystem for SeamFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        match name_str(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
+        let created = name_str(name).and_then(|n| {
+            let created = self.ns.create(parent.0, n, mode & !umask)?;
+            if flags & libc::O_EXCL != 0 {
+                self.ns.created_exclusively(parent.0, n, req.pid());
+            }
+            Ok(created)
+        });
+        match created {
             Ok((a, opened)) => {
                 let flags = Self::flags(opened.cache);
                 reply.created(

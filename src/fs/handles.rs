@@ -143,6 +143,17 @@ impl Handles {
             .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino))
     }
 
+    /// The open claim handles about `subject` in `dir`.
+    pub fn claims_on(&self, dir: u64, subject: &str) -> Vec<Arc<Handle>> {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .filter(|h| matches!(&***h, Handle::Claim(c) if c.dir == dir && c.subject == subject))
+            .cloned()
+            .collect()
+    }
+
     /// Whether tree file `ino` is open for writing (it is still being written).
     pub fn tree_file_writable(&self, ino: u64) -> bool {
         self.open

@@ -12,7 +12,7 @@
 //! Lock order (to stay deadlock-free): an `Unpublished` slot, then `conn`, then `tree`. The tree
 //! lock is never held while waiting for a slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,7 +29,7 @@ use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
-use super::sidecars::sidecar_text;
+use super::sidecars::{FreshSidecars, sidecar_text};
 use super::tree::{NodeKind, ROOT, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
@@ -64,6 +64,11 @@ pub struct Namespace {
     pub(super) unpublished: Unpublished,
     /// `X.CHECKSUM` written before `X` existed (persisted).
     pub(super) claims: Claims,
+    /// Sidecars removed with `rm` (dir, sidecar name): not found until written again or their
+    /// subject changes, so that unlink-then-create (`tar x` over an existing file) works.
+    pub(super) unlinked_sidecars: Mutex<HashSet<(u64, String)>>,
+    /// Sidecar names a copier process just made possible (see `Namespace::lookup_by`).
+    pub(super) fresh_sidecars: Mutex<FreshSidecars>,
     /// Extended attributes users set on tree entries (persisted).
     pub(super) xattrs: UserXattrs,
     pub(super) options: Options,
@@ -105,6 +110,8 @@ impl Namespace {
             handles: Handles::default(),
             unpublished: Unpublished::default(),
             claims,
+            unlinked_sidecars: Mutex::default(),
+            fresh_sidecars: Mutex::default(),
             xattrs,
             options,
             started: SystemTime::now(),
@@ -171,7 +178,7 @@ impl Namespace {
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
-        if ino >= inodes::DYNAMIC_BASE {
+        if !self.is_tree(ino) {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
                 Dynamic::Buffer(checksum) => Ok(buffer_attr(ino, self.buffer_size(checksum)?)),
                 Dynamic::Sidecar(subject, sidecar) => {
@@ -242,8 +249,9 @@ impl Namespace {
         })
     }
 
+    /// Whether `ino` is a tree node (and not a tree inode that became a sidecar's alias).
     pub(super) fn is_tree(&self, ino: u64) -> bool {
-        ino < inodes::FIXED_BASE
+        ino < inodes::FIXED_BASE && !self.inodes.is_alias(ino)
     }
 
     /// Start listing a directory.
@@ -328,9 +336,12 @@ impl Namespace {
             if !self.options.list_sidecars {
                 sidecars = &[];
             }
+            let unlinked = self.unlinked_sidecars.lock().expect("unlinked lock");
             for sidecar in sidecars {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
-                if !children.contains_key(&sidecar_name) {
+                if !children.contains_key(&sidecar_name)
+                    && !unlinked.contains(&(dir, sidecar_name.clone()))
+                {
                     out.push(DirEntry {
                         ino: inodes::sidecar_ino(*ino, *sidecar),
                         name: sidecar_name,

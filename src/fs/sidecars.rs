@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use nix::errno::Errno;
 
-use super::attr::{CacheMode, Opened};
+use super::attr::{Attr, CacheMode, Kind, Opened};
 use super::claims::SidecarAttr;
 use super::error::{FsResult, tree_errno};
 use super::handles::{ClaimHandle, Handle, SetAttrs};
@@ -19,10 +19,52 @@ use super::namespace::Namespace;
 use super::tree::{NodeKind, ROOT, TreeError};
 use crate::checksum::Checksum;
 
+/// Most sidecar names kept unseen, and most copier processes remembered (see `lookup_by`).
+const FRESH_MAX: usize = 65536;
+const COPIERS_MAX: usize = 1024;
+
+/// Sidecar names not to be found once by the copier process that created their subject:
+/// (directory, sidecar name) → (pid, when); and the copiers (processes that created a file with
+/// `O_EXCL`).
+#[derive(Default)]
+pub struct FreshSidecars {
+    names: std::collections::HashMap<(u64, String), (u32, std::time::Instant)>,
+    copiers: std::collections::HashSet<u32>,
+}
+
+impl FreshSidecars {
+    fn copier(&mut self, pid: u32) {
+        if self.copiers.len() >= COPIERS_MAX {
+            self.copiers.clear();
+        }
+        self.copiers.insert(pid);
+    }
+
+    /// Both possible sidecar names of `subject` (a file has no `.INDEX`, so that one is never
+    /// looked up as a sidecar anyway).
+    fn add(&mut self, dir: u64, subject: &str, pid: u32) {
+        let now = std::time::Instant::now();
+        if self.names.len() >= FRESH_MAX {
+            // Entries a process never used: the older half goes.
+            let mut ages: Vec<_> = self.names.values().map(|(_, when)| *when).collect();
+            ages.sort();
+            let cut = ages[FRESH_MAX / 2];
+            self.names.retain(|_, (_, when)| *when > cut);
+        }
+        for sidecar in [Sidecar::Checksum, Sidecar::Index] {
+            self.names
+                .insert((dir, format!("{subject}{}", sidecar.suffix())), (pid, now));
+        }
+    }
+}
+
 impl Namespace {
     /// What a virtual name stands for: a sidecar of an existing subject, or a pending claim.
     pub(super) fn virtual_key(&self, parent: u64, name: &str) -> FsResult<Dynamic> {
         let (subject, sidecar) = Sidecar::split(name).ok_or(Errno::ENOENT)?;
+        if self.is_unlinked(parent, name) {
+            return Err(Errno::ENOENT);
+        }
         let subject_ino = self.read_tree().lookup(parent, subject);
         if let Ok(subject_ino) = subject_ino
             && self.has_sidecar(subject_ino, sidecar)
@@ -33,6 +75,64 @@ impl Namespace {
             return Ok(Dynamic::Claim(parent, subject.to_string()));
         }
         Err(Errno::ENOENT)
+    }
+
+    /// `lookup` on behalf of process `pid`. Copy tools (`cp -a`, `tar x`) create every file
+    /// with `O_EXCL`, a sidecar after its subject, and the kernel answers `O_EXCL` with EEXIST
+    /// whenever the lookup finds the name: the daemon is not told that a lookup is for an
+    /// exclusive create. So a process that creates files exclusively (a copier) does not find,
+    /// once, the sidecars of what it just created: the file, the directories it made, and the
+    /// directories above a file it created. Every other process finds them, and so does the
+    /// copier afterwards or once it lists the directory.
+    pub fn lookup_by(&self, parent: u64, name: &str, pid: u32) -> FsResult<Attr> {
+        let fresh = {
+            let mut fresh = self.fresh_sidecars.lock().expect("fresh sidecars lock");
+            let key = (parent, name.to_string());
+            match fresh.names.get(&key) {
+                Some((by, _)) if *by == pid => fresh.names.remove(&key).is_some(),
+                _ => false,
+            }
+        };
+        if fresh && self.read_tree().lookup(parent, name).is_err() {
+            return Err(Errno::ENOENT);
+        }
+        self.lookup(parent, name)
+    }
+
+    /// Process `pid` created file `name` in `parent` with `O_EXCL`: see `lookup_by`.
+    pub fn created_exclusively(&self, parent: u64, name: &str, pid: u32) {
+        let mut subjects = vec![(parent, name.to_string())];
+        {
+            let tree = self.read_tree();
+            let mut dir = parent;
+            while let Some(node) = tree.get(dir).filter(|_| dir != ROOT) {
+                subjects.push((node.parent, node.name.clone()));
+                dir = node.parent;
+            }
+        }
+        let mut fresh = self.fresh_sidecars.lock().expect("fresh sidecars lock");
+        fresh.copier(pid);
+        for (dir, subject) in subjects {
+            fresh.add(dir, &subject, pid);
+        }
+    }
+
+    /// Process `pid` made directory `name` in `parent`: see `lookup_by`.
+    pub fn made_dir(&self, parent: u64, name: &str, pid: u32) {
+        let mut fresh = self.fresh_sidecars.lock().expect("fresh sidecars lock");
+        if fresh.copiers.contains(&pid) {
+            fresh.add(parent, name, pid);
+        }
+    }
+
+    /// Process `pid` lists directory `dir`: it sees the sidecars there from now on.
+    pub fn listed_by(&self, dir: u64, pid: u32) {
+        let mut fresh = self.fresh_sidecars.lock().expect("fresh sidecars lock");
+        if !fresh.names.is_empty() {
+            fresh
+                .names
+                .retain(|(d, _), (by, _)| *d != dir || *by != pid);
+        }
     }
 
     /// Whether writing `name` in `parent` is a claim (and never a tree file): the name has a
@@ -60,7 +160,23 @@ impl Namespace {
         }
     }
 
+    fn is_unlinked(&self, dir: u64, name: &str) -> bool {
+        let unlinked = self.unlinked_sidecars.lock().expect("unlinked lock");
+        !unlinked.is_empty() && unlinked.contains(&(dir, name.to_string()))
+    }
+
+    /// The sidecars of `subject` in `dir` are found again (written, or their subject changed).
+    pub(super) fn relink_sidecars(&self, dir: u64, subject: &str) {
+        let mut unlinked = self.unlinked_sidecars.lock().expect("unlinked lock");
+        if !unlinked.is_empty() {
+            for sidecar in [Sidecar::Checksum, Sidecar::Index] {
+                unlinked.remove(&(dir, format!("{subject}{}", sidecar.suffix())));
+            }
+        }
+    }
+
     pub(super) fn open_claim(&self, dir: u64, subject: String, sidecar: Sidecar) -> Opened {
+        self.relink_sidecars(dir, &subject);
         let claim = ClaimHandle {
             dir,
             subject,
@@ -167,6 +283,7 @@ impl Namespace {
         let source = self.read_tree().lookup(parent, name).map_err(tree_errno)?;
         self.publish(source)?;
         let content = self.load(self.file_checksum(source)?)?;
+        self.relink_sidecars(dir, subject);
         let node = self.read_tree().get(source).cloned().ok_or(Errno::ENOENT)?;
         if !content.as_slice().is_empty() {
             let claimed = claimed_checksum(content.as_slice(), sidecar, subject)?;
@@ -176,8 +293,13 @@ impl Namespace {
             };
             self.settle_claim(dir, subject, sidecar, claimed, attrs)?;
         }
-        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false))
-            .map(|_| ())
+        self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false))?;
+        let key = match self.read_tree().lookup(dir, subject) {
+            Ok(subject_ino) => Dynamic::Sidecar(subject_ino, sidecar),
+            Err(_) => Dynamic::Claim(dir, subject.to_string()),
+        };
+        self.inodes.alias(source, key);
+        Ok(())
     }
 
     /// Mode and mtime set on a virtual sidecar or claim (`touch`, `chmod`, `rsync -a`): kept
@@ -189,12 +311,25 @@ impl Namespace {
         attrs: SetAttrs,
         fh: Option<u64>,
     ) -> FsResult<()> {
-        if let Some(handle) = fh.and_then(|fh| self.handles.get(fh))
-            && let Handle::Claim(claim) = &*handle
-        {
-            let mut set = claim.attrs.lock().expect("claim attrs lock");
-            set.mode = attrs.mode.or(set.mode);
-            set.mtime = attrs.mtime.or(set.mtime);
+        // Through a claim being written (its handle, or the claim's inode while its handle is
+        // open: `futimens` does not pass the handle): kept for when the claim is accepted.
+        let handles = match (fh.and_then(|fh| self.handles.get(fh)), key) {
+            (Some(handle), _) => vec![handle],
+            (None, Dynamic::Claim(dir, subject)) if !self.claims.contains(*dir, subject) => {
+                self.handles.claims_on(*dir, subject)
+            }
+            _ => Vec::new(),
+        };
+        let mut stashed = false;
+        for handle in handles {
+            if let Handle::Claim(claim) = &*handle {
+                let mut set = claim.attrs.lock().expect("claim attrs lock");
+                set.mode = attrs.mode.or(set.mode);
+                set.mtime = attrs.mtime.or(set.mtime);
+                stashed = true;
+            }
+        }
+        if stashed {
             return Ok(());
         }
         let (dir, name, current) = match key {
@@ -253,19 +388,73 @@ impl Namespace {
     }
 
     /// Remove the pending claim on the subject of sidecar name `name` (`rm X.CHECKSUM`).
-    /// Removing a virtual sidecar changes nothing; ENOENT if there is neither.
+    /// A virtual sidecar is not found after it is removed, until it is written again or its
+    /// subject changes (`tar x` removes an existing file and creates it with `O_EXCL`); its
+    /// content does not change. ENOENT if there is neither a claim nor a sidecar.
     pub(super) fn unlink_sidecar(&self, parent: u64, name: &str) -> FsResult<()> {
+        if self.is_unlinked(parent, name) {
+            return Err(Errno::ENOENT);
+        }
         let (subject, _) = self.claim_target(parent, name).ok_or(Errno::ENOENT)?;
         let removed = self
             .db
             .transaction(|c| self.claims.remove(c.conn(), parent, &subject))
             .map_err(tree_errno)?;
         let subject_exists = self.read_tree().lookup(parent, &subject).is_ok();
+        if subject_exists {
+            self.unlinked_sidecars
+                .lock()
+                .expect("unlinked lock")
+                .insert((parent, name.to_string()));
+        }
         if removed.is_some() || subject_exists {
             Ok(())
         } else {
             Err(Errno::ENOENT)
         }
+    }
+
+    /// The files `seamless-checksum-index` sees under `dir`: the tree's files, and with
+    /// `--list-sidecars` the listed sidecars too (it indexes them like any file), so that a copy
+    /// out of the mount has a `D.INDEX` equal to the tool's for the copy.
+    fn indexed_files(&self, dir: u64) -> FsResult<Vec<(String, Checksum)>> {
+        if !self.options.list_sidecars {
+            return self.read_tree().files_under(dir).map_err(tree_errno);
+        }
+        let mut out = Vec::new();
+        self.collect_listed(dir, "", &mut out)?;
+        Ok(out)
+    }
+
+    fn collect_listed(
+        &self,
+        dir: u64,
+        prefix: &str,
+        out: &mut Vec<(String, Checksum)>,
+    ) -> FsResult<()> {
+        for entry in self.tree_entries(dir)? {
+            let path = format!("{prefix}{}", entry.name);
+            match self.inodes.resolve(entry.ino) {
+                Some(Dynamic::Sidecar(subject, sidecar)) => {
+                    let content = self.sidecar_content(subject, sidecar)?;
+                    out.push((path, Checksum::of(&content)));
+                }
+                _ if entry.kind == Kind::File => out.push((path, self.file_checksum(entry.ino)?)),
+                _ if entry.kind == Kind::Dir => {
+                    self.collect_listed(entry.ino, &format!("{path}/"), out)?
+                }
+                _ if entry.kind == Kind::Symlink => {
+                    let tree = self.read_tree();
+                    let target = match tree.get(entry.ino).map(|n| &n.kind) {
+                        Some(NodeKind::Symlink(target)) => tree.linked_file(dir, target),
+                        _ => None,
+                    };
+                    out.extend(target.map(|checksum| (path, checksum)));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// `.seamfs/claims`: one line per pending claim, `PATH.CHECKSUM<TAB>claimed checksum`.
@@ -317,7 +506,7 @@ impl Namespace {
         {
             return Ok(bytes.clone());
         }
-        let files = self.read_tree().files_under(dir).map_err(tree_errno)?;
+        let files = self.indexed_files(dir)?;
         let built = index::index_buffer(&files, |checksum, compression| {
             self.decompressed.get_or_compute(checksum, compression, || {
                 index::decompressed_checksum(&self.store.path_of(&checksum), compression)
@@ -396,6 +585,15 @@ mod tests {
         assert_eq!(ns.flush(opened.fh), Ok(()));
         ns.release(opened.fh).unwrap();
         assert!(ns.claims_text().is_empty());
+        // tar x over an existing sidecar: unlink, then create with O_EXCL.
+        ns.unlink(ROOT, "f.CHECKSUM").unwrap();
+        assert_eq!(ns.lookup(ROOT, "f.CHECKSUM"), Err(Errno::ENOENT));
+        assert_eq!(ns.unlink(ROOT, "f.CHECKSUM"), Err(Errno::ENOENT));
+        let (_, opened) = ns.create(ROOT, "f.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, good.as_bytes()).unwrap();
+        assert_eq!(ns.flush(opened.fh), Ok(()));
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.lookup(ROOT, "f.CHECKSUM").unwrap().size, 65);
     }
 
     #[test]

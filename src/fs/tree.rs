@@ -367,10 +367,52 @@ impl Tree {
             match &self.nodes[ino].kind {
                 NodeKind::File { checksum, .. } => out.push((path, *checksum)),
                 NodeKind::Dir(_) => self.collect_files(*ino, &path, out)?,
-                NodeKind::Symlink(_) => {}
+                // A symlink to a file is that file to `seamless-checksum-index` (it follows
+                // links); only links that resolve inside the tree can be followed here.
+                NodeKind::Symlink(target) => {
+                    if let Some(checksum) = self.linked_file(dir, target) {
+                        out.push((path, checksum));
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// The checksum of the file symlink `target` in `dir` leads to, if it leads to a tree file.
+    pub fn linked_file(&self, dir: u64, target: &str) -> Option<Checksum> {
+        match &self.nodes[&self.resolve_link(dir, target, 0)?].kind {
+            NodeKind::File { checksum, .. } => Some(*checksum),
+            _ => None,
+        }
+    }
+
+    /// The node a relative symlink `target` in `dir` points to, following further links (at
+    /// most 40, like the kernel). None for absolute or dangling links.
+    fn resolve_link(&self, dir: u64, target: &str, depth: u32) -> Option<u64> {
+        if target.starts_with('/') || depth > 40 {
+            return None;
+        }
+        let mut at = dir;
+        let mut parts = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .peekable();
+        while let Some(part) = parts.next() {
+            let next = if part == ".." {
+                self.nodes.get(&at)?.parent
+            } else {
+                self.lookup(at, part).ok()?
+            };
+            at = match &self.nodes.get(&next)?.kind {
+                NodeKind::Symlink(t) => self.resolve_link(at, t, depth + 1)?,
+                _ => next,
+            };
+            if parts.peek().is_some() && !matches!(self.nodes[&at].kind, NodeKind::Dir(_)) {
+                return None;
+            }
+        }
+        Some(at)
     }
 
     fn update(&mut self, tx: &Connection, ino: u64, node: Node) -> Result<(), TreeError> {

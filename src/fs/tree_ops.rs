@@ -78,6 +78,7 @@ impl Namespace {
             size: 0,
         };
         let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        self.relink_sidecars(parent, name);
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
     }
@@ -95,6 +96,7 @@ impl Namespace {
         self.writable()?;
         self.check_new_name(parent, name)?;
         let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        self.relink_sidecars(parent, name);
         self.getattr(ino)
     }
 
@@ -177,6 +179,7 @@ impl Namespace {
             }
             Ok(replaced)
         })?;
+        self.relink_sidecars(new_parent, new_name);
         if let Some(old) = replaced
             && !self.handles.tree_file_open(old)
         {

@@ -147,10 +147,36 @@ impl Namespace {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::TreeFile(file) if file.writable => self.publish(file.ino),
+            Handle::TreeFile(file) if file.writable => {
+                self.publish(file.ino)?;
+                self.check_unwritten_claim(file.ino)
+            }
             Handle::Claim(claim) => self.check_claim(claim),
             _ => Ok(()),
         }
+    }
+
+    /// A file closed without writes (`touch`, an empty file from `tar x`) is complete too: a
+    /// pending claim about it is checked now (publishing checks it otherwise).
+    fn check_unwritten_claim(&self, ino: u64) -> FsResult<()> {
+        let Some(node) = self.read_tree().get(ino).cloned() else {
+            return Ok(());
+        };
+        let Some(claimed) = self.claims.get(node.parent, &node.name) else {
+            return Ok(());
+        };
+        let actual = self.file_checksum(ino)?;
+        self.db
+            .transaction(|c| self.claims.remove(c.conn(), node.parent, &node.name))
+            .map_err(super::error::tree_errno)?;
+        if claimed == actual {
+            return Ok(());
+        }
+        tracing::error!(
+            file = %self.read_tree().path(ino), %claimed, %actual,
+            "{}.CHECKSUM was written before {} and does not match its content", node.name, node.name
+        );
+        Err(Errno::EIO)
     }
 
     /// `fsync`: publishing is what makes the content durable.
@@ -216,6 +242,10 @@ impl Namespace {
         let Some((name, claimed)) = result? else {
             return Ok(());
         };
+        let parent = self.read_tree().get(ino).map(|n| n.parent);
+        if let Some(parent) = parent {
+            self.relink_sidecars(parent, &name);
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match claimed {
             Some(claimed) if claimed != checksum => {

@@ -3,7 +3,9 @@
 //! `seamfs_xattrs` beside the tree, so `rsync -X` and `cp --preserve=xattr` keep them).
 //!
 //! Ours stay read-only, but setting one to the value it has, or removing one, succeeds without
-//! changing anything: `rsync -aX` out of the mount and back in does exactly that.
+//! changing anything: `rsync -aX` out of the mount and back in does exactly that. Like the
+//! sidecars, ours are found by name but listed only with `--list-sidecars`, so that `rsync -X`
+//! and `cp --preserve=all` copy exactly the attributes users set.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -124,10 +126,12 @@ impl Namespace {
         }
     }
 
-    /// Names of the extended attributes of `ino`.
+    /// Names of the extended attributes of `ino` (ours only with `--list-sidecars`).
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
         let mut names = Vec::new();
-        if let Ok(checksum) = self.content_checksum(ino) {
+        if self.options.list_sidecars
+            && let Ok(checksum) = self.content_checksum(ino)
+        {
             names.push(CHECKSUM_XATTR.to_string());
             if self.known_celltype(checksum).is_some() {
                 names.push(CELLTYPE_XATTR.to_string());
@@ -143,7 +147,7 @@ impl Namespace {
             return match self.getxattr(ino, name) {
                 Ok(current) if current == value => Ok(()),
                 _ => {
-                    tracing::warn!(ino, %name, "{name} is computed by seamfs and cannot be set");
+                    tracing::info!(ino, %name, "{name} is computed by seamfs and cannot be set");
                     Err(Errno::EPERM)
                 }
             };
