@@ -30,7 +30,7 @@ use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle,
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::sidecars::{FreshSidecars, sidecar_text};
-use super::tree::{NodeKind, ROOT, Tree, TreeError};
+use super::tree::{Node, NodeKind, ROOT, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
@@ -62,6 +62,9 @@ pub struct Namespace {
     pub(super) inodes: Inodes,
     pub(super) handles: Handles,
     pub(super) unpublished: Unpublished,
+    /// Files removed (unlinked, or replaced by a rename) while open: they live, in memory only,
+    /// until their last handle is released.
+    pub(super) orphans: Mutex<HashMap<u64, Node>>,
     /// `X.CHECKSUM` written before `X` existed (persisted).
     pub(super) claims: Claims,
     /// Sidecars removed with `rm` (dir, sidecar name): not found until written again or their
@@ -109,6 +112,7 @@ impl Namespace {
             inodes: Inodes::default(),
             handles: Handles::default(),
             unpublished: Unpublished::default(),
+            orphans: Mutex::default(),
             claims,
             unlinked_sidecars: Mutex::default(),
             fresh_sidecars: Mutex::default(),
@@ -223,7 +227,8 @@ impl Namespace {
         // Copy what is needed and release the tree lock before looking at unpublished writes.
         let (kind, size, perm, mtime) = {
             let tree = self.read_tree();
-            let node = tree.get(ino).ok_or(Errno::ENOENT)?;
+            let orphan = self.orphan(ino);
+            let node = tree.get(ino).or(orphan.as_ref()).ok_or(Errno::ENOENT)?;
             let (kind, size) = match &node.kind {
                 NodeKind::Dir(children) => (Kind::Dir, children.len() as u64),
                 NodeKind::File { size, .. } => (Kind::File, *size),
@@ -247,6 +252,15 @@ impl Namespace {
             mtime,
             ttl: TREE_TTL,
         })
+    }
+
+    /// A removed file still open (see `orphans`).
+    pub(super) fn orphan(&self, ino: u64) -> Option<Node> {
+        let orphans = self.orphans.lock().expect("orphans lock");
+        if orphans.is_empty() {
+            return None;
+        }
+        orphans.get(&ino).cloned()
     }
 
     /// Whether `ino` is a tree node (and not a tree inode that became a sidecar's alias).

@@ -45,7 +45,7 @@ impl Namespace {
         if let Some(size) = size {
             self.truncate(ino, size, fh.is_some())?;
         }
-        if mode.is_some() || mtime.is_some() {
+        if (mode.is_some() || mtime.is_some()) && self.orphan(ino).is_none() {
             self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime))?;
         }
         self.getattr(ino)
@@ -111,15 +111,17 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
+        let node = self.read_tree().lookup(parent, name).ok();
+        let node = node.and_then(|ino| Some((ino, self.read_tree().get(ino)?.clone())));
         let removed = self.mutate(|tree, c| {
             let ino = tree.remove(c.conn(), parent, name, false)?;
             self.xattrs.remove_all(c.conn(), ino)?;
             Ok(ino)
         });
         match removed {
-            Ok(ino) => {
-                if !self.handles.tree_file_open(ino) {
-                    self.unpublished.discard(ino);
+            Ok(_) => {
+                if let Some((ino, node)) = node {
+                    self.removed_file(ino, node);
                 }
                 Ok(())
             }
@@ -167,6 +169,8 @@ impl Namespace {
             self.check_renamed_onto_claim(parent, name, new_parent, new_name, claimed)?;
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
+        let target = self.read_tree().lookup(new_parent, new_name).ok();
+        let target = target.and_then(|ino| Some((ino, self.read_tree().get(ino)?.clone())));
         let replaced = self.mutate(|tree, c| {
             let replaced = tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)?;
             if claimed.is_some() {
@@ -180,12 +184,19 @@ impl Namespace {
             Ok(replaced)
         })?;
         self.relink_sidecars(new_parent, new_name);
-        if let Some(old) = replaced
-            && !self.handles.tree_file_open(old)
-        {
-            self.unpublished.discard(old);
+        if let Some((old, node)) = target.filter(|(old, _)| replaced == Some(*old)) {
+            self.removed_file(old, node);
         }
         Ok(())
+    }
+
+    /// A file left the tree: if it is open, it lives on until its last handle is released.
+    fn removed_file(&self, ino: u64, node: tree::Node) {
+        if self.handles.tree_file_open(ino) {
+            self.orphans.lock().expect("orphans lock").insert(ino, node);
+        } else {
+            self.unpublished.discard(ino);
+        }
     }
 
     /// A file renamed onto a name with a pending claim (`rsync`'s temp file, an editor's save)
@@ -270,5 +281,34 @@ mod tests {
         ns.unlink(ROOT, "g").unwrap();
         assert_eq!(ns.lookup(ROOT, "g.CHECKSUM"), Err(Errno::ENOENT));
         assert_eq!(ns.mkdir(ROOT, "by-checksum", 0o755), Err(Errno::EEXIST));
+        assert_eq!(
+            ns.mkdir(ROOT, &"n".repeat(256), 0o755),
+            Err(Errno::ENAMETOOLONG)
+        );
+        assert!(ns.mkdir(ROOT, &"n".repeat(255), 0o755).is_ok());
+    }
+
+    #[test]
+    fn removed_files_live_until_their_last_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        // tempfile.TemporaryFile: create, unlink, then write and read through the handle.
+        let (attr, opened) = ns.create(ROOT, "tmp", 0o600).unwrap();
+        ns.unlink(ROOT, "tmp").unwrap();
+        ns.write(opened.fh, 0, b"written after unlink").unwrap();
+        ns.flush(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino).unwrap().size, 20);
+        assert_eq!(ns.read(opened.fh, 8, 100).unwrap(), &b"after unlink"[..]);
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino), Err(Errno::ENOENT));
+        // A file replaced by a rename keeps its data for the handles open on it.
+        let old = write_file(&ns, ROOT, "f", b"old");
+        let reader = ns.open(old, libc::O_RDONLY).unwrap();
+        write_file(&ns, ROOT, ".f.new", b"new");
+        ns.rename(ROOT, ".f.new", ROOT, "f", 0).unwrap();
+        assert_eq!(ns.read(reader.fh, 0, 100).unwrap(), &b"old"[..]);
+        assert_eq!(read_all(&ns, ns.lookup(ROOT, "f").unwrap().ino), b"new");
+        ns.release(reader.fh).unwrap();
+        assert!(ns.orphans.lock().unwrap().is_empty());
     }
 }

@@ -64,7 +64,13 @@ impl Namespace {
     }
 
     pub(super) fn file_checksum(&self, ino: u64) -> FsResult<Checksum> {
-        match self.read_tree().get(ino).map(|n| &n.kind) {
+        let orphan = self.orphan(ino);
+        match self
+            .read_tree()
+            .get(ino)
+            .or(orphan.as_ref())
+            .map(|n| &n.kind)
+        {
             Some(NodeKind::File { checksum, .. }) => Ok(*checksum),
             Some(NodeKind::Dir(_)) => Err(Errno::EISDIR),
             _ => Err(Errno::ENOENT),
@@ -192,9 +198,10 @@ impl Namespace {
         };
         let exists = self.read_tree().get(file.ino).is_some();
         if !exists {
-            // Unlinked while open: once nobody has it open, its writes go nowhere.
+            // Removed while open: once nobody has it open, it and its writes go.
             if !self.handles.tree_file_open(file.ino) {
                 self.unpublished.discard(file.ino);
+                self.orphans.lock().expect("orphans lock").remove(&file.ino);
             }
             return Ok(());
         }
@@ -240,6 +247,10 @@ impl Namespace {
         });
         drop(slot);
         let Some((name, claimed)) = result? else {
+            // A removed file still open keeps its content in memory for its handles.
+            if let Some(node) = self.orphans.lock().expect("orphans lock").get_mut(&ino) {
+                node.kind = NodeKind::File { checksum, size };
+            }
             return Ok(());
         };
         let parent = self.read_tree().get(ino).map(|n| n.parent);
