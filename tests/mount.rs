@@ -332,6 +332,20 @@ fn process_errors_are_clear() {
         err.contains("does not exist and cannot be created"),
         "{err}"
     );
+    // A non-empty mount point is refused (its files would be hidden) unless --nonempty.
+    let full = other.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), b"x").unwrap();
+    let (code, err) = run(&[full.as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("is not empty") && err.contains("--nonempty"),
+        "{err}"
+    );
+    let nonempty = Mount::on(full.clone(), other.path().join("store2"), &["--nonempty"]);
+    assert!(!nonempty.path("x").exists());
+    drop(nonempty);
+    assert!(full.join("x").exists());
     // A daemon that dies leaves a stale mount point behind.
     let mut m = m;
     m.child.as_mut().unwrap().kill().unwrap();

@@ -70,6 +70,9 @@ pub struct Args {
     /// name but not listed.
     #[arg(long)]
     list_sidecars: bool,
+    /// Mount even if the mount point is not empty (its files are hidden until unmounted).
+    #[arg(long)]
+    nonempty: bool,
     /// Size of the RAM buffer cache over the disk store, e.g. 64M, 1G.
     #[arg(long, value_parser = parse_size)]
     ram_cache: Option<u64>,
@@ -87,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         init_logging(None);
     }
     check_fuse_device()?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let mountpoint = check_mountpoint(&args.mountpoint, args.nonempty)?;
     let store = DiskStore::open(&store_root)
         .with_context(|| format!("cannot open the store {}", store_root.display()))?;
     let lock = lock_store(&store_root)?;
@@ -270,8 +273,9 @@ fn check_fuse_device() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The mount point must be an existing directory that nothing is mounted on.
-fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+/// The mount point must be an existing directory that nothing is mounted on, and empty unless
+/// `nonempty` (a mount hides what the directory holds).
+fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
     // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
     // is what tells a stale mount.
     let metadata = std::fs::metadata(path);
@@ -299,6 +303,13 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         bail!(
             "{} is busy: something is already mounted there (unmount it with `fusermount3 -u {}` or pick another directory)",
             path.display(),
+            path.display()
+        );
+    }
+    let has_entries = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+    if has_entries && !nonempty {
+        bail!(
+            "mount point {} is not empty: mounting would hide its files until unmounted (pick an empty directory, or pass --nonempty)",
             path.display()
         );
     }

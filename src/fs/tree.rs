@@ -219,7 +219,7 @@ impl Tree {
         self.next_ino += 1;
         self.insert_child(parent, name, ino);
         self.nodes.insert(ino, node);
-        self.touch(parent);
+        self.touch(tx, parent)?;
         Ok(ino)
     }
 
@@ -244,7 +244,7 @@ impl Tree {
         tx.execute("DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
         self.remove_child(parent, name);
         self.nodes.remove(&ino);
-        self.touch(parent);
+        self.touch(tx, parent)?;
         Ok(ino)
     }
 
@@ -290,8 +290,8 @@ impl Tree {
         let node = self.nodes.get_mut(&ino).expect("looked up above");
         node.parent = new_parent;
         node.name = new_name.to_string();
-        self.touch(parent);
-        self.touch(new_parent);
+        self.touch(tx, parent)?;
+        self.touch(tx, new_parent)?;
         Ok(replaced)
     }
 
@@ -449,10 +449,18 @@ impl Tree {
     }
 
     /// Directory mtimes change with their entries (in memory only: cheap, and not worth a write).
-    fn touch(&mut self, dir: u64) {
+    /// A directory's entries changed: its mtime moves, in SQLite too, so that a restart keeps
+    /// it exactly.
+    fn touch(&mut self, tx: &Connection, dir: u64) -> Result<(), TreeError> {
+        let mtime = SystemTime::now();
+        tx.execute(
+            "UPDATE seamfs_tree SET mtime_ns = ?1 WHERE ino = ?2",
+            params![to_ns(mtime), dir],
+        )?;
         if let Some(node) = self.nodes.get_mut(&dir) {
-            node.mtime = SystemTime::now();
+            node.mtime = mtime;
         }
+        Ok(())
     }
 }
 
@@ -529,6 +537,13 @@ mod tests {
             NodeKind::Symlink("f".into())
         );
         assert_eq!(again.path(f), "d/f");
+        for ino in [ROOT, d, f] {
+            assert_eq!(
+                again.get(ino).unwrap().mtime,
+                tree.get(ino).unwrap().mtime,
+                "times kept exactly"
+            );
+        }
         assert_eq!(
             again.files_under(ROOT).unwrap(),
             vec![("d/f".to_string(), Checksum::of(b"x"))]
