@@ -167,14 +167,24 @@ fn sidecar_writes_are_claims() {
     let m = Mount::new();
     std::fs::write(m.path("f"), b"content").unwrap();
     std::fs::write(m.path("f.CHECKSUM"), sidecar(b"content")).unwrap();
-    // The claim is checked when the file is closed (or synced): std's close ignores errors, so sync.
+    // A wrong claim about a complete file fails its write.
     let mut wrong = std::fs::File::create(m.path("f.CHECKSUM")).unwrap();
-    wrong.write_all(sidecar(b"other").as_bytes()).unwrap();
     assert_eq!(
-        wrong.sync_all().unwrap_err().raw_os_error(),
+        wrong
+            .write_all(sidecar(b"other").as_bytes())
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::EIO)
     );
     drop(wrong);
+    // So a shell redirect fails too (shells ignore errors of close).
+    let wrong = format!("echo {} > f.CHECKSUM", Checksum::of(b"other"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&wrong)
+        .current_dir(&m.mnt)
+        .status();
+    assert!(!status.unwrap().success(), "{wrong} must fail");
     // cp reports the refused close.
     let source = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(source.path(), sidecar(b"other")).unwrap();

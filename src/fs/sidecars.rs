@@ -204,6 +204,38 @@ impl Namespace {
         self.settle_claim(claim.dir, &claim.subject, claim.sidecar, claimed, attrs)
     }
 
+    /// A complete `.CHECKSUM` written about a complete file that it does not match fails the
+    /// write itself, not only the close: shells ignore errors of `close()` after a redirect
+    /// (`echo … > F.CHECKSUM`), not those of `write()`.
+    pub(super) fn refuse_wrong_claim_early(
+        &self,
+        claim: &ClaimHandle,
+        data: &[u8],
+    ) -> FsResult<()> {
+        if claim.sidecar != Sidecar::Checksum {
+            return Ok(());
+        }
+        let Ok(claimed) = Checksum::from_sidecar(data) else {
+            return Ok(());
+        };
+        let subject = self.read_tree().lookup(claim.dir, &claim.subject).ok();
+        let Some(subject) = subject.filter(|s| !self.has_sidecar(*s, Sidecar::Index)) else {
+            return Ok(());
+        };
+        let complete = !self.handles.tree_file_writable(subject)
+            && self.unpublished.existing(subject).is_none();
+        match self.file_checksum(subject) {
+            Ok(actual) if complete && actual != claimed => {
+                tracing::error!(
+                    subject = %self.read_tree().path(subject), written = %claimed, %actual,
+                    "the written .CHECKSUM does not match the content; refused"
+                );
+                Err(Errno::EIO)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A claim that `subject` in `dir` has checksum `claimed` (for a directory: the checksum of
     /// its `.INDEX`). Accepted if the subject matches; held (in `.seamfs/claims`) while the
     /// subject is missing, a file still open for writing, or a directory that does not match yet
@@ -555,10 +587,16 @@ mod tests {
         ns.write(opened.fh, 0, good.as_bytes()).unwrap();
         assert_eq!(ns.flush(opened.fh), Ok(()));
         ns.release(opened.fh).unwrap();
+        // A wrong claim fails the write itself (shells ignore errors of close).
         let (_, opened) = ns.create(ROOT, "f.CHECKSUM", 0o644).unwrap();
-        ns.write(opened.fh, 0, format!("{}\n", Checksum::of(b"y")).as_bytes())
-            .unwrap();
-        assert_eq!(ns.flush(opened.fh), Err(Errno::EIO));
+        let wrong = format!("{}\n", Checksum::of(b"y"));
+        assert_eq!(ns.write(opened.fh, 0, wrong.as_bytes()), Err(Errno::EIO));
+        ns.release(opened.fh).unwrap();
+        // Written in pieces, it fails the close.
+        let (_, opened) = ns.create(ROOT, "f.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, &wrong.as_bytes()[..10]).unwrap();
+        ns.write(opened.fh, 10, &wrong.as_bytes()[10..])
+            .unwrap_err();
         ns.release(opened.fh).unwrap();
         // A claim before its subject exists is checked when the subject is published.
         let (_, opened) = ns.create(ROOT, "g.CHECKSUM", 0o644).unwrap();

@@ -104,11 +104,14 @@ impl Namespace {
             }
             Handle::Claim(claim) => {
                 let mut buf = claim.data.lock().expect("claim lock");
+                let mut written = buf.clone();
                 let end = offset as usize + data.len();
-                if buf.len() < end {
-                    buf.resize(end, 0);
+                if written.len() < end {
+                    written.resize(end, 0);
                 }
-                buf[offset as usize..end].copy_from_slice(data);
+                written[offset as usize..end].copy_from_slice(data);
+                self.refuse_wrong_claim_early(claim, &written)?;
+                *buf = written;
                 Ok(data.len() as u32)
             }
             _ => Err(Errno::EBADF),
