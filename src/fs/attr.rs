@@ -14,12 +14,16 @@ pub const TREE_TTL: Duration = Duration::from_secs(10);
 /// Virtual sidecars change with their subject: never cached.
 pub const VOLATILE_TTL: Duration = Duration::ZERO;
 
-/// The three kinds of inode the mount has.
+/// The kinds of inode the mount has (FIFOs, sockets and devices only as tree metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Dir,
     File,
     Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 /// Attributes of an inode, with how long the kernel may cache them.
@@ -31,6 +35,11 @@ pub struct Attr {
     pub perm: u16,
     pub mtime: SystemTime,
     pub ttl: Duration,
+    /// Owner and group; None: the mounting user's.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Device number of a device node.
+    pub rdev: u32,
 }
 
 /// How the kernel should cache an open file's pages.

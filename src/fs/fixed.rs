@@ -22,6 +22,9 @@ impl Namespace {
             perm,
             mtime: self.started,
             ttl: IMMUTABLE_TTL,
+            uid: None,
+            gid: None,
+            rdev: 0,
         }
     }
 
@@ -96,6 +99,9 @@ pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
         perm: 0o444,
         mtime: std::time::UNIX_EPOCH,
         ttl: IMMUTABLE_TTL,
+        uid: None,
+        gid: None,
+        rdev: 0,
     }
 }
 

@@ -20,6 +20,7 @@ use nix::errno::Errno;
 
 use super::inodes::FIXED_BASE;
 use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
+use super::tree::NodeKind;
 
 /// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
 pub const MAX_REQUEST: u32 = 1 << 20;
@@ -52,11 +53,7 @@ impl SeamFs {
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        let kind = match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-            Kind::Symlink => FileType::Symlink,
-        };
+        let kind = file_type(a.kind);
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
@@ -74,9 +71,9 @@ impl SeamFs {
             kind,
             perm: a.perm,
             nlink: if a.kind == Kind::Dir { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            uid: a.uid.unwrap_or(self.uid),
+            gid: a.gid.unwrap_or(self.gid),
+            rdev: a.rdev,
             // Large I/O blocks: cp and friends size their buffers from st_blksize.
             blksize: MAX_REQUEST,
             flags: 0,
@@ -152,6 +149,23 @@ fn open_backing(
     register(&File::open(path)?)
 }
 
+/// The user and group a request comes from: the owner of what it creates.
+fn owner(req: &Request) -> Option<(u32, u32)> {
+    Some((req.uid(), req.gid()))
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
 fn errno(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e as i32)
 }
@@ -212,8 +226,8 @@ impl Filesystem for SeamFs {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -225,6 +239,11 @@ impl Filesystem for SeamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if (uid.is_some() || gid.is_some())
+            && let Err(e) = self.ns.chown(ino.0, uid, gid)
+        {
+            return reply.error(errno(e));
+        }
         match self
             .ns
             .setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0))
@@ -251,7 +270,10 @@ impl Filesystem for SeamFs {
         reply: ReplyEntry,
     ) {
         let made = name_str(name).and_then(|n| {
-            let attr = self.ns.mkdir(parent.0, n, mode & !umask)?;
+            let dir = NodeKind::Dir(Default::default());
+            let attr = self
+                .ns
+                .add_node(parent.0, n, dir, mode & !umask, owner(req))?;
             self.ns.made_dir(parent.0, n, req.pid());
             Ok(attr)
         });
@@ -274,7 +296,7 @@ impl Filesystem for SeamFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -283,7 +305,27 @@ impl Filesystem for SeamFs {
         let target = target.to_str().ok_or(Errno::EINVAL);
         self.entry(
             reply,
-            name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)),
+            name_str(link_name).and_then(|n| {
+                let kind = NodeKind::Symlink(target?.to_string());
+                self.ns.add_node(parent.0, n, kind, 0o777, owner(req))
+            }),
+        );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = mode & !(umask & 0o7777);
+        self.entry(
+            reply,
+            name_str(name).and_then(|n| self.ns.mknod(parent.0, n, mode, rdev.into(), owner(req))),
         );
     }
 
@@ -402,11 +444,7 @@ impl Filesystem for SeamFs {
             Err(e) => return reply.error(errno(e)),
         };
         for (i, e) in entries.iter().enumerate() {
-            let kind = match e.kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-                Kind::Symlink => FileType::Symlink,
-            };
+            let kind = file_type(e.kind);
             if reply.add(INodeNo(e.ino), offset + i as u64 + 1, kind, &e.name) {
                 break;
             }
@@ -524,7 +562,7 @@ impl Filesystem for SeamFs {
         reply: ReplyCreate,
     ) {
         let created = name_str(name).and_then(|n| {
-            let created = self.ns.create(parent.0, n, mode & !umask)?;
+            let created = self.ns.create_as(parent.0, n, mode & !umask, owner(req))?;
             if flags & libc::O_EXCL != 0 {
                 self.ns.created_exclusively(parent.0, n, req.pid());
             }

@@ -30,7 +30,7 @@ use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle,
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
 use super::sidecars::{FreshSidecars, sidecar_text};
-use super::tree::{Node, NodeKind, ROOT, Tree, TreeError};
+use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
@@ -179,6 +179,9 @@ impl Namespace {
             let size = self.fixed_file(ino).len() as u64;
             return Ok(Attr {
                 ttl: VOLATILE_TTL,
+                uid: None,
+                gid: None,
+                rdev: 0,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
@@ -203,6 +206,9 @@ impl Namespace {
                         perm,
                         mtime,
                         ttl: VOLATILE_TTL,
+                        uid: None,
+                        gid: None,
+                        rdev: 0,
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
@@ -216,6 +222,9 @@ impl Namespace {
                         perm: set.map_or(0o644, |s| s.mode as u16),
                         mtime: set.map_or(self.started, |s| s.mtime),
                         ttl: VOLATILE_TTL,
+                        uid: None,
+                        gid: None,
+                        rdev: 0,
                     })
                 }
             };
@@ -225,17 +234,20 @@ impl Namespace {
 
     fn tree_attr(&self, ino: u64) -> FsResult<Attr> {
         // Copy what is needed and release the tree lock before looking at unpublished writes.
-        let (kind, size, perm, mtime) = {
+        let (kind, size, rdev, node) = {
             let tree = self.read_tree();
             let orphan = self.orphan(ino);
             let node = tree.get(ino).or(orphan.as_ref()).ok_or(Errno::ENOENT)?;
-            let (kind, size) = match &node.kind {
-                NodeKind::Dir(children) => (Kind::Dir, children.len() as u64),
-                NodeKind::File { size, .. } => (Kind::File, *size),
-                NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64),
+            let (kind, size, rdev) = match &node.kind {
+                NodeKind::Dir(children) => (Kind::Dir, children.len() as u64, 0),
+                NodeKind::File { size, .. } => (Kind::File, *size, 0),
+                NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0),
+                NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
             };
-            (kind, size, node.mode as u16, node.mtime)
+            let meta = (node.mode as u16, node.mtime, node.uid, node.gid);
+            (kind, size, rdev, meta)
         };
+        let (perm, mtime, uid, gid) = node;
         let size = match self.unpublished.existing(ino) {
             Some(slot) => slot
                 .lock()
@@ -251,6 +263,9 @@ impl Namespace {
             perm,
             mtime,
             ttl: TREE_TTL,
+            uid,
+            gid,
+            rdev,
         })
     }
 
@@ -346,6 +361,7 @@ impl Namespace {
                 NodeKind::Dir(_) => (Kind::Dir, &[Sidecar::Index, Sidecar::Checksum]),
                 NodeKind::File { .. } => (Kind::File, &[Sidecar::Checksum]),
                 NodeKind::Symlink(_) => (Kind::Symlink, &[]),
+                NodeKind::Special { kind, .. } => (special_kind(kind), &[]),
             };
             if !self.options.list_sidecars {
                 sidecars = &[];
@@ -529,6 +545,15 @@ impl Namespace {
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
 pub fn database_path(store_root: &Path) -> PathBuf {
     store_root.join("seamless.db")
+}
+
+fn special_kind(kind: Special) -> Kind {
+    match kind {
+        Special::Fifo => Kind::Fifo,
+        Special::Socket => Kind::Socket,
+        Special::CharDevice => Kind::CharDevice,
+        Special::BlockDevice => Kind::BlockDevice,
+    }
 }
 
 pub(super) fn slice(bytes: &Bytes, offset: u64, size: u32) -> Bytes {

@@ -25,12 +25,15 @@ CREATE TABLE IF NOT EXISTS seamfs_tree (
     ino INTEGER NOT NULL PRIMARY KEY,
     parent INTEGER NOT NULL,
     name TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+    kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev')),
     mode INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     checksum CHAR(64),
     size INTEGER,
-    target TEXT
+    target TEXT,
+    uid INTEGER,
+    gid INTEGER,
+    rdev INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
 ";
@@ -45,6 +48,43 @@ pub enum NodeKind {
         size: u64,
     },
     Symlink(String),
+    /// A FIFO, socket or device node: metadata only (the kernel serves them, not the mount).
+    Special {
+        kind: Special,
+        rdev: u64,
+    },
+}
+
+/// The kinds of special file a tree keeps as metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Special {
+    /// The `kind` column's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Special::Fifo => "fifo",
+            Special::Socket => "socket",
+            Special::CharDevice => "chardev",
+            Special::BlockDevice => "blockdev",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Special> {
+        [
+            Special::Fifo,
+            Special::Socket,
+            Special::CharDevice,
+            Special::BlockDevice,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// One entry of the tree.
@@ -56,6 +96,9 @@ pub struct Node {
     /// Permission bits only (no file type bits).
     pub mode: u32,
     pub mtime: SystemTime,
+    /// Owner and group; None: the mounting user's (rows from before ownership was kept).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// Why a tree operation was refused; each maps to one errno.
@@ -100,8 +143,30 @@ pub struct Tree {
     next_ino: u64,
 }
 
-/// Create the tree table if needed (idempotent).
+/// Create the tree table if needed (idempotent), migrating a table from before special files
+/// and ownership were kept: its `kind` CHECK constraint cannot be widened in place, so the table
+/// is rebuilt (in the caller's transaction), every row kept, the new columns NULL.
 pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'seamfs_tree'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if existing.is_some_and(|sql| !sql.contains("'fifo'")) {
+        tracing::info!("migrating the tree table: special files, owners and groups");
+        conn.execute_batch(
+            "ALTER TABLE seamfs_tree RENAME TO seamfs_tree_v1;
+             DROP INDEX IF EXISTS seamfs_tree_parent_name;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(
+            "INSERT INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target)
+                 SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target FROM seamfs_tree_v1;
+             DROP TABLE seamfs_tree_v1;",
+        )?;
+    }
     conn.execute_batch(SCHEMA)
 }
 
@@ -122,7 +187,8 @@ impl Tree {
         }
         let mut nodes = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target FROM seamfs_tree",
+            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev \
+             FROM seamfs_tree",
         )?;
         let rows = stmt.query_map([], |r| {
             let ino: u64 = r.get(0)?;
@@ -137,7 +203,13 @@ impl Tree {
                         .unwrap_or_else(empty_checksum),
                     size: r.get::<_, Option<u64>>(7)?.unwrap_or(0),
                 },
-                _ => NodeKind::Symlink(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+                other => match Special::from_name(other) {
+                    Some(kind) => NodeKind::Special {
+                        kind,
+                        rdev: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
+                    },
+                    None => NodeKind::Symlink(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+                },
             };
             let node = Node {
                 parent: r.get(1)?,
@@ -145,6 +217,8 @@ impl Tree {
                 kind,
                 mode: r.get(4)?,
                 mtime: from_ns(r.get(5)?),
+                uid: r.get(9)?,
+                gid: r.get(10)?,
             };
             Ok((ino, node))
         })?;
@@ -203,6 +277,7 @@ impl Tree {
         name: &str,
         kind: NodeKind,
         mode: u32,
+        owner: Option<(u32, u32)>,
     ) -> Result<u64, TreeError> {
         if self.children(parent)?.contains_key(name) {
             return Err(TreeError::Exists);
@@ -214,6 +289,8 @@ impl Tree {
             kind,
             mode: mode & 0o7777,
             mtime: SystemTime::now(),
+            uid: owner.map(|o| o.0),
+            gid: owner.map(|o| o.1),
         };
         write_row(tx, ino, &node)?;
         self.next_ino += 1;
@@ -307,21 +384,25 @@ impl Tree {
         match node.kind {
             NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
             NodeKind::Dir(_) => return Err(TreeError::IsDir),
-            NodeKind::Symlink(_) => return Err(TreeError::Invalid),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(TreeError::Invalid),
         }
         node.mtime = SystemTime::now();
         self.update(tx, ino, node)
     }
 
-    /// Change permission bits and/or the modification time.
+    /// Change permission bits, owner, group and/or the modification time.
     pub fn set_attr(
         &mut self,
         tx: &Connection,
         ino: u64,
         mode: Option<u32>,
         mtime: Option<SystemTime>,
+        uid: Option<u32>,
+        gid: Option<u32>,
     ) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
+        node.uid = uid.or(node.uid);
+        node.gid = gid.or(node.gid);
         if let Some(mode) = mode {
             node.mode = mode & 0o7777;
         }
@@ -374,6 +455,7 @@ impl Tree {
                         out.push((path, checksum));
                     }
                 }
+                NodeKind::Special { .. } => {}
             }
         }
         Ok(())
@@ -465,15 +547,18 @@ impl Tree {
 }
 
 fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
-    let (kind, checksum, size, target) = match &node.kind {
-        NodeKind::Dir(_) => ("dir", None, None, None),
-        NodeKind::File { checksum, size } => ("file", Some(checksum.hex()), Some(*size), None),
-        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str())),
+    let (kind, checksum, size, target, rdev) = match &node.kind {
+        NodeKind::Dir(_) => ("dir", None, None, None, None),
+        NodeKind::File { checksum, size } => {
+            ("file", Some(checksum.hex()), Some(*size), None, None)
+        }
+        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str()), None),
+        NodeKind::Special { kind, rdev } => (kind.name(), None, None, None, Some(*rdev as i64)),
     };
     tx.execute(
-        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target],
+        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev],
     )?;
     Ok(())
 }
@@ -505,6 +590,38 @@ mod tests {
     }
 
     #[test]
+    fn a_table_from_before_special_files_is_migrated() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE seamfs_tree (ino INTEGER NOT NULL PRIMARY KEY, parent INTEGER NOT NULL,
+                 name TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+                 mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, checksum CHAR(64),
+                 size INTEGER, target TEXT);
+             CREATE UNIQUE INDEX seamfs_tree_parent_name ON seamfs_tree (parent, name);
+             INSERT INTO seamfs_tree VALUES (1, 1, '', 'dir', 493, 5, NULL, NULL, NULL);
+             INSERT INTO seamfs_tree VALUES (2, 1, 'l', 'symlink', 511, 7, NULL, NULL, 'x');",
+        )
+        .unwrap();
+        let mut tree = Tree::load(&conn).unwrap();
+        assert_eq!(tree.get(2).unwrap().kind, NodeKind::Symlink("x".into()));
+        assert_eq!(tree.get(2).unwrap().mtime, from_ns(7));
+        assert_eq!(tree.get(2).unwrap().uid, None);
+        let fifo = NodeKind::Special {
+            kind: Special::Fifo,
+            rdev: 0,
+        };
+        let ino = tree
+            .create(&conn, ROOT, "p", fifo.clone(), 0o600, Some((7, 8)))
+            .unwrap();
+        let again = Tree::load(&conn).unwrap();
+        assert_eq!(again.get(ino).unwrap().kind, fifo);
+        assert_eq!(
+            (again.get(ino).unwrap().uid, again.get(ino).unwrap().gid),
+            (Some(7), Some(8))
+        );
+    }
+
+    #[test]
     fn mutations_persist_across_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
@@ -516,13 +633,13 @@ mod tests {
         };
         let (d, f) = with_tx(&mut conn, |tx| {
             let d = tree
-                .create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755)
+                .create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755, None)
                 .unwrap();
-            let f = tree.create(tx, d, "f", file.clone(), 0o644).unwrap();
-            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777)
+            let f = tree.create(tx, d, "f", file.clone(), 0o644, None).unwrap();
+            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777, None)
                 .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
-            tree.set_attr(tx, f, Some(0o600), None).unwrap();
+            tree.set_attr(tx, f, Some(0o600), None, None, None).unwrap();
             (d, f)
         });
         drop(conn);
@@ -560,11 +677,11 @@ mod tests {
                 checksum: empty_checksum(),
                 size: 0,
             };
-            let a = tree.create(tx, ROOT, "a", dir(), 0o755).unwrap();
-            let b = tree.create(tx, a, "b", dir(), 0o755).unwrap();
-            tree.create(tx, b, "f", file(), 0o644).unwrap();
+            let a = tree.create(tx, ROOT, "a", dir(), 0o755, None).unwrap();
+            let b = tree.create(tx, a, "b", dir(), 0o755, None).unwrap();
+            tree.create(tx, b, "f", file(), 0o644, None).unwrap();
             assert!(matches!(
-                tree.create(tx, ROOT, "a", file(), 0),
+                tree.create(tx, ROOT, "a", file(), 0, None),
                 Err(TreeError::Exists)
             ));
             assert!(matches!(
@@ -583,7 +700,7 @@ mod tests {
                 tree.rename(tx, ROOT, "a", b, "a2", false),
                 Err(TreeError::Invalid)
             ));
-            tree.create(tx, ROOT, "g", file(), 0o644).unwrap();
+            tree.create(tx, ROOT, "g", file(), 0o644, None).unwrap();
             assert!(matches!(
                 tree.rename(tx, ROOT, "g", b, "f", true),
                 Err(TreeError::Exists)

@@ -15,7 +15,7 @@ use super::namespace::Namespace;
 
 /// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
 const NAME_MAX: usize = 255;
-use super::tree::{self, NodeKind, ROOT};
+use super::tree::{self, NodeKind, ROOT, Special};
 
 impl Namespace {
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -46,13 +46,24 @@ impl Namespace {
             self.truncate(ino, size, fh.is_some())?;
         }
         if (mode.is_some() || mtime.is_some()) && self.orphan(ino).is_none() {
-            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime))?;
+            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime, None, None))?;
         }
         self.getattr(ino)
     }
 
     /// Create and open a file in the tree (or start a claim, for a sidecar name).
     pub fn create(&self, parent: u64, name: &str, mode: u32) -> FsResult<(Attr, Opened)> {
+        self.create_as(parent, name, mode, None)
+    }
+
+    /// `create` on behalf of a user and group (`owner`; None: the mounting user).
+    pub fn create_as(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<(Attr, Opened)> {
         self.writable()?;
         self.check_new_name(parent, name)?;
         if let Some((subject, sidecar)) = self.claim_target(parent, name) {
@@ -70,6 +81,9 @@ impl Namespace {
                 perm: 0o644,
                 mtime: SystemTime::now(),
                 ttl: VOLATILE_TTL,
+                uid: None,
+                gid: None,
+                rdev: 0,
             };
             return Ok((attr, opened));
         }
@@ -77,27 +91,102 @@ impl Namespace {
             checksum: tree::empty_checksum(),
             size: 0,
         };
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        let owner = self.owner_for(parent, owner);
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?;
         self.relink_sidecars(parent, name);
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
     }
 
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
-        self.add_node(parent, name, NodeKind::Dir(Default::default()), mode)
+        self.add_node(parent, name, NodeKind::Dir(Default::default()), mode, None)
     }
 
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
-        self.add_node(parent, name, NodeKind::Symlink(target.to_string()), 0o777)
+        self.add_node(
+            parent,
+            name,
+            NodeKind::Symlink(target.to_string()),
+            0o777,
+            None,
+        )
     }
 
-    /// Add a directory or symlink `name` under `parent` to the tree.
-    fn add_node(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> FsResult<Attr> {
+    /// Add a directory, symlink or special file on behalf of `owner` (see `create_as`). A
+    /// directory made in a setgid directory is setgid too.
+    pub fn add_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mut mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        if matches!(kind, NodeKind::Dir(_)) && self.parent_mode(parent) & libc::S_ISGID != 0 {
+            mode |= libc::S_ISGID;
+        }
+        let owner = self.owner_for(parent, owner);
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?;
         self.relink_sidecars(parent, name);
         self.getattr(ino)
+    }
+
+    /// A special file (FIFO, socket, device node) as metadata: `mknod` with the file type bits
+    /// of `mode`.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u64,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<Attr> {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => Special::Fifo,
+            libc::S_IFSOCK => Special::Socket,
+            libc::S_IFCHR => Special::CharDevice,
+            libc::S_IFBLK => Special::BlockDevice,
+            libc::S_IFREG | 0 => {
+                let (attr, opened) = self.create_as(parent, name, mode & 0o7777, owner)?;
+                self.release(opened.fh)?;
+                return Ok(attr);
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        self.add_node(
+            parent,
+            name,
+            NodeKind::Special { kind, rdev },
+            mode & 0o7777,
+            owner,
+        )
+    }
+
+    /// Change the owner and/or group (the kernel checked the caller may, `default_permissions`).
+    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
+        if !self.is_tree(ino) {
+            return Ok(());
+        }
+        self.writable()?;
+        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, uid, gid))
+    }
+
+    /// Owner and group of a new entry: a setgid directory gives its group to what is made in it.
+    fn owner_for(&self, parent: u64, owner: Option<(u32, u32)>) -> Option<(u32, u32)> {
+        let tree = self.read_tree();
+        let parent = tree.get(parent)?;
+        match owner {
+            Some((uid, gid)) if parent.mode & libc::S_ISGID != 0 => {
+                Some((uid, parent.gid.unwrap_or(gid)))
+            }
+            owner => owner,
+        }
+    }
+
+    fn parent_mode(&self, parent: u64) -> u32 {
+        self.read_tree().get(parent).map_or(0, |n| n.mode)
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
