@@ -70,6 +70,10 @@ pub struct Args {
     /// name but not listed.
     #[arg(long)]
     list_sidecars: bool,
+    /// Let other users use the mount, with permissions checked by the kernel as on a local
+    /// filesystem (needs root, or `user_allow_other` in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
     /// Mount even if the mount point is not empty (its files are hidden until unmounted).
     #[arg(long)]
     nonempty: bool,
@@ -209,6 +213,10 @@ fn mount_session(
     }
     let mut config = Config::default();
     config.mount_options = options;
+    if args.allow_other {
+        // The kernel checks permissions (`default_permissions`), as on a local filesystem.
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(2);
     config.clone_fd = true;
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)

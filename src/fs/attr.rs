@@ -40,6 +40,8 @@ pub struct Attr {
     pub gid: Option<u32>,
     /// Device number of a device node.
     pub rdev: u32,
+    /// Status change time; None: the mtime.
+    pub ctime: Option<SystemTime>,
 }
 
 /// How the kernel should cache an open file's pages.

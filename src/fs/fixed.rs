@@ -25,6 +25,7 @@ impl Namespace {
             uid: None,
             gid: None,
             rdev: 0,
+            ctime: None,
         }
     }
 
@@ -102,6 +103,7 @@ pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
         uid: None,
         gid: None,
         rdev: 0,
+        ctime: None,
     }
 }
 

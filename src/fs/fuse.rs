@@ -66,7 +66,7 @@ impl SeamFs {
             },
             atime: a.mtime,
             mtime: a.mtime,
-            ctime: a.mtime,
+            ctime: a.ctime.unwrap_or(a.mtime),
             crtime: a.mtime,
             kind,
             perm: a.perm,

@@ -129,6 +129,9 @@ impl Namespace {
     /// Resolve `name` in directory `parent`. The result is an entry handed to the kernel: it
     /// counts as one lookup of a dynamic inode, until `forget`.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if name.len() > super::tree_ops::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         if parent == inodes::BY_CHECKSUM {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
             return self.buffer_entry(checksum);
@@ -182,6 +185,7 @@ impl Namespace {
                 uid: None,
                 gid: None,
                 rdev: 0,
+                ctime: None,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
@@ -209,6 +213,7 @@ impl Namespace {
                         uid: None,
                         gid: None,
                         rdev: 0,
+                        ctime: None,
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
@@ -225,6 +230,7 @@ impl Namespace {
                         uid: None,
                         gid: None,
                         rdev: 0,
+                        ctime: None,
                     })
                 }
             };
@@ -244,10 +250,10 @@ impl Namespace {
                 NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0),
                 NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
             };
-            let meta = (node.mode as u16, node.mtime, node.uid, node.gid);
+            let meta = (node.mode as u16, node.mtime, node.ctime, node.uid, node.gid);
             (kind, size, rdev, meta)
         };
-        let (perm, mtime, uid, gid) = node;
+        let (perm, mtime, ctime, uid, gid) = node;
         let size = match self.unpublished.existing(ino) {
             Some(slot) => slot
                 .lock()
@@ -266,6 +272,7 @@ impl Namespace {
             uid,
             gid,
             rdev,
+            ctime: Some(ctime),
         })
     }
 

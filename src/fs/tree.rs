@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS seamfs_tree (
     target TEXT,
     uid INTEGER,
     gid INTEGER,
-    rdev INTEGER
+    rdev INTEGER,
+    ctime_ns INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
 ";
@@ -96,6 +97,9 @@ pub struct Node {
     /// Permission bits only (no file type bits).
     pub mode: u32,
     pub mtime: SystemTime,
+    /// Last change of the entry itself (content, mode, owner, name); the mtime for rows from
+    /// before it was kept.
+    pub ctime: SystemTime,
     /// Owner and group; None: the mounting user's (rows from before ownership was kept).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -154,7 +158,7 @@ pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
             |r| r.get(0),
         )
         .optional()?;
-    if existing.is_some_and(|sql| !sql.contains("'fifo'")) {
+    if existing.is_some_and(|sql| !sql.contains("ctime_ns")) {
         tracing::info!("migrating the tree table: special files, owners and groups");
         conn.execute_batch(
             "ALTER TABLE seamfs_tree RENAME TO seamfs_tree_v1;
@@ -187,8 +191,8 @@ impl Tree {
         }
         let mut nodes = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev \
-             FROM seamfs_tree",
+            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, \
+             ctime_ns FROM seamfs_tree",
         )?;
         let rows = stmt.query_map([], |r| {
             let ino: u64 = r.get(0)?;
@@ -217,6 +221,7 @@ impl Tree {
                 kind,
                 mode: r.get(4)?,
                 mtime: from_ns(r.get(5)?),
+                ctime: from_ns(r.get::<_, Option<i64>>(12)?.unwrap_or(r.get(5)?)),
                 uid: r.get(9)?,
                 gid: r.get(10)?,
             };
@@ -283,12 +288,14 @@ impl Tree {
             return Err(TreeError::Exists);
         }
         let ino = self.next_ino;
+        let now = SystemTime::now();
         let node = Node {
             parent,
             name: name.to_string(),
             kind,
             mode: mode & 0o7777,
-            mtime: SystemTime::now(),
+            mtime: now,
+            ctime: now,
             uid: owner.map(|o| o.0),
             gid: owner.map(|o| o.1),
         };
@@ -358,15 +365,17 @@ impl Tree {
             }
             Err(_) => None,
         };
+        let now = SystemTime::now();
         tx.execute(
-            "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
-            params![new_parent, new_name, ino],
+            "UPDATE seamfs_tree SET parent = ?1, name = ?2, ctime_ns = ?3 WHERE ino = ?4",
+            params![new_parent, new_name, to_ns(now), ino],
         )?;
         self.remove_child(parent, name);
         self.insert_child(new_parent, new_name, ino);
         let node = self.nodes.get_mut(&ino).expect("looked up above");
         node.parent = new_parent;
         node.name = new_name.to_string();
+        node.ctime = now;
         self.touch(tx, parent)?;
         self.touch(tx, new_parent)?;
         Ok(replaced)
@@ -387,6 +396,7 @@ impl Tree {
             NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(TreeError::Invalid),
         }
         node.mtime = SystemTime::now();
+        node.ctime = node.mtime;
         self.update(tx, ino, node)
     }
 
@@ -406,6 +416,7 @@ impl Tree {
         if let Some(mode) = mode {
             node.mode = mode & 0o7777;
         }
+        node.ctime = SystemTime::now();
         if let Some(mtime) = mtime {
             node.mtime = mtime;
         }
@@ -536,11 +547,12 @@ impl Tree {
     fn touch(&mut self, tx: &Connection, dir: u64) -> Result<(), TreeError> {
         let mtime = SystemTime::now();
         tx.execute(
-            "UPDATE seamfs_tree SET mtime_ns = ?1 WHERE ino = ?2",
+            "UPDATE seamfs_tree SET mtime_ns = ?1, ctime_ns = ?1 WHERE ino = ?2",
             params![to_ns(mtime), dir],
         )?;
         if let Some(node) = self.nodes.get_mut(&dir) {
             node.mtime = mtime;
+            node.ctime = mtime;
         }
         Ok(())
     }
@@ -556,9 +568,9 @@ fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
         NodeKind::Special { kind, rdev } => (kind.name(), None, None, None, Some(*rdev as i64)),
     };
     tx.execute(
-        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev],
+        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev, to_ns(node.ctime)],
     )?;
     Ok(())
 }

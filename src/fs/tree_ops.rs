@@ -14,7 +14,7 @@ use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
 
 /// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
-const NAME_MAX: usize = 255;
+pub(super) const NAME_MAX: usize = 255;
 use super::tree::{self, NodeKind, ROOT, Special};
 
 impl Namespace {
@@ -84,6 +84,7 @@ impl Namespace {
                 uid: None,
                 gid: None,
                 rdev: 0,
+                ctime: None,
             };
             return Ok((attr, opened));
         }
