@@ -42,6 +42,8 @@ pub struct Attr {
     pub rdev: u32,
     /// Status change time; None: the mtime.
     pub ctime: Option<SystemTime>,
+    /// Link count, if not the usual (a removed file still open has 0).
+    pub nlink: Option<u32>,
 }
 
 /// How the kernel should cache an open file's pages.

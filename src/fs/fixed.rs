@@ -26,6 +26,7 @@ impl Namespace {
             gid: None,
             rdev: 0,
             ctime: None,
+            nlink: None,
         }
     }
 
@@ -104,6 +105,7 @@ pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
         gid: None,
         rdev: 0,
         ctime: None,
+        nlink: None,
     }
 }
 

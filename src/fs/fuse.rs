@@ -70,7 +70,9 @@ impl SeamFs {
             crtime: a.mtime,
             kind,
             perm: a.perm,
-            nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+            nlink: a
+                .nlink
+                .unwrap_or(if a.kind == Kind::Dir { 2 } else { 1 }),
             uid: a.uid.unwrap_or(self.uid),
             gid: a.gid.unwrap_or(self.gid),
             rdev: a.rdev,
@@ -534,6 +536,19 @@ impl Filesystem for SeamFs {
             reply,
             name_str(name).and_then(|n| self.ns.removexattr(ino.0, n)),
         );
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.ns.fallocate(fh.0, offset, length, mode));
     }
 
     /// No ioctls (Python asks for TCGETS on every open): say so without fuser's warning.

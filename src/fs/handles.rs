@@ -168,6 +168,8 @@ impl Handles {
 #[derive(Default)]
 pub struct Unpublished {
     files: Mutex<HashMap<u64, Arc<Mutex<Option<PendingWrite>>>>>,
+    /// When each file's unpublished content last changed (its mtime and ctime until published).
+    changed: Mutex<HashMap<u64, std::time::SystemTime>>,
 }
 
 impl Unpublished {
@@ -193,6 +195,27 @@ impl Unpublished {
     /// Forget `ino` (its pending writes are dropped, removing the temp file).
     pub fn discard(&self, ino: u64) {
         self.files.lock().expect("unpublished lock").remove(&ino);
+        self.published(ino);
+    }
+
+    /// The unpublished content of `ino` changed now.
+    pub fn mark_changed(&self, ino: u64) {
+        let now = std::time::SystemTime::now();
+        self.changed.lock().expect("changed lock").insert(ino, now);
+    }
+
+    /// When the unpublished content of `ino` last changed, if it has any.
+    pub fn changed_at(&self, ino: u64) -> Option<std::time::SystemTime> {
+        let changed = self.changed.lock().expect("changed lock");
+        if changed.is_empty() {
+            return None;
+        }
+        changed.get(&ino).copied()
+    }
+
+    /// `ino` was published (or dropped): its tree row has the times again.
+    pub fn published(&self, ino: u64) {
+        self.changed.lock().expect("changed lock").remove(&ino);
     }
 
     /// Drop the slot of `ino` if it holds nothing and nobody else holds it, so that the table

@@ -186,6 +186,7 @@ impl Namespace {
                 gid: None,
                 rdev: 0,
                 ctime: None,
+                nlink: None,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
@@ -214,6 +215,7 @@ impl Namespace {
                         gid: None,
                         rdev: 0,
                         ctime: None,
+                        nlink: None,
                     })
                 }
                 Dynamic::Claim(dir, subject) => {
@@ -231,6 +233,7 @@ impl Namespace {
                         gid: None,
                         rdev: 0,
                         ctime: None,
+                        nlink: None,
                     })
                 }
             };
@@ -244,6 +247,7 @@ impl Namespace {
             let tree = self.read_tree();
             let orphan = self.orphan(ino);
             let node = tree.get(ino).or(orphan.as_ref()).ok_or(Errno::ENOENT)?;
+            let nlink = orphan.as_ref().map(|_| 0);
             let (kind, size, rdev) = match &node.kind {
                 NodeKind::Dir(children) => (Kind::Dir, children.len() as u64, 0),
                 NodeKind::File { size, .. } => (Kind::File, *size, 0),
@@ -251,9 +255,13 @@ impl Namespace {
                 NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
             };
             let meta = (node.mode as u16, node.mtime, node.ctime, node.uid, node.gid);
-            (kind, size, rdev, meta)
+            (kind, size, rdev, (meta, nlink))
         };
-        let (perm, mtime, ctime, uid, gid) = node;
+        let ((perm, mut mtime, mut ctime, uid, gid), nlink) = node;
+        // Written but not yet published: the content changed now.
+        if let Some(changed) = self.unpublished.changed_at(ino) {
+            (mtime, ctime) = (changed, changed);
+        }
         let size = match self.unpublished.existing(ino) {
             Some(slot) => slot
                 .lock()
@@ -273,6 +281,7 @@ impl Namespace {
             gid,
             rdev,
             ctime: Some(ctime),
+            nlink,
         })
     }
 

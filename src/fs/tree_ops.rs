@@ -85,6 +85,7 @@ impl Namespace {
                 gid: None,
                 rdev: 0,
                 ctime: None,
+                nlink: None,
             };
             return Ok((attr, opened));
         }

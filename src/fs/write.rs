@@ -100,6 +100,7 @@ impl Namespace {
                 let mut slot = slot.lock().expect("slot lock");
                 let pending = self.pending_for(file.ino, &mut slot)?;
                 pending.write_at(offset, data).map_err(store_errno)?;
+                self.unpublished.mark_changed(file.ino);
                 Ok(data.len() as u32)
             }
             Handle::Claim(claim) => {
@@ -148,6 +149,7 @@ impl Namespace {
             self.pending_for(ino, &mut slot)?
                 .set_len(size)
                 .map_err(store_errno)?;
+            self.unpublished.mark_changed(ino);
         }
         if keep_open { Ok(()) } else { self.publish(ino) }
     }
@@ -186,6 +188,24 @@ impl Namespace {
             "{}.CHECKSUM was written before {} and does not match its content", node.name, node.name
         );
         Err(Errno::EIO)
+    }
+
+    /// `fallocate` (mode 0): the file grows to `offset + length` if it is shorter; the other
+    /// modes (punching holes, keeping the size) have no meaning for a buffer.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let Handle::TreeFile(file) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        let size = self.getattr(file.ino)?.size;
+        if end > size {
+            self.truncate(file.ino, end, true)?;
+        }
+        Ok(())
     }
 
     /// `fsync`: publishing is what makes the content durable.
@@ -227,6 +247,7 @@ impl Namespace {
         let Some(pending) = slot.take() else {
             return Ok(());
         };
+        self.unpublished.published(ino);
         let size = pending.len();
         let started = std::time::Instant::now();
         let checksum = pending.commit(None).map_err(|e| {
