@@ -40,8 +40,9 @@ pub struct Attr {
     pub gid: Option<u32>,
     /// Device number of a device node.
     pub rdev: u32,
-    /// Status change time; None: the mtime.
+    /// Status change and access times; None: the mtime.
     pub ctime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
     /// Link count, if not the usual (a removed file still open has 0).
     pub nlink: Option<u32>,
 }

@@ -26,6 +26,7 @@ impl Namespace {
             gid: None,
             rdev: 0,
             ctime: None,
+            atime: None,
             nlink: None,
         }
     }
@@ -105,6 +106,7 @@ pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
         gid: None,
         rdev: 0,
         ctime: None,
+        atime: None,
         nlink: None,
     }
 }

@@ -64,7 +64,7 @@ impl SeamFs {
             } else {
                 0
             },
-            atime: a.mtime,
+            atime: a.atime.unwrap_or(a.mtime),
             mtime: a.mtime,
             ctime: a.ctime.unwrap_or(a.mtime),
             crtime: a.mtime,
@@ -231,7 +231,7 @@ impl Filesystem for SeamFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -243,6 +243,11 @@ impl Filesystem for SeamFs {
     ) {
         if (uid.is_some() || gid.is_some())
             && let Err(e) = self.ns.chown(ino.0, uid, gid)
+        {
+            return reply.error(errno(e));
+        }
+        if let Some(atime) = atime
+            && let Err(e) = self.ns.set_atime(ino.0, time(atime))
         {
             return reply.error(errno(e));
         }

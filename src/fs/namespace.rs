@@ -186,6 +186,7 @@ impl Namespace {
                 gid: None,
                 rdev: 0,
                 ctime: None,
+                atime: None,
                 nlink: None,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
@@ -215,6 +216,7 @@ impl Namespace {
                         gid: None,
                         rdev: 0,
                         ctime: None,
+                        atime: None,
                         nlink: None,
                     })
                 }
@@ -233,6 +235,7 @@ impl Namespace {
                         gid: None,
                         rdev: 0,
                         ctime: None,
+                        atime: None,
                         nlink: None,
                     })
                 }
@@ -254,10 +257,10 @@ impl Namespace {
                 NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0),
                 NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
             };
-            let meta = (node.mode as u16, node.mtime, node.ctime, node.uid, node.gid);
+            let meta = (node.mode as u16, node.mtime, node.ctime, node.uid, node.gid, node.atime);
             (kind, size, rdev, (meta, nlink))
         };
-        let ((perm, mut mtime, mut ctime, uid, gid), nlink) = node;
+        let ((perm, mut mtime, mut ctime, uid, gid, atime), nlink) = node;
         // Written but not yet published: the content changed now.
         if let Some(changed) = self.unpublished.changed_at(ino) {
             (mtime, ctime) = (changed, changed);
@@ -281,6 +284,7 @@ impl Namespace {
             gid,
             rdev,
             ctime: Some(ctime),
+            atime: Some(atime),
             nlink,
         })
     }

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS seamfs_tree (
     uid INTEGER,
     gid INTEGER,
     rdev INTEGER,
-    ctime_ns INTEGER
+    ctime_ns INTEGER,
+    atime_ns INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
 ";
@@ -100,6 +101,8 @@ pub struct Node {
     /// Last change of the entry itself (content, mode, owner, name); the mtime for rows from
     /// before it was kept.
     pub ctime: SystemTime,
+    /// Last access as set by `utimensat` (the mount is `noatime`); the mtime for older rows.
+    pub atime: SystemTime,
     /// Owner and group; None: the mounting user's (rows from before ownership was kept).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -158,7 +161,7 @@ pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
             |r| r.get(0),
         )
         .optional()?;
-    if existing.is_some_and(|sql| !sql.contains("ctime_ns")) {
+    if existing.is_some_and(|sql| !sql.contains("atime_ns")) {
         tracing::info!("migrating the tree table: special files, owners and groups");
         conn.execute_batch(
             "ALTER TABLE seamfs_tree RENAME TO seamfs_tree_v1;
@@ -192,7 +195,7 @@ impl Tree {
         let mut nodes = HashMap::new();
         let mut stmt = conn.prepare(
             "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, \
-             ctime_ns FROM seamfs_tree",
+             ctime_ns, atime_ns FROM seamfs_tree",
         )?;
         let rows = stmt.query_map([], |r| {
             let ino: u64 = r.get(0)?;
@@ -222,6 +225,7 @@ impl Tree {
                 mode: r.get(4)?,
                 mtime: from_ns(r.get(5)?),
                 ctime: from_ns(r.get::<_, Option<i64>>(12)?.unwrap_or(r.get(5)?)),
+                atime: from_ns(r.get::<_, Option<i64>>(13)?.unwrap_or(r.get(5)?)),
                 uid: r.get(9)?,
                 gid: r.get(10)?,
             };
@@ -296,6 +300,7 @@ impl Tree {
             mode: mode & 0o7777,
             mtime: now,
             ctime: now,
+            atime: now,
             uid: owner.map(|o| o.0),
             gid: owner.map(|o| o.1),
         };
@@ -400,17 +405,19 @@ impl Tree {
         self.update(tx, ino, node)
     }
 
-    /// Change permission bits, owner, group and/or the modification time.
+    /// Change permission bits, owner, group and/or the modification and access times.
     pub fn set_attr(
         &mut self,
         tx: &Connection,
         ino: u64,
         mode: Option<u32>,
         mtime: Option<SystemTime>,
+        atime: Option<SystemTime>,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
+        node.atime = atime.unwrap_or(node.atime);
         node.uid = uid.or(node.uid);
         node.gid = gid.or(node.gid);
         if let Some(mode) = mode {
@@ -568,9 +575,9 @@ fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
         NodeKind::Special { kind, rdev } => (kind.name(), None, None, None, Some(*rdev as i64)),
     };
     tx.execute(
-        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev, to_ns(node.ctime)],
+        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns, atime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev, to_ns(node.ctime), to_ns(node.atime)],
     )?;
     Ok(())
 }
@@ -651,7 +658,7 @@ mod tests {
             tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777, None)
                 .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
-            tree.set_attr(tx, f, Some(0o600), None, None, None).unwrap();
+            tree.set_attr(tx, f, Some(0o600), None, None, None, None).unwrap();
             (d, f)
         });
         drop(conn);

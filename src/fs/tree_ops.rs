@@ -46,7 +46,7 @@ impl Namespace {
             self.truncate(ino, size, fh.is_some())?;
         }
         if (mode.is_some() || mtime.is_some()) && self.orphan(ino).is_none() {
-            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime, None, None))?;
+            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime, None, None, None))?;
         }
         self.getattr(ino)
     }
@@ -85,6 +85,7 @@ impl Namespace {
                 gid: None,
                 rdev: 0,
                 ctime: None,
+                atime: None,
                 nlink: None,
             };
             return Ok((attr, opened));
@@ -172,7 +173,16 @@ impl Namespace {
             return Ok(());
         }
         self.writable()?;
-        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, uid, gid))
+        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, None, uid, gid))
+    }
+
+    /// Set the access time (kept, though the mount does not update it on reads: `noatime`).
+    pub fn set_atime(&self, ino: u64, atime: SystemTime) -> FsResult<()> {
+        if !self.is_tree(ino) || self.orphan(ino).is_some() {
+            return Ok(());
+        }
+        self.writable()?;
+        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, Some(atime), None, None))
     }
 
     /// Owner and group of a new entry: a setgid directory gives its group to what is made in it.
