@@ -70,9 +70,7 @@ impl SeamFs {
             crtime: a.mtime,
             kind,
             perm: a.perm,
-            nlink: a
-                .nlink
-                .unwrap_or(if a.kind == Kind::Dir { 2 } else { 1 }),
+            nlink: a.nlink.unwrap_or(if a.kind == Kind::Dir { 2 } else { 1 }),
             uid: a.uid.unwrap_or(self.uid),
             gid: a.gid.unwrap_or(self.gid),
             rdev: a.rdev,
@@ -316,6 +314,20 @@ impl Filesystem for SeamFs {
                 let kind = NodeKind::Symlink(target?.to_string());
                 self.ns.add_node(parent.0, n, kind, 0o777, owner(req))
             }),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            name_str(newname).and_then(|n| self.ns.link(ino.0, newparent.0, n)),
         );
     }
 

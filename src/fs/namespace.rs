@@ -250,14 +250,24 @@ impl Namespace {
             let tree = self.read_tree();
             let orphan = self.orphan(ino);
             let node = tree.get(ino).or(orphan.as_ref()).ok_or(Errno::ENOENT)?;
-            let nlink = orphan.as_ref().map(|_| 0);
+            let nlink = match &orphan {
+                Some(_) => Some(0),
+                None => Some(tree.link_count(ino)),
+            };
             let (kind, size, rdev) = match &node.kind {
                 NodeKind::Dir(children) => (Kind::Dir, children.len() as u64, 0),
                 NodeKind::File { size, .. } => (Kind::File, *size, 0),
                 NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0),
                 NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
             };
-            let meta = (node.mode as u16, node.mtime, node.ctime, node.uid, node.gid, node.atime);
+            let meta = (
+                node.mode as u16,
+                node.mtime,
+                node.ctime,
+                node.uid,
+                node.gid,
+                node.atime,
+            );
             (kind, size, rdev, (meta, nlink))
         };
         let ((perm, mut mtime, mut ctime, uid, gid, atime), nlink) = node;

@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS seamfs_tree (
     atime_ns INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
+CREATE TABLE IF NOT EXISTS seamfs_links (
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    PRIMARY KEY (parent, name)
+);
 ";
 
 /// What a tree node is.
@@ -147,6 +153,8 @@ impl TreeError {
 #[derive(Debug)]
 pub struct Tree {
     nodes: HashMap<u64, Node>,
+    /// Hard links: the names of a node beyond its own `parent`/`name` (rows of `seamfs_links`).
+    links: HashMap<u64, Vec<(u64, String)>>,
     next_ino: u64,
 }
 
@@ -246,7 +254,115 @@ impl Tree {
             }
         }
         let next_ino = nodes.keys().max().copied().unwrap_or(ROOT) + 1;
-        Ok(Tree { nodes, next_ino })
+        let mut tree = Tree {
+            nodes,
+            links: HashMap::new(),
+            next_ino,
+        };
+        let mut stmt = conn.prepare("SELECT parent, name, ino FROM seamfs_links")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        for row in rows {
+            let (parent, name, ino): (u64, String, u64) = row?;
+            if tree.nodes.contains_key(&ino) {
+                tree.insert_child(parent, &name, ino);
+                tree.links.entry(ino).or_default().push((parent, name));
+            }
+        }
+        Ok(tree)
+    }
+
+    /// How many names a node has; for a directory, its own, its `.` and each subdirectory's `..`.
+    pub fn link_count(&self, ino: u64) -> u32 {
+        match self.nodes.get(&ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir(children)) => {
+                let subdirs = children
+                    .values()
+                    .filter(|c| {
+                        matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::Dir(_)))
+                    })
+                    .count();
+                2 + subdirs as u32
+            }
+            _ => 1 + self.links.get(&ino).map_or(0, |l| l.len() as u32),
+        }
+    }
+
+    /// Another name `new_parent/new_name` for the file (or symlink, special file) `ino`.
+    pub fn link(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<(), TreeError> {
+        match self.nodes.get(&ino).map(|n| &n.kind) {
+            None => return Err(TreeError::NotFound),
+            Some(NodeKind::Dir(_)) => return Err(TreeError::IsDir),
+            Some(_) => {}
+        }
+        if self.children(new_parent)?.contains_key(new_name) {
+            return Err(TreeError::Exists);
+        }
+        tx.execute(
+            "INSERT INTO seamfs_links (parent, name, ino) VALUES (?1, ?2, ?3)",
+            params![new_parent, new_name, ino],
+        )?;
+        self.insert_child(new_parent, new_name, ino);
+        self.links
+            .entry(ino)
+            .or_default()
+            .push((new_parent, new_name.to_string()));
+        self.changed(tx, ino)?;
+        self.touch(tx, new_parent)
+    }
+
+    /// Drop the name `parent/name` of a node that has other names; the node stays. Its own
+    /// name, if that is the one dropped, becomes one of the others.
+    fn unlink_name(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        parent: u64,
+        name: &str,
+    ) -> Result<(), TreeError> {
+        let links = self.links.get_mut(&ino).expect("a node with other names");
+        let node = self.nodes.get_mut(&ino).expect("linked nodes exist");
+        let gone = if node.parent == parent && node.name == name {
+            let (new_parent, new_name) = links.pop().expect("another name");
+            tx.execute(
+                "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
+                params![new_parent, new_name, ino],
+            )?;
+            node.parent = new_parent;
+            node.name = new_name.clone();
+            (new_parent, new_name)
+        } else {
+            links.retain(|(p, n)| !(*p == parent && n == name));
+            (parent, name.to_string())
+        };
+        if links.is_empty() {
+            self.links.remove(&ino);
+        }
+        tx.execute(
+            "DELETE FROM seamfs_links WHERE parent = ?1 AND name = ?2",
+            params![gone.0, gone.1],
+        )?;
+        self.remove_child(parent, name);
+        self.changed(tx, ino)?;
+        self.touch(tx, parent)
+    }
+
+    /// The node's status changed (ctime).
+    fn changed(&mut self, tx: &Connection, ino: u64) -> Result<(), TreeError> {
+        let now = SystemTime::now();
+        tx.execute(
+            "UPDATE seamfs_tree SET ctime_ns = ?1 WHERE ino = ?2",
+            params![to_ns(now), ino],
+        )?;
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.ctime = now;
+        }
+        Ok(())
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
@@ -330,6 +446,10 @@ impl Tree {
             (_, true) => return Err(TreeError::NotDir),
             (_, false) => {}
         }
+        if self.links.contains_key(&ino) {
+            self.unlink_name(tx, ino, parent, name)?;
+            return Ok(ino);
+        }
         tx.execute("DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
         self.remove_child(parent, name);
         self.nodes.remove(&ino);
@@ -371,16 +491,30 @@ impl Tree {
             Err(_) => None,
         };
         let now = SystemTime::now();
-        tx.execute(
-            "UPDATE seamfs_tree SET parent = ?1, name = ?2, ctime_ns = ?3 WHERE ino = ?4",
-            params![new_parent, new_name, to_ns(now), ino],
-        )?;
+        let node = self.nodes.get_mut(&ino).expect("looked up above");
+        if node.parent == parent && node.name == name {
+            tx.execute(
+                "UPDATE seamfs_tree SET parent = ?1, name = ?2, ctime_ns = ?3 WHERE ino = ?4",
+                params![new_parent, new_name, to_ns(now), ino],
+            )?;
+            node.parent = new_parent;
+            node.name = new_name.to_string();
+            node.ctime = now;
+        } else {
+            // One of its other names (a hard link) moves.
+            tx.execute(
+                "UPDATE seamfs_links SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
+                params![new_parent, new_name, parent, name],
+            )?;
+            for link in self.links.get_mut(&ino).into_iter().flatten() {
+                if link.0 == parent && link.1 == name {
+                    *link = (new_parent, new_name.to_string());
+                }
+            }
+            self.changed(tx, ino)?;
+        }
         self.remove_child(parent, name);
         self.insert_child(new_parent, new_name, ino);
-        let node = self.nodes.get_mut(&ino).expect("looked up above");
-        node.parent = new_parent;
-        node.name = new_name.to_string();
-        node.ctime = now;
         self.touch(tx, parent)?;
         self.touch(tx, new_parent)?;
         Ok(replaced)
@@ -548,7 +682,6 @@ impl Tree {
         }
     }
 
-    /// Directory mtimes change with their entries (in memory only: cheap, and not worth a write).
     /// A directory's entries changed: its mtime moves, in SQLite too, so that a restart keeps
     /// it exactly.
     fn touch(&mut self, tx: &Connection, dir: u64) -> Result<(), TreeError> {
@@ -658,7 +791,8 @@ mod tests {
             tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777, None)
                 .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
-            tree.set_attr(tx, f, Some(0o600), None, None, None, None).unwrap();
+            tree.set_attr(tx, f, Some(0o600), None, None, None, None)
+                .unwrap();
             (d, f)
         });
         drop(conn);

@@ -167,6 +167,19 @@ impl Namespace {
         )
     }
 
+    /// A hard link: `new_parent/new_name` becomes another name of `ino` (not a directory).
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        self.writable()?;
+        self.check_new_name(new_parent, new_name)?;
+        if !self.is_tree(ino) {
+            return Err(Errno::EPERM);
+        }
+        self.mutate(|tree, c| tree.link(c.conn(), ino, new_parent, new_name))
+            .map_err(|e| if e == Errno::EISDIR { Errno::EPERM } else { e })?;
+        self.relink_sidecars(new_parent, new_name);
+        self.getattr(ino)
+    }
+
     /// Change the owner and/or group (the kernel checked the caller may, `default_permissions`).
     pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
         if !self.is_tree(ino) {
@@ -216,7 +229,9 @@ impl Namespace {
         let node = node.and_then(|ino| Some((ino, self.read_tree().get(ino)?.clone())));
         let removed = self.mutate(|tree, c| {
             let ino = tree.remove(c.conn(), parent, name, false)?;
-            self.xattrs.remove_all(c.conn(), ino)?;
+            if tree.get(ino).is_none() {
+                self.xattrs.remove_all(c.conn(), ino)?;
+            }
             Ok(ino)
         });
         match removed {
@@ -280,7 +295,9 @@ impl Namespace {
             if let Some(old) = replaced {
                 // A directory replaced by the rename takes its pending claims along.
                 self.claims.remove_dir(c.conn(), old)?;
-                self.xattrs.remove_all(c.conn(), old)?;
+                if tree.get(old).is_none() {
+                    self.xattrs.remove_all(c.conn(), old)?;
+                }
             }
             Ok(replaced)
         })?;
@@ -292,7 +309,11 @@ impl Namespace {
     }
 
     /// A file left the tree: if it is open, it lives on until its last handle is released.
+    /// (A file with other names, hard links, has not left.)
     fn removed_file(&self, ino: u64, node: tree::Node) {
+        if self.read_tree().get(ino).is_some() {
+            return;
+        }
         if self.handles.tree_file_open(ino) {
             self.orphans.lock().expect("orphans lock").insert(ino, node);
         } else {
@@ -411,5 +432,37 @@ mod tests {
         assert_eq!(read_all(&ns, ns.lookup(ROOT, "f").unwrap().ino), b"new");
         ns.release(reader.fh).unwrap();
         assert!(ns.orphans.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hard_links_share_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let ino = {
+            let ns = namespace(dir.path());
+            let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+            let ino = write_file(&ns, ROOT, "a", b"one buffer");
+            assert_eq!(ns.link(ino, d, "b").unwrap().ino, ino);
+            assert_eq!(
+                ns.link(d, ROOT, "dd"),
+                Err(Errno::EPERM),
+                "no links to directories"
+            );
+            assert_eq!(ns.lookup(d, "b").unwrap().nlink, Some(2));
+            ns.unlink(ROOT, "a").unwrap();
+            assert_eq!(read_all(&ns, ns.lookup(d, "b").unwrap().ino), b"one buffer");
+            ns.link(ino, ROOT, "c").unwrap();
+            ns.rename(ROOT, "c", d, "c2", 0).unwrap();
+            ino
+        };
+        let ns = namespace(dir.path());
+        assert_eq!(ns.lookup(d_of(&ns), "c2").unwrap().ino, ino);
+        assert_eq!(ns.lookup(d_of(&ns), "b").unwrap().nlink, Some(2));
+        ns.unlink(d_of(&ns), "b").unwrap();
+        ns.unlink(d_of(&ns), "c2").unwrap();
+        assert_eq!(ns.getattr(ino), Err(Errno::ENOENT));
+    }
+
+    fn d_of(ns: &Namespace) -> u64 {
+        ns.lookup(ROOT, "d").unwrap().ino
     }
 }
