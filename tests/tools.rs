@@ -491,3 +491,20 @@ fn python_checksum_index_inside_the_mount() {
         }
     }
 }
+
+#[test]
+fn copies_inside_the_mount_and_appends() {
+    let m = Mount::new();
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(m.path("big"), &data).unwrap();
+    // cp uses copy_file_range: the copy takes the same buffer.
+    run("cp", &["big", "copy"], &m.mnt);
+    assert_eq!(std::fs::read(m.path("copy")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(m.path("copy.CHECKSUM")).unwrap(),
+        std::fs::read(m.path("big.CHECKSUM")).unwrap()
+    );
+    // O_APPEND writes go to the end, also across opens.
+    sh("echo a >> log && echo b >> log && printf c >> log", &m.mnt);
+    assert_eq!(std::fs::read(m.path("log")).unwrap(), b"a\nb\nc");
+}

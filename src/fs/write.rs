@@ -208,6 +208,65 @@ impl Namespace {
         Ok(())
     }
 
+    /// `copy_file_range`: a whole published file copied onto an empty one takes its buffer, no
+    /// bytes move (O(1)); any other range is copied through `read` and `write`.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let (source, target) = match (
+            self.handles.get(fh_in).as_deref(),
+            self.handles.get(fh_out).as_deref(),
+        ) {
+            (Some(Handle::TreeFile(s)), Some(Handle::TreeFile(t))) if t.writable => (s.ino, t.ino),
+            _ => return Err(Errno::EOPNOTSUPP),
+        };
+        let whole = offset_in == 0
+            && offset_out == 0
+            && self.unpublished.changed_at(source).is_none()
+            && self.getattr(target)?.size == 0
+            && len >= self.getattr(source)?.size;
+        if whole && source != target {
+            return self.share_content(source, target);
+        }
+        let chunk = len.min(COPY_BLOCK as u64) as u32;
+        let data = self.read(fh_in, offset_in, chunk)?;
+        self.write(fh_out, offset_out, &data)
+    }
+
+    /// Give `target` the published content of `source` (see `copy_file_range`).
+    fn share_content(&self, source: u64, target: u64) -> FsResult<u32> {
+        let checksum = self.file_checksum(source)?;
+        let size = self.getattr(source)?.size;
+        let slot = self.unpublished.slot(target);
+        let mut slot = slot.lock().expect("slot lock");
+        let result = self.mutate(|tree, c| {
+            let node = tree
+                .get(target)
+                .cloned()
+                .ok_or(super::tree::TreeError::NotFound)?;
+            let claimed = self.claims.get(node.parent, &node.name);
+            if claimed.is_some_and(|claimed| claimed != checksum) {
+                return Ok(false);
+            }
+            self.claims.remove(c.conn(), node.parent, &node.name)?;
+            tree.set_content(c.conn(), target, checksum, size)?;
+            Ok(true)
+        })?;
+        if !result {
+            tracing::error!(file = %self.read_tree().path(target), actual = %checksum, "a copy does not match the claim made before it");
+            return Err(Errno::EIO);
+        }
+        // The (empty) writes pending on the target are replaced by the shared content.
+        *slot = None;
+        self.unpublished.published(target);
+        Ok(size.min(u32::MAX as u64) as u32)
+    }
+
     /// `fsync`: publishing is what makes the content durable.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         self.flush(fh)
@@ -333,6 +392,31 @@ mod tests {
             ns.lookup(inodes::BY_CHECKSUM, &Checksum::of(b"nope").hex()),
             Err(Errno::ENOENT)
         );
+    }
+
+    #[test]
+    fn copy_file_range_of_a_whole_file_shares_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let data = vec![7u8; 3 << 20];
+        let source = write_file(&ns, ROOT, "src", &data);
+        let (target, out) = ns.create(ROOT, "dst", 0o644).unwrap();
+        let input = ns.open(source, libc::O_RDONLY).unwrap();
+        let copied = ns.copy_file_range(input.fh, 0, out.fh, 0, 1 << 30).unwrap();
+        assert_eq!(copied as usize, data.len());
+        assert!(
+            ns.unpublished
+                .existing(target.ino)
+                .is_none_or(|s| s.lock().unwrap().is_none())
+        );
+        ns.release(out.fh).unwrap();
+        assert_eq!(ns.file_checksum(target.ino), ns.file_checksum(source));
+        // A part of a file is copied through read and write.
+        let (part, out) = ns.create(ROOT, "part", 0o644).unwrap();
+        assert_eq!(ns.copy_file_range(input.fh, 10, out.fh, 0, 5).unwrap(), 5);
+        ns.release(out.fh).unwrap();
+        ns.release(input.fh).unwrap();
+        assert_eq!(read_all(&ns, part.ino), vec![7u8; 5]);
     }
 
     #[test]
