@@ -883,3 +883,86 @@ fn forgotten_inodes_leave_the_daemon_table() {
     );
     assert_eq!(dynamic_inodes(&m), 1);
 }
+
+#[test]
+fn cli_rough_edges_are_gone() {
+    let seamfs = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    // --store naming a file: said once, plainly, with no colour codes in a pipe.
+    let mnt = dir.path().join("mnt");
+    let (code, _, err) = seamfs(&[
+        "mount".as_ref(),
+        mnt.as_os_str(),
+        "--store".as_ref(),
+        file.as_os_str(),
+        "--no-db".as_ref(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("not a directory") && !err.contains("os error"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "ANSI codes in a pipe: {err:?}");
+    assert!(!mnt.exists(), "nothing created for a refused mount");
+    let (code, _, err) = seamfs(&["fsck".as_ref(), "--store".as_ref(), file.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a directory"), "{err}");
+    // help --help, and examples in every subcommand's help.
+    let (code, out, _) = seamfs(&["help".as_ref(), "--help".as_ref()]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Commands:"));
+    for sub in [
+        "mount",
+        "checksum",
+        "checksum-file",
+        "checksum-index",
+        "encode",
+        "decode",
+        "compat-check",
+        "convert",
+        "conversions",
+        "database",
+        "fsck",
+        "unmount",
+    ] {
+        let (code, out, _) = seamfs(&[sub.as_ref(), "--help".as_ref()]);
+        assert_eq!(code, Some(0));
+        assert!(
+            out.contains(&format!("seamfs {sub}")),
+            "{sub} --help has no example:\n{out}"
+        );
+    }
+    // unmount: a daemon mount goes away; a second unmount says it is not mounted.
+    let store = dir.path().join("store");
+    let status = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .args([
+            "mount".as_ref(),
+            mnt.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+        ])
+        .args(["--no-db", "--daemon"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(mnt.join("f"), b"kept").unwrap();
+    let (code, _, err) = seamfs(&["unmount".as_ref(), mnt.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!is_mounted(&mnt));
+    let (code, _, err) = seamfs(&["unmount".as_ref(), mnt.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not mounted"), "{err}");
+}

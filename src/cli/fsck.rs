@@ -15,9 +15,15 @@ use crate::checksum::Checksum;
 use crate::store::{DiskStore, Verdict};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs fsck                          # the default store ($XDG_DATA_HOME/seamfs)\n  seamfs fsck --store ~/seamfs-store   # like `seamfs mount --store`\n  seamfs fsck ~/seamfs-store"
+)]
 pub struct Args {
-    /// The store root (the directory holding `buffers/`).
-    path: PathBuf,
+    /// The store root (the directory holding `buffers/`); default: as `seamfs mount`.
+    path: Option<PathBuf>,
+    /// The store root, as in `seamfs mount --store`.
+    #[arg(long, conflicts_with = "path")]
+    store: Option<PathBuf>,
 }
 
 /// One corrupt buffer, as reported.
@@ -28,13 +34,17 @@ struct Finding {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = match args.store.or(args.path) {
+        Some(path) => path,
+        None => super::mount::default_store()?,
+    };
+    super::mount::check_store_dir(&path)?;
     anyhow::ensure!(
-        args.path.join("buffers").is_dir(),
+        path.join("buffers").is_dir(),
         "{} is not a seamfs store (it has no buffers/ directory)",
-        args.path.display()
+        path.display()
     );
-    let store =
-        DiskStore::open(&args.path).with_context(|| format!("opening {}", args.path.display()))?;
+    let store = DiskStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let progress = progress_bar(&store)?;
     let findings = Mutex::new(Vec::new());
     let checked = store

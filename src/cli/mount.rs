@@ -3,7 +3,7 @@
 //! unmount cleanly.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         init_logging(None);
     }
     check_fuse_device()?;
+    check_store_dir(&store_root)?;
     let mountpoint = check_mountpoint(&args.mountpoint, args.nonempty)?;
     let store = DiskStore::open(&store_root)
         .with_context(|| format!("cannot open the store {}", store_root.display()))?;
@@ -262,7 +263,18 @@ fn termination_signals() -> SigSet {
 }
 
 /// `$XDG_DATA_HOME/seamfs`, else `~/.local/share/seamfs`.
-fn default_store() -> anyhow::Result<PathBuf> {
+/// A store is a directory (created if missing): say so plainly when `--store` names a file.
+pub(super) fn check_store_dir(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => bail!(
+            "--store {}: not a directory (give the store's directory; it is created if missing)",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(data).join("seamfs"));
     }
@@ -326,7 +338,7 @@ fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
 
 /// The `major:minor` of the filesystem mounted exactly at `path`, from /proc/self/mountinfo
 /// (read there because a stat of the mount point would wait on this very process).
-fn mount_id(path: &Path) -> Option<String> {
+pub(super) fn mount_id(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_str()?;
     info.lines().rev().find_map(|line| {
@@ -471,7 +483,11 @@ fn init_logging(file: Option<File>) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        // No colour codes in logs that go to a file or a pipe.
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
 }
 
