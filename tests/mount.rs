@@ -945,6 +945,31 @@ fn cli_rough_edges_are_gone() {
             "{sub} --help has no example:\n{out}"
         );
     }
+    // --db-port-range: the first free port; a range with none says so.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, _, err) = seamfs(&[
+        "mount".as_ref(),
+        mnt.as_os_str(),
+        "--store".as_ref(),
+        dir.path().join("s2").as_os_str(),
+        "--db-port-range".as_ref(),
+        port.as_ref(),
+        port.as_ref(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot serve the HTTP database") && err.contains("--db-port-range"),
+        "{err}"
+    );
+    let next = (taken.local_addr().unwrap().port() + 50).to_string();
+    let ranged = Mount::on(
+        mnt.clone(),
+        dir.path().join("s3"),
+        &["--db-port-range", &port, &next],
+    );
+    assert!(is_mounted(&ranged.mnt));
+    drop(ranged);
     // unmount: a daemon mount goes away; a second unmount says it is not mounted.
     let store = dir.path().join("store");
     let status = Command::new(env!("CARGO_BIN_EXE_seamfs"))

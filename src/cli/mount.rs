@@ -59,6 +59,9 @@ pub struct Args {
     /// Port of the HTTP database (0 picks a free port and logs it).
     #[arg(long, default_value_t = 5522)]
     db_port: u16,
+    /// Serve the HTTP database on the first free port in START..=END instead of --db-port.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], conflicts_with = "db_port")]
+    db_port_range: Option<Vec<u16>>,
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
@@ -194,12 +197,7 @@ fn mount_session(
     let http = if args.no_db {
         None
     } else {
-        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
-            format!(
-                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
-                args.db_host, args.db_port
-            )
-        })?;
+        let server = serve_db(&args, db)?;
         tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
         Some(server)
     };
@@ -263,6 +261,37 @@ fn termination_signals() -> SigSet {
 }
 
 /// `$XDG_DATA_HOME/seamfs`, else `~/.local/share/seamfs`.
+/// The HTTP database on `--db-port`, or on the first free port of `--db-port-range`.
+fn serve_db(args: &Args, db: Database) -> anyhow::Result<crate::http::BackgroundServer> {
+    let ports = match args.db_port_range.as_deref() {
+        Some([start, end]) if start <= end => *start..=*end,
+        Some(_) => bail!("--db-port-range START END: START must not be above END"),
+        None => args.db_port..=args.db_port,
+    };
+    let mut last = None;
+    for port in ports.clone() {
+        match crate::http::spawn(db.clone(), &args.db_host, port, !args.read_only) {
+            Ok(server) => return Ok(server),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => {
+                return Err(e).context(format!(
+                    "cannot serve the HTTP database on {}:{port}",
+                    args.db_host
+                ));
+            }
+        }
+    }
+    let tried = if ports.start() == ports.end() {
+        format!("{}:{}", args.db_host, ports.start())
+    } else {
+        format!("{}:{}-{}", args.db_host, ports.start(), ports.end())
+    };
+    Err(anyhow::anyhow!(
+        "cannot serve the HTTP database on {tried}: {} (pass --db-port 0 for a free port, --db-port-range, or --no-db)",
+        last.map_or_else(|| "no port".to_string(), |e| e.to_string())
+    ))
+}
+
 /// A store is a directory (created if missing): say so plainly when `--store` names a file.
 pub(super) fn check_store_dir(path: &Path) -> anyhow::Result<()> {
     match std::fs::metadata(path) {

@@ -43,7 +43,7 @@ impl Mount {
             .arg(&mnt)
             .arg("--store")
             .arg(&store)
-            .args(if extra.contains(&"--db-port") {
+            .args(if extra.iter().any(|a| a.starts_with("--db-port")) {
                 &[][..]
             } else {
                 &["--db-port", "0"][..]
