@@ -47,6 +47,33 @@ pub struct Attr {
     pub nlink: Option<u32>,
 }
 
+impl Attr {
+    /// Attributes with the usual owner, link count and times (everything but the tree's).
+    pub fn plain(
+        ino: u64,
+        kind: Kind,
+        size: u64,
+        perm: u16,
+        mtime: SystemTime,
+        ttl: Duration,
+    ) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            mtime,
+            ttl,
+            uid: None,
+            gid: None,
+            rdev: 0,
+            ctime: None,
+            atime: None,
+            nlink: None,
+        }
+    }
+}
+
 /// How the kernel should cache an open file's pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {

@@ -182,12 +182,6 @@ impl Namespace {
             let size = self.fixed_file(ino).len() as u64;
             return Ok(Attr {
                 ttl: VOLATILE_TTL,
-                uid: None,
-                gid: None,
-                rdev: 0,
-                ctime: None,
-                atime: None,
-                nlink: None,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
@@ -205,39 +199,27 @@ impl Namespace {
                     let size = self
                         .sidecar_content(subject, sidecar)
                         .map_or(0, |c| c.len() as u64);
-                    Ok(Attr {
+                    Ok(Attr::plain(
                         ino,
-                        kind: Kind::File,
+                        Kind::File,
                         size,
                         perm,
                         mtime,
-                        ttl: VOLATILE_TTL,
-                        uid: None,
-                        gid: None,
-                        rdev: 0,
-                        ctime: None,
-                        atime: None,
-                        nlink: None,
-                    })
+                        VOLATILE_TTL,
+                    ))
                 }
                 Dynamic::Claim(dir, subject) => {
                     let claimed = self.claims.get(dir, &subject);
                     let set = claimed
                         .and_then(|c| self.claims.attr(dir, &format!("{subject}.CHECKSUM"), c));
-                    Ok(Attr {
+                    Ok(Attr::plain(
                         ino,
-                        kind: Kind::File,
-                        size: if claimed.is_some() { 65 } else { 0 },
-                        perm: set.map_or(0o644, |s| s.mode as u16),
-                        mtime: set.map_or(self.started, |s| s.mtime),
-                        ttl: VOLATILE_TTL,
-                        uid: None,
-                        gid: None,
-                        rdev: 0,
-                        ctime: None,
-                        atime: None,
-                        nlink: None,
-                    })
+                        Kind::File,
+                        if claimed.is_some() { 65 } else { 0 },
+                        set.map_or(0o644, |s| s.mode as u16),
+                        set.map_or(self.started, |s| s.mtime),
+                        VOLATILE_TTL,
+                    ))
                 }
             };
         }

@@ -287,14 +287,7 @@ impl Namespace {
                     self.claims.remove(c.conn(), dir, subject)?;
                 }
                 if attrs != SetAttrs::default() {
-                    let attr = SidecarAttr {
-                        mode: attrs.mode.or(old.map(|a| a.mode)).unwrap_or(0o444),
-                        mtime: attrs
-                            .mtime
-                            .or(old.map(|a| a.mtime))
-                            .unwrap_or_else(SystemTime::now),
-                        checksum: claimed,
-                    };
+                    let attr = merged_attr(attrs, old, claimed);
                     self.claims.set_attr(c.conn(), dir, &name, attr)?;
                 }
                 Ok::<_, TreeError>(())
@@ -385,14 +378,7 @@ impl Namespace {
             Dynamic::Buffer(_) => return Ok(()),
         };
         let old = self.claims.attr(dir, &name, current);
-        let attr = SidecarAttr {
-            mode: attrs.mode.or(old.map(|a| a.mode)).unwrap_or(0o444),
-            mtime: attrs
-                .mtime
-                .or(old.map(|a| a.mtime))
-                .unwrap_or_else(SystemTime::now),
-            checksum: current,
-        };
+        let attr = merged_attr(attrs, old, current);
         self.db
             .transaction(|c| self.claims.set_attr(c.conn(), dir, &name, attr))
             .map_err(tree_errno)
@@ -553,6 +539,19 @@ impl Namespace {
             .expect("index cache lock")
             .insert(dir, (version, bytes.clone()));
         Ok(bytes)
+    }
+}
+
+/// What a sidecar's attributes become when a tool sets some of them: the rest as they were
+/// (read-only and now, if never set).
+fn merged_attr(set: SetAttrs, old: Option<SidecarAttr>, checksum: Checksum) -> SidecarAttr {
+    SidecarAttr {
+        mode: set.mode.or(old.map(|a| a.mode)).unwrap_or(0o444),
+        mtime: set
+            .mtime
+            .or(old.map(|a| a.mtime))
+            .unwrap_or_else(SystemTime::now),
+        checksum,
     }
 }
 

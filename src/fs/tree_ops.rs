@@ -74,20 +74,7 @@ impl Namespace {
             };
             let opened = self.open_claim(parent, subject, sidecar);
             let ino = self.inodes.acquire(key);
-            let attr = Attr {
-                ino,
-                kind: Kind::File,
-                size: 0,
-                perm: 0o644,
-                mtime: SystemTime::now(),
-                ttl: VOLATILE_TTL,
-                uid: None,
-                gid: None,
-                rdev: 0,
-                ctime: None,
-                atime: None,
-                nlink: None,
-            };
+            let attr = Attr::plain(ino, Kind::File, 0, 0o644, SystemTime::now(), VOLATILE_TTL);
             return Ok((attr, opened));
         }
         let kind = NodeKind::File {
