@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::checksum::Checksum;
-use crate::store::GIB;
+use super::GIB;
 
 /// Interest below which a tempref lapses (seamless-core's `TEMPREF_MINIMAL_INTEREST`).
 pub const TEMPREF_MINIMAL_INTEREST: f64 = 1.0 / 128.0;
