@@ -8,13 +8,13 @@
 
 pub mod buffer;
 pub mod buffer_info;
-pub mod gseg;
 pub mod celltype;
 pub mod checksum;
 pub mod cli;
 pub mod compat;
 pub mod db;
 pub mod fs;
+pub mod gseg;
 pub mod http;
 pub mod store;
 pub mod value;

@@ -459,7 +459,7 @@ fn process_errors_are_clear() {
         "--no-db".as_ref(),
     ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("in use by another seamfs mount"), "{err}");
+    assert!(err.contains("in use by another seamfs process"), "{err}");
     let (code, err) = run(&[
         other.path().join("no/such/dir").as_os_str(),
         "--no-db".as_ref(),
@@ -735,7 +735,7 @@ fn as_celltype_views_match_the_vectors() {
     let store = seamfs::store::DiskStore::open(&m.store).unwrap();
     for i in 0..400u32 {
         let buffer = Buffer::new(format!("extra {i}\n").into_bytes());
-        seamfs::store::BufferTier::put(&store, &buffer).unwrap();
+        seamfs::store::Tier::put(&store, &buffer).unwrap();
         written.insert(buffer.checksum().hex());
     }
     let listed = |dir: &str| -> Vec<String> {
@@ -859,7 +859,7 @@ fn http_database_answers_while_mounted() {
     // A buffer stored through the HTTP side's store is visible under by-checksum/ too.
     let direct = seamfs::store::DiskStore::open(&m.store).unwrap();
     let buffer = Buffer::new(b"from elsewhere".to_vec());
-    seamfs::store::BufferTier::put(&direct, &buffer).unwrap();
+    seamfs::store::Tier::put(&direct, &buffer).unwrap();
     assert_eq!(
         std::fs::read(m.path(&format!("by-checksum/{}", buffer.checksum()))).unwrap(),
         b"from elsewhere"
@@ -892,6 +892,40 @@ fn daemon_mode_and_read_only() {
         _dir: None,
     };
     assert!(is_mounted(&mnt), "the daemon returns once mounted");
+    // The daemon itself holds the store lock (taken after the fork): its pid is in mount.lock,
+    // a second mount of the store and an fsck are refused while it runs.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let daemon_pid = stdout
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no daemon pid in {stdout:?}"));
+    let owner = std::fs::read_to_string(store.join("mount.lock")).unwrap();
+    assert_eq!(owner.trim(), daemon_pid);
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("mount")
+        .arg(&other)
+        .arg("--store")
+        .arg(&store)
+        .arg("--no-db")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(!is_mounted(&other));
+    let refused = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        refused.contains("in use") && refused.contains(daemon_pid),
+        "{refused}"
+    );
+    let fsck = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("fsck")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!fsck.status.success());
+    assert!(String::from_utf8_lossy(&fsck.stderr).contains("in use"));
     std::fs::write(mnt.join("kept"), b"kept").unwrap();
     let status = Command::new("fusermount3")
         .arg("-u")
@@ -955,7 +989,7 @@ fn dynamic_inodes(m: &Mount) -> u64 {
 /// the dentries and inodes of every name that was `stat`ed.
 #[test]
 fn forgotten_inodes_leave_the_daemon_table() {
-    use seamfs::store::{BufferTier, DiskStore};
+    use seamfs::store::{DiskStore, Tier};
     const NAMES: u64 = 500;
     let dir = tempfile::tempdir().unwrap();
     let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));

@@ -87,6 +87,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
+    // Block the termination signals before any thread exists (the store starts some), so every
+    // thread inherits the mask and only the signal thread (see `serve`) takes them.
+    termination_signals().thread_block()?;
     let options = StoreOptions {
         ram: match args.ram_cache {
             Some(caps) if caps.soft_cap == 0 => None,
@@ -121,9 +124,8 @@ fn serve(
     mountpoint: PathBuf,
     ready: &mut dyn FnMut(Result<String, String>),
 ) -> anyhow::Result<ExitCode> {
-    // Signals are blocked in every thread and taken by one waiting thread (below).
+    // Signals are blocked in every thread (see `run`) and taken by one waiting thread (below).
     let signals = termination_signals();
-    signals.thread_block()?;
     let store = Arc::new(store);
     let result = mount_session(args, store.clone(), &mountpoint);
     let (mut session, companions) = match result {
@@ -185,9 +187,7 @@ fn mount_session(
     let db = store.db().clone();
     let db_path = db.path().to_path_buf();
     let ns = Namespace::new(
-        store.disk().clone(),
-        store.tiers().clone(),
-        db.clone(),
+        store,
         Options {
             read_only: args.read_only,
         },

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::buffer::Buffer;
-use crate::store::PendingWrite;
+use crate::store::TierWrite;
 
 /// What an open file handle reads from (and writes to).
 pub enum Handle {
@@ -138,12 +138,12 @@ impl Handles {
 /// The unpublished writes of tree files, one temp file in the store per dirty inode.
 #[derive(Default)]
 pub struct Unpublished {
-    files: Mutex<HashMap<u64, Arc<Mutex<Option<PendingWrite>>>>>,
+    files: Mutex<HashMap<u64, Arc<Mutex<Option<Box<dyn TierWrite>>>>>>,
 }
 
 impl Unpublished {
     /// The slot of `ino` (created empty if needed). Lock it to read or write the pending content.
-    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<PendingWrite>>> {
+    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<Box<dyn TierWrite>>>> {
         self.files
             .lock()
             .expect("unpublished lock")
@@ -153,7 +153,7 @@ impl Unpublished {
     }
 
     /// The slot of `ino` if it exists.
-    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<PendingWrite>>>> {
+    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<Box<dyn TierWrite>>>>> {
         self.files
             .lock()
             .expect("unpublished lock")

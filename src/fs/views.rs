@@ -15,7 +15,7 @@ use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
 use crate::db::{Database, DbError, ExpressionKey};
-use crate::store::{BufferTier, StoreError};
+use crate::store::{StoreError, Tier};
 
 /// Why a view cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ impl Views {
     pub fn resolve(
         &self,
         db: &Database,
-        reads: &dyn BufferTier,
+        reads: &dyn Tier,
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {

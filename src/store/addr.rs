@@ -24,7 +24,9 @@ pub fn open(address: &str) -> Result<Arc<dyn Tier>, StoreError> {
     match scheme {
         "ram" => {
             let query = rest.strip_prefix('?').unwrap_or(rest);
-            Ok(Arc::new(MemoryTier::new(ram_config(query).map_err(|e| invalid(&e))?)))
+            Ok(Arc::new(MemoryTier::new(
+                ram_config(query).map_err(|e| invalid(&e))?,
+            )))
         }
         "file" => {
             if !rest.starts_with('/') {
@@ -128,7 +130,13 @@ mod tests {
         let file = open(&format!("file://{}", dir.path().display())).unwrap();
         assert_eq!(file.stats().tiers[0].tier, "file");
         assert!(dir.path().join("buffers").is_dir());
-        for bad in ["ram:/x", "ftp://x", "file://relative", "ram://?size=1Q", "ram://?x=1"] {
+        for bad in [
+            "ram:/x",
+            "ftp://x",
+            "file://relative",
+            "ram://?size=1Q",
+            "ram://?x=1",
+        ] {
             assert!(open(bad).is_err(), "{bad}");
         }
     }

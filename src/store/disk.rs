@@ -260,9 +260,7 @@ impl DiskStore {
         let to = dir.join(checksum.hex());
         let size = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
         fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
-        self.inner
-            .usage
-            .change(checksum.as_bytes()[0], false, size);
+        self.inner.usage.change(checksum.as_bytes()[0], false, size);
         sync_dir(
             from.parent()
                 .expect("buffer files live in a prefix directory"),
@@ -383,15 +381,16 @@ impl Tier for DiskStore {
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         let n = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
-        let doomed = self.inner.tmp.join(format!("{}-{n}-removed", std::process::id()));
+        let doomed = self
+            .inner
+            .tmp
+            .join(format!("{}-{n}-removed", std::process::id()));
         match fs::rename(&path, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(StoreError::io(&path, e)),
         }
-        self.inner
-            .usage
-            .change(checksum.as_bytes()[0], false, size);
+        self.inner.usage.change(checksum.as_bytes()[0], false, size);
         remove_later(doomed, None);
         Ok(true)
     }
@@ -498,6 +497,12 @@ impl PendingWrite {
 
     /// Give up: the temp file is removed.
     pub fn abort(self) {}
+
+    /// Make every later write fail (as on a full disk): the descriptor becomes read-only.
+    #[cfg(test)]
+    fn break_writes(&mut self) {
+        self.file = File::open(&self.path).unwrap();
+    }
 
     fn check_poison(&self) -> Result<(), StoreError> {
         match &self.poisoned {
@@ -854,6 +859,42 @@ mod tests {
                 .as_slice(),
             b"same"
         );
+    }
+
+    #[test]
+    fn a_failed_write_poisons_the_pending_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(0, b"first part, ").unwrap();
+        w.break_writes();
+        assert!(matches!(
+            w.write_at(12, b"lost"),
+            Err(StoreError::Io { .. })
+        ));
+        // Even a later write that would succeed, and the commit, are refused.
+        assert!(matches!(w.write_at(12, b"x"), Err(StoreError::Poisoned(_))));
+        assert!(matches!(w.set_len(3), Err(StoreError::Poisoned(_))));
+        let err = w.commit(None).unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned(_)), "{err}");
+        assert_eq!(store.iter().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn usage_counts_installs_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        store.put(&Buffer::new(vec![1u8; 1000])).unwrap();
+        let reopened = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.wait_for_usage(), 1000);
+        reopened.put(&Buffer::new(vec![2u8; 500])).unwrap();
+        reopened.put(&Buffer::new(vec![2u8; 500])).unwrap();
+        assert_eq!(reopened.bytes(), Some(1500));
+        assert!(reopened.remove(&Checksum::of(&[1u8; 1000])).unwrap());
+        assert_eq!(reopened.bytes(), Some(500));
+        reopened.wait_for_removals();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Store {
             )?)
         })?;
         if added > 0 {
-            self.tiers().hold(checksum);
+            self.tiers().pin(checksum, true);
         }
         Ok(())
     }
@@ -139,7 +139,7 @@ impl Store {
             )?)
         })?;
         if removed > 0 {
-            self.tiers().release(checksum);
+            self.tiers().pin(checksum, false);
         }
         Ok(())
     }
@@ -180,18 +180,16 @@ impl Store {
 }
 
 /// The checksums in one column (nothing if the table does not exist yet).
-fn column(
-    conn: &Connection,
-    (table, column): (&str, &str),
-) -> Result<HashSet<Checksum>, DbError> {
+fn column(conn: &Connection, (table, column): (&str, &str)) -> Result<HashSet<Checksum>, DbError> {
     let exists = conn
         .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
         .exists([table])?;
     if !exists {
         return Ok(HashSet::new());
     }
-    let mut statement =
-        conn.prepare(&format!("SELECT DISTINCT \"{column}\" FROM \"{table}\" WHERE \"{column}\" IS NOT NULL"))?;
+    let mut statement = conn.prepare(&format!(
+        "SELECT DISTINCT \"{column}\" FROM \"{table}\" WHERE \"{column}\" IS NOT NULL"
+    ))?;
     let rows = statement.query_map([], |r| r.get::<_, String>(0))?;
     let mut set = HashSet::new();
     for hex in rows {

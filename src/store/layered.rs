@@ -113,7 +113,9 @@ impl Layered {
             .name("seamfs-eviction".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    let Some(layered) = layered.upgrade() else { break };
+                    let Some(layered) = layered.upgrade() else {
+                        break;
+                    };
                     layered.evict_quietly();
                 }
             })
@@ -202,6 +204,11 @@ impl Tier for Layered {
     fn release(&self, checksum: &Checksum) {
         self.fast.release(checksum);
         self.slow.release(checksum);
+    }
+
+    fn pin(&self, checksum: &Checksum, pinned: bool) {
+        self.fast.pin(checksum, pinned);
+        self.slow.pin(checksum, pinned);
     }
 
     /// Write-back: the fast tier, or the slow one when the fast one is full even after an

@@ -2,7 +2,8 @@
 //! buffers fetched from a remote tier), with seamless-core's cache semantics (spec §4).
 //!
 //! * An entry with no references is *weak*: kept while there is room, evicted first.
-//! * `hold`/`release` (open files, pins) keep an entry strongly: it is never evicted.
+//! * `hold`/`release` (open files) are seamless-core's `incref`/`decref`: each adds 1 to the
+//!   entry's interest. A pinned entry (`pin`) is never evicted.
 //! * Every read adds or renews one decaying reference per checksum (`tempref`: interest 128
 //!   halving every 2 s by default), which lapses below 1/128.
 //! * Above the soft cap, eviction moves buffers out in ascending `cost × interest ÷ size_GB`
@@ -72,6 +73,7 @@ struct Entry {
     last_used: u64,
     /// Picked by an eviction pass that has not finished: not a candidate again.
     evicting: bool,
+    pinned: bool,
 }
 
 impl Entry {
@@ -80,7 +82,7 @@ impl Entry {
     }
 
     fn is_referenced(&self) -> bool {
-        self.refs > 0 || self.tempref.is_some()
+        self.refs > 0 || self.tempref.is_some() || self.pinned
     }
 
     fn size(&self) -> u64 {
@@ -343,6 +345,12 @@ impl Tier for MemoryTier {
         state.drop_if_empty(checksum);
     }
 
+    fn pin(&self, checksum: &Checksum, pinned: bool) {
+        let mut state = self.lock();
+        state.touch(checksum).pinned = pinned;
+        state.drop_if_empty(checksum);
+    }
+
     fn evictor(&self) -> Option<&dyn Evict> {
         Some(self)
     }
@@ -366,7 +374,7 @@ impl Evict for MemoryTier {
             let held: Vec<(Checksum, u64, f64, u64)> = state
                 .entries
                 .iter()
-                .filter(|(_, e)| e.buffer.is_some() && !e.evicting && e.refs == 0)
+                .filter(|(_, e)| e.buffer.is_some() && !e.evicting && !e.pinned)
                 .map(|(cs, e)| (*cs, e.size(), e.interest(now), e.last_used))
                 .collect();
             (state.ram_bytes, held)
@@ -397,7 +405,7 @@ impl Evict for MemoryTier {
             .into_iter()
             .filter_map(|victim| {
                 let entry = state.entries.get_mut(&victim.checksum)?;
-                if entry.evicting || entry.refs > 0 {
+                if entry.evicting || entry.pinned {
                     return None;
                 }
                 let buffer = entry.buffer.clone()?;

@@ -28,14 +28,11 @@ mod stack;
 mod tests;
 
 pub use disk::{DiskStore, PendingWrite, Verdict};
-pub use layered::Layered;
-pub use memory::{MemoryTier, RamConfig};
 pub use gc::{GcOptions, GcReport};
+pub use layered::Layered;
 pub use layered::{EvictionLoop, EvictionReport};
+pub use memory::{MemoryTier, RamConfig};
 pub use stack::{Lock, Store, StoreOptions, database_path};
-
-/// The former name of `Tier` (the mount moves to `Tier` with the namespace split).
-pub use Tier as BufferTier;
 
 /// Errors of a buffer tier.
 #[derive(Debug, thiserror::Error)]
@@ -125,11 +122,15 @@ pub trait Tier: Send + Sync {
         CostProfile::READ_BUFFER.cost(size)
     }
 
-    /// A strong reference (an open file): the tier keeps the buffer until `release`.
+    /// A strong reference (an open file; seamless-core's `incref`): raises the buffer's
+    /// interest in tiers that evict, until `release`.
     fn hold(&self, _checksum: &Checksum) {}
 
     /// Ends one `hold`.
     fn release(&self, _checksum: &Checksum) {}
+
+    /// Pin (or unpin) a buffer: tiers that evict keep a pinned buffer they hold.
+    fn pin(&self, _checksum: &Checksum, _pinned: bool) {}
 
     /// The eviction side of a tier that has a capacity (see `Evict`); `None` for the others.
     fn evictor(&self) -> Option<&dyn Evict> {
@@ -275,9 +276,8 @@ impl io::Seek for ReaderCursor<'_> {
             io::SeekFrom::End(d) => self.reader.len().checked_add_signed(d),
             io::SeekFrom::Current(d) => self.at.checked_add_signed(d),
         };
-        self.at = target.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek before the start")
-        })?;
+        self.at = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.at)
     }
 }

@@ -61,7 +61,7 @@ impl Store {
             c.conn().execute_batch(super::gc::PINS_SCHEMA)?;
             Ok(())
         })
-            .with_context(|| format!("cannot prepare {}", db_path.display()))?;
+        .with_context(|| format!("cannot prepare {}", db_path.display()))?;
         let mut eviction = Vec::new();
         let mut tiers: Arc<dyn Tier> = Arc::new(disk.clone());
         if let Some(below) = &options.below {
@@ -83,7 +83,7 @@ impl Store {
             _lock: lock,
         };
         for pin in store.pins()? {
-            store.tiers.hold(&pin);
+            store.tiers.pin(&pin, true);
         }
         Ok(store)
     }
@@ -137,11 +137,6 @@ impl Store {
     /// Bytes held by the store's own directory (waits for the count started at open).
     pub fn disk_bytes(&self) -> u64 {
         self.disk.wait_for_usage()
-    }
-
-    /// The store's own buffer directory (only until the mount sees nothing but `tiers`).
-    pub fn disk(&self) -> &DiskStore {
-        &self.disk
     }
 
     pub(super) fn gate(&self) -> &RwLock<()> {

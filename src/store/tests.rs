@@ -48,7 +48,11 @@ fn put_get_has_length_list_remove() {
         assert_eq!(tier.put(&Buffer::new(data.clone())).unwrap(), cs, "{name}");
         assert!(tier.has(&cs).unwrap(), "{name}");
         assert_eq!(tier.length(&cs).unwrap(), Some(3000), "{name}");
-        assert_eq!(tier.get(&cs).unwrap().unwrap().as_slice(), &data[..], "{name}");
+        assert_eq!(
+            tier.get(&cs).unwrap().unwrap().as_slice(),
+            &data[..],
+            "{name}"
+        );
         let listed: Vec<Checksum> = tier.list().map(Result::unwrap).collect();
         assert_eq!(listed, vec![cs], "{name}");
         if let Some(path) = tier.local_path(&cs) {
@@ -79,7 +83,10 @@ fn streamed_writes_out_of_order_and_resized() {
         assert_eq!(&back[..], &data[4990..5010], "{name}");
         assert_eq!(w.read_at(10_000, &mut back).unwrap(), 7, "{name}");
         assert_eq!(w.commit(None).unwrap(), Checksum::of(&data), "{name}");
-        assert_eq!(tier.get(&Checksum::of(&data)).unwrap().unwrap().as_slice(), &data[..]);
+        assert_eq!(
+            tier.get(&Checksum::of(&data)).unwrap().unwrap().as_slice(),
+            &data[..]
+        );
     });
 }
 
@@ -90,7 +97,14 @@ fn ranged_reads_at_odd_offsets() {
         let cs = tier.put(&Buffer::new(data.clone())).unwrap();
         let reader = tier.open_read(&cs).unwrap().unwrap();
         assert_eq!(reader.len(), 70_001, "{name}");
-        for (offset, len) in [(0, 1), (1, 4095), (4097, 65_537), (69_999, 10), (70_001, 5), (90_000, 1)] {
+        for (offset, len) in [
+            (0, 1),
+            (1, 4095),
+            (4097, 65_537),
+            (69_999, 10),
+            (70_001, 5),
+            (90_000, 1),
+        ] {
             let got = reader.range(offset, len).unwrap();
             let start = (offset as usize).min(data.len());
             let end = (start + len).min(data.len());
