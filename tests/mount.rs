@@ -1030,3 +1030,104 @@ fn forgotten_inodes_leave_the_daemon_table() {
     );
     assert_eq!(dynamic_inodes(&m), 1);
 }
+
+fn stats(m: &Mount) -> Value {
+    serde_json::from_slice(&std::fs::read(m.path(".seamfs/stats")).unwrap()).unwrap()
+}
+
+fn tier_stat(stats: &Value, tier: &str, field: &str) -> u64 {
+    let tiers = stats["tiers"].as_array().unwrap();
+    let found = tiers.iter().find(|t| t["tier"] == tier);
+    found.unwrap_or_else(|| panic!("no tier {tier} in {stats}"))[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} for {tier} in {stats}"))
+}
+
+/// The anonymous (heap) resident memory of a process, in bytes.
+fn anonymous_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// 48 views of 1.6 MB through a 16 MiB RAM tier: the RAM tier evicts (offloading to the disk
+/// tier), stays under its cap, the daemon's heap stays small, and a view evicted from RAM is read
+/// back from the disk tier, not converted again.
+#[test]
+fn ram_tier_evicts_views_to_the_disk_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::on(
+        dir.path().join("mnt"),
+        dir.path().join("store"),
+        &["--ram-cache", "16M"],
+    );
+    let before = stats(&m);
+    assert_eq!(
+        before["store"].as_str().unwrap(),
+        dir.path()
+            .join("store")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let mut expected = Vec::new();
+    for k in 0..48i64 {
+        let values: Vec<i64> = (0..200_000).map(|i| i * 48 + k).collect();
+        let json = serde_json::to_vec(&values).unwrap();
+        let name = format!("v{k}.json");
+        std::fs::write(m.path(&name), &json).unwrap();
+        let hex = std::fs::read_to_string(m.path(&format!("{name}.CHECKSUM"))).unwrap();
+        let converted = match check_conversion(&json) {
+            Some(buffer) => buffer,
+            None => panic!("plain -> binary gave no buffer"),
+        };
+        assert!(converted.len() > 1_600_000);
+        expected.push((hex.trim().to_string(), converted));
+    }
+    for (hex, converted) in &expected {
+        let view = std::fs::read(m.path(&format!("as-binary/{hex}"))).unwrap();
+        assert!(view == converted.as_slice(), "as-binary/{hex} differs");
+    }
+    let after = stats(&m);
+    let ram_bytes = tier_stat(&after, "ram", "bytes");
+    assert!(ram_bytes <= 16 << 20, "{after}");
+    assert!(tier_stat(&after, "ram", "evictions") > 0, "{after}");
+    assert!(tier_stat(&after, "ram", "offloads") > 0, "{after}");
+    assert_eq!(after["conversions"], 48, "{after}");
+    let pid = m.child.as_ref().unwrap().id();
+    let anon = anonymous_rss(pid);
+    eprintln!("daemon anonymous RSS {anon} bytes; stats {after}");
+    assert!(anon <= 116 << 20, "daemon anonymous RSS {anon} bytes");
+    // Every view again: the evicted ones come from the disk tier, none is converted again.
+    let disk_hits = tier_stat(&after, "disk", "hits");
+    for (hex, converted) in &expected {
+        let view = std::fs::read(m.path(&format!("as-binary/{hex}"))).unwrap();
+        assert!(
+            view == converted.as_slice(),
+            "as-binary/{hex} differs on re-read"
+        );
+    }
+    let again = stats(&m);
+    assert_eq!(again["conversions"], 48, "{again}");
+    assert!(
+        tier_stat(&again, "disk", "hits") >= disk_hits + 30,
+        "evicted views were read from the disk tier: {again}"
+    );
+    assert!(tier_stat(&again, "ram", "bytes") <= 16 << 20, "{again}");
+}
+
+/// What `as-binary/` must serve for a JSON source (the library's plain -> binary conversion).
+fn check_conversion(json: &[u8]) -> Option<Buffer> {
+    let conversion = seamfs::celltype::convert::convert(
+        &Buffer::new(json.to_vec()),
+        CellType::Plain,
+        CellType::Binary,
+    )
+    .ok()?;
+    match conversion.output {
+        seamfs::celltype::convert::Output::Buffer(buffer) => Some(buffer),
+        _ => None,
+    }
+}

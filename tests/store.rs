@@ -301,8 +301,8 @@ fn recomputation_cost_protects_derived_buffers() {
     let t = ram_over_disk(2500, 1 << 20);
     let bufs: Vec<Buffer> = (20..23).map(|i| Buffer::new(content(i, 1000))).collect();
     let cs: Vec<Checksum> = bufs.iter().map(Buffer::checksum).collect();
-    t.ram.set_recompute_cost(&cs[0], 3600.0);
-    t.ram.set_recompute_cost(&cs[2], 3600.0);
+    t.ram.derived(&cs[0], 3600.0);
+    t.ram.derived(&cs[2], 3600.0);
     for (c, b) in cs.iter().zip(&bufs) {
         t.ram.hold(c); // equal interest: 1 each
         t.layered.put(b).unwrap();

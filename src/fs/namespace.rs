@@ -371,7 +371,10 @@ impl Namespace {
                     .get(&checksum)
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
-                let fh = self.handles.insert(Handle::Bytes(buffer.bytes().clone()));
+                self.tiers().hold(&checksum);
+                let fh = self
+                    .handles
+                    .insert(Handle::Buffer(checksum, buffer.bytes().clone()));
                 let backing = self.tiers().local_path(&checksum);
                 Ok(Opened {
                     fh,
@@ -419,7 +422,7 @@ impl Namespace {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Bytes(bytes) | Handle::Buffer(_, bytes) => Ok(slice(bytes, offset, size)),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
             Handle::Claim(claim) => Ok(slice(
                 &Bytes::from(claim.data.lock().expect("claim lock").clone()),

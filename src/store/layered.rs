@@ -206,6 +206,11 @@ impl Tier for Layered {
         self.slow.release(checksum);
     }
 
+    fn derived(&self, checksum: &Checksum, cpu_seconds: f64) {
+        self.fast.derived(checksum, cpu_seconds);
+        self.slow.derived(checksum, cpu_seconds);
+    }
+
     fn pin(&self, checksum: &Checksum, pinned: bool) {
         self.fast.pin(checksum, pinned);
         self.slow.pin(checksum, pinned);

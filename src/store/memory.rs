@@ -205,16 +205,6 @@ impl MemoryTier {
             .is_some_and(|e| e.tempref.is_some())
     }
 
-    /// Declare that the buffer is derived and took `cpu_seconds` to compute: it becomes dearer
-    /// to evict (remembered for good, like seamless-core's cost module).
-    pub fn set_recompute_cost(&self, checksum: &Checksum, cpu_seconds: f64) {
-        self.inner
-            .recompute_seconds
-            .lock()
-            .expect("cost lock")
-            .insert(*checksum, cpu_seconds);
-    }
-
     /// Keep `buffer` (no copy) if it fits under the hard cap.
     fn insert(&self, buffer: &Buffer) -> Result<(), StoreError> {
         let checksum = buffer.checksum();
@@ -343,6 +333,15 @@ impl Tier for MemoryTier {
             entry.refs = entry.refs.saturating_sub(1);
         }
         state.drop_if_empty(checksum);
+    }
+
+    /// Remembered for good, like seamless-core's cost module.
+    fn derived(&self, checksum: &Checksum, cpu_seconds: f64) {
+        self.inner
+            .recompute_seconds
+            .lock()
+            .expect("cost lock")
+            .insert(*checksum, cpu_seconds);
     }
 
     fn pin(&self, checksum: &Checksum, pinned: bool) {

@@ -132,6 +132,9 @@ pub trait Tier: Send + Sync {
     /// Pin (or unpin) a buffer: tiers that evict keep a pinned buffer they hold.
     fn pin(&self, _checksum: &Checksum, _pinned: bool) {}
 
+    /// The buffer is derived and took `cpu_seconds` to compute: dearer to evict than to fetch.
+    fn derived(&self, _checksum: &Checksum, _cpu_seconds: f64) {}
+
     /// The eviction side of a tier that has a capacity (see `Evict`); `None` for the others.
     fn evictor(&self) -> Option<&dyn Evict> {
         None
