@@ -61,6 +61,8 @@ pub struct Namespace {
     pub(super) claims: Claims,
     pub(super) options: Options,
     pub(super) started: SystemTime,
+    /// The report of the last garbage collection run through `user.seamfs.gc`.
+    pub(super) gc_report: Mutex<String>,
 }
 
 impl Namespace {
@@ -88,6 +90,7 @@ impl Namespace {
             claims,
             options,
             started: SystemTime::now(),
+            gc_report: Mutex::default(),
         })
     }
 

@@ -73,6 +73,19 @@ impl GcReport {
     }
 }
 
+impl GcReport {
+    /// One line per removed buffer (`<hex> <bytes>`), then the summary.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (checksum, size) in &self.removed {
+            out.push_str(&format!("{checksum} {size}\n"));
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+}
+
 impl Store {
     /// Remove the buffers nothing references (see the module doc).
     pub fn gc(&self, options: GcOptions) -> anyhow::Result<GcReport> {
@@ -198,4 +211,84 @@ fn column(conn: &Connection, (table, column): (&str, &str)) -> Result<HashSet<Ch
         }
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::buffer::Buffer;
+    use crate::store::{StoreOptions, Tier};
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        Arc::new(Store::open(dir, &StoreOptions::default(), "test").unwrap())
+    }
+
+    /// The race gc must never lose: a writer re-stores a buffer gc has already picked (it was
+    /// unreferenced), and records its reference only after the commit.
+    #[test]
+    fn a_buffer_committed_during_gc_is_kept_once_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let buffer = Buffer::new(b"re-stored while collected".to_vec());
+        let checksum = store.tiers().put(&buffer).unwrap();
+        let writing = store.writing();
+        store.tiers().put(&buffer).unwrap(); // the commit (content already stored)
+        let collector = {
+            let store = store.clone();
+            std::thread::spawn(move || store.gc(GcOptions::default()).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!collector.is_finished(), "gc waits for the writer");
+        store.pin(&checksum).unwrap(); // the writer records its reference
+        drop(writing);
+        let report = collector.join().unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        assert!(store.tiers().has(&checksum).unwrap());
+    }
+
+    #[test]
+    fn unreferenced_buffers_go_and_pins_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let gone = store.tiers().put(&Buffer::new(vec![1u8; 100])).unwrap();
+        let pinned = store.tiers().put(&Buffer::new(vec![2u8; 50])).unwrap();
+        store.pin(&pinned).unwrap();
+        let dry = store
+            .gc(GcOptions {
+                dry_run: true,
+                ..GcOptions::default()
+            })
+            .unwrap();
+        assert_eq!(dry.removed, vec![(gone, 100)]);
+        assert!(store.tiers().has(&gone).unwrap());
+        let report = store.gc(GcOptions::default()).unwrap();
+        assert_eq!(
+            (report.removed, report.bytes_freed, report.kept),
+            (vec![(gone, 100)], 100, 1)
+        );
+        assert!(!store.tiers().has(&gone).unwrap());
+        assert_eq!(store.disk_bytes(), 50);
+        store.unpin(&pinned).unwrap();
+        assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 50);
+    }
+
+    #[test]
+    fn the_store_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = store(dir.path());
+        let err = Store::open(dir.path(), &StoreOptions::default(), "test again")
+            .err()
+            .unwrap();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("cannot test again") && text.contains("in use"),
+            "{text}"
+        );
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        drop(first);
+        Store::open(dir.path(), &StoreOptions::default(), "test").unwrap();
+    }
 }
