@@ -201,7 +201,7 @@ fn fsck_quarantines_corrupt_buffers_and_removes_stale_temps() {
 // RAM tier and layering
 
 use seamfs::store::eviction::{ManualClock, TemprefParams};
-use seamfs::store::{Layered, MemoryTier, RamConfig, StoreError};
+use seamfs::store::{Layered, MemoryTier, RamConfig, StoreError, Writes};
 
 /// A RAM tier (manual clock) over a fresh disk store, and the combinator of the two.
 struct RamOverDisk {
@@ -217,7 +217,11 @@ fn ram_over_disk(soft_cap: u64, hard_cap: u64) -> RamOverDisk {
     let disk = DiskStore::open(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::default());
     let ram = MemoryTier::with_clock(RamConfig::new(soft_cap, Some(hard_cap)), clock.clone());
-    let layered = Arc::new(Layered::new(Arc::new(ram.clone()), Arc::new(disk.clone())));
+    let layered = Arc::new(Layered::new(
+        Arc::new(ram.clone()),
+        Arc::new(disk.clone()),
+        Writes::ToSlow,
+    ));
     RamOverDisk {
         _dir: dir,
         disk,

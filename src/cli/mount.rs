@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::fs::fuse::SeamFs;
 use crate::fs::namespace::{Namespace, Options};
 use crate::http::BackgroundServer;
-use crate::store::addr::parse_ram_caps;
+use crate::store::addr::{parse_ram_caps, parse_size};
 use crate::store::{RamConfig, Store, StoreOptions};
 
 /// What `seamfs mount --help` shows after the options: the layout of the mount point.
@@ -72,6 +72,10 @@ pub struct Args {
     /// buffer is not in the store.
     #[arg(long, value_name = "ADDRESS")]
     below: Option<String>,
+    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
+    /// buffers move to the tier below.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    disk_cache: Option<u64>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -97,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => Some(RamConfig::from_machine()),
         },
         below: args.below.clone(),
+        disk_cache: args.disk_cache,
     };
     if args.daemon {
         // The store (its lock, threads and database) is opened in the process that serves.

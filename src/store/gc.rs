@@ -220,7 +220,8 @@ mod tests {
 
     use super::*;
     use crate::buffer::Buffer;
-    use crate::store::{StoreOptions, Tier};
+    use crate::store::StoreOptions;
+    use crate::store::Tier;
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
         Arc::new(Store::open(dir, &StoreOptions::default(), "test").unwrap())
@@ -273,6 +274,46 @@ mod tests {
         assert_eq!(store.disk_bytes(), 50);
         store.unpin(&pinned).unwrap();
         assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 50);
+    }
+
+    #[test]
+    fn a_bounded_disk_moves_least_recently_used_buffers_below() {
+        let (dir, below) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let options = StoreOptions {
+            below: Some(format!("file://{}", below.path().display())),
+            disk_cache: Some(2500),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), &options, "test").unwrap();
+        store.disk_bytes(); // counted: eviction can run
+        let buffers: Vec<Buffer> = (0..4u8).map(|i| Buffer::new(vec![i; 1000])).collect();
+        for buffer in &buffers {
+            store.tiers().put(buffer).unwrap();
+            std::thread::sleep(Duration::from_millis(20)); // distinct write times
+        }
+        assert!(store.disk_bytes() <= 2500);
+        let below = crate::store::DiskStore::open(below.path()).unwrap();
+        let moved: Vec<bool> = buffers
+            .iter()
+            .map(|b| below.length(&b.checksum()).unwrap().is_some())
+            .collect();
+        assert_eq!(moved, [true, true, false, false], "the oldest moved down");
+        for buffer in &buffers {
+            assert_eq!(
+                store.tiers().get(&buffer.checksum()).unwrap().as_ref(),
+                Some(buffer)
+            );
+        }
+        let stats = store.tiers().stats();
+        let disk = stats.tier("disk").unwrap();
+        assert_eq!(
+            (disk.capacity, disk.evictions, disk.offloads),
+            (Some(2500), 2, 2)
+        );
+        assert_eq!(stats.tier("file").unwrap().hits, 2);
+        // gc removes from every tier.
+        assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 4000);
+        assert_eq!(below.iter().count(), 0);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! * Reads try the fast tier, then the slow one. What the slow tier returns is copied up
 //!   (read-through fill) only when it is not a local file: a memory map of a local file costs
 //!   no RAM and is already as fast as RAM, so copying it would only waste memory.
-//! * Streamed writes (`begin_write`) go to the slow tier, so a commit is as durable as that tier;
-//!   small ones (up to `fill_limit`) also land in the fast tier.
+//! * Streamed writes (`begin_write`) go where `Writes` says: to the slow tier when the fast one
+//!   is not durable (RAM over disk: a commit is then as durable as the disk; small ones, up to
+//!   `fill_limit`, also land in RAM), or to the fast tier when it is (disk over a tier below:
+//!   eviction moves them down later, so the RAM tier's offloads land on the disk first).
 //! * Whole buffers (`put`: bytes that already live in RAM, such as view results) go to the fast
 //!   tier only, and to the slow tier when the fast one is full (write-back).
 //! * Eviction: when the fast tier has a capacity (`Tier::evictor`), `evict_once` moves its
@@ -21,11 +23,21 @@ use super::{Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
+/// Where streamed writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// The fast tier is not durable (RAM): write to the slow one, fill the fast one.
+    ToSlow,
+    /// The fast tier is durable (a disk): write to it; eviction moves buffers down.
+    ToFast,
+}
+
 /// Two tiers composed into one (cheap to clone: the tiers are shared).
 #[derive(Clone)]
 pub struct Layered {
     fast: Arc<dyn Tier>,
     slow: Arc<dyn Tier>,
+    writes: Writes,
     /// Streamed writes up to this size are also kept in the fast tier.
     fill_limit: u64,
 }
@@ -40,10 +52,11 @@ pub struct EvictionReport {
 }
 
 impl Layered {
-    pub fn new(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>) -> Self {
+    pub fn new(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>, writes: Writes) -> Self {
         Layered {
             fast,
             slow,
+            writes,
             fill_limit: 1 << 20,
         }
     }
@@ -155,6 +168,9 @@ impl Tier for Layered {
     }
 
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        if self.writes == Writes::ToFast {
+            return self.fast.begin_write();
+        }
         Ok(Box::new(LayeredWrite {
             slow: self.slow.begin_write()?,
             copy: Some(Vec::new()),

@@ -17,6 +17,7 @@ use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
 pub mod addr;
+mod bounded;
 pub mod disk;
 pub mod eviction;
 pub mod gc;
@@ -27,10 +28,11 @@ mod stack;
 #[cfg(test)]
 mod tests;
 
+pub use bounded::Bounded;
 pub use disk::{DiskStore, PendingWrite, Verdict};
 pub use gc::{GcOptions, GcReport};
-pub use layered::Layered;
 pub use layered::{EvictionLoop, EvictionReport};
+pub use layered::{Layered, Writes};
 pub use memory::{MemoryTier, RamConfig};
 pub use stack::{Lock, Store, StoreOptions, database_path};
 

@@ -12,15 +12,22 @@ fn backends() -> Vec<(&'static str, Arc<dyn Tier>, Option<tempfile::TempDir>)> {
     let disk = DiskStore::open(disk_dir.path()).unwrap();
     let layered_dir = tempfile::tempdir().unwrap();
     let under = DiskStore::open(layered_dir.path()).unwrap();
+    let bounded_dir = tempfile::tempdir().unwrap();
+    let bounded = Bounded::new(DiskStore::open(bounded_dir.path()).unwrap(), 1 << 30);
     let file_dir = tempfile::tempdir().unwrap();
     let file = addr::open(&format!("file://{}", file_dir.path().display())).unwrap();
     vec![
         ("memory", Arc::new(ram()), None),
         ("disk", Arc::new(disk), Some(disk_dir)),
         ("file", file, Some(file_dir)),
+        ("bounded disk", Arc::new(bounded), Some(bounded_dir)),
         (
             "ram over disk",
-            Arc::new(Layered::new(Arc::new(ram()), Arc::new(under))),
+            Arc::new(Layered::new(
+                Arc::new(ram()),
+                Arc::new(under),
+                Writes::ToSlow,
+            )),
             Some(layered_dir),
         ),
     ]
