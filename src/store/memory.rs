@@ -145,6 +145,8 @@ struct Inner {
     counters: Counters,
     evictions: AtomicU64,
     offloads: AtomicU64,
+    /// When temprefs were last lapsed (a pass over every entry: at most every 0.1 s).
+    lapsed_at: Mutex<f64>,
 }
 
 impl MemoryTier {
@@ -163,6 +165,7 @@ impl MemoryTier {
                 counters: Counters::default(),
                 evictions: AtomicU64::new(0),
                 offloads: AtomicU64::new(0),
+                lapsed_at: Mutex::new(f64::NEG_INFINITY),
             }),
         }
     }
@@ -245,6 +248,13 @@ impl MemoryTier {
 
     fn lapse_temprefs(&self) {
         let now = self.inner.clock.now();
+        {
+            let mut lapsed_at = self.inner.lapsed_at.lock().expect("lapse lock");
+            if now - *lapsed_at < 0.1 {
+                return;
+            }
+            *lapsed_at = now;
+        }
         let mut state = self.lock();
         let lapsed: Vec<Checksum> = state
             .entries
