@@ -43,11 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (Some(store), None) => {
             let store = Store::open(store, &StoreOptions::default(), "pin a buffer")?;
-            if args.unpin {
-                store.unpin(&checksum)?;
-            } else {
-                store.pin(&checksum)?;
-            }
+            store.set_pin(&checksum, !args.unpin)?;
         }
         (None, None) => unreachable!("clap requires one"),
     }

@@ -72,12 +72,12 @@ impl Namespace {
             return Err(Errno::ENOTSUP);
         }
         let checksum = self.content_checksum(ino)?;
-        let result = match value {
-            "1" => self.store.pin(&checksum),
-            "0" => self.store.unpin(&checksum),
+        let pinned = match value {
+            "1" => true,
+            "0" => false,
             _ => return Err(Errno::EINVAL),
         };
-        result.map_err(|e| {
+        self.store.set_pin(&checksum, pinned).map_err(|e| {
             tracing::error!(%checksum, error = %e, "cannot change the pin");
             Errno::EIO
         })

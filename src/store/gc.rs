@@ -129,30 +129,18 @@ impl Store {
         Ok(report)
     }
 
-    /// Keep `checksum` through eviction and gc.
-    pub fn pin(&self, checksum: &Checksum) -> anyhow::Result<()> {
-        let added = self.db().transaction(|c| -> Result<usize, DbError> {
-            Ok(c.conn().execute(
-                "INSERT OR IGNORE INTO seamfs_pins (checksum) VALUES (?1)",
-                [checksum.hex()],
-            )?)
+    /// Pin (keep through eviction and gc) or unpin `checksum`.
+    pub fn set_pin(&self, checksum: &Checksum, pinned: bool) -> anyhow::Result<()> {
+        let sql = if pinned {
+            "INSERT OR IGNORE INTO seamfs_pins (checksum) VALUES (?1)"
+        } else {
+            "DELETE FROM seamfs_pins WHERE checksum = ?1"
+        };
+        let changed = self.db().transaction(|c| -> Result<usize, DbError> {
+            Ok(c.conn().execute(sql, [checksum.hex()])?)
         })?;
-        if added > 0 {
-            self.tiers().pin(checksum, true);
-        }
-        Ok(())
-    }
-
-    /// Undo `pin`.
-    pub fn unpin(&self, checksum: &Checksum) -> anyhow::Result<()> {
-        let removed = self.db().transaction(|c| -> Result<usize, DbError> {
-            Ok(c.conn().execute(
-                "DELETE FROM seamfs_pins WHERE checksum = ?1",
-                [checksum.hex()],
-            )?)
-        })?;
-        if removed > 0 {
-            self.tiers().pin(checksum, false);
+        if changed > 0 {
+            self.tiers().pin(checksum, pinned);
         }
         Ok(())
     }
@@ -243,7 +231,7 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(300));
         assert!(!collector.is_finished(), "gc waits for the writer");
-        store.pin(&checksum).unwrap(); // the writer records its reference
+        store.set_pin(&checksum, true).unwrap(); // the writer records its reference
         drop(writing);
         let report = collector.join().unwrap();
         assert!(report.removed.is_empty(), "{report:?}");
@@ -256,7 +244,7 @@ mod tests {
         let store = store(dir.path());
         let gone = store.tiers().put(&Buffer::new(vec![1u8; 100])).unwrap();
         let pinned = store.tiers().put(&Buffer::new(vec![2u8; 50])).unwrap();
-        store.pin(&pinned).unwrap();
+        store.set_pin(&pinned, true).unwrap();
         let dry = store
             .gc(GcOptions {
                 dry_run: true,
@@ -272,7 +260,7 @@ mod tests {
         );
         assert!(!store.tiers().has(&gone).unwrap());
         assert_eq!(store.disk_bytes(), 50);
-        store.unpin(&pinned).unwrap();
+        store.set_pin(&pinned, false).unwrap();
         assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 50);
     }
 
