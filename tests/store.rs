@@ -333,6 +333,20 @@ fn pinned_buffers_are_never_evicted() {
 }
 
 #[test]
+fn a_full_ram_tier_makes_room_when_soft_equals_hard() {
+    // Soft cap = hard cap: the tier must not freeze with the first buffers it got.
+    let t = ram_over_disk(3000, 3000);
+    let bufs: Vec<Buffer> = (60..70).map(|i| Buffer::new(content(i, 1000))).collect();
+    for b in &bufs {
+        t.layered.put(b).unwrap();
+        assert!(t.ram.ram_bytes() <= 3000);
+    }
+    let last = bufs.last().unwrap().checksum();
+    assert!(t.ram.has(&last).unwrap(), "the newest buffer got in");
+    assert!(t.ram.stats().tiers[0].evictions >= 7);
+}
+
+#[test]
 fn hard_cap_is_never_exceeded() {
     // A RAM tier alone refuses what does not fit under the hard cap, clearly.
     let ram = MemoryTier::new(RamConfig::new(1000, Some(2000)));

@@ -122,16 +122,21 @@ impl Tier for Bounded {
 impl Evict for Bounded {
     /// Least recently used first (the tier below's cost does not change the order: every
     /// buffer costs the same per byte to fetch back from it).
-    fn victims(&self, _cost_below: &dyn Fn(&Checksum, u64) -> f64) -> Vec<(Checksum, Reader)> {
+    fn victims(
+        &self,
+        room: u64,
+        _cost_below: &dyn Fn(&Checksum, u64) -> f64,
+    ) -> Vec<(Checksum, Reader)> {
         let Some(mut held) = self.disk.bytes() else {
             return Vec::new(); // not counted yet
         };
-        if held <= self.capacity {
+        let target = self.capacity.saturating_sub(room);
+        if held <= target {
             return Vec::new();
         }
         let mut victims = Vec::new();
         for (checksum, size, _) in self.by_age() {
-            if held <= self.capacity {
+            if held <= target {
                 break;
             }
             {

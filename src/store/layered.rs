@@ -77,13 +77,18 @@ impl Layered {
 
     /// Move the fast tier's eviction victims to the slow tier (see the module doc).
     pub fn evict_once(&self) -> Result<EvictionReport, StoreError> {
+        self.evict_for(0)
+    }
+
+    /// `evict_once`, also making room for `room` more bytes under the fast tier's hard cap.
+    fn evict_for(&self, room: u64) -> Result<EvictionReport, StoreError> {
         let mut report = EvictionReport::default();
         let Some(evictor) = self.fast.evictor() else {
             return Ok(report);
         };
         let slow = self.slow.as_ref();
         let mut victims = evictor
-            .victims(&|checksum, size| slow.fetch_cost(checksum, size))
+            .victims(room, &|checksum, size| slow.fetch_cost(checksum, size))
             .into_iter();
         while let Some((checksum, reader)) = victims.next() {
             let moved = match slow.has(&checksum) {
@@ -237,7 +242,9 @@ impl Tier for Layered {
     fn put(&self, buffer: &Buffer) -> Result<Checksum, StoreError> {
         let mut result = self.fast.put(buffer);
         if let Err(StoreError::Full(_)) = result {
-            self.evict_quietly();
+            if let Err(e) = self.evict_for(buffer.len() as u64) {
+                tracing::warn!(error = %e, "eviction pass failed");
+            }
             result = self.fast.put(buffer);
         }
         match result {

@@ -372,12 +372,18 @@ impl Tier for MemoryTier {
 }
 
 impl Evict for MemoryTier {
-    fn victims(&self, cost_below: &dyn Fn(&Checksum, u64) -> f64) -> Vec<(Checksum, Reader)> {
+    fn victims(
+        &self,
+        room: u64,
+        cost_below: &dyn Fn(&Checksum, u64) -> f64,
+    ) -> Vec<(Checksum, Reader)> {
         self.lapse_temprefs();
         let now = self.inner.clock.now();
+        let config = &self.inner.config;
+        let target = config.soft_cap.min(config.hard_cap.saturating_sub(room));
         let (current, snapshot) = {
             let state = self.lock();
-            if state.ram_bytes <= self.inner.config.soft_cap {
+            if state.ram_bytes <= target {
                 return Vec::new();
             }
             let held: Vec<(Checksum, u64, f64, u64)> = state
@@ -408,7 +414,7 @@ impl Evict for MemoryTier {
                 }
             })
             .collect();
-        let chosen = choose_victims(candidates, current, self.inner.config.soft_cap);
+        let chosen = choose_victims(candidates, current, target);
         let mut state = self.lock();
         chosen
             .into_iter()
