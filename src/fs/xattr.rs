@@ -136,3 +136,44 @@ impl Namespace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::test_support::{namespace, write_file};
+    use crate::fs::tree::ROOT;
+
+    #[test]
+    fn a_pinned_file_content_survives_its_file_and_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let ino = write_file(&ns, ROOT, "f", b"keep me");
+        let checksum = Checksum::of(b"keep me");
+        assert_eq!(ns.getxattr(ino, PIN_XATTR), Err(Errno::ENODATA));
+        ns.setxattr(ino, PIN_XATTR, b"1").unwrap();
+        assert_eq!(ns.getxattr(ino, PIN_XATTR).unwrap(), b"1");
+        assert!(ns.listxattr(ino).unwrap().contains(&PIN_XATTR.to_string()));
+        assert_eq!(ns.setxattr(ino, PIN_XATTR, b"yes"), Err(Errno::EINVAL));
+        assert_eq!(ns.setxattr(ino, "user.other", b"1"), Err(Errno::ENOTSUP));
+        ns.unlink(ROOT, "f").unwrap();
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"run").unwrap();
+        assert!(ns.tiers().has(&checksum).unwrap(), "pinned");
+        let report = String::from_utf8(ns.getxattr(inodes::SEAMFS_DIR, GC_XATTR).unwrap());
+        assert!(report.unwrap().contains("freed 0 bytes"));
+        ns.store().set_pin(&checksum, false).unwrap();
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"dry-run")
+            .unwrap();
+        let report = String::from_utf8(ns.getxattr(inodes::SEAMFS_DIR, GC_XATTR).unwrap());
+        assert!(report.unwrap().contains(&checksum.hex()));
+        assert!(
+            ns.tiers().has(&checksum).unwrap(),
+            "a dry run removes nothing"
+        );
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"run").unwrap();
+        assert!(!ns.tiers().has(&checksum).unwrap());
+        assert_eq!(
+            ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"now"),
+            Err(Errno::EINVAL)
+        );
+    }
+}
