@@ -125,6 +125,7 @@ impl Evict for Bounded {
     fn victims(
         &self,
         room: u64,
+        spare: Option<&Checksum>,
         _cost_below: &dyn Fn(&Checksum, u64) -> f64,
     ) -> Vec<(Checksum, Reader)> {
         let Some(mut held) = self.disk.bytes() else {
@@ -141,7 +142,10 @@ impl Evict for Bounded {
             }
             {
                 let mut state = self.lock();
-                if state.pinned.contains(&checksum) || !state.evicting.insert(checksum) {
+                if spare == Some(&checksum)
+                    || state.pinned.contains(&checksum)
+                    || !state.evicting.insert(checksum)
+                {
                     continue;
                 }
             }

@@ -69,26 +69,31 @@ impl Layered {
 
     /// Copy a buffer into the fast tier. A failed fill costs only speed: logged, not returned.
     fn fill(&self, buffer: &Buffer) {
-        if let Err(e) = self.fast.put(buffer) {
-            tracing::debug!(checksum = %buffer.checksum(), error = %e, "fill of the fast tier skipped");
+        match self.fast.put(buffer) {
+            Ok(checksum) => self.evict_quietly(0, Some(&checksum)),
+            Err(e) => {
+                tracing::debug!(checksum = %buffer.checksum(), error = %e, "fill of the fast tier skipped")
+            }
         }
-        self.evict_quietly();
     }
 
     /// Move the fast tier's eviction victims to the slow tier (see the module doc).
     pub fn evict_once(&self) -> Result<EvictionReport, StoreError> {
-        self.evict_for(0)
+        self.evict_for(0, None)
     }
 
-    /// `evict_once`, also making room for `room` more bytes under the fast tier's hard cap.
-    fn evict_for(&self, room: u64) -> Result<EvictionReport, StoreError> {
+    /// `evict_once`, also making room for `room` more bytes under the fast tier's hard cap, and
+    /// keeping `spare`.
+    fn evict_for(&self, room: u64, spare: Option<&Checksum>) -> Result<EvictionReport, StoreError> {
         let mut report = EvictionReport::default();
         let Some(evictor) = self.fast.evictor() else {
             return Ok(report);
         };
         let slow = self.slow.as_ref();
         let mut victims = evictor
-            .victims(room, &|checksum, size| slow.fetch_cost(checksum, size))
+            .victims(room, spare, &|checksum, size| {
+                slow.fetch_cost(checksum, size)
+            })
             .into_iter();
         while let Some((checksum, reader)) = victims.next() {
             let moved = match slow.has(&checksum) {
@@ -116,8 +121,8 @@ impl Layered {
         Ok(report)
     }
 
-    fn evict_quietly(&self) {
-        if let Err(e) = self.evict_once() {
+    fn evict_quietly(&self, room: u64, spare: Option<&Checksum>) {
+        if let Err(e) = self.evict_for(room, spare) {
             tracing::warn!(error = %e, "eviction pass failed");
         }
     }
@@ -134,7 +139,7 @@ impl Layered {
                     let Some(layered) = layered.upgrade() else {
                         break;
                     };
-                    layered.evict_quietly();
+                    layered.evict_quietly(0, None);
                 }
             })
             .expect("spawning the eviction thread");
@@ -242,9 +247,7 @@ impl Tier for Layered {
     fn put(&self, buffer: &Buffer) -> Result<Checksum, StoreError> {
         let mut result = self.fast.put(buffer);
         if let Err(StoreError::Full(_)) = result {
-            if let Err(e) = self.evict_for(buffer.len() as u64) {
-                tracing::warn!(error = %e, "eviction pass failed");
-            }
+            self.evict_quietly(buffer.len() as u64, None);
             result = self.fast.put(buffer);
         }
         match result {
@@ -253,7 +256,8 @@ impl Tier for Layered {
                 self.slow.put(buffer)
             }
             Ok(checksum) => {
-                self.evict_quietly();
+                // The buffer just put is about to be read: it is not this pass's victim.
+                self.evict_quietly(0, Some(&checksum));
                 Ok(checksum)
             }
             Err(e) => Err(e),

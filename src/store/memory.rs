@@ -375,6 +375,7 @@ impl Evict for MemoryTier {
     fn victims(
         &self,
         room: u64,
+        spare: Option<&Checksum>,
         cost_below: &dyn Fn(&Checksum, u64) -> f64,
     ) -> Vec<(Checksum, Reader)> {
         self.lapse_temprefs();
@@ -389,7 +390,9 @@ impl Evict for MemoryTier {
             let held: Vec<(Checksum, u64, f64, u64)> = state
                 .entries
                 .iter()
-                .filter(|(_, e)| e.buffer.is_some() && !e.evicting && !e.pinned)
+                .filter(|(cs, e)| {
+                    e.buffer.is_some() && !e.evicting && !e.pinned && spare != Some(*cs)
+                })
                 .map(|(cs, e)| (*cs, e.size(), e.interest(now), e.last_used))
                 .collect();
             (state.ram_bytes, held)

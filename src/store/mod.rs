@@ -307,12 +307,13 @@ pub fn copy_into(reader: &Reader, to: &dyn Tier, checksum: &Checksum) -> Result<
 /// combinator over it moves them to the tier below first (`Layered::evict_once`).
 pub trait Evict: Send + Sync {
     /// Buffers to move out now, lowest score first, until the tier would be under its soft cap
-    /// and have room for `room` more bytes under its hard cap; `cost_below` is what getting one
-    /// back from the tier below costs. The victims are marked: each must be answered with
-    /// `evicted` or `kept`.
+    /// and have room for `room` more bytes under its hard cap, never `spare` (the buffer just
+    /// put, about to be read); `cost_below` is what getting one back from the tier below costs.
+    /// The victims are marked: each must be answered with `evicted` or `kept`.
     fn victims(
         &self,
         room: u64,
+        spare: Option<&Checksum>,
         cost_below: &dyn Fn(&Checksum, u64) -> f64,
     ) -> Vec<(Checksum, Reader)>;
     /// The victim is safe below (`offloaded`: it was copied there now): drop it here.
