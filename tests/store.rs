@@ -345,7 +345,10 @@ fn a_full_ram_tier_makes_room_when_soft_equals_hard() {
         assert!(t.ram.ram_bytes() <= 3000);
     }
     let last = bufs.last().unwrap().checksum();
-    assert!(t.ram.has(&last).unwrap(), "the newest buffer got in and stays");
+    assert!(
+        t.ram.has(&last).unwrap(),
+        "the newest buffer got in and stays"
+    );
     assert!(t.ram.stats().tiers[0].evictions >= 7);
 }
 

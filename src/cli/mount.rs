@@ -91,9 +91,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
-    // Block the termination signals before any thread exists (the store starts some), so every
-    // thread inherits the mask and only the signal thread (see `serve`) takes them.
-    termination_signals().thread_block()?;
     let options = StoreOptions {
         ram: match args.ram_cache {
             Some(caps) if caps.soft_cap == 0 => None,
@@ -108,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&store_root)
             .with_context(|| format!("cannot create the store {}", store_root.display()))?;
         return daemonize(&store_root, |ready| {
-            match Store::open(&store_root, &options, "mount it") {
+            match block_signals().and_then(|()| Store::open(&store_root, &options, "mount it")) {
                 Ok(store) => serve(&args, store, mountpoint, ready),
                 Err(e) => {
                     ready(Err(format!("{e:#}")));
@@ -117,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    block_signals()?;
     let store = Store::open(&store_root, &options, "mount it")?;
     serve(&args, store, mountpoint, &mut |_| {})
 }
@@ -225,6 +223,12 @@ fn mount_session(
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     Ok((session, Companions { http }))
+}
+
+/// Block the termination signals before any thread exists (the store starts some), so every
+/// thread inherits the mask and only the signal thread (see `serve`) takes them.
+fn block_signals() -> anyhow::Result<()> {
+    Ok(termination_signals().thread_block()?)
 }
 
 fn termination_signals() -> SigSet {
