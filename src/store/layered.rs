@@ -3,7 +3,8 @@
 //!
 //! * Reads try the fast tier, then the slow one. What the slow tier returns is copied up
 //!   (read-through fill) only when it is not a local file: a memory map of a local file costs
-//!   no RAM and is already as fast as RAM, so copying it would only waste memory.
+//!   no RAM and is already as fast as RAM, so copying it would only waste memory. Large buffers
+//!   are streamed up (never read whole into RAM first).
 //! * Streamed writes (`begin_write`) go where `Writes` says: to the slow tier when the fast one
 //!   is not durable (RAM over disk: a commit is then as durable as the disk; small ones, up to
 //!   `fill_limit`, also land in RAM), or to the fast tier when it is (disk over a tier below:
@@ -172,9 +173,23 @@ impl Tier for Layered {
         if self.slow.local_path(checksum).is_some() {
             return Ok(Some(reader));
         }
-        let buffer = reader.into_buffer(*checksum)?;
-        self.fill(&buffer);
-        Ok(Some(Reader::Bytes(buffer)))
+        if reader.len() <= self.fill_limit {
+            let buffer = reader.into_buffer(*checksum)?;
+            self.fill(&buffer);
+            return Ok(Some(Reader::Bytes(buffer)));
+        }
+        // Large: streamed into the fast tier (a disk tier takes it; RAM refuses past its hard
+        // cap), then read from there; else read from the slow tier as it is.
+        match copy_into(&reader, self.fast.as_ref(), checksum) {
+            Ok(()) => {
+                self.evict_quietly(0, Some(checksum));
+                Ok(self.fast.open_read(checksum)?.or(Some(reader)))
+            }
+            Err(e) => {
+                tracing::debug!(%checksum, error = %e, "fill of the fast tier skipped");
+                Ok(Some(reader))
+            }
+        }
     }
 
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
