@@ -15,7 +15,9 @@ mod codec;
 mod convert;
 mod database;
 mod fsck;
+mod gc;
 mod mount;
+mod pin;
 mod unmount;
 
 /// seamfs: content-addressed data as files, compatible with Seamless.
@@ -58,6 +60,10 @@ enum Command {
     Fsck(fsck::Args),
     /// Unmount a seamfs mount (also one started with --daemon).
     Unmount(unmount::Args),
+    /// Remove the buffers nothing references any more, and print what was freed.
+    Gc(gc::Args),
+    /// Keep a buffer through eviction and garbage collection.
+    Pin(pin::Args),
 }
 
 /// Entry point of the binary.
@@ -77,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Database(a) => database::run(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Unmount(a) => unmount::run(a),
+        Command::Gc(a) => gc::run(a),
+        Command::Pin(a) => pin::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,24 +1,29 @@
 //! Extended attributes: the checksum of a tree file or buffer and its cell type where known
-//! (ours, read-only), and any other attributes set on tree entries (stored in
-//! `seamfs_xattrs` beside the tree, so `rsync -X` and `cp --preserve=xattr` keep them).
+//! (ours, read-only), the two controls: `user.seamless.pin` (on a file or buffer: keep its
+//! buffer through eviction and gc) and `user.seamfs.gc` (on `.seamfs/`: run garbage collection
+//! on the mounted store; reading it gives the last report), and any other attributes set on
+//! tree entries (stored in `seamfs_xattrs` beside the tree, so `rsync -X` and
+//! `cp --preserve=xattr` keep them).
 //!
-//! Ours stay read-only, but setting one to the value it has, or removing one, succeeds without
-//! changing anything: `rsync -aX` out of the mount and back in does exactly that. Like the
-//! sidecars, ours are found by name but listed only with `--list-sidecars`, so that `rsync -X`
-//! and `cp --preserve=all` copy exactly the attributes users set.
+//! The checksum and cell type stay read-only, but setting one to the value it has, or removing
+//! one, succeeds without changing anything: `rsync -aX` out of the mount and back in does
+//! exactly that. Like the sidecars, ours are found by name but listed only with
+//! `--list-sidecars`, so that `rsync -X` and `cp --preserve=all` copy exactly the attributes
+//! users set.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
 use rusqlite::{Connection, params};
 
 use super::error::{FsResult, tree_errno};
-use super::inodes::Dynamic;
+use super::inodes::{self, Dynamic};
 use super::namespace::Namespace;
 use super::tree::TreeError;
 use crate::celltype::CellType;
 use crate::checksum::Checksum;
+use crate::store::GcOptions;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS seamfs_xattrs (
@@ -99,8 +104,16 @@ impl UserXattrs {
     }
 }
 
+/// The attributes seamfs computes (read-only).
 fn is_ours(name: &str) -> bool {
     name == CHECKSUM_XATTR || name == CELLTYPE_XATTR
+}
+
+/// A control's value as text.
+fn text(value: &[u8]) -> FsResult<&str> {
+    Ok(std::str::from_utf8(value)
+        .map_err(|_| Errno::EINVAL)?
+        .trim())
 }
 
 /// Extended attribute holding a file's checksum.
@@ -109,10 +122,22 @@ pub const CHECKSUM_XATTR: &str = "user.seamless.checksum";
 /// Extended attribute holding the cell type a buffer is, once known.
 pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 
+/// Set to `1` to pin a file's or buffer's content (`0` or removing it unpins).
+pub const PIN_XATTR: &str = "user.seamless.pin";
+
+/// On `.seamfs/`: set to `run` or `dry-run` (optionally followed by ` include-results`) to run
+/// garbage collection; read it for the last report.
+pub const GC_XATTR: &str = "user.seamfs.gc";
+
 impl Namespace {
-    /// `user.seamless.checksum` on files and buffers; `user.seamless.celltype` where known.
+    /// `user.seamless.checksum` on files and buffers; `user.seamless.celltype` where known;
+    /// `user.seamless.pin` when pinned; `user.seamfs.gc` on `.seamfs/`.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        if !is_ours(name) {
+        if ino == inodes::SEAMFS_DIR && name == GC_XATTR {
+            let report = self.gc_report.lock().expect("gc report lock");
+            return Ok(report.clone().into_bytes());
+        }
+        if !is_ours(name) && name != PIN_XATTR {
             return self.xattrs.get(ino, name).ok_or(Errno::ENODATA);
         }
         let checksum = self.content_checksum(ino)?;
@@ -122,6 +147,7 @@ impl Namespace {
                 .known_celltype(checksum)
                 .map(|c| c.name().as_bytes().to_vec())
                 .ok_or(Errno::ENODATA),
+            PIN_XATTR if self.is_pinned(&checksum) => Ok(b"1".to_vec()),
             _ => Err(Errno::ENODATA),
         }
     }
@@ -137,12 +163,33 @@ impl Namespace {
                 names.push(CELLTYPE_XATTR.to_string());
             }
         }
+        if let Ok(checksum) = self.content_checksum(ino)
+            && self.is_pinned(&checksum)
+        {
+            names.push(PIN_XATTR.to_string());
+        }
         names.extend(self.xattrs.names(ino));
         Ok(names)
     }
 
-    /// Set an attribute: stored on tree entries; ours only to the value they have (else EPERM).
+    /// Set an attribute: the controls (see the module doc); ours only to the value they have
+    /// (else EPERM); any other is stored on tree entries.
     pub fn setxattr(&self, ino: u64, name: &str, value: &[u8]) -> FsResult<()> {
+        if ino == inodes::SEAMFS_DIR && name == GC_XATTR {
+            return self.run_gc(text(value)?);
+        }
+        if name == PIN_XATTR {
+            let checksum = self.content_checksum(ino)?;
+            let pinned = match text(value)? {
+                "1" => true,
+                "0" => false,
+                _ => return Err(Errno::EINVAL),
+            };
+            return self.store.set_pin(&checksum, pinned).map_err(|e| {
+                tracing::error!(%checksum, error = %e, "cannot change the pin");
+                Errno::EIO
+            });
+        }
         if is_ours(name) {
             return match self.getxattr(ino, name) {
                 Ok(current) if current == value => Ok(()),
@@ -161,8 +208,12 @@ impl Namespace {
             .map_err(tree_errno)
     }
 
-    /// Remove an attribute; removing one of ours changes nothing and succeeds.
+    /// Remove an attribute: removing `user.seamless.pin` unpins; removing the checksum or cell
+    /// type changes nothing and succeeds.
     pub fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+        if name == PIN_XATTR {
+            return self.setxattr(ino, name, b"0");
+        }
         if is_ours(name) {
             return Ok(());
         }
@@ -181,6 +232,67 @@ impl Namespace {
         self.views.known_celltype(&self.db, &checksum)
     }
 
+    fn is_pinned(&self, checksum: &Checksum) -> bool {
+        self.store.is_pinned(checksum).unwrap_or(false)
+    }
+
+    /// `run`, `dry-run`, each optionally followed by ` include-results`.
+    fn run_gc(&self, command: &str) -> FsResult<()> {
+        let mut words = command.split_whitespace();
+        let dry_run = match words.next() {
+            Some("run") => false,
+            Some("dry-run") => true,
+            _ => return Err(Errno::EINVAL),
+        };
+        let include_results = match words.next() {
+            None => false,
+            Some("include-results") => true,
+            Some(_) => return Err(Errno::EINVAL),
+        };
+        let report = self
+            .store
+            .gc(GcOptions {
+                dry_run,
+                include_results,
+            })
+            .map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "garbage collection failed");
+                Errno::EIO
+            })?;
+        *self.gc_report.lock().expect("gc report lock") = report.text();
+        if !dry_run {
+            self.removed(
+                report
+                    .removed
+                    .iter()
+                    .map(|(checksum, _)| *checksum)
+                    .collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Names of removed buffers the kernel may still cache: `by-checksum/<hex>`, and the views
+    /// that showed them.
+    fn removed(&self, removed: HashSet<Checksum>) {
+        let mut names: Vec<(u64, String)> = removed
+            .iter()
+            .map(|checksum| (inodes::BY_CHECKSUM, checksum.hex()))
+            .collect();
+        for (source, celltype) in self.views.forget_results(&removed) {
+            names.push((inodes::as_dir(celltype), source.hex()));
+        }
+        self.invalidations
+            .lock()
+            .expect("invalidations lock")
+            .extend(names);
+    }
+
+    /// The names to drop from the kernel's cache since the last call (see `fs::fuse`).
+    pub fn take_invalidations(&self) -> Vec<(u64, String)> {
+        std::mem::take(&mut *self.invalidations.lock().expect("invalidations lock"))
+    }
+
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
         if self.is_tree(ino) {
             return self.file_checksum(ino).map_err(|_| Errno::ENODATA);
@@ -189,5 +301,48 @@ impl Namespace {
             Some(Dynamic::Buffer(checksum)) => Ok(checksum),
             _ => Err(Errno::ENODATA),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::test_support::{namespace, write_file};
+    use crate::fs::tree::ROOT;
+
+    #[test]
+    fn a_pinned_file_content_survives_its_file_and_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let ino = write_file(&ns, ROOT, "f", b"keep me");
+        let checksum = Checksum::of(b"keep me");
+        assert_eq!(ns.getxattr(ino, PIN_XATTR), Err(Errno::ENODATA));
+        ns.setxattr(ino, PIN_XATTR, b"1").unwrap();
+        assert_eq!(ns.getxattr(ino, PIN_XATTR).unwrap(), b"1");
+        assert!(ns.listxattr(ino).unwrap().contains(&PIN_XATTR.to_string()));
+        assert_eq!(ns.setxattr(ino, PIN_XATTR, b"yes"), Err(Errno::EINVAL));
+        // Other attributes are the user's, stored with the tree.
+        ns.setxattr(ino, "user.other", b"1").unwrap();
+        assert_eq!(ns.getxattr(ino, "user.other").unwrap(), b"1");
+        ns.unlink(ROOT, "f").unwrap();
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"run").unwrap();
+        assert!(ns.tiers().has(&checksum).unwrap(), "pinned");
+        let report = String::from_utf8(ns.getxattr(inodes::SEAMFS_DIR, GC_XATTR).unwrap());
+        assert!(report.unwrap().contains("freed 0 bytes"));
+        ns.store().set_pin(&checksum, false).unwrap();
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"dry-run")
+            .unwrap();
+        let report = String::from_utf8(ns.getxattr(inodes::SEAMFS_DIR, GC_XATTR).unwrap());
+        assert!(report.unwrap().contains(&checksum.hex()));
+        assert!(
+            ns.tiers().has(&checksum).unwrap(),
+            "a dry run removes nothing"
+        );
+        ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"run").unwrap();
+        assert!(!ns.tiers().has(&checksum).unwrap());
+        assert_eq!(
+            ns.setxattr(inodes::SEAMFS_DIR, GC_XATTR, b"now"),
+            Err(Errno::EINVAL)
+        );
     }
 }
