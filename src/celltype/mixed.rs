@@ -195,7 +195,21 @@ fn list_form(items: &[Value], depth: usize) -> Result<(Storage, Value), CellErro
 
 /// Python `==` on (storage, form) pairs: forms hold only str/int/bool/None/list/dict.
 fn same_form(a: &(Storage, Value), b: &(Storage, Value)) -> bool {
-    a.0 == b.0 && a.1 == b.1
+    a.0 == b.0 && form_eq(&a.1, &b.1)
+}
+
+/// `==` on forms, safe for forms nested past the native stack (the derived `PartialEq` is not).
+fn form_eq(a: &Value, b: &Value) -> bool {
+    with_stack(|| match (a, b) {
+        (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| form_eq(p, q))
+        }
+        (Value::Dict(x), Value::Dict(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| form_eq(p, q)))
+        }
+        _ => a == b,
+    })
 }
 
 /// `str(dtype)`-style repr used in seamless-core's errors: `dtype('<M8')`, `dtype([('a', '<i4')])`.

@@ -75,17 +75,33 @@ pub const SECTIONS: [&str; 5] = [
     "expressions",
 ];
 
-/// Run every known section of the vectors file at `path`.
+/// Run every known section of the vectors file at `path` (`.json`, or `.json.gz`).
 pub fn run(path: &Path) -> anyhow::Result<Report> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read vectors file {}", path.display()))?;
-    let doc: Json = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let doc = read_vectors(path)?;
     let mut report = Report::default();
     for section in SECTIONS {
         report.cases.extend(run_section(&doc, section));
     }
     Ok(report)
+}
+
+/// Read a vectors file, gunzipping a `.gz` one. Values may nest deeper than serde_json's default
+/// limit of 128 (the deep-nesting vectors go past Python's recursion limit of 1000).
+pub fn read_vectors(path: &Path) -> anyhow::Result<Json> {
+    let raw = std::fs::read(path)
+        .with_context(|| format!("cannot read vectors file {}", path.display()))?;
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+            .with_context(|| format!("{} is not a gzip file", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    de.disable_recursion_limit();
+    stacker::grow(64 << 20, || serde::Deserialize::deserialize(&mut de))
+        .with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 /// Run one section of a parsed vectors document (empty if the section is missing).
@@ -376,6 +392,10 @@ fn tagged(tag: &str, v: Json) -> Json {
 /// Decode the vectors' tagged JSON into a value. An object with one `$` key is a tagged form;
 /// any other object is a dict with str keys.
 pub fn decode_value(j: &Json) -> Result<Value, String> {
+    with_stack(|| decode_untagged(j))
+}
+
+fn decode_untagged(j: &Json) -> Result<Value, String> {
     Ok(match j {
         Json::Null => Value::None,
         Json::Bool(b) => Value::Bool(*b),
