@@ -185,14 +185,15 @@ for _ in range(0 if EDGE else N):
 # `python gen_random_vectors.py SEED N edge` writes these instead: N cases per generator of each
 # class below, every error by its exact Python class (nothing is mapped to ValueError).
 
-def exact_des(buf, celltype, cid):
-    """A deserialize case with the exact error class and message."""
+def exact_des(buf, celltype, cid, compare_message=True):
+    """A deserialize case with the exact error class, and the message unless it is one of
+    numpy's or the JSON decoder's (node addresses, positions) for a corrupt buffer."""
     try:
         v = Buffer(buf).get_value(celltype)
         if isinstance(v, Buffer): v = v.content
         exp = {"ok": True, "value": enc(v)}
     except Exception as e:
-        exp = {"ok": False, "error_type": type(e).__name__, "error_message": str(e)}
+        exp = {"ok": False, "error_type": type(e).__name__, "error_message": str(e) if compare_message else ""}
     des.append({"id": f"{cid}-{len(des)}-{celltype}", "celltype": celltype, "buffer_hex": bytes(buf).hex(), "expected": exp})
 
 NATIVE = ["<i4", "<f8", "|u1", "|b1", "<i8", "<f4", "|S3", "<u2", "<f2", "|i1", "<u8"] + STRUCTS
@@ -313,7 +314,7 @@ def gen_npy_headers(n):
             try: raw = header.encode("latin1" if version < 3 else "utf-8")
             except UnicodeEncodeError: raw = header.encode("utf-8")
         buf = wrap(raw, version) + data + (b"\x00" * random.choice([0, 0, 3]))
-        exact_des(buf, random.choice(["binary", "mixed", "mixed"]), "npyh")
+        exact_des(buf, random.choice(["binary", "mixed", "mixed"]), "npyh", compare_message=False)
         # an odd literal numpy still evaluates (or not)
         odd = random.choice(["{'descr': '<f8', 'fortran_order': False, 'shape': (True, 2)}",
                              "{'descr': '<i4', 'fortran_order': False, 'shape': [2]}",
@@ -339,14 +340,14 @@ def gen_npy_headers(n):
                              "{'descr': '<i4', 'fortran_order': None, 'shape': (1,)}",
                              "{'descr': '<M8[s]', 'fortran_order': False, 'shape': (1,)}",
                              "{'descr': '|O', 'fortran_order': False, 'shape': (1,)}"])
-        exact_des(wrap(odd.encode("utf-8"), random.choice([1, 2, 3])) + bytes(random.getrandbits(8) for _ in range(random.choice([0, 4, 8, 40]))), random.choice(["binary", "mixed"]), "npyo")
+        exact_des(wrap(odd.encode("utf-8"), random.choice([1, 2, 3])) + bytes(random.getrandbits(8) for _ in range(random.choice([0, 4, 8, 40]))), random.choice(["binary", "mixed"]), "npyo", compare_message=False)
         # structured values with nested and sub-array fields, as numpy writes them
         try:
             dt = np.dtype(rnested_descr(), align=random.random() < 0.5)
             shape = tuple(random.randint(0, 2) for _ in range(random.randint(0, 2)))
             a = np.frombuffer(bytes(random.getrandbits(8) for _ in range(int(np.prod(shape)) * dt.itemsize)), dt).reshape(shape)
             b = io.BytesIO(); np.save(b, a, allow_pickle=False)
-            exact_des(b.getvalue(), random.choice(["binary", "mixed"]), "npys")
+            exact_des(b.getvalue(), random.choice(["binary", "mixed"]), "npys", compare_message=False)
         except (TypeError, ValueError):
             pass
 
@@ -390,7 +391,7 @@ def gen_errors(n):
         else:
             magic = random.choice([b"\x93NUMPY", b"\x94SEAMLESS-MIXED", b"\x93SEAMLESS", b"\x93NUMP", b"\x94SEAMLESS-MIXE", b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00", b"\x93NUMPY\x03\x00", b"\x93NUMPY\x04\x00", b"\x93NUMPY\x01\x01"])
             buf = magic + bytes(random.getrandbits(8) for _ in range(random.randint(0, 24))) if random.random() < 0.5 else magic + buf[random.randint(0, len(buf)):]
-        exact_des(buf, random.choice(["mixed", "mixed", "binary", "plain", "str", "checksum"]), "corrupt")
+        exact_des(buf, random.choice(["mixed", "mixed", "binary", "plain", "str", "checksum"]), "corrupt", compare_message=False)
 
 def nest(depth, kinds):
     v = random.choice([1, "x", None, 2.5])

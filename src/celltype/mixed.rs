@@ -530,7 +530,7 @@ fn value_error(what: impl Into<String>) -> CellError {
 /// Parse a `mixed` buffer and say how it was stored (`binary` accepts only pure-binary).
 pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellError> {
     if buf.starts_with(npy::MAGIC) {
-        let a = npy::read(buf).map_err(|why| value_error(format!("invalid .npy buffer: {why}")))?;
+        let a = npy::read(buf)?;
         // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
         let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
             Value::Scalar(native_scalar(a))

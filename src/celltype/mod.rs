@@ -16,6 +16,7 @@ pub mod ipython;
 pub mod json_orjson;
 pub mod json_parse;
 pub mod json_python;
+pub mod literal_eval;
 pub mod mixed;
 pub mod npy;
 pub mod pyrepr;
@@ -114,6 +115,10 @@ pub enum PyErrorKind {
     UnicodeEncodeError,
     IndexError,
     RecursionError,
+    /// `json.JSONDecodeError` (a `ValueError`), where seamless-core lets it escape.
+    JSONDecodeError,
+    /// `tokenize.TokenError`, from numpy's retry of a `.npy` header that did not parse.
+    TokenError,
 }
 
 impl PyErrorKind {
@@ -128,6 +133,8 @@ impl PyErrorKind {
             PyErrorKind::UnicodeEncodeError => "UnicodeEncodeError",
             PyErrorKind::IndexError => "IndexError",
             PyErrorKind::RecursionError => "RecursionError",
+            PyErrorKind::JSONDecodeError => "JSONDecodeError",
+            PyErrorKind::TokenError => "TokenError",
         }
     }
 }
