@@ -460,4 +460,6 @@ if EDGE:
 ser = [c for c in cases if not c.get("_inv")]
 inv = [c for c in cases if c.get("_inv")]
 for c in inv: del c["_inv"]
-json.dump({"serialize": ser, "invalid_serialize": inv, "deserialize": des}, sys.stdout)
+meta = {"generator": "gen_random_vectors.py " + " ".join(sys.argv[1:]), "python": sys.version.split()[0], "numpy": np.__version__,
+        "unicode": unicodedata.unidata_version, "layout": "strides"}
+json.dump({"meta": meta, "serialize": ser, "invalid_serialize": inv, "deserialize": des}, sys.stdout)

@@ -290,44 +290,32 @@ fn field_form(f: &Field) -> Value {
     ])
 }
 
-/// numpy's byte strides of the array as held.
-fn strides(a: &NdArray) -> Vec<i64> {
-    let item = a.dtype.itemsize() as i64;
-    match &a.layout {
-        Layout::Strided(s) => s.clone(),
-        Layout::C => {
-            let mut s = vec![0; a.shape.len()];
-            let mut step = item;
-            for d in (0..a.shape.len()).rev() {
-                s[d] = step;
-                step *= a.shape[d] as i64;
-            }
-            s
-        }
-        Layout::F => {
-            let mut step = item;
-            a.shape
-                .iter()
-                .map(|&n| {
-                    let here = step;
-                    step *= n as i64;
-                    here
-                })
-                .collect()
-        }
-    }
-}
-
 /// The form of a struct scalar (`np.void`): its element type.
 fn item_form_checked(dtype: &DType) -> Result<Value, CellError> {
     check_dtype(dtype)?;
     Ok(item_form(dtype))
 }
 
-/// The form of a numpy array; empty arrays count as non-contiguous with zero strides (numpy 2.4).
+/// seamless-core's `is_contiguous`: numpy's `C_CONTIGUOUS` flag and, stricter, every stride
+/// exactly the C-order one (an axis of length 0 or 1 included).
+fn is_contiguous(a: &NdArray) -> bool {
+    if !a.c_contiguous() {
+        return false;
+    }
+    let mut stride = a.dtype.itemsize() as i64;
+    for (n, s) in a.shape.iter().zip(a.strides()).rev() {
+        if s != stride {
+            return false;
+        }
+        stride *= *n as i64;
+    }
+    true
+}
+
+/// The form of a numpy array, with numpy's own strides where it is not contiguous.
 fn array_form(a: &NdArray) -> Result<Value, CellError> {
     check_dtype(&a.dtype)?;
-    let contiguous = a.layout == Layout::C && !a.is_empty();
+    let contiguous = is_contiguous(a);
     let mut pairs = vec![
         ("type", Value::str("array")),
         ("items", item_form(&a.dtype)),
@@ -336,12 +324,7 @@ fn array_form(a: &NdArray) -> Result<Value, CellError> {
         ("contiguous", Value::Bool(contiguous)),
     ];
     if !contiguous {
-        let s = if a.is_empty() {
-            vec![0; a.shape.len()]
-        } else {
-            strides(a)
-        };
-        pairs.push(("strides", int_list(s)));
+        pairs.push(("strides", int_list(a.strides())));
     }
     Ok(obj(pairs))
 }

@@ -11,7 +11,7 @@ use num_traits::ToPrimitive;
 use super::literal_eval::{Lit, filter_header, literal_eval};
 use super::pyrepr::str_repr;
 use super::{CellError, PyErrorKind};
-use crate::value::{ByteOrder, DType, Field, Layout, NdArray, StructDType};
+use crate::value::{ByteOrder, DType, Field, Layout, NdArray, StructDType, packed_strides};
 
 pub const MAGIC: &[u8] = b"\x93NUMPY";
 /// numpy reserves room for the growth axis to reach this many digits.
@@ -90,7 +90,8 @@ fn reorder(data: &[u8], shape: &[usize], itemsize: usize, to_fortran: bool) -> V
 
 /// The `np.save(buf, arr, allow_pickle=False)` bytes of an array.
 pub fn write(a: &NdArray) -> Vec<u8> {
-    let fortran = a.layout == Layout::F;
+    // np.save writes Fortran order for an array that is F- and not C-contiguous.
+    let fortran = a.f_contiguous() && !a.c_contiguous();
     let mut header = format!(
         "{{'descr': {}, 'fortran_order': {}, 'shape': {}, }}",
         descr_repr(&a.dtype),
@@ -281,13 +282,28 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
     }
     let data = &buf[data_offset..data_offset + nbytes];
     let multi_axis = shape.iter().filter(|&&n| n > 1).count() > 1;
-    let (data, layout) = if fortran && multi_axis {
-        (reorder(data, &shape, dtype.itemsize(), false), Layout::F)
+    let data = if fortran && multi_axis {
+        reorder(data, &shape, dtype.itemsize(), false)
     } else {
-        (data.to_vec(), Layout::C)
+        data.to_vec()
     };
+    // `reshape` of the 1-d buffer gives packed strides.
+    let strides = packed_strides(&shape, dtype.itemsize(), fortran);
+    let mut layout = Layout::of_strides(&shape, dtype.itemsize(), strides);
     let aligned = aligned_dtype(&dtype);
     let data = if aligned != dtype {
+        // seamless-core's `astype` to the aligned dtype makes a new array in the same order.
+        let probe = NdArray {
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            layout,
+            data: Bytes::new(),
+        };
+        layout = if probe.c_contiguous() {
+            Layout::C
+        } else {
+            Layout::F
+        };
         repack(&dtype, &aligned, &data, count)
     } else {
         data
