@@ -516,7 +516,9 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
         let a = npy::read(buf)?;
         // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
         let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
-            Value::Scalar(native_scalar(a))
+            let a = native_scalar(a);
+            check_str_scalar(&a)?;
+            Value::Scalar(a)
         } else {
             Value::Array(a)
         };
@@ -535,6 +537,23 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
         Ok(v) => Ok((Storage::PurePlain, v)),
         Err(_) => Ok((Storage::PureBinary, Value::Array(bytes_array(buf)))),
     }
+}
+
+/// numpy cannot make a `str` scalar of a code point beyond U+10FFFF: it raises `SystemError`.
+fn check_str_scalar(a: &NdArray) -> Result<(), CellError> {
+    if let DType::Simple { kind: 'U', .. } = a.dtype {
+        let units = a.data.chunks_exact(4);
+        if units
+            .map(|u| u32::from_le_bytes(u.try_into().expect("4 bytes")))
+            .any(|c| c > 0x10FFFF)
+        {
+            return Err(CellError::new(
+                PyErrorKind::SystemError,
+                "invalid maximum character passed to PyUnicode_New",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.

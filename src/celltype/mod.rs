@@ -18,6 +18,7 @@ pub mod json_parse;
 pub mod json_python;
 pub mod literal_eval;
 pub mod mixed;
+pub mod py_digits;
 pub mod npy;
 pub mod pyrepr;
 pub mod python;
@@ -119,6 +120,8 @@ pub enum PyErrorKind {
     JSONDecodeError,
     /// `tokenize.TokenError`, from numpy's retry of a `.npy` header that did not parse.
     TokenError,
+    /// numpy's error for a unicode scalar holding a code point beyond U+10FFFF.
+    SystemError,
 }
 
 impl PyErrorKind {
@@ -135,6 +138,7 @@ impl PyErrorKind {
             PyErrorKind::RecursionError => "RecursionError",
             PyErrorKind::JSONDecodeError => "JSONDecodeError",
             PyErrorKind::TokenError => "TokenError",
+            PyErrorKind::SystemError => "SystemError",
         }
     }
 }

@@ -200,7 +200,7 @@ pub fn read_header(buf: &[u8]) -> Result<NpyHeader, CellError> {
 
 /// `read_header` under the given reader's rules; a negative dimension is an error here.
 pub fn read_header_with(buf: &[u8], rules: HeaderRules) -> Result<NpyHeader, CellError> {
-    let (dtype, fortran_order, shape, data_offset) = header_parts(buf, rules)?;
+    let (dtype, fortran_order, (shape, _), data_offset) = header_parts(buf, rules)?;
     let shape = shape
         .iter()
         .map(|&n| usize::try_from(n).map_err(|_| value_error("negative dimensions are not allowed")))
@@ -213,8 +213,12 @@ pub fn read_header_with(buf: &[u8], rules: HeaderRules) -> Result<NpyHeader, Cel
     })
 }
 
-/// dtype, fortran_order, shape (as Python ints) and data offset of a header.
-fn header_parts(buf: &[u8], rules: HeaderRules) -> Result<(DType, bool, Vec<i64>, usize), CellError> {
+/// dtype, fortran_order, shape (as Python ints, and whether any is a bool) and data offset of a
+/// header.
+fn header_parts(
+    buf: &[u8],
+    rules: HeaderRules,
+) -> Result<(DType, bool, (Vec<i64>, bool), usize), CellError> {
     let magic = read_bytes(buf, 0, 8, "magic string")?;
     if &magic[..6] != MAGIC {
         return Err(value_error(format!(
@@ -267,7 +271,8 @@ fn header_parts(buf: &[u8], rules: HeaderRules) -> Result<(DType, bool, Vec<i64>
 /// `reshape`); data after the array are ignored, as numpy ignores them. Struct dtypes come back
 /// in their aligned form (seamless-core converts them with `astype`).
 pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
-    let (dtype, fortran, shape, data_offset) = header_parts(buf, HeaderRules::Seamless)?;
+    let (dtype, fortran, (shape, bool_dims), data_offset) =
+        header_parts(buf, HeaderRules::Seamless)?;
     if let DType::Simple { kind: 'O', .. } = dtype {
         return Err(value_error(
             "cannot create an OBJECT array from memory buffer",
@@ -279,6 +284,12 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
         .ok_or_else(|| value_error("array is too big"))?;
     if buf.len() - data_offset < nbytes {
         return Err(value_error("buffer is smaller than requested size"));
+    }
+    if bool_dims {
+        return Err(npy_error(
+            PyErrorKind::TypeError,
+            "'bool' object cannot be interpreted as an integer",
+        ));
     }
     let data = &buf[data_offset..data_offset + nbytes];
     let multi_axis = shape.iter().filter(|&&n| n > 1).count() > 1;
@@ -360,7 +371,10 @@ fn frombuffer_shape(
 
 /// The `(descr, fortran_order, shape)` of a header dict literal, checked as numpy checks it.
 /// Shape entries are Python ints (bools count as ints) and may be negative at this point.
-fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, Vec<i64>), CellError> {
+fn parse_header(
+    header: &str,
+    retry: bool,
+) -> Result<(DType, bool, (Vec<i64>, bool)), CellError> {
     // Python 3.11 refuses source text holding NUL bytes with a ValueError before parsing it.
     if header.contains('\0') {
         return Err(value_error("source code string cannot contain null bytes"));
@@ -395,6 +409,7 @@ fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, Vec<i64>), Ce
             "Header does not contain the correct keys (descr, fortran_order, shape)",
         ));
     };
+    let bool_dims = matches!(shape, Lit::Tuple(items) if items.iter().any(|x| matches!(x, Lit::Bool(_))));
     let shape = match shape {
         Lit::Tuple(items) => items
             .iter()
@@ -413,7 +428,7 @@ fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, Vec<i64>), Ce
     };
     let dtype = descr_to_dtype(descr)
         .map_err(|why| value_error(format!("descr is not a valid dtype descriptor: {why}")))?;
-    Ok((dtype, *fortran, shape))
+    Ok((dtype, *fortran, (shape, bool_dims)))
 }
 
 /// numpy's `descr_to_dtype`: a typestr, `(descr, shape)`, or a list of fields (padding

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use num_bigint::BigInt;
 
 use super::unicode_printable::is_printable;
-use super::{CellError, PyErrorKind, with_stack};
+use super::{CellError, PyErrorKind, py_digits, with_stack};
 use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
 /// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
@@ -438,7 +438,8 @@ pub fn sorted_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<Vec<&'a Ke
     Ok(keys)
 }
 
-/// Python `int(text)` for base 10, or `ValueError` naming the text as Python does.
+/// Python `int(text)` for base 10 (digits of any script), or `ValueError` naming the text as
+/// Python does.
 pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
     let bad = || {
         CellError::new(
@@ -446,7 +447,8 @@ pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
             format!("invalid literal for int() with base 10: {}", str_repr(text)),
         )
     };
-    let t = text.trim();
+    let ascii = py_digits::to_ascii(text);
+    let t = ascii.trim_matches(' ');
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -476,7 +478,7 @@ fn strip_underscores(s: &str) -> Option<String> {
     Some(s.replace('_', ""))
 }
 
-/// Python `float(text)`, or `ValueError` naming the text as Python does.
+/// Python `float(text)` (digits of any script), or `ValueError` naming the text as Python does.
 pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
     let bad = || {
         CellError::new(
@@ -484,7 +486,8 @@ pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
             format!("could not convert string to float: {}", str_repr(text)),
         )
     };
-    let t = text.trim();
+    let ascii = py_digits::to_ascii(text);
+    let t = ascii.trim_matches(' ');
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
