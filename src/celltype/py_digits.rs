@@ -1,6 +1,6 @@
 //! How CPython 3.11 reads numbers written with any script's digits: `int()` and `float()` first
-//! map every Unicode decimal digit (category `Nd`) to its ASCII digit and every Unicode space to
-//! `' '` (`_PyUnicode_TransformDecimalAndSpaceToASCII`), so `int("١٢")` is 12 and
+//! map every Unicode decimal digit (category `Nd`) to its ASCII digit and every non-ASCII Unicode space
+//! to `' '` (`_PyUnicode_TransformDecimalAndSpaceToASCII`), so `int("١٢")` is 12 and
 //! `float("٣.٥")` is 3.5.
 
 /// The Unicode `Nd` characters, as runs of consecutive code points whose first is digit 0
@@ -35,23 +35,21 @@ pub fn decimal_value(c: char) -> Option<u32> {
     (c < end).then_some((c - start) % 10)
 }
 
-/// Python's `str.isspace` (`Py_UNICODE_ISSPACE`): Unicode White_Space, plus the ASCII
-/// separators U+001C–U+001F.
-pub fn is_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
+/// The whitespace `int()`/`float()` strip after the transform (`Py_ISSPACE`, ASCII only).
+pub const ASCII_SPACE: [char; 6] = [' ', '\t', '\n', '\u{b}', '\u{c}', '\r'];
 
-/// `_PyUnicode_TransformDecimalAndSpaceToASCII`: digits to ASCII digits, spaces to `' '`, other
-/// ASCII kept, anything else `'?'` (which no number syntax accepts).
+/// `_PyUnicode_TransformDecimalAndSpaceToASCII`: ASCII below U+007F kept as it is, other
+/// spaces to `' '`, decimal digits to ASCII digits, anything else `'?'` (which no number syntax
+/// accepts).
 pub fn to_ascii(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if is_space(c) {
+            if (c as u32) < 0x7f {
+                c
+            } else if c.is_whitespace() {
                 ' '
             } else if let Some(d) = decimal_value(c) {
                 char::from_digit(d, 10).expect("a decimal digit")
-            } else if c.is_ascii() {
-                c
             } else {
                 '?'
             }
@@ -68,7 +66,7 @@ mod tests {
         assert_eq!(to_ascii("١٢"), "12");
         assert_eq!(to_ascii("𝟎"), "0");
         assert_eq!(to_ascii("٣.٥"), "3.5");
-        assert_eq!(to_ascii("\u{a0}\u{1c}1\u{2212}"), "  1?");
+        assert_eq!(to_ascii("\u{a0}\u{1c}1\u{2212}\u{7f}"), " \u{1c}1??");
         assert_eq!(decimal_value('9'), Some(9));
         assert_eq!(decimal_value('²'), None);
         assert_eq!(decimal_value('\u{1E950}'), Some(0));

@@ -448,7 +448,7 @@ pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
         )
     };
     let ascii = py_digits::to_ascii(text);
-    let t = ascii.trim_matches(' ');
+    let t = ascii.trim_matches(py_digits::ASCII_SPACE);
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -487,7 +487,7 @@ pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
         )
     };
     let ascii = py_digits::to_ascii(text);
-    let t = ascii.trim_matches(' ');
+    let t = ascii.trim_matches(py_digits::ASCII_SPACE);
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
