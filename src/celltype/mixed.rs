@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::json_parse::{Dialect, parse};
+use super::json_parse::{Dialect, parse, parse_with_depth};
 use super::json_python::{self, Style};
 use super::npy::{self, aligned_dtype, is_native};
 use super::pyrepr::{PY_RECURSION_LIMIT, sorted_keys};
@@ -587,82 +587,96 @@ fn native_scalar(mut a: NdArray) -> NdArray {
     a
 }
 
-/// Bounds-checked reads from the container; a length field never makes us allocate.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// Python's `data[start:start + n]`: clamped to the buffer.
+fn slice(buf: &[u8], start: usize, n: usize) -> &[u8] {
+    let start = start.min(buf.len());
+    &buf[start..start.saturating_add(n).min(buf.len())]
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                value_error(format!(
-                    "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
-                    self.pos,
-                    self.buf.len() - self.pos
-                ))
-            })?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(out)
+/// `np.frombuffer(raw, uint32/uint64)[0]` (or `.tolist()[0]`): the first little-endian word, an
+/// `IndexError` for no bytes and a `ValueError` for a partial word.
+fn first_word(raw: &[u8], size: usize, index_message: &str) -> Result<u64, CellError> {
+    if raw.is_empty() {
+        return Err(CellError::new(PyErrorKind::IndexError, index_message));
     }
-
-    fn u64(&mut self, what: &str) -> Result<usize, CellError> {
-        let raw = self.take(8, what)?;
-        let n = u64::from_le_bytes(raw.try_into().expect("8 bytes"));
-        usize::try_from(n).map_err(|_| value_error(format!("{what} {n} is absurd")))
+    if raw.len() % size != 0 {
+        return Err(value_error(
+            "buffer size must be a multiple of element size",
+        ));
     }
-
-    fn json(&mut self, n: usize, what: &str) -> Result<Value, CellError> {
-        let raw = self.take(n, what)?;
-        let text = decode_utf8(raw)?;
-        parse(text, Dialect::Python)
-            .map_err(|why| value_error(format!("mixed buffer {what} is not valid JSON: {why}")))
-    }
+    let mut word = [0u8; 8];
+    word[..size].copy_from_slice(&raw[..size]);
+    Ok(u64::from_le_bytes(word))
 }
 
+/// Python `json.loads` of bytes seamless-core decodes as UTF-8 first.
+fn json_loads(raw: &[u8]) -> Result<Value, CellError> {
+    let text = decode_utf8(raw)?;
+    parse_with_depth(text, Dialect::Python).map_err(|(why, too_deep)| {
+        if too_deep {
+            CellError::new(
+                PyErrorKind::RecursionError,
+                "maximum recursion depth exceeded while decoding a JSON array from a unicode string",
+            )
+        } else {
+            CellError::new(PyErrorKind::JSONDecodeError, why)
+        }
+    })
+}
+
+/// Read a mixed container in seamless-core's order of steps (`deserialize`, then
+/// `from_stream`), so that a corrupt buffer fails with the error class Python gives.
 fn read_container(buf: &[u8]) -> Result<Value, CellError> {
-    let mut r = Reader {
-        buf,
-        pos: MIXED_MAGIC.len(),
-    };
-    let l1 = r.take(1, "storage length")?[0] as usize;
-    let storage = r.take(l1, "storage name")?;
-    if storage != Storage::MixedPlain.name().as_bytes() {
-        return Err(value_error(format!(
-            "unknown mixed storage {:?}",
-            String::from_utf8_lossy(storage)
-        )));
+    let mut pos = MIXED_MAGIC.len();
+    let storage_len = *buf.get(pos).ok_or_else(|| {
+        CellError::new(
+            PyErrorKind::IndexError,
+            "index 0 is out of bounds for axis 0 with size 0",
+        )
+    })? as usize;
+    pos += 1;
+    let storage = slice(buf, pos, storage_len);
+    pos += storage_len;
+    let form_len = first_word(
+        slice(buf, pos, 4),
+        4,
+        "index 0 is out of bounds for axis 0 with size 0",
+    )? as usize;
+    pos += 4;
+    let form = slice(buf, pos, form_len);
+    pos = pos.saturating_add(form_len);
+    let storage = decode_utf8(storage)?;
+    let form = json_loads(form)?;
+    let stream = slice(buf, pos, usize::MAX);
+    match storage {
+        "mixed-plain" => {}
+        "pure-plain" => {
+            return Err(CellError::new(PyErrorKind::AssertionError, "")
+                .with_detail("a pure-plain mixed container holds bytes, not a str"));
+        }
+        "pure-binary" => return npy::read(stream).map(Value::Array),
+        other => return Err(value_error(other)),
     }
-    let l2 = u32::from_le_bytes(r.take(4, "form length")?.try_into().expect("4 bytes")) as usize;
-    let form = r.json(l2, "form")?;
-    let inner_start = r.pos;
-    if !buf[inner_start..].starts_with(SEAMLESS_MAGIC) {
+    if !stream.starts_with(SEAMLESS_MAGIC) {
         return Err(CellError::new(PyErrorKind::AssertionError, "")
             .with_detail("mixed buffer lacks the inner \\x93SEAMLESS marker"));
     }
-    r.pos += SEAMLESS_MAGIC.len();
-    let l3 = r.u64("data header length")?;
-    let l4 = r.u64("binary area length")?;
-    let inner_len = buf.len() - inner_start;
-    if Some(inner_len)
-        != l3
-            .checked_add(l4)
-            .and_then(|n| n.checked_add(SEAMLESS_MAGIC.len() + 16))
-    {
+    let magic = SEAMLESS_MAGIC.len();
+    let index_error = "list index out of range";
+    let jsons_len = first_word(slice(stream, magic, 8), 8, index_error)?;
+    let area_len = first_word(slice(stream, magic + 8, 8), 8, index_error)?;
+    let expected = (magic as u128 + 16) + jsons_len as u128 + area_len as u128;
+    if stream.len() as u128 != expected {
         return Err(
             CellError::new(PyErrorKind::AssertionError, "").with_detail(format!(
-                "mixed buffer inner length is {inner_len}, its header says {} + {l3} + {l4}",
-                SEAMLESS_MAGIC.len() + 16
+                "mixed buffer inner length is {}, its header says {expected}",
+                stream.len()
             )),
         );
     }
-    let jsons = r.json(l3, "data header")?;
-    let area = r.take(l4, "binary area")?;
+    let jsons_len = jsons_len as usize;
+    let jsons = json_loads(&stream[magic + 16..magic + 16 + jsons_len])?;
+    let area = &stream[magic + 16 + jsons_len..];
     let Value::List(mut parts) = jsons else {
         return Err(value_error(
             "mixed data header is not a [offsets, data] list",
