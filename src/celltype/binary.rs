@@ -110,6 +110,12 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
         if sequences.is_empty() {
             break;
         }
+        if shape.len() == MAX_DIMS {
+            return Err(CellError::new(
+                PyErrorKind::ValueError,
+                format!("setting an array element with a sequence. The requested array would exceed the maximum number of dimension of {MAX_DIMS}."),
+            ));
+        }
         let n = sequences[0].len();
         if sequences.len() != level.len() || sequences.iter().any(|s| s.len() != n) {
             return Err(inhomogeneous(&shape));
@@ -126,6 +132,9 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
     }
     build(&level, shape)
 }
+
+/// numpy's `NPY_MAXDIMS`.
+const MAX_DIMS: usize = 64;
 
 /// numpy's error for ragged nesting, after the dimensions it could discover.
 fn inhomogeneous(shape: &[usize]) -> CellError {

@@ -263,6 +263,13 @@ pub fn filter_header(text: &str) -> Result<String, CellError> {
                 if triple && !closed {
                     return Err(token_error("EOF in multi-line string"));
                 }
+                if !closed {
+                    // tokenize makes the lone quote an error token and reads on after it.
+                    out.push(c);
+                    i = start + 1;
+                    after_number = false;
+                    continue;
+                }
                 out.extend(&chars[start..i.min(chars.len())]);
                 after_number = false;
                 continue;
@@ -326,6 +333,7 @@ mod tests {
     fn filter_header_drops_python2_longs() {
         assert_eq!(filter_header("(2L, 3L)").unwrap(), "(2, 3)");
         assert_eq!(filter_header("'2L'").unwrap(), "'2L'");
+        assert_eq!(filter_header("{'a': x\", (1L,)}").unwrap(), "{'a': x\", (1,)}");
         assert_eq!(
             filter_header("{'a': (1,").unwrap_err().kind,
             PyErrorKind::TokenError

@@ -331,6 +331,7 @@ fn array_form(a: &NdArray) -> Result<Value, CellError> {
 
 /// Serialize as `mixed`.
 pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
+    super::pyrepr::check_unchecksum_depth(value)?;
     let (storage, form) = get_form(value)?;
     match storage {
         Storage::PurePlain => {

@@ -438,6 +438,43 @@ pub fn sorted_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<Vec<&'a Ke
     Ok(keys)
 }
 
+/// seamless-core's `unchecksum(value)`, run before `plain` and `mixed` serialization, walks
+/// every container under Python's recursion limit, three frames a level (`unchecksum`,
+/// `_unchecksum_list`/`_dict`, the comprehension), with an `isinstance(value, (list, tuple))`
+/// check in between for anything but a dict. Reproduced for a call from a script's top level
+/// (the frames `<module>`, `serialize_sync` and `_serialize` below the first `unchecksum`): the
+/// first entry past the limit, in the walk's order, decides the message.
+pub fn check_unchecksum_depth(value: &Value) -> Result<(), CellError> {
+    unchecksum_at(value, 4)
+}
+
+fn unchecksum_at(value: &Value, frame: usize) -> Result<(), CellError> {
+    let exceeded = |at: usize, where_: &str| -> Result<(), CellError> {
+        if at > PY_RECURSION_LIMIT {
+            return Err(CellError::new(
+                PyErrorKind::RecursionError,
+                format!("maximum recursion depth exceeded{where_}"),
+            ));
+        }
+        Ok(())
+    };
+    exceeded(frame, "")?;
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Checksum(_) => return Ok(()),
+        Value::Dict(d) => {
+            exceeded(frame + 2, "")?;
+            Box::new(d.values())
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            exceeded(frame + 1, " in __instancecheck__")?;
+            exceeded(frame + 2, "")?;
+            Box::new(items.iter())
+        }
+        _ => return exceeded(frame + 1, " in __instancecheck__"),
+    };
+    with_stack(|| children.into_iter().try_for_each(|c| unchecksum_at(c, frame + 3)))
+}
+
 /// Python `int(text)` for base 10 (digits of any script), or `ValueError` naming the text as
 /// Python does.
 pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
