@@ -347,8 +347,62 @@ pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
             Ok(out)
         }
         Storage::PureBinary => pure_binary(value),
-        Storage::MixedPlain => container(value, &form),
+        Storage::MixedPlain => {
+            check_form_copy_depth(&form, "", FORM_COPY_FRAME)?;
+            container(value, &form)
+        }
     }
+}
+
+/// Where `to_stream`'s `deepcopy(form)` runs for a call from a script's top level: above
+/// `<module>`, `serialize_sync`, `_serialize`, `serialize` and `to_stream`.
+const FORM_COPY_FRAME: usize = 6;
+
+/// `copy.deepcopy(form)` under Python's recursion limit, as `to_stream` does it for a mixed-plain
+/// container before writing anything. Each container costs two frames (`deepcopy` and its
+/// copier) and each `deepcopy` calls `id(x)` (a C call that counts one more); a tuple (`shape`,
+/// `strides`) copies its items in a list comprehension, one frame more. The first entry past the
+/// limit, in the copy's order, decides the message.
+fn check_form_copy_depth(form: &Value, key: &str, frame: usize) -> Result<(), CellError> {
+    let exceeded = |at: usize, where_: &str| -> Result<(), CellError> {
+        if at > PY_RECURSION_LIMIT {
+            return Err(CellError::new(
+                PyErrorKind::RecursionError,
+                format!("maximum recursion depth exceeded{where_}"),
+            ));
+        }
+        Ok(())
+    };
+    let calling = " while calling a Python object";
+    exceeded(frame, "")?;
+    exceeded(frame + 1, calling)?;
+    with_stack(|| match form {
+        Value::List(items) if matches!(key, "shape" | "strides") => {
+            exceeded(frame + 2, "")?;
+            items
+                .iter()
+                .try_for_each(|x| check_form_copy_depth(x, "", frame + 3))
+        }
+        Value::List(items) => {
+            exceeded(frame + 2, calling)?;
+            items
+                .iter()
+                .try_for_each(|x| check_form_copy_depth(x, "", frame + 2))
+        }
+        Value::Dict(d) => {
+            exceeded(frame + 2, calling)?;
+            d.iter().try_for_each(|(k, v)| {
+                let name = match k {
+                    Key::Str(s) => s.as_str(),
+                    _ => "",
+                };
+                // The key's copy reaches as deep as the value's first steps.
+                check_form_copy_depth(&Value::None, "", frame + 2)?;
+                check_form_copy_depth(v, name, frame + 2)
+            })
+        }
+        _ => Ok(()),
+    })
 }
 
 /// A pure-binary value as `.npy`, including seamless-core's `U`-array bug: a unicode array is
