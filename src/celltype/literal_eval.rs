@@ -93,6 +93,10 @@ impl Lit {
 /// expression, else the value or the `ValueError`/`TypeError` literal_eval raises.
 pub fn literal_eval(text: &str) -> Result<Lit, Option<CellError>> {
     let text = text.trim_start_matches([' ', '\t']);
+    // Python refuses source holding NUL bytes with a SyntaxError.
+    if text.contains('\0') {
+        return Err(None);
+    }
     let parsed = parse_expression(text).map_err(|_| None)?;
     convert(&parsed.syntax().body).map_err(Some)
 }
@@ -297,7 +301,8 @@ pub fn filter_header(text: &str) -> Result<String, CellError> {
         i += 1;
     }
     let continued = text.trim_end_matches([' ', '\t', '\n', '\r', '\x0c']).ends_with('\\');
-    if depth > 0 || continued {
+    // tokenize counts brackets without matching them: any imbalance is an open statement.
+    if depth != 0 || continued {
         return Err(token_error("EOF in multi-line statement"));
     }
     Ok(out)

@@ -11,7 +11,9 @@ use num_traits::ToPrimitive;
 use super::literal_eval::{Lit, filter_header, literal_eval};
 use super::pyrepr::str_repr;
 use super::{CellError, PyErrorKind};
-use crate::value::{ByteOrder, DType, Field, Layout, NdArray, StructDType, packed_strides};
+use crate::value::{
+    ByteOrder, DType, Field, Layout, NdArray, StructDType, new_strides, packed_strides,
+};
 
 pub const MAGIC: &[u8] = b"\x93NUMPY";
 /// numpy reserves room for the growth axis to reach this many digits.
@@ -302,19 +304,19 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
     let strides = packed_strides(&shape, dtype.itemsize(), fortran);
     let mut layout = Layout::of_strides(&shape, dtype.itemsize(), strides);
     let aligned = aligned_dtype(&dtype);
-    let data = if aligned != dtype {
-        // seamless-core's `astype` to the aligned dtype makes a new array in the same order.
+    // seamless-core copies every array whose dtype is not a native builtin or string with
+    // `astype` (struct dtypes to their aligned form): a new array, in the same order.
+    if astype_copies(&dtype) {
         let probe = NdArray {
             dtype: dtype.clone(),
             shape: shape.clone(),
             layout,
             data: Bytes::new(),
         };
-        layout = if probe.c_contiguous() {
-            Layout::C
-        } else {
-            Layout::F
-        };
+        let fortran = !probe.c_contiguous() && probe.f_contiguous();
+        layout = Layout::of_strides(&shape, aligned.itemsize(), new_strides(&shape, aligned.itemsize(), fortran));
+    }
+    let data = if aligned != dtype {
         repack(&dtype, &aligned, &data, count)
     } else {
         data
@@ -325,6 +327,18 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
         layout,
         data: Bytes::from(data),
     })
+}
+
+/// Whether seamless-core's `deserialize` converts an array of this dtype with `astype`: unless
+/// `dt.base.isbuiltin` (a native builtin number or bool), a native `S`/`U` string, or one of its
+/// builtin list (which adds nothing).
+fn astype_copies(dtype: &DType) -> bool {
+    match dtype {
+        DType::Simple { kind, order, .. } => {
+            *order == ByteOrder::Big || *kind == 'V'
+        }
+        DType::DateTime { .. } | DType::Struct(_) => true,
+    }
 }
 
 /// The element count `np.frombuffer` reads (`count = prod(shape)`; a negative count means "all
@@ -375,10 +389,6 @@ fn parse_header(
     header: &str,
     retry: bool,
 ) -> Result<(DType, bool, (Vec<i64>, bool)), CellError> {
-    // Python 3.11 refuses source text holding NUL bytes with a ValueError before parsing it.
-    if header.contains('\0') {
-        return Err(value_error("source code string cannot contain null bytes"));
-    }
     let cannot_parse = || value_error(format!("Cannot parse header: {header:?}"));
     let lit = match literal_eval(header) {
         Ok(lit) => lit,

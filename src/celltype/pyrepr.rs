@@ -224,9 +224,14 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
         Value::Str(s) => Ok(s.clone()),
         Value::Checksum(c) => Ok(c.hex()),
         Value::Scalar(a) => scalar_str(a),
-        _ => py_repr(v, 0),
+        _ => py_repr(v, STR_CALL_DEPTH),
     }
 }
+
+/// The recursion depth `str(value)` starts from in seamless-core's `_serialize` called from a
+/// script's top level (`<module>`, `serialize_sync`, `_serialize`, and `str()` itself): values
+/// nested 996 deep fail there, as in Python.
+const STR_CALL_DEPTH: usize = 4;
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
