@@ -18,6 +18,7 @@ pub mod json_parse;
 pub mod json_python;
 pub mod literal_eval;
 pub mod mixed;
+mod mixed_stream;
 pub mod py_digits;
 pub mod npy;
 pub mod pyrepr;
@@ -122,6 +123,10 @@ pub enum PyErrorKind {
     TokenError,
     /// numpy's error for a unicode scalar holding a code point beyond U+10FFFF.
     SystemError,
+    /// A missing key in a corrupt mixed form or data header.
+    KeyError,
+    /// A method called on the wrong type in a corrupt mixed form or data header.
+    AttributeError,
 }
 
 impl PyErrorKind {
@@ -139,6 +144,8 @@ impl PyErrorKind {
             PyErrorKind::JSONDecodeError => "JSONDecodeError",
             PyErrorKind::TokenError => "TokenError",
             PyErrorKind::SystemError => "SystemError",
+            PyErrorKind::KeyError => "KeyError",
+            PyErrorKind::AttributeError => "AttributeError",
         }
     }
 }
