@@ -93,12 +93,34 @@ impl Lit {
 /// expression, else the value or the `ValueError`/`TypeError` literal_eval raises.
 pub fn literal_eval(text: &str) -> Result<Lit, Option<CellError>> {
     let text = text.trim_start_matches([' ', '\t']);
-    // Python refuses source holding NUL bytes with a SyntaxError.
-    if text.contains('\0') {
+    // Python refuses source holding NUL bytes, and brackets nested deeper than its tokenizer's
+    // 200 levels, with a SyntaxError.
+    if text.contains('\0') || bracket_depth(text) > MAX_BRACKET_DEPTH {
         return Err(None);
     }
     let parsed = parse_expression(text).map_err(|_| None)?;
     convert(&parsed.syntax().body).map_err(Some)
+}
+
+/// CPython's tokenizer limit on nested brackets (`MAXLEVEL`).
+const MAX_BRACKET_DEPTH: usize = 200;
+
+/// The deepest bracket nesting of the text (brackets inside strings counted too: an
+/// over-estimate only for headers no writer produces).
+fn bracket_depth(text: &str) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn malformed(e: &Expr) -> CellError {

@@ -695,11 +695,8 @@ mod tests {
 
     #[test]
     fn bad_headers_are_errors() {
-        assert!(
-            read(b"\x93NUMPY\x01\x00\xff\xff{")
-                .unwrap_err()
-                .contains("claims")
-        );
+        let message = |buf: &[u8]| read(buf).unwrap_err().to_string();
+        assert!(message(b"\x93NUMPY\x01\x00\xff\xff{").contains("EOF: reading array header"));
         assert!(read(b"\x93NUMPY\x02\x00\xff\xff\xff\xff").is_err());
         let with_header = |h: &str| {
             let mut buf = b"\x93NUMPY\x01\x00".to_vec();
@@ -707,29 +704,33 @@ mod tests {
             buf.extend_from_slice(h.as_bytes());
             buf
         };
+        // numpy's retry through tokenize gives up on the open brackets.
         let deep = format!("{{'descr': {}", "[".repeat(5_000));
-        assert!(read(&with_header(&deep)).unwrap_err().contains("too deep"));
+        let e = read(&with_header(&deep)).unwrap_err();
+        assert_eq!(e.kind, PyErrorKind::TokenError);
         let long = format!(
             "{{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }}{}",
             " ".repeat(20_000)
         );
-        assert!(read(&with_header(&long)).unwrap_err().contains("large"));
+        assert!(message(&with_header(&long)).contains("large"));
         let mut short = write(&f8(&[1.0, 2.0], vec![2], Layout::C));
         short.truncate(short.len() - 1);
-        assert!(read(&short).unwrap_err().contains("EOF"));
+        assert!(message(&short).contains("smaller than requested"));
     }
 
     #[test]
     fn header_literals_follow_python() {
         let parse = |descr: &str| {
-            parse_header(&format!(
-                "{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"
-            ))
+            parse_header(
+                &format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"),
+                true,
+            )
             .map(|(d, _, _)| d.typestr())
         };
         assert_eq!(parse(r"'\x3cf8'").unwrap(), "<f8");
         assert_eq!(parse(r"u'<i4'").unwrap(), "<i4");
         assert_eq!(parse(r"R'>i4'").unwrap(), ">i4");
+        assert_eq!(parse("'<' 'f8'").unwrap(), "<f8");
         assert!(
             parse(r"r'\x3cf8'").is_err(),
             "raw strings keep their backslashes"
@@ -737,13 +738,17 @@ mod tests {
         assert!(parse("'<f\08'").is_err());
         assert!(parse(r"'\u2'").is_err());
         let shape = |shape: &str| {
-            parse_header(&format!(
-                "{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}}}"
-            ))
+            parse_header(
+                &format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}}}"),
+                true,
+            )
         };
-        assert_eq!(shape("(00,)").unwrap().2, vec![0]);
+        assert_eq!(shape("(00,)").unwrap().2, (vec![0], false));
+        assert_eq!(shape("(2L, 0x3)").unwrap().2, (vec![2, 3], false));
+        assert_eq!(shape("(True,)").unwrap().2, (vec![1], true));
         assert!(shape("(00)").is_err(), "a parenthesised int is not a tuple");
         assert!(shape("(01,)").is_err());
+        assert!(shape("(1+1,)").is_err(), "literal_eval refuses arithmetic");
     }
 
     #[test]
