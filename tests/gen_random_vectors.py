@@ -406,6 +406,8 @@ def gen_deep(n):
     for _ in range(n):
         celltype = random.choice(["str", "text", "bytes", "plain", "mixed", "mixed", "binary"])
         depth = random.choice([random.randint(1, 1100), random.randint(245, 265), random.randint(320, 345), random.randint(985, 1005)])
+        if depth == 996 and celltype in ("str", "text", "bytes"):
+            depth = 997  # str() at 996 depends on CPython's warm-up and the innermost value (docs/compat.md)
         v = nest(depth, random.choice(["l", "d", "t", "ldt", "w"]))
         if celltype == "mixed" and random.random() < 0.5:
             v = {"a": np.zeros(1), "k": v}

@@ -642,10 +642,15 @@ fn native_scalar(mut a: NdArray) -> NdArray {
     a
 }
 
-/// Python's `data[start:start + n]`: clamped to the buffer.
-fn slice(buf: &[u8], start: usize, n: usize) -> &[u8] {
+/// Python's `data[start:end]`: clamped to the buffer, empty where `end` is before `start`.
+fn py_slice(buf: &[u8], start: usize, end: usize) -> &[u8] {
     let start = start.min(buf.len());
-    &buf[start..start.saturating_add(n).min(buf.len())]
+    &buf[start..end.clamp(start, buf.len())]
+}
+
+/// Python's `data[start:start + n]`.
+fn slice(buf: &[u8], start: usize, n: usize) -> &[u8] {
+    py_slice(buf, start, start.saturating_add(n))
 }
 
 /// `np.frombuffer(raw, uint32/uint64)[0]` (or `.tolist()[0]`): the first little-endian word, an
@@ -682,27 +687,28 @@ fn json_loads(raw: &[u8]) -> Result<Value, CellError> {
 /// Read a mixed container in seamless-core's order of steps (`deserialize`, then
 /// `from_stream`), so that a corrupt buffer fails with the error class Python gives.
 fn read_container(buf: &[u8]) -> Result<Value, CellError> {
-    let mut pos = MIXED_MAGIC.len();
-    let storage_len = *buf.get(pos).ok_or_else(|| {
+    // The lengths are numpy scalars (`uint8`, then `uint32`), so Python's offset arithmetic
+    // wraps around as theirs does: a storage length of 250 lands the form length near the start.
+    let storage_len = *buf.get(MIXED_MAGIC.len()).ok_or_else(|| {
         CellError::new(
             PyErrorKind::IndexError,
             "index 0 is out of bounds for axis 0 with size 0",
         )
-    })? as usize;
-    pos += 1;
-    let storage = slice(buf, pos, storage_len);
-    pos += storage_len;
+    })?;
+    let start = MIXED_MAGIC.len() as u8 + 1;
+    let form_len_at = start.wrapping_add(storage_len);
+    let storage = py_slice(buf, start as usize, form_len_at as usize);
+    let form_at = form_len_at.wrapping_add(4);
     let form_len = first_word(
-        slice(buf, pos, 4),
+        py_slice(buf, form_len_at as usize, form_at as usize),
         4,
         "index 0 is out of bounds for axis 0 with size 0",
-    )? as usize;
-    pos += 4;
-    let form = slice(buf, pos, form_len);
-    pos = pos.saturating_add(form_len);
+    )? as u32;
+    let stream_at = (form_at as u32).wrapping_add(form_len);
+    let form = py_slice(buf, form_at as usize, stream_at as usize);
     let storage = decode_utf8(storage)?;
     let form = json_loads(form)?;
-    let stream = slice(buf, pos, usize::MAX);
+    let stream = py_slice(buf, stream_at as usize, usize::MAX);
     match storage {
         "mixed-plain" => {}
         "pure-plain" => {

@@ -229,9 +229,10 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
 }
 
 /// The recursion depth `str(value)` starts from in seamless-core's `_serialize` called from a
-/// script's top level (`<module>`, `serialize_sync`, `_serialize`, and `str()` itself): values
-/// nested 996 deep fail there, as in Python.
-const STR_CALL_DEPTH: usize = 4;
+/// script's top level (`<module>`, `serialize_sync`, `_serialize`): values nested 997 deep fail
+/// there, as in Python. (At 996, CPython 3.11 fails too for some innermost values, such as a
+/// cached small int in a list, depending on the interpreter's warm-up: see docs/compat.md.)
+const STR_CALL_DEPTH: usize = 3;
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
