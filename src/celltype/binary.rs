@@ -113,7 +113,9 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
         if shape.len() == MAX_DIMS {
             return Err(CellError::new(
                 PyErrorKind::ValueError,
-                format!("setting an array element with a sequence. The requested array would exceed the maximum number of dimension of {MAX_DIMS}."),
+                format!(
+                    "setting an array element with a sequence. The requested array would exceed the maximum number of dimension of {MAX_DIMS}."
+                ),
             ));
         }
         let n = sequences[0].len();

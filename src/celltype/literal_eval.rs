@@ -231,7 +231,7 @@ fn signed_num(e: &Expr) -> Result<Lit, CellError> {
 }
 
 /// A Python int literal's value (underscores, `0x`/`0o`/`0b` prefixes allowed).
-fn int_literal(token: &str) -> Option<BigInt> {
+pub fn int_literal(token: &str) -> Option<BigInt> {
     let t = token.replace('_', "").to_ascii_lowercase();
     let (radix, digits) = match t.get(..2) {
         Some("0x") => (16, &t[2..]),
@@ -316,13 +316,14 @@ pub fn filter_header(text: &str) -> Result<String, CellError> {
         // A number token: digits, or letters/dots continuing one (`0x1f`, `1.5e3`).
         let starts_number = c.is_ascii_digit()
             && !(i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
-            || after_number && (c.is_ascii_alphanumeric() || c == '.' || c == '_')
-                && c != 'L';
+            || after_number && (c.is_ascii_alphanumeric() || c == '.' || c == '_') && c != 'L';
         after_number = starts_number;
         out.push(c);
         i += 1;
     }
-    let continued = text.trim_end_matches([' ', '\t', '\n', '\r', '\x0c']).ends_with('\\');
+    let continued = text
+        .trim_end_matches([' ', '\t', '\n', '\r', '\x0c'])
+        .ends_with('\\');
     // tokenize counts brackets without matching them: any imbalance is an open statement.
     if depth != 0 || continued {
         return Err(token_error("EOF in multi-line statement"));
@@ -360,7 +361,10 @@ mod tests {
     fn filter_header_drops_python2_longs() {
         assert_eq!(filter_header("(2L, 3L)").unwrap(), "(2, 3)");
         assert_eq!(filter_header("'2L'").unwrap(), "'2L'");
-        assert_eq!(filter_header("{'a': x\", (1L,)}").unwrap(), "{'a': x\", (1,)}");
+        assert_eq!(
+            filter_header("{'a': x\", (1L,)}").unwrap(),
+            "{'a': x\", (1,)}"
+        );
         assert_eq!(
             filter_header("{'a': (1,").unwrap_err().kind,
             PyErrorKind::TokenError

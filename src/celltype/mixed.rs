@@ -206,7 +206,8 @@ fn form_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Dict(x), Value::Dict(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| form_eq(p, q)))
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| form_eq(p, q)))
         }
         _ => a == b,
     })

@@ -128,7 +128,10 @@ fn setitem(obj: &mut Value, key: &Value, value: Value) -> Result<(), CellError> 
                 )
             })?;
             let i = resolve(&i, items.len()).ok_or_else(|| {
-                error(PyErrorKind::IndexError, "list assignment index out of range")
+                error(
+                    PyErrorKind::IndexError,
+                    "list assignment index out of range",
+                )
             })?;
             items[i] = value;
             Ok(())
@@ -183,11 +186,13 @@ fn len(obj: &Value) -> Result<usize, CellError> {
 /// The items `for x in obj` yields.
 fn iterate(obj: &Value) -> Result<Vec<Value>, CellError> {
     match obj {
-        Value::Dict(d) => Ok(d.keys().map(|k| match k {
-            Key::Str(s) => Value::Str(s.clone()),
-            _ => Value::None,
-        })
-        .collect()),
+        Value::Dict(d) => Ok(d
+            .keys()
+            .map(|k| match k {
+                Key::Str(s) => Value::Str(s.clone()),
+                _ => Value::None,
+            })
+            .collect()),
         Value::List(items) => Ok(items.clone()),
         Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
         _ => Err(error(
@@ -341,7 +346,10 @@ impl Stream<'_> {
         let Value::Str(storage_name) = storage else {
             return Err(error(
                 PyErrorKind::AttributeError,
-                format!("'{}' object has no attribute 'endswith'", type_name(storage)),
+                format!(
+                    "'{}' object has no attribute 'endswith'",
+                    type_name(storage)
+                ),
             ));
         };
         if !storage_name.ends_with("plain") {
@@ -419,7 +427,9 @@ impl Stream<'_> {
         shape: Option<&Value>,
     ) -> Result<Value, CellError> {
         let dtype = form_to_dtype(form, storage)?;
-        let shape0 = shape.cloned().unwrap_or_else(|| Value::List(vec![Value::int(1)]));
+        let shape0 = shape
+            .cloned()
+            .unwrap_or_else(|| Value::List(vec![Value::int(1)]));
         let count = product(&shape0)?;
         let expected = count.map(|c| c * BigInt::from(dtype.itemsize()));
         let size_int = match size {
@@ -435,7 +445,10 @@ impl Stream<'_> {
             .iter()
             .map(|d| match d {
                 Value::Int(n) => n.to_usize().ok_or_else(|| {
-                    error(PyErrorKind::ValueError, "negative dimensions are not allowed")
+                    error(
+                        PyErrorKind::ValueError,
+                        "negative dimensions are not allowed",
+                    )
                 }),
                 other => Err(error(
                     PyErrorKind::TypeError,
@@ -562,7 +575,8 @@ fn dtype_of(
             if !truthy(&getitem(form, &Value::str("identical"))?) {
                 return Err(assertion("a binary array form is not identical"));
             }
-            let (item, item_shape) = dtype_of(&getitem(form, &Value::str("items"))?, storage, false)?;
+            let (item, item_shape) =
+                dtype_of(&getitem(form, &Value::str("items"))?, storage, false)?;
             if item_shape.is_some() {
                 return Err(assertion("a shape inside items"));
             }
@@ -633,8 +647,14 @@ fn struct_dtype(form: &Value, storage: &Value) -> Result<DType, CellError> {
     for n in &names {
         dict_key(n)?;
     }
-    let same = names.iter().all(|n| matches!(n, Value::Str(s) if prop_map.contains_key(&Key::Str(s.clone()))))
-        && prop_map.keys().all(|k| names.iter().any(|n| matches!((n, k), (Value::Str(a), Key::Str(b)) if a == b)));
+    let same = names
+        .iter()
+        .all(|n| matches!(n, Value::Str(s) if prop_map.contains_key(&Key::Str(s.clone()))))
+        && prop_map.keys().all(|k| {
+            names
+                .iter()
+                .any(|n| matches!((n, k), (Value::Str(a), Key::Str(b)) if a == b))
+        });
     if !same {
         return Err(assertion("a struct form's order and properties differ"));
     }
@@ -655,19 +675,31 @@ fn struct_dtype(form: &Value, storage: &Value) -> Result<DType, CellError> {
         let shape = match shape {
             None => vec![],
             Some(Value::Int(n)) => vec![n.to_usize().ok_or_else(|| {
-                error(PyErrorKind::ValueError, "negative dimensions are not allowed")
+                error(
+                    PyErrorKind::ValueError,
+                    "negative dimensions are not allowed",
+                )
             })?],
             Some(Value::List(dims)) => dims
                 .iter()
                 .map(|d| match d {
                     Value::Int(n) => n.to_usize().ok_or_else(|| {
-                        error(PyErrorKind::ValueError, "negative dimensions are not allowed")
+                        error(
+                            PyErrorKind::ValueError,
+                            "negative dimensions are not allowed",
+                        )
                     }),
-                    _ => Err(error(PyErrorKind::TypeError, "a sub-array dimension is not an int")),
+                    _ => Err(error(
+                        PyErrorKind::TypeError,
+                        "a sub-array dimension is not an int",
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => {
-                return Err(error(PyErrorKind::TypeError, "a sub-array shape is not a tuple"));
+                return Err(error(
+                    PyErrorKind::TypeError,
+                    "a sub-array shape is not a tuple",
+                ));
             }
         };
         fields.push(Field {

@@ -205,7 +205,9 @@ pub fn read_header_with(buf: &[u8], rules: HeaderRules) -> Result<NpyHeader, Cel
     let (dtype, fortran_order, (shape, _), data_offset) = header_parts(buf, rules)?;
     let shape = shape
         .iter()
-        .map(|&n| usize::try_from(n).map_err(|_| value_error("negative dimensions are not allowed")))
+        .map(|&n| {
+            usize::try_from(n).map_err(|_| value_error("negative dimensions are not allowed"))
+        })
         .collect::<Result<_, _>>()?;
     Ok(NpyHeader {
         dtype,
@@ -314,7 +316,11 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
             data: Bytes::new(),
         };
         let fortran = !probe.c_contiguous() && probe.f_contiguous();
-        layout = Layout::of_strides(&shape, aligned.itemsize(), new_strides(&shape, aligned.itemsize(), fortran));
+        layout = Layout::of_strides(
+            &shape,
+            aligned.itemsize(),
+            new_strides(&shape, aligned.itemsize(), fortran),
+        );
     }
     let data = if aligned != dtype {
         repack(&dtype, &aligned, &data, count)
@@ -334,9 +340,7 @@ pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
 /// builtin list (which adds nothing).
 fn astype_copies(dtype: &DType) -> bool {
     match dtype {
-        DType::Simple { kind, order, .. } => {
-            *order == ByteOrder::Big || *kind == 'V'
-        }
+        DType::Simple { kind, order, .. } => *order == ByteOrder::Big || *kind == 'V',
         DType::DateTime { .. } | DType::Struct(_) => true,
     }
 }
@@ -357,7 +361,9 @@ fn frombuffer_shape(
         .ok_or_else(|| value_error("array is too big"))?;
     let count = if product < 0 {
         if available % itemsize != 0 {
-            return Err(value_error("buffer size must be a multiple of element size"));
+            return Err(value_error(
+                "buffer size must be a multiple of element size",
+            ));
         }
         available / itemsize
     } else {
@@ -369,7 +375,11 @@ fn frombuffer_shape(
             "cannot reshape array of size {count} into shape {shape:?}"
         )));
     }
-    let known: usize = shape.iter().filter(|&&n| n >= 0).map(|&n| n as usize).product();
+    let known: usize = shape
+        .iter()
+        .filter(|&&n| n >= 0)
+        .map(|&n| n as usize)
+        .product();
     let dims = shape
         .iter()
         .map(|&n| match n {
@@ -385,10 +395,7 @@ fn frombuffer_shape(
 
 /// The `(descr, fortran_order, shape)` of a header dict literal, checked as numpy checks it.
 /// Shape entries are Python ints (bools count as ints) and may be negative at this point.
-fn parse_header(
-    header: &str,
-    retry: bool,
-) -> Result<(DType, bool, (Vec<i64>, bool)), CellError> {
+fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, (Vec<i64>, bool)), CellError> {
     let cannot_parse = || value_error(format!("Cannot parse header: {header:?}"));
     let lit = match literal_eval(header) {
         Ok(lit) => lit,
@@ -419,7 +426,8 @@ fn parse_header(
             "Header does not contain the correct keys (descr, fortran_order, shape)",
         ));
     };
-    let bool_dims = matches!(shape, Lit::Tuple(items) if items.iter().any(|x| matches!(x, Lit::Bool(_))));
+    let bool_dims =
+        matches!(shape, Lit::Tuple(items) if items.iter().any(|x| matches!(x, Lit::Bool(_))));
     let shape = match shape {
         Lit::Tuple(items) => items
             .iter()

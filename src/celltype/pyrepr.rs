@@ -478,7 +478,11 @@ fn unchecksum_at(value: &Value, frame: usize) -> Result<(), CellError> {
         }
         _ => return exceeded(frame + 1, " in __instancecheck__"),
     };
-    with_stack(|| children.into_iter().try_for_each(|c| unchecksum_at(c, frame + 3)))
+    with_stack(|| {
+        children
+            .into_iter()
+            .try_for_each(|c| unchecksum_at(c, frame + 3))
+    })
 }
 
 /// Python `int(text)` for base 10 (digits of any script), or `ValueError` naming the text as
