@@ -173,16 +173,20 @@ pub fn new_strides(shape: &[usize], itemsize: usize, fortran: bool) -> Vec<i64> 
 pub fn packed_strides(shape: &[usize], itemsize: usize, fortran: bool) -> Vec<i64> {
     let mut strides = vec![0i64; shape.len()];
     let mut step = itemsize as i64;
-    let axes: Vec<usize> = if fortran {
-        (0..shape.len()).collect()
-    } else {
-        (0..shape.len()).rev().collect()
-    };
-    for d in axes {
+    for d in fastest_last(shape.len(), fortran) {
         strides[d] = step;
         step *= shape[d].max(1) as i64;
     }
     strides
+}
+
+/// The axes from the fastest-varying one: the last first in C order, the first in Fortran order.
+fn fastest_last(ndim: usize, fortran: bool) -> Box<dyn Iterator<Item = usize>> {
+    if fortran {
+        Box::new(0..ndim)
+    } else {
+        Box::new((0..ndim).rev())
+    }
 }
 
 /// numpy's `C_CONTIGUOUS` (or, with `fortran`, `F_CONTIGUOUS`) flag: axes of length 1 do not
@@ -192,12 +196,7 @@ fn flag_contiguous(shape: &[usize], itemsize: usize, strides: &[i64], fortran: b
         return true;
     }
     let mut expected = itemsize as i64;
-    let axes: Vec<usize> = if fortran {
-        (0..shape.len()).collect()
-    } else {
-        (0..shape.len()).rev().collect()
-    };
-    for d in axes {
+    for d in fastest_last(shape.len(), fortran) {
         if shape[d] != 1 {
             if strides[d] != expected {
                 return false;

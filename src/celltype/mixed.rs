@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::json_parse::{Dialect, parse, parse_with_depth};
 use super::json_python::{self, Style};
 use super::npy::{self, is_native};
-use super::pyrepr::{PY_RECURSION_LIMIT, sorted_keys};
+use super::pyrepr::{PY_RECURSION_LIMIT, exceeded, sorted_keys};
 use super::text::decode_utf8;
 use super::{CellError, PyErrorKind, with_stack};
 use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, Value};
@@ -365,15 +365,6 @@ const FORM_COPY_FRAME: usize = 6;
 /// `strides`) copies its items in a list comprehension, one frame more. The first entry past the
 /// limit, in the copy's order, decides the message.
 fn check_form_copy_depth(form: &Value, key: &str, frame: usize) -> Result<(), CellError> {
-    let exceeded = |at: usize, where_: &str| -> Result<(), CellError> {
-        if at > PY_RECURSION_LIMIT {
-            return Err(CellError::new(
-                PyErrorKind::RecursionError,
-                format!("maximum recursion depth exceeded{where_}"),
-            ));
-        }
-        Ok(())
-    };
     let calling = " while calling a Python object";
     exceeded(frame, "")?;
     exceeded(frame + 1, calling)?;

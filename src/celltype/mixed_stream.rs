@@ -32,19 +32,9 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Python truthiness.
+/// Python truthiness (of JSON values, which all have one).
 fn truthy(v: &Value) -> bool {
-    match v {
-        Value::None => false,
-        Value::Bool(b) => *b,
-        Value::Int(i) => !i.is_zero(),
-        Value::Float(x) => *x != 0.0,
-        Value::Str(s) => !s.is_empty(),
-        Value::Surrogates(u) => !u.is_empty(),
-        Value::List(l) | Value::Tuple(l) => !l.is_empty(),
-        Value::Dict(d) => !d.is_empty(),
-        _ => true,
-    }
+    super::scalar::truth(v).unwrap_or(true)
 }
 
 /// An int index (`bool` counts), as Python accepts for list subscripts.
@@ -443,21 +433,7 @@ impl Stream<'_> {
         }
         let dims = iterate(&shape0)?
             .iter()
-            .map(|d| match d {
-                Value::Int(n) => n.to_usize().ok_or_else(|| {
-                    error(
-                        PyErrorKind::ValueError,
-                        "negative dimensions are not allowed",
-                    )
-                }),
-                other => Err(error(
-                    PyErrorKind::TypeError,
-                    format!(
-                        "'{}' object cannot be interpreted as an integer",
-                        type_name(other)
-                    ),
-                )),
-            })
+            .map(dimension)
             .collect::<Result<Vec<usize>, _>>()?;
         // Python copies these bytes with memmove, unchecked: outside the area it reads
         // whatever memory follows. Refused here.
@@ -488,6 +464,25 @@ impl Stream<'_> {
         } else {
             Value::Array(array)
         })
+    }
+}
+
+/// One array dimension, as numpy takes it: a non-negative int.
+fn dimension(d: &Value) -> Result<usize, CellError> {
+    match d {
+        Value::Int(n) => n.to_usize().ok_or_else(|| {
+            error(
+                PyErrorKind::ValueError,
+                "negative dimensions are not allowed",
+            )
+        }),
+        other => Err(error(
+            PyErrorKind::TypeError,
+            format!(
+                "'{}' object cannot be interpreted as an integer",
+                type_name(other)
+            ),
+        )),
     }
 }
 
@@ -672,29 +667,10 @@ fn struct_dtype(form: &Value, storage: &Value) -> Result<DType, CellError> {
                 format!("field '{name}' occurs more than once"),
             ));
         }
-        let shape = match shape {
+        let shape = match &shape {
             None => vec![],
-            Some(Value::Int(n)) => vec![n.to_usize().ok_or_else(|| {
-                error(
-                    PyErrorKind::ValueError,
-                    "negative dimensions are not allowed",
-                )
-            })?],
-            Some(Value::List(dims)) => dims
-                .iter()
-                .map(|d| match d {
-                    Value::Int(n) => n.to_usize().ok_or_else(|| {
-                        error(
-                            PyErrorKind::ValueError,
-                            "negative dimensions are not allowed",
-                        )
-                    }),
-                    _ => Err(error(
-                        PyErrorKind::TypeError,
-                        "a sub-array dimension is not an int",
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
+            Some(d @ Value::Int(_)) => vec![dimension(d)?],
+            Some(Value::List(dims)) => dims.iter().map(dimension).collect::<Result<_, _>>()?,
             Some(_) => {
                 return Err(error(
                     PyErrorKind::TypeError,

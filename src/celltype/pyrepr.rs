@@ -454,16 +454,19 @@ pub fn check_unchecksum_depth(value: &Value) -> Result<(), CellError> {
     unchecksum_at(value, 4)
 }
 
+/// Python's `RecursionError` for an entry (a frame or a C-level call) at recursion depth `at`,
+/// if that is past the limit; `where_` is CPython's suffix (`" in __instancecheck__"`).
+pub fn exceeded(at: usize, where_: &str) -> Result<(), CellError> {
+    if at > PY_RECURSION_LIMIT {
+        return Err(CellError::new(
+            PyErrorKind::RecursionError,
+            format!("maximum recursion depth exceeded{where_}"),
+        ));
+    }
+    Ok(())
+}
+
 fn unchecksum_at(value: &Value, frame: usize) -> Result<(), CellError> {
-    let exceeded = |at: usize, where_: &str| -> Result<(), CellError> {
-        if at > PY_RECURSION_LIMIT {
-            return Err(CellError::new(
-                PyErrorKind::RecursionError,
-                format!("maximum recursion depth exceeded{where_}"),
-            ));
-        }
-        Ok(())
-    };
     exceeded(frame, "")?;
     let children: Box<dyn Iterator<Item = &Value>> = match value {
         Value::Checksum(_) => return Ok(()),
