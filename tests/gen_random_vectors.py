@@ -114,11 +114,12 @@ def rpy(d=0):
     return {rkey(): rpy(d+1) for _ in range(random.randint(0, 3))}
 
 cases = []
+ID = "rnd"  # case id prefix: the edge generators set their class's
 def add(value, celltype):
     try:
         buf = serialize_sync(value, celltype, use_cache=False)
     except Exception as e:
-        cases.append({"id": f"rnd-{len(cases)}-{celltype}", "celltype": celltype, "value": enc(value), "value_repr": repr(value)[:200],
+        cases.append({"id": f"{ID}-{len(cases)}-{celltype}", "celltype": celltype, "value": enc(value), "value_repr": repr(value)[:200],
                       "expected": {"ok": False, "error_type": type(e).__name__, "error_message": str(e)}, "_inv": True})
         return
     try:
@@ -127,7 +128,7 @@ def add(value, celltype):
         pb = {"ok": True, "value": enc(v)}
     except Exception as e:
         pb = {"ok": False, "error_type": type(e).__name__, "error_message": str(e)}
-    cases.append({"id": f"rnd-{len(cases)}-{celltype}", "celltype": celltype, "value": enc(value), "value_repr": repr(value)[:200],
+    cases.append({"id": f"{ID}-{len(cases)}-{celltype}", "celltype": celltype, "value": enc(value), "value_repr": repr(value)[:200],
                   "buffer_hex": bytes(buf).hex(), "checksum": hashlib.sha256(buf).hexdigest(), "deterministic": True, "parse_back": pb})
 
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -235,6 +236,7 @@ def rcontainer(leaf, d=0):
     return {rstr(): rcontainer(leaf, d+1) for _ in range(random.randint(1, 3))}
 
 def gen_views(n):
+    global ID; ID = "view"
     for _ in range(n):
         add(rcontainer(lambda: rview() if random.random() < 0.7 else rplain(3)), "mixed")
         add(rview(), random.choice(["binary", "mixed"]))
@@ -368,6 +370,7 @@ def rnumtext():
     else: body = random.choice(["inf", "nan", "Infinity", "١_٢", "1_٢", "٠x1", "0x١", "١__٢", "_١", "١.٢e٣", "ⅷ", "²", "①", "𝟏𝟐", "１２", "٣.٥", "१२३"])
     return sp() + sign + body + sp()
 def gen_digits(n):
+    global ID; ID = "udig"
     for _ in range(n):
         t = rnumtext()
         add(t, random.choice(["int", "float", "int", "float", "bool", "str"]))
