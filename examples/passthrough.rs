@@ -1,7 +1,8 @@
 //! A minimal passthrough filesystem: mirrors a directory through FUSE with the session settings
 //! seamfs uses (two worker threads with cloned device descriptors, 1 MiB `max_write` and
 //! read-ahead, 256 background requests, the tree's 10 s entry/attribute TTL, kept page cache for
-//! read-only opens, reads and writes through the daemon). It is the FUSE ceiling in
+//! read-only opens, reads and writes through the daemon), and nothing it does not need (no
+//! FLUSH on close). It is the FUSE ceiling in
 //! `scripts/bench-files.sh`: what a daemon that does nothing but forward costs on this machine.
 //!
 //! Usage: `cargo run --release --example passthrough -- SOURCE_DIR MOUNTPOINT`
@@ -31,6 +32,8 @@ use fuser::{
 const TTL: Duration = Duration::from_secs(10);
 /// seamfs's largest request (`fs::fuse::MAX_REQUEST`).
 const MAX_REQUEST: u32 = 1 << 20;
+/// Writes reach the source file at once, so a `close()` has nothing to flush: no FLUSH request.
+const NO_FLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 /// Paths (relative to the source directory) by inode number and back.
 struct Inodes {
@@ -393,9 +396,9 @@ impl Filesystem for Passthrough {
         match opened {
             Ok(file) => {
                 let cache = if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
-                    FopenFlags::FOPEN_KEEP_CACHE
+                    FopenFlags::FOPEN_KEEP_CACHE | NO_FLUSH
                 } else {
-                    FopenFlags::empty()
+                    NO_FLUSH
                 };
                 reply.opened(FileHandle(self.insert(Handle::File(file))), cache);
             }
@@ -446,17 +449,6 @@ impl Filesystem for Passthrough {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
     }
 
     fn release(
