@@ -93,8 +93,13 @@ impl SeamFs {
 
     /// Reply to an open, through passthrough when the file has a backing file and the kernel
     /// accepts it; otherwise (unprivileged, old kernel) silently through the daemon.
-    fn reply_open(&self, ino: u64, opened: Opened, reply: ReplyOpen) {
-        let flags = Self::flags(opened.cache);
+    fn reply_open(&self, ino: u64, opened: Opened, open_flags: i32, reply: ReplyOpen) {
+        let mut flags = Self::flags(opened.cache);
+        if open_flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // Only a writer's close has work (publishing, checking a claim): spare readers the
+            // FLUSH round trip on every close().
+            flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
         if let Some(path) = opened
             .backing
             .as_deref()
@@ -296,7 +301,7 @@ impl Filesystem for SeamFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.ns.open(ino.0, flags.0) {
-            Ok(opened) => self.reply_open(ino.0, opened, reply),
+            Ok(opened) => self.reply_open(ino.0, opened, flags.0, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
