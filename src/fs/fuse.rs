@@ -374,7 +374,7 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.ns.fsync(fh.0));
+        empty(reply, self.ns.fsync(fh.0).and_then(|()| self.ns.sync()));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -429,8 +429,7 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every tree change is committed to SQLite before it is acknowledged.
-        reply.ok();
+        empty(reply, self.ns.sync());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

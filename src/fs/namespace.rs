@@ -442,20 +442,30 @@ impl Namespace {
         }
     }
 
-    /// Run one tree mutation in one SQLite transaction (which may record more, e.g. BufferInfo).
+    /// Run one tree mutation (which may record more, e.g. BufferInfo) as one change of the
+    /// database's open batch: all or nothing, committed with its neighbours within
+    /// `db::batch::WINDOW` (see `sync`).
     pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
         let out = self
             .db
-            .transaction(|c| {
+            .batched(|c| {
                 let mut tree = self.tree.write().expect("tree lock");
                 change(&mut tree, c)
             })
             .map_err(tree_errno)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
+    }
+
+    /// Make every tree change so far durable (`fsync`, `fsyncdir`).
+    pub fn sync(&self) -> FsResult<()> {
+        self.db.sync().map_err(|e| {
+            tracing::error!(error = %e, "could not make the tree durable");
+            Errno::EIO
+        })
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {

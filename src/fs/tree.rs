@@ -2,8 +2,8 @@
 //! fast lookups and persisted row by row in SQLite (table `seamfs_tree` in the store's
 //! `seamless.db`), so that a restart brings the whole tree back.
 //!
-//! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
-//! memory only once that succeeded, so the two never disagree.
+//! Every mutation is written to SQLite first (inside the caller's transaction or batch) and
+//! applied in memory only once that succeeded, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
