@@ -295,7 +295,16 @@ impl Tree {
         Ok(replaced)
     }
 
-    /// Set a file's content (after its buffer was published).
+    /// A file's content changed (an unpublished write): its mtime becomes now, in memory; the
+    /// row is written when the content is published.
+    pub fn modified(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.mtime = SystemTime::now();
+        }
+    }
+
+    /// Set a file's content (after its buffer was published). The mtime is that of the last
+    /// write (see `modified`) or a later explicit one, as `tar` and `cp -p` set it before close.
     pub fn set_content(
         &mut self,
         tx: &Connection,
@@ -309,7 +318,6 @@ impl Tree {
             NodeKind::Dir(_) => return Err(TreeError::IsDir),
             NodeKind::Symlink(_) => return Err(TreeError::Invalid),
         }
-        node.mtime = SystemTime::now();
         self.update(tx, ino, node)
     }
 

@@ -94,6 +94,7 @@ impl Namespace {
                 let mut slot = slot.lock().expect("slot lock");
                 let pending = self.pending_for(file.ino, &mut slot)?;
                 pending.write_at(offset, data).map_err(store_errno)?;
+                self.tree.write().expect("tree lock").modified(file.ino);
                 Ok(data.len() as u32)
             }
             Handle::Claim(claim) => {
@@ -139,6 +140,7 @@ impl Namespace {
             self.pending_for(ino, &mut slot)?
                 .set_len(size)
                 .map_err(store_errno)?;
+            self.tree.write().expect("tree lock").modified(ino);
         }
         if keep_open { Ok(()) } else { self.publish(ino) }
     }
@@ -269,6 +271,25 @@ mod tests {
             ns.lookup(inodes::BY_CHECKSUM, &Checksum::of(b"nope").hex()),
             Err(Errno::ENOENT)
         );
+    }
+
+    #[test]
+    fn an_mtime_set_before_close_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let (attr, opened) = ns.create(ROOT, "f", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"abc").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        ns.setattr(attr.ino, None, None, Some(then), Some(opened.fh))
+            .unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino).unwrap().mtime, then);
+        // A later write moves it again.
+        let opened = ns.open(attr.ino, libc::O_WRONLY).unwrap();
+        ns.write(opened.fh, 0, b"x").unwrap();
+        ns.release(opened.fh).unwrap();
+        assert!(ns.getattr(attr.ino).unwrap().mtime > then);
     }
 
     #[test]
