@@ -196,6 +196,19 @@ impl Passthrough {
         self.attr(&relative)
     }
 
+    /// Remove `parent/name` with `remove` (`fs::remove_file` or `fs::remove_dir`).
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> io::Result<()>,
+    ) -> Result<()> {
+        let path = self.child(parent, name)?;
+        remove(&self.real(&path))?;
+        self.inodes.lock().unwrap().remove(&path);
+        Ok(())
+    }
+
     fn list(&self, ino: INodeNo) -> Result<Handle> {
         let relative = self.relative(ino)?;
         let mut entries = vec![
@@ -343,25 +356,11 @@ impl Filesystem for Passthrough {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            self.child(parent, name).and_then(|path| {
-                fs::remove_file(self.real(&path))?;
-                self.inodes.lock().unwrap().remove(&path);
-                Ok(())
-            }),
-        );
+        reply_empty(reply, self.remove(parent, name, |p| fs::remove_file(p)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            self.child(parent, name).and_then(|path| {
-                fs::remove_dir(self.real(&path))?;
-                self.inodes.lock().unwrap().remove(&path);
-                Ok(())
-            }),
-        );
+        reply_empty(reply, self.remove(parent, name, |p| fs::remove_dir(p)));
     }
 
     fn rename(
