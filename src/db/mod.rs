@@ -8,13 +8,14 @@
 //! when it stores a record (buffer-info slot types, execution-record identity, bucket kinds,
 //! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
 
+mod batch;
 mod checkpoint;
 pub mod pyjson;
 mod records;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -78,8 +79,13 @@ struct Inner {
     // writer is the last connection and checkpoints the WAL into the file on close.
     readers: Vec<Mutex<Connection>>,
     checkpointer: Option<checkpoint::Checkpointer>,
+    /// Commits the batch of `Database::batched` changes; dropped before the writer, committing
+    /// what is left.
+    _committer: Option<batch::Committer>,
     /// None when opened read-only.
-    writer: Option<Mutex<Connection>>,
+    writer: Option<Arc<Mutex<batch::Writer>>>,
+    /// Whether a batch is open (read without taking the writer's lock).
+    batch_open: Arc<AtomicBool>,
     next_reader: AtomicUsize,
 }
 
@@ -98,7 +104,8 @@ impl Database {
         if !writable && !path.exists() {
             return Err(DbError::Missing(path));
         }
-        let (writer, checkpointer) = if writable {
+        let batch_open = Arc::new(AtomicBool::new(false));
+        let (writer, checkpointer, committer) = if writable {
             let conn = open_connection(&path, true)?;
             schema::create(&conn)?;
             // The checkpointer thread does the work; this only bounds the WAL when writes never
@@ -107,12 +114,15 @@ impl Database {
                 "PRAGMA wal_autocheckpoint={}",
                 checkpoint::WRITER_LIMIT_PAGES
             ))?;
+            let writer = Arc::new(Mutex::new(batch::Writer::new(conn, batch_open.clone())));
+            let committer = batch::Committer::start(writer.clone())?;
             (
-                Some(Mutex::new(conn)),
+                Some(writer),
                 Some(checkpoint::Checkpointer::start(&path)?),
+                Some(committer),
             )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let readers = (0..READERS)
             .map(|_| open_connection(&path, false).map(Mutex::new))
@@ -122,7 +132,9 @@ impl Database {
             path,
             readers,
             checkpointer,
+            _committer: committer,
             writer,
+            batch_open,
             next_reader: AtomicUsize::new(0),
         };
         Ok(Database {
@@ -138,8 +150,14 @@ impl Database {
         self.inner.writer.is_some()
     }
 
-    /// Run `f` on a read-only connection (it sees the last committed state).
+    /// Run `f` on a read-only connection. It sees every change made so far: an open batch is
+    /// committed first.
     pub fn read<T, E: From<DbError>>(&self, f: impl FnOnce(&Conn) -> Result<T, E>) -> Result<T, E> {
+        if self.inner.batch_open.load(Ordering::Acquire)
+            && let Some(writer) = &self.inner.writer
+        {
+            lock(writer).commit()?;
+        }
         let guard = self.reader();
         f(&Conn { conn: &guard })
     }
@@ -150,13 +168,10 @@ impl Database {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        let writer = self
-            .inner
-            .writer
-            .as_ref()
-            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))?;
-        let mut guard = lock(writer);
+        let mut guard = lock(self.writer()?);
+        guard.commit()?;
         let tx = guard
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;
         let value = f(&Conn { conn: &tx })?;
@@ -165,6 +180,43 @@ impl Database {
             checkpointer.written();
         }
         Ok(value)
+    }
+
+    /// Run `f` as one change of the open batch (see `batch`): many small changes share one
+    /// commit. Undone alone if `f` returns Err.
+    pub fn batched<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let result = lock(self.writer()?).run(f);
+        if let Some(checkpointer) = &self.inner.checkpointer {
+            checkpointer.written();
+        }
+        result
+    }
+
+    /// Make every change so far durable: commit the open batch and sync the WAL (commits at
+    /// `synchronous=NORMAL` do not sync it).
+    pub fn sync(&self) -> Result<()> {
+        let mut writer = lock(self.writer()?);
+        writer.commit()?;
+        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            // No WAL: everything is checkpointed into the database file, which SQLite synced.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DbError::Schema(format!(
+                "cannot sync {}: {e}",
+                wal.display()
+            ))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn writer(&self) -> Result<&Mutex<batch::Writer>> {
+        self.inner
+            .writer
+            .as_deref()
+            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))
     }
 
     /// A free reader if there is one (round robin, no waiting), else wait for the next in turn.
@@ -294,6 +346,6 @@ fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
 }
 
 /// A poisoned lock only means another thread panicked mid-call; SQLite rolled back, go on.
-fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

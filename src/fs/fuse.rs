@@ -117,8 +117,13 @@ impl SeamFs {
 
     /// Reply to an open, through passthrough when the file has a backing file and the kernel
     /// accepts it; otherwise (unprivileged, old kernel) silently through the daemon.
-    fn reply_open(&self, ino: u64, opened: Opened, reply: ReplyOpen) {
-        let flags = Self::flags(opened.cache);
+    fn reply_open(&self, ino: u64, opened: Opened, open_flags: i32, reply: ReplyOpen) {
+        let mut flags = Self::flags(opened.cache);
+        if open_flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // Only a writer's close has work (publishing, checking a claim): spare readers the
+            // FLUSH round trip on every close().
+            flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
         if let Some(path) = opened
             .backing
             .as_deref()
@@ -386,7 +391,7 @@ impl Filesystem for SeamFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.ns.open(ino.0, flags.0) {
-            Ok(opened) => self.reply_open(ino.0, opened, reply),
+            Ok(opened) => self.reply_open(ino.0, opened, flags.0, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -459,7 +464,7 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.ns.fsync(fh.0));
+        empty(reply, self.ns.fsync(fh.0).and_then(|()| self.ns.sync()));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -511,8 +516,7 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every tree change is committed to SQLite before it is acknowledged.
-        reply.ok();
+        empty(reply, self.ns.sync());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -255,11 +255,8 @@ impl Namespace {
             );
             (kind, size, rdev, (meta, nlink))
         };
-        let ((perm, mut mtime, mut ctime, uid, gid, atime), nlink) = node;
-        // Written but not yet published: the content changed now.
-        if let Some(changed) = self.unpublished.changed_at(ino) {
-            (mtime, ctime) = (changed, changed);
-        }
+        // An unpublished write moved the node's times in memory already (`Tree::modified`).
+        let ((perm, mtime, ctime, uid, gid, atime), nlink) = node;
         let size = match self.unpublished.existing(ino) {
             Some(slot) => slot
                 .lock()
@@ -532,20 +529,30 @@ impl Namespace {
         }
     }
 
-    /// Run one tree mutation in one SQLite transaction (which may record more, e.g. BufferInfo).
+    /// Run one tree mutation (which may record more, e.g. BufferInfo) as one change of the
+    /// database's open batch: all or nothing, committed with its neighbours within
+    /// `db::batch::WINDOW` (see `sync`).
     pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
         let out = self
             .db
-            .transaction(|c| {
+            .batched(|c| {
                 let mut tree = self.tree.write().expect("tree lock");
                 change(&mut tree, c)
             })
             .map_err(tree_errno)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
+    }
+
+    /// Make every tree change so far durable (`fsync`, `fsyncdir`).
+    pub fn sync(&self) -> FsResult<()> {
+        self.db.sync().map_err(|e| {
+            tracing::error!(error = %e, "could not make the tree durable");
+            Errno::EIO
+        })
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {

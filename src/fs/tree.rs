@@ -2,8 +2,8 @@
 //! fast lookups and persisted row by row in SQLite (table `seamfs_tree` in the store's
 //! `seamless.db`), so that a restart brings the whole tree back.
 //!
-//! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
-//! memory only once that succeeded, so the two never disagree.
+//! Every mutation is written to SQLite first (inside the caller's transaction or batch) and
+//! applied in memory only once that succeeded, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -520,7 +520,17 @@ impl Tree {
         Ok(replaced)
     }
 
-    /// Set a file's content (after its buffer was published).
+    /// A file's content changed (an unpublished write): its mtime becomes now, in memory; the
+    /// row is written when the content is published.
+    pub fn modified(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.mtime = SystemTime::now();
+            node.ctime = node.mtime;
+        }
+    }
+
+    /// Set a file's content (after its buffer was published). The mtime is that of the last
+    /// write (see `modified`) or a later explicit one, as `tar` and `cp -p` set it before close.
     pub fn set_content(
         &mut self,
         tx: &Connection,
@@ -534,8 +544,6 @@ impl Tree {
             NodeKind::Dir(_) => return Err(TreeError::IsDir),
             NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(TreeError::Invalid),
         }
-        node.mtime = SystemTime::now();
-        node.ctime = node.mtime;
         self.update(tx, ino, node)
     }
 

@@ -101,6 +101,7 @@ impl Namespace {
                 let pending = self.pending_for(file.ino, &mut slot)?;
                 pending.write_at(offset, data).map_err(store_errno)?;
                 self.unpublished.mark_changed(file.ino);
+                self.tree.write().expect("tree lock").modified(file.ino);
                 Ok(data.len() as u32)
             }
             Handle::Claim(claim) => {
@@ -150,6 +151,7 @@ impl Namespace {
                 .set_len(size)
                 .map_err(store_errno)?;
             self.unpublished.mark_changed(ino);
+            self.tree.write().expect("tree lock").modified(ino);
         }
         if keep_open { Ok(()) } else { self.publish(ino) }
     }
@@ -423,6 +425,25 @@ mod tests {
         ns.release(out.fh).unwrap();
         ns.release(input.fh).unwrap();
         assert_eq!(read_all(&ns, part.ino), vec![7u8; 5]);
+    }
+
+    #[test]
+    fn an_mtime_set_before_close_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let (attr, opened) = ns.create(ROOT, "f", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"abc").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        ns.setattr(attr.ino, None, None, Some(then), Some(opened.fh))
+            .unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino).unwrap().mtime, then);
+        // A later write moves it again.
+        let opened = ns.open(attr.ino, libc::O_WRONLY).unwrap();
+        ns.write(opened.fh, 0, b"x").unwrap();
+        ns.release(opened.fh).unwrap();
+        assert!(ns.getattr(attr.ino).unwrap().mtime > then);
     }
 
     #[test]
