@@ -1,0 +1,311 @@
+//! The fault-injection suite: a full disk under a real FUSE mount, hostile writes to virtual
+//! files, and kill -9 during mixed load. After every fault: the store passes `seamfs fsck`,
+//! every acknowledged write is present and exact, and nothing half-written is visible.
+//!
+//! Needs root (tmpfs stores) and /dev/fuse; it fails loudly without them.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use seamfs::Checksum;
+
+/// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
+/// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
+struct Scratch {
+    dir: tempfile::TempDir,
+    tmpfs: bool,
+}
+
+impl Scratch {
+    fn new(tmpfs_mib: Option<u64>) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("seamfs-faults-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        fs::create_dir(dir.path().join("store")).unwrap();
+        fs::create_dir(dir.path().join("mnt")).unwrap();
+        if let Some(mib) = tmpfs_mib {
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path().join("store"))
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mounting a tmpfs needs root");
+        }
+        Scratch {
+            dir,
+            tmpfs: tmpfs_mib.is_some(),
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            let _ = Command::new("umount").arg(self.store()).status();
+        }
+    }
+}
+
+/// A running `seamfs mount` (foreground child). Dropping it stops it (SIGTERM) and unmounts.
+struct Mount {
+    child: Option<Child>,
+    mnt: PathBuf,
+    port: Option<u16>,
+}
+
+impl Mount {
+    fn start(scratch: &Scratch, with_http: bool) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: the FUSE tests cannot run"
+        );
+        let port = with_http.then(free_port);
+        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .arg("mount")
+            .arg(scratch.mnt())
+            .arg("--store")
+            .arg(scratch.store())
+            .arg("--db-port")
+            .arg(port.unwrap_or(0).to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start seamfs mount");
+        let mount = Mount {
+            child: Some(child),
+            mnt: scratch.mnt(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_mounted(&mount.mnt) {
+            assert!(Instant::now() < deadline, "seamfs did not mount in 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(port) = port {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "the database port never opened");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        mount
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// SIGKILL, then detach the dead mount.
+    fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        unmount(&self.mnt);
+    }
+
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+        unmount(&self.mnt);
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn unmount(mnt: &Path) {
+    for _ in 0..50 {
+        if !is_mounted(mnt) {
+            return;
+        }
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg(mnt)
+            .stderr(Stdio::null())
+            .status();
+        if is_mounted(mnt) {
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} stays mounted", mnt.display());
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `seamfs fsck STORE` must report a clean store.
+fn assert_fsck_clean(store: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("fsck")
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck found problems:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quarantine = store.join("quarantine");
+    let quarantined = fs::read_dir(&quarantine).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(quarantined, 0, "fsck quarantined buffers");
+}
+
+/// Whatever a tree file shows, its sidecar names exactly those bytes and `by-checksum/` serves
+/// exactly them.
+fn assert_consistent(m: &Mount, rel: &str) -> Option<Vec<u8>> {
+    let data = fs::read(m.path(rel)).ok()?;
+    let claimed = fs::read_to_string(m.path(&format!("{rel}.CHECKSUM"))).unwrap();
+    let actual = Checksum::of(&data);
+    assert_eq!(
+        claimed.trim(),
+        actual.hex(),
+        "{rel}.CHECKSUM names other bytes"
+    );
+    // (The empty buffer's `by-checksum/` entry is finding 7, fixed apart.)
+    if !data.is_empty() {
+        let stored = fs::read(m.path(&format!("by-checksum/{}", actual.hex()))).unwrap();
+        assert_eq!(
+            Checksum::of(&stored),
+            actual,
+            "by-checksum/ serves other bytes"
+        );
+    }
+    Some(data)
+}
+
+fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rng.fill_bytes(&mut data);
+    data
+}
+
+/// Write `data` in 256 KiB pieces and close; Ok only if every write and the close succeeded.
+fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    for piece in data.chunks(256 << 10) {
+        file.write_all(piece)?;
+    }
+    close(file)
+}
+
+/// Close, reporting the error `close(2)` gives (where a FUSE flush failure arrives).
+fn close(file: File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor is ours and closed exactly once.
+    if unsafe { libc::close(file.into_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Finding 1: on a full store, a writer gets an error from write() or close(), and nothing wrong
+/// is stored: every visible file's sidecar and `by-checksum/` entry name its exact bytes, and
+/// fsck is clean. The disk fills at a different point in each round.
+#[test]
+fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
+    let scratch = Scratch::new(Some(20));
+    let mut rng = StdRng::seed_from_u64(13);
+    let m = Mount::start(&scratch, false);
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..4 {
+        // A file that fits, of a random size, so the next write runs out at a random point.
+        let len = rng.random_range(1..6 << 20);
+        let filler = random_bytes(&mut rng, len);
+        let name = format!("filler-{round}");
+        write_file(&m.path(&name), &filler).expect("the filler fits");
+        kept.push((name, filler));
+        let big = random_bytes(&mut rng, 24 << 20);
+        let name = format!("big-{round}");
+        let result = write_file(&m.path(&name), &big);
+        assert!(
+            result.is_err(),
+            "24 MiB into a 20 MiB store reported success"
+        );
+        let errno = result.unwrap_err().raw_os_error();
+        assert!(
+            matches!(errno, Some(libc::ENOSPC) | Some(libc::EIO)),
+            "unexpected error {errno:?}"
+        );
+        // Whatever the failed writer left visible is self-consistent (or absent).
+        if let Some(shown) = assert_consistent(&m, &name) {
+            assert!(
+                shown.len() < big.len(),
+                "the failed file shows all its bytes"
+            );
+        }
+        for (name, data) in &kept {
+            assert_eq!(assert_consistent(&m, name).as_ref(), Some(data), "{name}");
+        }
+        // Give the space back for the next round: the failed file and the oldest filler.
+        let _ = fs::remove_file(m.path(&name));
+        if kept.len() > 1 {
+            let (old, _) = kept.remove(0);
+            fs::remove_file(m.path(&old)).unwrap();
+        }
+        let gc = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .args(["gc", "--mounted"])
+            .arg(&m.mnt)
+            .output()
+            .unwrap();
+        assert!(
+            gc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gc.stderr)
+        );
+    }
+    // A small file still works once there is space.
+    write_file(&m.path("after"), b"space is back").unwrap();
+    m.stop();
+    assert_fsck_clean(&scratch.store());
+    let m = Mount::start(&scratch, false);
+    for (name, data) in &kept {
+        assert_eq!(assert_consistent(&m, name).as_ref(), Some(data), "{name}");
+    }
+    assert_eq!(fs::read(m.path("after")).unwrap(), b"space is back");
+    m.stop();
+}
