@@ -309,3 +309,60 @@ fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
     assert_eq!(fs::read(m.path("after")).unwrap(), b"space is back");
     m.stop();
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+/// Finding 3: a write far past the end of a sidecar (a claim) fails with EFBIG instead of
+/// making the daemon allocate it, and streaming 300 MiB into a sidecar is refused at once.
+#[test]
+fn writes_to_virtual_files_have_bounded_memory() {
+    let scratch = Scratch::new(None);
+    let mut m = Mount::start(&scratch, false);
+    let pid = m.child.as_ref().unwrap().id();
+    let dd = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1", "count=1", "seek=1T", "conv=notrunc"])
+        .arg(format!("of={}", m.path("zz.CHECKSUM").display()))
+        .output()
+        .unwrap();
+    assert!(!dd.status.success(), "a 1 TiB sidecar was accepted");
+    let err = String::from_utf8_lossy(&dd.stderr);
+    assert!(err.contains("File too large"), "dd said: {err}");
+    assert!(m.alive(), "the daemon died");
+
+    // 300 MiB streamed into the sidecar of an existing file and of a missing one.
+    write_file(&m.path("f"), b"subject").unwrap();
+    for name in ["f.CHECKSUM", "missing.CHECKSUM"] {
+        let mut file = File::create(m.path(name)).unwrap();
+        let block = vec![b'0'; 1 << 20];
+        let mut refused = None;
+        for _ in 0..300 {
+            if let Err(e) = file.write_all(&block) {
+                refused = Some(e);
+                break;
+            }
+        }
+        let err = refused.expect("300 MiB into a sidecar was accepted");
+        assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{name}: {err}");
+        drop(file);
+    }
+    assert!(m.alive(), "the daemon died");
+    assert!(rss(pid) < 256 << 20, "the daemon holds {} bytes", rss(pid));
+    // A genuine claim still works.
+    write_file(
+        &m.path("g.CHECKSUM"),
+        format!("{}\n", Checksum::of(b"g")).as_bytes(),
+    )
+    .unwrap();
+    write_file(&m.path("g"), b"g").unwrap();
+    assert_eq!(
+        fs::read_to_string(m.path("g.CHECKSUM")).unwrap().trim(),
+        Checksum::of(b"g").hex()
+    );
+    m.stop();
+}
