@@ -59,6 +59,11 @@ impl Claims {
         })
     }
 
+    /// Take the content of `other` (a fresh load, after a failed commit).
+    pub fn replace(&self, other: Claims) {
+        *self.lock() = other.map.into_inner().expect("claims lock");
+    }
+
     /// The checksum claimed for `name` in `dir`, if any.
     pub fn get(&self, dir: u64, name: &str) -> Option<Checksum> {
         self.lock().get(&(dir, name.to_string())).copied()

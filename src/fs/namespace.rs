@@ -452,15 +452,31 @@ impl Namespace {
         &self,
         change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        let out = self
-            .db
-            .transaction(|c| {
-                let mut tree = self.tree.write().expect("tree lock");
-                change(&mut tree, c)
-            })
-            .map_err(tree_errno)?;
+        let out = self.transaction(|c| {
+            let mut tree = self.tree.write().expect("tree lock");
+            change(&mut tree, c)
+        })?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
+    }
+
+    /// Run `f` in one SQLite transaction. The tree and the claims apply a change in memory as
+    /// soon as its rows are written; if the commit then fails (a full disk), SQLite has rolled
+    /// the rows back, and both are reloaded from the committed rows before any other change can
+    /// start, so memory never keeps what the database lost.
+    pub(super) fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, TreeError>,
+    ) -> FsResult<T> {
+        self.db
+            .transaction_or_undo(f, |c| {
+                let mut tree = self.tree.write().expect("tree lock");
+                *tree = Tree::load(c.conn())?;
+                self.claims.replace(Claims::load(c.conn())?);
+                self.version.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            })
+            .map_err(tree_errno)
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {

@@ -66,13 +66,10 @@ impl Namespace {
                 tracing::error!(subject = %claim.subject, "a .CHECKSUM file must hold 64 hex digits");
                 Errno::EIO
             })?;
-            return self
-                .db
-                .transaction(|c| {
-                    self.claims
-                        .insert(c.conn(), claim.dir, &claim.subject, claimed)
-                })
-                .map_err(tree_errno);
+            return self.transaction(|c| {
+                self.claims
+                    .insert(c.conn(), claim.dir, &claim.subject, claimed)
+            });
         };
         self.publish(subject)?;
         let actual = self.sidecar_content(subject, claim.sidecar)?;

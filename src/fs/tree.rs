@@ -88,6 +88,11 @@ impl TreeError {
             TreeError::IsDir => libc::EISDIR,
             TreeError::NotEmpty => libc::ENOTEMPTY,
             TreeError::Invalid => libc::EINVAL,
+            TreeError::Database(crate::db::DbError::Commit(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                libc::ENOSPC
+            }
             TreeError::Db(_) | TreeError::Database(_) => libc::EIO,
         }
     }
