@@ -193,6 +193,8 @@ impl Database {
     }
 
     /// Make the next `n` commits fail as on a full disk (`SQLITE_FULL`), for the fault suite.
+    /// A running process (a mount) is reached through a file `fail-next-commit` beside the
+    /// database: the next commit removes it and fails.
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_commits(&self, n: u32) {
         self.inner.failing_commits.store(n, Ordering::SeqCst);
@@ -201,13 +203,16 @@ impl Database {
     #[cfg(feature = "fault-injection")]
     fn injected_commit_failure(&self) -> rusqlite::Result<()> {
         let failing = &self.inner.failing_commits;
-        match failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
-            Ok(_) => Err(rusqlite::Error::SqliteFailure(
+        let counted =
+            failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let trigger = self.inner.path.with_file_name("fail-next-commit");
+        if counted.is_ok() || std::fs::remove_file(trigger).is_ok() {
+            return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
                 Some("injected commit failure".into()),
-            )),
-            Err(_) => Ok(()),
+            ));
         }
+        Ok(())
     }
 
     #[cfg(not(feature = "fault-injection"))]
