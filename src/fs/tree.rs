@@ -3,7 +3,8 @@
 //! `seamless.db`), so that a restart brings the whole tree back.
 //!
 //! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
-//! memory only once that succeeded, so the two never disagree.
+//! memory only once that succeeded; if the transaction then fails to commit,
+//! `Namespace::transaction` reloads the tree from the committed rows, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
