@@ -7,12 +7,15 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use seamfs::Checksum;
+
+mod common;
+use common::{Mount, is_mounted};
 
 /// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
 /// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
@@ -60,87 +63,30 @@ impl Drop for Scratch {
     }
 }
 
-/// A running `seamfs mount` (foreground child). Dropping it stops it (SIGTERM) and unmounts.
-struct Mount {
-    child: Option<Child>,
-    mnt: PathBuf,
-    port: Option<u16>,
+/// Mount the scratch store, with the HTTP database on `port` if given (0: none).
+fn start(scratch: &Scratch, port: Option<u16>) -> Mount {
+    let port_arg = format!("--db-port={}", port.unwrap_or(0));
+    let mount = Mount::on(scratch.mnt(), scratch.store(), &[&port_arg]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(port) = port
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "the database port never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mount
 }
 
-impl Mount {
-    fn start(scratch: &Scratch, with_http: bool) -> Mount {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "/dev/fuse is missing: the FUSE tests cannot run"
-        );
-        let port = with_http.then(free_port);
-        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
-            .arg("mount")
-            .arg(scratch.mnt())
-            .arg("--store")
-            .arg(scratch.store())
-            .arg("--db-port")
-            .arg(port.unwrap_or(0).to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start seamfs mount");
-        let mount = Mount {
-            child: Some(child),
-            mnt: scratch.mnt(),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_mounted(&mount.mnt) {
-            assert!(Instant::now() < deadline, "seamfs did not mount in 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(port) = port {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "the database port never opened");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        mount
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    /// SIGKILL. The dead mount stays attached (every access fails with ENOTCONN) until
-    /// `unmount`: detached earlier, the load would go on in the bare directory beneath.
-    fn kill9(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        self.terminate();
-    }
-
-    fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = child.wait();
-        unmount(&self.mnt);
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
+/// SIGKILL. The dead mount stays attached (every access fails with ENOTCONN) until `unmount`:
+/// detached earlier, the load would go on in the bare directory beneath.
+fn kill9(mut m: Mount) {
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.terminate();
-    }
+fn alive(m: &mut Mount) -> bool {
+    matches!(m.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
 }
 
 fn unmount(mnt: &Path) {
@@ -159,13 +105,6 @@ fn unmount(mnt: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{} stays mounted", mnt.display());
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 fn free_port() -> u16 {
@@ -250,7 +189,7 @@ fn close(file: File) -> std::io::Result<()> {
 fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
     let scratch = Scratch::new(Some(20));
     let mut rng = StdRng::seed_from_u64(13);
-    let m = Mount::start(&scratch, false);
+    let m = start(&scratch, None);
     let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
     for round in 0..4 {
         // A file that fits, of a random size, so the next write runs out at a random point.
@@ -302,7 +241,7 @@ fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
     write_file(&m.path("after"), b"space is back").unwrap();
     m.stop();
     assert_fsck_clean(&scratch.store());
-    let m = Mount::start(&scratch, false);
+    let m = start(&scratch, None);
     for (name, data) in &kept {
         assert_eq!(assert_consistent(&m, name).as_ref(), Some(data), "{name}");
     }
@@ -323,7 +262,7 @@ fn rss(pid: u32) -> u64 {
 #[test]
 fn writes_to_virtual_files_have_bounded_memory() {
     let scratch = Scratch::new(None);
-    let mut m = Mount::start(&scratch, false);
+    let mut m = start(&scratch, None);
     let pid = m.child.as_ref().unwrap().id();
     let dd = Command::new("dd")
         .args(["if=/dev/zero", "bs=1", "count=1", "seek=1T", "conv=notrunc"])
@@ -333,7 +272,7 @@ fn writes_to_virtual_files_have_bounded_memory() {
     assert!(!dd.status.success(), "a 1 TiB sidecar was accepted");
     let err = String::from_utf8_lossy(&dd.stderr);
     assert!(err.contains("File too large"), "dd said: {err}");
-    assert!(m.alive(), "the daemon died");
+    assert!(alive(&mut m), "the daemon died");
 
     // 300 MiB streamed into the sidecar of an existing file and of a missing one.
     write_file(&m.path("f"), b"subject").unwrap();
@@ -351,7 +290,7 @@ fn writes_to_virtual_files_have_bounded_memory() {
         assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{name}: {err}");
         drop(file);
     }
-    assert!(m.alive(), "the daemon died");
+    assert!(alive(&mut m), "the daemon died");
     assert!(rss(pid) < 256 << 20, "the daemon holds {} bytes", rss(pid));
     // A genuine claim still works.
     write_file(
@@ -470,7 +409,7 @@ fn db_get(port: u16, body: String) -> (u16, String) {
 /// After a crash: every acknowledged file and record is present and exact, and every file in the
 /// tree is whole (its sidecar and `by-checksum/` name its exact bytes): an unacknowledged write is
 /// absent, empty or complete.
-fn check_after_crash(m: &Mount, ledger: &Ledger) {
+fn check_after_crash(m: &Mount, port: u16, ledger: &Ledger) {
     for (name, checksum) in &ledger.files {
         let data = assert_consistent(m, name).unwrap_or_else(|| panic!("{name} was lost"));
         assert_eq!(Checksum::of(&data), *checksum, "{name} changed");
@@ -485,7 +424,6 @@ fn check_after_crash(m: &Mount, ledger: &Ledger) {
             );
         }
     }
-    let port = m.port.unwrap();
     for (tf, result) in &ledger.records {
         let query = format!(
             r#"{{"type": "transformation", "checksum": "{}"}}"#,
@@ -509,7 +447,7 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
     let mut ledger = Ledger::default();
     let mut last = Ledger::default();
     // JSON sources for the views.
-    let m = Mount::start(&scratch, false);
+    let m = start(&scratch, None);
     let mut sources = Vec::new();
     for i in 0..8 {
         let text = format!("{{\"n\": {i}, \"list\": [1, 2, {}]}}\n", i * 7);
@@ -519,10 +457,10 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
     m.stop();
     for cycle in 0..20 {
         let started = Instant::now();
-        let m = Mount::start(&scratch, true);
+        let port = free_port();
+        let m = start(&scratch, Some(port));
         // What the last cycle did is checked after every crash, everything at the end.
-        check_after_crash(&m, &last);
-        let port = m.port.unwrap();
+        check_after_crash(&m, port, &last);
         let threads: Vec<std::thread::JoinHandle<Ledger>> = vec![
             {
                 let root = m.mnt.clone();
@@ -548,7 +486,7 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
             },
         ];
         std::thread::sleep(Duration::from_millis(rng.random_range(100..400)));
-        m.kill9();
+        kill9(m);
         last = Ledger::default();
         for thread in threads {
             let part = thread.join().expect("a load thread panicked");
@@ -563,8 +501,9 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
         assert_fsck_clean(&scratch.store());
         eprintln!("cycle {cycle}: {:?}", started.elapsed());
     }
-    let m = Mount::start(&scratch, true);
-    check_after_crash(&m, &ledger);
+    let port = free_port();
+    let m = start(&scratch, Some(port));
+    check_after_crash(&m, port, &ledger);
     eprintln!(
         "20 kill -9 cycles: {} files and {} records acknowledged, {} writes attempted",
         ledger.files.len(),
@@ -607,7 +546,7 @@ fn fill_disk(store: &Path, slack: u64) {
 fn a_full_disk_during_commits_and_gc_keeps_the_store_whole() {
     let scratch = Scratch::new(Some(8));
     let mut rng = StdRng::seed_from_u64(2);
-    let m = Mount::start(&scratch, false);
+    let m = start(&scratch, None);
     let mut made = Vec::new();
     let mut refused = Vec::new();
     for round in 0..12 {
@@ -651,7 +590,7 @@ fn a_full_disk_during_commits_and_gc_keeps_the_store_whole() {
     );
     m.stop();
     assert_fsck_clean(&scratch.store());
-    let m = Mount::start(&scratch, false);
+    let m = start(&scratch, None);
     check_made(&m, &made);
     for dir in &refused {
         assert!(!m.path(dir).exists(), "{dir} appeared after a restart");
