@@ -15,7 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, is_mounted};
+use common::{Mount, free_port, is_mounted};
 
 /// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
 /// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
@@ -105,14 +105,6 @@ fn unmount(mnt: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{} stays mounted", mnt.display());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `seamfs fsck STORE` must report a clean store.
