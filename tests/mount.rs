@@ -19,7 +19,7 @@ use seamfs::{Buffer, Checksum};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Mount, is_mounted, python_tool, sidecar, xattr};
+use common::{Mount, free_port, is_mounted, python_tool, sidecar, xattr};
 
 fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -696,14 +696,6 @@ fn as_celltype_views_match_the_vectors() {
         xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(),
         b"plain"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn db_get(port: u16, body: Value) -> (u16, String) {

@@ -8,14 +8,13 @@
 //! when it stores a record (buffer-info slot types, execution-record identity, bucket kinds,
 //! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
 
-mod batch;
 mod checkpoint;
 pub mod pyjson;
 mod records;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -42,6 +41,10 @@ pub enum DbError {
     /// The record contradicts what is stored (the protocol's 409 answers, and one 404).
     #[error("{}", .0.message())]
     Conflict(Conflict),
+    /// The transaction ran but could not be committed (a full disk, an I/O error): SQLite
+    /// rolled all of it back.
+    #[error("could not commit to the database: {0}")]
+    Commit(rusqlite::Error),
     #[error("the database {0} is opened read-only")]
     ReadOnly(PathBuf),
     /// The file's tables cannot be used or upgraded (seamless-database's migration rule).
@@ -79,14 +82,12 @@ struct Inner {
     // writer is the last connection and checkpoints the WAL into the file on close.
     readers: Vec<Mutex<Connection>>,
     checkpointer: Option<checkpoint::Checkpointer>,
-    /// Commits the batch of `Database::batched` changes; dropped before the writer, committing
-    /// what is left.
-    _committer: Option<batch::Committer>,
     /// None when opened read-only.
-    writer: Option<Arc<Mutex<batch::Writer>>>,
-    /// Whether a batch is open (read without taking the writer's lock).
-    batch_open: Arc<AtomicBool>,
+    writer: Option<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// How many of the next commits fail on purpose (the fault-injection suite's hook).
+    #[cfg(feature = "fault-injection")]
+    failing_commits: std::sync::atomic::AtomicU32,
 }
 
 /// A handle on one seamless-database SQLite file. Clone it freely; it is Send + Sync.
@@ -104,8 +105,7 @@ impl Database {
         if !writable && !path.exists() {
             return Err(DbError::Missing(path));
         }
-        let batch_open = Arc::new(AtomicBool::new(false));
-        let (writer, checkpointer, committer) = if writable {
+        let (writer, checkpointer) = if writable {
             let conn = open_connection(&path, true)?;
             schema::create(&conn)?;
             // The checkpointer thread does the work; this only bounds the WAL when writes never
@@ -114,15 +114,12 @@ impl Database {
                 "PRAGMA wal_autocheckpoint={}",
                 checkpoint::WRITER_LIMIT_PAGES
             ))?;
-            let writer = Arc::new(Mutex::new(batch::Writer::new(conn, batch_open.clone())));
-            let committer = batch::Committer::start(writer.clone())?;
             (
-                Some(writer),
+                Some(Mutex::new(conn)),
                 Some(checkpoint::Checkpointer::start(&path)?),
-                Some(committer),
             )
         } else {
-            (None, None, None)
+            (None, None)
         };
         let readers = (0..READERS)
             .map(|_| open_connection(&path, false).map(Mutex::new))
@@ -132,10 +129,10 @@ impl Database {
             path,
             readers,
             checkpointer,
-            _committer: committer,
             writer,
-            batch_open,
             next_reader: AtomicUsize::new(0),
+            #[cfg(feature = "fault-injection")]
+            failing_commits: Default::default(),
         };
         Ok(Database {
             inner: Arc::new(inner),
@@ -150,14 +147,8 @@ impl Database {
         self.inner.writer.is_some()
     }
 
-    /// Run `f` on a read-only connection. It sees every change made so far: an open batch is
-    /// committed first.
+    /// Run `f` on a read-only connection (it sees the last committed state).
     pub fn read<T, E: From<DbError>>(&self, f: impl FnOnce(&Conn) -> Result<T, E>) -> Result<T, E> {
-        if self.inner.batch_open.load(Ordering::Acquire)
-            && let Some(writer) = &self.inner.writer
-        {
-            lock(writer).commit()?;
-        }
         let guard = self.reader();
         f(&Conn { conn: &guard })
     }
@@ -168,55 +159,77 @@ impl Database {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut guard = lock(self.writer()?);
-        guard.commit()?;
+        self.transaction_or_undo(f, |_| Ok(()))
+    }
+
+    /// `transaction`, for callers that mirror rows in memory as they write them: if the commit
+    /// fails (`DbError::Commit`, everything rolled back), `undo` runs on the writer, which then
+    /// shows the last committed state, before any other transaction can start.
+    pub fn transaction_or_undo<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, E>,
+        undo: impl FnOnce(&Conn) -> Result<(), E>,
+    ) -> Result<T, E> {
+        let writer = self
+            .inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))?;
+        let mut guard = lock(writer);
         let tx = guard
-            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;
         let value = f(&Conn { conn: &tx })?;
-        tx.commit().map_err(DbError::from)?;
+        if let Err(e) = self.injected_commit_failure().and_then(|()| tx.commit()) {
+            // The transaction is rolled back (dropped unfinished, or by SQLite itself).
+            tracing::error!(error = %e, db = %self.inner.path.display(), "a transaction could not be committed");
+            undo(&Conn { conn: &guard })?;
+            return Err(DbError::Commit(e).into());
+        }
         if let Some(checkpointer) = &self.inner.checkpointer {
             checkpointer.written();
         }
         Ok(value)
     }
 
-    /// Run `f` as one change of the open batch (see `batch`): many small changes share one
-    /// commit. Undone alone if `f` returns Err.
-    pub fn batched<T, E: From<DbError>>(
-        &self,
-        f: impl FnOnce(&Conn) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let result = lock(self.writer()?).run(f);
-        if let Some(checkpointer) = &self.inner.checkpointer {
-            checkpointer.written();
-        }
-        result
-    }
-
-    /// Make every change so far durable: commit the open batch and sync the WAL (commits at
-    /// `synchronous=NORMAL` do not sync it).
+    /// Make every committed change durable against power loss (`fsync`, `fsyncdir`): commits at
+    /// `synchronous=NORMAL` do not sync the WAL, so sync it here.
     pub fn sync(&self) -> Result<()> {
-        let mut writer = lock(self.writer()?);
-        writer.commit()?;
         let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
         match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
             // No WAL: everything is checkpointed into the database file, which SQLite synced.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DbError::Schema(format!(
-                "cannot sync {}: {e}",
-                wal.display()
-            ))),
+            Err(e) => Err(DbError::Schema(format!("cannot sync {}: {e}", wal.display()))),
             Ok(()) => Ok(()),
         }
     }
 
-    fn writer(&self) -> Result<&Mutex<batch::Writer>> {
-        self.inner
-            .writer
-            .as_deref()
-            .ok_or_else(|| DbError::ReadOnly(self.inner.path.clone()))
+    /// Make the next `n` commits fail as on a full disk (`SQLITE_FULL`), for the fault suite.
+    /// A running process (a mount) is reached through a file `fail-next-commit` beside the
+    /// database: the next commit removes it and fails.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_commits(&self, n: u32) {
+        self.inner.failing_commits.store(n, Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn injected_commit_failure(&self) -> rusqlite::Result<()> {
+        let failing = &self.inner.failing_commits;
+        let counted =
+            failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let trigger = self.inner.path.with_file_name("fail-next-commit");
+        if counted.is_ok() || std::fs::remove_file(trigger).is_ok() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("injected commit failure".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn injected_commit_failure(&self) -> rusqlite::Result<()> {
+        Ok(())
     }
 
     /// A free reader if there is one (round robin, no waiting), else wait for the next in turn.
@@ -346,6 +359,6 @@ fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
 }
 
 /// A poisoned lock only means another thread panicked mid-call; SQLite rolled back, go on.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -85,6 +85,13 @@ impl Claims {
         })
     }
 
+    /// Take the content of `other` (a fresh load, after a failed commit).
+    pub fn replace(&self, other: Claims) {
+        *self.lock() = other.map.into_inner().expect("claims lock");
+        *self.attrs.lock().expect("sidecar attrs lock") =
+            other.attrs.into_inner().expect("sidecar attrs lock");
+    }
+
     /// Every pending claim, sorted.
     pub fn list(&self) -> Vec<((u64, String), Checksum)> {
         let mut all: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();

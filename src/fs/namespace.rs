@@ -529,20 +529,16 @@ impl Namespace {
         }
     }
 
-    /// Run one tree mutation (which may record more, e.g. BufferInfo) as one change of the
-    /// database's open batch: all or nothing, committed with its neighbours within
-    /// `db::batch::WINDOW` (see `sync`).
+    /// Run one tree mutation (which may record more, e.g. BufferInfo) in one transaction: all or
+    /// nothing (see `transaction`).
     pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        let out = self
-            .db
-            .batched(|c| {
-                let mut tree = self.tree.write().expect("tree lock");
-                change(&mut tree, c)
-            })
-            .map_err(tree_errno)?;
+        let out = self.transaction(|c| {
+            let mut tree = self.tree.write().expect("tree lock");
+            change(&mut tree, c)
+        })?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }
@@ -553,6 +549,26 @@ impl Namespace {
             tracing::error!(error = %e, "could not make the tree durable");
             Errno::EIO
         })
+    }
+
+    /// Run `f` in one SQLite transaction. The tree, the claims and the user attributes apply a
+    /// change in memory as soon as its rows are written; if the commit then fails (a full disk),
+    /// SQLite has rolled the rows back, and all three are reloaded from the committed rows before any other change can
+    /// start, so memory never keeps what the database lost.
+    pub(super) fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, TreeError>,
+    ) -> FsResult<T> {
+        self.db
+            .transaction_or_undo(f, |c| {
+                let mut tree = self.tree.write().expect("tree lock");
+                *tree = Tree::load(c.conn())?;
+                self.claims.replace(Claims::load(c.conn())?);
+                self.xattrs.replace(UserXattrs::load(c.conn())?);
+                self.version.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            })
+            .map_err(tree_errno)
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {

@@ -16,7 +16,7 @@ use super::handles::{ClaimHandle, Handle, SetAttrs};
 use super::index;
 use super::inodes::{Dynamic, Sidecar};
 use super::namespace::Namespace;
-use super::tree::{NodeKind, ROOT, TreeError};
+use super::tree::{NodeKind, ROOT};
 use crate::checksum::Checksum;
 
 /// Most sidecar names kept unseen, and most copier processes remembered (see `lookup_by`).
@@ -279,20 +279,18 @@ impl Namespace {
             );
         }
         let old = self.claims.attr(dir, &name, claimed);
-        self.db
-            .transaction(|c| {
-                if held {
-                    self.claims.insert(c.conn(), dir, subject, claimed)?;
-                } else {
-                    self.claims.remove(c.conn(), dir, subject)?;
-                }
-                if attrs != SetAttrs::default() {
-                    let attr = merged_attr(attrs, old, claimed);
-                    self.claims.set_attr(c.conn(), dir, &name, attr)?;
-                }
-                Ok::<_, TreeError>(())
-            })
-            .map_err(tree_errno)
+        self.transaction(|c| {
+            if held {
+                self.claims.insert(c.conn(), dir, subject, claimed)?;
+            } else {
+                self.claims.remove(c.conn(), dir, subject)?;
+            }
+            if attrs != SetAttrs::default() {
+                let attr = merged_attr(attrs, old, claimed);
+                self.claims.set_attr(c.conn(), dir, &name, attr)?;
+            }
+            Ok(())
+        })
     }
 
     /// A file renamed onto a sidecar name (`mv tmp F.CHECKSUM`, rsync, editors): a claim with
@@ -379,9 +377,7 @@ impl Namespace {
         };
         let old = self.claims.attr(dir, &name, current);
         let attr = merged_attr(attrs, old, current);
-        self.db
-            .transaction(|c| self.claims.set_attr(c.conn(), dir, &name, attr))
-            .map_err(tree_errno)
+        self.transaction(|c| self.claims.set_attr(c.conn(), dir, &name, attr))
     }
 
     /// The attributes set on sidecar `sidecar` of `subject` for its current content, if any.
@@ -414,10 +410,7 @@ impl Namespace {
             return Err(Errno::ENOENT);
         }
         let (subject, _) = self.claim_target(parent, name).ok_or(Errno::ENOENT)?;
-        let removed = self
-            .db
-            .transaction(|c| self.claims.remove(c.conn(), parent, &subject))
-            .map_err(tree_errno)?;
+        let removed = self.transaction(|c| self.claims.remove(c.conn(), parent, &subject))?;
         let subject_exists = self.read_tree().lookup(parent, &subject).is_ok();
         if subject_exists {
             self.unlinked_sidecars
@@ -486,9 +479,7 @@ impl Namespace {
                     .index_of(ino)
                     .is_ok_and(|i| Checksum::of(&i) == claimed)
             {
-                let _ = self
-                    .db
-                    .transaction(|c| self.claims.remove(c.conn(), dir, &subject));
+                let _ = self.transaction(|c| self.claims.remove(c.conn(), dir, &subject));
                 continue;
             }
             let dir_path = self.read_tree().path(dir);

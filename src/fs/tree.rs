@@ -2,8 +2,9 @@
 //! fast lookups and persisted row by row in SQLite (table `seamfs_tree` in the store's
 //! `seamless.db`), so that a restart brings the whole tree back.
 //!
-//! Every mutation is written to SQLite first (inside the caller's transaction or batch) and
-//! applied in memory only once that succeeded, so the two never disagree.
+//! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
+//! memory only once that succeeded; if the transaction then fails to commit,
+//! `Namespace::transaction` reloads the tree from the committed rows, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -144,6 +145,11 @@ impl TreeError {
             TreeError::IsDir => libc::EISDIR,
             TreeError::NotEmpty => libc::ENOTEMPTY,
             TreeError::Invalid => libc::EINVAL,
+            TreeError::Database(crate::db::DbError::Commit(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                libc::ENOSPC
+            }
             TreeError::Db(_) | TreeError::Database(_) => libc::EIO,
         }
     }

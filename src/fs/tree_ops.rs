@@ -453,3 +453,50 @@ mod tests {
         ns.lookup(ROOT, "d").unwrap().ino
     }
 }
+
+/// Finding 2 of issue 13: a tree change whose commit fails leaves nothing in memory.
+#[cfg(all(test, feature = "fault-injection"))]
+mod failed_commits {
+    use super::*;
+    use crate::checksum::Checksum;
+    use crate::fs::test_support::{names, namespace, write_file};
+
+    #[test]
+    fn a_failed_commit_leaves_the_tree_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+        let f = write_file(&ns, d, "f", b"kept");
+        let db = ns.store().db().clone();
+
+        db.fail_next_commits(1);
+        assert_eq!(ns.mkdir(ROOT, "lost", 0o755).unwrap_err(), Errno::ENOSPC);
+        assert_eq!(ns.lookup(ROOT, "lost").unwrap_err(), Errno::ENOENT);
+        db.fail_next_commits(1);
+        assert!(ns.rename(d, "f", ROOT, "moved", 0).is_err());
+        assert_eq!(ns.lookup(d, "f").unwrap().ino, f);
+        db.fail_next_commits(1);
+        assert!(ns.unlink(d, "f").is_err());
+        db.fail_next_commits(1);
+        assert!(ns.symlink(d, "link", "f").is_err());
+        assert_eq!(names(&ns, d), [".", "..", "f"].map(String::from));
+        db.fail_next_commits(1);
+        assert!(ns.rmdir(ROOT, "d").is_err());
+        // A claim whose commit fails is not held either.
+        db.fail_next_commits(1);
+        let (_, opened) = ns.create(d, "g.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, format!("{}\n", Checksum::of(b"g")).as_bytes())
+            .unwrap();
+        assert!(ns.flush(opened.fh).is_err());
+        ns.release(opened.fh).unwrap();
+        assert!(!ns.claims.contains(d, "g"));
+
+        // Once commits work again, everything does, and a reopen shows the same tree.
+        ns.mkdir(ROOT, "later", 0o755).unwrap();
+        drop(ns);
+        let ns = namespace(dir.path());
+        assert!(ns.lookup(ROOT, "lost").is_err());
+        assert!(ns.lookup(ROOT, "later").is_ok());
+        assert_eq!(names(&ns, d), [".", "..", "f"].map(String::from));
+    }
+}

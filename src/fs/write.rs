@@ -9,6 +9,7 @@ use nix::errno::Errno;
 
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
+use super::inodes::Sidecar;
 use super::namespace::{Namespace, slice};
 use super::tree::{self, NodeKind};
 use crate::buffer::Buffer;
@@ -18,6 +19,16 @@ use crate::store::TierWrite;
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
+
+/// The most a sidecar written by a user may hold (it is kept in RAM until checked): a
+/// `.CHECKSUM` is one 64-digit line, an `.INDEX` a directory's listing. A write past this fails
+/// with EFBIG at once, so no write to a virtual file can make the daemon allocate more.
+fn claim_limit(sidecar: Sidecar) -> usize {
+    match sidecar {
+        Sidecar::Checksum => 4 << 10,
+        Sidecar::Index => 16 << 20,
+    }
+}
 
 impl Namespace {
     pub(super) fn read_tree_file(
@@ -105,6 +116,11 @@ impl Namespace {
                 Ok(data.len() as u32)
             }
             Handle::Claim(claim) => {
+                let limit = claim_limit(claim.sidecar);
+                if offset.saturating_add(data.len() as u64) > limit as u64 {
+                    tracing::error!(subject = %claim.subject, limit, "a sidecar written into the mount may hold at most {limit} bytes");
+                    return Err(Errno::EFBIG);
+                }
                 let mut buf = claim.data.lock().expect("claim lock");
                 let mut written = buf.clone();
                 let end = offset as usize + data.len();
@@ -179,9 +195,7 @@ impl Namespace {
             return Ok(());
         };
         let actual = self.file_checksum(ino)?;
-        self.db
-            .transaction(|c| self.claims.remove(c.conn(), node.parent, &node.name))
-            .map_err(super::error::tree_errno)?;
+        self.transaction(|c| self.claims.remove(c.conn(), node.parent, &node.name))?;
         if claimed == actual {
             return Ok(());
         }

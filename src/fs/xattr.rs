@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use rusqlite::{Connection, params};
 
-use super::error::{FsResult, tree_errno};
+use super::error::FsResult;
 use super::inodes::{self, Dynamic};
 use super::namespace::Namespace;
 use super::tree::TreeError;
@@ -41,6 +41,11 @@ pub struct UserXattrs {
 }
 
 impl UserXattrs {
+    /// Take the content of `other` (a fresh load, after a failed commit).
+    pub fn replace(&self, other: UserXattrs) {
+        *self.lock() = other.map.into_inner().expect("xattrs lock");
+    }
+
     /// Load every stored attribute (creating the table on first use).
     pub fn load(conn: &Connection) -> Result<UserXattrs, TreeError> {
         conn.execute_batch(SCHEMA)?;
@@ -203,9 +208,7 @@ impl Namespace {
             return Err(Errno::ENOTSUP);
         }
         self.writable()?;
-        self.db
-            .transaction(|c| self.xattrs.set(c.conn(), ino, name, value))
-            .map_err(tree_errno)
+        self.transaction(|c| self.xattrs.set(c.conn(), ino, name, value))
     }
 
     /// Remove an attribute: removing `user.seamless.pin` unpins; removing the checksum or cell
@@ -221,10 +224,7 @@ impl Namespace {
             return Err(Errno::ENODATA);
         }
         self.writable()?;
-        let removed = self
-            .db
-            .transaction(|c| self.xattrs.remove(c.conn(), ino, name))
-            .map_err(tree_errno)?;
+        let removed = self.transaction(|c| self.xattrs.remove(c.conn(), ino, name))?;
         if removed { Ok(()) } else { Err(Errno::ENODATA) }
     }
 

@@ -110,6 +110,15 @@ impl Drop for Mount {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (for `--db-port`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let wanted = path.to_string_lossy().replace(' ', "\\040");
