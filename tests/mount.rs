@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -18,107 +18,8 @@ use seamfs::compat::conversions::check_case;
 use seamfs::{Buffer, Checksum};
 use serde_json::{Value, json};
 
-/// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
-struct Mount {
-    child: Option<Child>,
-    mnt: PathBuf,
-    store: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Mount {
-    fn new() -> Mount {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut mount = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
-        mount._dir = Some(dir);
-        mount
-    }
-
-    /// Mount `store` on `mnt` (created if needed) with extra arguments.
-    fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "/dev/fuse is missing: the FUSE tests cannot run"
-        );
-        std::fs::create_dir_all(&mnt).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
-            .arg("mount")
-            .arg(&mnt)
-            .arg("--store")
-            .arg(&store)
-            .args(if extra.contains(&"--db-port") {
-                &[][..]
-            } else {
-                &["--db-port", "0"][..]
-            })
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start seamfs mount");
-        let mount = Mount {
-            child: Some(child),
-            mnt,
-            store,
-            _dir: None,
-        };
-        mount.wait_mounted();
-        mount
-    }
-
-    fn wait_mounted(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_mounted(&self.mnt) {
-            assert!(
-                Instant::now() < deadline,
-                "seamfs did not mount {} within 60 s",
-                self.mnt.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    /// Unmount and wait for the process; returns its exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.terminate().expect("seamfs was running")
-    }
-
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let status = child.wait().ok();
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        status
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-}
+mod common;
+use common::{Mount, free_port, is_mounted};
 
 fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -807,14 +708,6 @@ fn as_celltype_views_match_the_vectors() {
         xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(),
         b"plain"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn db_get(port: u16, body: Value) -> (u16, String) {

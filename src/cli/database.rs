@@ -50,6 +50,8 @@ pub struct Args {
     /// Stop (exit 0) after this many seconds without requests.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    #[command(flatten)]
+    http: super::HttpLimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,6 +77,7 @@ fn init_logging() {
 }
 
 async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
+    let limits = args.http.limits()?;
     let listener = choose_listener(&args).await?;
     let port = listener.local_addr()?.port();
     let status = match &args.status_file {
@@ -102,7 +105,7 @@ async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_signal(activity, timeout)?;
     service
-        .serve(listener, shutdown)
+        .serve(listener, limits, shutdown)
         .await
         .context("the HTTP server failed")
 }

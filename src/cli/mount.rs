@@ -62,6 +62,8 @@ pub struct Args {
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
+    #[command(flatten)]
+    http: super::HttpLimitArgs,
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
@@ -180,7 +182,8 @@ fn mount_session(
     let http = if args.no_db {
         None
     } else {
-        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
+        let limits = args.http.limits()?;
+        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only, limits).with_context(|| {
             format!(
                 "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
                 args.db_host, args.db_port

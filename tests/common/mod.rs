@@ -1,0 +1,175 @@
+//! What the FUSE test files share: a guard over a running `seamfs mount` and small helpers.
+#![allow(dead_code)] // each test crate uses a part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
+pub struct Mount {
+    pub child: Option<Child>,
+    pub mnt: PathBuf,
+    pub store: PathBuf,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Mount {
+    pub fn new() -> Mount {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut mount = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
+        mount._dir = Some(dir);
+        mount
+    }
+
+    /// Mount `store` on `mnt` (created if needed) with extra arguments.
+    pub fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
+        let command = Mount::command(&mnt, &store, extra);
+        Mount::start(command, mnt, store)
+    }
+
+    /// The `seamfs mount` command `on` runs (the database on a free port unless `extra` says).
+    pub fn command(mnt: &Path, store: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
+        command
+            .arg("mount")
+            .arg(mnt)
+            .arg("--store")
+            .arg(store)
+            .args(if extra.contains(&"--db-port") {
+                &[][..]
+            } else {
+                &["--db-port", "0"][..]
+            })
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run a mount `command` for `mnt` (created if needed) and wait until it is mounted.
+    pub fn start(mut command: Command, mnt: PathBuf, store: PathBuf) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: the FUSE tests cannot run"
+        );
+        std::fs::create_dir_all(&mnt).unwrap();
+        let child = command.spawn().expect("start seamfs mount");
+        let mount = Mount {
+            child: Some(child),
+            mnt,
+            store,
+            _dir: None,
+        };
+        mount.wait_mounted();
+        mount
+    }
+
+    pub fn wait_mounted(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_mounted(&self.mnt) {
+            assert!(
+                Instant::now() < deadline,
+                "seamfs did not mount {} within 60 s",
+                self.mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Unmount and wait for the process; returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate().expect("seamfs was running")
+    }
+
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = child.wait().ok();
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        status
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---- raw HTTP clients, for the tests of broken and hostile ones ----
+
+/// A raw TCP connection to `url` (`http://host:port`); reads give up after 60 s.
+pub fn connect(url: &str) -> std::net::TcpStream {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    tcp
+}
+
+/// Read until the server closes the connection (or resets it): what it sent, and when it closed.
+pub fn read_until_closed(tcp: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tcp.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        start.elapsed(),
+    )
+}
+
+/// Resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib / 1024
+}
+
+/// Descriptors process `pid` has open.
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
