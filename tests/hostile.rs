@@ -7,7 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Mount, free_port, open_descriptors};
+use common::{Mount, free_port, open_descriptors, xattr};
+use seamfs::Checksum;
+use serde_json::json;
 
 /// The descriptor limit the flooded mount runs with: low, so that a flood larger than it would
 /// take every descriptor if HTTP connections were not capped.
@@ -126,5 +128,104 @@ fn an_http_flood_never_starves_the_mount() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(flood);
+    m.stop();
+}
+
+fn put(url: &str, record: serde_json::Value) {
+    let response = reqwest::blocking::Client::new()
+        .put(url)
+        .body(record.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{record}");
+}
+
+fn get(url: &str, query: serde_json::Value) -> String {
+    let response = reqwest::blocking::Client::new()
+        .get(url)
+        .body(query.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{query}");
+    response.text().unwrap()
+}
+
+/// The attack of issue 13, finding 5: a local process PUTs an `expression` row saying that a
+/// text converts to an unrelated buffer, and a `buffer_info` saying that a JSON buffer is a
+/// Numpy array. The mount still serves what the buffers are (views and the celltype xattr),
+/// also after a restart; HTTP clients still read the records, and the mount's own answers
+/// replace the false ones in the shared tables.
+#[test]
+fn http_records_cannot_poison_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let extra = ["--db-port", &port.to_string()];
+    let m = Mount::on(mnt.clone(), store.clone(), &extra);
+    let code = b"x = 1\n";
+    let json = b"{\"a\": [1, 2]}\n";
+    let secret = b"an unrelated buffer\n";
+    for (name, bytes) in [
+        ("code.txt", &code[..]),
+        ("data.json", json),
+        ("secret", secret),
+    ] {
+        std::fs::write(m.path(name), bytes).unwrap();
+    }
+    let (code_hex, json_hex, secret_hex) = (
+        Checksum::of(code).hex(),
+        Checksum::of(json).hex(),
+        Checksum::of(secret).hex(),
+    );
+    let false_expression = json!({"type": "expression", "checksum": code_hex, "path": [],
+        "celltype": "text", "target_celltype": "python", "value": secret_hex});
+    put(&url, false_expression.clone());
+    put(
+        &url,
+        json!({"type": "buffer_info", "checksum": json_hex, "value": {"is_numpy": true}}),
+    );
+    // HTTP clients see what was PUT.
+    let mut query = false_expression.clone();
+    query.as_object_mut().unwrap().remove("value");
+    assert_eq!(get(&url, query.clone()), secret_hex);
+
+    let check = |m: &Mount| {
+        assert_eq!(
+            std::fs::read(m.path(&format!("as-python/{code_hex}"))).unwrap(),
+            code
+        );
+        // The celltype xattr shows only what the mount detected (nothing yet, or plain).
+        let celltype = xattr(&m.path("data.json"), "user.seamless.celltype");
+        assert!(
+            matches!(celltype.as_deref(), None | Some(b"plain")),
+            "{celltype:?}"
+        );
+        let plain = std::fs::read(m.path(&format!("as-plain/{json_hex}"))).unwrap();
+        assert_eq!(plain, json);
+        assert_eq!(
+            xattr(&m.path("data.json"), "user.seamless.celltype").as_deref(),
+            Some(&b"plain"[..])
+        );
+    };
+    check(&m);
+    // The mount's own answer is shared: it replaced the false row.
+    assert_eq!(get(&url, query.clone()), code_hex);
+    let info: serde_json::Value = serde_json::from_str(&get(
+        &url,
+        json!({"type": "buffer_info", "checksum": json_hex}),
+    ))
+    .unwrap();
+    assert_eq!(info["is_numpy"], json!(false), "{info}");
+
+    // Poisoned again, then a restart: the mount still uses only what it worked out itself.
+    put(&url, false_expression);
+    put(
+        &url,
+        json!({"type": "buffer_info", "checksum": json_hex, "value": {"is_numpy": true}}),
+    );
+    m.stop();
+    let m = Mount::on(mnt, store, &extra);
+    check(&m);
     m.stop();
 }

@@ -3,9 +3,7 @@
 //! included, so no mount is left behind. FUSE missing is a failure, never a skip.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use seamfs::{Buffer, Checksum};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Mount, free_port, is_mounted};
+use common::{Mount, free_port, is_mounted, xattr};
 
 fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -29,15 +27,6 @@ fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
 
 fn sidecar(data: &[u8]) -> String {
     format!("{}\n", Checksum::of(data))
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
 }
 
 fn python_tool(name: &str) -> PathBuf {

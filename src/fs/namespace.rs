@@ -75,8 +75,11 @@ impl Namespace {
         db: Database,
         options: Options,
     ) -> anyhow::Result<Self> {
-        let (tree, claims) = db
-            .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
+        let (tree, claims, views) = db
+            .transaction(|c| {
+                let conn = c.conn();
+                Ok::<_, TreeError>((Tree::load(conn)?, Claims::load(conn)?, Views::open(conn)?))
+            })
             .map_err(|e| {
                 anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
             })?;
@@ -86,7 +89,7 @@ impl Namespace {
             reads,
             db,
             tree: RwLock::new(tree),
-            views: Views::default(),
+            views,
             version: AtomicU64::new(0),
             index_cache: Mutex::default(),
             decompressed: DecompressedCache::default(),

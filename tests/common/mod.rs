@@ -126,6 +126,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The extended attribute `name` of `path`, if it has one.
+pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
 // ---- raw HTTP clients, for the tests of broken and hostile ones ----
 
 /// A raw TCP connection to `url` (`http://host:port`); reads give up after 60 s.
