@@ -149,9 +149,15 @@ fn errno(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e as i32)
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    // Tree names are text: Seamless index keys are JSON strings.
+/// A name to create. Tree names are text (Seamless index keys are JSON strings): another name
+/// cannot be made.
+fn new_name(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
+}
+
+/// A name to find: one that is not text cannot exist.
+fn existing_name(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::ENOENT)
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -183,7 +189,7 @@ impl Filesystem for SeamFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.lookup(parent.0, n)),
+            existing_name(name).and_then(|n| self.ns.lookup(parent.0, n)),
         );
     }
 
@@ -245,21 +251,21 @@ impl Filesystem for SeamFs {
     ) {
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)),
+            new_name(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)),
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            name_str(name).and_then(|n| self.ns.unlink(parent.0, n)),
+            existing_name(name).and_then(|n| self.ns.unlink(parent.0, n)),
         );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            name_str(name).and_then(|n| self.ns.rmdir(parent.0, n)),
+            existing_name(name).and_then(|n| self.ns.rmdir(parent.0, n)),
         );
     }
 
@@ -274,7 +280,7 @@ impl Filesystem for SeamFs {
         let target = target.to_str().ok_or(Errno::EINVAL);
         self.entry(
             reply,
-            name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)),
+            new_name(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)),
         );
     }
 
@@ -288,8 +294,8 @@ impl Filesystem for SeamFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = name_str(name)
-            .and_then(|n| Ok((n, name_str(newname)?)))
+        let result = existing_name(name)
+            .and_then(|n| Ok((n, new_name(newname)?)))
             .and_then(|(n, nn)| self.ns.rename(parent.0, n, newparent.0, nn, flags.bits()));
         empty(reply, result);
     }
@@ -445,7 +451,11 @@ impl Filesystem for SeamFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match name_str(name).and_then(|n| self.ns.getxattr(ino.0, n)) {
+        match name
+            .to_str()
+            .ok_or(Errno::ENODATA)
+            .and_then(|n| self.ns.getxattr(ino.0, n))
+        {
             Ok(value) => xattr_reply(reply, &value, size),
             Err(e) => reply.error(errno(e)),
         }
@@ -490,7 +500,7 @@ impl Filesystem for SeamFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match name_str(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
+        match new_name(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
             Ok((a, opened)) => {
                 let flags = Self::flags(opened.cache);
                 reply.created(

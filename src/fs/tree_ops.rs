@@ -4,14 +4,17 @@
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use nix::errno::Errno;
 
 use super::attr::{Attr, Kind, Opened, VOLATILE_TTL};
-use super::error::{FsResult, tree_errno};
+use super::error::{FsResult, store_errno, tree_errno};
 use super::fixed::fixed_child;
 use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
 use super::tree::{self, NodeKind, ROOT};
+use crate::buffer::Buffer;
+use crate::store::BufferTier;
 
 impl Namespace {
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -77,8 +80,12 @@ impl Namespace {
                 return Ok((attr, opened));
             }
         }
+        // Every checksum the tree refers to is a stored buffer, the empty one included (else
+        // `F.CHECKSUM` of a touched file names a buffer `by-checksum/` does not have).
+        let empty = Buffer::with_checksum(Bytes::new(), tree::empty_checksum());
+        self.store.put(&empty).map_err(store_errno)?;
         let kind = NodeKind::File {
-            checksum: tree::empty_checksum(),
+            checksum: empty.checksum(),
             size: 0,
         };
         let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
