@@ -87,10 +87,10 @@ pub fn main() -> ExitCode {
 /// The limits of an HTTP server, as options (`mount` and `database` share them).
 #[derive(clap::Args)]
 struct HttpLimitArgs {
-    /// Most HTTP connections open at once; more are answered 503. At most a quarter of the
-    /// descriptor limit (ulimit -n), so that files always have the rest.
-    #[arg(long, value_name = "N", default_value_t = crate::http::serving::DEFAULT_MAX_CONNECTIONS)]
-    http_max_connections: usize,
+    /// Most HTTP connections open at once (default 1024); more are answered 503. At most a
+    /// quarter of the descriptor limit (ulimit -n), so that files always have the rest.
+    #[arg(long, value_name = "N")]
+    http_max_connections: Option<usize>,
     /// Seconds a client has to send a request head; also how long an idle connection stays open.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     http_head_timeout: f64,
@@ -110,12 +110,15 @@ impl HttpLimitArgs {
                 ))
             }
         };
-        Ok(crate::http::Limits {
+        let limits = crate::http::Limits {
             head_timeout: seconds(self.http_head_timeout, "--http-head-timeout")?,
             body_timeout: seconds(self.http_body_timeout, "--http-body-timeout")?,
             ..crate::http::Limits::for_this_process()
-        }
-        .with_max_connections(self.http_max_connections))
+        };
+        Ok(match self.http_max_connections {
+            Some(wanted) => limits.with_max_connections(wanted),
+            None => limits,
+        })
     }
 }
 

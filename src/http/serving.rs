@@ -36,8 +36,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-/// Connections served at once unless the descriptor limit calls for fewer.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once unless the descriptor limit calls for fewer (the CLI's help
+/// says 1024).
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Connections over the cap that get an answer (`503`) rather than a bare close.
 const MAX_REJECTERS: usize = 32;
 /// How long a rejecter waits for the request it answers, and then for the client to close.
@@ -60,14 +61,13 @@ impl Limits {
     /// The defaults, with the connection cap fitted to this process's descriptor limit.
     pub fn for_this_process() -> Limits {
         Limits {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
             // Longer than the keep-alive of the usual clients (aiohttp: 15 s), so they close
             // idle connections first and never send on one this side is closing.
             head_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             min_body_rate: 1 << 20,
+            max_connections: DEFAULT_MAX_CONNECTIONS.min(connection_budget(descriptor_limit())),
         }
-        .with_max_connections(DEFAULT_MAX_CONNECTIONS)
     }
 
     /// `self` with at most `wanted` connections, and never more than the descriptor budget.
