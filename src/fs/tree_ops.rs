@@ -4,7 +4,6 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use nix::errno::Errno;
 
 use super::attr::{Attr, Kind, Opened, VOLATILE_TTL};
@@ -13,8 +12,6 @@ use super::fixed::fixed_child;
 use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
 use super::tree::{self, NodeKind, ROOT};
-use crate::buffer::Buffer;
-use crate::store::BufferTier;
 
 impl Namespace {
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -82,13 +79,20 @@ impl Namespace {
         }
         // Every checksum the tree refers to is a stored buffer, the empty one included (else
         // `F.CHECKSUM` of a touched file names a buffer `by-checksum/` does not have).
-        let empty = Buffer::with_checksum(Bytes::new(), tree::empty_checksum());
-        self.store.put(&empty).map_err(store_errno)?;
-        let kind = NodeKind::File {
-            checksum: empty.checksum(),
-            size: 0,
+        // Written like any file's content (not just put in RAM), so that it is on disk.
+        let ino = {
+            // Garbage collection waits until the tree row refers to the buffer.
+            let _writing = self.store.writing();
+            let pending = self.tiers().begin_write().map_err(store_errno)?;
+            let empty = pending
+                .commit(Some(tree::empty_checksum()))
+                .map_err(store_errno)?;
+            let kind = NodeKind::File {
+                checksum: empty,
+                size: 0,
+            };
+            self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?
         };
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
     }

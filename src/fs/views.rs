@@ -14,8 +14,9 @@
 //! converts to some unrelated buffer, or that a JSON buffer is a Numpy array, must not change
 //! what `as-*/` serves or the `user.seamless.celltype` xattr (issue 13).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -24,7 +25,7 @@ use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
 use crate::db::{Conn, Database, DbError, ExpressionKey};
-use crate::store::{BufferTier, StoreError};
+use crate::store::{StoreError, Tier};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS seamfs_celltype (
@@ -57,6 +58,8 @@ pub enum ViewError {
 pub struct Views {
     results: Mutex<HashMap<(Checksum, CellType), Checksum>>,
     sources: Mutex<HashMap<Checksum, CellType>>,
+    /// Conversions run (a view answered from a known result does not count).
+    conversions: AtomicU64,
 }
 
 impl Views {
@@ -70,10 +73,11 @@ impl Views {
     pub fn resolve(
         &self,
         db: &Database,
-        reads: &dyn BufferTier,
+        reads: &dyn Tier,
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {
+        // A result garbage collection removed is computed again.
         if let Some(result) = self.known_result(db, checksum, target)?
             && reads.has(&result)?
         {
@@ -88,11 +92,15 @@ impl Views {
                 (celltype, Some(info))
             }
         };
+        let started = std::time::Instant::now();
         let conversion = convert::convert(&buffer, source, target)
             .map_err(|e| ViewError::Impossible(e.to_string()))?;
+        self.conversions.fetch_add(1, Ordering::Relaxed);
         let result = match &conversion.output {
             Output::Buffer(converted) => {
                 if converted.checksum() != checksum {
+                    // Born in RAM: the RAM tier keeps it, and offloads it when it evicts it.
+                    reads.derived(&converted.checksum(), started.elapsed().as_secs_f64());
                     reads.put(converted)?;
                 }
                 converted.checksum()
@@ -118,6 +126,25 @@ impl Views {
             .expect("views lock")
             .insert((checksum, target), result);
         Ok(result)
+    }
+
+    /// Forget the results among `removed`; returns the views (source, cell type) that showed them.
+    pub fn forget_results(&self, removed: &HashSet<Checksum>) -> Vec<(Checksum, CellType)> {
+        let mut results = self.results.lock().expect("views lock");
+        let gone: Vec<(Checksum, CellType)> = results
+            .iter()
+            .filter(|(_, result)| removed.contains(result))
+            .map(|(view, _)| *view)
+            .collect();
+        for view in &gone {
+            results.remove(view);
+        }
+        gone
+    }
+
+    /// How many conversions ran in this session.
+    pub fn conversions(&self) -> u64 {
+        self.conversions.load(Ordering::Relaxed)
     }
 
     /// A result this mount worked out before (this session, or recorded in its table).
