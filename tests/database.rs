@@ -3,7 +3,7 @@
 //! seamless-remote DatabaseClient, and the real Python server on the same SQLite files.
 //! The Python reference environment (.venv, made by scripts/setup-python) is required.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,9 @@ use nix::unistd::Pid;
 use seamfs::Checksum;
 use seamfs::db::{BucketProbe, Conflict, Database, DbError, ExpressionKey, JsonMap};
 use serde_json::{Value, json};
+
+mod common;
+use common::{connect, open_descriptors, read_until_closed, rss_mib};
 
 const SEAMFS: &str = env!("CARGO_BIN_EXE_seamfs");
 /// Generous bound for a process to do something it should do at once; only a hang exceeds it.
@@ -979,7 +982,14 @@ fn protocol_details_and_deliberate_differences() {
 fn concurrent_puts_are_all_committed() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
-    let server = seamfs::http::spawn(db, "127.0.0.1", 0, true).unwrap();
+    let server = seamfs::http::spawn(
+        db,
+        "127.0.0.1",
+        0,
+        true,
+        seamfs::http::Limits::for_this_process(),
+    )
+    .unwrap();
     let url = server.url();
     let key = |t: usize, i: usize| format!("{:032x}{:032x}", t + 1, i);
     std::thread::scope(|scope| {
@@ -1099,7 +1109,14 @@ fn library_api_transactions_and_typed_records() {
     assert_eq!(db.get_bucket_probe("node", "n").unwrap(), Some(probe));
 
     // The same database served in-process.
-    let server = seamfs::http::spawn(db.clone(), "127.0.0.1", 0, true).unwrap();
+    let server = seamfs::http::spawn(
+        db.clone(),
+        "127.0.0.1",
+        0,
+        true,
+        seamfs::http::Limits::for_this_process(),
+    )
+    .unwrap();
     assert_eq!(
         get(
             &server.url(),
@@ -1108,4 +1125,158 @@ fn library_api_transactions_and_typed_records() {
         (200, b.hex())
     );
     server.stop().unwrap();
+}
+
+// ---- broken and hostile clients (issue 13, findings 4 and 7) ----
+
+/// A client trickling its body gets 408 and is closed; one trickling its head, or idle on a
+/// keep-alive connection, is closed after the head timeout; a large body sent at a decent rate
+/// passes although it takes longer than the body timeout.
+#[test]
+fn slow_clients_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::seamfs(
+        &dir.path().join("seamless.db"),
+        &[
+            "--writable",
+            "--http-head-timeout",
+            "1",
+            "--http-body-timeout",
+            "1",
+        ],
+    );
+    let trickle = |mut tcp: std::net::TcpStream, byte: &'static [u8]| {
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(200));
+                if tcp.write_all(byte).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut tcp = connect(&server.url);
+    tcp.write_all(b"PUT / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{")
+        .unwrap();
+    let writer = trickle(tcp.try_clone().unwrap(), b" ");
+    let (answer, closed_after) = read_until_closed(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("request body not received in time"),
+        "{answer}"
+    );
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    writer.join().unwrap();
+
+    let mut tcp = connect(&server.url);
+    tcp.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let writer = trickle(tcp.try_clone().unwrap(), b"x");
+    let (_, closed_after) = read_until_closed(&mut tcp);
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    writer.join().unwrap();
+
+    let mut tcp = connect(&server.url);
+    tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let (answer, closed_after) = read_until_closed(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+
+    // 3 MiB in 30 pieces over about 2 s: 1.5 MiB/s, above the 1 MiB/s that extends the deadline.
+    let filler = "a".repeat(3 << 20);
+    let body = json!({"type": "buffer_info", "checksum": cs('1'), "value": {"filler": filler}})
+        .to_string();
+    let mut tcp = connect(&server.url);
+    let head = format!(
+        "PUT / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    for piece in body.as_bytes().chunks(body.len().div_ceil(30)) {
+        tcp.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(66));
+    }
+    let (answer, _) = read_until_closed(&mut tcp);
+    assert!(!answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Over `--http-max-connections`, a client gets a clear 503 at once; a slot freed is usable.
+#[test]
+fn the_connection_cap_answers_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::seamfs(
+        &dir.path().join("seamless.db"),
+        &["--writable", "--http-max-connections", "3"],
+    );
+    let mut held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut tcp = connect(&server.url);
+            tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nhost: x\r\n\r\n")
+                .unwrap();
+            let mut answer = [0u8; 512];
+            let n = tcp.read(&mut answer).unwrap();
+            assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+            tcp
+        })
+        .collect();
+    let (status, body) = request(&server.url, "GET", "/healthcheck", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("Too many connections (the server takes 3 at once)"),
+        "{body}"
+    );
+    held.pop();
+    let deadline = Instant::now() + PATIENCE;
+    while request(&server.url, "GET", "/healthcheck", None).0 != 200 {
+        assert!(Instant::now() < deadline, "the freed slot never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 10 000 connections that each sent a request and then sit idle: the server holds no more
+/// than its cap, and once they close, its memory and descriptors are back where they were.
+#[test]
+fn ten_thousand_idle_connections_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::seamfs(
+        &dir.path().join("seamless.db"),
+        &["--writable", "--http-max-connections", "4000"],
+    );
+    let pid = server.child.id();
+    assert_eq!(request(&server.url, "GET", "/healthcheck", None).0, 200);
+    let (rss_before, fds_before) = (rss_mib(pid), open_descriptors(pid));
+    let mut idle = Vec::new();
+    for _ in 0..10_000 {
+        let mut tcp = connect(&server.url);
+        tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        idle.push(tcp);
+    }
+    let mut served = 0;
+    for tcp in &mut idle {
+        let mut answer = [0u8; 512];
+        if let Ok(n) = tcp.read(&mut answer)
+            && answer[..n].starts_with(b"HTTP/1.1 200")
+        {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 4_000, "the cap is 4000");
+    assert!(open_descriptors(pid) < fds_before + 4_100);
+    drop(idle);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (rss, fds) = (rss_mib(pid), open_descriptors(pid));
+        if rss <= rss_before + 8 && fds <= fds_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the connections closed: {rss} MiB resident (before: {rss_before}), \
+             {fds} descriptors (before: {fds_before})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -1020,6 +1020,49 @@ fn cli_rough_edges_are_gone() {
     assert!(err.contains("is not mounted"), "{err}");
 }
 
+/// Issue 13, finding 7: a file created and closed without a write (`touch`) names the empty
+/// buffer in its sidecar; that buffer is in `by-checksum/`, also after a remount.
+#[test]
+fn a_touched_file_names_a_stored_empty_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let status = Command::new("touch").arg(m.path("empty")).status().unwrap();
+    assert!(status.success());
+    let empty = Checksum::of(b"").hex();
+    assert_eq!(
+        std::fs::read_to_string(m.path("empty.CHECKSUM")).unwrap(),
+        format!("{empty}\n")
+    );
+    let by_checksum = format!("by-checksum/{empty}");
+    assert_eq!(std::fs::read(m.path(&by_checksum)).unwrap(), b"");
+    m.stop();
+    let m = Mount::on(mnt, store, &[]);
+    assert_eq!(std::fs::read(m.path(&by_checksum)).unwrap(), b"");
+}
+
+/// Issue 13, finding 7: a name that is not UTF-8 cannot exist in the tree, so looking it up is
+/// ENOENT (as for any missing name); creating one is EINVAL.
+#[test]
+fn a_missing_non_utf8_name_is_enoent() {
+    let m = Mount::new();
+    std::fs::create_dir(m.path("d")).unwrap();
+    for dir in [m.mnt.clone(), m.path("d")] {
+        let name = dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        let stat = std::fs::metadata(&name).unwrap_err();
+        assert_eq!(
+            stat.raw_os_error(),
+            Some(libc::ENOENT),
+            "{}",
+            name.display()
+        );
+        let remove = std::fs::remove_file(&name).unwrap_err();
+        assert_eq!(remove.raw_os_error(), Some(libc::ENOENT));
+        let create = std::fs::write(&name, b"x").unwrap_err();
+        assert_eq!(create.raw_os_error(), Some(libc::EINVAL));
+    }
+}
+
 fn stats(m: &Mount) -> Value {
     serde_json::from_slice(&std::fs::read(m.path(".seamfs/stats")).unwrap()).unwrap()
 }

@@ -53,6 +53,8 @@ pub struct Args {
     /// Stop (exit 0) after this many seconds without requests.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    #[command(flatten)]
+    http: super::HttpLimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -79,6 +81,7 @@ fn init_logging() {
 }
 
 async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
+    let limits = args.http.limits()?;
     let listener = choose_listener(&args).await?;
     let port = listener.local_addr()?.port();
     let status = match &args.status_file {
@@ -106,7 +109,7 @@ async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_signal(activity, timeout)?;
     service
-        .serve(listener, shutdown)
+        .serve(listener, limits, shutdown)
         .await
         .context("the HTTP server failed")
 }

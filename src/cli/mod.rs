@@ -70,6 +70,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = help_of_help(rewrite_alias(std::env::args_os().collect()));
     let cli = Cli::parse_from(args);
+    crate::http::serving::raise_descriptor_limit();
     let result = match cli.command {
         Command::Mount(a) => mount::run(a),
         Command::Checksum(a) => checksum::run_checksum(a),
@@ -92,6 +93,44 @@ pub fn main() -> ExitCode {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The limits of an HTTP server, as options (`mount` and `database` share them).
+#[derive(clap::Args)]
+struct HttpLimitArgs {
+    /// Most HTTP connections open at once (default 1024); more are answered 503. At most a
+    /// quarter of the descriptor limit (ulimit -n), so that files always have the rest.
+    #[arg(long, value_name = "N")]
+    http_max_connections: Option<usize>,
+    /// Seconds a client has to send a request head; also how long an idle connection stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    http_head_timeout: f64,
+    /// Seconds a client has to send a request body, plus one second per MiB received.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    http_body_timeout: f64,
+}
+
+impl HttpLimitArgs {
+    fn limits(&self) -> anyhow::Result<crate::http::Limits> {
+        let seconds = |value: f64, option: &str| {
+            if value > 0.0 && value.is_finite() {
+                Ok(std::time::Duration::from_secs_f64(value))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{option} must be a positive number of seconds"
+                ))
+            }
+        };
+        let limits = crate::http::Limits {
+            head_timeout: seconds(self.http_head_timeout, "--http-head-timeout")?,
+            body_timeout: seconds(self.http_body_timeout, "--http-body-timeout")?,
+            ..crate::http::Limits::for_this_process()
+        };
+        Ok(match self.http_max_connections {
+            Some(wanted) => limits.with_max_connections(wanted),
+            None => limits,
+        })
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Args {
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
+    #[command(flatten)]
+    http: super::HttpLimitArgs,
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
@@ -266,9 +268,10 @@ fn serve_db(args: &Args, db: crate::db::Database) -> anyhow::Result<crate::http:
         Some(_) => bail!("--db-port-range START END: START must not be above END"),
         None => args.db_port..=args.db_port,
     };
+    let limits = args.http.limits()?;
     let mut last = None;
     for port in ports.clone() {
-        match crate::http::spawn(db.clone(), &args.db_host, port, !args.read_only) {
+        match crate::http::spawn(db.clone(), &args.db_host, port, !args.read_only, limits) {
             Ok(server) => return Ok(server),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
             Err(e) => {

@@ -199,7 +199,10 @@ impl Database {
         match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
             // No WAL: everything is checkpointed into the database file, which SQLite synced.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DbError::Schema(format!("cannot sync {}: {e}", wal.display()))),
+            Err(e) => Err(DbError::Schema(format!(
+                "cannot sync {}: {e}",
+                wal.display()
+            ))),
             Ok(()) => Ok(()),
         }
     }

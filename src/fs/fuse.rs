@@ -195,9 +195,15 @@ fn errno(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e as i32)
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    // Tree names are text: Seamless index keys are JSON strings.
+/// A name to create. Tree names are text (Seamless index keys are JSON strings): another name
+/// cannot be made.
+fn new_name(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
+}
+
+/// A name to find: one that is not text cannot exist.
+fn existing_name(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::ENOENT)
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -229,7 +235,7 @@ impl Filesystem for SeamFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.lookup_by(parent.0, n, req.pid())),
+            existing_name(name).and_then(|n| self.ns.lookup_by(parent.0, n, req.pid())),
         );
     }
 
@@ -299,7 +305,7 @@ impl Filesystem for SeamFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let made = name_str(name).and_then(|n| {
+        let made = new_name(name).and_then(|n| {
             let dir = NodeKind::Dir(Default::default());
             let attr = self
                 .ns
@@ -313,14 +319,14 @@ impl Filesystem for SeamFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            name_str(name).and_then(|n| self.ns.unlink(parent.0, n)),
+            existing_name(name).and_then(|n| self.ns.unlink(parent.0, n)),
         );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            name_str(name).and_then(|n| self.ns.rmdir(parent.0, n)),
+            existing_name(name).and_then(|n| self.ns.rmdir(parent.0, n)),
         );
     }
 
@@ -335,7 +341,7 @@ impl Filesystem for SeamFs {
         let target = target.to_str().ok_or(Errno::EINVAL);
         self.entry(
             reply,
-            name_str(link_name).and_then(|n| {
+            new_name(link_name).and_then(|n| {
                 let kind = NodeKind::Symlink(target?.to_string());
                 self.ns.add_node(parent.0, n, kind, 0o777, owner(req))
             }),
@@ -352,7 +358,7 @@ impl Filesystem for SeamFs {
     ) {
         self.entry(
             reply,
-            name_str(newname).and_then(|n| self.ns.link(ino.0, newparent.0, n)),
+            new_name(newname).and_then(|n| self.ns.link(ino.0, newparent.0, n)),
         );
     }
 
@@ -369,7 +375,7 @@ impl Filesystem for SeamFs {
         let mode = mode & !(umask & 0o7777);
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.mknod(parent.0, n, mode, rdev.into(), owner(req))),
+            new_name(name).and_then(|n| self.ns.mknod(parent.0, n, mode, rdev.into(), owner(req))),
         );
     }
 
@@ -383,8 +389,8 @@ impl Filesystem for SeamFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = name_str(name)
-            .and_then(|n| Ok((n, name_str(newname)?)))
+        let result = existing_name(name)
+            .and_then(|n| Ok((n, new_name(newname)?)))
             .and_then(|(n, nn)| self.ns.rename(parent.0, n, newparent.0, nn, flags.bits()));
         empty(reply, result);
     }
@@ -536,7 +542,11 @@ impl Filesystem for SeamFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match name_str(name).and_then(|n| self.ns.getxattr(ino.0, n)) {
+        match name
+            .to_str()
+            .ok_or(Errno::ENODATA)
+            .and_then(|n| self.ns.getxattr(ino.0, n))
+        {
             Ok(value) => xattr_reply(reply, &value, size),
             Err(e) => reply.error(errno(e)),
         }
@@ -552,7 +562,7 @@ impl Filesystem for SeamFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let result = name_str(name).and_then(|n| self.ns.setxattr(ino.0, n, value));
+        let result = new_name(name).and_then(|n| self.ns.setxattr(ino.0, n, value));
         empty(reply, result);
         self.invalidate_removed();
     }
@@ -560,7 +570,9 @@ impl Filesystem for SeamFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            name_str(name).and_then(|n| self.ns.removexattr(ino.0, n)),
+            name.to_str()
+                .ok_or(Errno::ENODATA)
+                .and_then(|n| self.ns.removexattr(ino.0, n)),
         );
     }
 
@@ -638,7 +650,7 @@ impl Filesystem for SeamFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let created = name_str(name).and_then(|n| {
+        let created = new_name(name).and_then(|n| {
             let created = self.ns.create_as(parent.0, n, mode & !umask, owner(req))?;
             if flags & libc::O_EXCL != 0 {
                 self.ns.created_exclusively(parent.0, n, req.pid());

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use nix::errno::Errno;
 
 use super::attr::{Attr, Kind, Opened, VOLATILE_TTL};
-use super::error::{FsResult, tree_errno};
+use super::error::{FsResult, store_errno, tree_errno};
 use super::fixed::fixed_child;
 use super::handles::SetAttrs;
 use super::inodes::{self, Dynamic, Sidecar};
@@ -77,12 +77,25 @@ impl Namespace {
             let attr = Attr::plain(ino, Kind::File, 0, 0o644, SystemTime::now(), VOLATILE_TTL);
             return Ok((attr, opened));
         }
-        let kind = NodeKind::File {
-            checksum: tree::empty_checksum(),
-            size: 0,
-        };
+        // Every checksum the tree refers to is a stored buffer, the empty one included (else
+        // `F.CHECKSUM` of a touched file names a buffer `by-checksum/` does not have).
+        // Written like any file's content (not just put in RAM), so that it is on disk; a
+        // store that has it already (the usual case) costs one lookup.
         let owner = self.owner_for(parent, owner);
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?;
+        let ino = {
+            // Garbage collection waits until the tree row refers to the buffer.
+            let _writing = self.store.writing();
+            let empty = tree::empty_checksum();
+            if !self.tiers().has(&empty).map_err(store_errno)? {
+                let pending = self.tiers().begin_write().map_err(store_errno)?;
+                pending.commit(Some(empty)).map_err(store_errno)?;
+            }
+            let kind = NodeKind::File {
+                checksum: empty,
+                size: 0,
+            };
+            self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?
+        };
         self.relink_sidecars(parent, name);
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))

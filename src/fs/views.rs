@@ -1,22 +1,44 @@
 //! The `as-<celltype>/<hex>` views: a stored buffer converted to a cell type.
 //!
 //! The source cell type is what the buffer is (`buffer_info::detect_celltype`: `.npy` → binary,
-//! mixed container → mixed, JSON → plain, UTF-8 → text, else bytes), recorded as BufferInfo so
-//! it is not detected twice. A conversion result is stored like any buffer and recorded in the
-//! database (`expression` row with an empty path, plus the BufferInfo facts the conversion
-//! learned), so a second access, here or after a restart, costs a lookup. A checksum-preserving
-//! conversion gives the source checksum itself, so the view shares the source's inode.
+//! mixed container → mixed, JSON → plain, UTF-8 → text, else bytes). A conversion result is
+//! stored like any buffer, so a second access, here or after a restart, costs a lookup. A
+//! checksum-preserving conversion gives the source checksum itself, so the view shares the
+//! source's inode.
+//!
+//! What is served comes only from what this mount worked out itself: the source cell types it
+//! detected and the conversions it ran, kept in its own tables `seamfs_celltype` and
+//! `seamfs_views` of the store's `seamless.db`. The seamless-database records (`expression`
+//! rows with an empty path, BufferInfo) are written too, so HTTP clients see and share them, but
+//! never read back here: any local process can PUT them, and a record saying that a text
+//! converts to some unrelated buffer, or that a JSON buffer is a Numpy array, must not change
+//! what `as-*/` serves or the `user.seamless.celltype` xattr (issue 13).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::buffer_info::{self, BufferInfo};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::buffer_info;
 use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
-use crate::db::{Database, DbError, ExpressionKey};
+use crate::db::{Conn, Database, DbError, ExpressionKey};
 use crate::store::{StoreError, Tier};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS seamfs_celltype (
+    checksum CHAR(64) NOT NULL PRIMARY KEY,
+    celltype TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seamfs_views (
+    input CHAR(64) NOT NULL,
+    target_celltype TEXT NOT NULL,
+    result CHAR(64) NOT NULL,
+    PRIMARY KEY (input, target_celltype)
+);
+";
 
 /// Why a view cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +53,7 @@ pub enum ViewError {
     Db(#[from] DbError),
 }
 
-/// Results and source cell types already known in this session.
+/// Results and source cell types already known in this session (over the mount's own tables).
 #[derive(Default)]
 pub struct Views {
     results: Mutex<HashMap<(Checksum, CellType), Checksum>>,
@@ -41,6 +63,12 @@ pub struct Views {
 }
 
 impl Views {
+    /// The views of a store whose `seamless.db` is `conn` (creating the mount's tables).
+    pub fn open(conn: &Connection) -> rusqlite::Result<Views> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(Views::default())
+    }
+
     /// The checksum of `checksum`'s buffer viewed as `target`.
     pub fn resolve(
         &self,
@@ -49,42 +77,21 @@ impl Views {
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {
-        let known = self
-            .results
-            .lock()
-            .expect("views lock")
-            .get(&(checksum, target))
-            .copied();
         // A result garbage collection removed is computed again.
-        if let Some(result) = known
+        if let Some(result) = self.known_result(db, checksum, target)?
             && reads.has(&result)?
         {
             return Ok(result);
         }
         let buffer = reads.get(&checksum)?.ok_or(ViewError::Missing(checksum))?;
-        let mut detected = None;
-        let source = match self.known_celltype(db, &checksum) {
-            Some(c) => c,
+        let (source, detected) = match self.known_celltype(db, &checksum) {
+            Some(c) => (c, None),
             None => {
                 let (celltype, info) = buffer_info::detect_celltype(buffer.as_slice());
-                detected = Some(info);
-                self.sources
-                    .lock()
-                    .expect("views lock")
-                    .insert(checksum, celltype);
-                celltype
+                self.remember_celltype(checksum, celltype);
+                (celltype, Some(info))
             }
         };
-        let key = expression_key(checksum, source, target);
-        if let Some(result) = db.get_expression(&key)?
-            && reads.has(&result)?
-        {
-            self.results
-                .lock()
-                .expect("views lock")
-                .insert((checksum, target), result);
-            return Ok(result);
-        }
         let started = std::time::Instant::now();
         let conversion = convert::convert(&buffer, source, target)
             .map_err(|e| ViewError::Impossible(e.to_string()))?;
@@ -104,12 +111,14 @@ impl Views {
         if db.is_writable() {
             db.transaction(|c| {
                 if let Some(info) = &detected {
+                    record_celltype(c, &checksum, source)?;
                     c.merge_buffer_info(&checksum, &info.to_map())?;
                 }
                 for (cs, info) in conversion.facts.iter() {
                     c.merge_buffer_info(cs, &info.to_map())?;
                 }
-                c.set_expression(&key, &result)
+                record_view(c, &checksum, target, &result)?;
+                c.set_expression(&expression_key(checksum, source, target), &result)
             })?;
         }
         self.results
@@ -138,19 +147,92 @@ impl Views {
         self.conversions.load(Ordering::Relaxed)
     }
 
-    /// The cell type a buffer is, if known without reading it (this session, or BufferInfo).
+    /// A result this mount worked out before (this session, or recorded in its table).
+    fn known_result(
+        &self,
+        db: &Database,
+        checksum: Checksum,
+        target: CellType,
+    ) -> Result<Option<Checksum>, DbError> {
+        let key = (checksum, target);
+        if let Some(result) = self.results.lock().expect("views lock").get(&key) {
+            return Ok(Some(*result));
+        }
+        let recorded = db.read(|c| recorded_view(c, &checksum, target))?;
+        if let Some(result) = recorded {
+            self.results.lock().expect("views lock").insert(key, result);
+        }
+        Ok(recorded)
+    }
+
+    /// The cell type a buffer is, if this mount detected it (this session, or recorded).
     pub fn known_celltype(&self, db: &Database, checksum: &Checksum) -> Option<CellType> {
         if let Some(c) = self.sources.lock().expect("views lock").get(checksum) {
             return Some(*c);
         }
-        let map = db.get_buffer_info(checksum).ok()??;
-        let celltype = celltype_of(&BufferInfo::from_map(&map).ok()?)?;
+        let celltype = db
+            .read(|c| recorded_celltype(c, checksum))
+            .unwrap_or_else(|e| {
+                tracing::warn!(%checksum, "cannot read the recorded cell type: {e}");
+                None
+            })?;
+        self.remember_celltype(*checksum, celltype);
+        Some(celltype)
+    }
+
+    fn remember_celltype(&self, checksum: Checksum, celltype: CellType) {
         self.sources
             .lock()
             .expect("views lock")
-            .insert(*checksum, celltype);
-        Some(celltype)
+            .insert(checksum, celltype);
     }
+}
+
+fn record_celltype(c: &Conn, checksum: &Checksum, celltype: CellType) -> Result<(), DbError> {
+    c.conn()
+        .prepare_cached(
+            "INSERT OR REPLACE INTO seamfs_celltype (checksum, celltype) VALUES (?1, ?2)",
+        )?
+        .execute(params![checksum.hex(), celltype.name()])?;
+    Ok(())
+}
+
+fn recorded_celltype(c: &Conn, checksum: &Checksum) -> Result<Option<CellType>, DbError> {
+    let name: Option<String> = c
+        .conn()
+        .prepare_cached("SELECT celltype FROM seamfs_celltype WHERE checksum = ?1")?
+        .query_row([checksum.hex()], |r| r.get(0))
+        .optional()?;
+    Ok(name.and_then(|n| n.parse().ok()))
+}
+
+fn record_view(
+    c: &Conn,
+    input: &Checksum,
+    target: CellType,
+    result: &Checksum,
+) -> Result<(), DbError> {
+    c.conn()
+        .prepare_cached(
+            "INSERT OR REPLACE INTO seamfs_views (input, target_celltype, result) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![input.hex(), target.name(), result.hex()])?;
+    Ok(())
+}
+
+fn recorded_view(
+    c: &Conn,
+    input: &Checksum,
+    target: CellType,
+) -> Result<Option<Checksum>, DbError> {
+    let hex: Option<String> = c
+        .conn()
+        .prepare_cached(
+            "SELECT result FROM seamfs_views WHERE input = ?1 AND target_celltype = ?2",
+        )?
+        .query_row(params![input.hex(), target.name()], |r| r.get(0))
+        .optional()?;
+    Ok(hex.and_then(|h| Checksum::parse_strict(&h)))
 }
 
 /// The `expression` row of a view: empty path, source and target cell types.
@@ -160,37 +242,5 @@ fn expression_key(input: Checksum, source: CellType, target: CellType) -> Expres
         path: serde_json::Value::Array(Vec::new()),
         celltype: source.name().to_string(),
         target_celltype: target.name().to_string(),
-    }
-}
-
-/// The cell type `detect_celltype` would give, read back from the flags it records.
-fn celltype_of(info: &BufferInfo) -> Option<CellType> {
-    match (
-        info.is_numpy,
-        info.is_seamless_mixed,
-        info.is_json,
-        info.is_utf8,
-    ) {
-        (Some(true), _, _, _) => Some(CellType::Binary),
-        (_, Some(true), _, _) => Some(CellType::Mixed),
-        (_, _, Some(true), _) => Some(CellType::Plain),
-        (_, _, Some(false), Some(true)) => Some(CellType::Text),
-        (_, _, _, Some(false)) => Some(CellType::Bytes),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recorded_flags_give_back_the_detected_celltype() {
-        let npy = crate::celltype::npy::MAGIC.to_vec();
-        for bytes in [&b"{\"a\": 1}\n"[..], b"hello", b"\xff\xfe", b"", &npy] {
-            let (celltype, info) = buffer_info::detect_celltype(bytes);
-            assert_eq!(celltype_of(&info), Some(celltype), "{bytes:?}");
-        }
-        assert_eq!(celltype_of(&BufferInfo::with_length(3)), None);
     }
 }

@@ -6,6 +6,7 @@
 //! `spawn` (on a thread of its own, for synchronous callers such as the mount).
 
 pub mod protocol;
+pub mod serving;
 mod writer;
 
 use std::future::Future;
@@ -22,11 +23,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::db::Database;
 use protocol::Reply;
+pub use serving::{Limits, serve_with_limits};
 use writer::Writer;
 
 /// Largest request body accepted (the Python server takes up to 10 GB); larger ones get 413.
@@ -107,37 +108,21 @@ impl Service {
             .with_state(self.shared.clone())
     }
 
-    /// Serve on `listener` until `shutdown` completes; in-flight requests are finished first.
+    /// Serve on `listener` within `limits` until `shutdown` completes; in-flight requests are
+    /// finished first.
     pub async fn serve(
         self,
         listener: TcpListener,
+        limits: Limits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        // Small request/answer pairs on keep-alive connections: never let Nagle hold an answer.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        serve_with_limits(listener, self.router(), limits, shutdown).await
     }
-}
-
-/// Serve `db` on `listener` until `shutdown` completes.
-pub async fn serve(
-    db: Database,
-    listener: TcpListener,
-    writable: bool,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    Service::new(db, writable)?.serve(listener, shutdown).await
 }
 
 /// Bind `host:port` (port 0: any free port); `listener.local_addr()` tells which.
 pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
-    TcpListener::bind((host, port)).await
+    serving::bind(host, port).await
 }
 
 /// A server running on a thread of its own (its own tokio runtime). Stopped on `stop` or drop.
@@ -185,7 +170,13 @@ impl Drop for BackgroundServer {
 
 /// Start serving `db` on `host:port` (0 = a free port) on a background thread; returns once
 /// the socket is bound, so the address is usable at once.
-pub fn spawn(db: Database, host: &str, port: u16, writable: bool) -> io::Result<BackgroundServer> {
+pub fn spawn(
+    db: Database,
+    host: &str,
+    port: u16,
+    writable: bool,
+    limits: Limits,
+) -> io::Result<BackgroundServer> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("seamfs-db-http")
@@ -194,10 +185,11 @@ pub fn spawn(db: Database, host: &str, port: u16, writable: bool) -> io::Result<
     let listener = runtime.block_on(bind(host, port))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let service = Service::new(db, writable)?;
     let thread = std::thread::Builder::new()
         .name("seamfs-db-server".into())
         .spawn(move || {
-            runtime.block_on(serve(db, listener, writable, async {
+            runtime.block_on(service.serve(listener, limits, async {
                 let _ = rx.await;
             }))
         })?;
@@ -260,6 +252,10 @@ fn body_error(rejection: BytesRejection) -> Response {
                 body: format!("ERROR: Request body larger than {} MiB", BODY_LIMIT >> 20),
             })
         }
+        other if serving::is_body_timeout(&other) => text(Reply {
+            status: 408,
+            body: format!("ERROR: {}", other.body_text()),
+        }),
         other => text(Reply {
             status: 400,
             body: format!("ERROR: Cannot read the request body: {other}"),

@@ -1,9 +1,7 @@
-//! Shared by the mount tests: a real `seamfs mount` of the built binary that unmounts on drop,
-//! and small helpers (sidecar text, xattrs, the Python reference tools).
-#![allow(dead_code)]
+//! What the FUSE test files share: a guard over a running `seamfs mount` that unmounts on drop,
+//! and small helpers (sidecar text, xattrs, the Python reference tools, raw HTTP clients).
+#![allow(dead_code)] // each test crate uses a part
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,16 +31,18 @@ impl Mount {
 
     /// Mount `store` on `mnt` (created if needed) with extra arguments.
     pub fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "/dev/fuse is missing: the FUSE tests cannot run"
-        );
-        std::fs::create_dir_all(&mnt).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        let command = Mount::command(&mnt, &store, extra);
+        Mount::start(command, mnt, store)
+    }
+
+    /// The `seamfs mount` command `on` runs (the database on a free port unless `extra` says).
+    pub fn command(mnt: &Path, store: &Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
+        command
             .arg("mount")
-            .arg(&mnt)
+            .arg(mnt)
             .arg("--store")
-            .arg(&store)
+            .arg(store)
             .args(if extra.iter().any(|a| a.starts_with("--db-port")) {
                 &[][..]
             } else {
@@ -50,9 +50,18 @@ impl Mount {
             })
             .args(extra)
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start seamfs mount");
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run a mount `command` for `mnt` (created if needed) and wait until it is mounted.
+    pub fn start(mut command: Command, mnt: PathBuf, store: PathBuf) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: the FUSE tests cannot run"
+        );
+        std::fs::create_dir_all(&mnt).unwrap();
+        let child = command.spawn().expect("start seamfs mount");
         let mount = Mount {
             child: Some(child),
             mnt,
@@ -110,7 +119,13 @@ impl Drop for Mount {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (for `--db-port`).
+pub fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -119,26 +134,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
+/// What `seamless-checksum` writes into a `.CHECKSUM` file for `data`.
 pub fn sidecar(data: &[u8]) -> String {
     format!("{}\n", Checksum::of(data))
 }
 
-pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
-}
-
+/// A tool of the reference Python environment (`.venv/bin/NAME`).
 pub fn python_tool(name: &str) -> PathBuf {
     let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".venv/bin")
@@ -149,4 +150,63 @@ pub fn python_tool(name: &str) -> PathBuf {
         tool.display()
     );
     tool
+}
+
+/// The extended attribute `name` of `path`, if it has one.
+pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
+
+// ---- raw HTTP clients, for the tests of broken and hostile ones ----
+
+/// A raw TCP connection to `url` (`http://host:port`); reads give up after 60 s.
+pub fn connect(url: &str) -> std::net::TcpStream {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    tcp
+}
+
+/// Read until the server closes the connection (or resets it): what it sent, and when it closed.
+pub fn read_until_closed(tcp: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tcp.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        start.elapsed(),
+    )
+}
+
+/// Resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib / 1024
+}
+
+/// Descriptors process `pid` has open.
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
