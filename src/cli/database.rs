@@ -27,6 +27,9 @@ const STATUS_FILE_WAIT: Duration = Duration::from_secs(20);
 /// Prints `DATABASE FILE <path>` and the address it serves on. Exits 0 on SIGINT, SIGTERM,
 /// SIGHUP, or after --timeout seconds without requests.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs database ~/seamless/seamless.db --writable            # port logged\n  seamfs database db.sqlite --port 0 --status-file status.json  # a free port, written to the file\n  curl -s -X GET localhost:PORT -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'"
+)]
 pub struct Args {
     /// SQLite file holding the database; created (with its tables) if missing and --writable.
     database_file: PathBuf,
@@ -70,6 +73,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

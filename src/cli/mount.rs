@@ -3,7 +3,7 @@
 //! unmount cleanly.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,15 +11,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use fuser::{Config, MountOption, Session};
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cache::ram::{RamCache, RamConfig};
-use crate::db::Database;
 use crate::fs::fuse::SeamFs;
-use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::fs::namespace::{Namespace, Options};
 use crate::http::BackgroundServer;
-use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
+use crate::store::addr::{parse_ram_caps, parse_size};
+use crate::store::{RamConfig, Store, StoreOptions};
 
 /// What `seamfs mount --help` shows after the options: the layout of the mount point.
 const LAYOUT_HELP: &str = "\
@@ -59,15 +57,40 @@ pub struct Args {
     /// Port of the HTTP database (0 picks a free port and logs it).
     #[arg(long, default_value_t = 5522)]
     db_port: u16,
+    /// Serve the HTTP database on the first free port in START..=END instead of --db-port.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], conflicts_with = "db_port")]
+    db_port_range: Option<Vec<u16>>,
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
-    /// Size of the RAM buffer cache over the disk store, e.g. 64M, 1G.
-    #[arg(long, value_parser = parse_size)]
-    ram_cache: Option<u64>,
+    /// List the virtual sidecars (F.CHECKSUM, D.INDEX, D.CHECKSUM) in directory listings, so that
+    /// `cp -r`, `tar` and `rsync` out of the mount carry them. By default they are looked up by
+    /// name but not listed.
+    #[arg(long)]
+    list_sidecars: bool,
+    /// Let other users use the mount, with permissions checked by the kernel as on a local
+    /// filesystem (needs root, or `user_allow_other` in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+    /// Mount even if the mount point is not empty (its files are hidden until unmounted).
+    #[arg(long)]
+    nonempty: bool,
+    /// RAM tier over the disk tier: SOFT[,HARD] (eviction starts above SOFT; HARD, default
+    /// 2 x SOFT, is never exceeded), e.g. 64M or 1G,2G; 0 for none. Default: 1/8 and 1/4 of the
+    /// machine's memory.
+    #[arg(long, value_name = "SOFT[,HARD]", value_parser = parse_ram_caps)]
+    ram_cache: Option<RamConfig>,
+    /// A tier below the store's disk tier, e.g. file:///shared/buffers: read through when a
+    /// buffer is not in the store.
+    #[arg(long, value_name = "ADDRESS")]
+    below: Option<String>,
+    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
+    /// buffers move to the tier below.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    disk_cache: Option<u64>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -82,32 +105,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         init_logging(None);
     }
     check_fuse_device()?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
-    let store = DiskStore::open(&store_root)
-        .with_context(|| format!("cannot open the store {}", store_root.display()))?;
-    let lock = lock_store(&store_root)?;
+    check_store_dir(&store_root)?;
+    let mountpoint = check_mountpoint(&args.mountpoint, args.nonempty)?;
+    let options = StoreOptions {
+        ram: match args.ram_cache {
+            Some(caps) if caps.soft_cap == 0 => None,
+            Some(caps) => Some(caps),
+            None => Some(RamConfig::from_machine()),
+        },
+        below: args.below.clone(),
+        disk_cache: args.disk_cache,
+    };
     if args.daemon {
+        // The store (its lock, threads and database) is opened in the process that serves.
+        std::fs::create_dir_all(&store_root)
+            .with_context(|| format!("cannot create the store {}", store_root.display()))?;
         return daemonize(&store_root, |ready| {
-            serve(&args, store, mountpoint, lock, ready)
+            match block_signals().and_then(|()| Store::open(&store_root, &options, "mount it")) {
+                Ok(store) => serve(&args, store, mountpoint, ready),
+                Err(e) => {
+                    ready(Err(format!("{e:#}")));
+                    Err(e)
+                }
+            }
         });
     }
-    serve(&args, store, mountpoint, lock, &mut |_| {})
+    block_signals()?;
+    let store = Store::open(&store_root, &options, "mount it")?;
+    serve(&args, store, mountpoint, &mut |_| {})
 }
 
 /// Mount and serve until unmounted. `ready` is told once the mount is live (with a line for the
 /// user) or why it failed.
 fn serve(
     args: &Args,
-    store: DiskStore,
+    store: Store,
     mountpoint: PathBuf,
-    _lock: Flock<File>,
     ready: &mut dyn FnMut(Result<String, String>),
 ) -> anyhow::Result<ExitCode> {
-    // Signals are blocked in every thread and taken by one waiting thread (below).
+    // Signals are blocked in every thread (see `run`) and taken by one waiting thread (below).
     let signals = termination_signals();
-    signals.thread_block()?;
-    let removals = store.clone();
-    let result = mount_session(args, store, &mountpoint);
+    let store = Arc::new(store);
+    let result = mount_session(args, store.clone(), &mountpoint);
     let (mut session, companions) = match result {
         Ok(s) => s,
         Err(e) => {
@@ -148,44 +187,35 @@ fn serve(
         .run()
         .context("the FUSE session ended with an error")?;
     // Duplicate content's temp files are removed in the background: leave none behind.
-    removals.wait_for_removals();
+    store.wait_for_removals();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
 }
 
-/// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
+/// What must live as long as the mount: the HTTP server.
 struct Companions {
     http: Option<BackgroundServer>,
-    _eviction: Option<crate::cache::ram::EvictionLoop>,
 }
 
 /// Open the namespace, start the HTTP database, mount.
 fn mount_session(
     args: &Args,
-    store: DiskStore,
+    store: Arc<Store>,
     mountpoint: &Path,
 ) -> anyhow::Result<(Session<SeamFs>, Companions)> {
-    let db_path = database_path(store.root());
-    let db = Database::open(&db_path, true)
-        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
-    let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let db = store.db().clone();
+    let db_path = db.path().to_path_buf();
     let ns = Namespace::new(
         store,
-        reads,
-        db.clone(),
         Options {
             read_only: args.read_only,
+            list_sidecars: args.list_sidecars,
         },
     )?;
     let http = if args.no_db {
         None
     } else {
-        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
-            format!(
-                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
-                args.db_host, args.db_port
-            )
-        })?;
+        let server = serve_db(&args, db)?;
         tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
         Some(server)
     };
@@ -200,40 +230,24 @@ fn mount_session(
     }
     let mut config = Config::default();
     config.mount_options = options;
+    if args.allow_other {
+        // The kernel checks permissions (`default_permissions`), as on a local filesystem.
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(2);
     config.clone_fd = true;
-    let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
+    let fs = SeamFs::new(Arc::new(ns));
+    let notifier = fs.notifier_slot();
+    let session = Session::new(fs, mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((
-        session,
-        Companions {
-            http,
-            _eviction: eviction,
-        },
-    ))
+    let _ = notifier.set(session.notifier());
+    Ok((session, Companions { http }))
 }
 
-/// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
-fn read_tiers(
-    store: &DiskStore,
-    ram_cache: Option<u64>,
-) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
-    let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
-    let Some(size) = ram_cache else {
-        return (disk, None);
-    };
-    let config = RamConfig {
-        soft_cap: size,
-        hard_cap: size,
-        ..RamConfig::default()
-    };
-    let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
-    let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
-    tracing::info!(bytes = size, "RAM buffer cache over the disk store");
-    (
-        Arc::new(Layered::new(ram, disk, WritePolicy::Through)),
-        Some(eviction),
-    )
+/// Block the termination signals before any thread exists (the store starts some), so every
+/// thread inherits the mask and only the signal thread (see `serve`) takes them.
+fn block_signals() -> anyhow::Result<()> {
+    Ok(termination_signals().thread_block()?)
 }
 
 fn termination_signals() -> SigSet {
@@ -245,7 +259,49 @@ fn termination_signals() -> SigSet {
 }
 
 /// `$XDG_DATA_HOME/seamfs`, else `~/.local/share/seamfs`.
-fn default_store() -> anyhow::Result<PathBuf> {
+/// The HTTP database on `--db-port`, or on the first free port of `--db-port-range`.
+fn serve_db(args: &Args, db: crate::db::Database) -> anyhow::Result<crate::http::BackgroundServer> {
+    let ports = match args.db_port_range.as_deref() {
+        Some([start, end]) if start <= end => *start..=*end,
+        Some(_) => bail!("--db-port-range START END: START must not be above END"),
+        None => args.db_port..=args.db_port,
+    };
+    let mut last = None;
+    for port in ports.clone() {
+        match crate::http::spawn(db.clone(), &args.db_host, port, !args.read_only) {
+            Ok(server) => return Ok(server),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => {
+                return Err(e).context(format!(
+                    "cannot serve the HTTP database on {}:{port}",
+                    args.db_host
+                ));
+            }
+        }
+    }
+    let tried = if ports.start() == ports.end() {
+        format!("{}:{}", args.db_host, ports.start())
+    } else {
+        format!("{}:{}-{}", args.db_host, ports.start(), ports.end())
+    };
+    Err(anyhow::anyhow!(
+        "cannot serve the HTTP database on {tried}: {} (pass --db-port 0 for a free port, --db-port-range, or --no-db)",
+        last.map_or_else(|| "no port".to_string(), |e| e.to_string())
+    ))
+}
+
+/// A store is a directory (created if missing): say so plainly when `--store` names a file.
+pub(super) fn check_store_dir(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => bail!(
+            "--store {}: not a directory (give the store's directory; it is created if missing)",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(data).join("seamfs"));
     }
@@ -264,8 +320,9 @@ fn check_fuse_device() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The mount point must be an existing directory that nothing is mounted on.
-fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+/// The mount point must be an existing directory that nothing is mounted on, and empty unless
+/// `nonempty` (a mount hides what the directory holds).
+fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
     // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
     // is what tells a stale mount.
     let metadata = std::fs::metadata(path);
@@ -296,12 +353,19 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
+    let has_entries = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+    if has_entries && !nonempty {
+        bail!(
+            "mount point {} is not empty: mounting would hide its files until unmounted (pick an empty directory, or pass --nonempty)",
+            path.display()
+        );
+    }
     Ok(path)
 }
 
 /// The `major:minor` of the filesystem mounted exactly at `path`, from /proc/self/mountinfo
 /// (read there because a stat of the mount point would wait on this very process).
-fn mount_id(path: &Path) -> Option<String> {
+pub(super) fn mount_id(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_str()?;
     info.lines().rev().find_map(|line| {
@@ -342,33 +406,6 @@ fn raise_readahead(mountpoint: &Path) {
             tracing::debug!(knob, error = %e, "could not raise read-ahead (needs root); keeping the default")
         }
     }
-}
-
-/// One mount per store: an exclusive lock on `<store>/mount.lock`, holding the owner's pid.
-fn lock_store(root: &Path) -> anyhow::Result<Flock<File>> {
-    let path = root.join("mount.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut owner = String::new();
-            let _ = file.read_to_string(&mut owner);
-            bail!(
-                "the store {} is in use by another seamfs mount (pid {}): unmount it first, or pass another --store",
-                root.display(),
-                owner.trim()
-            );
-        }
-    };
-    lock.set_len(0)?;
-    write!(lock, "{}", std::process::id())?;
-    Ok(lock)
 }
 
 /// Fork; the child detaches (new session, stdio to /dev/null, logs to `<store>/mount.log`) and
@@ -446,51 +483,17 @@ fn init_logging(file: Option<File>) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        // No colour codes in logs that go to a file or a pipe.
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
-}
-
-/// Parse a size such as `64M`, `1G`, `512k` or a plain byte count.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (examples: 64M, 1G, 1048576)"))?;
-    let shift = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("unknown size unit in '{text}' (use K, M, G or T)")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("M").is_err());
-    }
 
     #[test]
     fn mountinfo_escapes() {

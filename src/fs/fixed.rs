@@ -15,14 +15,7 @@ use crate::checksum::Checksum;
 
 impl Namespace {
     pub(super) fn fixed_attr(&self, ino: u64, kind: Kind, size: u64, perm: u16) -> Attr {
-        Attr {
-            ino,
-            kind,
-            size,
-            perm,
-            mtime: self.started,
-            ttl: IMMUTABLE_TTL,
-        }
+        Attr::plain(ino, kind, size, perm, self.started, IMMUTABLE_TTL)
     }
 
     /// A stored buffer as an entry for the kernel (counted, see `lookup`).
@@ -35,7 +28,7 @@ impl Namespace {
     }
 
     pub(super) fn buffer_size(&self, checksum: Checksum) -> FsResult<u64> {
-        self.reads
+        self.tiers()
             .length(&checksum)
             .map_err(store_errno)?
             .ok_or(Errno::ENOENT)
@@ -44,7 +37,7 @@ impl Namespace {
     /// Every stored buffer as a `by-checksum/` entry, streamed from the store.
     pub(super) fn stored_buffers(&self) -> Box<dyn Iterator<Item = DirEntry> + Send> {
         // Reported inode numbers are derived, not recorded: a listing costs no memory per entry.
-        Box::new(self.store.iter().filter_map(move |r| match r {
+        Box::new(self.tiers().list().filter_map(move |r| match r {
             Ok(checksum) => Some(DirEntry {
                 ino: inodes::buffer_ino(&checksum),
                 name: checksum.hex(),
@@ -60,7 +53,8 @@ impl Namespace {
     /// `.seamfs/stats`: counters of the store tiers and of the mount, as JSON.
     pub(super) fn stats_json(&self) -> Vec<u8> {
         let stats = serde_json::json!({
-            "tiers": self.reads.stats().tiers,
+            "tiers": self.tiers().stats().tiers,
+            "conversions": self.views.conversions(),
             "tree_entries": self.read_tree().len(),
             "dynamic_inodes": self.inodes.len(),
             "store": self.store.root(),
@@ -72,7 +66,7 @@ impl Namespace {
 
     /// The result of viewing `checksum` as `celltype` (see `fs::views`).
     pub(super) fn view(&self, checksum: Checksum, celltype: CellType) -> FsResult<Checksum> {
-        self.views.resolve(&self.db, self.reads.as_ref(), checksum, celltype).map_err(|e| match e {
+        self.views.resolve(&self.db, self.tiers(), checksum, celltype).map_err(|e| match e {
             ViewError::Missing(_) => Errno::ENOENT,
             ViewError::Impossible(reason) => {
                 tracing::info!(%checksum, %celltype, "as-{celltype}/{checksum}: {reason}");
@@ -89,14 +83,14 @@ impl Namespace {
 /// Attributes of an immutable buffer (`by-checksum/`, `as-*/`). Content-addressed bytes have no
 /// time of their own: the epoch (as in the Nix store) keeps `tar`/`cp -p` of views reproducible.
 pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
-    Attr {
+    Attr::plain(
         ino,
-        kind: Kind::File,
+        Kind::File,
         size,
-        perm: 0o444,
-        mtime: std::time::UNIX_EPOCH,
-        ttl: IMMUTABLE_TTL,
-    }
+        0o444,
+        std::time::UNIX_EPOCH,
+        IMMUTABLE_TTL,
+    )
 }
 
 /// The fixed directories of the root, by name.
@@ -133,7 +127,6 @@ mod tests {
     use crate::buffer::Buffer;
     use crate::fs::namespace::LISTING_BATCH;
     use crate::fs::test_support::namespace;
-    use crate::store::BufferTier;
 
     #[test]
     fn by_checksum_listing_streams_in_small_takes() {
@@ -142,7 +135,7 @@ mod tests {
         let mut expected: Vec<String> = (0..300u32)
             .map(|i| {
                 let buffer = Buffer::new(i.to_le_bytes().to_vec());
-                ns.store().put(&buffer).unwrap();
+                ns.store().tiers().put(&buffer).unwrap();
                 buffer.checksum().hex()
             })
             .collect();
