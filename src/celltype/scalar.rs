@@ -19,8 +19,14 @@ fn orjson_line(value: &Value, unchecksum: bool) -> Result<Vec<u8>, CellError> {
 
 /// Serialize as `plain`: Checksum objects anywhere are written as their hex, then orjson.
 pub fn serialize_plain(value: &Value) -> Result<Vec<u8>, CellError> {
-    super::pyrepr::check_unchecksum_depth(value)?;
-    orjson_line(value, true)
+    // seamless-core runs `unchecksum` (Python's recursion limit: 332 levels) before orjson
+    // (254 levels): where orjson succeeds the walk cannot have failed, so it only runs to decide
+    // which error Python gives.
+    orjson_line(value, true).map_err(|e| {
+        super::pyrepr::check_unchecksum_depth(value)
+            .err()
+            .unwrap_or(e)
+    })
 }
 
 /// Parse a `plain` buffer: strict UTF-8, trailing newlines removed, `orjson.loads`.
