@@ -1,7 +1,7 @@
 //! The `seamfs` command line: one binary, one subcommand per job, each in its own file.
 //!
 //! The binary also answers to the Python tool names (`seamless-checksum`, `seamless-checksum-file`,
-//! `seamless-checksum-index`, `seamless-database`) when invoked through a symlink of that name.
+//! `seamless-checksum-index`, `seamless-database`, `hashserver`) when invoked through a symlink of that name.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -15,13 +15,15 @@ mod codec;
 mod convert;
 mod database;
 mod fsck;
+mod hashserver;
+mod launch;
 mod mount;
 
 /// seamfs: content-addressed data as files, compatible with Seamless.
 ///
 /// Mount a directory to read buffers by checksum (`by-checksum/<hex>`), view them as any cell type
 /// (`as-plain/<hex>`, `as-binary/<hex>`, ...), and write files to get their SHA-256 checksums.
-/// The Seamless database protocol is served over HTTP beside the mount.
+/// The Seamless database and buffer (hashserver) protocols are served over HTTP beside the mount.
 ///
 /// Quick start:  seamfs mount ~/mnt      (then: cp file ~/mnt/; cat ~/mnt/file.CHECKSUM)
 #[derive(Parser)]
@@ -55,6 +57,8 @@ enum Command {
     Database(database::Args),
     /// Verify every buffer in a store; quarantine corrupt ones.
     Fsck(fsck::Args),
+    /// Serve a buffer directory over HTTP (drop-in for hashserver).
+    Hashserver(hashserver::Args),
 }
 
 /// Entry point of the binary.
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Conversions(a) => convert::run_conversions(a),
         Command::Database(a) => database::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Hashserver(a) => hashserver::run(a),
     };
     match result {
         Ok(code) => code,
@@ -112,6 +117,7 @@ fn rewrite_alias(mut args: Vec<OsString>) -> Vec<OsString> {
         "seamless-checksum-file" => "checksum-file",
         "seamless-checksum-index" => "checksum-index",
         "seamless-database" => "database",
+        "hashserver" => "hashserver",
         _ => return args,
     };
     args[0] = OsString::from("seamfs");
