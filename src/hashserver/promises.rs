@@ -94,7 +94,7 @@ impl InFlight {
             .lock()
             .unwrap()
             .insert(checksum)
-            .then_some(Claim {
+            .then(|| Claim {
                 in_flight: self,
                 checksum,
             })
