@@ -92,7 +92,7 @@ impl Stream {
 pub struct DirEntry {
     pub ino: u64,
     pub name: String,
-    pub kind: super::namespace::Kind,
+    pub kind: super::attr::Kind,
 }
 
 /// Table of open handles.
