@@ -693,3 +693,116 @@ fn the_seamless_config_launch_template_works_through_the_alias() {
     assert!(buffers.join(&HELLO_CS[..2]).join(HELLO_CS).exists());
     assert!(buffers.join(".HASHSERVER_PREFIX").exists());
 }
+
+// ---- the mount's buffer server ----
+
+/// A free port on 127.0.0.1 (bound and released: another process could take it meanwhile, which
+/// only fails the test loudly).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// `seamfs mount MNT --store STORE --no-db --buffer-port PORT`, unmounted on drop.
+struct Mount {
+    child: Child,
+    mnt: PathBuf,
+    url: String,
+}
+
+impl Mount {
+    fn new(mnt: &Path, store: &Path) -> Mount {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: the FUSE tests cannot run"
+        );
+        std::fs::create_dir_all(mnt).unwrap();
+        let port = free_port();
+        let child = Command::new(SEAMFS)
+            .arg("mount")
+            .arg(mnt)
+            .arg("--store")
+            .arg(store)
+            .args(["--no-db", "--buffer-port", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start seamfs mount");
+        let deadline = Instant::now() + PATIENCE;
+        while !is_mounted(mnt) {
+            assert!(Instant::now() < deadline, "seamfs did not mount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mount {
+            child,
+            mnt: mnt.to_path_buf(),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn the_mount_serves_its_store_by_checksum_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::new(&dir.path().join("mnt"), &dir.path().join("store"));
+    // A buffer PUT over HTTP is at once a file under by-checksum/.
+    let data = b"uploaded by a Seamless worker\n";
+    let cs = sha256(data);
+    let put = req("PUT", format!("/{cs}")).body(&data[..]);
+    assert_eq!(send(&mount.url, &put, &[]).status, 200);
+    assert_eq!(
+        std::fs::read(mount.mnt.join("by-checksum").join(&cs)).unwrap(),
+        data
+    );
+    // A file written into the mount is served by its checksum.
+    let written: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(mount.mnt.join("result.bin"), &written).unwrap();
+    let sidecar = std::fs::read_to_string(mount.mnt.join("result.bin.CHECKSUM")).unwrap();
+    assert_eq!(sidecar.trim(), sha256(&written));
+    let get = req("GET", format!("/{}", sidecar.trim()));
+    assert_eq!(send(&mount.url, &get, &[]).body, written);
+    let has = req("GET", "/has").json(&format!(r#"["{cs}", "{}"]"#, sidecar.trim()));
+    assert_eq!(send(&mount.url, &has, &[]).body, b"[true,true]");
+}
+
+#[test]
+fn seamless_clients_get_from_the_mount_what_the_python_hashserver_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let py_dir = dir.path().join("py");
+    std::fs::create_dir_all(&py_dir).unwrap();
+    let python = Server::python(&py_dir, &["--writable"]);
+    let store = dir.path().join("store");
+    let mount = Mount::new(&dir.path().join("mnt"), &store);
+    let want = client_run(&python.url, &py_dir);
+    let got = client_run(&mount.url, &store.join("buffers"));
+    assert_eq!(got, expected_from_ours(want));
+    // What the clients stored is a file of the mount.
+    let probe = mount
+        .mnt
+        .join("by-checksum")
+        .join(sha256(b"probe buffer\n"));
+    assert_eq!(std::fs::read(probe).unwrap(), b"probe buffer\n");
+}

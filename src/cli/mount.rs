@@ -1,5 +1,5 @@
 //! `seamfs mount MOUNTPOINT`: checks (FUSE device, mount point, store lock), then mounts the
-//! namespace with the HTTP database beside it, in the foreground or as a daemon; SIGINT/SIGTERM
+//! namespace with the HTTP database and the buffer server beside it, in the foreground or as a daemon; SIGINT/SIGTERM
 //! unmount cleanly.
 
 use std::fs::{File, OpenOptions};
@@ -18,6 +18,7 @@ use crate::cache::ram::{RamCache, RamConfig};
 use crate::db::Database;
 use crate::fs::fuse::SeamFs;
 use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::hashserver;
 use crate::http::BackgroundServer;
 use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
 
@@ -36,7 +37,9 @@ Layout of the mount point:
 Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
 Files carry the xattrs user.seamless.checksum and (once known) user.seamless.celltype.
 The Seamless database protocol is served over HTTP on --db-host:--db-port, from the store's
-seamless.db; buffers written through the mount appear in buffer_info at once.
+seamless.db; buffers written through the mount appear in buffer_info at once. The buffer server
+(hashserver protocol, for seamless-remote BufferClient) is served on --buffer-host:--buffer-port
+over the store: a PUT shows under by-checksum/ at once, a file written here is served by checksum.
 
 Example:
   mkdir -p ~/mnt && seamfs mount ~/mnt &
@@ -62,6 +65,15 @@ pub struct Args {
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
+    /// Address the buffer server (hashserver protocol) listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    buffer_host: String,
+    /// Port of the buffer server (0, the default: a free port, logged).
+    #[arg(long, default_value_t = 0)]
+    buffer_port: u16,
+    /// Do not serve the buffer server.
+    #[arg(long)]
+    no_buffer_server: bool,
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
@@ -136,10 +148,13 @@ fn serve(
     })?;
     raise_readahead(&mountpoint);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted; Ctrl+C or SIGTERM unmounts");
-    let http = match &companions.http {
+    let mut http = match &companions.http {
         Some(server) => format!("; HTTP database at {}", server.url()),
         None => String::new(),
     };
+    if let Some(server) = &companions.buffers {
+        http.push_str(&format!("; buffer server at {}", server.url()));
+    }
     ready(Ok(format!(
         "seamfs mounted on {}{http}",
         mountpoint.display()
@@ -153,9 +168,10 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What must live as long as the mount: the HTTP server and the RAM cache's eviction thread.
+/// What must live as long as the mount: the HTTP servers and the RAM cache's eviction thread.
 struct Companions {
     http: Option<BackgroundServer>,
+    buffers: Option<hashserver::BackgroundServer>,
     _eviction: Option<crate::cache::ram::EvictionLoop>,
 }
 
@@ -169,6 +185,7 @@ fn mount_session(
     let db = Database::open(&db_path, true)
         .with_context(|| format!("cannot open the database {}", db_path.display()))?;
     let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let buffers = buffer_server(args, &store)?;
     let ns = Namespace::new(
         store,
         reads,
@@ -208,9 +225,34 @@ fn mount_session(
         session,
         Companions {
             http,
+            buffers,
             _eviction: eviction,
         },
     ))
+}
+
+/// The buffer server (hashserver protocol) over the store: uploads land in `buffers/` at once,
+/// so they show under `by-checksum/`; files written into the mount are served by checksum.
+fn buffer_server(
+    args: &Args,
+    store: &DiskStore,
+) -> anyhow::Result<Option<hashserver::BackgroundServer>> {
+    if args.no_buffer_server {
+        return Ok(None);
+    }
+    let options = hashserver::Options {
+        writable: !args.read_only,
+        lock_timeout: hashserver::DEFAULT_LOCK_TIMEOUT,
+    };
+    let service = hashserver::Service::new(hashserver::Backend::store(store.clone()), options);
+    let server = hashserver::spawn(service, &args.buffer_host, args.buffer_port).with_context(|| {
+        format!(
+            "cannot serve buffers on {}:{} (in use? pass --buffer-port 0 for a free port, or --no-buffer-server)",
+            args.buffer_host, args.buffer_port
+        )
+    })?;
+    tracing::info!(url = %server.url(), "buffer server (hashserver protocol) serving");
+    Ok(Some(server))
 }
 
 /// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
