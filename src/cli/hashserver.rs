@@ -76,13 +76,22 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if !(args.lock_timeout > 0.0 && args.lock_timeout.is_finite()) {
         bail!("--lock-timeout must be a positive number");
     }
-    let listener =
-        launch::choose_listener(&args.host, args.port, args.port_range.as_deref()).await?;
-    let addr = listener.local_addr()?;
+    let listener = launch::choose_listener(&args.host, args.port, args.port_range.as_deref()).await;
     let status = match &args.status_file {
         Some(path) => Some(StatusFile::wait(path).await?),
         None => None,
     };
+    // A port that cannot be had is reported to the launcher too (hashserver says "running").
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            if let Some(status) = &status {
+                status.write_failed()?;
+            }
+            return Err(e);
+        }
+    };
+    let addr = listener.local_addr()?;
     let checked = check_startup(&args).await;
     let (timeout, backend) = match checked {
         Ok(ok) => ok,
