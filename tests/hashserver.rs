@@ -806,3 +806,23 @@ fn seamless_clients_get_from_the_mount_what_the_python_hashserver_gives() {
         .join(sha256(b"probe buffer\n"));
     assert_eq!(std::fs::read(probe).unwrap(), b"probe buffer\n");
 }
+
+#[test]
+fn a_taken_port_fails_and_says_so_in_the_status_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let status = dir.path().join("status.json");
+    std::fs::write(&status, "{}").unwrap();
+    let out = Command::new(SEAMFS)
+        .arg("hashserver")
+        .arg(dir.path())
+        .args(["--port", &port, "--status-file"])
+        .arg(&status)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    assert_eq!(written["status"], "failed");
+}

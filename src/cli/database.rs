@@ -6,9 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::launch::{self, StatusFile};
 use crate::db::Database;
@@ -22,26 +21,11 @@ use crate::http::Service;
 pub struct Args {
     /// SQLite file holding the database; created (with its tables) if missing and --writable.
     database_file: PathBuf,
-    /// Port to listen on (0: any free port). Default: a random free port in 49152-65535.
-    #[arg(long, conflicts_with = "port_range")]
-    port: Option<u16>,
-    /// Pick a random free port in START..=END.
-    #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
-    port_range: Option<Vec<i64>>,
-    /// Interface to listen on. This server has no authentication: use 0.0.0.0 only on a
-    /// trusted network.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
     /// Accept PUT requests (the file is opened read/write). Without it every PUT gets 405.
     #[arg(long)]
     writable: bool,
-    /// JSON object file written by the launcher: wait for it, then add "port" and
-    /// "status": "running" (or "status": "failed").
-    #[arg(long, value_name = "FILE")]
-    status_file: Option<PathBuf>,
-    /// Stop (exit 0) after this many seconds without requests.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    #[command(flatten)]
+    server: launch::ServerArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -57,22 +41,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args, db: Database) -> anyhow::Result<()> {
-    let listener =
-        launch::choose_listener(&args.host, args.port, args.port_range.as_deref()).await?;
+    let listener = args.server.listener().await?;
     let port = listener.local_addr()?.port();
-    let status = match &args.status_file {
+    let status = match &args.server.status_file {
         Some(path) => Some(StatusFile::wait(path).await?),
         None => None,
     };
-    let timeout = match args.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => {
-            if let Some(status) = &status {
-                status.write_failed()?;
-            }
-            bail!("--timeout must be a positive number");
+    let timeout = args.server.idle_timeout().inspect_err(|_| {
+        if let Some(status) = &status
+            && let Err(e) = status.write_failed()
+        {
+            tracing::warn!("cannot update the status file: {e:#}");
         }
-        t => t.map(Duration::from_secs_f64),
-    };
+    })?;
     let service = Service::new(db, args.writable).context("cannot start the database writer")?;
     let activity = service.activity();
     println!(

@@ -35,15 +35,6 @@ pub struct Args {
     /// Allow HTTP PUT requests (uploads and promises).
     #[arg(long)]
     writable: bool,
-    /// Network port. Default: a random free port in 49152-65535.
-    #[arg(long, conflicts_with = "port_range")]
-    port: Option<u16>,
-    /// Inclusive port range to select a random free port from.
-    #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
-    port_range: Option<Vec<i64>>,
-    /// Network host. This server has no authentication: use 0.0.0.0 only on a trusted network.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
     /// Directory layout: "prefix" (DIRECTORY/<cs[:2]>/<cs>) or "flat" (DIRECTORY/<cs>).
     #[arg(long, default_value = "prefix")]
     layout: String,
@@ -53,13 +44,8 @@ pub struct Args {
     /// Wait at most this many seconds for lock files of external writers.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LOCK_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     lock_timeout: f64,
-    /// JSON object file written by the launcher: wait for it, then add "port" and
-    /// "status": "running" (or "status": "failed").
-    #[arg(long, value_name = "FILE")]
-    status_file: Option<PathBuf>,
-    /// Stop (exit 0) after this many seconds without requests.
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    timeout: Option<f64>,
+    #[command(flatten)]
+    server: launch::ServerArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,8 +62,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if !(args.lock_timeout > 0.0 && args.lock_timeout.is_finite()) {
         bail!("--lock-timeout must be a positive number");
     }
-    let listener = launch::choose_listener(&args.host, args.port, args.port_range.as_deref()).await;
-    let status = match &args.status_file {
+    let listener = args.server.listener().await;
+    let status = match &args.server.status_file {
         Some(path) => Some(StatusFile::wait(path).await?),
         None => None,
     };
@@ -127,10 +113,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 /// hashserver's checks after the status-file handshake, in its order: --timeout, the
 /// directory, its mode, the layout and the prefix sentinel.
 async fn check_startup(args: &Args) -> anyhow::Result<(Option<Duration>, Backend)> {
-    let timeout = match args.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--timeout must be a positive number"),
-        t => t.map(Duration::from_secs_f64),
-    };
+    let timeout = args.server.idle_timeout()?;
     let dir = &args.directory;
     let shown = dir.display();
     if !dir.exists() {

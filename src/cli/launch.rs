@@ -14,6 +14,43 @@ use tokio::net::TcpListener;
 use crate::db::pyjson;
 use crate::http::{self, Activity};
 
+/// The options every server subcommand takes, as the Python servers spell them.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Port to listen on (0: any free port). Default: a random free port in 49152-65535.
+    #[arg(long, conflicts_with = "port_range")]
+    pub port: Option<u16>,
+    /// Pick a random free port in START..=END.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
+    pub port_range: Option<Vec<i64>>,
+    /// Interface to listen on. This server has no authentication: use 0.0.0.0 only on a
+    /// trusted network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// JSON object file written by the launcher: wait for it, then add "port" and
+    /// "status": "running" (or "status": "failed").
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Stop (exit 0) after this many seconds without requests.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
+}
+
+impl ServerArgs {
+    /// The listening socket (see `choose_listener`).
+    pub async fn listener(&self) -> anyhow::Result<TcpListener> {
+        choose_listener(&self.host, self.port, self.port_range.as_deref()).await
+    }
+
+    /// `--timeout` as a duration; it must be positive.
+    pub fn idle_timeout(&self) -> anyhow::Result<Option<Duration>> {
+        match self.timeout {
+            Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--timeout must be a positive number"),
+            t => Ok(t.map(Duration::from_secs_f64)),
+        }
+    }
+}
+
 /// The port range searched when neither --port nor --port-range is given (the Python default).
 const DEFAULT_PORT_RANGE: (i64, i64) = (49152, 65535);
 /// How long to wait for the launcher to create the status file.
@@ -31,7 +68,7 @@ pub fn init_logging() {
 
 /// Bind the listening socket: --port as is (in use: an error), else a random free port of
 /// --port-range or of the default range, each port tried at most once.
-pub async fn choose_listener(
+async fn choose_listener(
     host: &str,
     port: Option<u16>,
     port_range: Option<&[i64]>,

@@ -171,7 +171,7 @@ fn serve(
 /// What must live as long as the mount: the HTTP servers and the RAM cache's eviction thread.
 struct Companions {
     http: Option<BackgroundServer>,
-    buffers: Option<hashserver::BackgroundServer>,
+    buffers: Option<BackgroundServer>,
     _eviction: Option<crate::cache::ram::EvictionLoop>,
 }
 
@@ -233,10 +233,7 @@ fn mount_session(
 
 /// The buffer server (hashserver protocol) over the store: uploads land in `buffers/` at once,
 /// so they show under `by-checksum/`; files written into the mount are served by checksum.
-fn buffer_server(
-    args: &Args,
-    store: &DiskStore,
-) -> anyhow::Result<Option<hashserver::BackgroundServer>> {
+fn buffer_server(args: &Args, store: &DiskStore) -> anyhow::Result<Option<BackgroundServer>> {
     if args.no_buffer_server {
         return Ok(None);
     }

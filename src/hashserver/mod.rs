@@ -13,18 +13,16 @@ mod routes;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use backend::{Algorithm, Backend, BufferDir, Layout, PREFIX_SENTINEL};
 use promises::{InFlight, Promises};
 
-use crate::http::Activity;
+use crate::http::{Activity, BackgroundServer};
 
 /// How long a GET waits for lock files by default (hashserver's `--lock-timeout`).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -83,72 +81,12 @@ impl Service {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        crate::http::serve_router(listener, self.router(), shutdown).await
     }
 }
 
-/// A buffer server on a thread of its own (its own tokio runtime), for the mount. Stopped on
-/// drop.
-pub struct BackgroundServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
-
-impl BackgroundServer {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://host:port`, what a seamless-remote `BufferClient` is given.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for BackgroundServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("buffer server stopped with an error: {e}"),
-                Err(_) => tracing::warn!("buffer server thread panicked"),
-            }
-        }
-    }
-}
-
-/// Serve `service` on `host:port` (0 = a free port) on a background thread; returns once the
-/// socket is bound.
+/// Serve `service` on `host:port` (0 = a free port) on a background thread (for the mount);
+/// returns once the socket is bound.
 pub fn spawn(service: Service, host: &str, port: u16) -> io::Result<BackgroundServer> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("seamfs-buffer-http")
-        .enable_all()
-        .build()?;
-    let listener = runtime.block_on(TcpListener::bind((host, port)))?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("seamfs-buffer-server".into())
-        .spawn(move || {
-            runtime.block_on(service.serve(listener, async {
-                let _ = rx.await;
-            }))
-        })?;
-    Ok(BackgroundServer {
-        addr,
-        stop: Some(tx),
-        thread: Some(thread),
-    })
+    crate::http::spawn_router(service.router(), host, port, "seamfs-buffers")
 }

@@ -3,7 +3,9 @@
 //! `GET /healthcheck` answers `OK`; GET and PUT on any other path carry one JSON request in the
 //! body (`protocol.rs` answers it). Every reply is `text/plain; charset=utf-8`, as the Python
 //! server's. Other parts of seamfs embed the server with `serve` (in their own runtime) or
-//! `spawn` (on a thread of its own, for synchronous callers such as the mount).
+//! `spawn` (on a thread of its own, for synchronous callers such as the mount). `serve_router`
+//! and `spawn_router` are the connection handling every seamfs HTTP server shares (the buffer
+//! server's too).
 
 pub mod protocol;
 mod writer;
@@ -113,16 +115,26 @@ impl Service {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        // Small request/answer pairs on keep-alive connections: never let Nagle hold an answer.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        serve_router(listener, self.router(), shutdown).await
     }
+}
+
+/// Serve any of seamfs' HTTP routers on `listener` until `shutdown` completes; in-flight
+/// requests are finished first. The connection handling every server shares.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    // Small request/answer pairs on keep-alive connections: never let Nagle hold an answer.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serve `db` on `listener` until `shutdown` completes.
@@ -140,7 +152,8 @@ pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind((host, port)).await
 }
 
-/// A server running on a thread of its own (its own tokio runtime). Stopped on `stop` or drop.
+/// A server (database or buffers) running on a thread of its own (its own tokio runtime).
+/// Stopped on `stop` or drop.
 pub struct BackgroundServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -169,7 +182,7 @@ impl BackgroundServer {
         match self.thread.take() {
             Some(thread) => thread
                 .join()
-                .map_err(|_| io::Error::other("database server thread panicked"))?,
+                .map_err(|_| io::Error::other("HTTP server thread panicked"))?,
             None => Ok(()),
         }
     }
@@ -178,7 +191,7 @@ impl BackgroundServer {
 impl Drop for BackgroundServer {
     fn drop(&mut self) {
         if let Err(e) = self.stop_and_join() {
-            tracing::warn!("database server stopped with an error: {e}");
+            tracing::warn!("HTTP server stopped with an error: {e}");
         }
     }
 }
@@ -186,18 +199,34 @@ impl Drop for BackgroundServer {
 /// Start serving `db` on `host:port` (0 = a free port) on a background thread; returns once
 /// the socket is bound, so the address is usable at once.
 pub fn spawn(db: Database, host: &str, port: u16, writable: bool) -> io::Result<BackgroundServer> {
+    spawn_router(
+        Service::new(db, writable)?.router(),
+        host,
+        port,
+        "seamfs-db",
+    )
+}
+
+/// Serve `router` on `host:port` (0 = a free port) on a thread named `name` with its own
+/// runtime; returns once the socket is bound.
+pub fn spawn_router(
+    router: Router,
+    host: &str,
+    port: u16,
+    name: &str,
+) -> io::Result<BackgroundServer> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("seamfs-db-http")
+        .thread_name(format!("{name}-http"))
         .enable_all()
         .build()?;
     let listener = runtime.block_on(bind(host, port))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("seamfs-db-server".into())
+        .name(format!("{name}-server"))
         .spawn(move || {
-            runtime.block_on(serve(db, listener, writable, async {
+            runtime.block_on(serve_router(listener, router, async {
                 let _ = rx.await;
             }))
         })?;
