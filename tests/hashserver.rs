@@ -335,14 +335,22 @@ fn protocol_requests() -> Vec<Req> {
     ]
 }
 
+/// A writable Python hashserver on `<dir>/py` and `seamfs hashserver` on `<dir>/rs`.
+fn writable_pair(dir: &Path) -> (Server, Server) {
+    let (py_dir, rs_dir) = (dir.join("py"), dir.join("rs"));
+    std::fs::create_dir_all(&py_dir).unwrap();
+    std::fs::create_dir_all(&rs_dir).unwrap();
+    (
+        Server::python(&py_dir, &["--writable"]),
+        Server::seamfs(&rs_dir, &["--writable"]),
+    )
+}
+
 #[test]
 fn every_route_answers_as_the_python_hashserver() {
     let dir = tempfile::tempdir().unwrap();
-    let (py_dir, rs_dir) = (dir.path().join("py"), dir.path().join("rs"));
-    std::fs::create_dir_all(&py_dir).unwrap();
-    std::fs::create_dir_all(&rs_dir).unwrap();
-    let python = Server::python(&py_dir, &["--writable"]);
-    let ours = Server::seamfs(&rs_dir, &["--writable"]);
+    let (python, ours) = writable_pair(dir.path());
+    let (py_dir, rs_dir) = (python.dir.clone(), ours.dir.clone());
     compare(&python, &ours, &protocol_requests());
     // The directories hold the same files, but for the compressed uploads, which we store raw
     // (docs/compat.md) and hashserver as sent (with a length sidecar).
@@ -445,11 +453,8 @@ fn expected_from_ours(python: Vec<Value>) -> Vec<Value> {
 #[test]
 fn seamless_clients_get_what_the_python_hashserver_gives() {
     let dir = tempfile::tempdir().unwrap();
-    let (py_dir, rs_dir) = (dir.path().join("py"), dir.path().join("rs"));
-    std::fs::create_dir_all(&py_dir).unwrap();
-    std::fs::create_dir_all(&rs_dir).unwrap();
-    let python = Server::python(&py_dir, &["--writable"]);
-    let ours = Server::seamfs(&rs_dir, &["--writable"]);
+    let (python, ours) = writable_pair(dir.path());
+    let (py_dir, rs_dir) = (python.dir.clone(), ours.dir.clone());
     let want = client_run(&python.url, &py_dir);
     assert!(want.len() > 25, "{want:?}");
     let got = client_run(&ours.url, &rs_dir);
