@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use seamfs::cache::{EntryFlags, LoadMode, NamedArrayStore, OffloadConfig, OffloadEntry};
+use seamfs::gseg::{EntryFlags, LoadMode, NamedArrayStore, OffloadConfig, OffloadEntry};
 use seamfs::value::{ByteOrder, DType, Layout, NdArray};
 
 fn main() {

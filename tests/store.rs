@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use seamfs::store::{BufferTier, DiskStore, Verdict};
+use seamfs::store::{DiskStore, Tier, Verdict};
 use seamfs::{Buffer, Checksum};
 
 /// Deterministic pseudo-random content of `len` bytes.
@@ -198,32 +198,37 @@ fn fsck_quarantines_corrupt_buffers_and_removes_stale_temps() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RAM cache and layering
+// RAM tier and layering
 
-use seamfs::cache::{ManualClock, RamCache, RamConfig, TemprefParams};
-use seamfs::store::{Layered, StoreError, WritePolicy};
+use seamfs::store::eviction::{ManualClock, TemprefParams};
+use seamfs::store::{Layered, MemoryTier, RamConfig, StoreError, Writes};
 
-/// A RAM cache over a fresh disk store, with a manual clock.
-fn ram_over_disk(
-    soft_cap: u64,
-    hard_cap: u64,
-) -> (
-    tempfile::TempDir,
-    Arc<DiskStore>,
-    Arc<RamCache>,
-    Arc<ManualClock>,
-) {
+/// A RAM tier (manual clock) over a fresh disk store, and the combinator of the two.
+struct RamOverDisk {
+    _dir: tempfile::TempDir,
+    disk: DiskStore,
+    ram: MemoryTier,
+    layered: Arc<Layered>,
+    clock: Arc<ManualClock>,
+}
+
+fn ram_over_disk(soft_cap: u64, hard_cap: u64) -> RamOverDisk {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Arc::new(DiskStore::open(dir.path()).unwrap());
+    let disk = DiskStore::open(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::default());
-    let config = RamConfig {
-        soft_cap,
-        hard_cap,
-        ..RamConfig::default()
-    };
-    let lower: Arc<dyn BufferTier> = disk.clone();
-    let ram = Arc::new(RamCache::with_clock(config, Some(lower), clock.clone()));
-    (dir, disk, ram, clock)
+    let ram = MemoryTier::with_clock(RamConfig::new(soft_cap, Some(hard_cap)), clock.clone());
+    let layered = Arc::new(Layered::new(
+        Arc::new(ram.clone()),
+        Arc::new(disk.clone()),
+        Writes::ToSlow,
+    ));
+    RamOverDisk {
+        _dir: dir,
+        disk,
+        ram,
+        layered,
+        clock,
+    }
 }
 
 fn tempref_of(interest: f64) -> Option<TemprefParams> {
@@ -236,71 +241,79 @@ fn tempref_of(interest: f64) -> Option<TemprefParams> {
 #[test]
 fn eviction_goes_by_ascending_interest_and_offloads_first() {
     // seamless-core's own check: interests 0.5, 1, 2, 3 and a 2.5 KB soft cap.
-    let (_dir, disk, ram, _clock) = ram_over_disk(2500, 1 << 20);
+    let t = ram_over_disk(2500, 1 << 20);
     let bufs: Vec<Buffer> = (0..4).map(|i| Buffer::new(content(i, 1000))).collect();
     let cs: Vec<Checksum> = bufs.iter().map(Buffer::checksum).collect();
-    ram.tempref(&cs[0], tempref_of(0.5));
-    ram.incref(&cs[1], None).unwrap();
+    t.ram.tempref(&cs[0], tempref_of(0.5));
+    t.ram.hold(&cs[1]);
     for _ in 0..2 {
-        ram.incref(&cs[2], None).unwrap();
+        t.ram.hold(&cs[2]);
     }
     for _ in 0..3 {
-        ram.incref(&cs[3], None).unwrap();
+        t.ram.hold(&cs[3]);
     }
-    assert_eq!(ram.interest(&cs[2]), 2.0);
+    assert_eq!(t.ram.interest(&cs[2]), 2.0);
     for i in [3, 2, 1, 0] {
-        ram.put(&bufs[i]).unwrap();
-        assert!(ram.ram_bytes() <= 2500);
+        t.ram.put(&bufs[i]).unwrap(); // the RAM tier alone does not evict
     }
-    let in_ram: Vec<bool> = cs.iter().map(|c| ram.has(c).unwrap()).collect();
+    let report = t.layered.evict_once().unwrap();
+    assert_eq!(report.evicted, [cs[0], cs[1]]);
+    assert!(t.ram.ram_bytes() <= 2500);
+    let in_ram: Vec<bool> = cs.iter().map(|c| t.ram.has(c).unwrap()).collect();
     assert_eq!(in_ram, [false, false, true, true]);
     assert!(
-        disk.has(&cs[0]).unwrap() && disk.has(&cs[1]).unwrap(),
+        t.disk.has(&cs[0]).unwrap() && t.disk.has(&cs[1]).unwrap(),
         "evicted buffers were offloaded"
     );
-    assert!(!disk.has(&cs[3]).unwrap());
-    let stats = ram.stats();
+    assert!(!t.disk.has(&cs[3]).unwrap(), "write-back: not on disk");
+    let stats = t.ram.stats();
     let ram_stats = stats.tier("ram").unwrap();
     assert_eq!(
-        (ram_stats.evictions, ram_stats.offloads, ram_stats.ram_bytes),
-        (2, 2, 2000)
+        (ram_stats.evictions, ram_stats.offloads, ram_stats.bytes),
+        (2, 2, Some(2000))
     );
-    // References survive eviction: the bytes come back through the layered store.
-    assert_eq!(ram.interest(&cs[1]), 1.0);
-    let lower: Arc<dyn BufferTier> = disk.clone();
-    let store = Layered::new(ram.clone(), lower, WritePolicy::Back);
-    assert_eq!(store.get(&cs[1]).unwrap().unwrap(), bufs[1]);
-    let after = store.stats();
+    // References survive eviction; the bytes come back from the disk, as a map (no fill).
+    assert_eq!(t.ram.interest(&cs[1]), 1.0);
+    assert_eq!(t.layered.get(&cs[1]).unwrap().unwrap(), bufs[1]);
+    let after = t.layered.stats();
     assert_eq!(after.tier("disk").unwrap().hits, 1);
     assert_eq!(after.tier("ram").unwrap().misses, 1);
+    assert!(
+        !t.ram.has(&cs[1]).unwrap(),
+        "a local map is not copied into RAM"
+    );
 }
 
 #[test]
-fn weak_entries_go_first_least_recently_used_first() {
-    let (_dir, _disk, ram, _clock) = ram_over_disk(3500, 1 << 20);
+fn reads_are_temprefs_and_weak_entries_go_first() {
+    let t = ram_over_disk(4500, 1 << 20);
     let bufs: Vec<Buffer> = (10..15).map(|i| Buffer::new(content(i, 1000))).collect();
     let cs: Vec<Checksum> = bufs.iter().map(Buffer::checksum).collect();
-    ram.incref(&cs[0], Some(&bufs[0])).unwrap();
-    ram.incref(&cs[1], Some(&bufs[1])).unwrap();
-    ram.put(&bufs[2]).unwrap();
-    ram.put(&bufs[3]).unwrap();
-    let _ = ram.get(&cs[2]).unwrap(); // 3 is now the least recently used weak entry
-    ram.put(&bufs[4]).unwrap(); // 5000 > 3500: two weak entries go
-    let in_ram: Vec<bool> = cs.iter().map(|c| ram.has(c).unwrap()).collect();
-    assert_eq!(in_ram, [true, true, false, false, true]);
+    for i in 0..2 {
+        t.ram.hold(&cs[i]);
+        t.layered.put(&bufs[i]).unwrap();
+    }
+    t.layered.put(&bufs[2]).unwrap();
+    t.layered.put(&bufs[3]).unwrap();
+    let _ = t.layered.get(&cs[2]).unwrap(); // a read: 2 gets a tempref of 128
+    t.layered.put(&bufs[4]).unwrap(); // 5000 > 4500: one weak entry goes, the older one
+    let in_ram: Vec<bool> = cs.iter().map(|c| t.ram.has(c).unwrap()).collect();
+    assert_eq!(in_ram, [true, true, true, false, true]);
+    assert!(t.ram.has_tempref(&cs[2]));
 }
 
 #[test]
 fn recomputation_cost_protects_derived_buffers() {
-    let (_dir, _disk, ram, _clock) = ram_over_disk(2500, 1 << 20);
+    let t = ram_over_disk(2500, 1 << 20);
     let bufs: Vec<Buffer> = (20..23).map(|i| Buffer::new(content(i, 1000))).collect();
     let cs: Vec<Checksum> = bufs.iter().map(Buffer::checksum).collect();
-    ram.set_recompute_cost(&cs[0], 3600.0);
-    ram.set_recompute_cost(&cs[2], 3600.0);
+    t.ram.derived(&cs[0], 3600.0);
+    t.ram.derived(&cs[2], 3600.0);
     for (c, b) in cs.iter().zip(&bufs) {
-        ram.incref(c, Some(b)).unwrap(); // equal interest: 1 each
+        t.ram.hold(c); // equal interest: 1 each
+        t.layered.put(b).unwrap();
     }
-    let in_ram: Vec<bool> = cs.iter().map(|c| ram.has(c).unwrap()).collect();
+    let in_ram: Vec<bool> = cs.iter().map(|c| t.ram.has(c).unwrap()).collect();
     assert_eq!(
         in_ram,
         [true, false, true],
@@ -309,79 +322,109 @@ fn recomputation_cost_protects_derived_buffers() {
 }
 
 #[test]
-fn hard_cap_is_never_exceeded() {
-    // Without a lower tier nothing can be evicted: an insert beyond the hard cap fails clearly.
-    let ram = RamCache::new(
-        RamConfig {
-            soft_cap: 1000,
-            hard_cap: 2000,
-            ..RamConfig::default()
-        },
-        None,
+fn pinned_buffers_are_never_evicted() {
+    let t = ram_over_disk(1000, 1 << 20);
+    let pinned = Buffer::new(content(25, 900));
+    t.layered.pin(&pinned.checksum(), true);
+    t.layered.put(&pinned).unwrap();
+    for i in 0..5 {
+        t.layered.put(&Buffer::new(content(26 + i, 900))).unwrap();
+    }
+    t.layered.evict_once().unwrap();
+    assert!(t.ram.has(&pinned.checksum()).unwrap());
+    assert_eq!(t.ram.ram_bytes(), 900);
+}
+
+#[test]
+fn a_full_ram_tier_makes_room_when_soft_equals_hard() {
+    // Soft cap = hard cap: the tier must not freeze with the first buffers it got.
+    let t = ram_over_disk(3000, 3000);
+    let bufs: Vec<Buffer> = (60..70).map(|i| Buffer::new(content(i, 1000))).collect();
+    for b in &bufs {
+        t.layered.put(b).unwrap();
+        assert!(t.ram.ram_bytes() <= 3000);
+    }
+    let last = bufs.last().unwrap().checksum();
+    assert!(
+        t.ram.has(&last).unwrap(),
+        "the newest buffer got in and stays"
     );
+    assert!(t.ram.stats().tiers[0].evictions >= 7);
+}
+
+#[test]
+fn hard_cap_is_never_exceeded() {
+    // A RAM tier alone refuses what does not fit under the hard cap, clearly.
+    let ram = MemoryTier::new(RamConfig::new(1000, Some(2000)));
     ram.put(&Buffer::new(content(30, 1500))).unwrap();
     let err = ram.put(&Buffer::new(content(31, 1000))).unwrap_err();
     assert!(matches!(err, StoreError::Full(_)), "{err}");
     assert!(err.to_string().contains("hard cap"), "{err}");
     assert_eq!(ram.ram_bytes(), 1500);
+    // So does a streamed write into it, before allocating (a write at a huge offset).
+    let mut w = ram.begin_write().unwrap();
+    assert!(matches!(
+        w.write_at(1 << 40, b"x"),
+        Err(StoreError::Full(_))
+    ));
 
-    // With a disk tier, a buffer larger than the hard cap goes straight there.
-    let (_dir, disk, ram, _clock) = ram_over_disk(1000, 2000);
+    // Over a disk tier, a buffer larger than the hard cap goes straight there.
+    let t = ram_over_disk(1000, 2000);
     let big = Buffer::new(content(32, 3000));
-    ram.put(&big).unwrap();
-    assert!(!ram.has(&big.checksum()).unwrap());
-    assert!(disk.has(&big.checksum()).unwrap());
+    t.layered.put(&big).unwrap();
+    assert!(!t.ram.has(&big.checksum()).unwrap());
+    assert!(t.disk.has(&big.checksum()).unwrap());
     for i in 0..20 {
-        ram.incref(
-            &Checksum::of(&content(40 + i, 700)),
-            Some(&Buffer::new(content(40 + i, 700))),
-        )
-        .unwrap();
-        assert!(ram.ram_bytes() <= 2000);
+        let buffer = Buffer::new(content(40 + i, 700));
+        t.ram.hold(&buffer.checksum());
+        t.layered.put(&buffer).unwrap();
+        assert!(t.ram.ram_bytes() <= 2000);
     }
 }
 
 #[test]
 fn tempref_decays_and_lapses_after_28_seconds() {
-    let (_dir, _disk, ram, clock) = ram_over_disk(1 << 20, 1 << 21);
+    let t = ram_over_disk(1 << 20, 1 << 21);
     let buf = Buffer::new(content(50, 100));
     let cs = buf.checksum();
-    ram.put(&buf).unwrap();
-    ram.tempref(&cs, None);
+    t.layered.put(&buf).unwrap();
+    t.ram.tempref(&cs, None);
     let mut curve = Vec::new();
     for _ in 0..5 {
-        curve.push(ram.interest(&cs));
-        clock.advance(2.0);
+        curve.push(t.ram.interest(&cs));
+        t.clock.advance(2.0);
     }
     assert_eq!(curve, [128.0, 64.0, 32.0, 16.0, 8.0]);
-    clock.advance(27.9 - 10.0);
-    ram.run_eviction_once().unwrap();
-    assert!(ram.has_tempref(&cs), "still alive at 27.9 s");
-    clock.advance(0.2);
-    ram.run_eviction_once().unwrap();
-    assert!(!ram.has_tempref(&cs), "lapsed at 28.1 s");
-    assert_eq!(ram.interest(&cs), 0.0);
+    t.clock.advance(27.9 - 10.0);
+    t.layered.evict_once().unwrap();
+    assert!(t.ram.has_tempref(&cs), "still alive at 27.9 s");
+    t.clock.advance(0.2);
+    t.layered.evict_once().unwrap();
+    assert!(!t.ram.has_tempref(&cs), "lapsed at 28.1 s");
+    assert_eq!(t.ram.interest(&cs), 0.0);
     assert!(
-        ram.has(&cs).unwrap(),
+        t.ram.has(&cs).unwrap(),
         "a lapsed entry stays in RAM as a weak entry"
     );
     // Renewal restarts the fade.
-    ram.tempref(&cs, None);
-    clock.advance(20.0);
-    ram.tempref(&cs, tempref_of(1.0));
-    assert_eq!(ram.interest(&cs), 128.0);
+    t.ram.tempref(&cs, None);
+    t.clock.advance(20.0);
+    t.ram.tempref(&cs, tempref_of(1.0));
+    assert_eq!(t.ram.interest(&cs), 128.0);
 }
 
 #[test]
 fn background_eviction_loop_lapses_temprefs() {
-    let (_dir, _disk, ram, clock) = ram_over_disk(1 << 20, 1 << 21);
+    let t = ram_over_disk(1 << 20, 1 << 21);
     let cs = Checksum::of(b"lapsing");
-    ram.tempref(&cs, None);
-    clock.advance(60.0);
-    let _loop = ram.start_eviction_loop(std::time::Duration::from_millis(10));
+    t.ram.tempref(&cs, None);
+    t.clock.advance(60.0);
+    let _loop = t
+        .layered
+        .start_eviction_loop(std::time::Duration::from_millis(10));
     // Poll (no timing assertion: the loop only has to run at some point).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while ram.has_tempref(&cs) {
+    while t.ram.has_tempref(&cs) {
         assert!(
             std::time::Instant::now() < deadline,
             "the eviction loop never ran"
@@ -392,42 +435,39 @@ fn background_eviction_loop_lapses_temprefs() {
 
 #[test]
 fn layered_store_concurrent_readers_and_writers() {
-    let (_dir, disk, ram, _clock) = ram_over_disk(20_000, 40_000);
-    let lower: Arc<dyn BufferTier> = disk.clone();
-    let store = Arc::new(Layered::new(ram.clone(), lower, WritePolicy::Back));
+    let t = ram_over_disk(20_000, 40_000);
     let threads: Vec<_> = (0..6u64)
-        .map(|t| {
-            let store = store.clone();
-            let ram = ram.clone();
+        .map(|n| {
+            let (layered, ram) = (t.layered.clone(), t.ram.clone());
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 for i in 0..60u64 {
                     let buf =
-                        Buffer::new(content(t * 1000 + i % 30, 1000 + (i as usize % 5) * 900));
-                    store.put(&buf).unwrap();
+                        Buffer::new(content(n * 1000 + i % 30, 1000 + (i as usize % 5) * 900));
+                    layered.put(&buf).unwrap();
                     assert!(ram.ram_bytes() <= 40_000);
                     mine.push(buf);
                     let old = &mine[(i as usize * 7) % mine.len()];
-                    assert_eq!(store.get(&old.checksum()).unwrap().as_ref(), Some(old));
+                    assert_eq!(layered.get(&old.checksum()).unwrap().as_ref(), Some(old));
                 }
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for thread in threads {
+        thread.join().unwrap();
     }
-    let stats = store.stats();
+    let stats = t.layered.stats();
     let ram_stats = stats.tier("ram").unwrap();
     assert!(
         ram_stats.evictions > 0 && ram_stats.offloads > 0,
         "{stats:?}"
     );
-    assert!(ram.ram_bytes() <= 20_000);
+    assert!(t.ram.ram_bytes() <= 20_000);
     // Every buffer is somewhere: nothing was lost by eviction.
-    for t in 0..6u64 {
+    for n in 0..6u64 {
         for i in 0..30 {
-            let cs = Checksum::of(&content(t * 1000 + i, 1000 + (i as usize % 5) * 900));
-            assert!(store.has(&cs).unwrap());
+            let cs = Checksum::of(&content(n * 1000 + i, 1000 + (i as usize % 5) * 900));
+            assert!(t.layered.has(&cs).unwrap());
         }
     }
 }
@@ -435,7 +475,7 @@ fn layered_store_concurrent_readers_and_writers() {
 // ---------------------------------------------------------------------------------------------
 // Offload tier and named-array store (against the real GSEGUtils 0.6.0)
 
-use seamfs::cache::{EntryFlags, NamedArrayStore, NamedStoreError};
+use seamfs::gseg::{EntryFlags, NamedArrayStore, NamedStoreError};
 use seamfs::value::{ByteOrder, DType, Layout, NdArray};
 
 /// The GSEGUtils interpreter; the interop tests fail (not skip) without it.

@@ -7,7 +7,6 @@
 //! stops after the first frame, silent acceptance of a truncated last zstd frame in the streaming
 //! fallback), the quirk is reproduced on purpose: the checksum is an identity and must match.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
 use flate2::{Crc, Decompress, FlushDecompress, Status};
@@ -43,7 +42,7 @@ impl Compression {
     }
 
     /// Checksum of the decompressed content of `file`, read from its current position.
-    pub fn checksum(self, file: File) -> Result<Checksum, DecodeError> {
+    pub fn checksum(self, file: impl Read + Seek) -> Result<Checksum, DecodeError> {
         match self {
             Compression::Gzip => gzip_checksum(file),
             Compression::Zstd => zstd_checksum(file),
@@ -230,7 +229,7 @@ fn python_bytes_repr(data: &[u8]) -> String {
 
 /// seamless-core tries a one-shot decompression first and, on any `ZstdError`, decompresses the
 /// same bytes again with a stream reader. Both paths are replayed here on the file.
-fn zstd_checksum(mut file: File) -> Result<Checksum, DecodeError> {
+fn zstd_checksum(mut file: impl Read + Seek) -> Result<Checksum, DecodeError> {
     let start = file.stream_position()?;
     if let Some(checksum) = zstd_one_shot(&mut file)? {
         return Ok(checksum);
@@ -241,7 +240,7 @@ fn zstd_checksum(mut file: File) -> Result<Checksum, DecodeError> {
 
 /// What `ZstdDecompressor.decompress(data)` does. `None` where it raises `ZstdError` (then
 /// seamless-core falls back to the stream reader); `Some` with the checksum where it succeeds.
-fn zstd_one_shot(file: &mut File) -> Result<Option<Checksum>, DecodeError> {
+fn zstd_one_shot(file: &mut (impl Read + Seek)) -> Result<Option<Checksum>, DecodeError> {
     // The largest zstd frame header is 18 bytes.
     let head = read_up_to(file, 18)?;
     let expected = match declared_content_size(&head) {
@@ -297,7 +296,7 @@ fn declared_content_size(head: &[u8]) -> Option<u64> {
 
 /// What `stream_reader(io.BytesIO(data)).read()` returns: every frame in sequence until the input
 /// ends (a truncated last frame is accepted as far as it goes), or the first decoding error.
-fn zstd_stream_reader(file: File) -> Result<Checksum, DecodeError> {
+fn zstd_stream_reader(file: impl Read) -> Result<Checksum, DecodeError> {
     let mut dctx = DCtx::create();
     let mut hasher = Hasher::new();
     let mut input = BufReader::with_capacity(INPUT_BLOCK, file);

@@ -1,6 +1,6 @@
 //! `seamfs fsck STORE`: verify every buffer of a store directory against its name, in parallel;
 //! move corrupt files to `STORE/quarantine/`, remove temp files of dead writers, exit 1 if
-//! anything was corrupt.
+//! anything was corrupt. Takes the store lock (it changes the store): not while mounted.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::checksum::Checksum;
-use crate::store::{DiskStore, Verdict};
+use crate::store::{Store, StoreOptions, Verdict};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,12 +33,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} is not a seamfs store (it has no buffers/ directory)",
         args.path.display()
     );
-    let store =
-        DiskStore::open(&args.path).with_context(|| format!("opening {}", args.path.display()))?;
+    let store = Store::open(&args.path, &StoreOptions::default(), "check it")
+        .with_context(|| format!("opening {}", args.path.display()))?;
     let progress = progress_bar(&store)?;
     let findings = Mutex::new(Vec::new());
     let checked = store
-        .iter()
+        .own_buffers()
         .par_bridge()
         .map(|item| {
             let checksum = item?;
@@ -70,16 +70,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// A progress bar on a terminal (counting the buffers first), hidden otherwise.
-fn progress_bar(store: &DiskStore) -> anyhow::Result<ProgressBar> {
+fn progress_bar(store: &Store) -> anyhow::Result<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return Ok(ProgressBar::hidden());
     }
-    let total = store.iter().count() as u64;
+    let total = store.own_buffers().count() as u64;
     let style = ProgressStyle::with_template("{bar:40} {pos}/{len} buffers verified ({eta} left)")?;
     Ok(ProgressBar::new(total).with_style(style))
 }
 
-fn report(store: &DiskStore, checked: usize, findings: &[Finding]) {
+fn report(store: &Store, checked: usize, findings: &[Finding]) {
     for f in findings {
         match &f.moved_to {
             Some(path) => println!(
@@ -92,13 +92,17 @@ fn report(store: &DiskStore, checked: usize, findings: &[Finding]) {
                 "corrupt {}: its content has checksum {}; could not be moved, delete {} by hand",
                 f.expected,
                 f.actual,
-                store.path_of(&f.expected).display()
+                store
+                    .tiers()
+                    .local_path(&f.expected)
+                    .unwrap_or_default()
+                    .display()
             ),
         }
     }
     println!(
         "{checked} buffers checked, {} corrupt, {} stale temp files removed",
         findings.len(),
-        store.stale_temps_removed_at_open()
+        store.stale_temps_removed()
     );
 }

@@ -15,9 +15,11 @@ mod codec;
 mod convert;
 mod database;
 mod fsck;
+mod gc;
 mod hashserver;
 mod launch;
 mod mount;
+mod pin;
 
 /// seamfs: content-addressed data as files, compatible with Seamless.
 ///
@@ -57,6 +59,10 @@ enum Command {
     Database(database::Args),
     /// Verify every buffer in a store; quarantine corrupt ones.
     Fsck(fsck::Args),
+    /// Remove the buffers nothing references any more, and print what was freed.
+    Gc(gc::Args),
+    /// Keep a buffer through eviction and garbage collection.
+    Pin(pin::Args),
     /// Serve a buffer directory over HTTP (drop-in for hashserver).
     Hashserver(hashserver::Args),
 }
@@ -77,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Conversions(a) => convert::run_conversions(a),
         Command::Database(a) => database::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Gc(a) => gc::run(a),
+        Command::Pin(a) => pin::run(a),
         Command::Hashserver(a) => hashserver::run(a),
     };
     match result {

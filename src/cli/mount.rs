@@ -11,16 +11,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use fuser::{Config, MountOption, Session};
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::cache::ram::{RamCache, RamConfig};
-use crate::db::Database;
 use crate::fs::fuse::SeamFs;
-use crate::fs::namespace::{Namespace, Options, database_path};
+use crate::fs::namespace::{Namespace, Options};
 use crate::hashserver;
 use crate::http::BackgroundServer;
-use crate::store::{BufferTier, DiskStore, Layered, WritePolicy};
+use crate::store::addr::{parse_ram_caps, parse_size};
+use crate::store::{RamConfig, Store, StoreOptions};
 
 /// What `seamfs mount --help` shows after the options: the layout of the mount point.
 const LAYOUT_HELP: &str = "\
@@ -77,9 +75,19 @@ pub struct Args {
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
-    /// Size of the RAM buffer cache over the disk store, e.g. 64M, 1G.
-    #[arg(long, value_parser = parse_size)]
-    ram_cache: Option<u64>,
+    /// RAM tier over the disk tier: SOFT[,HARD] (eviction starts above SOFT; HARD, default
+    /// 2 x SOFT, is never exceeded), e.g. 64M or 1G,2G; 0 for none. Default: 1/8 and 1/4 of the
+    /// machine's memory.
+    #[arg(long, value_name = "SOFT[,HARD]", value_parser = parse_ram_caps)]
+    ram_cache: Option<RamConfig>,
+    /// A tier below the store's disk tier, e.g. file:///shared/buffers: read through when a
+    /// buffer is not in the store.
+    #[arg(long, value_name = "ADDRESS")]
+    below: Option<String>,
+    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
+    /// buffers move to the tier below.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    disk_cache: Option<u64>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -95,31 +103,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
-    let store = DiskStore::open(&store_root)
-        .with_context(|| format!("cannot open the store {}", store_root.display()))?;
-    let lock = lock_store(&store_root)?;
+    let options = StoreOptions {
+        ram: match args.ram_cache {
+            Some(caps) if caps.soft_cap == 0 => None,
+            Some(caps) => Some(caps),
+            None => Some(RamConfig::from_machine()),
+        },
+        below: args.below.clone(),
+        disk_cache: args.disk_cache,
+    };
     if args.daemon {
+        // The store (its lock, threads and database) is opened in the process that serves.
+        std::fs::create_dir_all(&store_root)
+            .with_context(|| format!("cannot create the store {}", store_root.display()))?;
         return daemonize(&store_root, |ready| {
-            serve(&args, store, mountpoint, lock, ready)
+            match block_signals().and_then(|()| Store::open(&store_root, &options, "mount it")) {
+                Ok(store) => serve(&args, store, mountpoint, ready),
+                Err(e) => {
+                    ready(Err(format!("{e:#}")));
+                    Err(e)
+                }
+            }
         });
     }
-    serve(&args, store, mountpoint, lock, &mut |_| {})
+    block_signals()?;
+    let store = Store::open(&store_root, &options, "mount it")?;
+    serve(&args, store, mountpoint, &mut |_| {})
 }
 
 /// Mount and serve until unmounted. `ready` is told once the mount is live (with a line for the
 /// user) or why it failed.
 fn serve(
     args: &Args,
-    store: DiskStore,
+    store: Store,
     mountpoint: PathBuf,
-    _lock: Flock<File>,
     ready: &mut dyn FnMut(Result<String, String>),
 ) -> anyhow::Result<ExitCode> {
-    // Signals are blocked in every thread and taken by one waiting thread (below).
+    // Signals are blocked in every thread (see `run`) and taken by one waiting thread (below).
     let signals = termination_signals();
-    signals.thread_block()?;
-    let removals = store.clone();
-    let result = mount_session(args, store, &mountpoint);
+    let store = Arc::new(store);
+    let result = mount_session(args, store.clone(), &mountpoint);
     let (mut session, companions) = match result {
         Ok(s) => s,
         Err(e) => {
@@ -163,33 +186,28 @@ fn serve(
         .run()
         .context("the FUSE session ended with an error")?;
     // Duplicate content's temp files are removed in the background: leave none behind.
-    removals.wait_for_removals();
+    store.wait_for_removals();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
 }
 
-/// What must live as long as the mount: the HTTP servers and the RAM cache's eviction thread.
+/// What must live as long as the mount: the HTTP servers.
 struct Companions {
     http: Option<BackgroundServer>,
     buffers: Option<BackgroundServer>,
-    _eviction: Option<crate::cache::ram::EvictionLoop>,
 }
 
 /// Open the namespace, start the HTTP database, mount.
 fn mount_session(
     args: &Args,
-    store: DiskStore,
+    store: Arc<Store>,
     mountpoint: &Path,
 ) -> anyhow::Result<(Session<SeamFs>, Companions)> {
-    let db_path = database_path(store.root());
-    let db = Database::open(&db_path, true)
-        .with_context(|| format!("cannot open the database {}", db_path.display()))?;
-    let (reads, eviction) = read_tiers(&store, args.ram_cache);
+    let db = store.db().clone();
+    let db_path = db.path().to_path_buf();
     let buffers = buffer_server(args, &store)?;
     let ns = Namespace::new(
         store,
-        reads,
-        db.clone(),
         Options {
             read_only: args.read_only,
         },
@@ -219,21 +237,17 @@ fn mount_session(
     config.mount_options = options;
     config.n_threads = Some(2);
     config.clone_fd = true;
-    let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
+    let fs = SeamFs::new(Arc::new(ns));
+    let notifier = fs.notifier_slot();
+    let session = Session::new(fs, mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
-    Ok((
-        session,
-        Companions {
-            http,
-            buffers,
-            _eviction: eviction,
-        },
-    ))
+    let _ = notifier.set(session.notifier());
+    Ok((session, Companions { http, buffers }))
 }
 
-/// The buffer server (hashserver protocol) over the store: uploads land in `buffers/` at once,
-/// so they show under `by-checksum/`; files written into the mount are served by checksum.
-fn buffer_server(args: &Args, store: &DiskStore) -> anyhow::Result<Option<BackgroundServer>> {
+/// The buffer server (hashserver protocol) over the store: an upload is stored at once, so it
+/// shows under `by-checksum/`; files written into the mount are served by checksum.
+fn buffer_server(args: &Args, store: &Arc<Store>) -> anyhow::Result<Option<BackgroundServer>> {
     if args.no_buffer_server {
         return Ok(None);
     }
@@ -252,27 +266,10 @@ fn buffer_server(args: &Args, store: &DiskStore) -> anyhow::Result<Option<Backgr
     Ok(Some(server))
 }
 
-/// The tiers reads go through: the disk store, or a RAM cache of `ram_cache` bytes over it.
-fn read_tiers(
-    store: &DiskStore,
-    ram_cache: Option<u64>,
-) -> (Arc<dyn BufferTier>, Option<crate::cache::ram::EvictionLoop>) {
-    let disk: Arc<dyn BufferTier> = Arc::new(store.clone());
-    let Some(size) = ram_cache else {
-        return (disk, None);
-    };
-    let config = RamConfig {
-        soft_cap: size,
-        hard_cap: size,
-        ..RamConfig::default()
-    };
-    let ram = Arc::new(RamCache::new(config, Some(disk.clone())));
-    let eviction = ram.start_eviction_loop(std::time::Duration::from_secs(1));
-    tracing::info!(bytes = size, "RAM buffer cache over the disk store");
-    (
-        Arc::new(Layered::new(ram, disk, WritePolicy::Through)),
-        Some(eviction),
-    )
+/// Block the termination signals before any thread exists (the store starts some), so every
+/// thread inherits the mask and only the signal thread (see `serve`) takes them.
+fn block_signals() -> anyhow::Result<()> {
+    Ok(termination_signals().thread_block()?)
 }
 
 fn termination_signals() -> SigSet {
@@ -383,33 +380,6 @@ fn raise_readahead(mountpoint: &Path) {
     }
 }
 
-/// One mount per store: an exclusive lock on `<store>/mount.lock`, holding the owner's pid.
-fn lock_store(root: &Path) -> anyhow::Result<Flock<File>> {
-    let path = root.join("mount.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, _)) => {
-            let mut owner = String::new();
-            let _ = file.read_to_string(&mut owner);
-            bail!(
-                "the store {} is in use by another seamfs mount (pid {}): unmount it first, or pass another --store",
-                root.display(),
-                owner.trim()
-            );
-        }
-    };
-    lock.set_len(0)?;
-    write!(lock, "{}", std::process::id())?;
-    Ok(lock)
-}
-
 /// Fork; the child detaches (new session, stdio to /dev/null, logs to `<store>/mount.log`) and
 /// runs `serve`; the parent waits until the child reports the mount live, then exits.
 fn daemonize(
@@ -489,47 +459,9 @@ fn init_logging(file: Option<File>) {
     };
 }
 
-/// Parse a size such as `64M`, `1G`, `512k` or a plain byte count.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (examples: 64M, 1G, 1048576)"))?;
-    let shift = match unit
-        .trim()
-        .to_ascii_lowercase()
-        .trim_end_matches("ib")
-        .trim_end_matches('b')
-    {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("unknown size unit in '{text}' (use K, M, G or T)")),
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size '{text}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("M").is_err());
-    }
 
     #[test]
     fn mountinfo_escapes() {

@@ -18,9 +18,5 @@ pub(super) fn tree_errno(e: TreeError) -> Errno {
 
 pub(super) fn store_errno(e: StoreError) -> Errno {
     tracing::error!(error = %e, "store error");
-    match e {
-        StoreError::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
-        StoreError::Full(_) => Errno::ENOSPC,
-        StoreError::Corrupt { .. } => Errno::EIO,
-    }
+    Errno::from_raw(e.errno())
 }

@@ -35,7 +35,7 @@ impl Namespace {
     }
 
     pub(super) fn buffer_size(&self, checksum: Checksum) -> FsResult<u64> {
-        self.reads
+        self.tiers()
             .length(&checksum)
             .map_err(store_errno)?
             .ok_or(Errno::ENOENT)
@@ -44,7 +44,7 @@ impl Namespace {
     /// Every stored buffer as a `by-checksum/` entry, streamed from the store.
     pub(super) fn stored_buffers(&self) -> Box<dyn Iterator<Item = DirEntry> + Send> {
         // Reported inode numbers are derived, not recorded: a listing costs no memory per entry.
-        Box::new(self.store.iter().filter_map(move |r| match r {
+        Box::new(self.tiers().list().filter_map(move |r| match r {
             Ok(checksum) => Some(DirEntry {
                 ino: inodes::buffer_ino(&checksum),
                 name: checksum.hex(),
@@ -60,7 +60,8 @@ impl Namespace {
     /// `.seamfs/stats`: counters of the store tiers and of the mount, as JSON.
     pub(super) fn stats_json(&self) -> Vec<u8> {
         let stats = serde_json::json!({
-            "tiers": self.reads.stats().tiers,
+            "tiers": self.tiers().stats().tiers,
+            "conversions": self.views.conversions(),
             "tree_entries": self.read_tree().len(),
             "dynamic_inodes": self.inodes.len(),
             "store": self.store.root(),
@@ -72,7 +73,7 @@ impl Namespace {
 
     /// The result of viewing `checksum` as `celltype` (see `fs::views`).
     pub(super) fn view(&self, checksum: Checksum, celltype: CellType) -> FsResult<Checksum> {
-        self.views.resolve(&self.db, self.reads.as_ref(), checksum, celltype).map_err(|e| match e {
+        self.views.resolve(&self.db, self.tiers(), checksum, celltype).map_err(|e| match e {
             ViewError::Missing(_) => Errno::ENOENT,
             ViewError::Impossible(reason) => {
                 tracing::info!(%checksum, %celltype, "as-{celltype}/{checksum}: {reason}");
@@ -133,7 +134,6 @@ mod tests {
     use crate::buffer::Buffer;
     use crate::fs::namespace::LISTING_BATCH;
     use crate::fs::test_support::namespace;
-    use crate::store::BufferTier;
 
     #[test]
     fn by_checksum_listing_streams_in_small_takes() {
@@ -142,7 +142,7 @@ mod tests {
         let mut expected: Vec<String> = (0..300u32)
             .map(|i| {
                 let buffer = Buffer::new(i.to_le_bytes().to_vec());
-                ns.store().put(&buffer).unwrap();
+                ns.store().tiers().put(&buffer).unwrap();
                 buffer.checksum().hex()
             })
             .collect();

@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::buffer::Buffer;
-use crate::store::PendingWrite;
+use crate::checksum::Checksum;
+use crate::store::TierWrite;
 
 /// What an open file handle reads from (and writes to).
 pub enum Handle {
-    /// Immutable bytes: a stored buffer, or a virtual file's content fixed at open.
+    /// Immutable bytes: a virtual file's content fixed at open.
     Bytes(Bytes),
+    /// A stored buffer: a strong reference in the tiers (`Tier::hold`) while it is open.
+    Buffer(Checksum, Bytes),
     /// A file of the writable tree.
     TreeFile(TreeFileHandle),
     /// A sidecar being written: a claim about its subject, checked when closed.
@@ -138,12 +141,12 @@ impl Handles {
 /// The unpublished writes of tree files, one temp file in the store per dirty inode.
 #[derive(Default)]
 pub struct Unpublished {
-    files: Mutex<HashMap<u64, Arc<Mutex<Option<PendingWrite>>>>>,
+    files: Mutex<HashMap<u64, Arc<Mutex<Option<Box<dyn TierWrite>>>>>>,
 }
 
 impl Unpublished {
     /// The slot of `ino` (created empty if needed). Lock it to read or write the pending content.
-    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<PendingWrite>>> {
+    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<Box<dyn TierWrite>>>> {
         self.files
             .lock()
             .expect("unpublished lock")
@@ -153,7 +156,7 @@ impl Unpublished {
     }
 
     /// The slot of `ino` if it exists.
-    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<PendingWrite>>>> {
+    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<Box<dyn TierWrite>>>>> {
         self.files
             .lock()
             .expect("unpublished lock")

@@ -3,12 +3,12 @@
 //! removed from the key and the content decompressed before hashing, serialized as `plain`.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 
 use crate::celltype::{self, CellType};
 use crate::checksum::Checksum;
 use crate::checksum::Compression;
+use crate::store::Reader;
 use crate::value::{Dict, Key, Value};
 
 /// The index key of a relative path and the compression its content is in (seamless-core's
@@ -19,12 +19,14 @@ pub fn index_key(path: &str) -> (&str, Option<Compression>) {
     (&path[..stem.len()], compression)
 }
 
-/// Checksum of the decompressed content of a stored file, streamed.
-pub fn decompressed_checksum(file: &Path, compression: Compression) -> std::io::Result<Checksum> {
-    let opened = std::fs::File::open(file)?;
+/// Checksum of the decompressed content of a stored buffer, streamed from its reader.
+pub fn decompressed_checksum(
+    reader: &Reader,
+    compression: Compression,
+) -> std::io::Result<Checksum> {
     compression
-        .checksum(opened)
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", file.display())))
+        .checksum(reader.cursor())
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Decompressed checksums already computed, by checksum of the compressed buffer (and whether
@@ -92,19 +94,15 @@ mod tests {
     fn spec_example() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b"hello\n").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let gz_path = dir.path().join("c.dat.gz");
-        std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+        let gz = crate::Buffer::new(gz.finish().unwrap());
         let files = vec![
             ("a.txt".to_string(), Checksum::of(b"x")),
             ("empty".to_string(), Checksum::of(b"")),
             ("sub/b.txt".to_string(), Checksum::of(b"y")),
-            (
-                "sub/c.dat.gz".to_string(),
-                Checksum::of(&std::fs::read(&gz_path).unwrap()),
-            ),
+            ("sub/c.dat.gz".to_string(), gz.checksum()),
         ];
-        let index = index_buffer(&files, |_, c| decompressed_checksum(&gz_path, c)).unwrap();
+        let reader = Reader::Bytes(gz);
+        let index = index_buffer(&files, |_, c| decompressed_checksum(&reader, c)).unwrap();
         assert_eq!(
             Checksum::of(&index).hex(),
             "f278b786bbe0a27d950658048e5f7879a7689d11865e4157441eeca997a5a819"

@@ -13,7 +13,6 @@
 //! lock is never held while waiting for a slot.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -34,7 +33,7 @@ use super::tree::{NodeKind, ROOT, Tree, TreeError};
 use super::views::Views;
 use crate::checksum::Checksum;
 use crate::db::{Conn, Database};
-use crate::store::{BufferTier, DiskStore, PendingWrite};
+use crate::store::{Store, Tier};
 
 /// How many entries one readdir call prepares (a kernel reply holds about 50).
 pub(super) const LISTING_BATCH: usize = 256;
@@ -47,8 +46,7 @@ pub struct Options {
 
 /// The mounted filesystem's state.
 pub struct Namespace {
-    pub(super) store: DiskStore,
-    pub(super) reads: Arc<dyn BufferTier>,
+    pub(super) store: Arc<Store>,
     pub(super) db: Database,
     pub(super) tree: RwLock<Tree>,
     pub(super) views: Views,
@@ -63,18 +61,17 @@ pub struct Namespace {
     pub(super) claims: Claims,
     pub(super) options: Options,
     pub(super) started: SystemTime,
+    /// The report of the last garbage collection run through `user.seamfs.gc`.
+    pub(super) gc_report: Mutex<String>,
+    /// Names the kernel may cache that no longer resolve (removed by gc).
+    pub(super) invalidations: Mutex<Vec<(u64, String)>>,
 }
 
 impl Namespace {
-    /// Open the namespace over a store: `db` is the store's `seamless.db` (see `database_path`),
-    /// holding the tree beside the seamless-database tables; `reads` is the tier stack reads go
-    /// through (RAM over disk, or the disk store itself).
-    pub fn new(
-        store: DiskStore,
-        reads: Arc<dyn BufferTier>,
-        db: Database,
-        options: Options,
-    ) -> anyhow::Result<Self> {
+    /// Open the namespace over a store: the tree lives in the store's `seamless.db` beside the
+    /// seamless-database tables; buffers are read and written through the store's tier stack.
+    pub fn new(store: Arc<Store>, options: Options) -> anyhow::Result<Self> {
+        let db = store.db().clone();
         let (tree, claims) = db
             .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
             .map_err(|e| {
@@ -83,7 +80,6 @@ impl Namespace {
         tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
         Ok(Namespace {
             store,
-            reads,
             db,
             tree: RwLock::new(tree),
             views: Views::default(),
@@ -96,11 +92,18 @@ impl Namespace {
             claims,
             options,
             started: SystemTime::now(),
+            gc_report: Mutex::default(),
+            invalidations: Mutex::default(),
         })
     }
 
-    pub fn store(&self) -> &DiskStore {
+    pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The store's tier stack: every buffer is read and written through it.
+    pub(super) fn tiers(&self) -> &dyn Tier {
+        self.store.tiers().as_ref()
     }
 
     /// Resolve `name` in directory `parent`. The result is an entry handed to the kernel: it
@@ -215,7 +218,7 @@ impl Namespace {
                 .lock()
                 .expect("slot lock")
                 .as_ref()
-                .map_or(size, PendingWrite::len),
+                .map_or(size, |pending| pending.len()),
             None => size,
         };
         Ok(Attr {
@@ -370,13 +373,15 @@ impl Namespace {
                     return Err(Errno::EACCES);
                 }
                 let buffer = self
-                    .reads
+                    .tiers()
                     .get(&checksum)
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
-                let fh = self.handles.insert(Handle::Bytes(buffer.bytes().clone()));
-                let path = self.store.path_of(&checksum);
-                let backing = path.exists().then_some(path);
+                self.tiers().hold(&checksum);
+                let fh = self
+                    .handles
+                    .insert(Handle::Buffer(checksum, buffer.bytes().clone()));
+                let backing = self.tiers().local_path(&checksum);
                 Ok(Opened {
                     fh,
                     cache: CacheMode::Keep,
@@ -423,7 +428,7 @@ impl Namespace {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Bytes(bytes) | Handle::Buffer(_, bytes) => Ok(slice(bytes, offset, size)),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
             Handle::Claim(claim) => Ok(slice(
                 &Bytes::from(claim.data.lock().expect("claim lock").clone()),
@@ -467,11 +472,6 @@ impl Namespace {
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(self.store.root())
     }
-}
-
-/// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
-pub fn database_path(store_root: &Path) -> PathBuf {
-    store_root.join("seamless.db")
 }
 
 pub(super) fn slice(bytes: &Bytes, offset: u64, size: u32) -> Bytes {

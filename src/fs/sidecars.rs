@@ -153,7 +153,14 @@ impl Namespace {
         let files = self.read_tree().files_under(dir).map_err(tree_errno)?;
         let built = index::index_buffer(&files, |checksum, compression| {
             self.decompressed.get_or_compute(checksum, compression, || {
-                index::decompressed_checksum(&self.store.path_of(&checksum), compression)
+                let reader = self
+                    .tiers()
+                    .open_read(&checksum)
+                    .map_err(std::io::Error::other)?;
+                let reader = reader.ok_or_else(|| {
+                    std::io::Error::other(format!("the store has no buffer {checksum}"))
+                })?;
+                index::decompressed_checksum(&reader, compression)
             })
         });
         let bytes = Bytes::from(built.map_err(|e| {

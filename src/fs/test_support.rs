@@ -3,14 +3,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::namespace::{Namespace, Options, database_path};
-use crate::db::Database;
-use crate::store::DiskStore;
+use super::namespace::{Namespace, Options};
+use crate::store::{Store, StoreOptions};
 
+/// A namespace over a store at `root` with a small RAM tier (so the tests go through the whole
+/// tier stack).
 pub fn namespace(root: &Path) -> Namespace {
-    let store = DiskStore::open(root).unwrap();
-    let db = Database::open(database_path(root), true).unwrap();
-    Namespace::new(store.clone(), Arc::new(store), db, Options::default()).unwrap()
+    let options = StoreOptions {
+        ram: Some(crate::store::RamConfig::new(1 << 20, None)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(root, &options, "test").unwrap();
+    Namespace::new(Arc::new(store), Options::default()).unwrap()
 }
 
 pub fn write_file(ns: &Namespace, parent: u64, name: &str, data: &[u8]) -> u64 {

@@ -7,15 +7,16 @@
 //! learned), so a second access, here or after a restart, costs a lookup. A checksum-preserving
 //! conversion gives the source checksum itself, so the view shares the source's inode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buffer_info::{self, BufferInfo};
 use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
 use crate::db::{Database, DbError, ExpressionKey};
-use crate::store::{BufferTier, StoreError};
+use crate::store::{StoreError, Tier};
 
 /// Why a view cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum ViewError {
 pub struct Views {
     results: Mutex<HashMap<(Checksum, CellType), Checksum>>,
     sources: Mutex<HashMap<Checksum, CellType>>,
+    /// Conversions run (a view answered from a known result does not count).
+    conversions: AtomicU64,
 }
 
 impl Views {
@@ -42,17 +45,21 @@ impl Views {
     pub fn resolve(
         &self,
         db: &Database,
-        reads: &dyn BufferTier,
+        reads: &dyn Tier,
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {
-        if let Some(result) = self
+        let known = self
             .results
             .lock()
             .expect("views lock")
             .get(&(checksum, target))
+            .copied();
+        // A result garbage collection removed is computed again.
+        if let Some(result) = known
+            && reads.has(&result)?
         {
-            return Ok(*result);
+            return Ok(result);
         }
         let buffer = reads.get(&checksum)?.ok_or(ViewError::Missing(checksum))?;
         let mut detected = None;
@@ -78,11 +85,15 @@ impl Views {
                 .insert((checksum, target), result);
             return Ok(result);
         }
+        let started = std::time::Instant::now();
         let conversion = convert::convert(&buffer, source, target)
             .map_err(|e| ViewError::Impossible(e.to_string()))?;
+        self.conversions.fetch_add(1, Ordering::Relaxed);
         let result = match &conversion.output {
             Output::Buffer(converted) => {
                 if converted.checksum() != checksum {
+                    // Born in RAM: the RAM tier keeps it, and offloads it when it evicts it.
+                    reads.derived(&converted.checksum(), started.elapsed().as_secs_f64());
                     reads.put(converted)?;
                 }
                 converted.checksum()
@@ -106,6 +117,25 @@ impl Views {
             .expect("views lock")
             .insert((checksum, target), result);
         Ok(result)
+    }
+
+    /// Forget the results among `removed`; returns the views (source, cell type) that showed them.
+    pub fn forget_results(&self, removed: &HashSet<Checksum>) -> Vec<(Checksum, CellType)> {
+        let mut results = self.results.lock().expect("views lock");
+        let gone: Vec<(Checksum, CellType)> = results
+            .iter()
+            .filter(|(_, result)| removed.contains(result))
+            .map(|(view, _)| *view)
+            .collect();
+        for view in &gone {
+            results.remove(view);
+        }
+        gone
+    }
+
+    /// How many conversions ran in this session.
+    pub fn conversions(&self) -> u64 {
+        self.conversions.load(Ordering::Relaxed)
     }
 
     /// The cell type a buffer is, if known without reading it (this session, or BufferInfo).

@@ -14,7 +14,7 @@ use super::tree::{self, NodeKind};
 use crate::buffer::Buffer;
 use crate::buffer_info::BufferInfo;
 use crate::checksum::Checksum;
-use crate::store::PendingWrite;
+use crate::store::TierWrite;
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
@@ -76,7 +76,7 @@ impl Namespace {
         if checksum == tree::empty_checksum() {
             return Ok(Buffer::with_checksum(Bytes::new(), checksum));
         }
-        match self.reads.get(&checksum).map_err(store_errno)? {
+        match self.tiers().get(&checksum).map_err(store_errno)? {
             Some(buffer) => Ok(Buffer::with_checksum(buffer.bytes().clone(), checksum)),
             None => {
                 tracing::error!(%checksum, "a tree file refers to a buffer the store does not have");
@@ -113,10 +113,10 @@ impl Namespace {
     fn pending_for<'a>(
         &self,
         ino: u64,
-        slot: &'a mut Option<PendingWrite>,
-    ) -> FsResult<&'a mut PendingWrite> {
+        slot: &'a mut Option<Box<dyn TierWrite>>,
+    ) -> FsResult<&'a mut Box<dyn TierWrite>> {
         if slot.is_none() {
-            let mut pending = self.store.begin_write().map_err(store_errno)?;
+            let mut pending = self.tiers().begin_write().map_err(store_errno)?;
             let published = self.load(self.file_checksum(ino)?)?;
             for (i, block) in published.as_slice().chunks(COPY_BLOCK).enumerate() {
                 pending
@@ -134,7 +134,7 @@ impl Namespace {
             let mut slot = slot.lock().expect("slot lock");
             if slot.is_none() && size == 0 {
                 // Truncating to nothing needs no copy of the old content.
-                *slot = Some(self.store.begin_write().map_err(store_errno)?);
+                *slot = Some(self.tiers().begin_write().map_err(store_errno)?);
             }
             self.pending_for(ino, &mut slot)?
                 .set_len(size)
@@ -161,6 +161,9 @@ impl Namespace {
     /// The last reference to an open file is gone.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.remove(fh).ok_or(Errno::EBADF)?;
+        if let Handle::Buffer(checksum, _) = &*handle {
+            self.tiers().release(checksum);
+        }
         let Handle::TreeFile(file) = &*handle else {
             return Ok(());
         };
@@ -193,6 +196,8 @@ impl Namespace {
         };
         let size = pending.len();
         let started = std::time::Instant::now();
+        // Garbage collection waits until the tree row naming the new buffer is committed.
+        let _writing = self.store.writing();
         let checksum = pending.commit(None).map_err(|e| {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
@@ -211,6 +216,7 @@ impl Namespace {
             None => Ok(None),
         });
         drop(slot);
+        drop(_writing);
         let Some((name, claimed)) = result? else {
             return Ok(());
         };

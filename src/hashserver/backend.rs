@@ -15,14 +15,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sha2::Digest;
 
 use super::protocol::{FORMS, Form, suffix};
 use crate::checksum::{Checksum, Compression};
-use crate::store::{DiskStore, PendingWrite, StoreError};
+use crate::store::{Store, StoreError, TierWrite};
 
 /// Name of the sentinel file that marks a prefix-layout directory.
 pub const PREFIX_SENTINEL: &str = ".HASHSERVER_PREFIX";
@@ -154,8 +154,9 @@ pub struct Backend {
     main: BufferDir,
     extra: Vec<BufferDir>,
     algorithm: Algorithm,
-    /// The mount's store, when serving it: uploads go through its writer.
-    store: Option<DiskStore>,
+    /// The mount's store, when serving it: uploads go through its tier stack, and buffers not
+    /// (yet) on its disk tier are read from there.
+    store: Option<Arc<Store>>,
     /// Files whose content was checked against their name, by identity (see `verified`).
     verified: Mutex<HashMap<Checksum, FileId>>,
 }
@@ -195,11 +196,12 @@ impl Backend {
         }
     }
 
-    /// The buffer directory of the mount's store (prefix layout, SHA-256).
-    pub fn store(store: DiskStore) -> Backend {
+    /// The mount's store: its disk tier's buffer directory (prefix layout, SHA-256) and, for
+    /// what is not there, its tier stack.
+    pub fn store(store: Arc<Store>) -> Backend {
         Backend {
             main: BufferDir {
-                root: store.buffers_dir().to_path_buf(),
+                root: store.root().join("buffers"),
                 layout: Layout::Prefix,
             },
             extra: Vec::new(),
@@ -234,12 +236,25 @@ impl Backend {
         })
     }
 
-    /// Whether any form of the buffer exists in any directory (`/has`).
+    /// Whether any form of the buffer exists in any directory or tier (`/has`).
     pub fn has(&self, checksum: &Checksum) -> bool {
         self.dirs().any(|dir| {
             let base = dir.base_path(checksum);
             FORMS.iter().any(|&form| with_suffix(&base, form).exists())
-        })
+        }) || self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.tiers().has(checksum).unwrap_or(false))
+    }
+
+    /// The buffer from the store's tiers, when it is in none of the directories (a store's RAM
+    /// tier holds buffers before they reach the disk).
+    pub fn from_tiers(&self, checksum: &Checksum) -> io::Result<Option<bytes::Bytes>> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let reader = store.tiers().open_read(checksum).map_err(store_io)?;
+        reader.map(|r| r.range(0, r.len() as usize)).transpose()
     }
 
     /// The decompressed length (`/buffer-length`): the raw file's size, else a sidecar, else a
@@ -247,6 +262,10 @@ impl Backend {
     pub fn length(&self, checksum: &Checksum) -> u64 {
         self.dirs()
             .find_map(|dir| length_in(&dir.base_path(checksum)))
+            .or_else(|| {
+                let store = self.store.as_ref()?;
+                store.tiers().length(checksum).ok().flatten()
+            })
             .unwrap_or(0)
     }
 
@@ -306,7 +325,7 @@ impl Backend {
         compression: Option<Compression>,
     ) -> io::Result<Upload<'_>> {
         let target = match &self.store {
-            Some(store) => Target::Store(store.begin_write().map_err(store_io)?),
+            Some(store) => Target::Store(store.tiers().begin_write().map_err(store_io)?),
             None => Target::Temp(self.temp_file(&checksum)?),
         };
         let hasher = match target {
@@ -562,7 +581,7 @@ struct Sink {
 }
 
 enum Target {
-    Store(PendingWrite),
+    Store(Box<dyn TierWrite>),
     Temp(TempFile),
 }
 

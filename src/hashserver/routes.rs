@@ -305,6 +305,8 @@ enum Ready {
         found: Found,
         bytes: Bytes,
     },
+    /// Not in any directory, but in one of the store's tiers (RAM).
+    Memory(Bytes),
     /// A compressed form the client cannot read: sent decompressed, streamed.
     Decompress {
         found: Found,
@@ -333,8 +335,9 @@ async fn get_buffer(shared: &Arc<Shared>, text_checksum: &str, headers: &HeaderM
                 return text(StatusCode::NOT_FOUND, "Not found");
             }
             Ready::File { found, bytes } => {
-                return file_response(&checksum, &found, bytes, headers);
+                return file_response(&checksum, Some(&found), bytes, headers);
             }
+            Ready::Memory(bytes) => return file_response(&checksum, None, bytes, headers),
             Ready::Decompress { found, compression } => {
                 return decompressed_response(shared, checksum, found, compression);
             }
@@ -389,7 +392,14 @@ fn read_form(
     accept: Option<&str>,
 ) -> Ready {
     let Some(found) = backend.find(checksum, order) else {
-        return Ready::Missing;
+        return match backend.from_tiers(checksum) {
+            Ok(Some(bytes)) => Ready::Memory(bytes),
+            Ok(None) => Ready::Missing,
+            Err(e) => {
+                tracing::warn!(%checksum, error = %e, "cannot read a buffer from the store");
+                Ready::Missing
+            }
+        };
     };
     let shown = found.path.display().to_string();
     if !found.meta.is_file() {
@@ -441,13 +451,16 @@ fn read_bytes(file: &std::fs::File, len: u64) -> io::Result<Bytes> {
 /// Starlette `FileResponse`: stat headers, `Range`/`If-Range`, 206 single or multipart.
 fn file_response(
     checksum: &Checksum,
-    found: &Found,
+    found: Option<&Found>,
     bytes: Bytes,
     request: &HeaderMap,
 ) -> Response {
     use std::os::unix::fs::MetadataExt;
     let size = bytes.len() as u64;
-    let mtime = protocol::python_mtime(found.meta.mtime(), found.meta.mtime_nsec());
+    // A buffer held only in a RAM tier has no file time: the epoch, as the mount shows it.
+    let mtime = found.map_or(0.0, |f| {
+        protocol::python_mtime(f.meta.mtime(), f.meta.mtime_nsec())
+    });
     let etag = protocol::etag(mtime, size);
     let last_modified = protocol::http_date(mtime);
     let mut headers = HeaderMap::new();
@@ -464,7 +477,7 @@ fn file_response(
     );
     put(header::LAST_MODIFIED, &last_modified);
     put(header::ETAG, &etag);
-    if let Some(compression) = found.form {
+    if let Some(compression) = found.and_then(|f| f.form) {
         put(
             header::CONTENT_ENCODING,
             protocol::content_encoding(compression),

@@ -24,15 +24,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use bytes::Bytes;
 
 use super::running_hash::RunningHash;
-use super::{BufferTier, Counters, Stats, StoreError};
+use super::{Counters, Listing, Reader, Stats, StoreError, Tier, TierWrite};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -47,12 +48,45 @@ pub struct DiskStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// `"disk"` for a store's own directory, `"file"` for a buffer directory used as a lower tier.
+    name: &'static str,
     root: PathBuf,
     buffers: PathBuf,
     tmp: PathBuf,
     counters: Counters,
     next_temp: AtomicU64,
     stale_removed_at_open: usize,
+    /// Bytes of the buffer files (see `Usage`).
+    usage: Usage,
+}
+
+/// The bytes held, counted by a background scan of the prefix directories at open; installs and
+/// removals in a prefix directory the scan has passed are counted as they happen (the scan
+/// counts the others), so nothing is counted twice.
+#[derive(Debug, Default)]
+struct Usage {
+    bytes: AtomicU64,
+    /// The next prefix directory the scan will read (256: done). Held while one is read.
+    scan_next: Mutex<u16>,
+}
+
+impl Usage {
+    /// Count `delta` bytes of a change in prefix directory `prefix`.
+    fn change(&self, prefix: u8, grow: bool, size: u64) {
+        let next = self.scan_next.lock().expect("usage lock");
+        if u16::from(prefix) < *next {
+            if grow {
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+            } else {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn known(&self) -> Option<u64> {
+        let done = *self.scan_next.lock().expect("usage lock") > 0xff;
+        done.then(|| self.bytes.load(Ordering::Relaxed))
+    }
 }
 
 /// Result of checking a stored file against its name.
@@ -66,6 +100,11 @@ pub enum Verdict {
 impl DiskStore {
     /// Open (creating if needed) the store at `root`, and remove temp files left by dead writers.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_named(root, "disk")
+    }
+
+    /// `open`, with the tier's name in the counters (`"file"` for a lower tier).
+    pub fn open_named(root: impl AsRef<Path>, name: &'static str) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
         let buffers = root.join("buffers");
         let tmp = root.join("tmp");
@@ -76,16 +115,61 @@ impl DiskStore {
         if removed > 0 {
             tracing::info!(removed, root = %root.display(), "removed temp files of interrupted writes");
         }
-        Ok(DiskStore {
+        let store = DiskStore {
             inner: Arc::new(Inner {
+                name,
                 root,
                 buffers,
                 tmp,
                 counters: Counters::default(),
                 next_temp: AtomicU64::new(0),
                 stale_removed_at_open: removed,
+                usage: Usage::default(),
             }),
-        })
+        };
+        store.start_usage_scan();
+        Ok(store)
+    }
+
+    /// Count the bytes held, one prefix directory at a time, on a background thread.
+    fn start_usage_scan(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("seamfs-disk-usage".into())
+            .spawn(move || {
+                for prefix in 0..=0xffu16 {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let mut next = inner.usage.scan_next.lock().expect("usage lock");
+                    let dir = inner.buffers.join(format!("{prefix:02x}"));
+                    let bytes: u64 = fs::read_dir(&dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| e.metadata().ok())
+                        .map(|m| m.len())
+                        .sum();
+                    inner.usage.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    *next = prefix + 1;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot count the store's bytes (no thread)");
+        }
+    }
+
+    /// Bytes of the stored buffers, once the scan started at `open` has finished.
+    pub fn bytes(&self) -> Option<u64> {
+        self.inner.usage.known()
+    }
+
+    /// Wait until `bytes` is known (tests, `gc`).
+    pub fn wait_for_usage(&self) -> u64 {
+        loop {
+            if let Some(bytes) = self.bytes() {
+                return bytes;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// How many temp files of dead writers `open` removed.
@@ -130,6 +214,7 @@ impl DiskStore {
             path,
             len: 0,
             hash: RunningHash::new(),
+            poisoned: None,
             done: false,
         })
     }
@@ -173,7 +258,9 @@ impl DiskStore {
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let from = self.path_of(checksum);
         let to = dir.join(checksum.hex());
+        let size = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
         fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+        self.inner.usage.change(checksum.as_bytes()[0], false, size);
         sync_dir(
             from.parent()
                 .expect("buffer files live in a prefix directory"),
@@ -193,16 +280,19 @@ impl DiskStore {
 
     /// Put `temp` (complete, fsynced, verified) in place as `checksum`. Returns false, leaving
     /// `temp` alone, if the buffer is already stored.
-    fn install(&self, temp: &Path, checksum: &Checksum) -> Result<bool, StoreError> {
+    fn install(&self, temp: &Path, checksum: &Checksum, size: u64) -> Result<bool, StoreError> {
         let target = self.path_of(checksum);
         let prefix_dir = target
             .parent()
             .expect("buffer files live in a prefix directory");
         self.ensure_prefix_dir(prefix_dir)?;
-        if target.exists() {
-            return Ok(false);
+        // RENAME_NOREPLACE: two writers of one checksum never both count it as new.
+        match rename_noreplace(temp, &target) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
+            Err(e) => return Err(StoreError::io(&target, e)),
         }
-        fs::rename(temp, &target).map_err(|e| StoreError::io(&target, e))?;
+        self.inner.usage.change(checksum.as_bytes()[0], true, size);
         sync_dir(prefix_dir)?;
         Ok(true)
     }
@@ -228,48 +318,34 @@ impl DiskStore {
     }
 }
 
-impl BufferTier for DiskStore {
-    fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
-        Ok(self.length(checksum)?.is_some())
-    }
-
-    fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError> {
+impl DiskStore {
+    /// A memory map of the buffer's file (zero-copy), without counting a read. Not re-hashed:
+    /// the name was verified when the file was written, and `verify`/`fsck` check it on demand.
+    pub fn map(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
         let path = self.path_of(checksum);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.inner.counters.lookup(false);
-                return Ok(None);
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(&path, e)),
         };
-        self.inner.counters.lookup(true);
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         if len == 0 {
-            return Ok(Some(Buffer::with_checksum(Bytes::new(), *checksum)));
+            return Ok(Some(Reader::Bytes(Buffer::with_checksum(
+                Bytes::new(),
+                *checksum,
+            ))));
         }
         // SAFETY: stored files are read-only and never modified in place (writes go through a
         // temp file and rename), so the mapping's bytes cannot change under the reader.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| StoreError::io(&path, e))?;
-        Ok(Some(Buffer::with_checksum(
+        Ok(Some(Reader::Bytes(Buffer::with_checksum(
             Bytes::from_owner(map),
             *checksum,
-        )))
+        ))))
     }
+}
 
-    fn put(&self, buffer: &Buffer) -> Result<(), StoreError> {
-        let checksum = buffer.checksum();
-        if self.has(&checksum)? {
-            return Ok(());
-        }
-        let mut pending = self.begin_write()?;
-        for (i, block) in buffer.as_slice().chunks(BLOCK).enumerate() {
-            pending.write_at((i * BLOCK) as u64, block)?;
-        }
-        pending.commit(Some(checksum))?;
-        Ok(())
-    }
-
+impl Tier for DiskStore {
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
         let path = self.path_of(checksum);
         match fs::metadata(&path) {
@@ -280,10 +356,54 @@ impl BufferTier for DiskStore {
         }
     }
 
-    fn stats(&self) -> Stats {
-        Stats {
-            tiers: vec![self.inner.counters.snapshot("disk")],
+    /// A memory map of the file (zero-copy); see `map`.
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        let found = self.map(checksum)?;
+        self.inner.counters.lookup(found.is_some());
+        Ok(found)
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        Ok(Box::new(DiskStore::begin_write(self)?))
+    }
+
+    fn list(&self) -> Listing {
+        Box::new(self.iter())
+    }
+
+    fn local_path(&self, checksum: &Checksum) -> Option<PathBuf> {
+        let path = self.path_of(checksum);
+        path.is_file().then_some(path)
+    }
+
+    /// The file is renamed into `tmp/` at once (so the name is gone when this returns) and
+    /// unlinked in the background: freeing a large file's blocks takes long.
+    fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        let path = self.path_of(checksum);
+        let size = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let n = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
+        let doomed = self
+            .inner
+            .tmp
+            .join(format!("{}-{n}-removed", std::process::id()));
+        match fs::rename(&path, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(&path, e)),
         }
+        self.inner.usage.change(checksum.as_bytes()[0], false, size);
+        remove_later(doomed, None);
+        Ok(true)
+    }
+
+    fn stats(&self) -> Stats {
+        let mut disk = self.inner.counters.snapshot(self.inner.name);
+        disk.bytes = self.bytes();
+        Stats { tiers: vec![disk] }
     }
 }
 
@@ -295,15 +415,19 @@ pub struct PendingWrite {
     len: u64,
     /// Hash of the bytes written in order so far (on a hasher thread for large files).
     hash: RunningHash,
+    /// Why an earlier write or resize failed: the file's bytes are then unknown.
+    poisoned: Option<String>,
     done: bool,
 }
 
 impl PendingWrite {
-    /// Write `data` at `offset` (the file grows as needed; gaps read as zeros).
+    /// Write `data` at `offset` (the file grows as needed; gaps read as zeros). Interrupted
+    /// writes are retried; any other failure (a full disk) poisons the pending write.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        self.check_poison()?;
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            return Err(self.poison(e));
+        }
         self.hash.wrote(&self.file, offset, data);
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
@@ -311,18 +435,20 @@ impl PendingWrite {
 
     /// Truncate or extend (with zeros) to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        self.check_poison()?;
         self.hash.truncating(len);
-        self.file
-            .set_len(len)
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        if let Err(e) = self.file.set_len(len) {
+            return Err(self.poison(e));
+        }
         self.len = len;
         Ok(())
     }
 
     /// Read back what was written so far; returns the number of bytes read (0 at the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        let want = buf.len().min(self.len.saturating_sub(offset) as usize);
         self.file
-            .read_at(buf, offset)
+            .read_at(&mut buf[..want], offset)
             .map_err(|e| StoreError::io(&self.path, e))
     }
 
@@ -334,17 +460,25 @@ impl PendingWrite {
         self.len == 0
     }
 
-    /// Finish: fsync (meanwhile the hasher thread hashes the tail), hash, check against `known` (if the caller hashed too), install under the
+    /// Finish: trim the file to the written length, fsync (meanwhile the hasher thread hashes
+    /// the tail), hash, check against `known` (if the caller hashed too), install under the
     /// checksum (or, if already stored, drop it in the background), fsync the directory.
     /// Returns the checksum.
     ///
     /// The checksum is always computed here from the bytes that went to the file: for in-order
     /// writes from the running hash of exactly those bytes, otherwise by re-reading the file.
-    /// So a name in `buffers/` always matches its content, whatever the caller claims.
+    /// So a name in `buffers/` always matches its content, whatever the caller claims; a pending
+    /// write that saw a failed write is refused (`StoreError::Poisoned`).
     pub fn commit(mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
-        self.file
-            .sync_all()
-            .map_err(|e| StoreError::io(&self.path, e))?;
+        self.check_poison()?;
+        let io = |e| StoreError::io(&self.path, e);
+        // A failed write may have left bytes past `len` (it was refused above, but trim anyway:
+        // the stored file is exactly the bytes counted).
+        if self.file.metadata().map_err(io)?.len() != self.len {
+            self.hash.truncating(self.len);
+            self.file.set_len(self.len).map_err(io)?;
+        }
+        self.file.sync_all().map_err(io)?;
         let actual = self.final_checksum()?;
         if let Some(expected) = known
             && expected != actual
@@ -355,18 +489,39 @@ impl PendingWrite {
         self.file
             .set_permissions(read_only)
             .map_err(|e| StoreError::io(&self.path, e))?;
-        if !self.store.install(&self.path, &actual)? {
+        if self.store.install(&self.path, &actual, self.len)? {
+            self.store.inner.counters.put();
+        } else {
             // Already stored: remove the duplicate off the caller's path. A duplicate of the
             // descriptor goes along, so that closing ours does not free the blocks here either.
             remove_later(self.path.clone(), self.file.try_clone().ok());
         }
         self.done = true;
-        self.store.inner.counters.put();
         Ok(actual)
     }
 
     /// Give up: the temp file is removed.
     pub fn abort(self) {}
+
+    /// Make every later write fail (as on a full disk): the descriptor becomes read-only.
+    #[cfg(test)]
+    fn break_writes(&mut self) {
+        self.file = File::open(&self.path).unwrap();
+    }
+
+    fn check_poison(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(reason) => Err(StoreError::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Remember that the file's bytes are unknown; returns the error to report now.
+    fn poison(&mut self, e: io::Error) -> StoreError {
+        self.poisoned = Some(e.to_string());
+        self.hash = RunningHash::lost();
+        StoreError::io(&self.path, e)
+    }
 
     /// The running hash if every byte went in order, else a re-read of the file. Waits for
     /// the hasher thread, which meanwhile hashes the tail of the write.
@@ -377,6 +532,28 @@ impl PendingWrite {
             Some(checksum) => Ok(checksum),
             None => Checksum::of_file(File::open(&self.path).map_err(io)?).map_err(io),
         }
+    }
+}
+
+impl TierWrite for PendingWrite {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        PendingWrite::write_at(self, offset, data)
+    }
+
+    fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        PendingWrite::set_len(self, len)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        PendingWrite::read_at(self, offset, buf)
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
+        PendingWrite::commit(*self, expected)
     }
 }
 
@@ -557,6 +734,27 @@ fn lock_exclusive(file: &File, nonblocking: bool) -> io::Result<()> {
     }
 }
 
+/// `rename(2)` that fails with EEXIST instead of replacing an existing target.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// fsync a directory, so renames and creations in it are durable.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
@@ -666,6 +864,42 @@ mod tests {
                 .as_slice(),
             b"same"
         );
+    }
+
+    #[test]
+    fn a_failed_write_poisons_the_pending_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(0, b"first part, ").unwrap();
+        w.break_writes();
+        assert!(matches!(
+            w.write_at(12, b"lost"),
+            Err(StoreError::Io { .. })
+        ));
+        // Even a later write that would succeed, and the commit, are refused.
+        assert!(matches!(w.write_at(12, b"x"), Err(StoreError::Poisoned(_))));
+        assert!(matches!(w.set_len(3), Err(StoreError::Poisoned(_))));
+        let err = w.commit(None).unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned(_)), "{err}");
+        assert_eq!(store.iter().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn usage_counts_installs_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        store.put(&Buffer::new(vec![1u8; 1000])).unwrap();
+        let reopened = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.wait_for_usage(), 1000);
+        reopened.put(&Buffer::new(vec![2u8; 500])).unwrap();
+        reopened.put(&Buffer::new(vec![2u8; 500])).unwrap();
+        assert_eq!(reopened.bytes(), Some(1500));
+        assert!(reopened.remove(&Checksum::of(&[1u8; 1000])).unwrap());
+        assert_eq!(reopened.bytes(), Some(500));
+        reopened.wait_for_removals();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

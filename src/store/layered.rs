@@ -1,77 +1,159 @@
-//! `Layered`: a fast tier over a slow one (RAM over disk, disk over remote), itself a `BufferTier`.
+//! `Layered`: a fast tier over a slow one (RAM over disk, disk over a remote tier), itself a
+//! `Tier`. It is the only type that knows two tiers.
 //!
-//! Reads try the fast tier, then the slow one, and copy what the slow tier returned into the fast
-//! tier (read-through fill). Writes follow a `WritePolicy`: through both tiers (durable first), or
-//! into the fast tier only, spilling to the slow one when the fast tier is full.
+//! * Reads try the fast tier, then the slow one. What the slow tier returns is copied up
+//!   (read-through fill) only when it is not a local file: a memory map of a local file costs
+//!   no RAM and is already as fast as RAM, so copying it would only waste memory. Large buffers
+//!   are streamed up (never read whole into RAM first).
+//! * Streamed writes (`begin_write`) go where `Writes` says: to the slow tier when the fast one
+//!   is not durable (RAM over disk: a commit is then as durable as the disk; small ones, up to
+//!   `fill_limit`, also land in RAM), or to the fast tier when it is (disk over a tier below:
+//!   eviction moves them down later, so the RAM tier's offloads land on the disk first).
+//! * Whole buffers (`put`: bytes that already live in RAM, such as view results) go to the fast
+//!   tier only, and to the slow tier when the fast one is full (write-back).
+//! * Eviction: when the fast tier has a capacity (`Tier::evictor`), `evict_once` moves its
+//!   victims down: each is copied to the slow tier unless that has it (an offload), and only
+//!   then forgotten by the fast tier, so eviction never loses a buffer.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use super::{BufferTier, Stats, StoreError};
+use super::{Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
-/// Where `put` sends a buffer.
+/// Where streamed writes go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WritePolicy {
-    /// Slow tier first (so the buffer is durable when `put` returns), then the fast tier.
-    Through,
-    /// Fast tier only; the slow tier when the fast one is full. The fast tier is responsible
-    /// for offloading what it evicts (the RAM cache does).
-    Back,
+pub enum Writes {
+    /// The fast tier is not durable (RAM): write to the slow one, fill the fast one.
+    ToSlow,
+    /// The fast tier is durable (a disk): write to it; eviction moves buffers down.
+    ToFast,
 }
 
-/// Two tiers composed into one.
+/// Two tiers composed into one (cheap to clone: the tiers are shared).
+#[derive(Clone)]
 pub struct Layered {
-    fast: Arc<dyn BufferTier>,
-    slow: Arc<dyn BufferTier>,
-    policy: WritePolicy,
+    fast: Arc<dyn Tier>,
+    slow: Arc<dyn Tier>,
+    writes: Writes,
+    /// Streamed writes up to this size are also kept in the fast tier.
+    fill_limit: u64,
+}
+
+/// What one eviction pass did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvictionReport {
+    /// Buffers moved out of the fast tier, in eviction order.
+    pub evicted: Vec<Checksum>,
+    /// Of those, the ones copied to the slow tier (it lacked them).
+    pub offloaded: Vec<Checksum>,
 }
 
 impl Layered {
-    pub fn new(fast: Arc<dyn BufferTier>, slow: Arc<dyn BufferTier>, policy: WritePolicy) -> Self {
-        Layered { fast, slow, policy }
+    pub fn new(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>, writes: Writes) -> Self {
+        Layered {
+            fast,
+            slow,
+            writes,
+            fill_limit: 1 << 20,
+        }
     }
 
-    /// Copy a buffer found in the slow tier into the fast one. A failed fill costs only speed,
-    /// so it is logged rather than returned.
+    /// Keep streamed writes up to `bytes` in the fast tier too (default 1 MiB; 0: never).
+    pub fn with_fill_limit(mut self, bytes: u64) -> Self {
+        self.fill_limit = bytes;
+        self
+    }
+
+    /// Copy a buffer into the fast tier. A failed fill costs only speed: logged, not returned.
     fn fill(&self, buffer: &Buffer) {
-        if let Err(e) = self.fast.put(buffer) {
-            tracing::debug!(checksum = %buffer.checksum(), error = %e, "read-through fill skipped");
+        match self.fast.put(buffer) {
+            Ok(checksum) => self.evict_quietly(0, Some(&checksum)),
+            Err(e) => {
+                tracing::debug!(checksum = %buffer.checksum(), error = %e, "fill of the fast tier skipped")
+            }
+        }
+    }
+
+    /// Move the fast tier's eviction victims to the slow tier (see the module doc).
+    pub fn evict_once(&self) -> Result<EvictionReport, StoreError> {
+        self.evict_for(0, None)
+    }
+
+    /// `evict_once`, also making room for `room` more bytes under the fast tier's hard cap, and
+    /// keeping `spare`.
+    fn evict_for(&self, room: u64, spare: Option<&Checksum>) -> Result<EvictionReport, StoreError> {
+        let mut report = EvictionReport::default();
+        let Some(evictor) = self.fast.evictor() else {
+            return Ok(report);
+        };
+        let slow = self.slow.as_ref();
+        let mut victims = evictor
+            .victims(room, spare, &|checksum, size| {
+                slow.fetch_cost(checksum, size)
+            })
+            .into_iter();
+        while let Some((checksum, reader)) = victims.next() {
+            let moved = match slow.has(&checksum) {
+                Ok(true) => Ok(false),
+                Ok(false) => copy_into(&reader, slow, &checksum).map(|()| true),
+                Err(e) => Err(e),
+            };
+            match moved {
+                Ok(offloaded) => {
+                    evictor.evicted(&checksum, offloaded);
+                    report.evicted.push(checksum);
+                    if offloaded {
+                        report.offloaded.push(checksum);
+                    }
+                }
+                Err(e) => {
+                    evictor.kept(&checksum);
+                    for (rest, _) in victims {
+                        evictor.kept(&rest);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn evict_quietly(&self, room: u64, spare: Option<&Checksum>) {
+        if let Err(e) = self.evict_for(room, spare) {
+            tracing::warn!(error = %e, "eviction pass failed");
+        }
+    }
+
+    /// Run `evict_once` every `interval` on a background thread (temprefs fade with time, so a
+    /// quiet cache still drains to its soft cap), until the handle or the combinator is dropped.
+    pub fn start_eviction_loop(self: &Arc<Self>, interval: Duration) -> EvictionLoop {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let layered: Weak<Layered> = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("seamfs-eviction".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let Some(layered) = layered.upgrade() else {
+                        break;
+                    };
+                    layered.evict_quietly(0, None);
+                }
+            })
+            .expect("spawning the eviction thread");
+        EvictionLoop {
+            stop: Some(stop),
+            thread: Some(thread),
         }
     }
 }
 
-impl BufferTier for Layered {
+impl Tier for Layered {
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
         Ok(self.fast.has(checksum)? || self.slow.has(checksum)?)
-    }
-
-    fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError> {
-        if let Some(buffer) = self.fast.get(checksum)? {
-            return Ok(Some(buffer));
-        }
-        let found = self.slow.get(checksum)?;
-        if let Some(buffer) = &found {
-            self.fill(buffer);
-        }
-        Ok(found)
-    }
-
-    fn put(&self, buffer: &Buffer) -> Result<(), StoreError> {
-        match self.policy {
-            WritePolicy::Through => {
-                self.slow.put(buffer)?;
-                self.fill(buffer);
-                Ok(())
-            }
-            WritePolicy::Back => match self.fast.put(buffer) {
-                Err(StoreError::Full(reason)) => {
-                    tracing::debug!(%reason, "fast tier full: writing to the slow tier");
-                    self.slow.put(buffer)
-                }
-                other => other,
-            },
-        }
     }
 
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
@@ -81,6 +163,73 @@ impl BufferTier for Layered {
         }
     }
 
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        if let Some(reader) = self.fast.open_read(checksum)? {
+            return Ok(Some(reader));
+        }
+        let Some(reader) = self.slow.open_read(checksum)? else {
+            return Ok(None);
+        };
+        if self.slow.local_path(checksum).is_some() {
+            return Ok(Some(reader));
+        }
+        if reader.len() <= self.fill_limit {
+            let buffer = reader.into_buffer(*checksum)?;
+            self.fill(&buffer);
+            return Ok(Some(Reader::Bytes(buffer)));
+        }
+        // Large: streamed into the fast tier (a disk tier takes it; RAM refuses past its hard
+        // cap), then read from there; else read from the slow tier as it is.
+        match copy_into(&reader, self.fast.as_ref(), checksum) {
+            Ok(()) => {
+                self.evict_quietly(0, Some(checksum));
+                Ok(self.fast.open_read(checksum)?.or(Some(reader)))
+            }
+            Err(e) => {
+                tracing::debug!(%checksum, error = %e, "fill of the fast tier skipped");
+                Ok(Some(reader))
+            }
+        }
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        if self.writes == Writes::ToFast {
+            return self.fast.begin_write();
+        }
+        Ok(Box::new(LayeredWrite {
+            slow: self.slow.begin_write()?,
+            copy: Some(Vec::new()),
+            layered: self.clone(),
+        }))
+    }
+
+    /// The slow tier's buffers, then those only the fast tier holds.
+    fn list(&self) -> Listing {
+        let slow = self.slow.clone();
+        let only_fast = self
+            .fast
+            .list()
+            .filter(move |r| !matches!(r, Ok(cs) if slow.has(cs).unwrap_or(false)));
+        Box::new(self.slow.list().chain(only_fast))
+    }
+
+    fn local_path(&self, checksum: &Checksum) -> Option<PathBuf> {
+        self.fast
+            .local_path(checksum)
+            .or_else(|| self.slow.local_path(checksum))
+    }
+
+    fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        let fast = self.fast.remove(checksum)?;
+        Ok(self.slow.remove(checksum)? || fast)
+    }
+
+    fn stats(&self) -> Stats {
+        let mut all = self.fast.stats();
+        all.tiers.extend(self.slow.stats().tiers);
+        all
+    }
+
     fn fetch_cost(&self, checksum: &Checksum, size: u64) -> f64 {
         match self.fast.has(checksum) {
             Ok(true) => self.fast.fetch_cost(checksum, size),
@@ -88,9 +237,112 @@ impl BufferTier for Layered {
         }
     }
 
-    fn stats(&self) -> Stats {
-        let mut all = self.fast.stats();
-        all.tiers.extend(self.slow.stats().tiers);
-        all
+    fn hold(&self, checksum: &Checksum) {
+        self.fast.hold(checksum);
+        self.slow.hold(checksum);
+    }
+
+    fn release(&self, checksum: &Checksum) {
+        self.fast.release(checksum);
+        self.slow.release(checksum);
+    }
+
+    fn derived(&self, checksum: &Checksum, cpu_seconds: f64) {
+        self.fast.derived(checksum, cpu_seconds);
+        self.slow.derived(checksum, cpu_seconds);
+    }
+
+    fn pin(&self, checksum: &Checksum, pinned: bool) {
+        self.fast.pin(checksum, pinned);
+        self.slow.pin(checksum, pinned);
+    }
+
+    /// Write-back: the fast tier, or the slow one when the fast one is full even after an
+    /// eviction pass.
+    fn put(&self, buffer: &Buffer) -> Result<Checksum, StoreError> {
+        let mut result = self.fast.put(buffer);
+        if let Err(StoreError::Full(_)) = result {
+            self.evict_quietly(buffer.len() as u64, None);
+            result = self.fast.put(buffer);
+        }
+        match result {
+            Err(StoreError::Full(reason)) => {
+                tracing::debug!(%reason, "fast tier full: writing to the slow tier");
+                self.slow.put(buffer)
+            }
+            Ok(checksum) => {
+                // The buffer just put is about to be read: it is not this pass's victim.
+                self.evict_quietly(0, Some(&checksum));
+                Ok(checksum)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A streamed write into the slow tier, with a copy of a small buffer for the fast tier.
+struct LayeredWrite {
+    slow: Box<dyn TierWrite>,
+    /// The bytes so far while they stay under the fill limit.
+    copy: Option<Vec<u8>>,
+    layered: Layered,
+}
+
+impl TierWrite for LayeredWrite {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.slow.write_at(offset, data)?;
+        let end = offset + data.len() as u64;
+        if end > self.layered.fill_limit {
+            self.copy = None;
+        }
+        if let Some(copy) = &mut self.copy {
+            if copy.len() < end as usize {
+                copy.resize(end as usize, 0);
+            }
+            copy[offset as usize..end as usize].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        self.slow.set_len(len)?;
+        if len > self.layered.fill_limit {
+            self.copy = None;
+        }
+        if let Some(copy) = &mut self.copy {
+            copy.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        self.slow.read_at(offset, buf)
+    }
+
+    fn len(&self) -> u64 {
+        self.slow.len()
+    }
+
+    fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
+        let checksum = self.slow.commit(expected)?;
+        if let Some(copy) = self.copy.filter(|c| !c.is_empty()) {
+            self.layered.fill(&Buffer::with_checksum(copy, checksum));
+        }
+        Ok(checksum)
+    }
+}
+
+/// Handle of the background eviction thread; dropping it stops the thread.
+pub struct EvictionLoop {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EvictionLoop {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -1,20 +1,40 @@
-//! Buffer tiers: one small trait (`BufferTier`), one file per implementation, and a combinator
-//! that layers a faster tier over a slower one (in the style of tvix castore's blobservice).
-//! The disk tier is a Seamless-compatible buffer directory (`buffers/<first 2 hex>/<hex>`).
-//! Also owns the per-tier hit/miss counters (`TierStats`) every tier reports.
+//! What a store is made of: buffer tiers behind one small trait (`Tier`), one file per backend,
+//! one combinator that layers a faster tier over a slower one (in the style of tvix castore's
+//! blobservice), tiers built from addresses (`addr`), and the `Store` handle that owns a store
+//! directory (its tier stack, `seamless.db` and its lock).
+//!
+//! Backends: `memory` (the RAM tier: bytes born in RAM, refcounts and temprefs, soft/hard caps),
+//! `disk` (a Seamless-compatible buffer directory `buffers/<2 hex>/<hex>`, memory-mapped on
+//! read: the offload tier). `layered` is the only type that knows two tiers.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
+pub mod addr;
+mod bounded;
 pub mod disk;
+pub mod eviction;
+pub mod gc;
 pub mod layered;
+pub mod memory;
 mod running_hash;
+mod stack;
+#[cfg(test)]
+mod tests;
 
+pub use bounded::Bounded;
 pub use disk::{DiskStore, PendingWrite, Verdict};
-pub use layered::{Layered, WritePolicy};
+pub use gc::{GcOptions, GcReport};
+pub use layered::{EvictionLoop, EvictionReport};
+pub use layered::{Layered, Writes};
+pub use memory::{MemoryTier, RamConfig};
+pub use stack::{Lock, Store, StoreOptions, database_path};
 
 /// Errors of a buffer tier.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +49,15 @@ pub enum StoreError {
         expected: Checksum,
         actual: Checksum,
     },
+    /// The tier cannot take the buffer (a hard cap); a layered store then writes below it.
     #[error("{0}")]
     Full(String),
+    /// An earlier write of this pending buffer failed: its bytes are unknown, so it cannot be
+    /// committed (the write is given up instead of storing something else under a checksum).
+    #[error("an earlier write to this file failed ({0}); the file was not stored")]
+    Poisoned(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -41,25 +68,258 @@ impl StoreError {
             source,
         }
     }
+
+    /// The errno a filesystem caller should report.
+    pub fn errno(&self) -> i32 {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            StoreError::Full(_) => libc::ENOSPC,
+            _ => libc::EIO,
+        }
+    }
 }
 
-/// A place buffers can be kept: RAM, a disk directory, a remote server.
-pub trait BufferTier: Send + Sync {
-    /// Whether the tier holds the buffer.
-    fn has(&self, checksum: &Checksum) -> Result<bool, StoreError>;
-    /// The buffer, if the tier holds it.
-    fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError>;
-    /// Keep a buffer (idempotent: identical content is stored once).
-    fn put(&self, buffer: &Buffer) -> Result<(), StoreError>;
+/// Every stored checksum of a tier, produced lazily (a tier may hold millions).
+pub type Listing = Box<dyn Iterator<Item = Result<Checksum, StoreError>> + Send>;
+
+/// A place buffers are kept, named by their SHA-256: RAM, a buffer directory, a remote server.
+///
+/// Reads are ranged (`open_read` gives a `Reader`; zero-copy where the bytes are in RAM or
+/// mapped), writes are streamed (`begin_write` gives a `TierWrite` whose `commit` verifies the
+/// checksum), and `list` streams. Everything is synchronous: callers on an async runtime use
+/// `spawn_blocking`. `get` and `put` are conveniences over the streaming calls.
+pub trait Tier: Send + Sync {
     /// The buffer's length in bytes, if the tier holds it.
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError>;
+
+    /// Whether the tier holds the buffer.
+    fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        Ok(self.length(checksum)?.is_some())
+    }
+
+    /// A reader of the buffer, if the tier holds it.
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError>;
+
+    /// Start writing a buffer whose bytes arrive piecewise.
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError>;
+
+    /// Every checksum the tier holds, lazily.
+    fn list(&self) -> Listing;
+
+    /// A file holding exactly the buffer's bytes, if the tier has one (FUSE passthrough,
+    /// `sendfile`). The file is read-only and never changed in place.
+    fn local_path(&self, _checksum: &Checksum) -> Option<PathBuf> {
+        None
+    }
+
+    /// Drop the buffer from this tier (garbage collection, eviction); false if it was not here.
+    fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError>;
+
     /// A snapshot of this tier's counters (a composition lists its parts, fastest first).
     fn stats(&self) -> Stats;
+
     /// What it costs to fetch `size` bytes of this buffer back from this tier (seamless-core's
-    /// cost units; used to rank eviction). Local files cost like seamless' `read_buffer` profile.
+    /// cost units; ranks eviction). Local files cost like seamless' `read_buffer` profile.
     fn fetch_cost(&self, _checksum: &Checksum, size: u64) -> f64 {
         CostProfile::READ_BUFFER.cost(size)
     }
+
+    /// A strong reference (an open file; seamless-core's `incref`): raises the buffer's
+    /// interest in tiers that evict, until `release`.
+    fn hold(&self, _checksum: &Checksum) {}
+
+    /// Ends one `hold`.
+    fn release(&self, _checksum: &Checksum) {}
+
+    /// Pin (or unpin) a buffer: tiers that evict keep a pinned buffer they hold.
+    fn pin(&self, _checksum: &Checksum, _pinned: bool) {}
+
+    /// The buffer is derived and took `cpu_seconds` to compute: dearer to evict than to fetch.
+    fn derived(&self, _checksum: &Checksum, _cpu_seconds: f64) {}
+
+    /// The eviction side of a tier that has a capacity (see `Evict`); `None` for the others.
+    fn evictor(&self) -> Option<&dyn Evict> {
+        None
+    }
+
+    /// The whole buffer (zero-copy when the tier has it in RAM or mapped).
+    fn get(&self, checksum: &Checksum) -> Result<Option<Buffer>, StoreError> {
+        match self.open_read(checksum)? {
+            Some(reader) => reader.into_buffer(*checksum).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Keep a whole buffer (idempotent: identical content is stored once). Verified.
+    fn put(&self, buffer: &Buffer) -> Result<Checksum, StoreError> {
+        let mut write = self.begin_write()?;
+        write.write_at(0, buffer.as_slice())?;
+        write.commit(Some(buffer.checksum()))
+    }
+}
+
+/// A buffer being written to a tier. Dropping it without `commit` discards it.
+///
+/// The bytes and the checksum cannot diverge: a write that fails (even partly) poisons the
+/// pending buffer, so `commit` then fails with `StoreError::Poisoned` instead of storing bytes
+/// nobody wrote; `commit` always hashes exactly `len()` bytes.
+pub trait TierWrite: Send {
+    /// Write `data` at `offset` (the buffer grows as needed; gaps read as zeros).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// Truncate or extend (with zeros) to `len` bytes.
+    fn set_len(&mut self, len: u64) -> Result<(), StoreError>;
+    /// Read back what was written so far; the number of bytes read (0 at the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError>;
+    /// The length written so far.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Finish: hash the bytes, check them against `expected` if given, store them under their
+    /// checksum (durably, for a persistent tier) and return it.
+    fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError>;
+}
+
+/// A ranged read that is not backed by bytes in memory (a file read piecewise, a remote range).
+pub trait RangedRead: Send + Sync {
+    fn len(&self) -> u64;
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// A reader of one stored buffer.
+pub enum Reader {
+    /// Bytes in RAM or a memory map: reads are zero-copy slices.
+    Bytes(Buffer),
+    /// Anything else, read piecewise.
+    Ranged(Box<dyn RangedRead>),
+}
+
+impl Reader {
+    pub fn len(&self) -> u64 {
+        match self {
+            Reader::Bytes(b) => b.len() as u64,
+            Reader::Ranged(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `len` bytes from `offset` (fewer at the end; empty past it). Zero-copy for `Bytes`.
+    pub fn range(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let end = self.len().min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        match self {
+            Reader::Bytes(b) => Ok(b.bytes().slice(offset as usize..end as usize)),
+            Reader::Ranged(r) => {
+                let mut out = vec![0u8; (end - offset) as usize];
+                let mut done = 0;
+                while done < out.len() {
+                    match r.read_at(offset + done as u64, &mut out[done..])? {
+                        0 => break,
+                        n => done += n,
+                    }
+                }
+                out.truncate(done);
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// The whole buffer, named `checksum` (read in full for a ranged reader).
+    pub fn into_buffer(self, checksum: Checksum) -> Result<Buffer, StoreError> {
+        match self {
+            Reader::Bytes(b) => Ok(Buffer::with_checksum(b.bytes().clone(), checksum)),
+            Reader::Ranged(_) => {
+                let all = self
+                    .range(0, self.len() as usize)
+                    .map_err(|e| StoreError::io(checksum.hex(), e))?;
+                Ok(Buffer::with_checksum(all, checksum))
+            }
+        }
+    }
+
+    /// A `Read + Seek` view (for copying between tiers and streaming to clients).
+    pub fn cursor(&self) -> ReaderCursor<'_> {
+        ReaderCursor {
+            reader: self,
+            at: 0,
+        }
+    }
+}
+
+/// `std::io::Read + Seek` over a `Reader`.
+pub struct ReaderCursor<'a> {
+    reader: &'a Reader,
+    at: u64,
+}
+
+impl io::Read for ReaderCursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.reader {
+            Reader::Bytes(b) => {
+                let data = b.as_slice();
+                let start = (self.at as usize).min(data.len());
+                let n = buf.len().min(data.len() - start);
+                buf[..n].copy_from_slice(&data[start..start + n]);
+                n
+            }
+            Reader::Ranged(r) => r.read_at(self.at, buf)?,
+        };
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for ReaderCursor<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.reader.len().checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.at.checked_add_signed(d),
+        };
+        self.at = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.at)
+    }
+}
+
+/// Copy a buffer from a reader into a tier, streamed in blocks (never whole in RAM unless the
+/// reader already is). Verified against `checksum`.
+pub fn copy_into(reader: &Reader, to: &dyn Tier, checksum: &Checksum) -> Result<(), StoreError> {
+    const BLOCK: usize = 1 << 20;
+    let mut write = to.begin_write()?;
+    let mut offset = 0u64;
+    while offset < reader.len() {
+        let block = reader
+            .range(offset, BLOCK)
+            .map_err(|e| StoreError::io(checksum.hex(), e))?;
+        write.write_at(offset, &block)?;
+        offset += block.len() as u64;
+    }
+    write.commit(Some(*checksum)).map(|_| ())
+}
+
+/// The eviction side of a tier with a capacity. The tier picks victims and forgets them; the
+/// combinator over it moves them to the tier below first (`Layered::evict_once`).
+pub trait Evict: Send + Sync {
+    /// Buffers to move out now, lowest score first, until the tier would be under its soft cap
+    /// and have room for `room` more bytes under its hard cap, never `spare` (the buffer just
+    /// put, about to be read); `cost_below` is what getting one back from the tier below costs.
+    /// The victims are marked: each must be answered with `evicted` or `kept`.
+    fn victims(
+        &self,
+        room: u64,
+        spare: Option<&Checksum>,
+        cost_below: &dyn Fn(&Checksum, u64) -> f64,
+    ) -> Vec<(Checksum, Reader)>;
+    /// The victim is safe below (`offloaded`: it was copied there now): drop it here.
+    fn evicted(&self, checksum: &Checksum, offloaded: bool);
+    /// The victim could not be moved: keep it.
+    fn kept(&self, checksum: &Checksum);
 }
 
 /// A download cost profile of seamless-core's cost module: `max(GB × units_per_gb, min_cost)`.
@@ -110,19 +370,21 @@ impl Stats {
 /// A snapshot of one tier's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TierStats {
-    /// `"ram"`, `"disk"`, `"offload"`, ...
+    /// `"ram"`, `"disk"`, `"file"`, ...
     pub tier: String,
-    /// `get` calls answered by this tier.
+    /// Bytes of buffers the tier holds now (`None`: not counted yet, e.g. a disk being scanned).
+    pub bytes: Option<u64>,
+    /// The tier's capacity in bytes (`None`: unbounded).
+    pub capacity: Option<u64>,
+    /// Reads this tier answered.
     pub hits: u64,
-    /// `get` calls this tier could not answer.
+    /// Reads this tier could not answer.
     pub misses: u64,
     /// Buffers written into this tier.
     pub puts: u64,
-    /// Bytes currently held in RAM by this tier (0 for tiers that keep nothing in RAM).
-    pub ram_bytes: u64,
-    /// Buffers dropped from this tier by eviction.
+    /// Buffers dropped from this tier by eviction (each is safe in a tier below).
     pub evictions: u64,
-    /// Buffers moved from this tier to a lower one because they existed nowhere else.
+    /// Evicted buffers that were copied to the tier below because it lacked them.
     pub offloads: u64,
 }
 
@@ -135,7 +397,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Count a `get` result: a hit if `found`, else a miss.
+    /// Count a read: a hit if `found`, else a miss.
     pub fn lookup(&self, found: bool) {
         let counter = if found { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);

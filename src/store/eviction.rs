@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::GIB;
 use crate::checksum::Checksum;
-use crate::store::GIB;
 
 /// Interest below which a tempref lapses (seamless-core's `TEMPREF_MINIMAL_INTEREST`).
 pub const TEMPREF_MINIMAL_INTEREST: f64 = 1.0 / 128.0;

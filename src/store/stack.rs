@@ -1,0 +1,202 @@
+//! `Store`: what a store directory is, opened the same way by every command that uses one
+//! (`mount`, `fsck`, `gc`, `pin`, later `hashserver`).
+//!
+//! A store owns its tier stack (an optional RAM tier over the directory's own disk tier over an
+//! optional tier below, e.g. `file://` or later a remote), its `seamless.db`, and its lock
+//! (`mount.lock`, holding the owner's pid): one process at a time serves or changes a store.
+//! It also owns the gate that keeps garbage collection from racing with writers (see `gc`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+
+use super::layered::EvictionLoop;
+use super::{
+    Bounded, DiskStore, Layered, MemoryTier, RamConfig, StoreError, Tier, Verdict, Writes, addr,
+};
+use crate::checksum::Checksum;
+use crate::db::Database;
+
+/// How a store is stacked.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// A RAM tier over the disk tier, with these caps.
+    pub ram: Option<RamConfig>,
+    /// The address of a tier below the disk tier (`file:///path`; see `addr`).
+    pub below: Option<String>,
+    /// With a tier below: the disk tier's capacity in bytes (least recently used buffers move
+    /// down above it).
+    pub disk_cache: Option<u64>,
+}
+
+/// An open store directory. Share it as `Arc<Store>`.
+pub struct Store {
+    root: PathBuf,
+    disk: DiskStore,
+    tiers: Arc<dyn Tier>,
+    db: Database,
+    /// Writers hold it shared from commit until their references are recorded; gc's removals
+    /// hold it exclusively.
+    gate: RwLock<()>,
+    _eviction: Vec<EvictionLoop>,
+    _lock: Lock,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root`: take its lock (failing if another process
+    /// holds it), open the tiers and `seamless.db`. `purpose` names the command in errors.
+    pub fn open(root: &Path, options: &StoreOptions, purpose: &str) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the store directory {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot open the store {}", root.display()))?;
+        let lock = Lock::acquire(&root, purpose)?;
+        let disk = DiskStore::open(&root)
+            .with_context(|| format!("cannot open the store {}", root.display()))?;
+        let db_path = database_path(&root);
+        let db = Database::open(&db_path, true)
+            .with_context(|| format!("cannot open the database {}", db_path.display()))?;
+        db.transaction(|c| -> Result<(), crate::db::DbError> {
+            c.conn().execute_batch(super::gc::PINS_SCHEMA)?;
+            Ok(())
+        })
+        .with_context(|| format!("cannot prepare {}", db_path.display()))?;
+        let mut eviction = Vec::new();
+        let mut tiers: Arc<dyn Tier> = Arc::new(disk.clone());
+        if let Some(capacity) = options.disk_cache {
+            anyhow::ensure!(
+                options.below.is_some(),
+                "a disk cache size needs a tier below the disk to move buffers to (--below ADDRESS)"
+            );
+            tiers = Arc::new(Bounded::new(disk.clone(), capacity));
+        }
+        if let Some(below) = &options.below {
+            let below = addr::open(below)?;
+            let layered = Arc::new(Layered::new(tiers, below, Writes::ToFast));
+            eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
+            tiers = layered;
+        }
+        if let Some(ram) = options.ram {
+            let ram = Arc::new(MemoryTier::new(ram));
+            let layered = Arc::new(Layered::new(ram, tiers, Writes::ToSlow));
+            eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
+            tiers = layered;
+        }
+        let store = Store {
+            root,
+            disk,
+            tiers,
+            db,
+            gate: RwLock::new(()),
+            _eviction: eviction,
+            _lock: lock,
+        };
+        for pin in store.pins()? {
+            store.tiers.pin(&pin, true);
+        }
+        Ok(store)
+    }
+
+    /// The absolute path of the store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The tier stack, fastest first: every read and write of buffers goes through it.
+    pub fn tiers(&self) -> &Arc<dyn Tier> {
+        &self.tiers
+    }
+
+    /// The store's `seamless.db`.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Hold this from a commit until the references to the committed buffer (tree row, claim,
+    /// record) are committed too: garbage collection never removes a buffer meanwhile.
+    pub fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().expect("gc gate")
+    }
+
+    /// Re-hash one buffer of the store's own directory (`fsck`).
+    pub fn verify(&self, checksum: &Checksum) -> Result<Verdict, StoreError> {
+        self.disk.verify(checksum)
+    }
+
+    /// Move a corrupt buffer aside to `quarantine/` (`fsck`); returns where it went.
+    pub fn quarantine(&self, checksum: &Checksum) -> Result<PathBuf, StoreError> {
+        self.disk.quarantine(checksum)
+    }
+
+    /// Temp files of dead writers removed when the store was opened.
+    pub fn stale_temps_removed(&self) -> usize {
+        self.disk.stale_temps_removed_at_open()
+    }
+
+    /// Wait until background removals of redundant temp files are done (a clean shutdown).
+    pub fn wait_for_removals(&self) {
+        self.disk.wait_for_removals();
+    }
+
+    /// The checksums of the store's own directory, lazily (`fsck`).
+    pub fn own_buffers(&self) -> super::Listing {
+        self.disk.list()
+    }
+
+    /// Bytes held by the store's own directory (waits for the count started at open).
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.wait_for_usage()
+    }
+
+    pub(super) fn gate(&self) -> &RwLock<()> {
+        &self.gate
+    }
+}
+
+/// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
+pub fn database_path(store_root: &Path) -> PathBuf {
+    store_root.join("seamless.db")
+}
+
+/// The store lock: an exclusive `flock` on `<store>/mount.lock`, holding the owner's pid.
+/// Taken by the process that serves (after `--daemon` forked) and by every command that changes
+/// the store.
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+impl Lock {
+    pub fn acquire(root: &Path, purpose: &str) -> anyhow::Result<Lock> {
+        let path = root.join("mount.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, _)) => {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                bail!(
+                    "cannot {purpose}: the store {} is in use by another seamfs process (pid {}); \
+                     unmount it first (or, while it is mounted, use `seamfs gc --mounted MOUNTPOINT`), \
+                     or pass another --store",
+                    root.display(),
+                    owner.trim()
+                );
+            }
+        };
+        lock.set_len(0)?;
+        write!(lock, "{}", std::process::id())?;
+        Ok(Lock { _file: lock })
+    }
+}
