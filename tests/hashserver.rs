@@ -727,6 +727,10 @@ struct Mount {
 
 impl Mount {
     fn new(mnt: &Path, store: &Path) -> Mount {
+        Mount::with(mnt, store, &[])
+    }
+
+    fn with(mnt: &Path, store: &Path, extra: &[&str]) -> Mount {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: the FUSE tests cannot run"
@@ -739,6 +743,7 @@ impl Mount {
             .arg("--store")
             .arg(store)
             .args(["--no-db", "--buffer-port", &port.to_string()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -773,6 +778,23 @@ impl Drop for Mount {
 fn the_mount_serves_its_store_by_checksum_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let mount = Mount::new(&dir.path().join("mnt"), &dir.path().join("store"));
+    round_trips(&mount);
+}
+
+#[test]
+fn the_mount_serves_buffers_held_in_its_ram_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::with(
+        &dir.path().join("mnt"),
+        &dir.path().join("store"),
+        &["--ram-cache", "64M"],
+    );
+    round_trips(&mount);
+}
+
+/// A buffer PUT over HTTP is a file under by-checksum/; a file written into the mount is
+/// served by its checksum.
+fn round_trips(mount: &Mount) {
     // A buffer PUT over HTTP is at once a file under by-checksum/.
     let data = b"uploaded by a Seamless worker\n";
     let cs = sha256(data);
