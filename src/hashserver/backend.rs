@@ -301,21 +301,26 @@ impl Backend {
     }
 
     /// Whether a PUT finds the buffer already stored: its raw form, or the very form the upload
-    /// names. The file is made read-only, as hashserver does.
+    /// names (or, over a store, any tier). The file is made read-only, as hashserver does.
     pub fn already_stored(&self, checksum: &Checksum, upload: Form) -> bool {
         let base = self.main.base_path(checksum);
         let mut forms = vec![None];
         if upload.is_some() {
             forms.push(upload);
         }
-        forms.into_iter().any(|form| {
+        let on_disk = forms.into_iter().any(|form| {
             let path = with_suffix(&base, form);
             let stored = path.is_file();
             if stored && self.store.is_none() {
                 let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o444));
             }
             stored
-        })
+        });
+        on_disk
+            || self
+                .store
+                .as_ref()
+                .is_some_and(|s| s.tiers().has(checksum).unwrap_or(false))
     }
 
     /// Start an upload of `checksum`, whose body is compressed as `compression` says.
