@@ -2,7 +2,7 @@
 # Benchmark `seamfs hashserver` against the Python hashserver 1.1.0, in one run, same machine,
 # same load, each on its own buffer directory:
 #   get4k   GET of 1000 distinct stored 4 KiB buffers, wrk, 32 keep-alive connections
-#   put4k   PUT of distinct 4 KiB buffers (never stored before), wrk, 32 connections, 1 s runs
+#   put4k   PUT of distinct 4 KiB buffers (never stored before), wrk, 32 connections, 2 s runs
 #           (each run and thread has 33 333 fresh buffers; past them the last one repeats: 201)
 #   has     GET /has with 1000 checksums (half stored), wrk, 32 connections
 #   get1g   GET of a 1 GiB buffer with curl, beside curl copying the same file (file://)
@@ -140,7 +140,9 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # One wrk measurement: prints "rps errors". $1 script, $2 server name, $3 port, $4 duration.
 run_wrk() {
-    WORK=$work SERVER=$2 RUN=${RUN:-1} RUNS=${RUNS:-1} wrk -t2 -c32 -d"${4}s" -s "$work/$1.lua" "http://127.0.0.1:$3/" \
+    # A generous --timeout: the Python server takes seconds per answer under this load, and a
+    # request wrk gives up on would count as zero.
+    WORK=$work SERVER=$2 RUN=${RUN:-1} RUNS=${RUNS:-1} wrk -t2 -c32 -d"${4}s" --timeout 60s -s "$work/$1.lua" "http://127.0.0.1:$3/" \
         | awk '/^RESULT/ {print $2, $3}'
 }
 
@@ -151,7 +153,7 @@ for bench in get4k has put4k; do
     errs=""
     for server in python seamfs; do
         port=$py_port; [ "$server" = seamfs ] && port=$rs_port
-        d=$duration; [ "$bench" = put4k ] && d=1   # stay within the fresh buffers
+        d=$duration; [ "$bench" = put4k ] && d=2   # stay within the fresh buffers
         : > "$work/runs"
         for r in $(seq "$runs"); do
             RUN=$r RUNS=$runs run_wrk "$script" "$server" "$port" "$d" >> "$work/runs"
