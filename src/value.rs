@@ -129,16 +129,82 @@ pub struct Field {
     pub offset: usize,
 }
 
-/// Memory layout of the array the value came from. The data are always kept in C order; the
-/// layout records what numpy would see, which decides `.npy` `fortran_order` and the mixed form's
-/// `contiguous`/`strides`.
+/// Memory layout of the array the value came from: numpy's byte strides. The data are always
+/// kept in C order; the strides decide what numpy's flags say (`.npy` `fortran_order`, the mixed
+/// form's `contiguous`/`strides`), so they are kept exactly as numpy has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
+    /// The strides of a new C-ordered array (`np.empty(shape)`; all zero if the array is empty).
     C,
-    /// Fortran-contiguous and not C-contiguous (e.g. a transposed 2-D array).
+    /// The strides of a new Fortran-ordered array, for an array that is not also C-contiguous.
     F,
-    /// A non-contiguous view with these byte strides.
+    /// Any other strides: a view (sliced, transposed, broadcast, a new axis), or a contiguous
+    /// array whose strides differ from a new one's (on axes of length 0 or 1).
     Strided(Vec<i64>),
+}
+
+impl Layout {
+    /// The layout of an array with these numpy strides: `C` or `F` where they are exactly a new
+    /// array's, else `Strided`.
+    pub fn of_strides(shape: &[usize], itemsize: usize, strides: Vec<i64>) -> Layout {
+        if strides == new_strides(shape, itemsize, false) {
+            Layout::C
+        } else if strides == new_strides(shape, itemsize, true)
+            && !flag_contiguous(shape, itemsize, &strides, false)
+        {
+            Layout::F
+        } else {
+            Layout::Strided(strides)
+        }
+    }
+}
+
+/// The strides numpy gives a new array (`np.empty(shape, order=...)`): all zero when the array
+/// is empty.
+pub fn new_strides(shape: &[usize], itemsize: usize, fortran: bool) -> Vec<i64> {
+    if shape.contains(&0) {
+        return vec![0; shape.len()];
+    }
+    packed_strides(shape, itemsize, fortran)
+}
+
+/// Contiguous strides in C or Fortran order, an axis of length 0 counting as 1: what
+/// `reshape` gives a 1-d buffer (`np.frombuffer(...).reshape(shape, order=...)`).
+pub fn packed_strides(shape: &[usize], itemsize: usize, fortran: bool) -> Vec<i64> {
+    let mut strides = vec![0i64; shape.len()];
+    let mut step = itemsize as i64;
+    for d in fastest_last(shape.len(), fortran) {
+        strides[d] = step;
+        step *= shape[d].max(1) as i64;
+    }
+    strides
+}
+
+/// The axes from the fastest-varying one: the last first in C order, the first in Fortran order.
+fn fastest_last(ndim: usize, fortran: bool) -> Box<dyn Iterator<Item = usize>> {
+    if fortran {
+        Box::new(0..ndim)
+    } else {
+        Box::new((0..ndim).rev())
+    }
+}
+
+/// numpy's `C_CONTIGUOUS` (or, with `fortran`, `F_CONTIGUOUS`) flag: axes of length 1 do not
+/// count, and an empty array is both.
+fn flag_contiguous(shape: &[usize], itemsize: usize, strides: &[i64], fortran: bool) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
+    let mut expected = itemsize as i64;
+    for d in fastest_last(shape.len(), fortran) {
+        if shape[d] != 1 {
+            if strides[d] != expected {
+                return false;
+            }
+            expected *= shape[d] as i64;
+        }
+    }
+    true
 }
 
 /// A numpy array: dtype, shape, and the raw element bytes in C order.
@@ -338,6 +404,26 @@ impl DateTime {
 }
 
 impl NdArray {
+    /// numpy's byte strides of the array.
+    pub fn strides(&self) -> Vec<i64> {
+        let item = self.dtype.itemsize();
+        match &self.layout {
+            Layout::C => new_strides(&self.shape, item, false),
+            Layout::F => new_strides(&self.shape, item, true),
+            Layout::Strided(s) => s.clone(),
+        }
+    }
+
+    /// numpy's `flags.c_contiguous`.
+    pub fn c_contiguous(&self) -> bool {
+        flag_contiguous(&self.shape, self.dtype.itemsize(), &self.strides(), false)
+    }
+
+    /// numpy's `flags.f_contiguous`.
+    pub fn f_contiguous(&self) -> bool {
+        flag_contiguous(&self.shape, self.dtype.itemsize(), &self.strides(), true)
+    }
+
     /// Number of elements (product of the shape; 1 for 0-d).
     pub fn len(&self) -> usize {
         self.shape.iter().product()

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -18,137 +18,13 @@ use seamfs::compat::conversions::check_case;
 use seamfs::{Buffer, Checksum};
 use serde_json::{Value, json};
 
-/// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
-struct Mount {
-    child: Option<Child>,
-    mnt: PathBuf,
-    store: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Mount {
-    fn new() -> Mount {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut mount = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
-        mount._dir = Some(dir);
-        mount
-    }
-
-    /// Mount `store` on `mnt` (created if needed) with extra arguments.
-    fn on(mnt: PathBuf, store: PathBuf, extra: &[&str]) -> Mount {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "/dev/fuse is missing: the FUSE tests cannot run"
-        );
-        std::fs::create_dir_all(&mnt).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
-            .arg("mount")
-            .arg(&mnt)
-            .arg("--store")
-            .arg(&store)
-            .args(if extra.contains(&"--db-port") {
-                &[][..]
-            } else {
-                &["--db-port", "0"][..]
-            })
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start seamfs mount");
-        let mount = Mount {
-            child: Some(child),
-            mnt,
-            store,
-            _dir: None,
-        };
-        mount.wait_mounted();
-        mount
-    }
-
-    fn wait_mounted(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_mounted(&self.mnt) {
-            assert!(
-                Instant::now() < deadline,
-                "seamfs did not mount {} within 60 s",
-                self.mnt.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    /// Unmount and wait for the process; returns its exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.terminate().expect("seamfs was running")
-    }
-
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let status = child.wait().ok();
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .status();
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-        status
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-}
+mod common;
+use common::{Mount, free_port, is_mounted, python_tool, sidecar, xattr};
 
 fn random_bytes(rng: &mut StdRng, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
     rng.fill_bytes(&mut data);
     data
-}
-
-fn sidecar(data: &[u8]) -> String {
-    format!("{}\n", Checksum::of(data))
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the length given.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
-}
-
-fn python_tool(name: &str) -> PathBuf {
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
-    assert!(
-        tool.exists(),
-        "{} is missing: run scripts/setup-python",
-        tool.display()
-    );
-    tool
 }
 
 #[test]
@@ -276,24 +152,16 @@ fn sidecars_and_index_equal_the_python_tools() {
             "{sidecar_name} differs"
         );
     }
-    // cp -r out of the mount yields the files and their sidecars.
+    // cp -r out of the mount yields the files only (see tests/tools.rs for --list-sidecars).
     let out = tempfile::tempdir().unwrap();
     let status = Command::new("cp")
         .arg("-r")
         .arg(m.path("d"))
-        .arg(m.path("d.INDEX"))
         .arg(out.path())
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(
-        std::fs::read(out.path().join("d/a.txt.CHECKSUM")).unwrap(),
-        sidecar(b"x").into_bytes()
-    );
-    assert_eq!(
-        std::fs::read(out.path().join("d.INDEX")).unwrap(),
-        std::fs::read(plain.path().join("d.INDEX")).unwrap()
-    );
+    assert!(out.path().join("d/a.txt").exists() && !out.path().join("d/a.txt.CHECKSUM").exists());
 }
 
 #[test]
@@ -301,14 +169,24 @@ fn sidecar_writes_are_claims() {
     let m = Mount::new();
     std::fs::write(m.path("f"), b"content").unwrap();
     std::fs::write(m.path("f.CHECKSUM"), sidecar(b"content")).unwrap();
-    // The claim is checked when the file is closed (or synced): std's close ignores errors, so sync.
+    // A wrong claim about a complete file fails its write.
     let mut wrong = std::fs::File::create(m.path("f.CHECKSUM")).unwrap();
-    wrong.write_all(sidecar(b"other").as_bytes()).unwrap();
     assert_eq!(
-        wrong.sync_all().unwrap_err().raw_os_error(),
+        wrong
+            .write_all(sidecar(b"other").as_bytes())
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::EIO)
     );
     drop(wrong);
+    // So a shell redirect fails too (shells ignore errors of close).
+    let wrong = format!("echo {} > f.CHECKSUM", Checksum::of(b"other"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(&wrong)
+        .current_dir(&m.mnt)
+        .status();
+    assert!(!status.unwrap().success(), "{wrong} must fail");
     // cp reports the refused close.
     let source = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(source.path(), sidecar(b"other")).unwrap();
@@ -422,10 +300,7 @@ fn concurrent_readers_and_writers() {
             });
         }
     });
-    assert_eq!(
-        std::fs::read_dir(m.path("c")).unwrap().count(),
-        (1 + 4 * 12) * 2
-    );
+    assert_eq!(std::fs::read_dir(m.path("c")).unwrap().count(), 1 + 4 * 12);
 }
 
 #[test]
@@ -469,6 +344,20 @@ fn process_errors_are_clear() {
         err.contains("does not exist and cannot be created"),
         "{err}"
     );
+    // A non-empty mount point is refused (its files would be hidden) unless --nonempty.
+    let full = other.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), b"x").unwrap();
+    let (code, err) = run(&[full.as_os_str(), "--no-db".as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("is not empty") && err.contains("--nonempty"),
+        "{err}"
+    );
+    let nonempty = Mount::on(full.clone(), other.path().join("store2"), &["--nonempty"]);
+    assert!(!nonempty.path("x").exists());
+    drop(nonempty);
+    assert!(full.join("x").exists());
     // A daemon that dies leaves a stale mount point behind.
     let mut m = m;
     m.child.as_mut().unwrap().kill().unwrap();
@@ -752,7 +641,7 @@ fn as_celltype_views_match_the_vectors() {
         stored.len()
     );
     assert_eq!(listed("by-checksum").len(), stored.len());
-    assert_eq!(listed("vectors").len(), (written.len() - 400) * 2);
+    assert_eq!(listed("vectors").len(), written.len() - 400);
     let mut targets = std::collections::BTreeSet::new();
     for case in &cases {
         let target: CellType = case["target"].as_str().unwrap().parse().unwrap();
@@ -807,14 +696,6 @@ fn as_celltype_views_match_the_vectors() {
         xattr(&m.path("j.json"), "user.seamless.celltype").unwrap(),
         b"plain"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn db_get(port: u16, body: Value) -> (u16, String) {
@@ -1029,6 +910,114 @@ fn forgotten_inodes_leave_the_daemon_table() {
         std::os::unix::fs::MetadataExt::ino(&b)
     );
     assert_eq!(dynamic_inodes(&m), 1);
+}
+
+#[test]
+fn cli_rough_edges_are_gone() {
+    let seamfs = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    // --store naming a file: said once, plainly, with no colour codes in a pipe.
+    let mnt = dir.path().join("mnt");
+    let (code, _, err) = seamfs(&[
+        "mount".as_ref(),
+        mnt.as_os_str(),
+        "--store".as_ref(),
+        file.as_os_str(),
+        "--no-db".as_ref(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("not a directory") && !err.contains("os error"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "ANSI codes in a pipe: {err:?}");
+    assert!(!mnt.exists(), "nothing created for a refused mount");
+    let (code, _, err) = seamfs(&["fsck".as_ref(), "--store".as_ref(), file.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a directory"), "{err}");
+    // help --help, and examples in every subcommand's help.
+    let (code, out, _) = seamfs(&["help".as_ref(), "--help".as_ref()]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Commands:"));
+    for sub in [
+        "mount",
+        "checksum",
+        "checksum-file",
+        "checksum-index",
+        "encode",
+        "decode",
+        "compat-check",
+        "convert",
+        "conversions",
+        "database",
+        "fsck",
+        "unmount",
+    ] {
+        let (code, out, _) = seamfs(&[sub.as_ref(), "--help".as_ref()]);
+        assert_eq!(code, Some(0));
+        assert!(
+            out.contains(&format!("seamfs {sub}")),
+            "{sub} --help has no example:\n{out}"
+        );
+    }
+    // --db-port-range: the first free port; a range with none says so.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, _, err) = seamfs(&[
+        "mount".as_ref(),
+        mnt.as_os_str(),
+        "--store".as_ref(),
+        dir.path().join("s2").as_os_str(),
+        "--db-port-range".as_ref(),
+        port.as_ref(),
+        port.as_ref(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot serve the HTTP database") && err.contains("--db-port-range"),
+        "{err}"
+    );
+    let next = (taken.local_addr().unwrap().port() + 50).to_string();
+    let ranged = Mount::on(
+        mnt.clone(),
+        dir.path().join("s3"),
+        &["--db-port-range", &port, &next],
+    );
+    assert!(is_mounted(&ranged.mnt));
+    drop(ranged);
+    // unmount: a daemon mount goes away; a second unmount says it is not mounted.
+    let store = dir.path().join("store");
+    let status = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .args([
+            "mount".as_ref(),
+            mnt.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+        ])
+        .args(["--no-db", "--daemon"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(mnt.join("f"), b"kept").unwrap();
+    let (code, _, err) = seamfs(&["unmount".as_ref(), mnt.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!is_mounted(&mnt));
+    let (code, _, err) = seamfs(&["unmount".as_ref(), mnt.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not mounted"), "{err}");
 }
 
 fn stats(m: &Mount) -> Value {

@@ -40,6 +40,18 @@ fn assert_section(doc: &Json, section: &str) {
     );
 }
 
+/// The edge classes of issue 15 (tests/data/edge-vectors.json.gz, `gen_random_vectors.py 15
+/// 2000 edge`): non-contiguous arrays, `.npy` headers as numpy reads them, Unicode digits,
+/// error classes of corrupt buffers, deep nesting.
+#[test]
+fn edge_vectors() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/edge-vectors.json.gz");
+    let doc = compat::read_vectors(&path).expect("tests/data/edge-vectors.json.gz");
+    for section in ["serialize", "deserialize", "invalid_serialize"] {
+        assert_section(&doc, section);
+    }
+}
+
 #[test]
 fn serialize_section() {
     assert_section(&vectors(), "serialize");
@@ -260,25 +272,24 @@ fn absurd_length_fields_do_not_allocate() {
     let mut npy = b"\x93NUMPY\x02\x00\xff\xff\xff\x7f{'descr'".to_vec();
     npy.extend_from_slice(&[b' '; 8]);
     let e = parse_error(&npy, CellType::Binary);
-    assert!(e.to_string().contains("header claims"), "{e}");
+    assert!(e.to_string().contains("EOF: reading array header"), "{e}");
 
     // A shape whose byte count overflows.
     let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904, 8), }";
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
     npy.extend_from_slice(header.as_bytes());
-    assert!(
-        parse_error(&npy, CellType::Binary)
-            .to_string()
-            .contains("overflow")
+    assert_eq!(
+        parse_error(&npy, CellType::Binary).kind,
+        PyErrorKind::ValueError
     );
 
     let mut mixed = b"\x94SEAMLESS-MIXED\x0bmixed-plain".to_vec();
     mixed.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(
-        parse_error(&mixed, CellType::Mixed)
-            .to_string()
-            .contains("truncated mixed buffer")
+    // Python slices what is there and fails to decode an empty form.
+    assert_eq!(
+        parse_error(&mixed, CellType::Mixed).kind,
+        PyErrorKind::JSONDecodeError
     );
 }
 
@@ -300,11 +311,10 @@ fn deep_nesting_is_an_error() {
     for _ in 0..100_000 {
         v = Value::List(vec![v]);
     }
+    // seamless-core's unchecksum() hits Python's recursion limit before orjson's.
     assert_eq!(
-        celltype::serialize(&v, CellType::Plain)
-            .unwrap_err()
-            .message,
-        "Recursion limit reached"
+        celltype::serialize(&v, CellType::Plain).unwrap_err().kind,
+        PyErrorKind::RecursionError
     );
     assert_eq!(
         celltype::serialize(&v, CellType::Mixed).unwrap_err().kind,

@@ -7,7 +7,7 @@ use num_traits::ToPrimitive;
 use super::mixed::{self, Storage};
 use super::pyrepr::py_str;
 use super::{CellError, PyErrorKind};
-use crate::value::{ByteOrder, DType, Layout, NdArray, Value};
+use crate::value::{ByteOrder, DType, Layout, NdArray, Value, new_strides};
 
 /// Serialize as `binary`.
 pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
@@ -31,29 +31,29 @@ pub fn deserialize(buf: &[u8]) -> Result<Value, CellError> {
     }
 }
 
-/// `np.array(a)` copies a view in memory order (`order='K'`): a strided view whose axes run
-/// fastest-first becomes Fortran-ordered (a row of a Fortran array is written `fortran_order`).
+/// `np.array(a)` copies in memory order (`order='K'`, numpy's `PyArray_NewLikeArray`): a new
+/// C- or Fortran-ordered array where `a` is C- or F-contiguous, else one whose axes run in the
+/// order of `a`'s stride sizes (largest first, ties in axis order).
 fn copied(a: &NdArray) -> NdArray {
-    let Layout::Strided(strides) = &a.layout else {
-        return a.clone();
-    };
-    let long: Vec<i64> = a
-        .shape
-        .iter()
-        .zip(strides)
-        .filter(|(n, _)| **n > 1)
-        .map(|(_, s)| *s)
-        .collect();
-    let layout = if long.windows(2).all(|w| w[0] >= w[1]) {
-        Layout::C
-    } else if long.windows(2).all(|w| w[0] <= w[1]) {
-        Layout::F
+    let item = a.dtype.itemsize();
+    let strides = if a.c_contiguous() {
+        new_strides(&a.shape, item, false)
+    } else if a.f_contiguous() {
+        new_strides(&a.shape, item, true)
     } else {
-        // Any other order is written in C order, as numpy writes a non-contiguous array.
-        a.layout.clone()
+        let old = a.strides();
+        let mut axes: Vec<usize> = (0..a.shape.len()).collect();
+        axes.sort_by_key(|&d| std::cmp::Reverse(old[d].unsigned_abs()));
+        let mut strides = vec![0i64; a.shape.len()];
+        let mut step = item as i64;
+        for &d in axes.iter().rev() {
+            strides[d] = step;
+            step *= a.shape[d] as i64;
+        }
+        strides
     };
     NdArray {
-        layout,
+        layout: Layout::of_strides(&a.shape, item, strides),
         ..a.clone()
     }
 }
@@ -110,6 +110,14 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
         if sequences.is_empty() {
             break;
         }
+        if shape.len() == MAX_DIMS {
+            return Err(CellError::new(
+                PyErrorKind::ValueError,
+                format!(
+                    "setting an array element with a sequence. The requested array would exceed the maximum number of dimension of {MAX_DIMS}."
+                ),
+            ));
+        }
         let n = sequences[0].len();
         if sequences.len() != level.len() || sequences.iter().any(|s| s.len() != n) {
             return Err(inhomogeneous(&shape));
@@ -126,6 +134,9 @@ pub fn to_numpy(value: &Value) -> Result<NdArray, CellError> {
     }
     build(&level, shape)
 }
+
+/// numpy's `NPY_MAXDIMS`.
+const MAX_DIMS: usize = 64;
 
 /// numpy's error for ragged nesting, after the dimensions it could discover.
 fn inhomogeneous(shape: &[usize]) -> CellError {

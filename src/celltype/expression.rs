@@ -281,43 +281,9 @@ fn array_item(a: &NdArray, i: i64) -> Result<Option<Value>, String> {
     }))
 }
 
-/// The memory layout numpy reports for a row of `a`: a row of a C-ordered array is C-ordered;
-/// a row of any other array is a view with the remaining strides, classified as numpy's
-/// contiguity flags do (axes of length 1 do not count).
+/// The layout of a row of `a`: a view with the remaining strides.
 fn row_layout(a: &NdArray, rest: &[usize]) -> Layout {
-    let item = a.dtype.itemsize() as i64;
-    let strides: Vec<i64> = match &a.layout {
-        Layout::C => return Layout::C,
-        Layout::F => fortran_strides(&a.shape, item).split_off(1),
-        Layout::Strided(s) => s[1..].to_vec(),
-    };
-    let mut c = fortran_strides(&rest.iter().rev().copied().collect::<Vec<_>>(), item);
-    c.reverse();
-    let same = |expected: &[i64]| {
-        rest.iter()
-            .zip(&strides)
-            .zip(expected)
-            .all(|((&n, s), e)| n <= 1 || s == e)
-    };
-    if same(&c) {
-        Layout::C
-    } else if same(&fortran_strides(rest, item)) {
-        Layout::F
-    } else {
-        Layout::Strided(strides)
-    }
-}
-
-/// The byte strides of a Fortran-ordered array of this shape (first axis fastest).
-fn fortran_strides(shape: &[usize], item: i64) -> Vec<i64> {
-    shape
-        .iter()
-        .scan(item, |step, &n| {
-            let here = *step;
-            *step *= n as i64;
-            Some(here)
-        })
-        .collect()
+    Layout::of_strides(rest, a.dtype.itemsize(), a.strides().split_off(1))
 }
 
 #[cfg(test)]

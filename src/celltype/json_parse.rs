@@ -27,19 +27,29 @@ const PYTHON_MAX_INT_DIGITS: usize = 4300;
 
 /// Parse `text` as one JSON document; the error says what is wrong and where.
 pub fn parse(text: &str, dialect: Dialect) -> Result<Value, String> {
+    parse_with_depth(text, dialect).map_err(|(why, _)| why)
+}
+
+/// `parse`, the error also saying whether it is the nesting limit (Python's `RecursionError`).
+pub fn parse_with_depth(text: &str, dialect: Dialect) -> Result<Value, (String, bool)> {
     let mut p = Parser {
         s: text.as_bytes(),
         text,
         pos: 0,
         dialect,
+        too_deep: false,
     };
-    p.skip_ws();
-    let v = p.value()?;
-    p.skip_ws();
-    if p.pos != p.s.len() {
-        return Err(p.err("extra data after the JSON value"));
-    }
-    Ok(v)
+    let mut run = || {
+        p.skip_ws();
+        let v = p.value()?;
+        p.skip_ws();
+        if p.pos != p.s.len() {
+            return Err(p.err("extra data after the JSON value"));
+        }
+        Ok(v)
+    };
+    let result = run();
+    result.map_err(|why| (why, p.too_deep))
 }
 
 /// A container being filled: a list, or a dict with the key whose value comes next.
@@ -53,6 +63,8 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     dialect: Dialect,
+    /// Set when the nesting limit stopped the parse.
+    too_deep: bool,
 }
 
 impl Parser<'_> {
@@ -145,6 +157,7 @@ impl Parser<'_> {
             Dialect::Python => PYTHON_MAX_DEPTH,
         };
         if depth > max {
+            self.too_deep = true;
             return Err(self.err(&format!("nesting deeper than {max} levels")));
         }
         self.pos += 1;

@@ -6,13 +6,13 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::json_parse::{Dialect, parse};
+use super::json_parse::{Dialect, parse, parse_with_depth};
 use super::json_python::{self, Style};
-use super::npy::{self, aligned_dtype, is_native};
-use super::pyrepr::{PY_RECURSION_LIMIT, sorted_keys};
+use super::npy::{self, is_native};
+use super::pyrepr::{PY_RECURSION_LIMIT, exceeded, sorted_keys};
 use super::text::decode_utf8;
 use super::{CellError, PyErrorKind, with_stack};
-use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, StructDType, Value};
+use crate::value::{ByteOrder, DType, Dict, Field, Key, Layout, NdArray, Value};
 
 pub const MIXED_MAGIC: &[u8] = b"\x94SEAMLESS-MIXED";
 /// The inner stream's magic; a buffer starting with it is rejected (`AssertionError`).
@@ -195,7 +195,22 @@ fn list_form(items: &[Value], depth: usize) -> Result<(Storage, Value), CellErro
 
 /// Python `==` on (storage, form) pairs: forms hold only str/int/bool/None/list/dict.
 fn same_form(a: &(Storage, Value), b: &(Storage, Value)) -> bool {
-    a.0 == b.0 && a.1 == b.1
+    a.0 == b.0 && form_eq(&a.1, &b.1)
+}
+
+/// `==` on forms, safe for forms nested past the native stack (the derived `PartialEq` is not).
+fn form_eq(a: &Value, b: &Value) -> bool {
+    with_stack(|| match (a, b) {
+        (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| form_eq(p, q))
+        }
+        (Value::Dict(x), Value::Dict(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| form_eq(p, q)))
+        }
+        _ => a == b,
+    })
 }
 
 /// `str(dtype)`-style repr used in seamless-core's errors: `dtype('<M8')`, `dtype([('a', '<i4')])`.
@@ -276,44 +291,32 @@ fn field_form(f: &Field) -> Value {
     ])
 }
 
-/// numpy's byte strides of the array as held.
-fn strides(a: &NdArray) -> Vec<i64> {
-    let item = a.dtype.itemsize() as i64;
-    match &a.layout {
-        Layout::Strided(s) => s.clone(),
-        Layout::C => {
-            let mut s = vec![0; a.shape.len()];
-            let mut step = item;
-            for d in (0..a.shape.len()).rev() {
-                s[d] = step;
-                step *= a.shape[d] as i64;
-            }
-            s
-        }
-        Layout::F => {
-            let mut step = item;
-            a.shape
-                .iter()
-                .map(|&n| {
-                    let here = step;
-                    step *= n as i64;
-                    here
-                })
-                .collect()
-        }
-    }
-}
-
 /// The form of a struct scalar (`np.void`): its element type.
 fn item_form_checked(dtype: &DType) -> Result<Value, CellError> {
     check_dtype(dtype)?;
     Ok(item_form(dtype))
 }
 
-/// The form of a numpy array; empty arrays count as non-contiguous with zero strides (numpy 2.4).
+/// seamless-core's `is_contiguous`: numpy's `C_CONTIGUOUS` flag and, stricter, every stride
+/// exactly the C-order one (an axis of length 0 or 1 included).
+fn is_contiguous(a: &NdArray) -> bool {
+    if !a.c_contiguous() {
+        return false;
+    }
+    let mut stride = a.dtype.itemsize() as i64;
+    for (n, s) in a.shape.iter().zip(a.strides()).rev() {
+        if s != stride {
+            return false;
+        }
+        stride *= *n as i64;
+    }
+    true
+}
+
+/// The form of a numpy array, with numpy's own strides where it is not contiguous.
 fn array_form(a: &NdArray) -> Result<Value, CellError> {
     check_dtype(&a.dtype)?;
-    let contiguous = a.layout == Layout::C && !a.is_empty();
+    let contiguous = is_contiguous(a);
     let mut pairs = vec![
         ("type", Value::str("array")),
         ("items", item_form(&a.dtype)),
@@ -322,18 +325,14 @@ fn array_form(a: &NdArray) -> Result<Value, CellError> {
         ("contiguous", Value::Bool(contiguous)),
     ];
     if !contiguous {
-        let s = if a.is_empty() {
-            vec![0; a.shape.len()]
-        } else {
-            strides(a)
-        };
-        pairs.push(("strides", int_list(s)));
+        pairs.push(("strides", int_list(a.strides())));
     }
     Ok(obj(pairs))
 }
 
 /// Serialize as `mixed`.
 pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
+    super::pyrepr::check_unchecksum_depth(value)?;
     let (storage, form) = get_form(value)?;
     match storage {
         Storage::PurePlain => {
@@ -349,8 +348,53 @@ pub fn serialize(value: &Value) -> Result<Vec<u8>, CellError> {
             Ok(out)
         }
         Storage::PureBinary => pure_binary(value),
-        Storage::MixedPlain => container(value, &form),
+        Storage::MixedPlain => {
+            check_form_copy_depth(&form, "", FORM_COPY_FRAME)?;
+            container(value, &form)
+        }
     }
+}
+
+/// Where `to_stream`'s `deepcopy(form)` runs for a call from a script's top level: above
+/// `<module>`, `serialize_sync`, `_serialize`, `serialize` and `to_stream`.
+const FORM_COPY_FRAME: usize = 6;
+
+/// `copy.deepcopy(form)` under Python's recursion limit, as `to_stream` does it for a mixed-plain
+/// container before writing anything. Each container costs two frames (`deepcopy` and its
+/// copier) and each `deepcopy` calls `id(x)` (a C call that counts one more); a tuple (`shape`,
+/// `strides`) copies its items in a list comprehension, one frame more. The first entry past the
+/// limit, in the copy's order, decides the message.
+fn check_form_copy_depth(form: &Value, key: &str, frame: usize) -> Result<(), CellError> {
+    let calling = " while calling a Python object";
+    exceeded(frame, "")?;
+    exceeded(frame + 1, calling)?;
+    with_stack(|| match form {
+        Value::List(items) if matches!(key, "shape" | "strides") => {
+            exceeded(frame + 2, "")?;
+            items
+                .iter()
+                .try_for_each(|x| check_form_copy_depth(x, "", frame + 3))
+        }
+        Value::List(items) => {
+            exceeded(frame + 2, calling)?;
+            items
+                .iter()
+                .try_for_each(|x| check_form_copy_depth(x, "", frame + 2))
+        }
+        Value::Dict(d) => {
+            exceeded(frame + 2, calling)?;
+            d.iter().try_for_each(|(k, v)| {
+                let name = match k {
+                    Key::Str(s) => s.as_str(),
+                    _ => "",
+                };
+                // The key's copy reaches as deep as the value's first steps.
+                check_form_copy_depth(&Value::None, "", frame + 2)?;
+                check_form_copy_depth(v, name, frame + 2)
+            })
+        }
+        _ => Ok(()),
+    })
 }
 
 /// A pure-binary value as `.npy`, including seamless-core's `U`-array bug: a unicode array is
@@ -516,10 +560,12 @@ fn value_error(what: impl Into<String>) -> CellError {
 /// Parse a `mixed` buffer and say how it was stored (`binary` accepts only pure-binary).
 pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellError> {
     if buf.starts_with(npy::MAGIC) {
-        let a = npy::read(buf).map_err(|why| value_error(format!("invalid .npy buffer: {why}")))?;
+        let a = npy::read(buf)?;
         // numpy returns a 0-d array of a non-`S` dtype as a scalar, in native byte order.
         let v = if a.shape.is_empty() && !matches!(a.dtype, DType::Simple { kind: 'S', .. }) {
-            Value::Scalar(native_scalar(a))
+            let a = native_scalar(a);
+            check_str_scalar(&a)?;
+            Value::Scalar(a)
         } else {
             Value::Array(a)
         };
@@ -538,6 +584,23 @@ pub fn deserialize_with_storage(buf: &[u8]) -> Result<(Storage, Value), CellErro
         Ok(v) => Ok((Storage::PurePlain, v)),
         Err(_) => Ok((Storage::PureBinary, Value::Array(bytes_array(buf)))),
     }
+}
+
+/// numpy cannot make a `str` scalar of a code point beyond U+10FFFF: it raises `SystemError`.
+fn check_str_scalar(a: &NdArray) -> Result<(), CellError> {
+    if let DType::Simple { kind: 'U', .. } = a.dtype {
+        let units = a.data.chunks_exact(4);
+        if units
+            .map(|u| u32::from_le_bytes(u.try_into().expect("4 bytes")))
+            .any(|c| c > 0x10FFFF)
+        {
+            return Err(CellError::new(
+                PyErrorKind::SystemError,
+                "invalid maximum character passed to PyUnicode_New",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A numpy scalar in native (little-endian) byte order, as numpy scalars always are.
@@ -571,334 +634,103 @@ fn native_scalar(mut a: NdArray) -> NdArray {
     a
 }
 
-/// Bounds-checked reads from the container; a length field never makes us allocate.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// Python's `data[start:end]`: clamped to the buffer, empty where `end` is before `start`.
+fn py_slice(buf: &[u8], start: usize, end: usize) -> &[u8] {
+    let start = start.min(buf.len());
+    &buf[start..end.clamp(start, buf.len())]
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CellError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| {
-                value_error(format!(
-                    "truncated mixed buffer: {what} needs {n} bytes at offset {}, only {} remain",
-                    self.pos,
-                    self.buf.len() - self.pos
-                ))
-            })?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u64(&mut self, what: &str) -> Result<usize, CellError> {
-        let raw = self.take(8, what)?;
-        let n = u64::from_le_bytes(raw.try_into().expect("8 bytes"));
-        usize::try_from(n).map_err(|_| value_error(format!("{what} {n} is absurd")))
-    }
-
-    fn json(&mut self, n: usize, what: &str) -> Result<Value, CellError> {
-        let raw = self.take(n, what)?;
-        let text = decode_utf8(raw)?;
-        parse(text, Dialect::Python)
-            .map_err(|why| value_error(format!("mixed buffer {what} is not valid JSON: {why}")))
-    }
+/// Python's `data[start:start + n]`.
+fn slice(buf: &[u8], start: usize, n: usize) -> &[u8] {
+    py_slice(buf, start, start.saturating_add(n))
 }
 
+/// `np.frombuffer(raw, uint32/uint64)[0]` (or `.tolist()[0]`): the first little-endian word, an
+/// `IndexError` for no bytes and a `ValueError` for a partial word.
+fn first_word(raw: &[u8], size: usize, index_message: &str) -> Result<u64, CellError> {
+    if raw.is_empty() {
+        return Err(CellError::new(PyErrorKind::IndexError, index_message));
+    }
+    if raw.len() % size != 0 {
+        return Err(value_error(
+            "buffer size must be a multiple of element size",
+        ));
+    }
+    let mut word = [0u8; 8];
+    word[..size].copy_from_slice(&raw[..size]);
+    Ok(u64::from_le_bytes(word))
+}
+
+/// Python `json.loads` of bytes seamless-core decodes as UTF-8 first.
+fn json_loads(raw: &[u8]) -> Result<Value, CellError> {
+    let text = decode_utf8(raw)?;
+    parse_with_depth(text, Dialect::Python).map_err(|(why, too_deep)| {
+        if too_deep {
+            CellError::new(
+                PyErrorKind::RecursionError,
+                "maximum recursion depth exceeded while decoding a JSON array from a unicode string",
+            )
+        } else {
+            CellError::new(PyErrorKind::JSONDecodeError, why)
+        }
+    })
+}
+
+/// Read a mixed container in seamless-core's order of steps (`deserialize`, then
+/// `from_stream`), so that a corrupt buffer fails with the error class Python gives.
 fn read_container(buf: &[u8]) -> Result<Value, CellError> {
-    let mut r = Reader {
-        buf,
-        pos: MIXED_MAGIC.len(),
-    };
-    let l1 = r.take(1, "storage length")?[0] as usize;
-    let storage = r.take(l1, "storage name")?;
-    if storage != Storage::MixedPlain.name().as_bytes() {
-        return Err(value_error(format!(
-            "unknown mixed storage {:?}",
-            String::from_utf8_lossy(storage)
-        )));
+    // The lengths are numpy scalars (`uint8`, then `uint32`), so Python's offset arithmetic
+    // wraps around as theirs does: a storage length of 250 lands the form length near the start.
+    let storage_len = *buf.get(MIXED_MAGIC.len()).ok_or_else(|| {
+        CellError::new(
+            PyErrorKind::IndexError,
+            "index 0 is out of bounds for axis 0 with size 0",
+        )
+    })?;
+    let start = MIXED_MAGIC.len() as u8 + 1;
+    let form_len_at = start.wrapping_add(storage_len);
+    let storage = py_slice(buf, start as usize, form_len_at as usize);
+    let form_at = form_len_at.wrapping_add(4);
+    let form_len = first_word(
+        py_slice(buf, form_len_at as usize, form_at as usize),
+        4,
+        "index 0 is out of bounds for axis 0 with size 0",
+    )? as u32;
+    let stream_at = (form_at as u32).wrapping_add(form_len);
+    let form = py_slice(buf, form_at as usize, stream_at as usize);
+    let storage = decode_utf8(storage)?;
+    let form = json_loads(form)?;
+    let stream = py_slice(buf, stream_at as usize, usize::MAX);
+    match storage {
+        "mixed-plain" => {}
+        "pure-plain" => {
+            return Err(CellError::new(PyErrorKind::AssertionError, "")
+                .with_detail("a pure-plain mixed container holds bytes, not a str"));
+        }
+        "pure-binary" => return npy::read(stream).map(Value::Array),
+        other => return Err(value_error(other)),
     }
-    let l2 = u32::from_le_bytes(r.take(4, "form length")?.try_into().expect("4 bytes")) as usize;
-    let form = r.json(l2, "form")?;
-    let inner_start = r.pos;
-    if !buf[inner_start..].starts_with(SEAMLESS_MAGIC) {
+    if !stream.starts_with(SEAMLESS_MAGIC) {
         return Err(CellError::new(PyErrorKind::AssertionError, "")
             .with_detail("mixed buffer lacks the inner \\x93SEAMLESS marker"));
     }
-    r.pos += SEAMLESS_MAGIC.len();
-    let l3 = r.u64("data header length")?;
-    let l4 = r.u64("binary area length")?;
-    let inner_len = buf.len() - inner_start;
-    if Some(inner_len)
-        != l3
-            .checked_add(l4)
-            .and_then(|n| n.checked_add(SEAMLESS_MAGIC.len() + 16))
-    {
+    let magic = SEAMLESS_MAGIC.len();
+    let index_error = "list index out of range";
+    let jsons_len = first_word(slice(stream, magic, 8), 8, index_error)?;
+    let area_len = first_word(slice(stream, magic + 8, 8), 8, index_error)?;
+    let expected = (magic as u128 + 16) + jsons_len as u128 + area_len as u128;
+    if stream.len() as u128 != expected {
         return Err(
             CellError::new(PyErrorKind::AssertionError, "").with_detail(format!(
-                "mixed buffer inner length is {inner_len}, its header says {} + {l3} + {l4}",
-                SEAMLESS_MAGIC.len() + 16
+                "mixed buffer inner length is {}, its header says {expected}",
+                stream.len()
             )),
         );
     }
-    let jsons = r.json(l3, "data header")?;
-    let area = r.take(l4, "binary area")?;
-    let Value::List(mut parts) = jsons else {
-        return Err(value_error(
-            "mixed data header is not a [offsets, data] list",
-        ));
-    };
-    if parts.len() != 2 {
-        return Err(value_error(
-            "mixed data header is not a [offsets, data] list",
-        ));
-    }
-    let data = parts.pop().expect("two parts");
-    let offsets = match parts.pop() {
-        Some(Value::List(o)) => o
-            .iter()
-            .map(|x| match x {
-                Value::Int(i) => usize::try_from(i)
-                    .map_err(|_| value_error("a mixed offset is negative or absurd")),
-                _ => Err(value_error("a mixed offset is not an integer")),
-            })
-            .collect::<Result<Vec<usize>, CellError>>()?,
-        _ => return Err(value_error("mixed offsets are not a list")),
-    };
-    let mut ctx = Rebuild {
-        offsets,
-        next: 0,
-        area,
-    };
-    ctx.node(&form, data, 0)
-}
-
-/// Rebuilding arrays from the form while walking the data.
-struct Rebuild<'a> {
-    offsets: Vec<usize>,
-    next: usize,
-    area: &'a [u8],
-}
-
-fn get<'v>(form: &'v Value, key: &str) -> Option<&'v Value> {
-    match form {
-        Value::Dict(d) => d.get(&Key::Str(key.into())),
-        _ => None,
-    }
-}
-
-fn bad_form(what: &str) -> CellError {
-    value_error(format!("invalid mixed form: {what}"))
-}
-
-impl Rebuild<'_> {
-    fn node(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
-        with_stack(|| self.node_inner(form, data, depth))
-    }
-
-    fn node_inner(&mut self, form: &Value, data: Value, depth: usize) -> Result<Value, CellError> {
-        if depth > PY_RECURSION_LIMIT {
-            return Err(bad_form("nested too deep"));
-        }
-        match get(form, "storage") {
-            Some(Value::Str(s)) if s == "pure-binary" => return self.array(form),
-            None if depth > 0 => return Ok(data),
-            _ => {}
-        }
-        match (get(form, "type"), data) {
-            (Some(Value::Str(t)), Value::Dict(mut d)) if t == "object" => {
-                let Some(Value::Dict(props)) = get(form, "properties") else {
-                    return Ok(Value::Dict(d));
-                };
-                for k in sorted_keys(props.keys())? {
-                    if let Some(child) = d.get_mut(k) {
-                        let taken = std::mem::replace(child, Value::None);
-                        *child = self.node(&props[k], taken, depth + 1)?;
-                    }
-                }
-                Ok(Value::Dict(d))
-            }
-            (Some(Value::Str(t)), Value::List(items)) if t == "array" => {
-                let identical = matches!(get(form, "identical"), Some(Value::Bool(true)));
-                let item_forms =
-                    get(form, "items").ok_or_else(|| bad_form("an array without items"))?;
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, child)| {
-                        let f = match (identical, item_forms) {
-                            (true, f) => f,
-                            (false, Value::List(fs)) => fs
-                                .get(i)
-                                .ok_or_else(|| bad_form("fewer item forms than items"))?,
-                            _ => {
-                                return Err(bad_form(
-                                    "non-identical items without a list of forms",
-                                ));
-                            }
-                        };
-                        self.node(f, child, depth + 1)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Value::List)
-            }
-            (_, data) => Ok(data),
-        }
-    }
-
-    /// A binary node: an array (`"type": "array"`) or a struct scalar (`"type": "object"`).
-    fn array(&mut self, form: &Value) -> Result<Value, CellError> {
-        if matches!(get(form, "type"), Some(Value::Str(t)) if t == "object") {
-            let dtype = form_dtype(form)?;
-            return self.take(dtype, vec![], true).map(Value::Scalar);
-        }
-        let dtype =
-            form_dtype(get(form, "items").ok_or_else(|| bad_form("an array without items"))?)?;
-        let shape = match get(form, "shape") {
-            Some(Value::List(dims)) => dims
-                .iter()
-                .map(|d| match d {
-                    Value::Int(n) => {
-                        usize::try_from(n).map_err(|_| bad_form("a negative dimension"))
-                    }
-                    _ => Err(bad_form("a non-integer dimension")),
-                })
-                .collect::<Result<Vec<usize>, _>>()?,
-            _ => return Err(bad_form("an array without a shape")),
-        };
-        self.take(dtype, shape, false).map(Value::Array)
-    }
-
-    /// The next data slice of the binary area, as an array of this dtype and shape.
-    fn take(
-        &mut self,
-        dtype: DType,
-        shape: Vec<usize>,
-        scalar: bool,
-    ) -> Result<NdArray, CellError> {
-        let (start, end) = match (self.offsets.get(self.next), self.offsets.get(self.next + 1)) {
-            (Some(&s), Some(&e)) if s <= e && e <= self.area.len() => (s, e),
-            _ => {
-                return Err(value_error(
-                    "mixed buffer offsets do not match its binary area",
-                ));
-            }
-        };
-        self.next += 1;
-        let count = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
-        if count.and_then(|c| c.checked_mul(dtype.itemsize())) != Some(end - start) {
-            // seamless-core asserts (itemsize, shape, size); a scalar's shape is (1,).
-            let shape_text = if scalar {
-                "(1,)".to_string()
-            } else {
-                format!(
-                    "[{}]",
-                    shape
-                        .iter()
-                        .map(usize::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            let message = format!("({}, {shape_text}, {})", dtype.itemsize(), end - start);
-            return Err(
-                CellError::new(PyErrorKind::AssertionError, message).with_detail(format!(
-                    "a mixed array of shape {shape:?} does not fit its {} data bytes",
-                    end - start
-                )),
-            );
-        }
-        let data = Bytes::copy_from_slice(&self.area[start..end]);
-        Ok(NdArray {
-            dtype,
-            shape,
-            layout: Layout::C,
-            data,
-        })
-    }
-}
-
-fn form_int(form: &Value, key: &str) -> Result<usize, CellError> {
-    match get(form, key) {
-        Some(Value::Int(n)) => usize::try_from(n).map_err(|_| bad_form("a negative size")),
-        _ => Err(bad_form(&format!("missing '{key}'"))),
-    }
-}
-
-/// The dtype an element form describes (little-endian, aligned structs), as seamless-core rebuilds it.
-fn form_dtype(form: &Value) -> Result<DType, CellError> {
-    let ty = match get(form, "type") {
-        Some(Value::Str(t)) => t.as_str(),
-        _ => return Err(bad_form("an item form without a type")),
-    };
-    let size = || form_int(form, "bytesize");
-    Ok(match ty {
-        "integer" => {
-            let unsigned = matches!(get(form, "unsigned"), Some(Value::Bool(true)));
-            DType::simple(if unsigned { 'u' } else { 'i' }, ByteOrder::Little, size()?)
-        }
-        "number" => DType::simple('f', ByteOrder::Little, size()?),
-        "boolean" => DType::simple('b', ByteOrder::NotApplicable, 1),
-        "string" => DType::simple('S', ByteOrder::NotApplicable, size()?),
-        "object" => {
-            let (Some(Value::Dict(props)), Some(Value::List(order))) =
-                (get(form, "properties"), get(form, "order"))
-            else {
-                return Err(bad_form("a struct without properties and order"));
-            };
-            let mut fields = Vec::new();
-            for name in order {
-                let Value::Str(name) = name else {
-                    return Err(bad_form("a struct field name is not a string"));
-                };
-                let f = props
-                    .get(&Key::Str(name.clone()))
-                    .ok_or_else(|| bad_form("a struct field without a form"))?;
-                let (dtype, shape) = match get(f, "type") {
-                    Some(Value::Str(t)) if t == "tuple" => {
-                        let base = form_dtype(
-                            get(f, "items").ok_or_else(|| bad_form("a sub-array without items"))?,
-                        )?;
-                        let shape = match get(f, "shape") {
-                            Some(Value::List(d)) => d
-                                .iter()
-                                .map(|x| match x {
-                                    Value::Int(n) => usize::try_from(n)
-                                        .map_err(|_| bad_form("a negative dimension")),
-                                    _ => Err(bad_form("a non-integer dimension")),
-                                })
-                                .collect::<Result<Vec<_>, _>>()?,
-                            _ => return Err(bad_form("a sub-array without a shape")),
-                        };
-                        (base, shape)
-                    }
-                    _ => (form_dtype(f)?, vec![]),
-                };
-                fields.push(Field {
-                    name: name.clone(),
-                    dtype,
-                    shape,
-                    offset: 0,
-                });
-            }
-            let dtype = aligned_dtype(&DType::Struct(StructDType {
-                fields,
-                itemsize: 0,
-                aligned: true,
-            }));
-            if dtype.itemsize() != size()? {
-                return Err(bad_form(
-                    "a struct whose fields do not add up to its bytesize",
-                ));
-            }
-            dtype
-        }
-        other => return Err(bad_form(&format!("unknown item type {other:?}"))),
-    })
+    let jsons_len = jsons_len as usize;
+    let jsons = json_loads(&stream[magic + 16..magic + 16 + jsons_len])?;
+    let area = &stream[magic + 16 + jsons_len..];
+    super::mixed_stream::Stream { jsons, area }.read(&form)
 }
 
 #[cfg(test)]

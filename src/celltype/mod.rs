@@ -16,8 +16,11 @@ pub mod ipython;
 pub mod json_orjson;
 pub mod json_parse;
 pub mod json_python;
+pub mod literal_eval;
 pub mod mixed;
+mod mixed_stream;
 pub mod npy;
+pub mod py_digits;
 pub mod pyrepr;
 pub mod python;
 pub mod scalar;
@@ -114,6 +117,16 @@ pub enum PyErrorKind {
     UnicodeEncodeError,
     IndexError,
     RecursionError,
+    /// `json.JSONDecodeError` (a `ValueError`), where seamless-core lets it escape.
+    JSONDecodeError,
+    /// `tokenize.TokenError`, from numpy's retry of a `.npy` header that did not parse.
+    TokenError,
+    /// numpy's error for a unicode scalar holding a code point beyond U+10FFFF.
+    SystemError,
+    /// A missing key in a corrupt mixed form or data header.
+    KeyError,
+    /// A method called on the wrong type in a corrupt mixed form or data header.
+    AttributeError,
 }
 
 impl PyErrorKind {
@@ -128,6 +141,11 @@ impl PyErrorKind {
             PyErrorKind::UnicodeEncodeError => "UnicodeEncodeError",
             PyErrorKind::IndexError => "IndexError",
             PyErrorKind::RecursionError => "RecursionError",
+            PyErrorKind::JSONDecodeError => "JSONDecodeError",
+            PyErrorKind::TokenError => "TokenError",
+            PyErrorKind::SystemError => "SystemError",
+            PyErrorKind::KeyError => "KeyError",
+            PyErrorKind::AttributeError => "AttributeError",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use num_bigint::BigInt;
 
 use super::unicode_printable::is_printable;
-use super::{CellError, PyErrorKind, with_stack};
+use super::{CellError, PyErrorKind, py_digits, with_stack};
 use crate::value::{ByteOrder, DType, Date, DateTime, Key, NdArray, Value, f16_to_f64, f64_to_f16};
 
 /// How deeply nested containers may be for `repr`, `json.dumps` and `get_form`: Python's
@@ -224,9 +224,15 @@ pub fn py_str(v: &Value) -> Result<String, CellError> {
         Value::Str(s) => Ok(s.clone()),
         Value::Checksum(c) => Ok(c.hex()),
         Value::Scalar(a) => scalar_str(a),
-        _ => py_repr(v, 0),
+        _ => py_repr(v, STR_CALL_DEPTH),
     }
 }
+
+/// The recursion depth `str(value)` starts from in seamless-core's `_serialize` called from a
+/// script's top level (`<module>`, `serialize_sync`, `_serialize`): values nested 997 deep fail
+/// there, as in Python. (At 996, CPython 3.11 fails too for some innermost values, such as a
+/// cached small int in a list, depending on the interpreter's warm-up: see docs/compat.md.)
+const STR_CALL_DEPTH: usize = 3;
 
 /// numpy `str()` of a numpy scalar: the Python value's text.
 fn scalar_str(a: &NdArray) -> Result<String, CellError> {
@@ -438,7 +444,52 @@ pub fn sorted_keys<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<Vec<&'a Ke
     Ok(keys)
 }
 
-/// Python `int(text)` for base 10, or `ValueError` naming the text as Python does.
+/// seamless-core's `unchecksum(value)`, run before `plain` and `mixed` serialization, walks
+/// every container under Python's recursion limit, three frames a level (`unchecksum`,
+/// `_unchecksum_list`/`_dict`, the comprehension), with an `isinstance(value, (list, tuple))`
+/// check in between for anything but a dict. Reproduced for a call from a script's top level
+/// (the frames `<module>`, `serialize_sync` and `_serialize` below the first `unchecksum`): the
+/// first entry past the limit, in the walk's order, decides the message.
+pub fn check_unchecksum_depth(value: &Value) -> Result<(), CellError> {
+    unchecksum_at(value, 4)
+}
+
+/// Python's `RecursionError` for an entry (a frame or a C-level call) at recursion depth `at`,
+/// if that is past the limit; `where_` is CPython's suffix (`" in __instancecheck__"`).
+pub fn exceeded(at: usize, where_: &str) -> Result<(), CellError> {
+    if at > PY_RECURSION_LIMIT {
+        return Err(CellError::new(
+            PyErrorKind::RecursionError,
+            format!("maximum recursion depth exceeded{where_}"),
+        ));
+    }
+    Ok(())
+}
+
+fn unchecksum_at(value: &Value, frame: usize) -> Result<(), CellError> {
+    exceeded(frame, "")?;
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Checksum(_) => return Ok(()),
+        Value::Dict(d) => {
+            exceeded(frame + 2, "")?;
+            Box::new(d.values())
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            exceeded(frame + 1, " in __instancecheck__")?;
+            exceeded(frame + 2, "")?;
+            Box::new(items.iter())
+        }
+        _ => return exceeded(frame + 1, " in __instancecheck__"),
+    };
+    with_stack(|| {
+        children
+            .into_iter()
+            .try_for_each(|c| unchecksum_at(c, frame + 3))
+    })
+}
+
+/// Python `int(text)` for base 10 (digits of any script), or `ValueError` naming the text as
+/// Python does.
 pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
     let bad = || {
         CellError::new(
@@ -446,7 +497,8 @@ pub fn parse_py_int(text: &str) -> Result<BigInt, CellError> {
             format!("invalid literal for int() with base 10: {}", str_repr(text)),
         )
     };
-    let t = text.trim();
+    let ascii = py_digits::to_ascii(text);
+    let t = ascii.trim_matches(py_digits::ASCII_SPACE);
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
@@ -476,7 +528,7 @@ fn strip_underscores(s: &str) -> Option<String> {
     Some(s.replace('_', ""))
 }
 
-/// Python `float(text)`, or `ValueError` naming the text as Python does.
+/// Python `float(text)` (digits of any script), or `ValueError` naming the text as Python does.
 pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
     let bad = || {
         CellError::new(
@@ -484,7 +536,8 @@ pub fn parse_py_float(text: &str) -> Result<f64, CellError> {
             format!("could not convert string to float: {}", str_repr(text)),
         )
     };
-    let t = text.trim();
+    let ascii = py_digits::to_ascii(text);
+    let t = ascii.trim_matches(py_digits::ASCII_SPACE);
     let (neg, body) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),

@@ -19,6 +19,7 @@ fn orjson_line(value: &Value, unchecksum: bool) -> Result<Vec<u8>, CellError> {
 
 /// Serialize as `plain`: Checksum objects anywhere are written as their hex, then orjson.
 pub fn serialize_plain(value: &Value) -> Result<Vec<u8>, CellError> {
+    super::pyrepr::check_unchecksum_depth(value)?;
     orjson_line(value, true)
 }
 

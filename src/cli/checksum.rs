@@ -24,6 +24,9 @@ use crate::checksum::{Checksum, Compression, DecodeError};
 use crate::value::{Dict, Key, Value};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs checksum data.npy            # 64 hex digits, then the file name\n  seamfs checksum *.json.gz           # hashed after decompression"
+)]
 pub struct ChecksumArgs {
     /// Files to hash; `.zst`/`.gz` files are hashed after decompression. One line per file.
     #[arg(required = true, value_name = "FILE")]
@@ -31,6 +34,9 @@ pub struct ChecksumArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs checksum-file results.npy    # writes results.npy.CHECKSUM\n  seamfs checksum-file run1/*.json"
+)]
 pub struct ChecksumFileArgs {
     /// Files to hash; each gets a sidecar (`f.txt` → `f.txt.CHECKSUM`, `g.gz` → `g.CHECKSUM`,
     /// `x.INDEX` → `x.CHECKSUM`).
@@ -39,6 +45,9 @@ pub struct ChecksumFileArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs checksum-index run1          # writes run1.INDEX and run1.CHECKSUM beside run1/\n  cat run1.CHECKSUM"
+)]
 pub struct ChecksumIndexArgs {
     /// Directory to index: writes DIR.INDEX (relative path → checksum, as a `plain` buffer) and
     /// DIR.CHECKSUM (the checksum of DIR.INDEX).

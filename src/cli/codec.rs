@@ -92,7 +92,8 @@ Exit status 1 if any case failed."#;
 #[derive(clap::Args)]
 #[command(after_help = COMPAT_CHECK_HELP)]
 pub struct CompatCheckArgs {
-    /// The vectors file (e.g. tests/data/vectors.json).
+    /// The vectors file (e.g. tests/data/vectors.json, or a gzipped one such as
+    /// tests/data/edge-vectors.json.gz).
     vectors: PathBuf,
 }
 

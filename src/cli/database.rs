@@ -18,6 +18,9 @@ use crate::http::Service;
 /// Prints `DATABASE FILE <path>` and the address it serves on. Exits 0 on SIGINT, SIGTERM,
 /// SIGHUP, or after --timeout seconds without requests.
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs database ~/seamless/seamless.db --writable            # port logged\n  seamfs database db.sqlite --port 0 --status-file status.json  # a free port, written to the file\n  curl -s -X GET localhost:PORT -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'"
+)]
 pub struct Args {
     /// SQLite file holding the database; created (with its tables) if missing and --writable.
     database_file: PathBuf,

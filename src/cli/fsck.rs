@@ -15,9 +15,15 @@ use crate::checksum::Checksum;
 use crate::store::{Store, StoreOptions, Verdict};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  seamfs fsck                          # the default store ($XDG_DATA_HOME/seamfs)\n  seamfs fsck --store ~/seamfs-store   # like `seamfs mount --store`\n  seamfs fsck ~/seamfs-store"
+)]
 pub struct Args {
-    /// The store root (the directory holding `buffers/`).
-    path: PathBuf,
+    /// The store root (the directory holding `buffers/`); default: as `seamfs mount`.
+    path: Option<PathBuf>,
+    /// The store root, as in `seamfs mount --store`.
+    #[arg(long, conflicts_with = "path")]
+    store: Option<PathBuf>,
 }
 
 /// One corrupt buffer, as reported.
@@ -28,13 +34,18 @@ struct Finding {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = match args.store.or(args.path) {
+        Some(path) => path,
+        None => super::mount::default_store()?,
+    };
+    super::mount::check_store_dir(&path)?;
     anyhow::ensure!(
-        args.path.join("buffers").is_dir(),
+        path.join("buffers").is_dir(),
         "{} is not a seamfs store (it has no buffers/ directory)",
-        args.path.display()
+        path.display()
     );
-    let store = Store::open(&args.path, &StoreOptions::default(), "check it")
-        .with_context(|| format!("opening {}", args.path.display()))?;
+    let store = Store::open(&path, &StoreOptions::default(), "check it")
+        .with_context(|| format!("opening {}", path.display()))?;
     let progress = progress_bar(&store)?;
     let findings = Mutex::new(Vec::new());
     let checked = store
@@ -54,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .expect("no panics while holding it")
                     .push(finding);
             }
-            progress.inc(1);
+            progress.inc(buffer_len(&store, &checksum));
             Ok(())
         })
         .collect::<Result<Vec<()>, crate::store::StoreError>>()?
@@ -69,14 +80,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A progress bar on a terminal (counting the buffers first), hidden otherwise.
+/// A progress bar on a terminal, by bytes (the time to verify a buffer is its size; the sizes
+/// are summed first), hidden otherwise.
 fn progress_bar(store: &Store) -> anyhow::Result<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return Ok(ProgressBar::hidden());
     }
-    let total = store.own_buffers().count() as u64;
-    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} buffers verified ({eta} left)")?;
+    let total = store
+        .own_buffers()
+        .filter_map(Result::ok)
+        .map(|c| buffer_len(store, &c))
+        .sum();
+    let style = ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} verified ({binary_bytes_per_sec}, {eta} left)",
+    )?;
     Ok(ProgressBar::new(total).with_style(style))
+}
+
+fn buffer_len(store: &Store, checksum: &Checksum) -> u64 {
+    store.tiers().length(checksum).ok().flatten().unwrap_or(0)
 }
 
 fn report(store: &Store, checked: usize, findings: &[Finding]) {

@@ -20,6 +20,7 @@ mod hashserver;
 mod launch;
 mod mount;
 mod pin;
+mod unmount;
 
 /// seamfs: content-addressed data as files, compatible with Seamless.
 ///
@@ -59,6 +60,8 @@ enum Command {
     Database(database::Args),
     /// Verify every buffer in a store; quarantine corrupt ones.
     Fsck(fsck::Args),
+    /// Unmount a seamfs mount (also one started with --daemon).
+    Unmount(unmount::Args),
     /// Remove the buffers nothing references any more, and print what was freed.
     Gc(gc::Args),
     /// Keep a buffer through eviction and garbage collection.
@@ -69,7 +72,7 @@ enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let args = rewrite_alias(std::env::args_os().collect());
+    let args = help_of_help(rewrite_alias(std::env::args_os().collect()));
     let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Mount(a) => mount::run(a),
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Conversions(a) => convert::run_conversions(a),
         Command::Database(a) => database::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Unmount(a) => unmount::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Pin(a) => pin::run(a),
         Command::Hashserver(a) => hashserver::run(a),
@@ -133,6 +137,15 @@ fn rewrite_alias(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// `seamfs help --help` (or `-h`) is `seamfs --help`: clap's help subcommand takes no options.
+fn help_of_help(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.len() == 3 && args[1] == "help" && (args[2] == "--help" || args[2] == "-h") {
+        args.truncate(1);
+        args.push(OsString::from("--help"));
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +159,14 @@ mod tests {
         );
         let args = rewrite_alias(vec!["seamfs".into(), "mount".into()]);
         assert_eq!(args, vec![OsString::from("seamfs"), "mount".into()]);
+    }
+
+    #[test]
+    fn help_takes_help() {
+        let args = help_of_help(vec!["seamfs".into(), "help".into(), "--help".into()]);
+        assert_eq!(args, ["seamfs", "--help"]);
+        let args = help_of_help(vec!["seamfs".into(), "help".into(), "mount".into()]);
+        assert_eq!(args, ["seamfs", "help", "mount"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! unmount cleanly.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,9 @@ pub struct Args {
     /// Port of the HTTP database (0 picks a free port and logs it).
     #[arg(long, default_value_t = 5522)]
     db_port: u16,
+    /// Serve the HTTP database on the first free port in START..=END instead of --db-port.
+    #[arg(long, num_args = 2, value_names = ["START", "END"], conflicts_with = "db_port")]
+    db_port_range: Option<Vec<u16>>,
     /// Do not serve the HTTP database.
     #[arg(long)]
     no_db: bool,
@@ -75,6 +78,18 @@ pub struct Args {
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
+    /// List the virtual sidecars (F.CHECKSUM, D.INDEX, D.CHECKSUM) in directory listings, so that
+    /// `cp -r`, `tar` and `rsync` out of the mount carry them. By default they are looked up by
+    /// name but not listed.
+    #[arg(long)]
+    list_sidecars: bool,
+    /// Let other users use the mount, with permissions checked by the kernel as on a local
+    /// filesystem (needs root, or `user_allow_other` in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+    /// Mount even if the mount point is not empty (its files are hidden until unmounted).
+    #[arg(long)]
+    nonempty: bool,
     /// RAM tier over the disk tier: SOFT[,HARD] (eviction starts above SOFT; HARD, default
     /// 2 x SOFT, is never exceeded), e.g. 64M or 1G,2G; 0 for none. Default: 1/8 and 1/4 of the
     /// machine's memory.
@@ -102,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         init_logging(None);
     }
     check_fuse_device()?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    check_store_dir(&store_root)?;
+    let mountpoint = check_mountpoint(&args.mountpoint, args.nonempty)?;
     let options = StoreOptions {
         ram: match args.ram_cache {
             Some(caps) if caps.soft_cap == 0 => None,
@@ -210,17 +226,13 @@ fn mount_session(
         store,
         Options {
             read_only: args.read_only,
+            list_sidecars: args.list_sidecars,
         },
     )?;
     let http = if args.no_db {
         None
     } else {
-        let server = crate::http::spawn(db, &args.db_host, args.db_port, !args.read_only).with_context(|| {
-            format!(
-                "cannot serve the HTTP database on {}:{} (in use? pass --db-port 0 for a free port, or --no-db)",
-                args.db_host, args.db_port
-            )
-        })?;
+        let server = serve_db(&args, db)?;
         tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
         Some(server)
     };
@@ -235,6 +247,10 @@ fn mount_session(
     }
     let mut config = Config::default();
     config.mount_options = options;
+    if args.allow_other {
+        // The kernel checks permissions (`default_permissions`), as on a local filesystem.
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(2);
     config.clone_fd = true;
     let fs = SeamFs::new(Arc::new(ns));
@@ -281,7 +297,49 @@ fn termination_signals() -> SigSet {
 }
 
 /// `$XDG_DATA_HOME/seamfs`, else `~/.local/share/seamfs`.
-fn default_store() -> anyhow::Result<PathBuf> {
+/// The HTTP database on `--db-port`, or on the first free port of `--db-port-range`.
+fn serve_db(args: &Args, db: crate::db::Database) -> anyhow::Result<crate::http::BackgroundServer> {
+    let ports = match args.db_port_range.as_deref() {
+        Some([start, end]) if start <= end => *start..=*end,
+        Some(_) => bail!("--db-port-range START END: START must not be above END"),
+        None => args.db_port..=args.db_port,
+    };
+    let mut last = None;
+    for port in ports.clone() {
+        match crate::http::spawn(db.clone(), &args.db_host, port, !args.read_only) {
+            Ok(server) => return Ok(server),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => {
+                return Err(e).context(format!(
+                    "cannot serve the HTTP database on {}:{port}",
+                    args.db_host
+                ));
+            }
+        }
+    }
+    let tried = if ports.start() == ports.end() {
+        format!("{}:{}", args.db_host, ports.start())
+    } else {
+        format!("{}:{}-{}", args.db_host, ports.start(), ports.end())
+    };
+    Err(anyhow::anyhow!(
+        "cannot serve the HTTP database on {tried}: {} (pass --db-port 0 for a free port, --db-port-range, or --no-db)",
+        last.map_or_else(|| "no port".to_string(), |e| e.to_string())
+    ))
+}
+
+/// A store is a directory (created if missing): say so plainly when `--store` names a file.
+pub(super) fn check_store_dir(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => bail!(
+            "--store {}: not a directory (give the store's directory; it is created if missing)",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn default_store() -> anyhow::Result<PathBuf> {
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(data).join("seamfs"));
     }
@@ -300,8 +358,9 @@ fn check_fuse_device() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The mount point must be an existing directory that nothing is mounted on.
-fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+/// The mount point must be an existing directory that nothing is mounted on, and empty unless
+/// `nonempty` (a mount hides what the directory holds).
+fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<PathBuf> {
     // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so it
     // is what tells a stale mount.
     let metadata = std::fs::metadata(path);
@@ -332,12 +391,19 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
+    let has_entries = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+    if has_entries && !nonempty {
+        bail!(
+            "mount point {} is not empty: mounting would hide its files until unmounted (pick an empty directory, or pass --nonempty)",
+            path.display()
+        );
+    }
     Ok(path)
 }
 
 /// The `major:minor` of the filesystem mounted exactly at `path`, from /proc/self/mountinfo
 /// (read there because a stat of the mount point would wait on this very process).
-fn mount_id(path: &Path) -> Option<String> {
+pub(super) fn mount_id(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_str()?;
     info.lines().rev().find_map(|line| {
@@ -455,7 +521,11 @@ fn init_logging(file: Option<File>) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        // No colour codes in logs that go to a file or a pipe.
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
 }
 

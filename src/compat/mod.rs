@@ -75,12 +75,9 @@ pub const SECTIONS: [&str; 5] = [
     "expressions",
 ];
 
-/// Run every known section of the vectors file at `path`.
+/// Run every known section of the vectors file at `path` (`.json`, or `.json.gz`).
 pub fn run(path: &Path) -> anyhow::Result<Report> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read vectors file {}", path.display()))?;
-    let doc: Json = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let doc = read_vectors(path)?;
     let mut report = Report::default();
     for section in SECTIONS {
         report.cases.extend(run_section(&doc, section));
@@ -88,19 +85,39 @@ pub fn run(path: &Path) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Read a vectors file, gunzipping a `.gz` one. Values may nest deeper than serde_json's default
+/// limit of 128 (the deep-nesting vectors go past Python's recursion limit of 1000).
+pub fn read_vectors(path: &Path) -> anyhow::Result<Json> {
+    let raw = std::fs::read(path)
+        .with_context(|| format!("cannot read vectors file {}", path.display()))?;
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+            .with_context(|| format!("{} is not a gzip file", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    de.disable_recursion_limit();
+    stacker::grow(64 << 20, || serde::Deserialize::deserialize(&mut de))
+        .with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
 /// Run one section of a parsed vectors document (empty if the section is missing).
 pub fn run_section(doc: &Json, section: &str) -> Vec<CaseResult> {
     let Some(cases) = doc.get(section).and_then(Json::as_array) else {
         return Vec::new();
     };
+    let layouts = layout_encoding(doc);
     cases
         .iter()
         .enumerate()
         .map(|(n, case)| {
             let id = case_id(case, n);
             let outcome = match section {
-                "serialize" => check_serialize(case),
-                "deserialize" => check_deserialize(case),
+                "serialize" => check_serialize(case, layouts),
+                "deserialize" => check_deserialize(case, layouts),
                 "invalid_serialize" => check_invalid_serialize(case),
                 "conversions" => conversions::check_case(case),
                 "expressions" => expressions::check_case(case),
@@ -113,6 +130,24 @@ pub fn run_section(doc: &Json, section: &str) -> Vec<CaseResult> {
             }
         })
         .collect()
+}
+
+/// How a vectors file writes array layouts (`meta.layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layouts {
+    /// `"strides"`: "C"/"F" only for exactly a new array's strides, else "strided" with numpy's
+    /// strides (gen_random_vectors.py edge).
+    Exact,
+    /// The first encoding: "C" for any C-contiguous array with C strides or no elements, "F"
+    /// for F- and not C-contiguous, else "strided"; compared in those terms.
+    Flags,
+}
+
+fn layout_encoding(doc: &Json) -> Layouts {
+    match doc.pointer("/meta/layout").and_then(Json::as_str) {
+        Some("strides") => Layouts::Exact,
+        _ => Layouts::Flags,
+    }
 }
 
 fn case_id(case: &Json, n: usize) -> String {
@@ -161,7 +196,7 @@ fn case_value(case: &Json) -> Result<Value, String> {
     }
 }
 
-fn check_serialize(case: &Json) -> Outcome {
+fn check_serialize(case: &Json, layouts: Layouts) -> Outcome {
     outcome(|| {
         let celltype = celltype_of(case)?;
         let value = case_value(case)?;
@@ -198,11 +233,12 @@ fn check_serialize(case: &Json) -> Outcome {
             celltype,
             parse_back,
             "parse_back: ",
+            layouts,
         ))
     })
 }
 
-fn check_deserialize(case: &Json) -> Outcome {
+fn check_deserialize(case: &Json, layouts: Layouts) -> Outcome {
     outcome(|| {
         let celltype = celltype_of(case)?;
         let buffer = hex_field(case, "buffer_hex")?;
@@ -211,6 +247,7 @@ fn check_deserialize(case: &Json) -> Outcome {
             celltype,
             case.get("expected").ok_or("no expected")?,
             "",
+            layouts,
         ))
     })
 }
@@ -243,12 +280,18 @@ fn check_invalid_serialize(case: &Json) -> Outcome {
 }
 
 /// Parse `buffer` and compare with `{ok, value}` or `{ok: false, error_type, error_message}`.
-fn compare_parse(buffer: &[u8], celltype: CellType, expected: &Json, prefix: &str) -> Outcome {
+fn compare_parse(
+    buffer: &[u8],
+    celltype: CellType,
+    expected: &Json,
+    prefix: &str,
+    layouts: Layouts,
+) -> Outcome {
     let result = celltype::deserialize(buffer, celltype);
     let want_ok = expected.get("ok").and_then(Json::as_bool).unwrap_or(false);
     let outcome = match (&result, want_ok) {
         (Ok(ours), true) => match expected.get("value").map(decode_value) {
-            Some(Ok(want)) if same(ours, &want) => Outcome::Passed,
+            Some(Ok(want)) if same_with(ours, &want, layouts) => Outcome::Passed,
             Some(Ok(_)) => Outcome::Failed(format!(
                 "value differs:\n  ours:     {}\n  expected: {}",
                 encode_value(ours),
@@ -314,6 +357,16 @@ fn show(b: &[u8]) -> String {
 /// Value equality as the vectors mean it: floats by bit pattern (NaN equals NaN, -0.0 is not
 /// 0.0), dicts in order, arrays by dtype, shape, layout and bytes, numpy scalars by value.
 pub fn same(a: &Value, b: &Value) -> bool {
+    same_with(a, b, Layouts::Exact)
+}
+
+/// `same`, with array layouts compared as a vectors file encodes them.
+pub fn same_with(a: &Value, b: &Value, layouts: Layouts) -> bool {
+    let same = |x: &Value, y: &Value| same_with(x, y, layouts);
+    let layout = |a: &NdArray| match layouts {
+        Layouts::Exact => a.layout.clone(),
+        Layouts::Flags => flags_layout(a),
+    };
     with_stack(|| match (a, b) {
         (Value::Float(x), Value::Float(y)) => {
             x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
@@ -331,7 +384,14 @@ pub fn same(a: &Value, b: &Value) -> bool {
         (Value::Array(x), Value::Array(y)) | (Value::Scalar(x), Value::Scalar(y))
             if matches!(x.dtype, DType::Struct(_)) =>
         {
-            x.dtype == y.dtype && x.shape == y.shape && x.layout == y.layout && same_records(x, y)
+            x.dtype == y.dtype
+                && x.shape == y.shape
+                && layout(x) == layout(y)
+                && x.data.len() == y.data.len()
+                && same_records(&x.dtype, &x.data, &y.data)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.dtype == y.dtype && x.shape == y.shape && layout(x) == layout(y) && x.data == y.data
         }
         // The vectors write a numpy scalar by its Python value, which loses NaN payloads.
         (Value::Scalar(x), Value::Scalar(y)) if x.dtype == y.dtype => {
@@ -344,23 +404,33 @@ pub fn same(a: &Value, b: &Value) -> bool {
     })
 }
 
-/// Struct records equal field by field (padding ignored).
-fn same_records(x: &NdArray, y: &NdArray) -> bool {
-    let DType::Struct(s) = &x.dtype else {
+/// The layout in the first vectors encoding's terms (see `Layouts::Flags`).
+fn flags_layout(a: &NdArray) -> Layout {
+    let item = a.dtype.itemsize();
+    if a.c_contiguous()
+        && (a.is_empty() || a.strides() == crate::value::packed_strides(&a.shape, item, false))
+    {
+        Layout::C
+    } else if a.f_contiguous() && !a.c_contiguous() {
+        Layout::F
+    } else {
+        Layout::Strided(a.strides())
+    }
+}
+
+/// Records equal field by field, into nested structs and sub-arrays (padding ignored).
+fn same_records(dtype: &DType, x: &[u8], y: &[u8]) -> bool {
+    let DType::Struct(s) = dtype else {
         return x == y;
     };
-    if x.data.len() != y.data.len() {
-        return false;
-    }
-    x.data
-        .chunks(s.itemsize.max(1))
-        .zip(y.data.chunks(s.itemsize.max(1)))
-        .all(|(a, b)| {
-            s.fields.iter().all(|f| {
-                let size = f.dtype.itemsize() * f.shape.iter().product::<usize>();
-                a[f.offset..f.offset + size] == b[f.offset..f.offset + size]
-            })
+    let size = s.itemsize.max(1);
+    x.chunks(size).zip(y.chunks(size)).all(|(a, b)| {
+        s.fields.iter().all(|f| {
+            let n = f.dtype.itemsize() * f.shape.iter().product::<usize>();
+            let (p, q) = (&a[f.offset..f.offset + n], &b[f.offset..f.offset + n]);
+            same_records(&f.dtype, p, q)
         })
+    })
 }
 
 fn num(text: &str) -> Json {
@@ -376,6 +446,10 @@ fn tagged(tag: &str, v: Json) -> Json {
 /// Decode the vectors' tagged JSON into a value. An object with one `$` key is a tagged form;
 /// any other object is a dict with str keys.
 pub fn decode_value(j: &Json) -> Result<Value, String> {
+    with_stack(|| decode_untagged(j))
+}
+
+fn decode_untagged(j: &Json) -> Result<Value, String> {
     Ok(match j {
         Json::Null => Value::None,
         Json::Bool(b) => Value::Bool(*b),

@@ -16,6 +16,7 @@ use ruff_python_ast::{Expr, ExprCall, Number, Operator, UnaryOp};
 use ruff_python_parser::parse_expression;
 use ruff_text_size::Ranged;
 
+use crate::celltype::literal_eval::int_literal;
 use crate::celltype::{binary, scalar, with_stack};
 use crate::value::{ByteOrder, DType, Dict, Layout, NdArray, Value};
 
@@ -264,18 +265,6 @@ impl Parser<'_> {
         };
         dtype_named(name).ok_or_else(|| self.unsupported(e, "the dtype"))
     }
-}
-
-/// A Python int literal's digits (underscores, `0x`/`0o`/`0b` prefixes allowed).
-fn int_literal(token: &str) -> Option<BigInt> {
-    let t = token.replace('_', "").to_ascii_lowercase();
-    let (radix, digits) = match t.get(..2) {
-        Some("0x") => (16, &t[2..]),
-        Some("0o") => (8, &t[2..]),
-        Some("0b") => (2, &t[2..]),
-        _ => (10, &t[..]),
-    };
-    BigInt::parse_bytes(digits.as_bytes(), radix)
 }
 
 /// A dtype by typestr (`<i4`, `<M8[s]`) or numpy name (`int32`, `datetime64[s]`, `timedelta64`).

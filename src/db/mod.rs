@@ -41,6 +41,10 @@ pub enum DbError {
     /// The record contradicts what is stored (the protocol's 409 answers, and one 404).
     #[error("{}", .0.message())]
     Conflict(Conflict),
+    /// The transaction ran but could not be committed (a full disk, an I/O error): SQLite
+    /// rolled all of it back.
+    #[error("could not commit to the database: {0}")]
+    Commit(rusqlite::Error),
     #[error("the database {0} is opened read-only")]
     ReadOnly(PathBuf),
     /// The file's tables cannot be used or upgraded (seamless-database's migration rule).
@@ -81,6 +85,9 @@ struct Inner {
     /// None when opened read-only.
     writer: Option<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// How many of the next commits fail on purpose (the fault-injection suite's hook).
+    #[cfg(feature = "fault-injection")]
+    failing_commits: std::sync::atomic::AtomicU32,
 }
 
 /// A handle on one seamless-database SQLite file. Clone it freely; it is Send + Sync.
@@ -124,6 +131,8 @@ impl Database {
             checkpointer,
             writer,
             next_reader: AtomicUsize::new(0),
+            #[cfg(feature = "fault-injection")]
+            failing_commits: Default::default(),
         };
         Ok(Database {
             inner: Arc::new(inner),
@@ -150,6 +159,17 @@ impl Database {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.transaction_or_undo(f, |_| Ok(()))
+    }
+
+    /// `transaction`, for callers that mirror rows in memory as they write them: if the commit
+    /// fails (`DbError::Commit`, everything rolled back), `undo` runs on the writer, which then
+    /// shows the last committed state, before any other transaction can start.
+    pub fn transaction_or_undo<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, E>,
+        undo: impl FnOnce(&Conn) -> Result<(), E>,
+    ) -> Result<T, E> {
         let writer = self
             .inner
             .writer
@@ -160,11 +180,59 @@ impl Database {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;
         let value = f(&Conn { conn: &tx })?;
-        tx.commit().map_err(DbError::from)?;
+        if let Err(e) = self.injected_commit_failure().and_then(|()| tx.commit()) {
+            // The transaction is rolled back (dropped unfinished, or by SQLite itself).
+            tracing::error!(error = %e, db = %self.inner.path.display(), "a transaction could not be committed");
+            undo(&Conn { conn: &guard })?;
+            return Err(DbError::Commit(e).into());
+        }
         if let Some(checkpointer) = &self.inner.checkpointer {
             checkpointer.written();
         }
         Ok(value)
+    }
+
+    /// Make every committed change durable against power loss (`fsync`, `fsyncdir`): commits at
+    /// `synchronous=NORMAL` do not sync the WAL, so sync it here.
+    pub fn sync(&self) -> Result<()> {
+        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            // No WAL: everything is checkpointed into the database file, which SQLite synced.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DbError::Schema(format!(
+                "cannot sync {}: {e}",
+                wal.display()
+            ))),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Make the next `n` commits fail as on a full disk (`SQLITE_FULL`), for the fault suite.
+    /// A running process (a mount) is reached through a file `fail-next-commit` beside the
+    /// database: the next commit removes it and fails.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_commits(&self, n: u32) {
+        self.inner.failing_commits.store(n, Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn injected_commit_failure(&self) -> rusqlite::Result<()> {
+        let failing = &self.inner.failing_commits;
+        let counted =
+            failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let trigger = self.inner.path.with_file_name("fail-next-commit");
+        if counted.is_ok() || std::fs::remove_file(trigger).is_ok() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("injected commit failure".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn injected_commit_failure(&self) -> rusqlite::Result<()> {
+        Ok(())
     }
 
     /// A free reader if there is one (round robin, no waiting), else wait for the next in turn.

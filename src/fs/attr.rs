@@ -14,12 +14,16 @@ pub const TREE_TTL: Duration = Duration::from_secs(10);
 /// Virtual sidecars change with their subject: never cached.
 pub const VOLATILE_TTL: Duration = Duration::ZERO;
 
-/// The three kinds of inode the mount has.
+/// The kinds of inode the mount has (FIFOs, sockets and devices only as tree metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Dir,
     File,
     Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 /// Attributes of an inode, with how long the kernel may cache them.
@@ -31,6 +35,43 @@ pub struct Attr {
     pub perm: u16,
     pub mtime: SystemTime,
     pub ttl: Duration,
+    /// Owner and group; None: the mounting user's.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Device number of a device node.
+    pub rdev: u32,
+    /// Status change and access times; None: the mtime.
+    pub ctime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
+    /// Link count, if not the usual (a removed file still open has 0).
+    pub nlink: Option<u32>,
+}
+
+impl Attr {
+    /// Attributes with the usual owner, link count and times (everything but the tree's).
+    pub fn plain(
+        ino: u64,
+        kind: Kind,
+        size: u64,
+        perm: u16,
+        mtime: SystemTime,
+        ttl: Duration,
+    ) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            mtime,
+            ttl,
+            uid: None,
+            gid: None,
+            rdev: 0,
+            ctime: None,
+            atime: None,
+            nlink: None,
+        }
+    }
 }
 
 /// How the kernel should cache an open file's pages.

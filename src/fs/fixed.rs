@@ -15,14 +15,7 @@ use crate::checksum::Checksum;
 
 impl Namespace {
     pub(super) fn fixed_attr(&self, ino: u64, kind: Kind, size: u64, perm: u16) -> Attr {
-        Attr {
-            ino,
-            kind,
-            size,
-            perm,
-            mtime: self.started,
-            ttl: IMMUTABLE_TTL,
-        }
+        Attr::plain(ino, kind, size, perm, self.started, IMMUTABLE_TTL)
     }
 
     /// A stored buffer as an entry for the kernel (counted, see `lookup`).
@@ -90,14 +83,14 @@ impl Namespace {
 /// Attributes of an immutable buffer (`by-checksum/`, `as-*/`). Content-addressed bytes have no
 /// time of their own: the epoch (as in the Nix store) keeps `tar`/`cp -p` of views reproducible.
 pub(super) fn buffer_attr(ino: u64, size: u64) -> Attr {
-    Attr {
+    Attr::plain(
         ino,
-        kind: Kind::File,
+        Kind::File,
         size,
-        perm: 0o444,
-        mtime: std::time::UNIX_EPOCH,
-        ttl: IMMUTABLE_TTL,
-    }
+        0o444,
+        std::time::UNIX_EPOCH,
+        IMMUTABLE_TTL,
+    )
 }
 
 /// The fixed directories of the root, by name.

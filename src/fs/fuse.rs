@@ -18,7 +18,9 @@ use fuser::{
 };
 use nix::errno::Errno;
 
+use super::inodes::FIXED_BASE;
 use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
+use super::tree::NodeKind;
 
 /// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
 pub const MAX_REQUEST: u32 = 1 << 20;
@@ -71,25 +73,27 @@ impl SeamFs {
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
-        let kind = match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-            Kind::Symlink => FileType::Symlink,
-        };
+        let kind = file_type(a.kind);
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
-            blocks: a.size.div_ceil(512),
-            atime: a.mtime,
+            // Only tree files hold data: buffers under by-checksum/ and as-*/ and the virtual
+            // sidecars are other names for stored bytes, so `du` counts those once.
+            blocks: if a.ino < FIXED_BASE && a.kind == Kind::File {
+                a.size.div_ceil(512)
+            } else {
+                0
+            },
+            atime: a.atime.unwrap_or(a.mtime),
             mtime: a.mtime,
-            ctime: a.mtime,
+            ctime: a.ctime.unwrap_or(a.mtime),
             crtime: a.mtime,
             kind,
             perm: a.perm,
-            nlink: if a.kind == Kind::Dir { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            nlink: a.nlink.unwrap_or(if a.kind == Kind::Dir { 2 } else { 1 }),
+            uid: a.uid.unwrap_or(self.uid),
+            gid: a.gid.unwrap_or(self.gid),
+            rdev: a.rdev,
             // Large I/O blocks: cp and friends size their buffers from st_blksize.
             blksize: MAX_REQUEST,
             flags: 0,
@@ -113,8 +117,13 @@ impl SeamFs {
 
     /// Reply to an open, through passthrough when the file has a backing file and the kernel
     /// accepts it; otherwise (unprivileged, old kernel) silently through the daemon.
-    fn reply_open(&self, ino: u64, opened: Opened, reply: ReplyOpen) {
-        let flags = Self::flags(opened.cache);
+    fn reply_open(&self, ino: u64, opened: Opened, open_flags: i32, reply: ReplyOpen) {
+        let mut flags = Self::flags(opened.cache);
+        if open_flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // Only a writer's close has work (publishing, checking a claim): spare readers the
+            // FLUSH round trip on every close().
+            flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
         if let Some(path) = opened
             .backing
             .as_deref()
@@ -165,6 +174,23 @@ fn open_backing(
     register(&File::open(path)?)
 }
 
+/// The user and group a request comes from: the owner of what it creates.
+fn owner(req: &Request) -> Option<(u32, u32)> {
+    Some((req.uid(), req.gid()))
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
 fn errno(e: Errno) -> FuseErrno {
     FuseErrno::from_i32(e as i32)
 }
@@ -200,10 +226,10 @@ impl Filesystem for SeamFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.entry(
             reply,
-            name_str(name).and_then(|n| self.ns.lookup(parent.0, n)),
+            name_str(name).and_then(|n| self.ns.lookup_by(parent.0, n, req.pid())),
         );
     }
 
@@ -225,10 +251,10 @@ impl Filesystem for SeamFs {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -238,6 +264,16 @@ impl Filesystem for SeamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if (uid.is_some() || gid.is_some())
+            && let Err(e) = self.ns.chown(ino.0, uid, gid)
+        {
+            return reply.error(errno(e));
+        }
+        if let Some(atime) = atime
+            && let Err(e) = self.ns.set_atime(ino.0, time(atime))
+        {
+            return reply.error(errno(e));
+        }
         match self
             .ns
             .setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0))
@@ -256,17 +292,22 @@ impl Filesystem for SeamFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.entry(
-            reply,
-            name_str(name).and_then(|n| self.ns.mkdir(parent.0, n, mode & !umask)),
-        );
+        let made = name_str(name).and_then(|n| {
+            let dir = NodeKind::Dir(Default::default());
+            let attr = self
+                .ns
+                .add_node(parent.0, n, dir, mode & !umask, owner(req))?;
+            self.ns.made_dir(parent.0, n, req.pid());
+            Ok(attr)
+        });
+        self.entry(reply, made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -285,7 +326,7 @@ impl Filesystem for SeamFs {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -294,7 +335,41 @@ impl Filesystem for SeamFs {
         let target = target.to_str().ok_or(Errno::EINVAL);
         self.entry(
             reply,
-            name_str(link_name).and_then(|n| self.ns.symlink(parent.0, n, target?)),
+            name_str(link_name).and_then(|n| {
+                let kind = NodeKind::Symlink(target?.to_string());
+                self.ns.add_node(parent.0, n, kind, 0o777, owner(req))
+            }),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry(
+            reply,
+            name_str(newname).and_then(|n| self.ns.link(ino.0, newparent.0, n)),
+        );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let mode = mode & !(umask & 0o7777);
+        self.entry(
+            reply,
+            name_str(name).and_then(|n| self.ns.mknod(parent.0, n, mode, rdev.into(), owner(req))),
         );
     }
 
@@ -316,7 +391,7 @@ impl Filesystem for SeamFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.ns.open(ino.0, flags.0) {
-            Ok(opened) => self.reply_open(ino.0, opened, reply),
+            Ok(opened) => self.reply_open(ino.0, opened, flags.0, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -389,10 +464,11 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.ns.fsync(fh.0));
+        empty(reply, self.ns.fsync(fh.0).and_then(|()| self.ns.sync()));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.ns.listed_by(ino.0, req.pid());
         match self.ns.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
@@ -412,11 +488,7 @@ impl Filesystem for SeamFs {
             Err(e) => return reply.error(errno(e)),
         };
         for (i, e) in entries.iter().enumerate() {
-            let kind = match e.kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-                Kind::Symlink => FileType::Symlink,
-            };
+            let kind = file_type(e.kind);
             if reply.add(INodeNo(e.ino), offset + i as u64 + 1, kind, &e.name) {
                 break;
             }
@@ -444,8 +516,7 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every tree change is committed to SQLite before it is acknowledged.
-        reply.ok();
+        empty(reply, self.ns.sync());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -507,6 +578,41 @@ impl Filesystem for SeamFs {
         }
     }
 
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .ns
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.ns.fallocate(fh.0, offset, length, mode));
+    }
+
     /// No ioctls (Python asks for TCGETS on every open): say so without fuser's warning.
     fn ioctl(
         &self,
@@ -524,15 +630,22 @@ impl Filesystem for SeamFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        match name_str(name).and_then(|n| self.ns.create(parent.0, n, mode & !umask)) {
+        let created = name_str(name).and_then(|n| {
+            let created = self.ns.create_as(parent.0, n, mode & !umask, owner(req))?;
+            if flags & libc::O_EXCL != 0 {
+                self.ns.created_exclusively(parent.0, n, req.pid());
+            }
+            Ok(created)
+        });
+        match created {
             Ok((a, opened)) => {
                 let flags = Self::flags(opened.cache);
                 reply.created(

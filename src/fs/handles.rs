@@ -35,12 +35,21 @@ pub struct TreeFileHandle {
     pub snapshot: Mutex<Option<Buffer>>,
 }
 
-/// What a claim is about and the bytes written so far.
+/// What a claim is about, the bytes written so far, and the mode and mtime set through the
+/// handle (`futimens`, `fchmod`), recorded when the claim is accepted.
 pub struct ClaimHandle {
     pub dir: u64,
     pub subject: String,
     pub sidecar: super::inodes::Sidecar,
     pub data: Mutex<Vec<u8>>,
+    pub attrs: Mutex<SetAttrs>,
+}
+
+/// Mode and mtime a tool set on a sidecar.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub mtime: Option<std::time::SystemTime>,
 }
 
 /// A directory listing in progress. `entries` are fixed at `opendir`; `by-checksum/` continues
@@ -136,12 +145,34 @@ impl Handles {
             .values()
             .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino))
     }
+
+    /// The open claim handles about `subject` in `dir`.
+    pub fn claims_on(&self, dir: u64, subject: &str) -> Vec<Arc<Handle>> {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .filter(|h| matches!(&***h, Handle::Claim(c) if c.dir == dir && c.subject == subject))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether tree file `ino` is open for writing (it is still being written).
+    pub fn tree_file_writable(&self, ino: u64) -> bool {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .any(|h| matches!(&**h, Handle::TreeFile(t) if t.ino == ino && t.writable))
+    }
 }
 
 /// The unpublished writes of tree files, one temp file in the store per dirty inode.
 #[derive(Default)]
 pub struct Unpublished {
     files: Mutex<HashMap<u64, Arc<Mutex<Option<Box<dyn TierWrite>>>>>>,
+    /// When each file's unpublished content last changed (its mtime and ctime until published).
+    changed: Mutex<HashMap<u64, std::time::SystemTime>>,
 }
 
 impl Unpublished {
@@ -167,6 +198,27 @@ impl Unpublished {
     /// Forget `ino` (its pending writes are dropped, removing the temp file).
     pub fn discard(&self, ino: u64) {
         self.files.lock().expect("unpublished lock").remove(&ino);
+        self.published(ino);
+    }
+
+    /// The unpublished content of `ino` changed now.
+    pub fn mark_changed(&self, ino: u64) {
+        let now = std::time::SystemTime::now();
+        self.changed.lock().expect("changed lock").insert(ino, now);
+    }
+
+    /// When the unpublished content of `ino` last changed, if it has any.
+    pub fn changed_at(&self, ino: u64) -> Option<std::time::SystemTime> {
+        let changed = self.changed.lock().expect("changed lock");
+        if changed.is_empty() {
+            return None;
+        }
+        changed.get(&ino).copied()
+    }
+
+    /// `ino` was published (or dropped): its tree row has the times again.
+    pub fn published(&self, ino: u64) {
+        self.changed.lock().expect("changed lock").remove(&ino);
     }
 
     /// Drop the slot of `ino` if it holds nothing and nobody else holds it, so that the table

@@ -37,6 +37,7 @@ pub const BUFFER_BASE: u64 = 1 << 63;
 pub const BY_CHECKSUM: u64 = FIXED_BASE + 1;
 pub const SEAMFS_DIR: u64 = FIXED_BASE + 2;
 pub const STATS_FILE: u64 = FIXED_BASE + 3;
+pub const CLAIMS_FILE: u64 = FIXED_BASE + 4;
 const AS_BASE: u64 = FIXED_BASE + 16;
 
 /// Name of the directory of every stored buffer.
@@ -45,6 +46,8 @@ pub const BY_CHECKSUM_NAME: &str = "by-checksum";
 pub const SEAMFS_DIR_NAME: &str = ".seamfs";
 /// Name of the statistics file inside `.seamfs/`.
 pub const STATS_NAME: &str = "stats";
+/// Name of the list of pending claims inside `.seamfs/`.
+pub const CLAIMS_NAME: &str = "claims";
 
 /// The inode of `as-<celltype>/`.
 pub fn as_dir(celltype: CellType) -> u64 {
@@ -142,6 +145,9 @@ pub enum Dynamic {
 #[derive(Default)]
 pub struct Inodes {
     table: Mutex<Table>,
+    /// Tree inodes renamed onto a sidecar name (a claim by rename): the kernel keeps the moved
+    /// inode under the sidecar's name until it forgets it, so it stands for the sidecar.
+    aliases: Mutex<HashMap<u64, Dynamic>>,
 }
 
 #[derive(Default)]
@@ -186,6 +192,7 @@ impl Inodes {
     /// The kernel forgot `nlookup` lookups of `ino`; at zero the entry is dropped. Inodes that are
     /// not in the table (tree, fixed, sidecars, already dropped) are ignored.
     pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.aliases.lock().expect("aliases lock").remove(&ino);
         let mut table = self.table.lock().expect("inode table lock");
         let Some((key, count)) = table.by_ino.get_mut(&ino) else {
             return;
@@ -207,8 +214,21 @@ impl Inodes {
         self.len() == 0
     }
 
-    /// What a dynamic inode stands for.
+    /// Tree inode `ino` (gone from the tree) stands for `key` from now on.
+    pub fn alias(&self, ino: u64, key: Dynamic) {
+        self.aliases.lock().expect("aliases lock").insert(ino, key);
+    }
+
+    pub fn is_alias(&self, ino: u64) -> bool {
+        let aliases = self.aliases.lock().expect("aliases lock");
+        !aliases.is_empty() && aliases.contains_key(&ino)
+    }
+
+    /// What a dynamic inode (or an alias) stands for.
     pub fn resolve(&self, ino: u64) -> Option<Dynamic> {
+        if let Some(key) = self.aliases.lock().expect("aliases lock").get(&ino) {
+            return Some(key.clone());
+        }
         if let Some((subject, sidecar)) = sidecar_of(ino) {
             return Some(Dynamic::Sidecar(subject, sidecar));
         }

@@ -12,7 +12,7 @@
 //! Lock order (to stay deadlock-free): an `Unpublished` slot, then `conn`, then `tree`. The tree
 //! lock is never held while waiting for a slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -28,9 +28,10 @@ use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
-use super::sidecars::sidecar_text;
-use super::tree::{NodeKind, ROOT, Tree, TreeError};
+use super::sidecars::{FreshSidecars, sidecar_text};
+use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
+use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
 use crate::db::{Conn, Database};
 use crate::store::{Store, Tier};
@@ -42,6 +43,8 @@ pub(super) const LISTING_BATCH: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub read_only: bool,
+    /// List the virtual sidecars in directory listings (they are always looked up).
+    pub list_sidecars: bool,
 }
 
 /// The mounted filesystem's state.
@@ -57,8 +60,18 @@ pub struct Namespace {
     pub(super) inodes: Inodes,
     pub(super) handles: Handles,
     pub(super) unpublished: Unpublished,
+    /// Files removed (unlinked, or replaced by a rename) while open: they live, in memory only,
+    /// until their last handle is released.
+    pub(super) orphans: Mutex<HashMap<u64, Node>>,
     /// `X.CHECKSUM` written before `X` existed (persisted).
     pub(super) claims: Claims,
+    /// Sidecars removed with `rm` (dir, sidecar name): not found until written again or their
+    /// subject changes, so that unlink-then-create (`tar x` over an existing file) works.
+    pub(super) unlinked_sidecars: Mutex<HashSet<(u64, String)>>,
+    /// Sidecar names a copier process just made possible (see `Namespace::lookup_by`).
+    pub(super) fresh_sidecars: Mutex<FreshSidecars>,
+    /// Extended attributes users set on tree entries (persisted).
+    pub(super) xattrs: UserXattrs,
     pub(super) options: Options,
     pub(super) started: SystemTime,
     /// The report of the last garbage collection run through `user.seamfs.gc`.
@@ -72,8 +85,14 @@ impl Namespace {
     /// seamless-database tables; buffers are read and written through the store's tier stack.
     pub fn new(store: Arc<Store>, options: Options) -> anyhow::Result<Self> {
         let db = store.db().clone();
-        let (tree, claims) = db
-            .transaction(|c| Ok::<_, TreeError>((Tree::load(c.conn())?, Claims::load(c.conn())?)))
+        let (tree, claims, xattrs) = db
+            .transaction(|c| {
+                Ok::<_, TreeError>((
+                    Tree::load(c.conn())?,
+                    Claims::load(c.conn())?,
+                    UserXattrs::load(c.conn())?,
+                ))
+            })
             .map_err(|e| {
                 anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
             })?;
@@ -89,7 +108,11 @@ impl Namespace {
             inodes: Inodes::default(),
             handles: Handles::default(),
             unpublished: Unpublished::default(),
+            orphans: Mutex::default(),
             claims,
+            unlinked_sidecars: Mutex::default(),
+            fresh_sidecars: Mutex::default(),
+            xattrs,
             options,
             started: SystemTime::now(),
             gc_report: Mutex::default(),
@@ -109,6 +132,9 @@ impl Namespace {
     /// Resolve `name` in directory `parent`. The result is an entry handed to the kernel: it
     /// counts as one lookup of a dynamic inode, until `forget`.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if name.len() > super::tree_ops::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         if parent == inodes::BY_CHECKSUM {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
             return self.buffer_entry(checksum);
@@ -119,10 +145,10 @@ impl Namespace {
             return self.buffer_entry(result);
         }
         if parent == inodes::SEAMFS_DIR {
-            return if name == inodes::STATS_NAME {
-                self.getattr(inodes::STATS_FILE)
-            } else {
-                Err(Errno::ENOENT)
+            return match name {
+                inodes::STATS_NAME => self.getattr(inodes::STATS_FILE),
+                inodes::CLAIMS_NAME => self.getattr(inodes::CLAIMS_FILE),
+                _ => Err(Errno::ENOENT),
             };
         }
         if parent == ROOT
@@ -155,46 +181,48 @@ impl Namespace {
         {
             return Ok(self.fixed_attr(ino, Kind::Dir, 0, 0o555));
         }
-        if ino == inodes::STATS_FILE {
-            let size = self.stats_json().len() as u64;
+        if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
+            let size = self.fixed_file(ino).len() as u64;
             return Ok(Attr {
                 ttl: VOLATILE_TTL,
                 ..self.fixed_attr(ino, Kind::File, size, 0o444)
             });
         }
-        if ino >= inodes::DYNAMIC_BASE {
+        if !self.is_tree(ino) {
             return match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
                 Dynamic::Buffer(checksum) => Ok(buffer_attr(ino, self.buffer_size(checksum)?)),
                 Dynamic::Sidecar(subject, sidecar) => {
-                    let mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
+                    let mut mtime = self.read_tree().get(subject).ok_or(Errno::ENOENT)?.mtime;
+                    let mut perm = 0o444;
+                    if let Some(set) = self.sidecar_attr(subject, sidecar) {
+                        (mtime, perm) = (set.mtime, set.mode as u16);
+                    }
                     // An index that cannot be built (logged) still has attributes, so that
                     // `ls -l` and `rm -r` work; reading it reports the error.
                     let size = self
                         .sidecar_content(subject, sidecar)
                         .map_or(0, |c| c.len() as u64);
-                    Ok(Attr {
+                    Ok(Attr::plain(
                         ino,
-                        kind: Kind::File,
+                        Kind::File,
                         size,
-                        perm: 0o444,
+                        perm,
                         mtime,
-                        ttl: VOLATILE_TTL,
-                    })
+                        VOLATILE_TTL,
+                    ))
                 }
                 Dynamic::Claim(dir, subject) => {
-                    let size = if self.claims.contains(dir, &subject) {
-                        65
-                    } else {
-                        0
-                    };
-                    Ok(Attr {
+                    let claimed = self.claims.get(dir, &subject);
+                    let set = claimed
+                        .and_then(|c| self.claims.attr(dir, &format!("{subject}.CHECKSUM"), c));
+                    Ok(Attr::plain(
                         ino,
-                        kind: Kind::File,
-                        size,
-                        perm: 0o644,
-                        mtime: self.started,
-                        ttl: VOLATILE_TTL,
-                    })
+                        Kind::File,
+                        if claimed.is_some() { 65 } else { 0 },
+                        set.map_or(0o644, |s| s.mode as u16),
+                        set.map_or(self.started, |s| s.mtime),
+                        VOLATILE_TTL,
+                    ))
                 }
             };
         }
@@ -203,16 +231,32 @@ impl Namespace {
 
     fn tree_attr(&self, ino: u64) -> FsResult<Attr> {
         // Copy what is needed and release the tree lock before looking at unpublished writes.
-        let (kind, size, perm, mtime) = {
+        let (kind, size, rdev, node) = {
             let tree = self.read_tree();
-            let node = tree.get(ino).ok_or(Errno::ENOENT)?;
-            let (kind, size) = match &node.kind {
-                NodeKind::Dir(children) => (Kind::Dir, children.len() as u64),
-                NodeKind::File { size, .. } => (Kind::File, *size),
-                NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64),
+            let orphan = self.orphan(ino);
+            let node = tree.get(ino).or(orphan.as_ref()).ok_or(Errno::ENOENT)?;
+            let nlink = match &orphan {
+                Some(_) => Some(0),
+                None => Some(tree.link_count(ino)),
             };
-            (kind, size, node.mode as u16, node.mtime)
+            let (kind, size, rdev) = match &node.kind {
+                NodeKind::Dir(children) => (Kind::Dir, children.len() as u64, 0),
+                NodeKind::File { size, .. } => (Kind::File, *size, 0),
+                NodeKind::Symlink(target) => (Kind::Symlink, target.len() as u64, 0),
+                NodeKind::Special { kind, rdev } => (special_kind(*kind), 0, *rdev as u32),
+            };
+            let meta = (
+                node.mode as u16,
+                node.mtime,
+                node.ctime,
+                node.uid,
+                node.gid,
+                node.atime,
+            );
+            (kind, size, rdev, (meta, nlink))
         };
+        // An unpublished write moved the node's times in memory already (`Tree::modified`).
+        let ((perm, mtime, ctime, uid, gid, atime), nlink) = node;
         let size = match self.unpublished.existing(ino) {
             Some(slot) => slot
                 .lock()
@@ -228,11 +272,27 @@ impl Namespace {
             perm,
             mtime,
             ttl: TREE_TTL,
+            uid,
+            gid,
+            rdev,
+            ctime: Some(ctime),
+            atime: Some(atime),
+            nlink,
         })
     }
 
+    /// A removed file still open (see `orphans`).
+    pub(super) fn orphan(&self, ino: u64) -> Option<Node> {
+        let orphans = self.orphans.lock().expect("orphans lock");
+        if orphans.is_empty() {
+            return None;
+        }
+        orphans.get(&ino).cloned()
+    }
+
+    /// Whether `ino` is a tree node (and not a tree inode that became a sidecar's alias).
     pub(super) fn is_tree(&self, ino: u64) -> bool {
-        ino < inodes::FIXED_BASE
+        ino < inodes::FIXED_BASE && !self.inodes.is_alias(ino)
     }
 
     /// Start listing a directory.
@@ -247,11 +307,16 @@ impl Namespace {
         if ino == inodes::BY_CHECKSUM {
             stream = Some(Stream::new(self.stored_buffers()));
         } else if ino == inodes::SEAMFS_DIR {
-            entries.push(DirEntry {
-                ino: inodes::STATS_FILE,
-                name: inodes::STATS_NAME.into(),
-                kind: Kind::File,
-            });
+            for (ino, name) in [
+                (inodes::STATS_FILE, inodes::STATS_NAME),
+                (inodes::CLAIMS_FILE, inodes::CLAIMS_NAME),
+            ] {
+                entries.push(DirEntry {
+                    ino,
+                    name: name.into(),
+                    kind: Kind::File,
+                });
+            }
         } else if inodes::as_dir_celltype(ino).is_none() {
             if ino == ROOT {
                 entries.extend(fixed_entries());
@@ -295,22 +360,30 @@ impl Namespace {
         self.handles.remove(fh);
     }
 
-    /// A tree directory's entries with their sidecars, each sidecar before its subject (so that
-    /// `rm -r` removes the no-op sidecar first and the subject after).
+    /// A tree directory's entries, with their sidecars if they are listed (`--list-sidecars`),
+    /// each sidecar before its subject (so that `rm -r` removes the no-op sidecar first and the
+    /// subject after, and `tar`/`cp` copies carry a claim before its subject).
     pub(super) fn tree_entries(&self, dir: u64) -> FsResult<Vec<DirEntry>> {
         let tree = self.read_tree();
         let children = tree.children(dir).map_err(tree_errno)?;
         let mut out = Vec::with_capacity(children.len() * 2);
         for (name, ino) in children {
             let node = tree.get(*ino).ok_or(Errno::EIO)?;
-            let (kind, sidecars): (Kind, &[Sidecar]) = match node.kind {
+            let (kind, mut sidecars): (Kind, &[Sidecar]) = match node.kind {
                 NodeKind::Dir(_) => (Kind::Dir, &[Sidecar::Index, Sidecar::Checksum]),
                 NodeKind::File { .. } => (Kind::File, &[Sidecar::Checksum]),
                 NodeKind::Symlink(_) => (Kind::Symlink, &[]),
+                NodeKind::Special { kind, .. } => (special_kind(kind), &[]),
             };
+            if !self.options.list_sidecars {
+                sidecars = &[];
+            }
+            let unlinked = self.unlinked_sidecars.lock().expect("unlinked lock");
             for sidecar in sidecars {
                 let sidecar_name = format!("{name}{}", sidecar.suffix());
-                if !children.contains_key(&sidecar_name) {
+                if !children.contains_key(&sidecar_name)
+                    && !unlinked.contains(&(dir, sidecar_name.clone()))
+                {
                     out.push(DirEntry {
                         ino: inodes::sidecar_ino(*ino, *sidecar),
                         name: sidecar_name,
@@ -364,8 +437,8 @@ impl Namespace {
                 backing: None,
             });
         }
-        if ino == inodes::STATS_FILE {
-            return self.open_bytes(Bytes::from(self.stats_json()), writable);
+        if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
+            return self.open_bytes(Bytes::from(self.fixed_file(ino)), writable);
         }
         match self.inodes.resolve(ino).ok_or(Errno::ENOENT)? {
             Dynamic::Buffer(checksum) => {
@@ -412,6 +485,15 @@ impl Namespace {
         }
     }
 
+    /// Content of `.seamfs/stats` or `.seamfs/claims`.
+    fn fixed_file(&self, ino: u64) -> Vec<u8> {
+        if ino == inodes::CLAIMS_FILE {
+            self.claims_text()
+        } else {
+            self.stats_json()
+        }
+    }
+
     fn open_bytes(&self, bytes: Bytes, writable: bool) -> FsResult<Opened> {
         if writable {
             return Err(Errno::EACCES);
@@ -447,20 +529,46 @@ impl Namespace {
         }
     }
 
-    /// Run one tree mutation in one SQLite transaction (which may record more, e.g. BufferInfo).
+    /// Run one tree mutation (which may record more, e.g. BufferInfo) in one transaction: all or
+    /// nothing (see `transaction`).
     pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Tree, &Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        let out = self
-            .db
-            .transaction(|c| {
-                let mut tree = self.tree.write().expect("tree lock");
-                change(&mut tree, c)
-            })
-            .map_err(tree_errno)?;
+        let out = self.transaction(|c| {
+            let mut tree = self.tree.write().expect("tree lock");
+            change(&mut tree, c)
+        })?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
+    }
+
+    /// Make every tree change so far durable (`fsync`, `fsyncdir`).
+    pub fn sync(&self) -> FsResult<()> {
+        self.db.sync().map_err(|e| {
+            tracing::error!(error = %e, "could not make the tree durable");
+            Errno::EIO
+        })
+    }
+
+    /// Run `f` in one SQLite transaction. The tree, the claims and the user attributes apply a
+    /// change in memory as soon as its rows are written; if the commit then fails (a full disk),
+    /// SQLite has rolled the rows back, and all three are reloaded from the committed rows before any other change can
+    /// start, so memory never keeps what the database lost.
+    pub(super) fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, TreeError>,
+    ) -> FsResult<T> {
+        self.db
+            .transaction_or_undo(f, |c| {
+                let mut tree = self.tree.write().expect("tree lock");
+                *tree = Tree::load(c.conn())?;
+                self.claims.replace(Claims::load(c.conn())?);
+                self.xattrs.replace(UserXattrs::load(c.conn())?);
+                self.version.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            })
+            .map_err(tree_errno)
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
@@ -471,6 +579,15 @@ impl Namespace {
     /// block size).
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(self.store.root())
+    }
+}
+
+fn special_kind(kind: Special) -> Kind {
+    match kind {
+        Special::Fifo => Kind::Fifo,
+        Special::Socket => Kind::Socket,
+        Special::CharDevice => Kind::CharDevice,
+        Special::BlockDevice => Kind::BlockDevice,
     }
 }
 
@@ -485,12 +602,28 @@ mod tests {
     use super::*;
     use crate::celltype::CellType;
     use crate::checksum::Checksum;
-    use crate::fs::test_support::{names, namespace, write_file};
+    use crate::fs::test_support::{names, namespace, namespace_with, write_file};
+
+    #[test]
+    fn sidecars_are_looked_up_but_not_listed_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+        write_file(&ns, d, "a", b"x");
+        assert_eq!(names(&ns, d), [".", "..", "a"]);
+        assert_eq!(names(&ns, ROOT).last().unwrap(), "d");
+        assert_eq!(ns.lookup(d, "a.CHECKSUM").unwrap().size, 65);
+        assert!(ns.lookup(ROOT, "d.INDEX").unwrap().size > 0);
+    }
 
     #[test]
     fn listing_puts_sidecars_before_subjects() {
         let dir = tempfile::tempdir().unwrap();
-        let ns = namespace(dir.path());
+        let options = Options {
+            list_sidecars: true,
+            ..Options::default()
+        };
+        let ns = namespace_with(dir.path(), options);
         let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
         write_file(&ns, d, "a", b"x");
         ns.symlink(d, "l", "a").unwrap();

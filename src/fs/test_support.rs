@@ -9,12 +9,16 @@ use crate::store::{Store, StoreOptions};
 /// A namespace over a store at `root` with a small RAM tier (so the tests go through the whole
 /// tier stack).
 pub fn namespace(root: &Path) -> Namespace {
-    let options = StoreOptions {
+    namespace_with(root, Options::default())
+}
+
+pub fn namespace_with(root: &Path, options: Options) -> Namespace {
+    let store_options = StoreOptions {
         ram: Some(crate::store::RamConfig::new(1 << 20, None)),
         ..StoreOptions::default()
     };
-    let store = Store::open(root, &options, "test").unwrap();
-    Namespace::new(Arc::new(store), Options::default()).unwrap()
+    let store = Store::open(root, &store_options, "test").unwrap();
+    Namespace::new(Arc::new(store), options).unwrap()
 }
 
 pub fn write_file(ns: &Namespace, parent: u64, name: &str, data: &[u8]) -> u64 {

@@ -3,7 +3,8 @@
 //! `seamless.db`), so that a restart brings the whole tree back.
 //!
 //! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
-//! memory only once that succeeded, so the two never disagree.
+//! memory only once that succeeded; if the transaction then fails to commit,
+//! `Namespace::transaction` reloads the tree from the committed rows, so the two never disagree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,14 +26,25 @@ CREATE TABLE IF NOT EXISTS seamfs_tree (
     ino INTEGER NOT NULL PRIMARY KEY,
     parent INTEGER NOT NULL,
     name TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+    kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev')),
     mode INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     checksum CHAR(64),
     size INTEGER,
-    target TEXT
+    target TEXT,
+    uid INTEGER,
+    gid INTEGER,
+    rdev INTEGER,
+    ctime_ns INTEGER,
+    atime_ns INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS seamfs_tree_parent_name ON seamfs_tree (parent, name);
+CREATE TABLE IF NOT EXISTS seamfs_links (
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    PRIMARY KEY (parent, name)
+);
 ";
 
 /// What a tree node is.
@@ -45,6 +57,43 @@ pub enum NodeKind {
         size: u64,
     },
     Symlink(String),
+    /// A FIFO, socket or device node: metadata only (the kernel serves them, not the mount).
+    Special {
+        kind: Special,
+        rdev: u64,
+    },
+}
+
+/// The kinds of special file a tree keeps as metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Special {
+    /// The `kind` column's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Special::Fifo => "fifo",
+            Special::Socket => "socket",
+            Special::CharDevice => "chardev",
+            Special::BlockDevice => "blockdev",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Special> {
+        [
+            Special::Fifo,
+            Special::Socket,
+            Special::CharDevice,
+            Special::BlockDevice,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// One entry of the tree.
@@ -56,6 +105,14 @@ pub struct Node {
     /// Permission bits only (no file type bits).
     pub mode: u32,
     pub mtime: SystemTime,
+    /// Last change of the entry itself (content, mode, owner, name); the mtime for rows from
+    /// before it was kept.
+    pub ctime: SystemTime,
+    /// Last access as set by `utimensat` (the mount is `noatime`); the mtime for older rows.
+    pub atime: SystemTime,
+    /// Owner and group; None: the mounting user's (rows from before ownership was kept).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// Why a tree operation was refused; each maps to one errno.
@@ -88,6 +145,11 @@ impl TreeError {
             TreeError::IsDir => libc::EISDIR,
             TreeError::NotEmpty => libc::ENOTEMPTY,
             TreeError::Invalid => libc::EINVAL,
+            TreeError::Database(crate::db::DbError::Commit(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) =>
+            {
+                libc::ENOSPC
+            }
             TreeError::Db(_) | TreeError::Database(_) => libc::EIO,
         }
     }
@@ -97,11 +159,35 @@ impl TreeError {
 #[derive(Debug)]
 pub struct Tree {
     nodes: HashMap<u64, Node>,
+    /// Hard links: the names of a node beyond its own `parent`/`name` (rows of `seamfs_links`).
+    links: HashMap<u64, Vec<(u64, String)>>,
     next_ino: u64,
 }
 
-/// Create the tree table if needed (idempotent).
+/// Create the tree table if needed (idempotent), migrating a table from before special files
+/// and ownership were kept: its `kind` CHECK constraint cannot be widened in place, so the table
+/// is rebuilt (in the caller's transaction), every row kept, the new columns NULL.
 pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'seamfs_tree'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if existing.is_some_and(|sql| !sql.contains("atime_ns")) {
+        tracing::info!("migrating the tree table: special files, owners and groups");
+        conn.execute_batch(
+            "ALTER TABLE seamfs_tree RENAME TO seamfs_tree_v1;
+             DROP INDEX IF EXISTS seamfs_tree_parent_name;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(
+            "INSERT INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target)
+                 SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target FROM seamfs_tree_v1;
+             DROP TABLE seamfs_tree_v1;",
+        )?;
+    }
     conn.execute_batch(SCHEMA)
 }
 
@@ -122,7 +208,8 @@ impl Tree {
         }
         let mut nodes = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target FROM seamfs_tree",
+            "SELECT ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, \
+             ctime_ns, atime_ns FROM seamfs_tree",
         )?;
         let rows = stmt.query_map([], |r| {
             let ino: u64 = r.get(0)?;
@@ -137,7 +224,13 @@ impl Tree {
                         .unwrap_or_else(empty_checksum),
                     size: r.get::<_, Option<u64>>(7)?.unwrap_or(0),
                 },
-                _ => NodeKind::Symlink(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+                other => match Special::from_name(other) {
+                    Some(kind) => NodeKind::Special {
+                        kind,
+                        rdev: r.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
+                    },
+                    None => NodeKind::Symlink(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+                },
             };
             let node = Node {
                 parent: r.get(1)?,
@@ -145,6 +238,10 @@ impl Tree {
                 kind,
                 mode: r.get(4)?,
                 mtime: from_ns(r.get(5)?),
+                ctime: from_ns(r.get::<_, Option<i64>>(12)?.unwrap_or(r.get(5)?)),
+                atime: from_ns(r.get::<_, Option<i64>>(13)?.unwrap_or(r.get(5)?)),
+                uid: r.get(9)?,
+                gid: r.get(10)?,
             };
             Ok((ino, node))
         })?;
@@ -163,7 +260,115 @@ impl Tree {
             }
         }
         let next_ino = nodes.keys().max().copied().unwrap_or(ROOT) + 1;
-        Ok(Tree { nodes, next_ino })
+        let mut tree = Tree {
+            nodes,
+            links: HashMap::new(),
+            next_ino,
+        };
+        let mut stmt = conn.prepare("SELECT parent, name, ino FROM seamfs_links")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        for row in rows {
+            let (parent, name, ino): (u64, String, u64) = row?;
+            if tree.nodes.contains_key(&ino) {
+                tree.insert_child(parent, &name, ino);
+                tree.links.entry(ino).or_default().push((parent, name));
+            }
+        }
+        Ok(tree)
+    }
+
+    /// How many names a node has; for a directory, its own, its `.` and each subdirectory's `..`.
+    pub fn link_count(&self, ino: u64) -> u32 {
+        match self.nodes.get(&ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir(children)) => {
+                let subdirs = children
+                    .values()
+                    .filter(|c| {
+                        matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::Dir(_)))
+                    })
+                    .count();
+                2 + subdirs as u32
+            }
+            _ => 1 + self.links.get(&ino).map_or(0, |l| l.len() as u32),
+        }
+    }
+
+    /// Another name `new_parent/new_name` for the file (or symlink, special file) `ino`.
+    pub fn link(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<(), TreeError> {
+        match self.nodes.get(&ino).map(|n| &n.kind) {
+            None => return Err(TreeError::NotFound),
+            Some(NodeKind::Dir(_)) => return Err(TreeError::IsDir),
+            Some(_) => {}
+        }
+        if self.children(new_parent)?.contains_key(new_name) {
+            return Err(TreeError::Exists);
+        }
+        tx.execute(
+            "INSERT INTO seamfs_links (parent, name, ino) VALUES (?1, ?2, ?3)",
+            params![new_parent, new_name, ino],
+        )?;
+        self.insert_child(new_parent, new_name, ino);
+        self.links
+            .entry(ino)
+            .or_default()
+            .push((new_parent, new_name.to_string()));
+        self.changed(tx, ino)?;
+        self.touch(tx, new_parent)
+    }
+
+    /// Drop the name `parent/name` of a node that has other names; the node stays. Its own
+    /// name, if that is the one dropped, becomes one of the others.
+    fn unlink_name(
+        &mut self,
+        tx: &Connection,
+        ino: u64,
+        parent: u64,
+        name: &str,
+    ) -> Result<(), TreeError> {
+        let links = self.links.get_mut(&ino).expect("a node with other names");
+        let node = self.nodes.get_mut(&ino).expect("linked nodes exist");
+        let gone = if node.parent == parent && node.name == name {
+            let (new_parent, new_name) = links.pop().expect("another name");
+            tx.execute(
+                "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
+                params![new_parent, new_name, ino],
+            )?;
+            node.parent = new_parent;
+            node.name = new_name.clone();
+            (new_parent, new_name)
+        } else {
+            links.retain(|(p, n)| !(*p == parent && n == name));
+            (parent, name.to_string())
+        };
+        if links.is_empty() {
+            self.links.remove(&ino);
+        }
+        tx.execute(
+            "DELETE FROM seamfs_links WHERE parent = ?1 AND name = ?2",
+            params![gone.0, gone.1],
+        )?;
+        self.remove_child(parent, name);
+        self.changed(tx, ino)?;
+        self.touch(tx, parent)
+    }
+
+    /// The node's status changed (ctime).
+    fn changed(&mut self, tx: &Connection, ino: u64) -> Result<(), TreeError> {
+        let now = SystemTime::now();
+        tx.execute(
+            "UPDATE seamfs_tree SET ctime_ns = ?1 WHERE ino = ?2",
+            params![to_ns(now), ino],
+        )?;
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.ctime = now;
+        }
+        Ok(())
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
@@ -203,23 +408,29 @@ impl Tree {
         name: &str,
         kind: NodeKind,
         mode: u32,
+        owner: Option<(u32, u32)>,
     ) -> Result<u64, TreeError> {
         if self.children(parent)?.contains_key(name) {
             return Err(TreeError::Exists);
         }
         let ino = self.next_ino;
+        let now = SystemTime::now();
         let node = Node {
             parent,
             name: name.to_string(),
             kind,
             mode: mode & 0o7777,
-            mtime: SystemTime::now(),
+            mtime: now,
+            ctime: now,
+            atime: now,
+            uid: owner.map(|o| o.0),
+            gid: owner.map(|o| o.1),
         };
         write_row(tx, ino, &node)?;
         self.next_ino += 1;
         self.insert_child(parent, name, ino);
         self.nodes.insert(ino, node);
-        self.touch(parent);
+        self.touch(tx, parent)?;
         Ok(ino)
     }
 
@@ -241,10 +452,14 @@ impl Tree {
             (_, true) => return Err(TreeError::NotDir),
             (_, false) => {}
         }
+        if self.links.contains_key(&ino) {
+            self.unlink_name(tx, ino, parent, name)?;
+            return Ok(ino);
+        }
         tx.execute("DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
         self.remove_child(parent, name);
         self.nodes.remove(&ino);
-        self.touch(parent);
+        self.touch(tx, parent)?;
         Ok(ino)
     }
 
@@ -281,21 +496,47 @@ impl Tree {
             }
             Err(_) => None,
         };
-        tx.execute(
-            "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
-            params![new_parent, new_name, ino],
-        )?;
+        let now = SystemTime::now();
+        let node = self.nodes.get_mut(&ino).expect("looked up above");
+        if node.parent == parent && node.name == name {
+            tx.execute(
+                "UPDATE seamfs_tree SET parent = ?1, name = ?2, ctime_ns = ?3 WHERE ino = ?4",
+                params![new_parent, new_name, to_ns(now), ino],
+            )?;
+            node.parent = new_parent;
+            node.name = new_name.to_string();
+            node.ctime = now;
+        } else {
+            // One of its other names (a hard link) moves.
+            tx.execute(
+                "UPDATE seamfs_links SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
+                params![new_parent, new_name, parent, name],
+            )?;
+            for link in self.links.get_mut(&ino).into_iter().flatten() {
+                if link.0 == parent && link.1 == name {
+                    *link = (new_parent, new_name.to_string());
+                }
+            }
+            self.changed(tx, ino)?;
+        }
         self.remove_child(parent, name);
         self.insert_child(new_parent, new_name, ino);
-        let node = self.nodes.get_mut(&ino).expect("looked up above");
-        node.parent = new_parent;
-        node.name = new_name.to_string();
-        self.touch(parent);
-        self.touch(new_parent);
+        self.touch(tx, parent)?;
+        self.touch(tx, new_parent)?;
         Ok(replaced)
     }
 
-    /// Set a file's content (after its buffer was published).
+    /// A file's content changed (an unpublished write): its mtime becomes now, in memory; the
+    /// row is written when the content is published.
+    pub fn modified(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.mtime = SystemTime::now();
+            node.ctime = node.mtime;
+        }
+    }
+
+    /// Set a file's content (after its buffer was published). The mtime is that of the last
+    /// write (see `modified`) or a later explicit one, as `tar` and `cp -p` set it before close.
     pub fn set_content(
         &mut self,
         tx: &Connection,
@@ -307,24 +548,30 @@ impl Tree {
         match node.kind {
             NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
             NodeKind::Dir(_) => return Err(TreeError::IsDir),
-            NodeKind::Symlink(_) => return Err(TreeError::Invalid),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(TreeError::Invalid),
         }
-        node.mtime = SystemTime::now();
         self.update(tx, ino, node)
     }
 
-    /// Change permission bits and/or the modification time.
+    /// Change permission bits, owner, group and/or the modification and access times.
     pub fn set_attr(
         &mut self,
         tx: &Connection,
         ino: u64,
         mode: Option<u32>,
         mtime: Option<SystemTime>,
+        atime: Option<SystemTime>,
+        uid: Option<u32>,
+        gid: Option<u32>,
     ) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
+        node.atime = atime.unwrap_or(node.atime);
+        node.uid = uid.or(node.uid);
+        node.gid = gid.or(node.gid);
         if let Some(mode) = mode {
             node.mode = mode & 0o7777;
         }
+        node.ctime = SystemTime::now();
         if let Some(mtime) = mtime {
             node.mtime = mtime;
         }
@@ -367,10 +614,53 @@ impl Tree {
             match &self.nodes[ino].kind {
                 NodeKind::File { checksum, .. } => out.push((path, *checksum)),
                 NodeKind::Dir(_) => self.collect_files(*ino, &path, out)?,
-                NodeKind::Symlink(_) => {}
+                // A symlink to a file is that file to `seamless-checksum-index` (it follows
+                // links); only links that resolve inside the tree can be followed here.
+                NodeKind::Symlink(target) => {
+                    if let Some(checksum) = self.linked_file(dir, target) {
+                        out.push((path, checksum));
+                    }
+                }
+                NodeKind::Special { .. } => {}
             }
         }
         Ok(())
+    }
+
+    /// The checksum of the file symlink `target` in `dir` leads to, if it leads to a tree file.
+    pub fn linked_file(&self, dir: u64, target: &str) -> Option<Checksum> {
+        match &self.nodes[&self.resolve_link(dir, target, 0)?].kind {
+            NodeKind::File { checksum, .. } => Some(*checksum),
+            _ => None,
+        }
+    }
+
+    /// The node a relative symlink `target` in `dir` points to, following further links (at
+    /// most 40, like the kernel). None for absolute or dangling links.
+    fn resolve_link(&self, dir: u64, target: &str, depth: u32) -> Option<u64> {
+        if target.starts_with('/') || depth > 40 {
+            return None;
+        }
+        let mut at = dir;
+        let mut parts = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .peekable();
+        while let Some(part) = parts.next() {
+            let next = if part == ".." {
+                self.nodes.get(&at)?.parent
+            } else {
+                self.lookup(at, part).ok()?
+            };
+            at = match &self.nodes.get(&next)?.kind {
+                NodeKind::Symlink(t) => self.resolve_link(at, t, depth + 1)?,
+                _ => next,
+            };
+            if parts.peek().is_some() && !matches!(self.nodes[&at].kind, NodeKind::Dir(_)) {
+                return None;
+            }
+        }
+        Some(at)
     }
 
     fn update(&mut self, tx: &Connection, ino: u64, node: Node) -> Result<(), TreeError> {
@@ -406,36 +696,47 @@ impl Tree {
         }
     }
 
-    /// Directory mtimes change with their entries (in memory only: cheap, and not worth a write).
-    fn touch(&mut self, dir: u64) {
+    /// A directory's entries changed: its mtime moves, in SQLite too, so that a restart keeps
+    /// it exactly.
+    fn touch(&mut self, tx: &Connection, dir: u64) -> Result<(), TreeError> {
+        let mtime = SystemTime::now();
+        tx.execute(
+            "UPDATE seamfs_tree SET mtime_ns = ?1, ctime_ns = ?1 WHERE ino = ?2",
+            params![to_ns(mtime), dir],
+        )?;
         if let Some(node) = self.nodes.get_mut(&dir) {
-            node.mtime = SystemTime::now();
+            node.mtime = mtime;
+            node.ctime = mtime;
         }
+        Ok(())
     }
 }
 
 fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
-    let (kind, checksum, size, target) = match &node.kind {
-        NodeKind::Dir(_) => ("dir", None, None, None),
-        NodeKind::File { checksum, size } => ("file", Some(checksum.hex()), Some(*size), None),
-        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str())),
+    let (kind, checksum, size, target, rdev) = match &node.kind {
+        NodeKind::Dir(_) => ("dir", None, None, None, None),
+        NodeKind::File { checksum, size } => {
+            ("file", Some(checksum.hex()), Some(*size), None, None)
+        }
+        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str()), None),
+        NodeKind::Special { kind, rdev } => (kind.name(), None, None, None, Some(*rdev as i64)),
     };
     tx.execute(
-        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target],
+        "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns, atime_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev, to_ns(node.ctime), to_ns(node.atime)],
     )?;
     Ok(())
 }
 
-fn to_ns(t: SystemTime) -> i64 {
+pub(super) fn to_ns(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i64,
         Err(e) => -(e.duration().as_nanos() as i64),
     }
 }
 
-fn from_ns(ns: i64) -> SystemTime {
+pub(super) fn from_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {
@@ -455,6 +756,38 @@ mod tests {
     }
 
     #[test]
+    fn a_table_from_before_special_files_is_migrated() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE seamfs_tree (ino INTEGER NOT NULL PRIMARY KEY, parent INTEGER NOT NULL,
+                 name TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('dir', 'file', 'symlink')),
+                 mode INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, checksum CHAR(64),
+                 size INTEGER, target TEXT);
+             CREATE UNIQUE INDEX seamfs_tree_parent_name ON seamfs_tree (parent, name);
+             INSERT INTO seamfs_tree VALUES (1, 1, '', 'dir', 493, 5, NULL, NULL, NULL);
+             INSERT INTO seamfs_tree VALUES (2, 1, 'l', 'symlink', 511, 7, NULL, NULL, 'x');",
+        )
+        .unwrap();
+        let mut tree = Tree::load(&conn).unwrap();
+        assert_eq!(tree.get(2).unwrap().kind, NodeKind::Symlink("x".into()));
+        assert_eq!(tree.get(2).unwrap().mtime, from_ns(7));
+        assert_eq!(tree.get(2).unwrap().uid, None);
+        let fifo = NodeKind::Special {
+            kind: Special::Fifo,
+            rdev: 0,
+        };
+        let ino = tree
+            .create(&conn, ROOT, "p", fifo.clone(), 0o600, Some((7, 8)))
+            .unwrap();
+        let again = Tree::load(&conn).unwrap();
+        assert_eq!(again.get(ino).unwrap().kind, fifo);
+        assert_eq!(
+            (again.get(ino).unwrap().uid, again.get(ino).unwrap().gid),
+            (Some(7), Some(8))
+        );
+    }
+
+    #[test]
     fn mutations_persist_across_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
@@ -466,13 +799,14 @@ mod tests {
         };
         let (d, f) = with_tx(&mut conn, |tx| {
             let d = tree
-                .create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755)
+                .create(tx, ROOT, "d", NodeKind::Dir(BTreeMap::new()), 0o755, None)
                 .unwrap();
-            let f = tree.create(tx, d, "f", file.clone(), 0o644).unwrap();
-            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777)
+            let f = tree.create(tx, d, "f", file.clone(), 0o644, None).unwrap();
+            tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777, None)
                 .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
-            tree.set_attr(tx, f, Some(0o600), None).unwrap();
+            tree.set_attr(tx, f, Some(0o600), None, None, None, None)
+                .unwrap();
             (d, f)
         });
         drop(conn);
@@ -487,6 +821,13 @@ mod tests {
             NodeKind::Symlink("f".into())
         );
         assert_eq!(again.path(f), "d/f");
+        for ino in [ROOT, d, f] {
+            assert_eq!(
+                again.get(ino).unwrap().mtime,
+                tree.get(ino).unwrap().mtime,
+                "times kept exactly"
+            );
+        }
         assert_eq!(
             again.files_under(ROOT).unwrap(),
             vec![("d/f".to_string(), Checksum::of(b"x"))]
@@ -503,11 +844,11 @@ mod tests {
                 checksum: empty_checksum(),
                 size: 0,
             };
-            let a = tree.create(tx, ROOT, "a", dir(), 0o755).unwrap();
-            let b = tree.create(tx, a, "b", dir(), 0o755).unwrap();
-            tree.create(tx, b, "f", file(), 0o644).unwrap();
+            let a = tree.create(tx, ROOT, "a", dir(), 0o755, None).unwrap();
+            let b = tree.create(tx, a, "b", dir(), 0o755, None).unwrap();
+            tree.create(tx, b, "f", file(), 0o644, None).unwrap();
             assert!(matches!(
-                tree.create(tx, ROOT, "a", file(), 0),
+                tree.create(tx, ROOT, "a", file(), 0, None),
                 Err(TreeError::Exists)
             ));
             assert!(matches!(
@@ -526,7 +867,7 @@ mod tests {
                 tree.rename(tx, ROOT, "a", b, "a2", false),
                 Err(TreeError::Invalid)
             ));
-            tree.create(tx, ROOT, "g", file(), 0o644).unwrap();
+            tree.create(tx, ROOT, "g", file(), 0o644, None).unwrap();
             assert!(matches!(
                 tree.rename(tx, ROOT, "g", b, "f", true),
                 Err(TreeError::Exists)

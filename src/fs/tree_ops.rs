@@ -9,9 +9,13 @@ use nix::errno::Errno;
 use super::attr::{Attr, Kind, Opened, VOLATILE_TTL};
 use super::error::{FsResult, tree_errno};
 use super::fixed::fixed_child;
+use super::handles::SetAttrs;
 use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
-use super::tree::{self, NodeKind, ROOT};
+
+/// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
+pub(super) const NAME_MAX: usize = 255;
+use super::tree::{self, NodeKind, ROOT, Special};
 
 impl Namespace {
     /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
@@ -25,81 +29,176 @@ impl Namespace {
         fh: Option<u64>,
     ) -> FsResult<Attr> {
         if !self.is_tree(ino) {
-            let attr = self.getattr(ino)?;
-            return match size {
-                Some(0)
-                    if matches!(
-                        self.inodes.resolve(ino),
-                        Some(Dynamic::Claim(..) | Dynamic::Sidecar(..))
-                    ) =>
-                {
-                    Ok(attr)
-                }
-                Some(_) => Err(Errno::EPERM),
-                None => Ok(attr),
-            };
+            let key = self.inodes.resolve(ino);
+            let sidecar = matches!(key, Some(Dynamic::Claim(..) | Dynamic::Sidecar(..)));
+            if size.is_some_and(|s| s != 0 || !sidecar) {
+                return Err(Errno::EPERM);
+            }
+            if let Some(key) = key.filter(|_| sidecar)
+                && (mode.is_some() || mtime.is_some())
+            {
+                self.set_sidecar_attrs(&key, SetAttrs { mode, mtime }, fh)?;
+            }
+            return self.getattr(ino);
         }
         self.writable()?;
         if let Some(size) = size {
             self.truncate(ino, size, fh.is_some())?;
         }
-        if mode.is_some() || mtime.is_some() {
-            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime))?;
+        if (mode.is_some() || mtime.is_some()) && self.orphan(ino).is_none() {
+            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime, None, None, None))?;
         }
         self.getattr(ino)
     }
 
     /// Create and open a file in the tree (or start a claim, for a sidecar name).
     pub fn create(&self, parent: u64, name: &str, mode: u32) -> FsResult<(Attr, Opened)> {
+        self.create_as(parent, name, mode, None)
+    }
+
+    /// `create` on behalf of a user and group (`owner`; None: the mounting user).
+    pub fn create_as(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<(Attr, Opened)> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        if let Some((subject, sidecar)) = Sidecar::split(name) {
-            let subject_ino = self.read_tree().lookup(parent, subject);
-            let claim_ok = match subject_ino {
-                Ok(ino) => self.has_sidecar(ino, sidecar),
-                Err(_) => sidecar == Sidecar::Checksum,
+        if let Some((subject, sidecar)) = self.claim_target(parent, name) {
+            let subject_ino = self.read_tree().lookup(parent, &subject);
+            let key = match subject_ino {
+                Ok(ino) => Dynamic::Sidecar(ino, sidecar),
+                Err(_) => Dynamic::Claim(parent, subject.clone()),
             };
-            if claim_ok {
-                let opened = self.open_claim(parent, subject.to_string(), sidecar);
-                let key = match subject_ino {
-                    Ok(ino) => Dynamic::Sidecar(ino, sidecar),
-                    Err(_) => Dynamic::Claim(parent, subject.to_string()),
-                };
-                let ino = self.inodes.acquire(key);
-                let attr = Attr {
-                    ino,
-                    kind: Kind::File,
-                    size: 0,
-                    perm: 0o644,
-                    mtime: SystemTime::now(),
-                    ttl: VOLATILE_TTL,
-                };
-                return Ok((attr, opened));
-            }
+            let opened = self.open_claim(parent, subject, sidecar);
+            let ino = self.inodes.acquire(key);
+            let attr = Attr::plain(ino, Kind::File, 0, 0o644, SystemTime::now(), VOLATILE_TTL);
+            return Ok((attr, opened));
         }
         let kind = NodeKind::File {
             checksum: tree::empty_checksum(),
             size: 0,
         };
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        let owner = self.owner_for(parent, owner);
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?;
+        self.relink_sidecars(parent, name);
         let opened = self.open(ino, libc::O_RDWR)?;
         Ok((self.getattr(ino)?, opened))
     }
 
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
-        self.add_node(parent, name, NodeKind::Dir(Default::default()), mode)
+        self.add_node(parent, name, NodeKind::Dir(Default::default()), mode, None)
     }
 
     pub fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
-        self.add_node(parent, name, NodeKind::Symlink(target.to_string()), 0o777)
+        self.add_node(
+            parent,
+            name,
+            NodeKind::Symlink(target.to_string()),
+            0o777,
+            None,
+        )
     }
 
-    /// Add a directory or symlink `name` under `parent` to the tree.
-    fn add_node(&self, parent: u64, name: &str, kind: NodeKind, mode: u32) -> FsResult<Attr> {
+    /// Add a directory, symlink or special file on behalf of `owner` (see `create_as`). A
+    /// directory made in a setgid directory is setgid too.
+    pub fn add_node(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mut mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<Attr> {
         self.writable()?;
         self.check_new_name(parent, name)?;
-        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode))?;
+        if matches!(kind, NodeKind::Dir(_)) && self.parent_mode(parent) & libc::S_ISGID != 0 {
+            mode |= libc::S_ISGID;
+        }
+        let owner = self.owner_for(parent, owner);
+        let ino = self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?;
+        self.relink_sidecars(parent, name);
         self.getattr(ino)
+    }
+
+    /// A special file (FIFO, socket, device node) as metadata: `mknod` with the file type bits
+    /// of `mode`.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u64,
+        owner: Option<(u32, u32)>,
+    ) -> FsResult<Attr> {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => Special::Fifo,
+            libc::S_IFSOCK => Special::Socket,
+            libc::S_IFCHR => Special::CharDevice,
+            libc::S_IFBLK => Special::BlockDevice,
+            libc::S_IFREG | 0 => {
+                let (attr, opened) = self.create_as(parent, name, mode & 0o7777, owner)?;
+                self.release(opened.fh)?;
+                return Ok(attr);
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        self.add_node(
+            parent,
+            name,
+            NodeKind::Special { kind, rdev },
+            mode & 0o7777,
+            owner,
+        )
+    }
+
+    /// A hard link: `new_parent/new_name` becomes another name of `ino` (not a directory).
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
+        self.writable()?;
+        self.check_new_name(new_parent, new_name)?;
+        if !self.is_tree(ino) {
+            return Err(Errno::EPERM);
+        }
+        self.mutate(|tree, c| tree.link(c.conn(), ino, new_parent, new_name))
+            .map_err(|e| if e == Errno::EISDIR { Errno::EPERM } else { e })?;
+        self.relink_sidecars(new_parent, new_name);
+        self.getattr(ino)
+    }
+
+    /// Change the owner and/or group (the kernel checked the caller may, `default_permissions`).
+    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
+        if !self.is_tree(ino) {
+            return Ok(());
+        }
+        self.writable()?;
+        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, None, uid, gid))
+    }
+
+    /// Set the access time (kept, though the mount does not update it on reads: `noatime`).
+    pub fn set_atime(&self, ino: u64, atime: SystemTime) -> FsResult<()> {
+        if !self.is_tree(ino) || self.orphan(ino).is_some() {
+            return Ok(());
+        }
+        self.writable()?;
+        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, Some(atime), None, None))
+    }
+
+    /// Owner and group of a new entry: a setgid directory gives its group to what is made in it.
+    fn owner_for(&self, parent: u64, owner: Option<(u32, u32)>) -> Option<(u32, u32)> {
+        let tree = self.read_tree();
+        let parent = tree.get(parent)?;
+        match owner {
+            Some((uid, gid)) if parent.mode & libc::S_ISGID != 0 => {
+                Some((uid, parent.gid.unwrap_or(gid)))
+            }
+            owner => owner,
+        }
+    }
+
+    fn parent_mode(&self, parent: u64) -> u32 {
+        self.read_tree().get(parent).map_or(0, |n| n.mode)
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -113,21 +212,23 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         self.tree_dir(parent)?;
-        match self.mutate(|tree, c| tree.remove(c.conn(), parent, name, false)) {
-            Ok(ino) => {
-                if !self.handles.tree_file_open(ino) {
-                    self.unpublished.discard(ino);
+        let node = self.read_tree().lookup(parent, name).ok();
+        let node = node.and_then(|ino| Some((ino, self.read_tree().get(ino)?.clone())));
+        let removed = self.mutate(|tree, c| {
+            let ino = tree.remove(c.conn(), parent, name, false)?;
+            if tree.get(ino).is_none() {
+                self.xattrs.remove_all(c.conn(), ino)?;
+            }
+            Ok(ino)
+        });
+        match removed {
+            Ok(_) => {
+                if let Some((ino, node)) = node {
+                    self.removed_file(ino, node);
                 }
                 Ok(())
             }
-            Err(Errno::ENOENT) => {
-                if let Dynamic::Claim(dir, subject) = self.virtual_key(parent, name)? {
-                    self.db
-                        .transaction(|c| self.claims.remove(c.conn(), dir, &subject))
-                        .map_err(tree_errno)?;
-                }
-                Ok(())
-            }
+            Err(Errno::ENOENT) => self.unlink_sidecar(parent, name),
             Err(e) => Err(e),
         }
     }
@@ -137,6 +238,7 @@ impl Namespace {
         self.tree_dir(parent)?;
         self.mutate(|tree, c| {
             let ino = tree.remove(c.conn(), parent, name, true)?;
+            self.xattrs.remove_all(c.conn(), ino)?;
             self.claims.remove_dir(c.conn(), ino)
         })
     }
@@ -162,25 +264,75 @@ impl Namespace {
         if parent == ROOT && fixed_child(name).is_some() {
             return Err(Errno::EPERM);
         }
-        let target_is_real = self.read_tree().lookup(new_parent, new_name).is_ok();
-        if !target_is_real && let Ok(key) = self.virtual_key(new_parent, new_name) {
-            return self.claim_by_rename(parent, name, key);
+        if let Some((subject, sidecar)) = self.claim_target(new_parent, new_name) {
+            return self.claim_by_rename(parent, name, new_parent, &subject, sidecar);
+        }
+        let claimed = self.claims.get(new_parent, new_name);
+        if let Some(claimed) = claimed {
+            self.check_renamed_onto_claim(parent, name, new_parent, new_name, claimed)?;
         }
         let no_replace = flags & libc::RENAME_NOREPLACE != 0;
+        let target = self.read_tree().lookup(new_parent, new_name).ok();
+        let target = target.and_then(|ino| Some((ino, self.read_tree().get(ino)?.clone())));
         let replaced = self.mutate(|tree, c| {
             let replaced = tree.rename(c.conn(), parent, name, new_parent, new_name, no_replace)?;
+            if claimed.is_some() {
+                self.claims.remove(c.conn(), new_parent, new_name)?;
+            }
             if let Some(old) = replaced {
                 // A directory replaced by the rename takes its pending claims along.
                 self.claims.remove_dir(c.conn(), old)?;
+                if tree.get(old).is_none() {
+                    self.xattrs.remove_all(c.conn(), old)?;
+                }
             }
             Ok(replaced)
         })?;
-        if let Some(old) = replaced
-            && !self.handles.tree_file_open(old)
-        {
-            self.unpublished.discard(old);
+        self.relink_sidecars(new_parent, new_name);
+        if let Some((old, node)) = target.filter(|(old, _)| replaced == Some(*old)) {
+            self.removed_file(old, node);
         }
         Ok(())
+    }
+
+    /// A file left the tree: if it is open, it lives on until its last handle is released.
+    /// (A file with other names, hard links, has not left.)
+    fn removed_file(&self, ino: u64, node: tree::Node) {
+        if self.read_tree().get(ino).is_some() {
+            return;
+        }
+        if self.handles.tree_file_open(ino) {
+            self.orphans.lock().expect("orphans lock").insert(ino, node);
+        } else {
+            self.unpublished.discard(ino);
+        }
+    }
+
+    /// A file renamed onto a name with a pending claim (`rsync`'s temp file, an editor's save)
+    /// completes that file: it must match the claim, else the rename is refused with EIO.
+    fn check_renamed_onto_claim(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        claimed: crate::checksum::Checksum,
+    ) -> FsResult<()> {
+        let source = self.read_tree().lookup(parent, name).map_err(tree_errno)?;
+        if self.has_sidecar(source, Sidecar::Index) {
+            return Ok(());
+        }
+        self.publish(source)?;
+        let actual = self.file_checksum(source)?;
+        if actual == claimed {
+            return Ok(());
+        }
+        let dir = self.read_tree().path(new_parent);
+        tracing::error!(
+            %dir, file = %new_name, %claimed, %actual,
+            "{new_name}.CHECKSUM was written before {new_name} and does not match its content; rename refused"
+        );
+        Err(Errno::EIO)
     }
 
     /// A new entry may not shadow the fixed root directories or an existing entry.
@@ -188,6 +340,9 @@ impl Namespace {
         self.tree_dir(parent)?;
         if name.is_empty() || name.contains('/') || name.contains('\0') {
             return Err(Errno::EINVAL);
+        }
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
         }
         if parent == ROOT && fixed_child(name).is_some() {
             return Err(Errno::EEXIST);
@@ -197,7 +352,7 @@ impl Namespace {
 
     fn tree_dir(&self, ino: u64) -> FsResult<()> {
         if !self.is_tree(ino) {
-            return Err(if ino == inodes::STATS_FILE {
+            return Err(if ino == inodes::STATS_FILE || ino == inodes::CLAIMS_FILE {
                 Errno::ENOTDIR
             } else {
                 Errno::EPERM
@@ -235,5 +390,113 @@ mod tests {
         ns.unlink(ROOT, "g").unwrap();
         assert_eq!(ns.lookup(ROOT, "g.CHECKSUM"), Err(Errno::ENOENT));
         assert_eq!(ns.mkdir(ROOT, "by-checksum", 0o755), Err(Errno::EEXIST));
+        assert_eq!(
+            ns.mkdir(ROOT, &"n".repeat(256), 0o755),
+            Err(Errno::ENAMETOOLONG)
+        );
+        assert!(ns.mkdir(ROOT, &"n".repeat(255), 0o755).is_ok());
+    }
+
+    #[test]
+    fn removed_files_live_until_their_last_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        // tempfile.TemporaryFile: create, unlink, then write and read through the handle.
+        let (attr, opened) = ns.create(ROOT, "tmp", 0o600).unwrap();
+        ns.unlink(ROOT, "tmp").unwrap();
+        ns.write(opened.fh, 0, b"written after unlink").unwrap();
+        ns.flush(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino).unwrap().size, 20);
+        assert_eq!(ns.read(opened.fh, 8, 100).unwrap(), &b"after unlink"[..]);
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino), Err(Errno::ENOENT));
+        // A file replaced by a rename keeps its data for the handles open on it.
+        let old = write_file(&ns, ROOT, "f", b"old");
+        let reader = ns.open(old, libc::O_RDONLY).unwrap();
+        write_file(&ns, ROOT, ".f.new", b"new");
+        ns.rename(ROOT, ".f.new", ROOT, "f", 0).unwrap();
+        assert_eq!(ns.read(reader.fh, 0, 100).unwrap(), &b"old"[..]);
+        assert_eq!(read_all(&ns, ns.lookup(ROOT, "f").unwrap().ino), b"new");
+        ns.release(reader.fh).unwrap();
+        assert!(ns.orphans.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hard_links_share_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let ino = {
+            let ns = namespace(dir.path());
+            let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+            let ino = write_file(&ns, ROOT, "a", b"one buffer");
+            assert_eq!(ns.link(ino, d, "b").unwrap().ino, ino);
+            assert_eq!(
+                ns.link(d, ROOT, "dd"),
+                Err(Errno::EPERM),
+                "no links to directories"
+            );
+            assert_eq!(ns.lookup(d, "b").unwrap().nlink, Some(2));
+            ns.unlink(ROOT, "a").unwrap();
+            assert_eq!(read_all(&ns, ns.lookup(d, "b").unwrap().ino), b"one buffer");
+            ns.link(ino, ROOT, "c").unwrap();
+            ns.rename(ROOT, "c", d, "c2", 0).unwrap();
+            ino
+        };
+        let ns = namespace(dir.path());
+        assert_eq!(ns.lookup(d_of(&ns), "c2").unwrap().ino, ino);
+        assert_eq!(ns.lookup(d_of(&ns), "b").unwrap().nlink, Some(2));
+        ns.unlink(d_of(&ns), "b").unwrap();
+        ns.unlink(d_of(&ns), "c2").unwrap();
+        assert_eq!(ns.getattr(ino), Err(Errno::ENOENT));
+    }
+
+    fn d_of(ns: &Namespace) -> u64 {
+        ns.lookup(ROOT, "d").unwrap().ino
+    }
+}
+
+/// Finding 2 of issue 13: a tree change whose commit fails leaves nothing in memory.
+#[cfg(all(test, feature = "fault-injection"))]
+mod failed_commits {
+    use super::*;
+    use crate::checksum::Checksum;
+    use crate::fs::test_support::{names, namespace, write_file};
+
+    #[test]
+    fn a_failed_commit_leaves_the_tree_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let d = ns.mkdir(ROOT, "d", 0o755).unwrap().ino;
+        let f = write_file(&ns, d, "f", b"kept");
+        let db = ns.store().db().clone();
+
+        db.fail_next_commits(1);
+        assert_eq!(ns.mkdir(ROOT, "lost", 0o755).unwrap_err(), Errno::ENOSPC);
+        assert_eq!(ns.lookup(ROOT, "lost").unwrap_err(), Errno::ENOENT);
+        db.fail_next_commits(1);
+        assert!(ns.rename(d, "f", ROOT, "moved", 0).is_err());
+        assert_eq!(ns.lookup(d, "f").unwrap().ino, f);
+        db.fail_next_commits(1);
+        assert!(ns.unlink(d, "f").is_err());
+        db.fail_next_commits(1);
+        assert!(ns.symlink(d, "link", "f").is_err());
+        assert_eq!(names(&ns, d), [".", "..", "f"].map(String::from));
+        db.fail_next_commits(1);
+        assert!(ns.rmdir(ROOT, "d").is_err());
+        // A claim whose commit fails is not held either.
+        db.fail_next_commits(1);
+        let (_, opened) = ns.create(d, "g.CHECKSUM", 0o644).unwrap();
+        ns.write(opened.fh, 0, format!("{}\n", Checksum::of(b"g")).as_bytes())
+            .unwrap();
+        assert!(ns.flush(opened.fh).is_err());
+        ns.release(opened.fh).unwrap();
+        assert!(!ns.claims.contains(d, "g"));
+
+        // Once commits work again, everything does, and a reopen shows the same tree.
+        ns.mkdir(ROOT, "later", 0o755).unwrap();
+        drop(ns);
+        let ns = namespace(dir.path());
+        assert!(ns.lookup(ROOT, "lost").is_err());
+        assert!(ns.lookup(ROOT, "later").is_ok());
+        assert_eq!(names(&ns, d), [".", "..", "f"].map(String::from));
     }
 }

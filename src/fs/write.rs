@@ -9,6 +9,7 @@ use nix::errno::Errno;
 
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
+use super::inodes::Sidecar;
 use super::namespace::{Namespace, slice};
 use super::tree::{self, NodeKind};
 use crate::buffer::Buffer;
@@ -18,6 +19,16 @@ use crate::store::TierWrite;
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
+
+/// The most a sidecar written by a user may hold (it is kept in RAM until checked): a
+/// `.CHECKSUM` is one 64-digit line, an `.INDEX` a directory's listing. A write past this fails
+/// with EFBIG at once, so no write to a virtual file can make the daemon allocate more.
+fn claim_limit(sidecar: Sidecar) -> usize {
+    match sidecar {
+        Sidecar::Checksum => 4 << 10,
+        Sidecar::Index => 16 << 20,
+    }
+}
 
 impl Namespace {
     pub(super) fn read_tree_file(
@@ -64,7 +75,13 @@ impl Namespace {
     }
 
     pub(super) fn file_checksum(&self, ino: u64) -> FsResult<Checksum> {
-        match self.read_tree().get(ino).map(|n| &n.kind) {
+        let orphan = self.orphan(ino);
+        match self
+            .read_tree()
+            .get(ino)
+            .or(orphan.as_ref())
+            .map(|n| &n.kind)
+        {
             Some(NodeKind::File { checksum, .. }) => Ok(*checksum),
             Some(NodeKind::Dir(_)) => Err(Errno::EISDIR),
             _ => Err(Errno::ENOENT),
@@ -94,15 +111,25 @@ impl Namespace {
                 let mut slot = slot.lock().expect("slot lock");
                 let pending = self.pending_for(file.ino, &mut slot)?;
                 pending.write_at(offset, data).map_err(store_errno)?;
+                self.unpublished.mark_changed(file.ino);
+                self.tree.write().expect("tree lock").modified(file.ino);
                 Ok(data.len() as u32)
             }
             Handle::Claim(claim) => {
-                let mut buf = claim.data.lock().expect("claim lock");
-                let end = offset as usize + data.len();
-                if buf.len() < end {
-                    buf.resize(end, 0);
+                let limit = claim_limit(claim.sidecar);
+                if offset.saturating_add(data.len() as u64) > limit as u64 {
+                    tracing::error!(subject = %claim.subject, limit, "a sidecar written into the mount may hold at most {limit} bytes");
+                    return Err(Errno::EFBIG);
                 }
-                buf[offset as usize..end].copy_from_slice(data);
+                let mut buf = claim.data.lock().expect("claim lock");
+                let mut written = buf.clone();
+                let end = offset as usize + data.len();
+                if written.len() < end {
+                    written.resize(end, 0);
+                }
+                written[offset as usize..end].copy_from_slice(data);
+                self.refuse_wrong_claim_early(claim, &written)?;
+                *buf = written;
                 Ok(data.len() as u32)
             }
             _ => Err(Errno::EBADF),
@@ -139,6 +166,8 @@ impl Namespace {
             self.pending_for(ino, &mut slot)?
                 .set_len(size)
                 .map_err(store_errno)?;
+            self.unpublished.mark_changed(ino);
+            self.tree.write().expect("tree lock").modified(ino);
         }
         if keep_open { Ok(()) } else { self.publish(ino) }
     }
@@ -147,10 +176,111 @@ impl Namespace {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::TreeFile(file) if file.writable => self.publish(file.ino),
+            Handle::TreeFile(file) if file.writable => {
+                self.publish(file.ino)?;
+                self.check_unwritten_claim(file.ino)
+            }
             Handle::Claim(claim) => self.check_claim(claim),
             _ => Ok(()),
         }
+    }
+
+    /// A file closed without writes (`touch`, an empty file from `tar x`) is complete too: a
+    /// pending claim about it is checked now (publishing checks it otherwise).
+    fn check_unwritten_claim(&self, ino: u64) -> FsResult<()> {
+        let Some(node) = self.read_tree().get(ino).cloned() else {
+            return Ok(());
+        };
+        let Some(claimed) = self.claims.get(node.parent, &node.name) else {
+            return Ok(());
+        };
+        let actual = self.file_checksum(ino)?;
+        self.transaction(|c| self.claims.remove(c.conn(), node.parent, &node.name))?;
+        if claimed == actual {
+            return Ok(());
+        }
+        tracing::error!(
+            file = %self.read_tree().path(ino), %claimed, %actual,
+            "{}.CHECKSUM was written before {} and does not match its content", node.name, node.name
+        );
+        Err(Errno::EIO)
+    }
+
+    /// `fallocate` (mode 0): the file grows to `offset + length` if it is shorter; the other
+    /// modes (punching holes, keeping the size) have no meaning for a buffer.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let Handle::TreeFile(file) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        let size = self.getattr(file.ino)?.size;
+        if end > size {
+            self.truncate(file.ino, end, true)?;
+        }
+        Ok(())
+    }
+
+    /// `copy_file_range`: a whole published file copied onto an empty one takes its buffer, no
+    /// bytes move (O(1)); any other range is copied through `read` and `write`.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> FsResult<u32> {
+        let (source, target) = match (
+            self.handles.get(fh_in).as_deref(),
+            self.handles.get(fh_out).as_deref(),
+        ) {
+            (Some(Handle::TreeFile(s)), Some(Handle::TreeFile(t))) if t.writable => (s.ino, t.ino),
+            _ => return Err(Errno::EOPNOTSUPP),
+        };
+        let whole = offset_in == 0
+            && offset_out == 0
+            && self.unpublished.changed_at(source).is_none()
+            && self.getattr(target)?.size == 0
+            && len >= self.getattr(source)?.size;
+        if whole && source != target {
+            return self.share_content(source, target);
+        }
+        let chunk = len.min(COPY_BLOCK as u64) as u32;
+        let data = self.read(fh_in, offset_in, chunk)?;
+        self.write(fh_out, offset_out, &data)
+    }
+
+    /// Give `target` the published content of `source` (see `copy_file_range`).
+    fn share_content(&self, source: u64, target: u64) -> FsResult<u32> {
+        let checksum = self.file_checksum(source)?;
+        let size = self.getattr(source)?.size;
+        let slot = self.unpublished.slot(target);
+        let mut slot = slot.lock().expect("slot lock");
+        let result = self.mutate(|tree, c| {
+            let node = tree
+                .get(target)
+                .cloned()
+                .ok_or(super::tree::TreeError::NotFound)?;
+            let claimed = self.claims.get(node.parent, &node.name);
+            if claimed.is_some_and(|claimed| claimed != checksum) {
+                return Ok(false);
+            }
+            self.claims.remove(c.conn(), node.parent, &node.name)?;
+            tree.set_content(c.conn(), target, checksum, size)?;
+            Ok(true)
+        })?;
+        if !result {
+            tracing::error!(file = %self.read_tree().path(target), actual = %checksum, "a copy does not match the claim made before it");
+            return Err(Errno::EIO);
+        }
+        // The (empty) writes pending on the target are replaced by the shared content.
+        *slot = None;
+        self.unpublished.published(target);
+        Ok(size.min(u32::MAX as u64) as u32)
     }
 
     /// `fsync`: publishing is what makes the content durable.
@@ -169,9 +299,10 @@ impl Namespace {
         };
         let exists = self.read_tree().get(file.ino).is_some();
         if !exists {
-            // Unlinked while open: once nobody has it open, its writes go nowhere.
+            // Removed while open: once nobody has it open, it and its writes go.
             if !self.handles.tree_file_open(file.ino) {
                 self.unpublished.discard(file.ino);
+                self.orphans.lock().expect("orphans lock").remove(&file.ino);
             }
             return Ok(());
         }
@@ -194,6 +325,7 @@ impl Namespace {
         let Some(pending) = slot.take() else {
             return Ok(());
         };
+        self.unpublished.published(ino);
         let size = pending.len();
         let started = std::time::Instant::now();
         // Garbage collection waits until the tree row naming the new buffer is committed.
@@ -203,14 +335,16 @@ impl Namespace {
             Errno::EIO
         })?;
         // The tree row, the buffer's BufferInfo and the end of a pending claim on the file are
-        // committed together.
+        // committed together. A file that does not match its claim keeps its previous content.
         let info = BufferInfo::with_length(size as usize).to_map();
         let result = self.mutate(|tree, c| match tree.get(ino) {
             Some(node) => {
                 let name = node.name.clone();
                 let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
-                tree.set_content(c.conn(), ino, checksum, size)?;
                 c.merge_buffer_info(&checksum, &info)?;
+                if claimed.is_none_or(|claimed| claimed == checksum) {
+                    tree.set_content(c.conn(), ino, checksum, size)?;
+                }
                 Ok(Some((name, claimed)))
             }
             None => Ok(None),
@@ -218,19 +352,30 @@ impl Namespace {
         drop(slot);
         drop(_writing);
         let Some((name, claimed)) = result? else {
+            // A removed file still open keeps its content in memory for its handles.
+            if let Some(node) = self.orphans.lock().expect("orphans lock").get_mut(&ino) {
+                node.kind = NodeKind::File { checksum, size };
+            }
             return Ok(());
         };
+        let parent = self.read_tree().get(ino).map(|n| n.parent);
+        if let Some(parent) = parent {
+            self.relink_sidecars(parent, &name);
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
         match claimed {
             Some(claimed) if claimed != checksum => {
                 tracing::error!(
                     file = %self.read_tree().path(ino), %claimed, actual = %checksum,
-                    "{name}.CHECKSUM was written before {name} and does not match its content"
+                    "{name}.CHECKSUM was written before {name} and does not match its content; \
+                     the file keeps its previous content"
                 );
                 Err(Errno::EIO)
             }
-            _ => Ok(()),
+            _ => {
+                tracing::debug!(path = %self.read_tree().path(ino), %checksum, size, elapsed_ms, "published");
+                Ok(())
+            }
         }
     }
 }
@@ -269,6 +414,50 @@ mod tests {
             ns.lookup(inodes::BY_CHECKSUM, &Checksum::of(b"nope").hex()),
             Err(Errno::ENOENT)
         );
+    }
+
+    #[test]
+    fn copy_file_range_of_a_whole_file_shares_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let data = vec![7u8; 3 << 20];
+        let source = write_file(&ns, ROOT, "src", &data);
+        let (target, out) = ns.create(ROOT, "dst", 0o644).unwrap();
+        let input = ns.open(source, libc::O_RDONLY).unwrap();
+        let copied = ns.copy_file_range(input.fh, 0, out.fh, 0, 1 << 30).unwrap();
+        assert_eq!(copied as usize, data.len());
+        assert!(
+            ns.unpublished
+                .existing(target.ino)
+                .is_none_or(|s| s.lock().unwrap().is_none())
+        );
+        ns.release(out.fh).unwrap();
+        assert_eq!(ns.file_checksum(target.ino), ns.file_checksum(source));
+        // A part of a file is copied through read and write.
+        let (part, out) = ns.create(ROOT, "part", 0o644).unwrap();
+        assert_eq!(ns.copy_file_range(input.fh, 10, out.fh, 0, 5).unwrap(), 5);
+        ns.release(out.fh).unwrap();
+        ns.release(input.fh).unwrap();
+        assert_eq!(read_all(&ns, part.ino), vec![7u8; 5]);
+    }
+
+    #[test]
+    fn an_mtime_set_before_close_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let (attr, opened) = ns.create(ROOT, "f", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"abc").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        ns.setattr(attr.ino, None, None, Some(then), Some(opened.fh))
+            .unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.getattr(attr.ino).unwrap().mtime, then);
+        // A later write moves it again.
+        let opened = ns.open(attr.ino, libc::O_WRONLY).unwrap();
+        ns.write(opened.fh, 0, b"x").unwrap();
+        ns.release(opened.fh).unwrap();
+        assert!(ns.getattr(attr.ino).unwrap().mtime > then);
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! either no file under `buffers/` or the whole verified one. Temp files of dead writers are
 //! removed when a store is opened (and by `fsck`).
 //!
-//! Committing content that is already stored drops the temp file on a background thread: freeing
-//! a large file's blocks takes long (about 1.2 s per GiB here) and the caller is often a FUSE
-//! `close()`. The file stays in `tmp/` under the writer's pid until then, so a crash leaves it to
+//! Committing content that is already stored skips the fsync (the stored copy is durable) and
+//! drops the temp file on a background thread: freeing a large file's blocks takes long (about
+//! 1.2 s per GiB here) and the caller is often a FUSE `close()`. The file stays in `tmp/` under the writer's pid until then, so a crash leaves it to
 //! the stale-temp cleaning of the next `open`.
 //!
 //! Reads map the file (`memmap2`) and hand out a zero-copy `Buffer`. They do not re-hash: the name
@@ -460,9 +460,10 @@ impl PendingWrite {
         self.len == 0
     }
 
-    /// Finish: trim the file to the written length, fsync (meanwhile the hasher thread hashes
-    /// the tail), hash, check against `known` (if the caller hashed too), install under the
-    /// checksum (or, if already stored, drop it in the background), fsync the directory.
+    /// Finish: trim the file to the written length, hash (the hasher thread finishes the
+    /// tail), check against `known` (if the caller hashed too); content already stored is
+    /// dropped in the background without an fsync; new content is fsynced, installed under the
+    /// checksum, and the directory fsynced.
     /// Returns the checksum.
     ///
     /// The checksum is always computed here from the bytes that went to the file: for in-order
@@ -478,26 +479,40 @@ impl PendingWrite {
             self.hash.truncating(self.len);
             self.file.set_len(self.len).map_err(io)?;
         }
-        self.file.sync_all().map_err(io)?;
         let actual = self.final_checksum()?;
         if let Some(expected) = known
             && expected != actual
         {
             return Err(StoreError::Corrupt { expected, actual });
         }
+        if self.store.path_of(&actual).exists() {
+            // Already stored (and durable): the copy is dropped unsynced, off the caller's path.
+            self.drop_duplicate();
+            return Ok(actual);
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io(&self.path, e))?;
         let read_only = fs::Permissions::from_mode(0o444);
         self.file
             .set_permissions(read_only)
             .map_err(|e| StoreError::io(&self.path, e))?;
         if self.store.install(&self.path, &actual, self.len)? {
             self.store.inner.counters.put();
+            self.done = true;
         } else {
-            // Already stored: remove the duplicate off the caller's path. A duplicate of the
-            // descriptor goes along, so that closing ours does not free the blocks here either.
-            remove_later(self.path.clone(), self.file.try_clone().ok());
+            // Stored meanwhile by another writer.
+            self.drop_duplicate();
         }
-        self.done = true;
         Ok(actual)
+    }
+
+    /// Remove the temp file of content that is already stored, off the caller's path. A
+    /// duplicate of the descriptor goes along, so that closing ours does not free the blocks
+    /// here either.
+    fn drop_duplicate(&mut self) {
+        remove_later(self.path.clone(), self.file.try_clone().ok());
+        self.done = true;
     }
 
     /// Give up: the temp file is removed.
