@@ -15,6 +15,7 @@ pub mod compat;
 pub mod db;
 pub mod fs;
 pub mod gseg;
+pub mod hashserver;
 pub mod http;
 pub mod store;
 pub mod value;

@@ -1,7 +1,7 @@
 //! The `seamfs` command line: one binary, one subcommand per job, each in its own file.
 //!
 //! The binary also answers to the Python tool names (`seamless-checksum`, `seamless-checksum-file`,
-//! `seamless-checksum-index`, `seamless-database`) when invoked through a symlink of that name.
+//! `seamless-checksum-index`, `seamless-database`, `hashserver`) when invoked through a symlink of that name.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -16,6 +16,8 @@ mod convert;
 mod database;
 mod fsck;
 mod gc;
+mod hashserver;
+mod launch;
 mod mount;
 mod pin;
 mod unmount;
@@ -24,7 +26,7 @@ mod unmount;
 ///
 /// Mount a directory to read buffers by checksum (`by-checksum/<hex>`), view them as any cell type
 /// (`as-plain/<hex>`, `as-binary/<hex>`, ...), and write files to get their SHA-256 checksums.
-/// The Seamless database protocol is served over HTTP beside the mount.
+/// The Seamless database and buffer (hashserver) protocols are served over HTTP beside the mount.
 ///
 /// Quick start:  seamfs mount ~/mnt      (then: cp file ~/mnt/; cat ~/mnt/file.CHECKSUM)
 #[derive(Parser)]
@@ -64,6 +66,8 @@ enum Command {
     Gc(gc::Args),
     /// Keep a buffer through eviction and garbage collection.
     Pin(pin::Args),
+    /// Serve a buffer directory over HTTP (drop-in for hashserver).
+    Hashserver(hashserver::Args),
 }
 
 /// Entry point of the binary.
@@ -86,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Unmount(a) => unmount::run(a),
         Command::Gc(a) => gc::run(a),
         Command::Pin(a) => pin::run(a),
+        Command::Hashserver(a) => hashserver::run(a),
     };
     match result {
         Ok(code) => code,
@@ -98,7 +103,7 @@ pub fn main() -> ExitCode {
 
 /// The limits of an HTTP server, as options (`mount` and `database` share them).
 #[derive(clap::Args)]
-struct HttpLimitArgs {
+pub(super) struct HttpLimitArgs {
     /// Most HTTP connections open at once (default 1024); more are answered 503. At most a
     /// quarter of the descriptor limit (ulimit -n), so that files always have the rest.
     #[arg(long, value_name = "N")]
@@ -112,7 +117,7 @@ struct HttpLimitArgs {
 }
 
 impl HttpLimitArgs {
-    fn limits(&self) -> anyhow::Result<crate::http::Limits> {
+    pub(super) fn limits(&self) -> anyhow::Result<crate::http::Limits> {
         let seconds = |value: f64, option: &str| {
             if value > 0.0 && value.is_finite() {
                 Ok(std::time::Duration::from_secs_f64(value))
@@ -163,6 +168,7 @@ fn rewrite_alias(mut args: Vec<OsString>) -> Vec<OsString> {
         "seamless-checksum-file" => "checksum-file",
         "seamless-checksum-index" => "checksum-index",
         "seamless-database" => "database",
+        "hashserver" => "hashserver",
         _ => return args,
     };
     args[0] = OsString::from("seamfs");

@@ -1,5 +1,5 @@
 //! `seamfs mount MOUNTPOINT`: checks (FUSE device, mount point, store lock), then mounts the
-//! namespace with the HTTP database beside it, in the foreground or as a daemon; SIGINT/SIGTERM
+//! namespace with the HTTP database and the buffer server beside it, in the foreground or as a daemon; SIGINT/SIGTERM
 //! unmount cleanly.
 
 use std::fs::{File, OpenOptions};
@@ -15,6 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::fs::fuse::SeamFs;
 use crate::fs::namespace::{Namespace, Options};
+use crate::hashserver;
 use crate::http::BackgroundServer;
 use crate::store::addr::{parse_ram_caps, parse_size};
 use crate::store::{RamConfig, Store, StoreOptions};
@@ -34,7 +35,9 @@ Layout of the mount point:
 Writing F.CHECKSUM (or D.INDEX) is a claim: accepted if it matches, refused (EIO) if not.
 Files carry the xattrs user.seamless.checksum and (once known) user.seamless.celltype.
 The Seamless database protocol is served over HTTP on --db-host:--db-port, from the store's
-seamless.db; buffers written through the mount appear in buffer_info at once.
+seamless.db; buffers written through the mount appear in buffer_info at once. The buffer server
+(hashserver protocol, for seamless-remote BufferClient) is served on --buffer-host:--buffer-port
+over the store: a PUT shows under by-checksum/ at once, a file written here is served by checksum.
 
 Example:
   mkdir -p ~/mnt && seamfs mount ~/mnt &
@@ -65,6 +68,15 @@ pub struct Args {
     no_db: bool,
     #[command(flatten)]
     http: super::HttpLimitArgs,
+    /// Address the buffer server (hashserver protocol) listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    buffer_host: String,
+    /// Port of the buffer server (0, the default: a free port, logged).
+    #[arg(long, default_value_t = 0)]
+    buffer_port: u16,
+    /// Do not serve the buffer server.
+    #[arg(long)]
+    no_buffer_server: bool,
     /// Mount read-only (the tree cannot be changed).
     #[arg(long)]
     read_only: bool,
@@ -177,10 +189,13 @@ fn serve(
     })?;
     raise_readahead(&mountpoint);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted; Ctrl+C or SIGTERM unmounts");
-    let http = match &companions.http {
+    let mut http = match &companions.http {
         Some(server) => format!("; HTTP database at {}", server.url()),
         None => String::new(),
     };
+    if let Some(server) = &companions.buffers {
+        http.push_str(&format!("; buffer server at {}", server.url()));
+    }
     ready(Ok(format!(
         "seamfs mounted on {}{http}",
         mountpoint.display()
@@ -194,9 +209,10 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What must live as long as the mount: the HTTP server.
+/// What must live as long as the mount: the HTTP servers.
 struct Companions {
     http: Option<BackgroundServer>,
+    buffers: Option<BackgroundServer>,
 }
 
 /// Open the namespace, start the HTTP database, mount.
@@ -207,6 +223,7 @@ fn mount_session(
 ) -> anyhow::Result<(Session<SeamFs>, Companions)> {
     let db = store.db().clone();
     let db_path = db.path().to_path_buf();
+    let buffers = buffer_server(args, &store)?;
     let ns = Namespace::new(
         store,
         Options {
@@ -243,7 +260,29 @@ fn mount_session(
     let session = Session::new(fs, mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
-    Ok((session, Companions { http }))
+    Ok((session, Companions { http, buffers }))
+}
+
+/// The buffer server (hashserver protocol) over the store: an upload is stored at once, so it
+/// shows under `by-checksum/`; files written into the mount are served by checksum.
+fn buffer_server(args: &Args, store: &Arc<Store>) -> anyhow::Result<Option<BackgroundServer>> {
+    if args.no_buffer_server {
+        return Ok(None);
+    }
+    let options = hashserver::Options {
+        writable: !args.read_only,
+        lock_timeout: hashserver::DEFAULT_LOCK_TIMEOUT,
+    };
+    let service = hashserver::Service::new(hashserver::Backend::store(store.clone()), options);
+    let limits = args.http.limits()?;
+    let server = hashserver::spawn(service, &args.buffer_host, args.buffer_port, limits).with_context(|| {
+        format!(
+            "cannot serve buffers on {}:{} (in use? pass --buffer-port 0 for a free port, or --no-buffer-server)",
+            args.buffer_host, args.buffer_port
+        )
+    })?;
+    tracing::info!(url = %server.url(), "buffer server (hashserver protocol) serving");
+    Ok(Some(server))
 }
 
 /// Block the termination signals before any thread exists (the store starts some), so every

@@ -3,7 +3,9 @@
 //! `GET /healthcheck` answers `OK`; GET and PUT on any other path carry one JSON request in the
 //! body (`protocol.rs` answers it). Every reply is `text/plain; charset=utf-8`, as the Python
 //! server's. Other parts of seamfs embed the server with `serve` (in their own runtime) or
-//! `spawn` (on a thread of its own, for synchronous callers such as the mount).
+//! `spawn` (on a thread of its own, for synchronous callers such as the mount). `serve_router`
+//! and `spawn_router` are the connection handling every seamfs HTTP server shares (the buffer
+//! server's too).
 
 pub mod protocol;
 pub mod serving;
@@ -42,14 +44,14 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let now = self.start.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(now, Ordering::Relaxed);
     }
@@ -116,8 +118,19 @@ impl Service {
         limits: Limits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        serve_with_limits(listener, self.router(), limits, shutdown).await
+        serve_router(listener, self.router(), limits, shutdown).await
     }
+}
+
+/// Serve any of seamfs' HTTP routers (database, buffers) on `listener` under `limits` until
+/// `shutdown` completes; in-flight requests are finished first.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with_limits(listener, router, limits, shutdown).await
 }
 
 /// Bind `host:port` (port 0: any free port); `listener.local_addr()` tells which.
@@ -125,7 +138,8 @@ pub async fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     serving::bind(host, port).await
 }
 
-/// A server running on a thread of its own (its own tokio runtime). Stopped on `stop` or drop.
+/// A server (database or buffers) running on a thread of its own (its own tokio runtime).
+/// Stopped on `stop` or drop.
 pub struct BackgroundServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -154,7 +168,7 @@ impl BackgroundServer {
         match self.thread.take() {
             Some(thread) => thread
                 .join()
-                .map_err(|_| io::Error::other("database server thread panicked"))?,
+                .map_err(|_| io::Error::other("HTTP server thread panicked"))?,
             None => Ok(()),
         }
     }
@@ -163,7 +177,7 @@ impl BackgroundServer {
 impl Drop for BackgroundServer {
     fn drop(&mut self) {
         if let Err(e) = self.stop_and_join() {
-            tracing::warn!("database server stopped with an error: {e}");
+            tracing::warn!("HTTP server stopped with an error: {e}");
         }
     }
 }
@@ -177,19 +191,31 @@ pub fn spawn(
     writable: bool,
     limits: Limits,
 ) -> io::Result<BackgroundServer> {
+    let router = Service::new(db, writable)?.router();
+    spawn_router(router, host, port, "seamfs-db", limits)
+}
+
+/// Serve `router` on `host:port` (0 = a free port) under `limits` on a thread named `name` with
+/// its own runtime; returns once the socket is bound.
+pub fn spawn_router(
+    router: Router,
+    host: &str,
+    port: u16,
+    name: &str,
+    limits: Limits,
+) -> io::Result<BackgroundServer> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("seamfs-db-http")
+        .thread_name(format!("{name}-http"))
         .enable_all()
         .build()?;
     let listener = runtime.block_on(bind(host, port))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = Service::new(db, writable)?;
     let thread = std::thread::Builder::new()
-        .name("seamfs-db-server".into())
+        .name(format!("{name}-server"))
         .spawn(move || {
-            runtime.block_on(service.serve(listener, limits, async {
+            runtime.block_on(serve_router(listener, router, limits, async {
                 let _ = rx.await;
             }))
         })?;
