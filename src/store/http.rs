@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use reqwest::{StatusCode, header};
 
 use super::CostProfile;
-use super::remote::{Backend, Body, RemoteError, RemoteOptions, runtime};
+use super::remote::{Backend, Body, RemoteError, RemoteOptions};
 use crate::checksum::Checksum;
 
 /// A hashserver at one base URL.
@@ -32,7 +32,6 @@ pub struct Hashserver {
 
 impl Hashserver {
     pub fn new(base: &str, options: &RemoteOptions) -> Result<Self, String> {
-        runtime(); // installs the TLS provider the client needs
         let base = base.trim_end_matches('/').to_string();
         let host = base
             .split_once("://")

@@ -25,6 +25,8 @@ pub mod http;
 pub mod layered;
 pub mod memory;
 pub mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod running_hash;
 pub mod s3;
 mod stack;

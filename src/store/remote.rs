@@ -137,10 +137,6 @@ pub trait Backend: Send + Sync + 'static {
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        // TLS for https:// and s3:// (rustls without a built-in provider: ring, set once).
-        #[allow(deprecated)]
-        // the post-quantum hybrid is aws-lc-rs only; ring keeps the build C-light
-        let _ = rustls::crypto::ring::default_provider().install_default();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("seamfs-remote")

@@ -26,7 +26,7 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use super::CostProfile;
-use super::remote::{Backend, Body, RemoteError, RemoteOptions, runtime};
+use super::remote::{Backend, Body, RemoteError, RemoteOptions};
 use crate::checksum::Checksum;
 
 /// Uploads up to this size are one PUT; bigger ones are multipart uploads of parts this size.
@@ -48,7 +48,6 @@ impl S3 {
         settings: &[(String, String)],
         options: &RemoteOptions,
     ) -> Result<Self, String> {
-        runtime(); // installs the TLS provider the client needs
         let (bucket, prefix) = bucket_and_prefix
             .split_once('/')
             .unwrap_or((bucket_and_prefix, ""));

@@ -87,7 +87,6 @@ fn start(
 /// The Python hashserver 1.1.0, writable, serving `dir` (a new temp dir when `None`) in the
 /// given layout (`prefix` or `flat`).
 pub fn python_hashserver(dir: Option<&Path>, layout: &str) -> Server {
-    let port = free_port();
     let temp = dir
         .is_none()
         .then(|| tempfile::tempdir().expect("temp dir"));
@@ -95,12 +94,19 @@ pub fn python_hashserver(dir: Option<&Path>, layout: &str) -> Server {
         || temp.as_ref().unwrap().path().to_path_buf(),
         Path::to_path_buf,
     );
+    let mut server = python_hashserver_on(&dir, layout, free_port());
+    server._dir = temp;
+    server
+}
+
+/// `python_hashserver` on a given port (a server coming back after it went down).
+pub fn python_hashserver_on(dir: &Path, layout: &str, port: u16) -> Server {
     let mut command = Command::new(venv_program(".venv-hashserver", "hashserver"));
     command
-        .arg(&dir)
+        .arg(dir)
         .args(["--writable", "--host", "127.0.0.1", "--layout", layout])
         .args(["--port", &port.to_string()]);
-    start(command, port, "/healthcheck", temp)
+    start(command, port, "/healthcheck", None)
 }
 
 /// moto's S3 server with one empty bucket, `bucket`.
