@@ -1030,3 +1030,314 @@ fn forgotten_inodes_leave_the_daemon_table() {
     );
     assert_eq!(dynamic_inodes(&m), 1);
 }
+
+fn stats(m: &Mount) -> Value {
+    serde_json::from_slice(&std::fs::read(m.path(".seamfs/stats")).unwrap()).unwrap()
+}
+
+fn tier_stat(stats: &Value, tier: &str, field: &str) -> u64 {
+    let tiers = stats["tiers"].as_array().unwrap();
+    let found = tiers.iter().find(|t| t["tier"] == tier);
+    found.unwrap_or_else(|| panic!("no tier {tier} in {stats}"))[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} for {tier} in {stats}"))
+}
+
+/// The anonymous (heap) resident memory of a process, in bytes.
+fn anonymous_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// 48 views of 1.6 MB through a 16 MiB RAM tier: the RAM tier evicts (offloading to the disk
+/// tier), stays under its cap, the daemon's heap stays small, and a view evicted from RAM is read
+/// back from the disk tier, not converted again.
+#[test]
+fn ram_tier_evicts_views_to_the_disk_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::on(
+        dir.path().join("mnt"),
+        dir.path().join("store"),
+        &["--ram-cache", "16M"],
+    );
+    let before = stats(&m);
+    assert_eq!(
+        before["store"].as_str().unwrap(),
+        dir.path()
+            .join("store")
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let mut expected = Vec::new();
+    for k in 0..48i64 {
+        let values: Vec<i64> = (0..200_000).map(|i| i * 48 + k).collect();
+        let json = serde_json::to_vec(&values).unwrap();
+        let name = format!("v{k}.json");
+        std::fs::write(m.path(&name), &json).unwrap();
+        let hex = std::fs::read_to_string(m.path(&format!("{name}.CHECKSUM"))).unwrap();
+        let converted = match check_conversion(&json) {
+            Some(buffer) => buffer,
+            None => panic!("plain -> binary gave no buffer"),
+        };
+        assert!(converted.len() > 1_600_000);
+        expected.push((hex.trim().to_string(), converted));
+    }
+    for (hex, converted) in &expected {
+        let view = std::fs::read(m.path(&format!("as-binary/{hex}"))).unwrap();
+        assert!(view == converted.as_slice(), "as-binary/{hex} differs");
+    }
+    let after = stats(&m);
+    let ram_bytes = tier_stat(&after, "ram", "bytes");
+    assert!(ram_bytes <= 16 << 20, "{after}");
+    assert!(tier_stat(&after, "ram", "evictions") > 0, "{after}");
+    assert!(tier_stat(&after, "ram", "offloads") > 0, "{after}");
+    assert_eq!(after["conversions"], 48, "{after}");
+    let pid = m.child.as_ref().unwrap().id();
+    let anon = anonymous_rss(pid);
+    eprintln!("daemon anonymous RSS {anon} bytes; stats {after}");
+    assert!(anon <= 116 << 20, "daemon anonymous RSS {anon} bytes");
+    // Every view again: the evicted ones come from the disk tier, none is converted again.
+    let disk_hits = tier_stat(&after, "disk", "hits");
+    for (hex, converted) in &expected {
+        let view = std::fs::read(m.path(&format!("as-binary/{hex}"))).unwrap();
+        assert!(
+            view == converted.as_slice(),
+            "as-binary/{hex} differs on re-read"
+        );
+    }
+    let again = stats(&m);
+    assert_eq!(again["conversions"], 48, "{again}");
+    assert!(
+        tier_stat(&again, "disk", "hits") >= disk_hits + 30,
+        "evicted views were read from the disk tier: {again}"
+    );
+    assert!(tier_stat(&again, "ram", "bytes") <= 16 << 20, "{again}");
+}
+
+/// What `as-binary/` must serve for a JSON source (the library's plain -> binary conversion).
+fn check_conversion(json: &[u8]) -> Option<Buffer> {
+    let conversion = seamfs::celltype::convert::convert(
+        &Buffer::new(json.to_vec()),
+        CellType::Plain,
+        CellType::Binary,
+    )
+    .ok()?;
+    match conversion.output {
+        seamfs::celltype::convert::Output::Buffer(buffer) => Some(buffer),
+        _ => None,
+    }
+}
+
+/// `seamfs ARGS...`: (success, stdout, stderr).
+fn seamfs(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn gc_mounted(m: &Mount, extra: &[&str]) -> String {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["gc".as_ref(), "--mounted".as_ref()];
+    args.push(m.mnt.as_os_str());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (ok, out, err) = seamfs(&args);
+    assert!(ok, "gc failed: {err}");
+    out
+}
+
+/// Writing 1 GiB, deleting it and collecting garbage gives the space back; what a file, a
+/// claim, a pin or (unless --include-results) a view record references stays.
+#[test]
+fn gc_gives_space_back_and_keeps_what_is_referenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
+    let mut rng = StdRng::seed_from_u64(9);
+    // 1 GiB in 1 MiB writes, distinct content.
+    let mut big = std::fs::File::create(m.path("big")).unwrap();
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        rng.fill_bytes(&mut block);
+        big.write_all(&block).unwrap();
+    }
+    drop(big);
+    let big_hex = std::fs::read_to_string(m.path("big.CHECKSUM")).unwrap();
+    let big_hex = big_hex.trim();
+    // A file that stays; a buffer only a claim names; a buffer only a pin keeps; a view result.
+    std::fs::write(m.path("kept"), b"kept").unwrap();
+    std::fs::write(m.path("claimed-src"), b"claimed").unwrap();
+    std::fs::write(m.path("pinned-src"), b"pinned").unwrap();
+    std::fs::remove_file(m.path("claimed-src")).unwrap();
+    std::fs::write(m.path("later.CHECKSUM"), sidecar(b"claimed")).unwrap();
+    let pinned = Checksum::of(b"pinned").hex();
+    let (ok, _, err) = seamfs(&[
+        "pin".as_ref(),
+        pinned.as_ref(),
+        "--mounted".as_ref(),
+        m.mnt.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        xattr(&m.path("pinned-src"), "user.seamless.pin").as_deref(),
+        Some(&b"1"[..])
+    );
+    std::fs::remove_file(m.path("pinned-src")).unwrap();
+    let source = serde_json::to_vec(&(0..1000).collect::<Vec<i64>>()).unwrap();
+    std::fs::write(m.path("view-src.json"), &source).unwrap();
+    let view = std::fs::read(m.path(&format!("as-binary/{}", Checksum::of(&source)))).unwrap();
+    std::fs::remove_file(m.path("view-src.json")).unwrap();
+
+    std::fs::remove_file(m.path("big")).unwrap();
+    let before = tier_stat(&stats(&m), "disk", "bytes");
+    let dry = gc_mounted(&m, &["--dry-run"]);
+    assert!(dry.contains(big_hex) && dry.contains("would free"), "{dry}");
+    assert!(
+        m.path(&format!("by-checksum/{big_hex}")).exists(),
+        "a dry run removes nothing"
+    );
+    let report = gc_mounted(&m, &[]);
+    assert!(
+        report.contains(&format!("{big_hex} 1073741824")),
+        "{report}"
+    );
+    let after = tier_stat(&stats(&m), "disk", "bytes");
+    assert!(before - after >= 1 << 30, "{before} -> {after}");
+    let buffers_bytes: u64 = walkdir::WalkDir::new(m.store.join("buffers"))
+        .into_iter()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|md| md.is_file())
+        .map(|md| md.len())
+        .sum();
+    assert!(
+        buffers_bytes < 1 << 20,
+        "{buffers_bytes} bytes left in buffers/"
+    );
+    // (The kernel may still hold the name for a while: opening it asks the daemon.)
+    assert!(std::fs::read(m.path(&format!("by-checksum/{big_hex}"))).is_err());
+    for kept in [&b"kept"[..], b"claimed", b"pinned"] {
+        let path = m.path(&format!("by-checksum/{}", Checksum::of(kept)));
+        assert_eq!(std::fs::read(path).unwrap(), kept);
+    }
+    let result = Checksum::of(&view).hex();
+    assert!(!report.contains(&result), "a view result is kept: {report}");
+    assert!(
+        report.contains(&Checksum::of(&source).hex()),
+        "the view's source goes"
+    );
+    let report = gc_mounted(&m, &["--include-results"]);
+    assert!(report.contains(&result), "{report}");
+    // Offline, the store is collected the same way (the command takes the store lock).
+    let store = m.store.clone();
+    assert!(m.stop().success());
+    let (ok, out, err) = seamfs(&["gc".as_ref(), store.as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("freed 0 bytes in 0 buffers"), "{out}");
+}
+
+/// Garbage collection while writers create, rewrite and delete files (often with content that
+/// was just unreferenced) never removes a buffer a file or a claim points at.
+#[test]
+fn gc_during_concurrent_writes_never_removes_a_referenced_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mount::on(dir.path().join("mnt"), dir.path().join("store"), &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (mnt, stop) = (m.mnt.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            // Straight through the attribute (as `seamfs gc --mounted` does), as often as possible.
+            let control = CString::new(mnt.join(".seamfs").as_os_str().as_bytes()).unwrap();
+            let name = CString::new("user.seamfs.gc").unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: valid C strings and a value of the length given.
+                let r = unsafe {
+                    libc::setxattr(
+                        control.as_ptr(),
+                        name.as_ptr(),
+                        b"run".as_ptr().cast(),
+                        3,
+                        0,
+                    )
+                };
+                assert_eq!(r, 0, "gc failed: {}", std::io::Error::last_os_error());
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let mnt = m.mnt.clone();
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(100 + w);
+                let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                for i in 0..150 {
+                    // A small pool of contents: a write often re-stores a buffer gc may be removing.
+                    let pick = rng.random_range(0..12u64);
+                    let len = 1 + (pick as usize * 37_003) % 200_000;
+                    let content: Vec<u8> = (0..len).map(|j| (j as u64 * 7 + pick) as u8).collect();
+                    let name = format!("w{w}-{}", rng.random_range(0..6));
+                    match i % 5 {
+                        4 => {
+                            let _ = std::fs::remove_file(mnt.join(&name));
+                            model.remove(&name);
+                        }
+                        3 => {
+                            // A claim on a file that does not exist yet names the buffer.
+                            let claim = format!("w{w}-claim{i}");
+                            std::fs::write(mnt.join(&name), &content).unwrap();
+                            std::fs::remove_file(mnt.join(&name)).unwrap();
+                            model.remove(&name);
+                            std::fs::write(
+                                mnt.join(format!("{claim}.CHECKSUM")),
+                                sidecar(&content),
+                            )
+                            .unwrap();
+                            model.insert(format!("claim:{claim}"), content);
+                        }
+                        _ => {
+                            std::fs::write(mnt.join(&name), &content).unwrap();
+                            model.insert(name, content);
+                        }
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let models: Vec<BTreeMap<String, Vec<u8>>> =
+        writers.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = collector.join().unwrap();
+    assert!(runs > 0);
+    gc_mounted(&m, &[]);
+    for model in &models {
+        for (name, content) in model {
+            let path = match name.strip_prefix("claim:") {
+                Some(claim) => {
+                    let claimed = std::fs::read_to_string(m.path(&format!("{claim}.CHECKSUM")));
+                    assert_eq!(claimed.unwrap(), sidecar(content));
+                    m.path(&format!("by-checksum/{}", Checksum::of(content)))
+                }
+                None => m.path(name),
+            };
+            assert!(
+                std::fs::read(&path).unwrap() == *content,
+                "{}",
+                path.display()
+            );
+        }
+    }
+    let store = m.store.clone();
+    assert!(m.stop().success());
+    let (ok, out, err) = seamfs(&["fsck".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}{err}");
+}

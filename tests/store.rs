@@ -201,7 +201,7 @@ fn fsck_quarantines_corrupt_buffers_and_removes_stale_temps() {
 // RAM tier and layering
 
 use seamfs::store::eviction::{ManualClock, TemprefParams};
-use seamfs::store::{Layered, MemoryTier, RamConfig, StoreError};
+use seamfs::store::{Layered, MemoryTier, RamConfig, StoreError, Writes};
 
 /// A RAM tier (manual clock) over a fresh disk store, and the combinator of the two.
 struct RamOverDisk {
@@ -217,7 +217,11 @@ fn ram_over_disk(soft_cap: u64, hard_cap: u64) -> RamOverDisk {
     let disk = DiskStore::open(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::default());
     let ram = MemoryTier::with_clock(RamConfig::new(soft_cap, Some(hard_cap)), clock.clone());
-    let layered = Arc::new(Layered::new(Arc::new(ram.clone()), Arc::new(disk.clone())));
+    let layered = Arc::new(Layered::new(
+        Arc::new(ram.clone()),
+        Arc::new(disk.clone()),
+        Writes::ToSlow,
+    ));
     RamOverDisk {
         _dir: dir,
         disk,
@@ -250,9 +254,11 @@ fn eviction_goes_by_ascending_interest_and_offloads_first() {
     }
     assert_eq!(t.ram.interest(&cs[2]), 2.0);
     for i in [3, 2, 1, 0] {
-        t.layered.put(&bufs[i]).unwrap();
-        assert!(t.ram.ram_bytes() <= 2500);
+        t.ram.put(&bufs[i]).unwrap(); // the RAM tier alone does not evict
     }
+    let report = t.layered.evict_once().unwrap();
+    assert_eq!(report.evicted, [cs[0], cs[1]]);
+    assert!(t.ram.ram_bytes() <= 2500);
     let in_ram: Vec<bool> = cs.iter().map(|c| t.ram.has(c).unwrap()).collect();
     assert_eq!(in_ram, [false, false, true, true]);
     assert!(
@@ -301,8 +307,8 @@ fn recomputation_cost_protects_derived_buffers() {
     let t = ram_over_disk(2500, 1 << 20);
     let bufs: Vec<Buffer> = (20..23).map(|i| Buffer::new(content(i, 1000))).collect();
     let cs: Vec<Checksum> = bufs.iter().map(Buffer::checksum).collect();
-    t.ram.set_recompute_cost(&cs[0], 3600.0);
-    t.ram.set_recompute_cost(&cs[2], 3600.0);
+    t.ram.derived(&cs[0], 3600.0);
+    t.ram.derived(&cs[2], 3600.0);
     for (c, b) in cs.iter().zip(&bufs) {
         t.ram.hold(c); // equal interest: 1 each
         t.layered.put(b).unwrap();
@@ -324,8 +330,26 @@ fn pinned_buffers_are_never_evicted() {
     for i in 0..5 {
         t.layered.put(&Buffer::new(content(26 + i, 900))).unwrap();
     }
+    t.layered.evict_once().unwrap();
     assert!(t.ram.has(&pinned.checksum()).unwrap());
     assert_eq!(t.ram.ram_bytes(), 900);
+}
+
+#[test]
+fn a_full_ram_tier_makes_room_when_soft_equals_hard() {
+    // Soft cap = hard cap: the tier must not freeze with the first buffers it got.
+    let t = ram_over_disk(3000, 3000);
+    let bufs: Vec<Buffer> = (60..70).map(|i| Buffer::new(content(i, 1000))).collect();
+    for b in &bufs {
+        t.layered.put(b).unwrap();
+        assert!(t.ram.ram_bytes() <= 3000);
+    }
+    let last = bufs.last().unwrap().checksum();
+    assert!(
+        t.ram.has(&last).unwrap(),
+        "the newest buffer got in and stays"
+    );
+    assert!(t.ram.stats().tiers[0].evictions >= 7);
 }
 
 #[test]

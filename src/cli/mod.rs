@@ -15,7 +15,9 @@ mod codec;
 mod convert;
 mod database;
 mod fsck;
+mod gc;
 mod mount;
+mod pin;
 
 /// seamfs: content-addressed data as files, compatible with Seamless.
 ///
@@ -55,6 +57,10 @@ enum Command {
     Database(database::Args),
     /// Verify every buffer in a store; quarantine corrupt ones.
     Fsck(fsck::Args),
+    /// Remove the buffers nothing references any more, and print what was freed.
+    Gc(gc::Args),
+    /// Keep a buffer through eviction and garbage collection.
+    Pin(pin::Args),
 }
 
 /// Entry point of the binary.
@@ -73,6 +79,8 @@ pub fn main() -> ExitCode {
         Command::Conversions(a) => convert::run_conversions(a),
         Command::Database(a) => database::run(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Gc(a) => gc::run(a),
+        Command::Pin(a) => pin::run(a),
     };
     match result {
         Ok(code) => code,

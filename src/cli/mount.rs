@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::fs::fuse::SeamFs;
 use crate::fs::namespace::{Namespace, Options};
 use crate::http::BackgroundServer;
-use crate::store::addr::parse_ram_caps;
+use crate::store::addr::{parse_ram_caps, parse_size};
 use crate::store::{RamConfig, Store, StoreOptions};
 
 /// What `seamfs mount --help` shows after the options: the layout of the mount point.
@@ -72,6 +72,10 @@ pub struct Args {
     /// buffer is not in the store.
     #[arg(long, value_name = "ADDRESS")]
     below: Option<String>,
+    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
+    /// buffers move to the tier below.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    disk_cache: Option<u64>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -87,9 +91,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     check_fuse_device()?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
-    // Block the termination signals before any thread exists (the store starts some), so every
-    // thread inherits the mask and only the signal thread (see `serve`) takes them.
-    termination_signals().thread_block()?;
     let options = StoreOptions {
         ram: match args.ram_cache {
             Some(caps) if caps.soft_cap == 0 => None,
@@ -97,13 +98,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => Some(RamConfig::from_machine()),
         },
         below: args.below.clone(),
+        disk_cache: args.disk_cache,
     };
     if args.daemon {
         // The store (its lock, threads and database) is opened in the process that serves.
         std::fs::create_dir_all(&store_root)
             .with_context(|| format!("cannot create the store {}", store_root.display()))?;
         return daemonize(&store_root, |ready| {
-            match Store::open(&store_root, &options, "mount it") {
+            match block_signals().and_then(|()| Store::open(&store_root, &options, "mount it")) {
                 Ok(store) => serve(&args, store, mountpoint, ready),
                 Err(e) => {
                     ready(Err(format!("{e:#}")));
@@ -112,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    block_signals()?;
     let store = Store::open(&store_root, &options, "mount it")?;
     serve(&args, store, mountpoint, &mut |_| {})
 }
@@ -220,6 +223,12 @@ fn mount_session(
     let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     Ok((session, Companions { http }))
+}
+
+/// Block the termination signals before any thread exists (the store starts some), so every
+/// thread inherits the mask and only the signal thread (see `serve`) takes them.
+fn block_signals() -> anyhow::Result<()> {
+    Ok(termination_signals().thread_block()?)
 }
 
 fn termination_signals() -> SigSet {

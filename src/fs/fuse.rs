@@ -451,6 +451,29 @@ impl Filesystem for SeamFs {
         }
     }
 
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.setxattr(ino.0, n, value)),
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            name_str(name).and_then(|n| self.ns.removexattr(ino.0, n)),
+        );
+    }
+
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.ns.listxattr(ino.0) {
             Ok(names) => {

@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::buffer::Buffer;
+use crate::checksum::Checksum;
 use crate::store::TierWrite;
 
 /// What an open file handle reads from (and writes to).
 pub enum Handle {
-    /// Immutable bytes: a stored buffer, or a virtual file's content fixed at open.
+    /// Immutable bytes: a virtual file's content fixed at open.
     Bytes(Bytes),
+    /// A stored buffer: a strong reference in the tiers (`Tier::hold`) while it is open.
+    Buffer(Checksum, Bytes),
     /// A file of the writable tree.
     TreeFile(TreeFileHandle),
     /// A sidecar being written: a claim about its subject, checked when closed.

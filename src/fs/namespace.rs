@@ -61,6 +61,8 @@ pub struct Namespace {
     pub(super) claims: Claims,
     pub(super) options: Options,
     pub(super) started: SystemTime,
+    /// The report of the last garbage collection run through `user.seamfs.gc`.
+    pub(super) gc_report: Mutex<String>,
 }
 
 impl Namespace {
@@ -88,6 +90,7 @@ impl Namespace {
             claims,
             options,
             started: SystemTime::now(),
+            gc_report: Mutex::default(),
         })
     }
 
@@ -371,7 +374,10 @@ impl Namespace {
                     .get(&checksum)
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
-                let fh = self.handles.insert(Handle::Bytes(buffer.bytes().clone()));
+                self.tiers().hold(&checksum);
+                let fh = self
+                    .handles
+                    .insert(Handle::Buffer(checksum, buffer.bytes().clone()));
                 let backing = self.tiers().local_path(&checksum);
                 Ok(Opened {
                     fh,
@@ -419,7 +425,7 @@ impl Namespace {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Bytes(bytes) | Handle::Buffer(_, bytes) => Ok(slice(bytes, offset, size)),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
             Handle::Claim(claim) => Ok(slice(
                 &Bytes::from(claim.data.lock().expect("claim lock").clone()),

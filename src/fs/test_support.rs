@@ -11,7 +11,7 @@ use crate::store::{Store, StoreOptions};
 pub fn namespace(root: &Path) -> Namespace {
     let options = StoreOptions {
         ram: Some(crate::store::RamConfig::new(1 << 20, None)),
-        below: None,
+        ..StoreOptions::default()
     };
     let store = Store::open(root, &options, "test").unwrap();
     Namespace::new(Arc::new(store), Options::default()).unwrap()

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buffer_info::{self, BufferInfo};
 use crate::celltype::CellType;
@@ -35,6 +36,8 @@ pub enum ViewError {
 pub struct Views {
     results: Mutex<HashMap<(Checksum, CellType), Checksum>>,
     sources: Mutex<HashMap<Checksum, CellType>>,
+    /// Conversions run (a view answered from a known result does not count).
+    conversions: AtomicU64,
 }
 
 impl Views {
@@ -78,11 +81,15 @@ impl Views {
                 .insert((checksum, target), result);
             return Ok(result);
         }
+        let started = std::time::Instant::now();
         let conversion = convert::convert(&buffer, source, target)
             .map_err(|e| ViewError::Impossible(e.to_string()))?;
+        self.conversions.fetch_add(1, Ordering::Relaxed);
         let result = match &conversion.output {
             Output::Buffer(converted) => {
                 if converted.checksum() != checksum {
+                    // Born in RAM: the RAM tier keeps it, and offloads it when it evicts it.
+                    reads.derived(&converted.checksum(), started.elapsed().as_secs_f64());
                     reads.put(converted)?;
                 }
                 converted.checksum()
@@ -106,6 +113,11 @@ impl Views {
             .expect("views lock")
             .insert((checksum, target), result);
         Ok(result)
+    }
+
+    /// How many conversions ran in this session.
+    pub fn conversions(&self) -> u64 {
+        self.conversions.load(Ordering::Relaxed)
     }
 
     /// The cell type a buffer is, if known without reading it (this session, or BufferInfo).

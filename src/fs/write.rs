@@ -161,6 +161,9 @@ impl Namespace {
     /// The last reference to an open file is gone.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.remove(fh).ok_or(Errno::EBADF)?;
+        if let Handle::Buffer(checksum, _) = &*handle {
+            self.tiers().release(checksum);
+        }
         let Handle::TreeFile(file) = &*handle else {
             return Ok(());
         };

@@ -436,30 +436,16 @@ impl DiskStore {
     }
 }
 
-impl Tier for DiskStore {
-    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
-        let path = self.path_of(checksum);
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(&path, e)),
-        }
-    }
-
-    /// A memory map of the file (zero-copy). Not re-hashed: the name was verified when the file
-    /// was written, and `verify`/`fsck` check it on demand.
-    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+impl DiskStore {
+    /// A memory map of the buffer's file (zero-copy), without counting a read. Not re-hashed:
+    /// the name was verified when the file was written, and `verify`/`fsck` check it on demand.
+    pub fn map(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
         let path = self.path_of(checksum);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.inner.counters.lookup(false);
-                return Ok(None);
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(&path, e)),
         };
-        self.inner.counters.lookup(true);
         let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         if len == 0 {
             return Ok(Some(Reader::Bytes(Buffer::with_checksum(
@@ -474,6 +460,25 @@ impl Tier for DiskStore {
             Bytes::from_owner(map),
             *checksum,
         ))))
+    }
+}
+
+impl Tier for DiskStore {
+    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(checksum);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// A memory map of the file (zero-copy); see `map`.
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        let found = self.map(checksum)?;
+        self.inner.counters.lookup(found.is_some());
+        Ok(found)
     }
 
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {

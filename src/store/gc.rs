@@ -73,6 +73,19 @@ impl GcReport {
     }
 }
 
+impl GcReport {
+    /// One line per removed buffer (`<hex> <bytes>`), then the summary.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (checksum, size) in &self.removed {
+            out.push_str(&format!("{checksum} {size}\n"));
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+}
+
 impl Store {
     /// Remove the buffers nothing references (see the module doc).
     pub fn gc(&self, options: GcOptions) -> anyhow::Result<GcReport> {
@@ -116,30 +129,18 @@ impl Store {
         Ok(report)
     }
 
-    /// Keep `checksum` through eviction and gc.
-    pub fn pin(&self, checksum: &Checksum) -> anyhow::Result<()> {
-        let added = self.db().transaction(|c| -> Result<usize, DbError> {
-            Ok(c.conn().execute(
-                "INSERT OR IGNORE INTO seamfs_pins (checksum) VALUES (?1)",
-                [checksum.hex()],
-            )?)
+    /// Pin (keep through eviction and gc) or unpin `checksum`.
+    pub fn set_pin(&self, checksum: &Checksum, pinned: bool) -> anyhow::Result<()> {
+        let sql = if pinned {
+            "INSERT OR IGNORE INTO seamfs_pins (checksum) VALUES (?1)"
+        } else {
+            "DELETE FROM seamfs_pins WHERE checksum = ?1"
+        };
+        let changed = self.db().transaction(|c| -> Result<usize, DbError> {
+            Ok(c.conn().execute(sql, [checksum.hex()])?)
         })?;
-        if added > 0 {
-            self.tiers().pin(checksum, true);
-        }
-        Ok(())
-    }
-
-    /// Undo `pin`.
-    pub fn unpin(&self, checksum: &Checksum) -> anyhow::Result<()> {
-        let removed = self.db().transaction(|c| -> Result<usize, DbError> {
-            Ok(c.conn().execute(
-                "DELETE FROM seamfs_pins WHERE checksum = ?1",
-                [checksum.hex()],
-            )?)
-        })?;
-        if removed > 0 {
-            self.tiers().pin(checksum, false);
+        if changed > 0 {
+            self.tiers().pin(checksum, pinned);
         }
         Ok(())
     }
@@ -198,4 +199,125 @@ fn column(conn: &Connection, (table, column): (&str, &str)) -> Result<HashSet<Ch
         }
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::buffer::Buffer;
+    use crate::store::StoreOptions;
+    use crate::store::Tier;
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        Arc::new(Store::open(dir, &StoreOptions::default(), "test").unwrap())
+    }
+
+    /// The race gc must never lose: a writer re-stores a buffer gc has already picked (it was
+    /// unreferenced), and records its reference only after the commit.
+    #[test]
+    fn a_buffer_committed_during_gc_is_kept_once_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let buffer = Buffer::new(b"re-stored while collected".to_vec());
+        let checksum = store.tiers().put(&buffer).unwrap();
+        let writing = store.writing();
+        store.tiers().put(&buffer).unwrap(); // the commit (content already stored)
+        let collector = {
+            let store = store.clone();
+            std::thread::spawn(move || store.gc(GcOptions::default()).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!collector.is_finished(), "gc waits for the writer");
+        store.set_pin(&checksum, true).unwrap(); // the writer records its reference
+        drop(writing);
+        let report = collector.join().unwrap();
+        assert!(report.removed.is_empty(), "{report:?}");
+        assert!(store.tiers().has(&checksum).unwrap());
+    }
+
+    #[test]
+    fn unreferenced_buffers_go_and_pins_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let gone = store.tiers().put(&Buffer::new(vec![1u8; 100])).unwrap();
+        let pinned = store.tiers().put(&Buffer::new(vec![2u8; 50])).unwrap();
+        store.set_pin(&pinned, true).unwrap();
+        let dry = store
+            .gc(GcOptions {
+                dry_run: true,
+                ..GcOptions::default()
+            })
+            .unwrap();
+        assert_eq!(dry.removed, vec![(gone, 100)]);
+        assert!(store.tiers().has(&gone).unwrap());
+        let report = store.gc(GcOptions::default()).unwrap();
+        assert_eq!(
+            (report.removed, report.bytes_freed, report.kept),
+            (vec![(gone, 100)], 100, 1)
+        );
+        assert!(!store.tiers().has(&gone).unwrap());
+        assert_eq!(store.disk_bytes(), 50);
+        store.set_pin(&pinned, false).unwrap();
+        assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 50);
+    }
+
+    #[test]
+    fn a_bounded_disk_moves_least_recently_used_buffers_below() {
+        let (dir, below) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let options = StoreOptions {
+            below: Some(format!("file://{}", below.path().display())),
+            disk_cache: Some(2500),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), &options, "test").unwrap();
+        store.disk_bytes(); // counted: eviction can run
+        let buffers: Vec<Buffer> = (0..4u8).map(|i| Buffer::new(vec![i; 1000])).collect();
+        for buffer in &buffers {
+            store.tiers().put(buffer).unwrap();
+            std::thread::sleep(Duration::from_millis(20)); // distinct write times
+        }
+        assert!(store.disk_bytes() <= 2500);
+        let below = crate::store::DiskStore::open_folder(below.path(), None).unwrap();
+        let moved: Vec<bool> = buffers
+            .iter()
+            .map(|b| below.length(&b.checksum()).unwrap().is_some())
+            .collect();
+        assert_eq!(moved, [true, true, false, false], "the oldest moved down");
+        for buffer in &buffers {
+            assert_eq!(
+                store.tiers().get(&buffer.checksum()).unwrap().as_ref(),
+                Some(buffer)
+            );
+        }
+        let stats = store.tiers().stats();
+        let disk = stats.tier("disk").unwrap();
+        assert_eq!(
+            (disk.capacity, disk.evictions, disk.offloads),
+            (Some(2500), 2, 2)
+        );
+        assert_eq!(stats.tier("file").unwrap().hits, 2);
+        // gc removes from every tier.
+        assert_eq!(store.gc(GcOptions::default()).unwrap().bytes_freed, 4000);
+        assert_eq!(below.iter().count(), 0);
+    }
+
+    #[test]
+    fn the_store_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = store(dir.path());
+        let err = Store::open(dir.path(), &StoreOptions::default(), "test again")
+            .err()
+            .unwrap();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("cannot test again") && text.contains("in use"),
+            "{text}"
+        );
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        drop(first);
+        Store::open(dir.path(), &StoreOptions::default(), "test").unwrap();
+    }
 }

@@ -3,9 +3,12 @@
 //!
 //! * Reads try the fast tier, then the slow one. What the slow tier returns is copied up
 //!   (read-through fill) only when it is not a local file: a memory map of a local file costs
-//!   no RAM and is already as fast as RAM, so copying it would only waste memory.
-//! * Streamed writes (`begin_write`) go to the slow tier, so a commit is as durable as that tier;
-//!   small ones (up to `fill_limit`) also land in the fast tier.
+//!   no RAM and is already as fast as RAM, so copying it would only waste memory. Large buffers
+//!   are streamed up (never read whole into RAM first).
+//! * Streamed writes (`begin_write`) go where `Writes` says: to the slow tier when the fast one
+//!   is not durable (RAM over disk: a commit is then as durable as the disk; small ones, up to
+//!   `fill_limit`, also land in RAM), or to the fast tier when it is (disk over a tier below:
+//!   eviction moves them down later, so the RAM tier's offloads land on the disk first).
 //! * Whole buffers (`put`: bytes that already live in RAM, such as view results) go to the fast
 //!   tier only, and to the slow tier when the fast one is full (write-back).
 //! * A slow tier that downloads (`Tier::read_through`: a network tier) streams into the fast
@@ -25,11 +28,21 @@ use super::{Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
+/// Where streamed writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// The fast tier is not durable (RAM): write to the slow one, fill the fast one.
+    ToSlow,
+    /// The fast tier is durable (a disk): write to it; eviction moves buffers down.
+    ToFast,
+}
+
 /// Two tiers composed into one (cheap to clone: the tiers are shared).
 #[derive(Clone)]
 pub struct Layered {
     fast: Arc<dyn Tier>,
     slow: Arc<dyn Tier>,
+    writes: Writes,
     /// Streamed writes up to this size are also kept in the fast tier.
     fill_limit: u64,
     /// The slow tier is only read (see the module doc).
@@ -46,10 +59,11 @@ pub struct EvictionReport {
 }
 
 impl Layered {
-    pub fn new(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>) -> Self {
+    pub fn new(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>, writes: Writes) -> Self {
         Layered {
             fast,
             slow,
+            writes,
             fill_limit: 1 << 20,
             read_only_below: false,
         }
@@ -60,7 +74,7 @@ impl Layered {
     pub fn cache(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>) -> Self {
         Layered {
             read_only_below: true,
-            ..Layered::new(fast, slow)
+            ..Layered::new(fast, slow, Writes::ToFast)
         }
     }
 
@@ -72,25 +86,40 @@ impl Layered {
 
     /// Copy a buffer into the fast tier. A failed fill costs only speed: logged, not returned.
     fn fill(&self, buffer: &Buffer) {
-        if let Err(e) = self.fast.put(buffer) {
-            tracing::debug!(checksum = %buffer.checksum(), error = %e, "fill of the fast tier skipped");
+        match self.fast.put(buffer) {
+            Ok(checksum) => self.evict_quietly(0, Some(&checksum)),
+            Err(e) => {
+                tracing::debug!(checksum = %buffer.checksum(), error = %e, "fill of the fast tier skipped")
+            }
         }
-        self.evict_quietly();
     }
 
     /// Move the fast tier's eviction victims to the slow tier (see the module doc).
     pub fn evict_once(&self) -> Result<EvictionReport, StoreError> {
+        self.evict_for(0, None)
+    }
+
+    /// `evict_once`, also making room for `room` more bytes under the fast tier's hard cap, and
+    /// keeping `spare`.
+    fn evict_for(&self, room: u64, spare: Option<&Checksum>) -> Result<EvictionReport, StoreError> {
         let mut report = EvictionReport::default();
         let Some(evictor) = self.fast.evictor() else {
             return Ok(report);
         };
         let slow = self.slow.as_ref();
         let mut victims = evictor
-            .victims(&|checksum, size| slow.fetch_cost(checksum, size))
+            .victims(room, spare, &|checksum, size| {
+                slow.fetch_cost(checksum, size)
+            })
             .into_iter();
         while let Some((checksum, reader)) = victims.next() {
             let moved = match slow.has(&checksum) {
                 Ok(true) => Ok(false),
+                // A read-only slow tier cannot take it: keep it (pushed buffers become evictable).
+                Ok(false) if self.read_only_below => {
+                    evictor.kept(&checksum);
+                    continue;
+                }
                 Ok(false) => copy_into(&reader, slow, &checksum).map(|()| true),
                 Err(e) => Err(e),
             };
@@ -114,8 +143,8 @@ impl Layered {
         Ok(report)
     }
 
-    fn evict_quietly(&self) {
-        if let Err(e) = self.evict_once() {
+    fn evict_quietly(&self, room: u64, spare: Option<&Checksum>) {
+        if let Err(e) = self.evict_for(room, spare) {
             tracing::warn!(error = %e, "eviction pass failed");
         }
     }
@@ -132,7 +161,7 @@ impl Layered {
                     let Some(layered) = layered.upgrade() else {
                         break;
                     };
-                    layered.evict_quietly();
+                    layered.evict_quietly(0, None);
                 }
             })
             .expect("spawning the eviction thread");
@@ -168,13 +197,27 @@ impl Tier for Layered {
         if self.slow.local_path(checksum).is_some() {
             return Ok(Some(reader));
         }
-        let buffer = reader.into_buffer(*checksum)?;
-        self.fill(&buffer);
-        Ok(Some(Reader::Bytes(buffer)))
+        if reader.len() <= self.fill_limit {
+            let buffer = reader.into_buffer(*checksum)?;
+            self.fill(&buffer);
+            return Ok(Some(Reader::Bytes(buffer)));
+        }
+        // Large: streamed into the fast tier (a disk tier takes it; RAM refuses past its hard
+        // cap), then read from there; else read from the slow tier as it is.
+        match copy_into(&reader, self.fast.as_ref(), checksum) {
+            Ok(()) => {
+                self.evict_quietly(0, Some(checksum));
+                Ok(self.fast.open_read(checksum)?.or(Some(reader)))
+            }
+            Err(e) => {
+                tracing::debug!(%checksum, error = %e, "fill of the fast tier skipped");
+                Ok(Some(reader))
+            }
+        }
     }
 
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
-        if self.read_only_below {
+        if self.writes == Writes::ToFast {
             return self.fast.begin_write();
         }
         Ok(Box::new(LayeredWrite {
@@ -234,6 +277,11 @@ impl Tier for Layered {
         self.slow.release(checksum);
     }
 
+    fn derived(&self, checksum: &Checksum, cpu_seconds: f64) {
+        self.fast.derived(checksum, cpu_seconds);
+        self.slow.derived(checksum, cpu_seconds);
+    }
+
     fn pin(&self, checksum: &Checksum, pinned: bool) {
         self.fast.pin(checksum, pinned);
         self.slow.pin(checksum, pinned);
@@ -247,7 +295,7 @@ impl Tier for Layered {
         }
         let mut result = self.fast.put(buffer);
         if let Err(StoreError::Full(_)) = result {
-            self.evict_quietly();
+            self.evict_quietly(buffer.len() as u64, None);
             result = self.fast.put(buffer);
         }
         match result {
@@ -256,7 +304,8 @@ impl Tier for Layered {
                 self.slow.put(buffer)
             }
             Ok(checksum) => {
-                self.evict_quietly();
+                // The buffer just put is about to be read: it is not this pass's victim.
+                self.evict_quietly(0, Some(&checksum));
                 Ok(checksum)
             }
             Err(e) => Err(e),

@@ -145,6 +145,8 @@ struct Inner {
     counters: Counters,
     evictions: AtomicU64,
     offloads: AtomicU64,
+    /// When temprefs were last lapsed (a pass over every entry: at most every 0.1 s).
+    lapsed_at: Mutex<f64>,
 }
 
 impl MemoryTier {
@@ -163,6 +165,7 @@ impl MemoryTier {
                 counters: Counters::default(),
                 evictions: AtomicU64::new(0),
                 offloads: AtomicU64::new(0),
+                lapsed_at: Mutex::new(f64::NEG_INFINITY),
             }),
         }
     }
@@ -205,16 +208,6 @@ impl MemoryTier {
             .is_some_and(|e| e.tempref.is_some())
     }
 
-    /// Declare that the buffer is derived and took `cpu_seconds` to compute: it becomes dearer
-    /// to evict (remembered for good, like seamless-core's cost module).
-    pub fn set_recompute_cost(&self, checksum: &Checksum, cpu_seconds: f64) {
-        self.inner
-            .recompute_seconds
-            .lock()
-            .expect("cost lock")
-            .insert(*checksum, cpu_seconds);
-    }
-
     /// Keep `buffer` (no copy) if it fits under the hard cap.
     fn insert(&self, buffer: &Buffer) -> Result<(), StoreError> {
         let checksum = buffer.checksum();
@@ -255,6 +248,13 @@ impl MemoryTier {
 
     fn lapse_temprefs(&self) {
         let now = self.inner.clock.now();
+        {
+            let mut lapsed_at = self.inner.lapsed_at.lock().expect("lapse lock");
+            if now - *lapsed_at < 0.1 {
+                return;
+            }
+            *lapsed_at = now;
+        }
         let mut state = self.lock();
         let lapsed: Vec<Checksum> = state
             .entries
@@ -345,6 +345,15 @@ impl Tier for MemoryTier {
         state.drop_if_empty(checksum);
     }
 
+    /// Remembered for good, like seamless-core's cost module.
+    fn derived(&self, checksum: &Checksum, cpu_seconds: f64) {
+        self.inner
+            .recompute_seconds
+            .lock()
+            .expect("cost lock")
+            .insert(*checksum, cpu_seconds);
+    }
+
     fn pin(&self, checksum: &Checksum, pinned: bool) {
         let mut state = self.lock();
         state.touch(checksum).pinned = pinned;
@@ -363,18 +372,27 @@ impl Tier for MemoryTier {
 }
 
 impl Evict for MemoryTier {
-    fn victims(&self, cost_below: &dyn Fn(&Checksum, u64) -> f64) -> Vec<(Checksum, Reader)> {
+    fn victims(
+        &self,
+        room: u64,
+        spare: Option<&Checksum>,
+        cost_below: &dyn Fn(&Checksum, u64) -> f64,
+    ) -> Vec<(Checksum, Reader)> {
         self.lapse_temprefs();
         let now = self.inner.clock.now();
+        let config = &self.inner.config;
+        let target = config.soft_cap.min(config.hard_cap.saturating_sub(room));
         let (current, snapshot) = {
             let state = self.lock();
-            if state.ram_bytes <= self.inner.config.soft_cap {
+            if state.ram_bytes <= target {
                 return Vec::new();
             }
             let held: Vec<(Checksum, u64, f64, u64)> = state
                 .entries
                 .iter()
-                .filter(|(_, e)| e.buffer.is_some() && !e.evicting && !e.pinned)
+                .filter(|(cs, e)| {
+                    e.buffer.is_some() && !e.evicting && !e.pinned && spare != Some(*cs)
+                })
                 .map(|(cs, e)| (*cs, e.size(), e.interest(now), e.last_used))
                 .collect();
             (state.ram_bytes, held)
@@ -399,7 +417,7 @@ impl Evict for MemoryTier {
                 }
             })
             .collect();
-        let chosen = choose_victims(candidates, current, self.inner.config.soft_cap);
+        let chosen = choose_victims(candidates, current, target);
         let mut state = self.lock();
         chosen
             .into_iter()

@@ -18,6 +18,7 @@ use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
 pub mod addr;
+mod bounded;
 pub mod disk;
 pub mod eviction;
 pub mod gc;
@@ -35,10 +36,11 @@ mod test_servers;
 #[cfg(test)]
 mod tests;
 
+pub use bounded::Bounded;
 pub use disk::{DiskStore, Layout, PendingWrite, Verdict};
 pub use gc::{GcOptions, GcReport};
-pub use layered::Layered;
 pub use layered::{EvictionLoop, EvictionReport};
+pub use layered::{Layered, Writes};
 pub use memory::{MemoryTier, RamConfig};
 pub use stack::{Lock, Store, StoreOptions, database_path};
 
@@ -139,6 +141,9 @@ pub trait Tier: Send + Sync {
 
     /// Pin (or unpin) a buffer: tiers that evict keep a pinned buffer they hold.
     fn pin(&self, _checksum: &Checksum, _pinned: bool) {}
+
+    /// The buffer is derived and took `cpu_seconds` to compute: dearer to evict than to fetch.
+    fn derived(&self, _checksum: &Checksum, _cpu_seconds: f64) {}
 
     /// The eviction side of a tier that has a capacity (see `Evict`); `None` for the others.
     fn evictor(&self) -> Option<&dyn Evict> {
@@ -321,10 +326,16 @@ pub fn copy_into(reader: &Reader, to: &dyn Tier, checksum: &Checksum) -> Result<
 /// The eviction side of a tier with a capacity. The tier picks victims and forgets them; the
 /// combinator over it moves them to the tier below first (`Layered::evict_once`).
 pub trait Evict: Send + Sync {
-    /// Buffers to move out now, lowest score first, until the tier would be under its soft cap;
-    /// `cost_below` is what getting one back from the tier below costs. The victims are marked:
-    /// each must be answered with `evicted` or `kept`.
-    fn victims(&self, cost_below: &dyn Fn(&Checksum, u64) -> f64) -> Vec<(Checksum, Reader)>;
+    /// Buffers to move out now, lowest score first, until the tier would be under its soft cap
+    /// and have room for `room` more bytes under its hard cap, never `spare` (the buffer just
+    /// put, about to be read); `cost_below` is what getting one back from the tier below costs.
+    /// The victims are marked: each must be answered with `evicted` or `kept`.
+    fn victims(
+        &self,
+        room: u64,
+        spare: Option<&Checksum>,
+        cost_below: &dyn Fn(&Checksum, u64) -> f64,
+    ) -> Vec<(Checksum, Reader)>;
     /// The victim is safe below (`offloaded`: it was copied there now): drop it here.
     fn evicted(&self, checksum: &Checksum, offloaded: bool);
     /// The victim could not be moved: keep it.

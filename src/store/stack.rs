@@ -16,7 +16,9 @@ use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::layered::EvictionLoop;
-use super::{DiskStore, Layered, MemoryTier, RamConfig, StoreError, Tier, Verdict, addr};
+use super::{
+    Bounded, DiskStore, Layered, MemoryTier, RamConfig, StoreError, Tier, Verdict, Writes, addr,
+};
 use crate::checksum::Checksum;
 use crate::db::Database;
 
@@ -27,6 +29,9 @@ pub struct StoreOptions {
     pub ram: Option<RamConfig>,
     /// The address of a tier below the disk tier (`file:///path`; see `addr`).
     pub below: Option<String>,
+    /// With a tier below: the disk tier's capacity in bytes (least recently used buffers move
+    /// down above it).
+    pub disk_cache: Option<u64>,
 }
 
 /// An open store directory. Share it as `Arc<Store>`.
@@ -64,12 +69,22 @@ impl Store {
         .with_context(|| format!("cannot prepare {}", db_path.display()))?;
         let mut eviction = Vec::new();
         let mut tiers: Arc<dyn Tier> = Arc::new(disk.clone());
+        if let Some(capacity) = options.disk_cache {
+            anyhow::ensure!(
+                options.below.is_some(),
+                "a disk cache size needs a tier below the disk to move buffers to (--below ADDRESS)"
+            );
+            tiers = Arc::new(Bounded::new(disk.clone(), capacity));
+        }
         if let Some(below) = &options.below {
             let below = addr::open(below)?;
-            tiers = Arc::new(Layered::new(tiers, below));
+            let layered = Arc::new(Layered::new(tiers, below, Writes::ToFast));
+            eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
+            tiers = layered;
         }
         if let Some(ram) = options.ram {
-            let layered = Arc::new(Layered::new(Arc::new(MemoryTier::new(ram)), tiers));
+            let ram = Arc::new(MemoryTier::new(ram));
+            let layered = Arc::new(Layered::new(ram, tiers, Writes::ToSlow));
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }

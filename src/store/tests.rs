@@ -8,6 +8,54 @@ use std::sync::Arc;
 use super::test_servers::{moto_s3, python_hashserver, s3_address};
 use super::*;
 
+/// A tier whose reads are not local (no path, ranged reads): what a remote tier looks like.
+struct NotLocal(DiskStore);
+
+struct RangedBytes(Buffer);
+
+impl RangedRead for RangedBytes {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let data = self.0.as_slice();
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl Tier for NotLocal {
+    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
+        self.0.length(checksum)
+    }
+
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        Ok(self
+            .0
+            .get(checksum)?
+            .map(|b| Reader::Ranged(Box::new(RangedBytes(b)))))
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        Tier::begin_write(&self.0)
+    }
+
+    fn list(&self) -> Listing {
+        self.0.list()
+    }
+
+    fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        self.0.remove(checksum)
+    }
+
+    fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+}
+
 /// A fresh, empty instance of every backend, with what keeps it alive (a temp directory, a
 /// server), and whether it can list and delete (a hashserver can do neither).
 fn backends() -> Vec<(&'static str, Arc<dyn Tier>, Box<dyn Any>, bool)> {
@@ -16,6 +64,10 @@ fn backends() -> Vec<(&'static str, Arc<dyn Tier>, Box<dyn Any>, bool)> {
     let disk = DiskStore::open(disk_dir.path()).unwrap();
     let layered_dir = tempfile::tempdir().unwrap();
     let under = DiskStore::open(layered_dir.path()).unwrap();
+    let bounded_dir = tempfile::tempdir().unwrap();
+    let bounded = Bounded::new(DiskStore::open(bounded_dir.path()).unwrap(), 1 << 30);
+    let ranged_dir = tempfile::tempdir().unwrap();
+    let ranged = NotLocal(DiskStore::open(ranged_dir.path()).unwrap());
     let file_dir = tempfile::tempdir().unwrap();
     let file = addr::open(&format!("file://{}", file_dir.path().display())).unwrap();
     let flat_dir = tempfile::tempdir().unwrap();
@@ -36,8 +88,19 @@ fn backends() -> Vec<(&'static str, Arc<dyn Tier>, Box<dyn Any>, bool)> {
         ("file (prefix folder)", file, Box::new(file_dir), true),
         ("file (flat folder)", flat, Box::new(flat_dir), true),
         (
+            "bounded disk",
+            Arc::new(bounded),
+            Box::new(bounded_dir),
+            true,
+        ),
+        ("not local", Arc::new(ranged), Box::new(ranged_dir), true),
+        (
             "ram over disk",
-            Arc::new(Layered::new(Arc::new(ram()), Arc::new(under))),
+            Arc::new(Layered::new(
+                Arc::new(ram()),
+                Arc::new(under),
+                Writes::ToSlow,
+            )),
             Box::new(layered_dir),
             true,
         ),
@@ -205,4 +268,27 @@ fn a_failing_commit_stores_nothing() {
             assert_eq!(tier.list().count(), 0, "{name}");
         }
     });
+}
+
+#[test]
+fn reads_from_a_tier_that_is_not_local_fill_the_fast_tier() {
+    for (hard, big_in_ram) in [(64 << 20, true), (2 << 20, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = Arc::new(NotLocal(DiskStore::open(dir.path()).unwrap()));
+        let ram = MemoryTier::new(RamConfig::new(hard / 2, Some(hard)));
+        let layered = Layered::new(Arc::new(ram.clone()), slow.clone(), Writes::ToSlow);
+        let small = Buffer::new(content(5, 100_000));
+        let big = Buffer::new(content(6, 3 << 20));
+        for buffer in [&small, &big] {
+            slow.put(buffer).unwrap();
+            let read = layered.get(&buffer.checksum()).unwrap().unwrap();
+            assert_eq!(read.as_slice(), buffer.as_slice());
+        }
+        assert!(ram.has(&small.checksum()).unwrap());
+        assert_eq!(
+            ram.has(&big.checksum()).unwrap(),
+            big_in_ram,
+            "hard cap {hard}"
+        );
+    }
 }
