@@ -72,10 +72,23 @@ pub struct Args {
     /// buffer is not in the store.
     #[arg(long, value_name = "ADDRESS")]
     below: Option<String>,
-    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
-    /// buffers move to the tier below.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    /// With --below or --remote: bound the store's disk tier to SIZE (e.g. 10G); the least
+    /// recently used buffers move to the tier below (with --remote: buffers the remotes have are
+    /// dropped and fetched again on demand).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     disk_cache: Option<u64>,
+    /// A remote to read buffers from when the store lacks them: a hashserver
+    /// (http://HOST:PORT), a buffer folder (file:///DIR) or a bucket (s3://BUCKET/PREFIX; AWS_*
+    /// variables configure it). Repeatable: tried in order. Downloads are verified and kept in
+    /// the store; `by-checksum/` still lists only the store's own buffers.
+    #[arg(long = "remote", value_name = "ADDRESS")]
+    remotes: Vec<String>,
+    /// Upload every buffer written through the mount (and every view result) to ADDRESS (same
+    /// forms as --remote) in the background, from a queue kept in the store (it survives a
+    /// crash; failures are retried). fsync() on a file waits until its buffer is pushed.
+    /// `.seamfs/stats` shows the queue under "push".
+    #[arg(long, value_name = "ADDRESS")]
+    push: Option<String>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -99,6 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         below: args.below.clone(),
         disk_cache: args.disk_cache,
+        remotes: args.remotes.clone(),
+        push: args.push.clone(),
     };
     if args.daemon {
         // The store (its lock, threads and database) is opened in the process that serves.

@@ -25,6 +25,7 @@ pub mod gc;
 pub mod http;
 pub mod layered;
 pub mod memory;
+pub mod push;
 pub mod remote;
 #[cfg(test)]
 mod remote_tests;

@@ -760,3 +760,86 @@ impl<B: Backend> Streamer<B> {
         }
     }
 }
+
+/// Several read-only tiers tried in order (`--remote A --remote B`): the first that has a buffer
+/// serves it. A tier that fails is skipped; when none has the buffer and one failed, the failure
+/// is returned (a remote that is down is not "missing"). Nothing is written, listed or removed
+/// here: the tier above (`Layered::cache`) keeps those local.
+pub struct Remotes {
+    tiers: Vec<Arc<dyn Tier>>,
+}
+
+impl Remotes {
+    pub fn new(tiers: Vec<Arc<dyn Tier>>) -> Self {
+        Remotes { tiers }
+    }
+
+    /// The first answer that is `Some`, trying the tiers in order.
+    fn first<T>(
+        &self,
+        ask: impl Fn(&dyn Tier) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut failure = None;
+        for tier in &self.tiers {
+            match ask(tier.as_ref()) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(e) => failure = Some(e),
+            }
+        }
+        failure.map_or(Ok(None), Err)
+    }
+}
+
+impl Tier for Remotes {
+    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
+        self.first(|t| t.length(checksum))
+    }
+
+    fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        Ok(self
+            .first(|t| Ok(t.has(checksum)?.then_some(())))?
+            .is_some())
+    }
+
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        self.first(|t| t.open_read(checksum))
+    }
+
+    fn read_through(
+        &self,
+        checksum: &Checksum,
+        cache: &Arc<dyn Tier>,
+    ) -> Option<Result<Option<Reader>, StoreError>> {
+        Some(self.first(|t| match t.read_through(checksum, cache) {
+            Some(result) => result,
+            None => t.open_read(checksum),
+        }))
+    }
+
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        Err(StoreError::Invalid(
+            "--remote tiers are only read; push buffers with --push".into(),
+        ))
+    }
+
+    fn list(&self) -> Listing {
+        Box::new(std::iter::empty())
+    }
+
+    fn remove(&self, _checksum: &Checksum) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            tiers: self.tiers.iter().flat_map(|t| t.stats().tiers).collect(),
+        }
+    }
+
+    fn fetch_cost(&self, checksum: &Checksum, size: u64) -> f64 {
+        self.tiers
+            .first()
+            .map_or(f64::INFINITY, |t| t.fetch_cost(checksum, size))
+    }
+}
