@@ -298,3 +298,36 @@ fn a_corrupt_remote_is_refused_by_the_mount() {
     let listed = std::fs::read_dir(b.path("by-checksum")).unwrap().count();
     assert_eq!(listed, 0, "nothing of the corrupt buffer was kept");
 }
+
+/// seamless-core's `Checksum.resolve()` through seamless-remote with the mount's `by-checksum/`
+/// as a `bufferfolder`: a buffer only the hashserver has is fetched by the mount on lookup.
+#[test]
+fn seamless_resolves_through_by_checksum_as_a_bufferfolder() {
+    let server = python_hashserver(None, "prefix");
+    let data = content(8, 300_000);
+    let checksum = hashserver_put(&server, &data);
+    let b = Mount::new(&["--remote", &server.url()]);
+    let script = r#"
+import sys
+import seamless_remote.buffer_remote as remote
+from seamless import Checksum
+remote.define_extern_client("mount", "bufferfolder", directory=sys.argv[1])
+remote.activate(no_main=True, extern_clients=["mount"])
+buffer = Checksum(sys.argv[2]).resolve()
+sys.stdout.buffer.write(buffer.content)
+"#;
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(b.path("by-checksum"))
+        .arg(checksum.hex())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout == data, "resolve() returned other bytes");
+}
