@@ -12,15 +12,19 @@ use anyhow::{Context, bail};
 
 use crate::store::{GcOptions, Store, StoreOptions};
 
-/// Remove the buffers nothing references: not a file of the tree, a pending claim, a pin, nor
-/// (unless --include-results) a database record naming it as a result.
-///
-/// Prints each removed buffer (`<hex> <bytes>`) and what was freed.
-///
-/// Examples:
-///   seamfs gc ~/.local/share/seamfs --dry-run
-///   seamfs gc --mounted ~/mnt
+/// What `seamfs gc --help` shows after the options.
+const GC_HELP: &str = "\
+Kept: buffers a file of the tree, a pending claim (X.CHECKSUM written before X), a pin or (unless
+--include-results) a database record names as a result. Prints each removed buffer (<hex> <bytes>)
+and what was freed. The store must not be mounted; while it is, use --mounted.
+
+Examples:
+  seamfs gc ~/.local/share/seamfs --dry-run
+  seamfs gc --mounted ~/mnt
+  setfattr -n user.seamfs.gc -v run ~/mnt/.seamfs && getfattr -n user.seamfs.gc ~/mnt/.seamfs";
+
 #[derive(clap::Args)]
+#[command(after_help = GC_HELP)]
 pub struct Args {
     /// The store directory (not mounted; use --mounted for a mounted store).
     #[arg(required_unless_present = "mounted", conflicts_with = "mounted")]

@@ -235,8 +235,11 @@ fn mount_session(
     config.mount_options = options;
     config.n_threads = Some(2);
     config.clone_fd = true;
-    let session = Session::new(SeamFs::new(Arc::new(ns)), mountpoint, &config)
+    let fs = SeamFs::new(Arc::new(ns));
+    let notifier = fs.notifier_slot();
+    let session = Session::new(fs, mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     Ok((session, Companions { http }))
 }
 

@@ -11,13 +11,17 @@ use super::gc::set_xattr;
 use crate::checksum::Checksum;
 use crate::store::{Store, StoreOptions};
 
-/// Pin a buffer: gc never removes it and the RAM tier never evicts it.
-///
-/// Examples:
-///   seamfs pin 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03 --mounted ~/mnt
-///   setfattr -n user.seamless.pin -v 1 ~/mnt/results.npy      (the same, for a file's content)
-///   seamfs pin --unpin HEX --store ~/.local/share/seamfs
+/// What `seamfs pin --help` shows after the options.
+const PIN_HELP: &str = "\
+A pinned buffer is never removed by gc nor evicted from the RAM tier.
+
+Examples:
+  seamfs pin 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03 --mounted ~/mnt
+  setfattr -n user.seamless.pin -v 1 ~/mnt/results.npy    (pins the file's current content)
+  seamfs pin --unpin HEX --store ~/.local/share/seamfs";
+
 #[derive(clap::Args)]
+#[command(after_help = PIN_HELP)]
 pub struct Args {
     /// The buffer's checksum (64 hex digits).
     checksum: String,

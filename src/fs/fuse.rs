@@ -7,14 +7,14 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use fuser::{
     BackingId, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nix::errno::Errno;
 
@@ -30,6 +30,8 @@ pub struct SeamFs {
     gid: u32,
     passthrough: AtomicBool,
     backing: Mutex<Backing>,
+    /// The session's notifier, set once the session exists (`notifier_slot`).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// Passthrough backing ids by inode (the kernel requires one per inode), with the handles using them.
@@ -47,6 +49,24 @@ impl SeamFs {
             gid: nix::unistd::getegid().as_raw(),
             passthrough: AtomicBool::new(false),
             backing: Mutex::default(),
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Where the mount puts the session's notifier: with it, names of buffers that garbage
+    /// collection removed are dropped from the kernel's cache at once.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Tell the kernel to forget the names the namespace no longer serves.
+    fn invalidate_removed(&self) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        for (parent, name) in self.ns.take_invalidations() {
+            // ENOENT: the kernel did not have the name cached.
+            let _ = notifier.inval_entry(INodeNo(parent), OsStr::new(&name));
         }
     }
 
@@ -461,10 +481,9 @@ impl Filesystem for SeamFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(
-            reply,
-            name_str(name).and_then(|n| self.ns.setxattr(ino.0, n, value)),
-        );
+        let result = name_str(name).and_then(|n| self.ns.setxattr(ino.0, n, value));
+        empty(reply, result);
+        self.invalidate_removed();
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -63,6 +63,8 @@ pub struct Namespace {
     pub(super) started: SystemTime,
     /// The report of the last garbage collection run through `user.seamfs.gc`.
     pub(super) gc_report: Mutex<String>,
+    /// Names the kernel may cache that no longer resolve (removed by gc).
+    pub(super) invalidations: Mutex<Vec<(u64, String)>>,
 }
 
 impl Namespace {
@@ -91,6 +93,7 @@ impl Namespace {
             options,
             started: SystemTime::now(),
             gc_report: Mutex::default(),
+            invalidations: Mutex::default(),
         })
     }
 

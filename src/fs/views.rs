@@ -7,7 +7,7 @@
 //! learned), so a second access, here or after a restart, costs a lookup. A checksum-preserving
 //! conversion gives the source checksum itself, so the view shares the source's inode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,13 +49,17 @@ impl Views {
         checksum: Checksum,
         target: CellType,
     ) -> Result<Checksum, ViewError> {
-        if let Some(result) = self
+        let known = self
             .results
             .lock()
             .expect("views lock")
             .get(&(checksum, target))
+            .copied();
+        // A result garbage collection removed is computed again.
+        if let Some(result) = known
+            && reads.has(&result)?
         {
-            return Ok(*result);
+            return Ok(result);
         }
         let buffer = reads.get(&checksum)?.ok_or(ViewError::Missing(checksum))?;
         let mut detected = None;
@@ -113,6 +117,20 @@ impl Views {
             .expect("views lock")
             .insert((checksum, target), result);
         Ok(result)
+    }
+
+    /// Forget the results among `removed`; returns the views (source, cell type) that showed them.
+    pub fn forget_results(&self, removed: &HashSet<Checksum>) -> Vec<(Checksum, CellType)> {
+        let mut results = self.results.lock().expect("views lock");
+        let gone: Vec<(Checksum, CellType)> = results
+            .iter()
+            .filter(|(_, result)| removed.contains(result))
+            .map(|(view, _)| *view)
+            .collect();
+        for view in &gone {
+            results.remove(view);
+        }
+        gone
     }
 
     /// How many conversions ran in this session.

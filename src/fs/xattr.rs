@@ -3,6 +3,8 @@
 //! and gc) and `user.seamfs.gc` (on `.seamfs/`: run garbage collection on the mounted store;
 //! reading it gives the last report).
 
+use std::collections::HashSet;
+
 use nix::errno::Errno;
 
 use super::error::FsResult;
@@ -123,7 +125,37 @@ impl Namespace {
                 Errno::EIO
             })?;
         *self.gc_report.lock().expect("gc report lock") = report.text();
+        if !dry_run {
+            self.removed(
+                report
+                    .removed
+                    .iter()
+                    .map(|(checksum, _)| *checksum)
+                    .collect(),
+            );
+        }
         Ok(())
+    }
+
+    /// Names of removed buffers the kernel may still cache: `by-checksum/<hex>`, and the views
+    /// that showed them.
+    fn removed(&self, removed: HashSet<Checksum>) {
+        let mut names: Vec<(u64, String)> = removed
+            .iter()
+            .map(|checksum| (inodes::BY_CHECKSUM, checksum.hex()))
+            .collect();
+        for (source, celltype) in self.views.forget_results(&removed) {
+            names.push((inodes::as_dir(celltype), source.hex()));
+        }
+        self.invalidations
+            .lock()
+            .expect("invalidations lock")
+            .extend(names);
+    }
+
+    /// The names to drop from the kernel's cache since the last call (see `fs::fuse`).
+    pub fn take_invalidations(&self) -> Vec<(u64, String)> {
+        std::mem::take(&mut *self.invalidations.lock().expect("invalidations lock"))
     }
 
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
