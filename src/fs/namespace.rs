@@ -372,15 +372,13 @@ impl Namespace {
                 if writable {
                     return Err(Errno::EACCES);
                 }
-                let buffer = self
+                let reader = self
                     .tiers()
-                    .get(&checksum)
+                    .open_read(&checksum)
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
                 self.tiers().hold(&checksum);
-                let fh = self
-                    .handles
-                    .insert(Handle::Buffer(checksum, buffer.bytes().clone()));
+                let fh = self.handles.insert(Handle::Buffer(checksum, reader));
                 let backing = self.tiers().local_path(&checksum);
                 Ok(Opened {
                     fh,
@@ -428,7 +426,11 @@ impl Namespace {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::Bytes(bytes) | Handle::Buffer(_, bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Buffer(_, reader) => reader.range(offset, size as usize).map_err(|e| {
+                tracing::error!(error = %e, "reading a stored buffer failed");
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+            }),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
             Handle::Claim(claim) => Ok(slice(
                 &Bytes::from(claim.data.lock().expect("claim lock").clone()),
