@@ -331,3 +331,53 @@ sys.stdout.buffer.write(buffer.content)
     );
     assert!(output.stdout == data, "resolve() returned other bytes");
 }
+
+/// `seamfs database` on a free port, writable, over a new file in `dir`.
+fn database_server(dir: &Path) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("database")
+        .arg(dir.join("shared.db"))
+        .args(["--writable", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::blocking::get(format!("{url}/healthcheck")).is_err() {
+        assert!(Instant::now() < deadline, "seamfs database did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, url)
+}
+
+#[test]
+fn a_view_computed_in_one_mount_is_reused_by_another_through_the_database() {
+    let server = python_hashserver(None, "prefix");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut database, db_url) = database_server(dir.path());
+    let a = Mount::new(&["--push", &server.url(), "--database-url", &db_url]);
+    let b = Mount::new(&["--remote", &server.url(), "--database-url", &db_url]);
+    let json = b"[1, 2, 3]\n".to_vec();
+    write_file(&a.path("cell.json"), &json, true);
+    let checksum = Checksum::of(&json);
+    let view = format!("as-binary/{}", checksum.hex());
+    let in_a = std::fs::read(a.path(&view)).unwrap();
+    assert!(in_a.starts_with(b"\x93NUMPY"), "a new buffer: a .npy array");
+    assert_eq!(a.stats()["conversions"], 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.stats()["push"]["queued"] != 0 {
+        assert!(Instant::now() < deadline, "{}", a.stats()["push"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let in_b = std::fs::read(b.path(&view)).unwrap();
+    assert_eq!(in_a, in_b);
+    assert_eq!(b.stats()["conversions"], 0, "B reused A's result");
+    let _ = database.kill();
+    let _ = database.wait();
+}

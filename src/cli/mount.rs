@@ -89,6 +89,11 @@ pub struct Args {
     /// `.seamfs/stats` shows the queue under "push".
     #[arg(long, value_name = "ADDRESS")]
     push: Option<String>,
+    /// Share BufferInfo and view results (expression rows) with the seamless-database at URL
+    /// (e.g. http://127.0.0.1:5522): views another mount computed are reused (their buffers come
+    /// from --remote). The store's own seamless.db keeps its copy.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -208,6 +213,7 @@ fn mount_session(
         store,
         Options {
             read_only: args.read_only,
+            database_url: args.database_url.clone(),
         },
     )?;
     let http = if args.no_db {

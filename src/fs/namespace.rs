@@ -32,6 +32,7 @@ use super::sidecars::sidecar_text;
 use super::tree::{NodeKind, ROOT, Tree, TreeError};
 use super::views::Views;
 use crate::checksum::Checksum;
+use crate::db::client::RemoteRecords;
 use crate::db::{Conn, Database};
 use crate::store::{Store, Tier};
 
@@ -42,6 +43,8 @@ pub(super) const LISTING_BATCH: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub read_only: bool,
+    /// A shared seamless-database for BufferInfo and view results (`--database-url`).
+    pub database_url: Option<String>,
 }
 
 /// The mounted filesystem's state.
@@ -82,7 +85,14 @@ impl Namespace {
             store,
             db,
             tree: RwLock::new(tree),
-            views: Views::default(),
+            views: Views::with_remote(
+                options
+                    .database_url
+                    .as_deref()
+                    .map(RemoteRecords::new)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            ),
             version: AtomicU64::new(0),
             index_cache: Mutex::default(),
             decompressed: DecompressedCache::default(),

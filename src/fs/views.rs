@@ -15,6 +15,7 @@ use crate::buffer_info::{self, BufferInfo};
 use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
+use crate::db::client::RemoteRecords;
 use crate::db::{Database, DbError, ExpressionKey};
 use crate::store::{StoreError, Tier};
 
@@ -38,9 +39,20 @@ pub struct Views {
     sources: Mutex<HashMap<Checksum, CellType>>,
     /// Conversions run (a view answered from a known result does not count).
     conversions: AtomicU64,
+    /// A shared seamless-database (`--database-url`): asked when the local records do not
+    /// know, and told every record made here.
+    remote: Option<RemoteRecords>,
 }
 
 impl Views {
+    /// Views that share their records with a remote seamless-database.
+    pub fn with_remote(remote: Option<RemoteRecords>) -> Self {
+        Views {
+            remote,
+            ..Views::default()
+        }
+    }
+
     /// The checksum of `checksum`'s buffer viewed as `target`.
     pub fn resolve(
         &self,
@@ -76,7 +88,11 @@ impl Views {
             }
         };
         let key = expression_key(checksum, source, target);
-        if let Some(result) = db.get_expression(&key)?
+        let recorded = match db.get_expression(&key)? {
+            Some(result) => Some(result),
+            None => self.remote.as_ref().and_then(|r| r.get_expression(&key)),
+        };
+        if let Some(result) = recorded
             && reads.has(&result)?
         {
             self.results
@@ -112,6 +128,15 @@ impl Views {
                 c.set_expression(&key, &result)
             })?;
         }
+        if let Some(remote) = &self.remote {
+            if let Some(info) = &detected {
+                remote.merge_buffer_info(&checksum, &info.to_map());
+            }
+            for (cs, info) in conversion.facts.iter() {
+                remote.merge_buffer_info(cs, &info.to_map());
+            }
+            remote.set_expression(&key, &result);
+        }
         self.results
             .lock()
             .expect("views lock")
@@ -143,7 +168,11 @@ impl Views {
         if let Some(c) = self.sources.lock().expect("views lock").get(checksum) {
             return Some(*c);
         }
-        let map = db.get_buffer_info(checksum).ok()??;
+        let local = db.get_buffer_info(checksum).ok().flatten();
+        let map = match local {
+            Some(map) => map,
+            None => self.remote.as_ref()?.get_buffer_info(checksum)?,
+        };
         let celltype = celltype_of(&BufferInfo::from_map(&map).ok()?)?;
         self.sources
             .lock()
