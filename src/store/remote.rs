@@ -332,8 +332,8 @@ impl<B: Backend> RemoteTier<B> {
         download.reader()
     }
 
-    /// Send the GET; when the remote has the buffer, stream it (on a thread of its own when it
-    /// is big) into a pending write of the cache. Returns whether the remote has it.
+    /// Send the GET; when the remote has the buffer, stream it on a thread of its own into a
+    /// pending write of the cache. Returns whether the remote has it.
     fn start(&self, download: &Arc<Download>) -> Result<bool, StoreError> {
         let checksum = download.checksum;
         let backend = self.backend.clone();
@@ -353,14 +353,13 @@ impl<B: Backend> RemoteTier<B> {
             chunks: body.chunks,
             downloads: self.downloads.clone(),
         };
-        if body.total <= VERIFY_HOLD {
-            streamer.run();
-        } else {
-            std::thread::Builder::new()
-                .name("seamfs-download".into())
-                .spawn(move || streamer.run())
-                .map_err(|e| StoreError::io(self.address(), e))?;
-        }
+        // Always on a thread of its own, even for a small buffer: the streamer waits on the
+        // runtime with `block_on`, which the caller's thread may not do (a blocking-pool thread
+        // of another runtime, say); the caller waits on the download instead.
+        std::thread::Builder::new()
+            .name("seamfs-download".into())
+            .spawn(move || streamer.run())
+            .map_err(|e| StoreError::io(self.address(), e))?;
         Ok(true)
     }
 
@@ -576,7 +575,7 @@ impl Download {
         self.changed.notify_all();
     }
 
-    /// Wait until the download has started (or ended), then hand out a reader.
+    /// Wait until the download has started (a small buffer: ended), then hand out a reader.
     fn reader(self: &Arc<Self>) -> Result<Option<Reader>, StoreError> {
         let mut state = self.lock();
         loop {
@@ -589,7 +588,9 @@ impl Download {
                     ));
                 }
                 Some(Outcome::Ready(_)) => break,
-                None if state.total.is_some() => break,
+                // A small buffer is served only once verified: wait for the end here, so a
+                // corrupt one fails at open.
+                None if state.total.is_some_and(|t| t > VERIFY_HOLD) => break,
                 None => state = self.changed.wait(state).expect("download lock"),
             }
         }
