@@ -56,6 +56,8 @@ impl PushQueue {
     /// Open (creating) `<root>/push-queue.db` for pushing to `address`.
     pub fn open(root: &Path, address: &str) -> Result<Arc<Self>, StoreError> {
         let target = addr::open(address)?;
+        // Shown in stats and logs without its parameters (an s3:// address may carry keys).
+        let address = address.split('?').next().unwrap_or(address);
         let path = root.join("push-queue.db");
         let db_error = |e: rusqlite::Error| StoreError::io(&path, std::io::Error::other(e));
         let db = Connection::open(&path).map_err(db_error)?;
@@ -231,9 +233,11 @@ impl PushQueue {
         if self.target.has(checksum)? {
             return Ok(0);
         }
-        let reader = source.open_read(checksum)?.ok_or_else(|| {
-            StoreError::Invalid(format!("{checksum} is queued but no longer in the store"))
-        })?;
+        let Some(reader) = source.open_read(checksum)? else {
+            // Removed by gc before it was pushed: nothing is left to push.
+            tracing::warn!(%checksum, "a queued buffer is no longer in the store: dropped from the push queue");
+            return Ok(0);
+        };
         copy_into(&reader, self.target.as_ref(), checksum)?;
         Ok(reader.len())
     }
