@@ -40,7 +40,13 @@ Example:
   mkdir -p ~/mnt && seamfs mount ~/mnt &
   cp results.npy ~/mnt/ && cat ~/mnt/results.npy.CHECKSUM
   cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
-  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'";
+  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'
+
+Remotes (buffers the store lacks are fetched, verified, on lookup; writes are pushed):
+  seamfs mount ~/mnt --remote http://127.0.0.1:5813 --push http://127.0.0.1:5813
+  seamfs mount ~/mnt --remote file:///shared/buffers --disk-cache 20G
+  AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs mount ~/mnt \\
+      --remote s3://buffers/seamless --push s3://buffers/seamless";
 
 /// Options of `seamfs mount`.
 #[derive(clap::Args)]

@@ -247,3 +247,39 @@ fn a_remote_killed_mid_read_gives_an_error_and_nothing_is_kept() {
     assert!(!disk.has(&checksum).unwrap());
     server.join().unwrap();
 }
+
+#[test]
+fn a_bounded_disk_over_a_remote_drops_what_the_remote_has_and_fetches_it_again() {
+    let folder = tempfile::tempdir().unwrap();
+    let server = python_hashserver(Some(folder.path()), "flat");
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        remotes: vec![server.url()],
+        disk_cache: Some(2_500_000),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), &options, "test").unwrap();
+    store.disk_bytes(); // counted: eviction can run
+    let local = Buffer::new(content(20, 1_000_000));
+    store.tiers().put(&local).unwrap(); // written here, on no remote
+    let remote: Vec<Vec<u8>> = (0..4).map(|i| content(21 + i, 1_000_000)).collect();
+    let checksums: Vec<Checksum> = remote.iter().map(|d| place(folder.path(), d)).collect();
+    for (checksum, data) in checksums.iter().zip(&remote) {
+        assert!(store.tiers().get(checksum).unwrap().unwrap().as_slice() == &data[..]);
+        std::thread::sleep(Duration::from_millis(20)); // distinct use times
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.disk_bytes() > 2_500_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the eviction loop bounds the disk"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kept = store.verify(&local.checksum()).unwrap();
+    assert_eq!(kept, Verdict::Intact, "the unpushed buffer is kept");
+    for (checksum, data) in checksums.iter().zip(&remote) {
+        let again = store.tiers().get(checksum).unwrap().unwrap();
+        assert!(again.as_slice() == &data[..], "fetched again on demand");
+    }
+}
