@@ -43,7 +43,13 @@ Example:
   mkdir -p ~/mnt && seamfs mount ~/mnt &
   cp results.npy ~/mnt/ && cat ~/mnt/results.npy.CHECKSUM
   cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
-  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'";
+  curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'
+
+Remotes (buffers the store lacks are fetched, verified, on lookup; writes are pushed):
+  seamfs mount ~/mnt --remote http://127.0.0.1:5813 --push http://127.0.0.1:5813
+  seamfs mount ~/mnt --remote file:///shared/buffers --disk-cache 20G
+  AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs mount ~/mnt \\
+      --remote s3://buffers/seamless --push s3://buffers/seamless";
 
 /// Options of `seamfs mount`.
 #[derive(clap::Args)]
@@ -101,10 +107,28 @@ pub struct Args {
     /// buffer is not in the store.
     #[arg(long, value_name = "ADDRESS")]
     below: Option<String>,
-    /// With --below: bound the store's disk tier to SIZE (e.g. 10G); the least recently used
-    /// buffers move to the tier below.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "below")]
+    /// With --below or --remote: bound the store's disk tier to SIZE (e.g. 10G); the least
+    /// recently used buffers move to the tier below (with --remote: buffers the remotes have are
+    /// dropped and fetched again on demand).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     disk_cache: Option<u64>,
+    /// A remote to read buffers from when the store lacks them: a hashserver
+    /// (http://HOST:PORT), a buffer folder (file:///DIR) or a bucket (s3://BUCKET/PREFIX; AWS_*
+    /// variables configure it). Repeatable: tried in order. Downloads are verified and kept in
+    /// the store; `by-checksum/` still lists only the store's own buffers.
+    #[arg(long = "remote", value_name = "ADDRESS")]
+    remotes: Vec<String>,
+    /// Upload every buffer written through the mount (and every view result) to ADDRESS (same
+    /// forms as --remote) in the background, from a queue kept in the store (it survives a
+    /// crash; failures are retried). fsync() on a file waits until its buffer is pushed.
+    /// `.seamfs/stats` shows the queue under "push".
+    #[arg(long, value_name = "ADDRESS")]
+    push: Option<String>,
+    /// Share BufferInfo and view results (expression rows) with the seamless-database at URL
+    /// (e.g. http://127.0.0.1:5522): views another mount computed are reused (their buffers come
+    /// from --remote). The store's own seamless.db keeps its copy.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Detach and run in the background (logs go to <store>/mount.log).
     #[arg(long)]
     daemon: bool,
@@ -129,6 +153,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         below: args.below.clone(),
         disk_cache: args.disk_cache,
+        remotes: args.remotes.clone(),
+        push: args.push.clone(),
     };
     if args.daemon {
         // The store (its lock, threads and database) is opened in the process that serves.
@@ -229,6 +255,7 @@ fn mount_session(
         Options {
             read_only: args.read_only,
             list_sidecars: args.list_sidecars,
+            database_url: args.database_url.clone(),
         },
     )?;
     let http = if args.no_db {

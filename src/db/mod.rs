@@ -9,6 +9,7 @@
 //! expression constraints, the 409 conflicts) live in `records.rs`, next to the SQL.
 
 mod checkpoint;
+pub mod client;
 pub mod pyjson;
 mod records;
 mod schema;

@@ -54,6 +54,7 @@ impl Namespace {
     pub(super) fn stats_json(&self) -> Vec<u8> {
         let stats = serde_json::json!({
             "tiers": self.tiers().stats().tiers,
+            "push": self.store.push().map(|queue| queue.stats()),
             "conversions": self.views.conversions(),
             "tree_entries": self.read_tree().len(),
             "dynamic_inodes": self.inodes.len(),

@@ -12,14 +12,16 @@ use bytes::Bytes;
 
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
-use crate::store::TierWrite;
+use crate::store::{Reader, TierWrite};
 
 /// What an open file handle reads from (and writes to).
 pub enum Handle {
     /// Immutable bytes: a virtual file's content fixed at open.
     Bytes(Bytes),
-    /// A stored buffer: a strong reference in the tiers (`Tier::hold`) while it is open.
-    Buffer(Checksum, Bytes),
+    /// A stored buffer: a strong reference in the tiers (`Tier::hold`) while it is open. Read
+    /// through the tier's reader: a buffer being downloaded from a remote is served as it
+    /// arrives.
+    Buffer(Checksum, Reader),
     /// A file of the writable tree.
     TreeFile(TreeFileHandle),
     /// A sidecar being written: a claim about its subject, checked when closed.

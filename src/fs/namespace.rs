@@ -33,6 +33,7 @@ use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
+use crate::db::client::RemoteRecords;
 use crate::db::{Conn, Database};
 use crate::store::{Store, Tier};
 
@@ -45,6 +46,8 @@ pub struct Options {
     pub read_only: bool,
     /// List the virtual sidecars in directory listings (they are always looked up).
     pub list_sidecars: bool,
+    /// A shared seamless-database for BufferInfo and view results (`--database-url`).
+    pub database_url: Option<String>,
 }
 
 /// The mounted filesystem's state.
@@ -85,6 +88,12 @@ impl Namespace {
     /// seamless-database tables; buffers are read and written through the store's tier stack.
     pub fn new(store: Arc<Store>, options: Options) -> anyhow::Result<Self> {
         let db = store.db().clone();
+        let remote = options
+            .database_url
+            .as_deref()
+            .map(RemoteRecords::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
         let (tree, claims, xattrs, views) = db
             .transaction(|c| {
                 let conn = c.conn();
@@ -92,7 +101,7 @@ impl Namespace {
                     Tree::load(conn)?,
                     Claims::load(conn)?,
                     UserXattrs::load(conn)?,
-                    Views::open(conn)?,
+                    Views::open(conn, remote)?,
                 ))
             })
             .map_err(|e| {
@@ -447,15 +456,13 @@ impl Namespace {
                 if writable {
                     return Err(Errno::EACCES);
                 }
-                let buffer = self
+                let reader = self
                     .tiers()
-                    .get(&checksum)
+                    .open_read(&checksum)
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
                 self.tiers().hold(&checksum);
-                let fh = self
-                    .handles
-                    .insert(Handle::Buffer(checksum, buffer.bytes().clone()));
+                let fh = self.handles.insert(Handle::Buffer(checksum, reader));
                 let backing = self.tiers().local_path(&checksum);
                 Ok(Opened {
                     fh,
@@ -512,7 +519,11 @@ impl Namespace {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
-            Handle::Bytes(bytes) | Handle::Buffer(_, bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Bytes(bytes) => Ok(slice(bytes, offset, size)),
+            Handle::Buffer(_, reader) => reader.range(offset, size as usize).map_err(|e| {
+                tracing::error!(error = %e, "reading a stored buffer failed");
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+            }),
             Handle::TreeFile(file) => self.read_tree_file(file, offset, size),
             Handle::Claim(claim) => Ok(slice(
                 &Bytes::from(claim.data.lock().expect("claim lock").clone()),

@@ -12,7 +12,10 @@
 //! rows with an empty path, BufferInfo) are written too, so HTTP clients see and share them, but
 //! never read back here: any local process can PUT them, and a record saying that a text
 //! converts to some unrelated buffer, or that a JSON buffer is a Numpy array, must not change
-//! what `as-*/` serves or the `user.seamless.celltype` xattr (issue 13).
+//! what `as-*/` serves or the `user.seamless.celltype` xattr (issue 13). The one exception is a
+//! deployment's database the user names with `--database-url`: its view results (expression rows)
+//! are used when this mount has none, as Seamless workers use them, and this mount's own are
+//! written there (so mount B reuses what mount A computed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -24,6 +27,7 @@ use crate::buffer_info;
 use crate::celltype::CellType;
 use crate::celltype::convert::{self, Output};
 use crate::checksum::Checksum;
+use crate::db::client::RemoteRecords;
 use crate::db::{Conn, Database, DbError, ExpressionKey};
 use crate::store::{StoreError, Tier};
 
@@ -60,13 +64,19 @@ pub struct Views {
     sources: Mutex<HashMap<Checksum, CellType>>,
     /// Conversions run (a view answered from a known result does not count).
     conversions: AtomicU64,
+    /// The deployment's database named with `--database-url`, if any.
+    remote: Option<RemoteRecords>,
 }
 
 impl Views {
-    /// The views of a store whose `seamless.db` is `conn` (creating the mount's tables).
-    pub fn open(conn: &Connection) -> rusqlite::Result<Views> {
+    /// The views of a store whose `seamless.db` is `conn` (creating the mount's tables),
+    /// sharing results with `remote` if given.
+    pub fn open(conn: &Connection, remote: Option<RemoteRecords>) -> rusqlite::Result<Views> {
         conn.execute_batch(SCHEMA)?;
-        Ok(Views::default())
+        Ok(Views {
+            remote,
+            ..Views::default()
+        })
     }
 
     /// The checksum of `checksum`'s buffer viewed as `target`.
@@ -92,6 +102,16 @@ impl Views {
                 (celltype, Some(info))
             }
         };
+        let key = expression_key(checksum, source, target);
+        if let Some(result) = self.remote.as_ref().and_then(|r| r.get_expression(&key))
+            && reads.has(&result)?
+        {
+            self.results
+                .lock()
+                .expect("views lock")
+                .insert((checksum, target), result);
+            return Ok(result);
+        }
         let started = std::time::Instant::now();
         let conversion = convert::convert(&buffer, source, target)
             .map_err(|e| ViewError::Impossible(e.to_string()))?;
@@ -118,8 +138,17 @@ impl Views {
                     c.merge_buffer_info(cs, &info.to_map())?;
                 }
                 record_view(c, &checksum, target, &result)?;
-                c.set_expression(&expression_key(checksum, source, target), &result)
+                c.set_expression(&key, &result)
             })?;
+        }
+        if let Some(remote) = &self.remote {
+            if let Some(info) = &detected {
+                remote.merge_buffer_info(&checksum, &info.to_map());
+            }
+            for (cs, info) in conversion.facts.iter() {
+                remote.merge_buffer_info(cs, &info.to_map());
+            }
+            remote.set_expression(&key, &result);
         }
         self.results
             .lock()

@@ -19,6 +19,8 @@ use crate::store::TierWrite;
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
+/// How long `fsync` waits for its buffer to reach the push target.
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most a sidecar written by a user may hold (it is kept in RAM until checked): a
 /// `.CHECKSUM` is one 64-digit line, an `.INDEX` a directory's listing. A write past this fails
@@ -283,9 +285,30 @@ impl Namespace {
         Ok(size.min(u32::MAX as u64) as u32)
     }
 
-    /// `fsync`: publishing is what makes the content durable.
+    /// `fsync`: publishing is what makes the content durable; with `--push`, so is the upload,
+    /// so it also waits until the file's buffer is on the push target (EIO if that does not
+    /// happen within `PUSH_WAIT`: the buffer stays queued).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        self.flush(fh)?;
+        let Some(queue) = self.store.push() else {
+            return Ok(());
+        };
+        let ino = match &*self.handles.get(fh).ok_or(Errno::EBADF)? {
+            Handle::TreeFile(file) => file.ino,
+            _ => return Ok(()),
+        };
+        let checksum = match self.read_tree().get(ino).map(|n| &n.kind) {
+            Some(NodeKind::File { checksum, .. }) => *checksum,
+            _ => return Ok(()),
+        };
+        match queue.wait_pushed(&checksum, PUSH_WAIT) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::error!(%checksum, "fsync: the buffer was not pushed in time (it stays queued)");
+                Err(Errno::EIO)
+            }
+            Err(e) => Err(store_errno(e)),
+        }
     }
 
     /// The last reference to an open file is gone.

@@ -26,7 +26,13 @@ struct State {
     last_used: HashMap<Checksum, SystemTime>,
     evicting: HashSet<Checksum>,
     pinned: HashSet<Checksum>,
+    /// Victims the tier above could not move (a read-only remote below lacks them), and when:
+    /// passed over for `PASS_OVER`, so eviction makes progress with the others.
+    passed_over: HashMap<Checksum, std::time::Instant>,
 }
+
+/// How long a victim that could not be moved is not picked again.
+const PASS_OVER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Bounded {
     pub fn new(disk: DiskStore, capacity: u64) -> Self {
@@ -142,7 +148,12 @@ impl Evict for Bounded {
             }
             {
                 let mut state = self.lock();
+                let passed_over = state
+                    .passed_over
+                    .get(&checksum)
+                    .is_some_and(|at| at.elapsed() < PASS_OVER);
                 if spare == Some(&checksum)
+                    || passed_over
                     || state.pinned.contains(&checksum)
                     || !state.evicting.insert(checksum)
                 {
@@ -175,6 +186,11 @@ impl Evict for Bounded {
     }
 
     fn kept(&self, checksum: &Checksum) {
-        self.lock().evicting.remove(checksum);
+        let mut state = self.lock();
+        state.evicting.remove(checksum);
+        state.passed_over.retain(|_, at| at.elapsed() < PASS_OVER);
+        state
+            .passed_over
+            .insert(*checksum, std::time::Instant::now());
     }
 }

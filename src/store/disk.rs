@@ -20,6 +20,12 @@
 //!
 //! Reads map the file (`memmap2`) and hand out a zero-copy `Buffer`. They do not re-hash: the name
 //! was verified when the file was written, and `verify`/`fsck` check it on demand.
+//!
+//! The same type serves a hashserver buffer folder (`open_folder`, the `file://` tier): the
+//! buffers are then directly in the folder, in the hashserver's `prefix` layout
+//! (`<dir>/<2 hex>/<hex>`, marked by a `.HASHSERVER_PREFIX` file) or its `flat` layout
+//! (`<dir>/<hex>`); temp files go to `<dir>/.seamfs-tmp/`, which hashservers and seamless
+//! clients ignore. Compressed forms (`<hex>.zst`, `<hex>.gz`) are not read.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -40,6 +46,40 @@ use crate::checksum::Checksum;
 /// Block size for streamed writes and re-hashing.
 const BLOCK: usize = 1 << 20;
 
+/// Where buffer files sit in their directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `<dir>/<first 2 hex>/<hex>` (a store's `buffers/`, hashserver `--layout prefix`).
+    Prefix,
+    /// `<dir>/<hex>` (hashserver `--layout flat`, the key layout of the `s3://` tier).
+    Flat,
+}
+
+/// The sentinel file a hashserver writes into a prefix-layout buffer folder.
+pub const PREFIX_SENTINEL: &str = ".HASHSERVER_PREFIX";
+
+impl Layout {
+    /// The layout of an existing buffer folder: the sentinel or a 2-hex subdirectory means
+    /// prefix, a 64-hex file at the top means flat; `None` for an empty folder.
+    pub fn detect(dir: &Path) -> Option<Layout> {
+        if dir.join(PREFIX_SENTINEL).exists() {
+            return Some(Layout::Prefix);
+        }
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && name.len() == 2 && u8::from_str_radix(name, 16).is_ok() {
+                return Some(Layout::Prefix);
+            }
+            if !is_dir && Checksum::parse_strict(name).is_some() {
+                return Some(Layout::Flat);
+            }
+        }
+        None
+    }
+}
+
 /// A buffer directory on disk. Cheap to clone (shared state).
 #[derive(Clone, Debug)]
 pub struct DiskStore {
@@ -52,7 +92,10 @@ struct Inner {
     name: &'static str,
     root: PathBuf,
     buffers: PathBuf,
+    layout: Layout,
     tmp: PathBuf,
+    /// Where `quarantine` moves corrupt files.
+    quarantine: PathBuf,
     counters: Counters,
     next_temp: AtomicU64,
     stale_removed_at_open: usize,
@@ -89,6 +132,15 @@ impl Usage {
     }
 }
 
+/// The directories of a `DiskStore`.
+struct Dirs {
+    root: PathBuf,
+    buffers: PathBuf,
+    layout: Layout,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+}
+
 /// Result of checking a stored file against its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -106,8 +158,53 @@ impl DiskStore {
     /// `open`, with the tier's name in the counters (`"file"` for a lower tier).
     pub fn open_named(root: impl AsRef<Path>, name: &'static str) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
-        let buffers = root.join("buffers");
-        let tmp = root.join("tmp");
+        let dirs = Dirs {
+            buffers: root.join("buffers"),
+            layout: Layout::Prefix,
+            tmp: root.join("tmp"),
+            quarantine: root.join("quarantine"),
+            root,
+        };
+        Self::open_dirs(dirs, name)
+    }
+
+    /// A hashserver buffer folder as a tier (see the module doc): its layout is detected, or
+    /// `layout` (default prefix, with the hashserver's sentinel) for a new, empty folder.
+    pub fn open_folder(dir: impl AsRef<Path>, layout: Option<Layout>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let detected = Layout::detect(&dir);
+        if let (Some(found), Some(wanted)) = (detected, layout)
+            && found != wanted
+        {
+            return Err(StoreError::Invalid(format!(
+                "the buffer folder {} has the {found:?} layout, not {wanted:?}",
+                dir.display()
+            )));
+        }
+        let layout = detected.or(layout).unwrap_or(Layout::Prefix);
+        if layout == Layout::Prefix && detected.is_none() {
+            let sentinel = dir.join(PREFIX_SENTINEL);
+            fs::write(&sentinel, "1\n").map_err(|e| StoreError::io(&sentinel, e))?;
+        }
+        let dirs = Dirs {
+            buffers: dir.clone(),
+            layout,
+            tmp: dir.join(".seamfs-tmp"),
+            quarantine: dir.join(".seamfs-quarantine"),
+            root: dir,
+        };
+        Self::open_dirs(dirs, "file")
+    }
+
+    fn open_dirs(dirs: Dirs, name: &'static str) -> Result<Self, StoreError> {
+        let Dirs {
+            root,
+            buffers,
+            layout,
+            tmp,
+            quarantine,
+        } = dirs;
         for dir in [&root, &buffers, &tmp] {
             fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         }
@@ -120,7 +217,9 @@ impl DiskStore {
                 name,
                 root,
                 buffers,
+                layout,
                 tmp,
+                quarantine,
                 counters: Counters::default(),
                 next_temp: AtomicU64::new(0),
                 stale_removed_at_open: removed,
@@ -140,16 +239,26 @@ impl DiskStore {
                 for prefix in 0..=0xffu16 {
                     let Some(inner) = inner.upgrade() else { return };
                     let mut next = inner.usage.scan_next.lock().expect("usage lock");
-                    let dir = inner.buffers.join(format!("{prefix:02x}"));
+                    let (dir, last) = match inner.layout {
+                        Layout::Prefix => (inner.buffers.join(format!("{prefix:02x}")), prefix),
+                        // One directory: counted at once, under the lock.
+                        Layout::Flat => (inner.buffers.clone(), 0xff),
+                    };
                     let bytes: u64 = fs::read_dir(&dir)
                         .into_iter()
                         .flatten()
                         .flatten()
+                        .filter(|e| {
+                            Checksum::parse_strict(&e.file_name().to_string_lossy()).is_some()
+                        })
                         .filter_map(|e| e.metadata().ok())
                         .map(|m| m.len())
                         .sum();
                     inner.usage.bytes.fetch_add(bytes, Ordering::Relaxed);
-                    *next = prefix + 1;
+                    *next = last + 1;
+                    if last == 0xff {
+                        return;
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -189,7 +298,15 @@ impl DiskStore {
     /// Where the buffer's file is (or would be): usable as a FUSE passthrough backing file.
     pub fn path_of(&self, checksum: &Checksum) -> PathBuf {
         let hex = checksum.hex();
-        self.inner.buffers.join(&hex[..2]).join(hex)
+        match self.inner.layout {
+            Layout::Prefix => self.inner.buffers.join(&hex[..2]).join(hex),
+            Layout::Flat => self.inner.buffers.join(hex),
+        }
+    }
+
+    /// How the buffer files are laid out.
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
     }
 
     /// Start writing a buffer whose content arrives piecewise (e.g. FUSE writes).
@@ -254,8 +371,8 @@ impl DiskStore {
 
     /// Move a (corrupt) buffer file to `quarantine/<hex>`; returns the new path.
     pub fn quarantine(&self, checksum: &Checksum) -> Result<PathBuf, StoreError> {
-        let dir = self.inner.root.join("quarantine");
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let dir = &self.inner.quarantine;
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let from = self.path_of(checksum);
         let to = dir.join(checksum.hex());
         let size = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
@@ -273,6 +390,7 @@ impl DiskStore {
     pub fn iter(&self) -> StoredChecksums {
         StoredChecksums {
             buffers: self.inner.buffers.clone(),
+            layout: self.inner.layout,
             next_prefix: 0,
             current: None,
         }
@@ -471,6 +589,38 @@ impl PendingWrite {
     /// So a name in `buffers/` always matches its content, whatever the caller claims; a pending
     /// write that saw a failed write is refused (`StoreError::Poisoned`).
     pub fn commit(mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+        let actual = self.verify_bytes(known)?;
+        if self.store.path_of(&actual).exists() {
+            // Already stored (and durable): the copy is dropped unsynced, off the caller's path.
+            self.drop_duplicate();
+            return Ok(actual);
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io(&self.path, e))?;
+        if self.store.install(&self.path, &actual, self.len)? {
+            self.store.inner.counters.put();
+            self.done = true;
+        } else {
+            // Stored meanwhile by another writer.
+            self.drop_duplicate();
+        }
+        Ok(actual)
+    }
+
+    /// Hash and check the bytes as `commit` does, but leave them in the temp file instead of
+    /// storing them (a write bound elsewhere: a network tier's staged upload). The file is
+    /// removed when the `Sealed` is dropped.
+    pub fn seal(mut self, known: Option<Checksum>) -> Result<Sealed, StoreError> {
+        let checksum = self.verify_bytes(known)?;
+        Ok(Sealed {
+            pending: self,
+            checksum,
+        })
+    }
+
+    /// Trim to the written length, hash, check against `known`, and make the file read-only.
+    fn verify_bytes(&mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
         self.check_poison()?;
         let io = |e| StoreError::io(&self.path, e);
         // A failed write may have left bytes past `len` (it was refused above, but trim anyway:
@@ -485,25 +635,10 @@ impl PendingWrite {
         {
             return Err(StoreError::Corrupt { expected, actual });
         }
-        if self.store.path_of(&actual).exists() {
-            // Already stored (and durable): the copy is dropped unsynced, off the caller's path.
-            self.drop_duplicate();
-            return Ok(actual);
-        }
-        self.file
-            .sync_all()
-            .map_err(|e| StoreError::io(&self.path, e))?;
         let read_only = fs::Permissions::from_mode(0o444);
         self.file
             .set_permissions(read_only)
             .map_err(|e| StoreError::io(&self.path, e))?;
-        if self.store.install(&self.path, &actual, self.len)? {
-            self.store.inner.counters.put();
-            self.done = true;
-        } else {
-            // Stored meanwhile by another writer.
-            self.drop_duplicate();
-        }
         Ok(actual)
     }
 
@@ -547,6 +682,30 @@ impl PendingWrite {
             Some(checksum) => Ok(checksum),
             None => Checksum::of_file(File::open(&self.path).map_err(io)?).map_err(io),
         }
+    }
+}
+
+/// A verified pending write kept in its temp file (see `PendingWrite::seal`).
+pub struct Sealed {
+    pending: PendingWrite,
+    checksum: Checksum,
+}
+
+impl Sealed {
+    pub fn checksum(&self) -> Checksum {
+        self.checksum
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.pending.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.pending.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.len == 0
     }
 }
 
@@ -647,6 +806,7 @@ impl Removal {
 /// Iterator over stored checksums (see `DiskStore::iter`).
 pub struct StoredChecksums {
     buffers: PathBuf,
+    layout: Layout,
     next_prefix: u16,
     current: Option<(u8, fs::ReadDir)>,
 }
@@ -659,7 +819,8 @@ impl Iterator for StoredChecksums {
             if let Some((prefix, dir)) = &mut self.current {
                 match dir.next() {
                     Some(Ok(entry)) => {
-                        if let Some(cs) = stored_name(&entry.file_name(), *prefix) {
+                        let prefix = (self.layout == Layout::Prefix).then_some(*prefix);
+                        if let Some(cs) = stored_name(&entry.file_name(), prefix) {
                             return Some(Ok(cs));
                         }
                         continue;
@@ -672,8 +833,16 @@ impl Iterator for StoredChecksums {
                 return None;
             }
             let prefix = self.next_prefix as u8;
-            self.next_prefix += 1;
-            let dir = self.buffers.join(format!("{prefix:02x}"));
+            let dir = match self.layout {
+                Layout::Prefix => {
+                    self.next_prefix += 1;
+                    self.buffers.join(format!("{prefix:02x}"))
+                }
+                Layout::Flat => {
+                    self.next_prefix = 0x100;
+                    self.buffers.clone()
+                }
+            };
             match fs::read_dir(&dir) {
                 Ok(rd) => self.current = Some((prefix, rd)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -683,14 +852,14 @@ impl Iterator for StoredChecksums {
     }
 }
 
-/// The checksum a file name under prefix directory `prefix` stands for, if it is one.
-fn stored_name(name: &std::ffi::OsStr, prefix: u8) -> Option<Checksum> {
+/// The checksum a file name (under prefix directory `prefix`, if any) stands for, if it is one.
+fn stored_name(name: &std::ffi::OsStr, prefix: Option<u8>) -> Option<Checksum> {
     let name = name.to_str()?;
     let is_lower_hex = name
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let cs = Checksum::parse_strict(name).filter(|_| is_lower_hex)?;
-    (cs.as_bytes()[0] == prefix).then_some(cs)
+    prefix.is_none_or(|p| cs.as_bytes()[0] == p).then_some(cs)
 }
 
 /// Delete the temp files in `tmp` whose writer is gone; returns how many were removed.

@@ -280,7 +280,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20)); // distinct write times
         }
         assert!(store.disk_bytes() <= 2500);
-        let below = crate::store::DiskStore::open(below.path()).unwrap();
+        let below = crate::store::DiskStore::open_folder(below.path(), None).unwrap();
         let moved: Vec<bool> = buffers
             .iter()
             .map(|b| below.length(&b.checksum()).unwrap().is_some())

@@ -11,6 +11,10 @@
 //!   eviction moves them down later, so the RAM tier's offloads land on the disk first).
 //! * Whole buffers (`put`: bytes that already live in RAM, such as view results) go to the fast
 //!   tier only, and to the slow tier when the fast one is full (write-back).
+//! * A slow tier that downloads (`Tier::read_through`: a network tier) streams into the fast
+//!   tier itself, verified there, and its readers are served while it streams.
+//! * As a read cache (`Layered::cache`: the local disk over remotes) the slow tier is only read:
+//!   writes, removals and the listing stay in the fast tier.
 //! * Eviction: when the fast tier has a capacity (`Tier::evictor`), `evict_once` moves its
 //!   victims down: each is copied to the slow tier unless that has it (an offload), and only
 //!   then forgotten by the fast tier, so eviction never loses a buffer.
@@ -41,6 +45,8 @@ pub struct Layered {
     writes: Writes,
     /// Streamed writes up to this size are also kept in the fast tier.
     fill_limit: u64,
+    /// The slow tier is only read (see the module doc).
+    read_only_below: bool,
 }
 
 /// What one eviction pass did.
@@ -59,6 +65,16 @@ impl Layered {
             slow,
             writes,
             fill_limit: 1 << 20,
+            read_only_below: false,
+        }
+    }
+
+    /// The fast tier as a read cache of the slow one, which is never written (remotes under the
+    /// local disk: what is written locally is pushed separately).
+    pub fn cache(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>) -> Self {
+        Layered {
+            read_only_below: true,
+            ..Layered::new(fast, slow, Writes::ToFast)
         }
     }
 
@@ -99,6 +115,11 @@ impl Layered {
         while let Some((checksum, reader)) = victims.next() {
             let moved = match slow.has(&checksum) {
                 Ok(true) => Ok(false),
+                // A read-only slow tier cannot take it: keep it (pushed buffers become evictable).
+                Ok(false) if self.read_only_below => {
+                    evictor.kept(&checksum);
+                    continue;
+                }
                 Ok(false) => copy_into(&reader, slow, &checksum).map(|()| true),
                 Err(e) => Err(e),
             };
@@ -167,6 +188,9 @@ impl Tier for Layered {
         if let Some(reader) = self.fast.open_read(checksum)? {
             return Ok(Some(reader));
         }
+        if let Some(streamed) = self.slow.read_through(checksum, &self.fast) {
+            return streamed;
+        }
         let Some(reader) = self.slow.open_read(checksum)? else {
             return Ok(None);
         };
@@ -205,6 +229,9 @@ impl Tier for Layered {
 
     /// The slow tier's buffers, then those only the fast tier holds.
     fn list(&self) -> Listing {
+        if self.read_only_below {
+            return self.fast.list();
+        }
         let slow = self.slow.clone();
         let only_fast = self
             .fast
@@ -221,6 +248,9 @@ impl Tier for Layered {
 
     fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
         let fast = self.fast.remove(checksum)?;
+        if self.read_only_below {
+            return Ok(fast);
+        }
         Ok(self.slow.remove(checksum)? || fast)
     }
 
@@ -260,6 +290,9 @@ impl Tier for Layered {
     /// Write-back: the fast tier, or the slow one when the fast one is full even after an
     /// eviction pass.
     fn put(&self, buffer: &Buffer) -> Result<Checksum, StoreError> {
+        if self.read_only_below {
+            return self.fast.put(buffer);
+        }
         let mut result = self.fast.put(buffer);
         if let Err(StoreError::Full(_)) = result {
             self.evict_quietly(buffer.len() as u64, None);

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -21,15 +22,23 @@ mod bounded;
 pub mod disk;
 pub mod eviction;
 pub mod gc;
+pub mod http;
 pub mod layered;
 pub mod memory;
+pub mod push;
+pub mod remote;
+#[cfg(test)]
+mod remote_tests;
 mod running_hash;
+pub mod s3;
 mod stack;
+#[cfg(test)]
+mod test_servers;
 #[cfg(test)]
 mod tests;
 
 pub use bounded::Bounded;
-pub use disk::{DiskStore, PendingWrite, Verdict};
+pub use disk::{DiskStore, Layout, PendingWrite, Verdict};
 pub use gc::{GcOptions, GcReport};
 pub use layered::{EvictionLoop, EvictionReport};
 pub use layered::{Layered, Writes};
@@ -139,6 +148,18 @@ pub trait Tier: Send + Sync {
 
     /// The eviction side of a tier that has a capacity (see `Evict`); `None` for the others.
     fn evictor(&self) -> Option<&dyn Evict> {
+        None
+    }
+
+    /// For tiers that download (network tiers): a reader of the buffer whose bytes are written
+    /// into `cache` as they arrive and committed there (verified) when complete, so the tier
+    /// above is filled without reading the buffer twice. `None`: this tier does not stream; the
+    /// caller uses `open_read`.
+    fn read_through(
+        &self,
+        _checksum: &Checksum,
+        _cache: &Arc<dyn Tier>,
+    ) -> Option<Result<Option<Reader>, StoreError>> {
         None
     }
 

@@ -16,6 +16,8 @@ use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::layered::EvictionLoop;
+use super::push::{PushLoop, PushQueue, Pushing};
+use super::remote::Remotes;
 use super::{
     Bounded, DiskStore, Layered, MemoryTier, RamConfig, StoreError, Tier, Verdict, Writes, addr,
 };
@@ -32,12 +34,20 @@ pub struct StoreOptions {
     /// With a tier below: the disk tier's capacity in bytes (least recently used buffers move
     /// down above it).
     pub disk_cache: Option<u64>,
+    /// Read-only network tiers under the disk, tried in order (`--remote`): buffers the store
+    /// lacks are downloaded into its disk tier on demand.
+    pub remotes: Vec<String>,
+    /// Write-through target (`--push`): every buffer committed or put is queued and uploaded.
+    pub push: Option<String>,
 }
 
 /// An open store directory. Share it as `Arc<Store>`.
 pub struct Store {
     root: PathBuf,
     disk: DiskStore,
+    /// The push queue, with `--push`.
+    push: Option<Arc<PushQueue>>,
+    _push_loop: Option<PushLoop>,
     tiers: Arc<dyn Tier>,
     db: Database,
     /// Writers hold it shared from commit until their references are recorded; gc's removals
@@ -71,8 +81,9 @@ impl Store {
         let mut tiers: Arc<dyn Tier> = Arc::new(disk.clone());
         if let Some(capacity) = options.disk_cache {
             anyhow::ensure!(
-                options.below.is_some(),
-                "a disk cache size needs a tier below the disk to move buffers to (--below ADDRESS)"
+                options.below.is_some() || !options.remotes.is_empty(),
+                "a disk cache size needs a tier below the disk to move buffers to \
+                 (--below ADDRESS or --remote ADDRESS)"
             );
             tiers = Arc::new(Bounded::new(disk.clone(), capacity));
         }
@@ -82,15 +93,36 @@ impl Store {
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
+        if !options.remotes.is_empty() {
+            let remotes = options
+                .remotes
+                .iter()
+                .map(|a| addr::open(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let layered = Arc::new(Layered::cache(tiers, Arc::new(Remotes::new(remotes))));
+            eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
+            tiers = layered;
+        }
         if let Some(ram) = options.ram {
             let ram = Arc::new(MemoryTier::new(ram));
             let layered = Arc::new(Layered::new(ram, tiers, Writes::ToSlow));
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
+        let (push, push_loop) = match &options.push {
+            Some(address) => {
+                let queue = PushQueue::open(&root, address)?;
+                let pusher = queue.start(tiers.clone());
+                tiers = Arc::new(Pushing::new(tiers, queue.clone()));
+                (Some(queue), Some(pusher))
+            }
+            None => (None, None),
+        };
         let store = Store {
             root,
             disk,
+            push,
+            _push_loop: push_loop,
             tiers,
             db,
             gate: RwLock::new(()),
@@ -111,6 +143,11 @@ impl Store {
     /// The tier stack, fastest first: every read and write of buffers goes through it.
     pub fn tiers(&self) -> &Arc<dyn Tier> {
         &self.tiers
+    }
+
+    /// The push queue (with `--push`).
+    pub fn push(&self) -> Option<&Arc<PushQueue>> {
+        self.push.as_ref()
     }
 
     /// The store's `seamless.db`.
