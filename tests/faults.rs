@@ -389,8 +389,8 @@ fn view_reader(root: PathBuf, sources: Vec<Checksum>) {
     }
 }
 
-fn db_get(port: u16, body: String) -> (u16, String) {
-    let response = reqwest::blocking::Client::new()
+fn db_get(client: &reqwest::blocking::Client, port: u16, body: String) -> (u16, String) {
+    let response = client
         .get(format!("http://127.0.0.1:{port}/"))
         .body(body)
         .send()
@@ -416,12 +416,14 @@ fn check_after_crash(m: &Mount, port: u16, ledger: &Ledger) {
             );
         }
     }
+    // One client (one connection) for every check: a client per request costs a thread each.
+    let client = reqwest::blocking::Client::new();
     for (tf, result) in &ledger.records {
         let query = format!(
             r#"{{"type": "transformation", "checksum": "{}"}}"#,
             tf.hex()
         );
-        let (status, body) = db_get(port, query);
+        let (status, body) = db_get(&client, port, query);
         assert_eq!(status, 200, "record of {tf} lost: {body}");
         assert!(
             body.contains(&result.hex()),
