@@ -4,7 +4,7 @@
 //! The Python reference environment (.venv, made by scripts/setup-python) is required.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,26 +15,13 @@ use seamfs::db::{BucketProbe, Conflict, Database, DbError, ExpressionKey, JsonMa
 use serde_json::{Value, json};
 
 mod common;
-use common::{connect, open_descriptors, read_until_closed, rss_mib};
+use common::{
+    connect, open_descriptors, python_json_lines, python_tool, read_until_closed, repo, rss_mib,
+};
 
 const SEAMFS: &str = env!("CARGO_BIN_EXE_seamfs");
 /// Generous bound for a process to do something it should do at once; only a hang exceeds it.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A program of the Python reference environment; fails loudly if the environment is missing.
-fn venv_bin(name: &str) -> PathBuf {
-    let path = repo().join(".venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: the interop tests need the Python reference environment; run scripts/setup-python",
-        path.display()
-    );
-    path
-}
 
 fn cs(c: char) -> String {
     c.to_string().repeat(64)
@@ -73,7 +60,7 @@ impl Server {
     fn python(db: &Path) -> Server {
         let status = db.with_extension("status.json");
         std::fs::write(&status, "{}").unwrap();
-        let child = Command::new(venv_bin("seamless-database"))
+        let child = Command::new(python_tool("seamless-database"))
             .arg(db)
             .args([
                 "--port-range",
@@ -309,21 +296,7 @@ fn python_server_gives_the_recorded_transcript() {
 
 /// Output of tests/interop/db_client.py against `url`, one JSON value per call.
 fn client_run(url: &str) -> Vec<Value> {
-    let out = Command::new(venv_bin("python"))
-        .arg(repo().join("tests/interop/db_client.py"))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "db_client.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    python_json_lines("db_client.py", &[url.as_ref()])
 }
 
 #[test]

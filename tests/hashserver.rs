@@ -14,27 +14,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+mod common;
+use common::{python_json_lines, venv_bin};
+
 const SEAMFS: &str = env!("CARGO_BIN_EXE_seamfs");
 /// Generous bound for a process to do something it should do at once; only a hang exceeds it.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// `Hello world!\n` and its SHA-256 (the transcript's buffer).
 const HELLO: &[u8] = b"Hello world!\n";
 const HELLO_CS: &str = "0ba904eae8773b70c75333db4de2f3ac45a8ad4ddba1b242f0b3cfc199391dd8";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A program of a Python reference environment; fails loudly if it is missing.
-fn venv_bin(venv: &str, name: &str) -> PathBuf {
-    let path = repo().join(venv).join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: these tests need the Python reference environments; run scripts/setup-python",
-        path.display()
-    );
-    path
-}
 
 fn sha256(data: &[u8]) -> String {
     seamfs::Checksum::of(data).hex()
@@ -417,22 +405,7 @@ fn read_only_flat_and_sha3_servers_answer_as_the_python_hashserver() {
 
 /// Output of tests/interop/buffer_client.py against `url` serving `dir`, one JSON value per call.
 fn client_run(url: &str, dir: &Path) -> Vec<Value> {
-    let out = Command::new(venv_bin(".venv", "python"))
-        .arg(repo().join("tests/interop/buffer_client.py"))
-        .arg(url)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "buffer_client.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    python_json_lines("buffer_client.py", &[url.as_ref(), dir.as_os_str()])
 }
 
 /// What the client must see from us, given what it saw from hashserver.

@@ -139,17 +139,45 @@ pub fn sidecar(data: &[u8]) -> String {
     format!("{}\n", Checksum::of(data))
 }
 
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A program of a Python reference environment (`VENV/bin/NAME`); fails loudly if it is missing.
+pub fn venv_bin(venv: &str, name: &str) -> PathBuf {
+    let path = repo().join(venv).join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: these tests need the Python reference environments; run scripts/setup-python",
+        path.display()
+    );
+    path
+}
+
 /// A tool of the reference Python environment (`.venv/bin/NAME`).
 pub fn python_tool(name: &str) -> PathBuf {
-    let tool = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
+    venv_bin(".venv", name)
+}
+
+/// Run `tests/interop/SCRIPT ARGS…` in the reference environment; its stdout, one JSON value
+/// per line (the real Python clients' answers).
+pub fn python_json_lines(script: &str, args: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let out = Command::new(python_tool("python"))
+        .arg(repo().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
-        tool.exists(),
-        "{} is missing: run scripts/setup-python",
-        tool.display()
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    tool
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The extended attribute `name` of `path`, if it has one.
