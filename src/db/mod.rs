@@ -162,7 +162,7 @@ impl Database {
             (None, None)
         };
         let readers = (0..READERS)
-            .map(|_| {
+            .map(|_| -> Result<Mutex<Connection>> {
                 let conn = open_connection(&path, false)?;
                 attach(&conn, false)?;
                 Ok(Mutex::new(conn))
