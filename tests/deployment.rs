@@ -227,6 +227,17 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// `seamfs gc --dry-run ARGS`, which must fail; what it says.
+fn gc_refused(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .args(["gc", "--dry-run"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "gc ran");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn in_place_round_trips(layout: &str) {
     let deployment = Deployment::start(layout);
     let db_schema = schema(&deployment.db());
@@ -267,10 +278,7 @@ fn in_place_round_trips(layout: &str) {
     let put = json!({"type": "transformation", "checksum": tf, "value": cs});
     assert_eq!(record("PUT", python_db, put), (200, "OK".into()));
     let get = json!({"type": "transformation", "checksum": tf});
-    assert_eq!(
-        record("GET", &db_url, get.clone()),
-        (200, cs.clone())
-    );
+    assert_eq!(record("GET", &db_url, get.clone()), (200, cs.clone()));
     let info = json!({"type": "buffer_info", "checksum": cs});
     let (status, text) = record("GET", python_db, info.clone());
     assert_eq!(status, 200, "{text}");
@@ -287,16 +295,8 @@ fn in_place_round_trips(layout: &str) {
     );
 
     // gc never removes from the deployment's buffer directory.
-    let gc = Command::new(env!("CARGO_BIN_EXE_seamfs"))
-        .args(["gc", "--dry-run", "--mounted"])
-        .arg(&mount.mnt)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&gc.stderr);
-    assert!(
-        !gc.status.success() && said.contains("deployment"),
-        "{said}"
-    );
+    let said = gc_refused(&["--mounted".as_ref(), mount.mnt.as_os_str()]);
+    assert!(said.contains("deployment"), "{said}");
 
     // The tree lives in the store's side file: it survives a remount; the store has no
     // seamless.db of its own.
@@ -312,16 +312,8 @@ fn in_place_round_trips(layout: &str) {
     assert!(mount.stop().success());
 
     // Without --database the store is refused (its seamless.db would show an empty tree).
-    let refused = Command::new(env!("CARGO_BIN_EXE_seamfs"))
-        .args(["gc", "--dry-run"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && said.contains("--database"),
-        "{said}"
-    );
+    let said = gc_refused(&[store.as_os_str()]);
+    assert!(said.contains("--database"), "{said}");
 
     // The database file is not converted, and the Python services still work on both files.
     assert_eq!(schema(&deployment.db()), db_schema);
