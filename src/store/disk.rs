@@ -220,13 +220,16 @@ impl DiskStore {
     /// every write and removal later too.
     pub fn open_deployment(dir: impl AsRef<Path>, read_only: bool) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
-        let dir = dir.canonicalize().map_err(|e| StoreError::io(dir, e))?;
-        if !dir.is_dir() {
-            return Err(StoreError::Invalid(format!(
-                "--buffers {}: not a directory (give the hashserver's buffer directory)",
-                dir.display()
-            )));
-        }
+        let dir = match dir.canonicalize() {
+            Ok(dir) if dir.is_dir() => dir,
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "--buffers {}: no such directory (give the buffer directory of a \
+                     hashserver; seamfs uses it in place and does not create it)",
+                    dir.display()
+                )));
+            }
+        };
         let layout = Layout::detect(&dir).unwrap_or(Layout::Flat);
         Self::open_dirs(Dirs::folder(dir, layout, read_only), "disk")
     }

@@ -85,8 +85,7 @@ impl Store {
             .with_context(|| format!("cannot open the store {}", root.display()))?;
         let lock = Lock::acquire(&root, purpose)?;
         let disk = match &options.buffers {
-            Some(dir) => DiskStore::open_deployment(dir, options.deployment_read_only)
-                .with_context(|| format!("cannot use the buffer directory {}", dir.display()))?,
+            Some(dir) => DiskStore::open_deployment(dir, options.deployment_read_only)?,
             None => DiskStore::open(&root)
                 .with_context(|| format!("cannot open the store {}", root.display()))?,
         };
