@@ -1,7 +1,8 @@
 //! `seamfs mount --buffers BUFFERDIR --database seamless.db`: a running Seamless deployment (the
 //! real Python hashserver 1.1.0 and seamless-database) mounted in place while its services keep
-//! running on the same files, in both hashserver layouts; and `--read-only`, which leaves both
-//! untouched. The Python reference environments (.venv, .venv-hashserver) are required.
+//! running on the same files, in both hashserver layouts; the mount's buffer server beside the
+//! Python hashserver on the one buffer directory; and `--read-only`, which leaves both untouched.
+//! The Python reference environments (.venv, .venv-hashserver) are required.
 
 mod common;
 
@@ -123,6 +124,7 @@ fn record(method: &str, url: &str, body: Value) -> (u16, String) {
 /// `database/seamless.db`.
 struct Deployment {
     dir: tempfile::TempDir,
+    layout: String,
     hashserver: Service,
     database: Service,
 }
@@ -139,6 +141,7 @@ impl Deployment {
         let database = database(&dir.path().join("database/seamless.db"));
         Deployment {
             dir,
+            layout: layout.to_string(),
             hashserver,
             database,
         }
@@ -152,7 +155,16 @@ impl Deployment {
         self.dir.path().join("database/seamless.db")
     }
 
-    /// Mount it (store in the same directory) with the database on `port`, plus `extra`.
+    /// Where the hashserver keeps buffer `cs` in the deployment's layout.
+    fn buffer_file(&self, cs: &str) -> PathBuf {
+        match self.layout.as_str() {
+            "flat" => self.buffers().join(cs),
+            _ => self.buffers().join(&cs[..2]).join(cs),
+        }
+    }
+
+    /// Mount it (store in the same directory) with the database on `port`, plus `extra`; without
+    /// a buffer server unless `extra` has `--buffer-port`.
     fn mount(&self, port: u16, extra: &[&str]) -> Mount {
         let (buffers, db) = (self.buffers(), self.db());
         let mut args = vec![
@@ -160,8 +172,10 @@ impl Deployment {
             buffers.to_str().unwrap(),
             "--database",
             db.to_str().unwrap(),
-            "--no-buffer-server",
         ];
+        if !extra.contains(&"--buffer-port") {
+            args.push("--no-buffer-server");
+        }
         let port = port.to_string();
         args.extend(["--db-port", port.as_str()]);
         args.extend(extra);
@@ -266,10 +280,7 @@ fn in_place_round_trips(layout: &str) {
     let cs = cs.trim().to_string();
     let (status, body) = http("GET", &format!("{python_buffers}/{cs}"), vec![]);
     assert_eq!((status, body), (200, data.clone().into_bytes()));
-    let file = match layout {
-        "flat" => deployment.buffers().join(&cs),
-        _ => deployment.buffers().join(&cs[..2]).join(&cs),
-    };
+    let file = deployment.buffer_file(&cs);
     assert!(file.is_file(), "{} missing", file.display());
 
     // Records put into the Python seamless-database are what the mount's database serves;
@@ -371,4 +382,60 @@ fn a_read_only_mount_leaves_the_deployment_untouched() {
 
     assert_eq!(snapshot(&deployment.buffers()), buffers_before);
     assert_eq!(snapshot(&deployment.dir.path().join("database")), db_before);
+}
+
+/// The mount's buffer server and the Python hashserver on one buffer directory: each serves what
+/// the other stored, at the hashserver's path, and the mount answers `/has` from the directory as
+/// it is now.
+fn both_buffer_servers_share_the_directory(layout: &str) {
+    let deployment = Deployment::start(layout);
+    let (db_port, buffer_port) = (free_port(), free_port());
+    let port = buffer_port.to_string();
+    let mount = deployment.mount(db_port, &["--buffer-port", &port]);
+    let ours = format!("http://127.0.0.1:{buffer_port}");
+    let python = &deployment.hashserver.url;
+
+    // A PUT to the mount's port lands where the hashserver keeps it, and the hashserver serves it.
+    let data = format!("put to the mount's buffer port ({layout})\n").into_bytes();
+    let cs = seamfs::Checksum::of(&data).hex();
+    assert_eq!(http("PUT", &format!("{ours}/{cs}"), data.clone()).0, 200);
+    let file = deployment.buffer_file(&cs);
+    assert_eq!(std::fs::read(&file).unwrap(), data, "{}", file.display());
+    assert_eq!(http("GET", &format!("{python}/{cs}"), vec![]), (200, data));
+
+    // A PUT to the hashserver is served by the mount's port.
+    let data = format!("put to the Python hashserver ({layout})\n").into_bytes();
+    let theirs = deployment.put_buffer(&data);
+    assert_eq!(
+        http("GET", &format!("{ours}/{theirs}"), vec![]),
+        (200, data)
+    );
+
+    // `/has` on the mount's port: a buffer the hashserver writes after a "no" is then a "yes".
+    let data = format!("written by the hashserver later ({layout})\n").into_bytes();
+    let later = seamfs::Checksum::of(&data).hex();
+    // (A JSON body needs its content type: without one the hashservers read it as a string.)
+    let has = |cs: &str| {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{ours}/has"))
+            .json(&json!([cs]))
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    assert_eq!(has(&later), (200, "[false]".into()));
+    assert_eq!(deployment.put_buffer(&data), later);
+    assert_eq!(has(&later), (200, "[true]".into()));
+    assert_eq!(http("GET", &format!("{ours}/{later}"), vec![]), (200, data));
+    assert!(mount.stop().success());
+}
+
+#[test]
+fn a_prefix_layout_deployment_shares_its_buffers_with_the_mount_buffer_server() {
+    both_buffer_servers_share_the_directory("prefix");
+}
+
+#[test]
+fn a_flat_layout_deployment_shares_its_buffers_with_the_mount_buffer_server() {
+    both_buffer_servers_share_the_directory("flat");
 }
