@@ -256,11 +256,12 @@ async fn has(shared: &Arc<Shared>, checksums: Vec<Checksum>, with_promises: bool
         .map(|cs| shared.in_flight.contains(cs))
         .collect();
     let (checksums, mut found) = blocking(move || {
-        let found = checksums
-            .iter()
+        let stored = backend.has_many(&checksums);
+        let found: Vec<bool> = stored
+            .into_iter()
             .zip(in_flight)
-            .map(|(cs, uploading)| uploading || backend.has(cs))
-            .collect::<Vec<bool>>();
+            .map(|(s, u)| s || u)
+            .collect();
         (checksums, found)
     })
     .await;
