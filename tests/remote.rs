@@ -285,17 +285,22 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
     }
 }
 
-#[test]
-fn a_corrupt_remote_is_refused_by_the_mount() {
+/// A moto S3 server whose bucket `bad` holds other bytes under the checksum of `content(seed)`.
+fn corrupt_s3(seed: u8) -> (Server, Checksum) {
     let s3 = moto_s3("bad");
-    let claimed = content(6, 5000);
-    let checksum = Checksum::of(&claimed);
+    let checksum = Checksum::of(&content(seed, 5000));
     let put = reqwest::blocking::Client::new()
         .put(format!("{}/bad/{}", s3.url(), checksum.hex()))
-        .body(content(7, 5000))
+        .body(content(seed + 1, 5000))
         .send()
         .unwrap();
     assert!(put.status().is_success());
+    (s3, checksum)
+}
+
+#[test]
+fn a_corrupt_remote_is_refused_by_the_mount() {
+    let (s3, checksum) = corrupt_s3(6);
     let b = Mount::new(&["--remote", &s3_address(&s3, "bad", "&retries=0")]);
     let path = b.path(&format!("by-checksum/{}", checksum.hex()));
     assert_eq!(errno_of(std::fs::read(&path)), libc::EIO);
@@ -418,15 +423,7 @@ fn the_hashserver_fronts_remote_tiers() {
 /// A remote that answers with the wrong bytes is refused: nothing served, nothing kept.
 #[test]
 fn the_hashserver_refuses_a_corrupt_remote() {
-    let s3 = moto_s3("bad");
-    let claimed = content(15, 5000);
-    let checksum = Checksum::of(&claimed);
-    let put = reqwest::blocking::Client::new()
-        .put(format!("{}/bad/{}", s3.url(), checksum.hex()))
-        .body(content(16, 5000))
-        .send()
-        .unwrap();
-    assert!(put.status().is_success());
+    let (s3, checksum) = corrupt_s3(15);
     let dir = tempfile::tempdir().unwrap();
     let front = seamfs_hashserver(
         dir.path(),
