@@ -18,23 +18,26 @@ use crate::hashserver::{
 };
 use crate::store::{self, DiskStore, RemoteStack, StoreOptions};
 
-/// Serve a Seamless buffer directory over HTTP (the hashserver protocol).
-///
-/// Buffers are files named by their checksum: DIRECTORY/<cs[:2]>/<cs> (prefix layout, the
-/// default) or DIRECTORY/<cs> (flat). Prints `OK`, then the address on stderr. Exits 0 on
-/// SIGINT, SIGTERM, SIGHUP, or after --timeout seconds without requests.
-///
-/// With --remote, a buffer DIRECTORY lacks is fetched from the remotes, verified and kept in
-/// DIRECTORY; with --push, every buffer PUT is also uploaded in the background (the queue is
-/// DIRECTORY/.seamfs-push/push-queue.db). Both need --hash-algorithm sha-256.
-///
-/// Examples:
-///   seamfs hashserver ~/buffers --writable --port 5577
-///   hashserver --port-range 5500 5600 --status-file st.json --timeout 600 ~/buffers --writable
-///   seamfs hashserver /scratch/buffers --writable --port 5577 \
-///       --remote s3://bucket/buffers --push s3://bucket/buffers
-///   seamfs hashserver ~/cache --port 5577 --remote http://hashserver.lan:5577
+/// What `seamfs hashserver --help` shows after the options.
+const HELP: &str = "\
+Buffers are files named by their checksum: DIRECTORY/<cs[:2]>/<cs> (prefix layout, the default)
+or DIRECTORY/<cs> (flat). Prints `OK`, then the address on stderr. Exits 0 on SIGINT, SIGTERM,
+SIGHUP, or after --timeout seconds without requests.
+
+With --remote, a buffer DIRECTORY lacks is fetched from the remotes, verified and kept in
+DIRECTORY; with --push, every buffer PUT is also uploaded in the background (the queue is
+DIRECTORY/.seamfs-push/push-queue.db). Both need --hash-algorithm sha-256.
+
+Examples:
+  seamfs hashserver ~/buffers --writable --port 5577
+  hashserver --port-range 5500 5600 --status-file st.json --timeout 600 ~/buffers --writable
+  AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs hashserver /scratch/buffers \\
+      --writable --port 5577 --remote s3://bucket/buffers --push s3://bucket/buffers
+  seamfs hashserver ~/cache --port 5577 --remote http://127.0.0.1:5813";
+
+/// Options of `seamfs hashserver` (hashserver 1.1.0's, plus the remote tiers).
 #[derive(clap::Args)]
+#[command(after_help = HELP)]
 pub struct Args {
     /// Directory where buffers are located (it must exist).
     directory: PathBuf,
