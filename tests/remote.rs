@@ -2,6 +2,7 @@
 //! moto's S3 server (`scripts/setup-python`). Every mount is a real FUSE mount of the `seamfs`
 //! binary, unmounted on drop.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use seamfs::Checksum;
 use serde_json::Value;
+
+mod common;
 
 #[path = "../src/store/test_servers.rs"]
 #[allow(dead_code)]
@@ -282,17 +285,22 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
     }
 }
 
-#[test]
-fn a_corrupt_remote_is_refused_by_the_mount() {
+/// A moto S3 server whose bucket `bad` holds other bytes under the checksum of `content(seed)`.
+fn corrupt_s3(seed: u8) -> (Server, Checksum) {
     let s3 = moto_s3("bad");
-    let claimed = content(6, 5000);
-    let checksum = Checksum::of(&claimed);
+    let checksum = Checksum::of(&content(seed, 5000));
     let put = reqwest::blocking::Client::new()
         .put(format!("{}/bad/{}", s3.url(), checksum.hex()))
-        .body(content(7, 5000))
+        .body(content(seed + 1, 5000))
         .send()
         .unwrap();
     assert!(put.status().is_success());
+    (s3, checksum)
+}
+
+#[test]
+fn a_corrupt_remote_is_refused_by_the_mount() {
+    let (s3, checksum) = corrupt_s3(6);
     let b = Mount::new(&["--remote", &s3_address(&s3, "bad", "&retries=0")]);
     let path = b.path(&format!("by-checksum/{}", checksum.hex()));
     assert_eq!(errno_of(std::fs::read(&path)), libc::EIO);
@@ -301,37 +309,132 @@ fn a_corrupt_remote_is_refused_by_the_mount() {
     assert_eq!(listed, 0, "nothing of the corrupt buffer was kept");
 }
 
-/// seamless-core's `Checksum.resolve()` through seamless-remote with the mount's `by-checksum/`
-/// as a `bufferfolder`: a buffer only the hashserver has is fetched by the mount on lookup.
+/// What seamless-core's `Checksum.resolve()` returns through seamless-remote with one extern
+/// read client: `kind` `hashserver` (a URL) or `bufferfolder` (a directory).
+fn seamless_resolve(kind: &str, location: &str, checksum: &Checksum) -> Vec<u8> {
+    let hex = checksum.hex();
+    let args: Vec<&OsStr> = vec![kind.as_ref(), location.as_ref(), hex.as_ref()];
+    let lines = common::python_json_lines("resolve.py", &args);
+    let content = lines[0]["content_hex"]
+        .as_str()
+        .unwrap_or_else(|| panic!("resolve() found nothing: {lines:?}"));
+    (0..content.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&content[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// `resolve()` with the mount's `by-checksum/` as a `bufferfolder`: a buffer only the
+/// hashserver has is fetched by the mount on lookup.
 #[test]
 fn seamless_resolves_through_by_checksum_as_a_bufferfolder() {
     let server = python_hashserver(None, "prefix");
     let data = content(8, 300_000);
     let checksum = hashserver_put(&server, &data);
     let b = Mount::new(&["--remote", &server.url()]);
-    let script = r#"
-import sys
-import seamless_remote.buffer_remote as remote
-from seamless import Checksum
-remote.define_extern_client("mount", "bufferfolder", directory=sys.argv[1])
-remote.activate(no_main=True, extern_clients=["mount"])
-buffer = Checksum(sys.argv[2]).resolve()
-sys.stdout.buffer.write(buffer.content)
-"#;
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let output = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(b.path("by-checksum"))
-        .arg(checksum.hex())
-        .output()
-        .unwrap();
+    let by_checksum = b.path("by-checksum").to_string_lossy().to_string();
+    let resolved = seamless_resolve("bufferfolder", &by_checksum, &checksum);
+    assert!(resolved == data, "resolve() returned other bytes");
+}
+
+/// `resolve()` with the mount's buffer port as a `hashserver`: a buffer only the remote
+/// hashserver has is read through by the mount's buffer server, and a file written into the
+/// mount is served by its checksum.
+#[test]
+fn seamless_resolves_through_the_mounts_buffer_port() {
+    let server = python_hashserver(None, "prefix");
+    let remote_only = content(11, 400_000);
+    let remote_checksum = hashserver_put(&server, &remote_only);
+    let port = common::free_port().to_string();
+    let b = Mount::new(&["--remote", &server.url(), "--buffer-port", &port]);
+    let url = format!("http://127.0.0.1:{port}");
+    let resolved = seamless_resolve("hashserver", &url, &remote_checksum);
+    assert!(resolved == remote_only, "resolve() returned other bytes");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        b.path(&format!("by-checksum/{}", remote_checksum.hex()))
+            .exists(),
+        "kept in the mount's store once read"
     );
-    assert!(output.stdout == data, "resolve() returned other bytes");
+    let written = content(12, 70_000);
+    write_file(&b.path("written.bin"), &written, false);
+    let resolved = seamless_resolve("hashserver", &url, &Checksum::of(&written));
+    assert!(resolved == written, "resolve() returned other bytes");
+}
+
+/// `seamfs hashserver DIR --remote URL --push URL` on a free port.
+fn seamfs_hashserver(dir: &Path, extra: &[&str]) -> Server {
+    let port = common::free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
+    command
+        .arg("hashserver")
+        .arg(dir)
+        .args(["--writable", "--port", &port.to_string()])
+        .args(extra);
+    test_servers::start(command, port, "/healthcheck", None)
+}
+
+fn http_get(server: &Server, checksum: &Checksum) -> (u16, Vec<u8>) {
+    let response = reqwest::blocking::get(format!("{}/{}", server.url(), checksum.hex())).unwrap();
+    let status = response.status().as_u16();
+    (status, response.bytes().unwrap().to_vec())
+}
+
+/// `seamfs hashserver --remote/--push` in front of the Python hashserver: a buffer only the
+/// remote has is served (verified, then kept in the directory, which the Python hashserver can
+/// serve as well), an upload is pushed, an unknown buffer is 404 and a corrupt remote refused.
+#[test]
+fn the_hashserver_fronts_remote_tiers() {
+    let remote = python_hashserver(None, "prefix");
+    let dir = tempfile::tempdir().unwrap();
+    let front = seamfs_hashserver(
+        dir.path(),
+        &["--remote", &remote.url(), "--push", &remote.url()],
+    );
+    let remote_only = content(13, 2 << 20);
+    let checksum = hashserver_put(&remote, &remote_only);
+    assert_eq!(hashserver_has(&front, &[checksum]), vec![true]);
+    let (status, body) = http_get(&front, &checksum);
+    assert_eq!(status, 200);
+    assert!(body == remote_only, "served other bytes");
+    let hex = checksum.hex();
+    let kept = dir.path().join(&hex[..2]).join(&hex);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kept.exists() {
+        assert!(Instant::now() < deadline, "not kept in DIR");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read(&kept).unwrap() == remote_only, "kept in DIR");
+    let same_dir = python_hashserver(Some(dir.path()), "prefix");
+    assert!(http_get(&same_dir, &checksum).1 == remote_only);
+    // An upload is stored in DIR and pushed to the remote.
+    let uploaded = content(14, 300_000);
+    let uploaded_checksum = hashserver_put(&front, &uploaded);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hashserver_has(&remote, &[uploaded_checksum]) != vec![true] {
+        assert!(Instant::now() < deadline, "the upload was not pushed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(http_get(&remote, &uploaded_checksum).1 == uploaded);
+    let unknown = Checksum::of(b"nobody has this");
+    assert_eq!(http_get(&front, &unknown).0, 404);
+    assert_eq!(hashserver_has(&front, &[unknown]), vec![false]);
+}
+
+/// A remote that answers with the wrong bytes is refused: nothing served, nothing kept.
+#[test]
+fn the_hashserver_refuses_a_corrupt_remote() {
+    let (s3, checksum) = corrupt_s3(15);
+    let dir = tempfile::tempdir().unwrap();
+    let front = seamfs_hashserver(
+        dir.path(),
+        &["--remote", &s3_address(&s3, "bad", "&retries=0")],
+    );
+    assert_eq!(http_get(&front, &checksum).0, 404);
+    let hex = checksum.hex();
+    assert!(
+        !dir.path().join(&hex[..2]).join(&hex).exists(),
+        "nothing kept"
+    );
 }
 
 /// `seamfs database` on a free port, writable, over a new file in `dir`.

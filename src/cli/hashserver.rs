@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,17 +16,28 @@ use super::launch::{self, StatusFile};
 use crate::hashserver::{
     Algorithm, Backend, BufferDir, DEFAULT_LOCK_TIMEOUT, Layout, Options, PREFIX_SENTINEL, Service,
 };
+use crate::store::{self, DiskStore, RemoteStack, StoreOptions};
 
-/// Serve a Seamless buffer directory over HTTP (the hashserver protocol).
-///
-/// Buffers are files named by their checksum: DIRECTORY/<cs[:2]>/<cs> (prefix layout, the
-/// default) or DIRECTORY/<cs> (flat). Prints `OK`, then the address on stderr. Exits 0 on
-/// SIGINT, SIGTERM, SIGHUP, or after --timeout seconds without requests.
-///
-/// Examples:
-///   seamfs hashserver ~/buffers --writable --port 5577
-///   hashserver --port-range 5500 5600 --status-file st.json --timeout 600 ~/buffers --writable
+/// What `seamfs hashserver --help` shows after the options.
+const HELP: &str = "\
+Buffers are files named by their checksum: DIRECTORY/<cs[:2]>/<cs> (prefix layout, the default)
+or DIRECTORY/<cs> (flat). Prints `OK`, then the address on stderr. Exits 0 on SIGINT, SIGTERM,
+SIGHUP, or after --timeout seconds without requests.
+
+With --remote, a buffer DIRECTORY lacks is fetched from the remotes, verified and kept in
+DIRECTORY; with --push, every buffer PUT is also uploaded in the background (the queue is
+DIRECTORY/.seamfs-push/push-queue.db). Both need --hash-algorithm sha-256.
+
+Examples:
+  seamfs hashserver ~/buffers --writable --port 5577
+  hashserver --port-range 5500 5600 --status-file st.json --timeout 600 ~/buffers --writable
+  AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs hashserver /scratch/buffers \\
+      --writable --port 5577 --remote s3://bucket/buffers --push s3://bucket/buffers
+  seamfs hashserver ~/cache --port 5577 --remote http://127.0.0.1:5813";
+
+/// Options of `seamfs hashserver` (hashserver 1.1.0's, plus the remote tiers).
 #[derive(clap::Args)]
+#[command(after_help = HELP)]
 pub struct Args {
     /// Directory where buffers are located (it must exist).
     directory: PathBuf,
@@ -44,6 +56,8 @@ pub struct Args {
     /// Wait at most this many seconds for lock files of external writers.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LOCK_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     lock_timeout: f64,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
     #[command(flatten)]
     server: launch::ServerArgs,
 }
@@ -80,7 +94,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     let checked = check_startup(&args).await;
-    let (timeout, backend) = match checked {
+    let (timeout, backend, _remote_stack) = match checked {
         Ok(ok) => ok,
         Err(e) => {
             if let Some(status) = &status {
@@ -112,8 +126,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 /// hashserver's checks after the status-file handshake, in its order: --timeout, the
-/// directory, its mode, the layout and the prefix sentinel.
-async fn check_startup(args: &Args) -> anyhow::Result<(Option<Duration>, Backend)> {
+/// directory, its mode, the layout and the prefix sentinel; then the remote tiers (the stack
+/// must live as long as the server).
+async fn check_startup(
+    args: &Args,
+) -> anyhow::Result<(Option<Duration>, Backend, Option<RemoteStack>)> {
     let timeout = args.server.idle_timeout()?;
     let dir = &args.directory;
     let shown = dir.display();
@@ -155,5 +172,26 @@ async fn check_startup(args: &Args) -> anyhow::Result<(Option<Duration>, Backend
         "sha3-256" => Algorithm::Sha3_256,
         _ => Algorithm::Sha256,
     };
-    Ok((timeout, Backend::directory(main, extra, algorithm)))
+    let options = StoreOptions {
+        remotes: args.remote.remotes.clone(),
+        push: args.remote.push.clone(),
+        ..StoreOptions::default()
+    };
+    if options.remotes.is_empty() && options.push.is_none() {
+        return Ok((timeout, Backend::directory(main, extra, algorithm), None));
+    }
+    if algorithm != Algorithm::Sha256 {
+        bail!(
+            "--remote and --push need --hash-algorithm sha-256 (remote tiers name buffers by SHA-256)"
+        );
+    }
+    let store_layout = match layout {
+        Layout::Prefix => store::Layout::Prefix,
+        Layout::Flat => store::Layout::Flat,
+    };
+    let disk = DiskStore::open_folder(dir, Some(store_layout))
+        .with_context(|| format!("cannot use {shown} as a buffer directory"))?;
+    let stack = RemoteStack::open(Arc::new(disk), &options, &dir.join(".seamfs-push"))?;
+    let backend = Backend::tiered(main, extra, stack.tiers().clone());
+    Ok((timeout, backend, Some(stack)))
 }

@@ -139,6 +139,24 @@ impl HttpLimitArgs {
     }
 }
 
+/// Remote tiers behind a store, as options (`mount` and `hashserver` share them; they become
+/// `StoreOptions::remotes` and `StoreOptions::push`).
+#[derive(clap::Args)]
+pub(super) struct RemoteArgs {
+    /// A remote to read buffers from when the store lacks them: a hashserver
+    /// (http://HOST:PORT), a buffer folder (file:///DIR) or a bucket (s3://BUCKET/PREFIX; AWS_*
+    /// variables configure it). Repeatable: tried in order. Downloads are verified and kept in
+    /// the store (for `hashserver`: in DIRECTORY).
+    #[arg(long = "remote", value_name = "ADDRESS")]
+    remotes: Vec<String>,
+    /// Upload every buffer written (through the mount, or PUT to the hashserver; also every
+    /// view result) to ADDRESS (same forms as --remote) in the background, from a queue kept on
+    /// disk (it survives a crash; failures are retried). In a mount, fsync() on a file waits
+    /// until its buffer is pushed and `.seamfs/stats` shows the queue under "push".
+    #[arg(long, value_name = "ADDRESS")]
+    push: Option<String>,
+}
+
 /// The bytes of FILE, or of standard input when no FILE is given.
 fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;

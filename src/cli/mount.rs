@@ -45,7 +45,8 @@ Example:
   cat ~/mnt/as-plain/$(cat ~/mnt/results.npy.CHECKSUM)
   curl -s -X GET localhost:5522 -d '{\"type\":\"buffer_info\",\"checksum\":\"<hex>\"}'
 
-Remotes (buffers the store lacks are fetched, verified, on lookup; writes are pushed):
+Remotes (buffers the store lacks are fetched, verified, on lookup, and kept in the store;
+`by-checksum/` still lists only the store's own buffers; writes are pushed):
   seamfs mount ~/mnt --remote http://127.0.0.1:5813 --push http://127.0.0.1:5813
   seamfs mount ~/mnt --remote file:///shared/buffers --disk-cache 20G
   AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs mount ~/mnt \\
@@ -128,18 +129,8 @@ pub struct Args {
     /// dropped and fetched again on demand).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     disk_cache: Option<u64>,
-    /// A remote to read buffers from when the store lacks them: a hashserver
-    /// (http://HOST:PORT), a buffer folder (file:///DIR) or a bucket (s3://BUCKET/PREFIX; AWS_*
-    /// variables configure it). Repeatable: tried in order. Downloads are verified and kept in
-    /// the store; `by-checksum/` still lists only the store's own buffers.
-    #[arg(long = "remote", value_name = "ADDRESS")]
-    remotes: Vec<String>,
-    /// Upload every buffer written through the mount (and every view result) to ADDRESS (same
-    /// forms as --remote) in the background, from a queue kept in the store (it survives a
-    /// crash; failures are retried). fsync() on a file waits until its buffer is pushed.
-    /// `.seamfs/stats` shows the queue under "push".
-    #[arg(long, value_name = "ADDRESS")]
-    push: Option<String>,
+    #[command(flatten)]
+    remote: super::RemoteArgs,
     /// Share BufferInfo and view results (expression rows) with the seamless-database at URL
     /// (e.g. http://127.0.0.1:5522): views another mount computed are reused (their buffers come
     /// from --remote). The store's own seamless.db keeps its copy.
@@ -169,8 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         below: args.below.clone(),
         disk_cache: args.disk_cache,
-        remotes: args.remotes.clone(),
-        push: args.push.clone(),
+        remotes: args.remote.remotes.clone(),
+        push: args.remote.push.clone(),
         buffers: args.buffers.clone(),
         database: args.database.clone(),
         deployment_read_only: args.read_only,
@@ -320,7 +311,7 @@ fn buffer_server(args: &Args, store: &Arc<Store>) -> anyhow::Result<Option<Backg
         writable: !args.read_only,
         lock_timeout: hashserver::DEFAULT_LOCK_TIMEOUT,
     };
-    let service = hashserver::Service::new(hashserver::Backend::store(store.clone()), options);
+    let service = hashserver::Service::new(hashserver::Backend::store(store), options);
     let limits = args.http.limits()?;
     let server = hashserver::spawn(service, &args.buffer_host, args.buffer_port, limits).with_context(|| {
         format!(

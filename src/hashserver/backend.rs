@@ -3,9 +3,11 @@
 //! compressed forms), lock files, verification of a file against its name, and uploads streamed
 //! to a temp file while hashed.
 //!
-//! A server over the mount's store writes through `DiskStore::begin_write` (its temp dir, fsync
-//! and verification); a standalone server over a hashserver directory writes `<cs>-<random>`
-//! temp files beside the target, as hashserver does, so both can share a directory.
+//! A server over a tier stack (the mount's store, or `seamfs hashserver --remote/--push` over its
+//! directory) writes through the stack (the disk tier's temp dir, fsync and verification, then
+//! the push queue); a plain `seamfs hashserver` writes `<cs>-<random>` temp files beside the
+//! target, as hashserver does. Either way the buffer lands at the directory's own path, so the
+//! Python hashserver can share the directory.
 //!
 //! Compressed uploads are decompressed on the way in and stored raw (docs/compat.md): every
 //! reader of the directory (the mount, `BufferClient` in directory mode) can then use them.
@@ -20,9 +22,10 @@ use std::time::{Duration, SystemTime};
 
 use sha2::Digest;
 
-use super::protocol::{FORMS, Form, suffix};
+use super::dir_index::{DirIndex, Look};
+use super::protocol::{Form, suffix};
 use crate::checksum::{Checksum, Compression};
-use crate::store::{Store, StoreError, TierWrite};
+use crate::store::{Store, StoreError, Tier, TierWrite};
 
 /// Name of the sentinel file that marks a prefix-layout directory.
 pub const PREFIX_SENTINEL: &str = ".HASHSERVER_PREFIX";
@@ -154,11 +157,14 @@ pub struct Backend {
     main: BufferDir,
     extra: Vec<BufferDir>,
     algorithm: Algorithm,
-    /// The mount's store, when serving it: uploads go through its tier stack, and buffers not
-    /// (yet) on its disk tier are read from there.
-    store: Option<Arc<Store>>,
+    /// A tier stack whose top tier is the main directory: the mount's store, or a directory
+    /// with remote tiers (`seamfs hashserver --remote/--push`). Uploads go through it (to be
+    /// pushed), and buffers not (yet) in the directories are read from it (RAM, remotes).
+    tiers: Option<Arc<dyn Tier>>,
     /// Files whose content was checked against their name, by identity (see `verified`).
     verified: Mutex<HashMap<Checksum, FileId>>,
+    /// Listings of prefix directories for `/has`.
+    index: DirIndex,
 }
 
 /// What identifies one version of a file: rewriting or replacing it changes one of these.
@@ -191,23 +197,32 @@ impl Backend {
             main,
             extra,
             algorithm,
-            store: None,
+            tiers: None,
             verified: Mutex::new(HashMap::new()),
+            index: DirIndex::default(),
         }
     }
 
     /// The mount's store: its disk tier's buffer directory (prefix layout, SHA-256) and, for
     /// what is not there, its tier stack.
-    pub fn store(store: Arc<Store>) -> Backend {
+    pub fn store(store: &Store) -> Backend {
+        let main = BufferDir {
+            root: store.root().join("buffers"),
+            layout: Layout::Prefix,
+        };
+        Backend::tiered(main, Vec::new(), store.tiers().clone())
+    }
+
+    /// A directory (SHA-256) whose tier heads `tiers` (see `Backend::tiers`), with `extra`
+    /// read-only directories.
+    pub fn tiered(main: BufferDir, extra: Vec<BufferDir>, tiers: Arc<dyn Tier>) -> Backend {
         Backend {
-            main: BufferDir {
-                root: store.root().join("buffers"),
-                layout: Layout::Prefix,
-            },
-            extra: Vec::new(),
+            main,
+            extra,
             algorithm: Algorithm::Sha256,
-            store: Some(store),
+            tiers: Some(tiers),
             verified: Mutex::new(HashMap::new()),
+            index: DirIndex::default(),
         }
     }
 
@@ -236,24 +251,42 @@ impl Backend {
         })
     }
 
-    /// Whether any form of the buffer exists in any directory or tier (`/has`).
-    pub fn has(&self, checksum: &Checksum) -> bool {
-        self.dirs().any(|dir| {
-            let base = dir.base_path(checksum);
-            FORMS.iter().any(|&form| with_suffix(&base, form).exists())
-        }) || self
-            .store
-            .as_ref()
-            .is_some_and(|s| s.tiers().has(checksum).unwrap_or(false))
+    /// Whether any form of each buffer exists in any directory or tier (`/has`). A prefix
+    /// directory is looked at once per call, from a remembered listing while it is unchanged
+    /// (`dir_index`); a flat one by a `stat` per form.
+    pub fn has_many(&self, checksums: &[Checksum]) -> Vec<bool> {
+        let mut looks: HashMap<PathBuf, Look> = HashMap::new();
+        let mut in_dirs = |checksum: &Checksum| {
+            self.dirs().any(|dir| {
+                let base = dir.base_path(checksum);
+                match dir.layout {
+                    Layout::Prefix => looks
+                        .entry(dir.dir_of(checksum))
+                        .or_insert_with_key(|path| self.index.look(path))
+                        .has(checksum, &base),
+                    Layout::Flat => Look::Unsettled.has(checksum, &base),
+                }
+            })
+        };
+        checksums
+            .iter()
+            .map(|checksum| {
+                in_dirs(checksum)
+                    || self
+                        .tiers
+                        .as_ref()
+                        .is_some_and(|t| t.has(checksum).unwrap_or(false))
+            })
+            .collect()
     }
 
-    /// The buffer from the store's tiers, when it is in none of the directories (a store's RAM
-    /// tier holds buffers before they reach the disk).
+    /// The buffer from the tier stack, when it is in none of the directories (a store's RAM
+    /// tier holds buffers before they reach the disk; a remote is read through, verified).
     pub fn from_tiers(&self, checksum: &Checksum) -> io::Result<Option<bytes::Bytes>> {
-        let Some(store) = &self.store else {
+        let Some(tiers) = &self.tiers else {
             return Ok(None);
         };
-        let reader = store.tiers().open_read(checksum).map_err(store_io)?;
+        let reader = tiers.open_read(checksum).map_err(store_io)?;
         reader.map(|r| r.range(0, r.len() as usize)).transpose()
     }
 
@@ -262,10 +295,7 @@ impl Backend {
     pub fn length(&self, checksum: &Checksum) -> u64 {
         self.dirs()
             .find_map(|dir| length_in(&dir.base_path(checksum)))
-            .or_else(|| {
-                let store = self.store.as_ref()?;
-                store.tiers().length(checksum).ok().flatten()
-            })
+            .or_else(|| self.tiers.as_ref()?.length(checksum).ok().flatten())
             .unwrap_or(0)
     }
 
@@ -301,7 +331,7 @@ impl Backend {
     }
 
     /// Whether a PUT finds the buffer already stored: its raw form, or the very form the upload
-    /// names (or, over a store, any tier). The file is made read-only, as hashserver does.
+    /// names (or, over a tier stack, any tier). The file is made read-only, as hashserver does.
     pub fn already_stored(&self, checksum: &Checksum, upload: Form) -> bool {
         let base = self.main.base_path(checksum);
         let mut forms = vec![None];
@@ -311,16 +341,16 @@ impl Backend {
         let on_disk = forms.into_iter().any(|form| {
             let path = with_suffix(&base, form);
             let stored = path.is_file();
-            if stored && self.store.is_none() {
+            if stored && self.tiers.is_none() {
                 let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o444));
             }
             stored
         });
         on_disk
             || self
-                .store
+                .tiers
                 .as_ref()
-                .is_some_and(|s| s.tiers().has(checksum).unwrap_or(false))
+                .is_some_and(|t| t.has(checksum).unwrap_or(false))
     }
 
     /// Start an upload of `checksum`, whose body is compressed as `compression` says.
@@ -329,8 +359,8 @@ impl Backend {
         checksum: Checksum,
         compression: Option<Compression>,
     ) -> io::Result<Upload<'_>> {
-        let target = match &self.store {
-            Some(store) => Target::Store(store.tiers().begin_write().map_err(store_io)?),
+        let target = match &self.tiers {
+            Some(tiers) => Target::Store(tiers.begin_write().map_err(store_io)?),
             None => Target::Temp(self.temp_file(&checksum)?),
         };
         let hasher = match target {

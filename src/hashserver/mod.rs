@@ -2,11 +2,13 @@
 //! axum on tokio: `GET/PUT /<checksum>`, `PUT /promise/<checksum>`, `/has`, `/has-now`,
 //! `/buffer-length`, `/healthcheck`, with hashserver's status codes, bodies and headers.
 //!
-//! `protocol.rs` holds the wire rules, `backend.rs` every disk access, `promises.rs` the
+//! `protocol.rs` holds the wire rules, `backend.rs` every disk access (`dir_index.rs` the
+//! remembered listings `/has` uses), `promises.rs` the
 //! per-process promises and in-flight uploads, `routes.rs` the handlers. `seamfs hashserver`
 //! (cli/hashserver.rs) serves a hashserver directory; the mount serves its own store.
 
 mod backend;
+mod dir_index;
 mod promises;
 pub mod protocol;
 mod routes;

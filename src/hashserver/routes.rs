@@ -256,11 +256,12 @@ async fn has(shared: &Arc<Shared>, checksums: Vec<Checksum>, with_promises: bool
         .map(|cs| shared.in_flight.contains(cs))
         .collect();
     let (checksums, mut found) = blocking(move || {
-        let found = checksums
-            .iter()
+        let stored = backend.has_many(&checksums);
+        let found: Vec<bool> = stored
+            .into_iter()
             .zip(in_flight)
-            .map(|(cs, uploading)| uploading || backend.has(cs))
-            .collect::<Vec<bool>>();
+            .map(|(s, u)| s || u)
+            .collect();
         (checksums, found)
     })
     .await;
@@ -414,6 +415,12 @@ fn read_form(
         let file = std::fs::File::open(&found.path)?;
         let meta = file.metadata()?;
         let found = Found { meta, ..found };
+        // The hash cannot overlap the send: the spec answers a corrupt file with a 400 and a
+        // JSON body, so the verdict must be known before the status line goes out. A big file
+        // is thus read twice on its first GET (hash, then send; the second read comes from the
+        // page cache) and once after that (`verify` remembers it). Measured (perf, 512 MiB, under
+        // load): the first GET is SHA-256 (SHA-NI) and the socket copy; a repeat GET runs at
+        // `curl file://` speed.
         if found.form.is_none() && !backend.verify(checksum, &found, &file)? {
             return Ok(None);
         }

@@ -43,7 +43,7 @@ pub use gc::{GcOptions, GcReport};
 pub use layered::{EvictionLoop, EvictionReport};
 pub use layered::{Layered, Writes};
 pub use memory::{MemoryTier, RamConfig};
-pub use stack::{Lock, Store, StoreOptions, database_path};
+pub use stack::{Lock, RemoteStack, Store, StoreOptions, database_path};
 
 /// Errors of a buffer tier.
 #[derive(Debug, thiserror::Error)]

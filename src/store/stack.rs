@@ -1,5 +1,6 @@
 //! `Store`: what a store directory is, opened the same way by every command that uses one
-//! (`mount`, `fsck`, `gc`, `pin`, later `hashserver`).
+//! (`mount`, `fsck`, `gc`, `pin`); `RemoteStack`: the same remote tiers (`--remote`, `--push`)
+//! over a buffer directory that is not a store (`seamfs hashserver DIR`).
 //!
 //! A store owns its tier stack (an optional RAM tier over the directory's own disk tier over an
 //! optional tier below, e.g. `file://` or later a remote), its `seamless.db`, and its lock
@@ -117,16 +118,9 @@ impl Store {
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
-        if !options.remotes.is_empty() {
-            let remotes = options
-                .remotes
-                .iter()
-                .map(|a| addr::open(a))
-                .collect::<Result<Vec<_>, _>>()?;
-            let layered = Arc::new(Layered::cache(tiers, Arc::new(Remotes::new(remotes))));
-            eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
-            tiers = layered;
-        }
+        let (with_remotes, remote_eviction) = over_remotes(tiers, &options.remotes)?;
+        tiers = with_remotes;
+        eviction.extend(remote_eviction);
         if let Some(ram) = options.ram {
             let ram = Arc::new(MemoryTier::new(ram));
             let layered = Arc::new(if disk.is_read_only() {
@@ -138,15 +132,7 @@ impl Store {
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
-        let (push, push_loop) = match &options.push {
-            Some(address) => {
-                let queue = PushQueue::open(&root, address)?;
-                let pusher = queue.start(tiers.clone());
-                tiers = Arc::new(Pushing::new(tiers, queue.clone()));
-                (Some(queue), Some(pusher))
-            }
-            None => (None, None),
-        };
+        let (tiers, push, push_loop) = pushing(tiers, options.push.as_deref(), &root)?;
         let store = Store {
             root,
             foreign_buffers: options.buffers.is_some(),
@@ -257,6 +243,77 @@ fn open_database(root: &Path, options: &StoreOptions) -> anyhow::Result<Database
 /// `<store>/seamfs.db`: seamfs's own tables when the records live in a deployment's database.
 pub fn side_database_path(store_root: &Path) -> PathBuf {
     store_root.join("seamfs.db")
+}
+
+/// `tiers` with the remotes (`--remote`, tried in order) under them as a read-through cache
+/// layer: what `tiers` lacks is downloaded, verified, into it. The loop moves buffers out when
+/// `tiers` is bounded.
+fn over_remotes(
+    tiers: Arc<dyn Tier>,
+    remotes: &[String],
+) -> anyhow::Result<(Arc<dyn Tier>, Option<EvictionLoop>)> {
+    if remotes.is_empty() {
+        return Ok((tiers, None));
+    }
+    let remotes = remotes
+        .iter()
+        .map(|a| addr::open(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layered = Arc::new(Layered::cache(tiers, Arc::new(Remotes::new(remotes))));
+    let eviction = layered.start_eviction_loop(Duration::from_secs(1));
+    Ok((layered, Some(eviction)))
+}
+
+/// `tiers` with every committed buffer queued for the push target (`--push`), the queue kept
+/// in `queue_dir`, and the loop that uploads it.
+fn pushing(
+    tiers: Arc<dyn Tier>,
+    push: Option<&str>,
+    queue_dir: &Path,
+) -> anyhow::Result<(Arc<dyn Tier>, Option<Arc<PushQueue>>, Option<PushLoop>)> {
+    let Some(address) = push else {
+        return Ok((tiers, None, None));
+    };
+    let queue = PushQueue::open(queue_dir, address)?;
+    let pusher = queue.start(tiers.clone());
+    let tiers = Arc::new(Pushing::new(tiers, queue.clone()));
+    Ok((tiers, Some(queue), Some(pusher)))
+}
+
+/// A buffer directory that is not a store (`seamfs hashserver DIR`) with the remote tiers of
+/// `StoreOptions` (`remotes`, `push`; the other options are the store's) stacked over it the way
+/// `Store::open` stacks them over a store's disk tier.
+pub struct RemoteStack {
+    tiers: Arc<dyn Tier>,
+    _eviction: Option<EvictionLoop>,
+    _push_loop: Option<PushLoop>,
+}
+
+impl RemoteStack {
+    /// `base` (the directory's tier) with `options.remotes` below and `options.push` over it;
+    /// the push queue is kept in `queue_dir`.
+    pub fn open(
+        base: Arc<dyn Tier>,
+        options: &StoreOptions,
+        queue_dir: &Path,
+    ) -> anyhow::Result<RemoteStack> {
+        let (tiers, eviction) = over_remotes(base, &options.remotes)?;
+        if options.push.is_some() {
+            std::fs::create_dir_all(queue_dir)
+                .with_context(|| format!("cannot create {}", queue_dir.display()))?;
+        }
+        let (tiers, _, push_loop) = pushing(tiers, options.push.as_deref(), queue_dir)?;
+        Ok(RemoteStack {
+            tiers,
+            _eviction: eviction,
+            _push_loop: push_loop,
+        })
+    }
+
+    /// The stack, fastest first.
+    pub fn tiers(&self) -> &Arc<dyn Tier> {
+        &self.tiers
+    }
 }
 
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.

@@ -50,7 +50,8 @@ fn venv_program(venv: &str, program: &str) -> PathBuf {
     path
 }
 
-fn start(
+/// Start `command`, serving on `port`, and wait until `ready_path` answers (a 2xx).
+pub fn start(
     mut command: Command,
     port: u16,
     ready_path: &str,
