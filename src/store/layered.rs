@@ -85,6 +85,13 @@ impl Layered {
     }
 
     /// Copy a buffer into the fast tier. A failed fill costs only speed: logged, not returned.
+    /// Fill the fast tier with a committed write's copy (kept while it was small enough).
+    fn fill_copy(&self, copy: Option<Vec<u8>>, checksum: Checksum) {
+        if let Some(copy) = copy.filter(|c| !c.is_empty()) {
+            self.fill(&Buffer::with_checksum(copy, checksum));
+        }
+    }
+
     fn fill(&self, buffer: &Buffer) {
         match self.fast.put(buffer) {
             Ok(checksum) => self.evict_quietly(0, Some(&checksum)),
@@ -357,10 +364,27 @@ impl TierWrite for LayeredWrite {
     }
 
     fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
-        let checksum = self.slow.commit(expected)?;
-        if let Some(copy) = self.copy.filter(|c| !c.is_empty()) {
-            self.layered.fill(&Buffer::with_checksum(copy, checksum));
-        }
+        let LayeredWrite {
+            slow,
+            copy,
+            layered,
+        } = *self;
+        let checksum = slow.commit(expected)?;
+        layered.fill_copy(copy, checksum);
+        Ok(checksum)
+    }
+
+    fn commit_deferred(
+        self: Box<Self>,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum, StoreError> {
+        let LayeredWrite {
+            slow,
+            copy,
+            layered,
+        } = *self;
+        let checksum = slow.commit_deferred(expected)?;
+        layered.fill_copy(copy, checksum);
         Ok(checksum)
     }
 }
