@@ -85,13 +85,6 @@ impl Layered {
     }
 
     /// Copy a buffer into the fast tier. A failed fill costs only speed: logged, not returned.
-    /// Fill the fast tier with a committed write's copy (kept while it was small enough).
-    fn fill_copy(&self, copy: Option<Vec<u8>>, checksum: Checksum) {
-        if let Some(copy) = copy.filter(|c| !c.is_empty()) {
-            self.fill(&Buffer::with_checksum(copy, checksum));
-        }
-    }
-
     fn fill(&self, buffer: &Buffer) {
         match self.fast.put(buffer) {
             Ok(checksum) => self.evict_quietly(0, Some(&checksum)),
@@ -328,6 +321,20 @@ struct LayeredWrite {
     layered: Layered,
 }
 
+impl LayeredWrite {
+    /// Commit the slow tier's write with `commit`, then fill the fast tier with the copy.
+    fn finish(
+        self,
+        commit: impl FnOnce(Box<dyn TierWrite>) -> Result<Checksum, StoreError>,
+    ) -> Result<Checksum, StoreError> {
+        let checksum = commit(self.slow)?;
+        if let Some(copy) = self.copy.filter(|c| !c.is_empty()) {
+            self.layered.fill(&Buffer::with_checksum(copy, checksum));
+        }
+        Ok(checksum)
+    }
+}
+
 impl TierWrite for LayeredWrite {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         self.slow.write_at(offset, data)?;
@@ -364,28 +371,14 @@ impl TierWrite for LayeredWrite {
     }
 
     fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
-        let LayeredWrite {
-            slow,
-            copy,
-            layered,
-        } = *self;
-        let checksum = slow.commit(expected)?;
-        layered.fill_copy(copy, checksum);
-        Ok(checksum)
+        self.finish(|slow| slow.commit(expected))
     }
 
     fn commit_deferred(
         self: Box<Self>,
         expected: Option<Checksum>,
     ) -> Result<Checksum, StoreError> {
-        let LayeredWrite {
-            slow,
-            copy,
-            layered,
-        } = *self;
-        let checksum = slow.commit_deferred(expected)?;
-        layered.fill_copy(copy, checksum);
-        Ok(checksum)
+        self.finish(|slow| slow.commit_deferred(expected))
     }
 }
 
