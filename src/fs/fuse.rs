@@ -470,7 +470,10 @@ impl Filesystem for SeamFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.ns.fsync(fh.0).and_then(|()| self.ns.sync()));
+        empty(
+            reply,
+            self.ns.fsync(fh.0).and_then(|()| self.ns.sync_tree()),
+        );
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

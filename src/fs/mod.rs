@@ -3,6 +3,7 @@
 
 pub mod attr;
 pub mod claims;
+pub mod deferred;
 pub mod error;
 pub mod fixed;
 pub mod fuse;

@@ -23,6 +23,7 @@ use nix::errno::Errno;
 pub use super::attr::{Attr, CacheMode, Kind, Opened};
 use super::attr::{TREE_TTL, VOLATILE_TTL};
 use super::claims::Claims;
+use super::deferred::Deferred;
 use super::error::{FsResult, store_errno, tree_errno};
 use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
@@ -52,6 +53,9 @@ pub struct Options {
 
 /// The mounted filesystem's state.
 pub struct Namespace {
+    /// Published buffers not yet fsynced: the syncer and the ledger (see `fs::deferred`).
+    /// First, so that it is dropped (a final sync) while the store is still open and locked.
+    pub(super) deferred: Deferred,
     pub(super) store: Arc<Store>,
     pub(super) db: Database,
     pub(super) tree: RwLock<Tree>,
@@ -88,6 +92,8 @@ impl Namespace {
     /// seamless-database tables; buffers are read and written through the store's tier stack.
     pub fn new(store: Arc<Store>, options: Options) -> anyhow::Result<Self> {
         let db = store.db().clone();
+        super::deferred::recover(&store)?;
+        let deferred = Deferred::start(db.clone())?;
         let remote = options
             .database_url
             .as_deref()
@@ -126,6 +132,7 @@ impl Namespace {
             xattrs,
             options,
             started: SystemTime::now(),
+            deferred,
             gc_report: Mutex::default(),
             invalidations: Mutex::default(),
         })
@@ -556,8 +563,17 @@ impl Namespace {
         Ok(out)
     }
 
-    /// Make every tree change so far durable (`fsync`, `fsyncdir`).
+    /// Make every published file and every tree change so far durable (`fsyncdir`).
     pub fn sync(&self) -> FsResult<()> {
+        self.deferred.sync_now().map_err(|e| {
+            tracing::error!(error = %e, "could not make published buffers durable");
+            Errno::EIO
+        })?;
+        self.sync_tree()
+    }
+
+    /// Make every tree change so far durable (after `fsync` made the file's buffer durable).
+    pub fn sync_tree(&self) -> FsResult<()> {
         self.db.sync().map_err(|e| {
             tracing::error!(error = %e, "could not make the tree durable");
             Errno::EIO
@@ -572,16 +588,30 @@ impl Namespace {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        self.db
-            .transaction_or_undo(f, |c| {
-                let mut tree = self.tree.write().expect("tree lock");
-                *tree = Tree::load(c.conn())?;
-                self.claims.replace(Claims::load(c.conn())?);
-                self.xattrs.replace(UserXattrs::load(c.conn())?);
-                self.version.fetch_add(1, Ordering::AcqRel);
-                Ok(())
-            })
-            .map_err(tree_errno)
+        // Ledger rows a finished sync covered go with this transaction (see `fs::deferred`).
+        let mut trimmed = None;
+        let out = self
+            .db
+            .transaction_or_undo(
+                |c| {
+                    let out = f(c)?;
+                    trimmed = self.deferred.trim(c.conn())?;
+                    Ok(out)
+                },
+                |c| {
+                    let mut tree = self.tree.write().expect("tree lock");
+                    *tree = Tree::load(c.conn())?;
+                    self.claims.replace(Claims::load(c.conn())?);
+                    self.xattrs.replace(UserXattrs::load(c.conn())?);
+                    self.version.fetch_add(1, Ordering::AcqRel);
+                    Ok(())
+                },
+            )
+            .map_err(tree_errno)?;
+        if let Some(upto) = trimmed {
+            self.deferred.trimmed(upto);
+        }
+        Ok(out)
     }
 
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {

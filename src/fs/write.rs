@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use nix::errno::Errno;
 
+use super::deferred;
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
 use super::inodes::Sidecar;
@@ -285,14 +286,12 @@ impl Namespace {
         Ok(size.min(u32::MAX as u64) as u32)
     }
 
-    /// `fsync`: publishing is what makes the content durable; with `--push`, so is the upload,
-    /// so it also waits until the file's buffer is on the push target (EIO if that does not
-    /// happen within `PUSH_WAIT`: the buffer stays queued).
+    /// `fsync`: the file is published and its buffer made durable (the caller then syncs the
+    /// tree, `sync_tree`); with `--push`, durability includes the upload, so it also waits until
+    /// the file's buffer is on the push target (EIO if that does not happen within
+    /// `PUSH_WAIT`: the buffer stays queued).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         self.flush(fh)?;
-        let Some(queue) = self.store.push() else {
-            return Ok(());
-        };
         let ino = match &*self.handles.get(fh).ok_or(Errno::EBADF)? {
             Handle::TreeFile(file) => file.ino,
             _ => return Ok(()),
@@ -300,6 +299,10 @@ impl Namespace {
         let checksum = match self.read_tree().get(ino).map(|n| &n.kind) {
             Some(NodeKind::File { checksum, .. }) => *checksum,
             _ => return Ok(()),
+        };
+        self.sync_buffer(&checksum)?;
+        let Some(queue) = self.store.push() else {
+            return Ok(());
         };
         match queue.wait_pushed(&checksum, PUSH_WAIT) {
             Ok(true) => Ok(()),
@@ -309,6 +312,24 @@ impl Namespace {
             }
             Err(e) => Err(store_errno(e)),
         }
+    }
+
+    /// Make one published buffer durable: its file and directory when it is a local file (an
+    /// fsync of the file, not of the whole filesystem), else every deferred buffer.
+    fn sync_buffer(&self, checksum: &Checksum) -> FsResult<()> {
+        let synced = match self.tiers().local_path(checksum) {
+            Some(path) => std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| {
+                    let dir = path.parent().expect("buffer files live in a directory");
+                    std::fs::File::open(dir).and_then(|d| d.sync_all())
+                }),
+            None => self.deferred.sync_now().map_err(std::io::Error::other),
+        };
+        synced.map_err(|e| {
+            tracing::error!(%checksum, error = %e, "fsync: could not make the buffer durable");
+            Errno::EIO
+        })
     }
 
     /// The last reference to an open file is gone.
@@ -353,7 +374,9 @@ impl Namespace {
         let started = std::time::Instant::now();
         // Garbage collection waits until the tree row naming the new buffer is committed.
         let _writing = self.store.writing();
-        let checksum = pending.commit(None).map_err(|e| {
+        // Not fsynced here: the ledger row below makes a power loss before the next sync
+        // repairable, and `fsync()` syncs at once (see `fs::deferred`).
+        let checksum = pending.commit_deferred(None).map_err(|e| {
             tracing::error!(ino, error = %e, "could not publish a written file");
             Errno::EIO
         })?;
@@ -368,19 +391,21 @@ impl Namespace {
                 if claimed.is_none_or(|claimed| claimed == checksum) {
                     tree.set_content(c.conn(), ino, checksum, size)?;
                 }
-                Ok(Some((name, claimed)))
+                let ledger = deferred::record(c.conn(), &checksum)?;
+                Ok(Some((name, claimed, ledger)))
             }
             None => Ok(None),
         });
         drop(slot);
         drop(_writing);
-        let Some((name, claimed)) = result? else {
+        let Some((name, claimed, ledger)) = result? else {
             // A removed file still open keeps its content in memory for its handles.
             if let Some(node) = self.orphans.lock().expect("orphans lock").get_mut(&ino) {
                 node.kind = NodeKind::File { checksum, size };
             }
             return Ok(());
         };
+        self.deferred.recorded(ledger);
         let parent = self.read_tree().get(ino).map(|n| n.parent);
         if let Some(parent) = parent {
             self.relink_sidecars(parent, &name);

@@ -13,6 +13,11 @@
 //! either no file under `buffers/` or the whole verified one. Temp files of dead writers are
 //! removed when a store is opened (and by `fsck`).
 //!
+//! A deferred commit (`commit_deferred`, the mount's `close()`) verifies and renames the same
+//! way but skips both fsyncs; `sync_deferred` later makes every such buffer durable with one
+//! `syncfs`, and the caller keeps a ledger of them so that a power loss in between is repaired
+//! (`fs::deferred`).
+//!
 //! Committing content that is already stored skips the fsync (the stored copy is durable) and
 //! drops the temp file on a background thread: freeing a large file's blocks takes long (about
 //! 1.2 s per GiB here) and the caller is often a FUSE `close()`. The file stays in `tmp/` under the writer's pid until then, so a crash leaves it to
@@ -442,7 +447,13 @@ impl DiskStore {
 
     /// Put `temp` (complete, fsynced, verified) in place as `checksum`. Returns false, leaving
     /// `temp` alone, if the buffer is already stored.
-    fn install(&self, temp: &Path, checksum: &Checksum, size: u64) -> Result<bool, StoreError> {
+    fn install(
+        &self,
+        temp: &Path,
+        checksum: &Checksum,
+        size: u64,
+        durable: bool,
+    ) -> Result<bool, StoreError> {
         let target = self.path_of(checksum);
         let prefix_dir = target
             .parent()
@@ -455,7 +466,9 @@ impl DiskStore {
             Err(e) => return Err(StoreError::io(&target, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], true, size);
-        sync_dir(prefix_dir)?;
+        if durable {
+            sync_dir(prefix_dir)?;
+        }
         Ok(true)
     }
 
@@ -648,17 +661,36 @@ impl PendingWrite {
     /// writes from the running hash of exactly those bytes, otherwise by re-reading the file.
     /// So a name in `buffers/` always matches its content, whatever the caller claims; a pending
     /// write that saw a failed write is refused (`StoreError::Poisoned`).
-    pub fn commit(mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+    pub fn commit(self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+        self.commit_as(known, true)
+    }
+
+    /// `commit` without the fsyncs: the buffer is verified and renamed into place, and its
+    /// directory is remembered for `sync_deferred`, which makes it durable. Until then a power
+    /// loss may leave the name with other bytes, so the caller records the checksum in the
+    /// deferred ledger (`store::deferred`), which is verified at the next start.
+    pub fn commit_deferred(self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+        self.commit_as(known, false)
+    }
+
+    fn commit_as(mut self, known: Option<Checksum>, durable: bool) -> Result<Checksum, StoreError> {
         let actual = self.verify_bytes(known)?;
         if self.store.path_of(&actual).exists() {
             // Already stored (and durable): the copy is dropped unsynced, off the caller's path.
             self.drop_duplicate();
             return Ok(actual);
         }
-        self.file
-            .sync_all()
-            .map_err(|e| StoreError::io(&self.path, e))?;
-        if self.store.install(&self.path, &actual, self.len)? {
+        if durable {
+            self.file
+                .sync_all()
+                .map_err(|e| StoreError::io(&self.path, e))?;
+        } else {
+            deferred_roots()
+                .lock()
+                .expect("deferred lock")
+                .insert(self.store.inner.buffers.clone());
+        }
+        if self.store.install(&self.path, &actual, self.len, durable)? {
             self.store.inner.counters.put();
             self.done = true;
         } else {
@@ -788,6 +820,13 @@ impl TierWrite for PendingWrite {
 
     fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
         PendingWrite::commit(*self, expected)
+    }
+
+    fn commit_deferred(
+        self: Box<Self>,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum, StoreError> {
+        PendingWrite::commit_deferred(*self, expected)
     }
 }
 
@@ -997,6 +1036,37 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The buffer directories that received a deferred commit since the last `sync_deferred`.
+fn deferred_roots() -> &'static Mutex<std::collections::BTreeSet<PathBuf>> {
+    static ROOTS: OnceLock<Mutex<std::collections::BTreeSet<PathBuf>>> = OnceLock::new();
+    ROOTS.get_or_init(Mutex::default)
+}
+
+/// Make every buffer committed with `commit_deferred` so far durable: one `syncfs` per
+/// filesystem holding such buffers (the files, their names and the prefix directories at once,
+/// instead of two fsyncs per buffer). A directory whose sync fails stays remembered.
+pub fn sync_deferred() -> Result<(), StoreError> {
+    let roots = std::mem::take(&mut *deferred_roots().lock().expect("deferred lock"));
+    let mut failed = None;
+    for root in &roots {
+        let synced = File::open(root).and_then(|d| {
+            // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+            match unsafe { libc::syncfs(d.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        });
+        if let Err(e) = synced {
+            deferred_roots()
+                .lock()
+                .expect("deferred lock")
+                .insert(root.clone());
+            failed = Some(StoreError::io(root, e));
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// fsync a directory, so renames and creations in it are durable.

@@ -335,6 +335,20 @@ struct LayeredWrite {
     layered: Layered,
 }
 
+impl LayeredWrite {
+    /// Commit the slow tier's write with `commit`, then fill the fast tier with the copy.
+    fn finish(
+        self,
+        commit: impl FnOnce(Box<dyn TierWrite>) -> Result<Checksum, StoreError>,
+    ) -> Result<Checksum, StoreError> {
+        let checksum = commit(self.slow)?;
+        if let Some(copy) = self.copy.filter(|c| !c.is_empty()) {
+            self.layered.fill(&Buffer::with_checksum(copy, checksum));
+        }
+        Ok(checksum)
+    }
+}
+
 impl TierWrite for LayeredWrite {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         self.slow.write_at(offset, data)?;
@@ -371,11 +385,14 @@ impl TierWrite for LayeredWrite {
     }
 
     fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
-        let checksum = self.slow.commit(expected)?;
-        if let Some(copy) = self.copy.filter(|c| !c.is_empty()) {
-            self.layered.fill(&Buffer::with_checksum(copy, checksum));
-        }
-        Ok(checksum)
+        self.finish(|slow| slow.commit(expected))
+    }
+
+    fn commit_deferred(
+        self: Box<Self>,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum, StoreError> {
+        self.finish(|slow| slow.commit_deferred(expected))
     }
 }
 

@@ -199,6 +199,17 @@ pub trait TierWrite: Send {
     /// Finish: hash the bytes, check them against `expected` if given, store them under their
     /// checksum (durably, for a persistent tier) and return it.
     fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError>;
+    /// `commit` whose durability is deferred: the buffer is stored and verified, but a disk
+    /// tier does not fsync it; `disk::sync_deferred` makes every such buffer durable. The caller
+    /// must record the checksum in the deferred ledger (`store::deferred`) in the same
+    /// transaction that makes anything refer to it, so that a power loss before the sync is
+    /// repaired at the next start. Tiers without a deferred form commit durably.
+    fn commit_deferred(
+        self: Box<Self>,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum, StoreError> {
+        self.commit(expected)
+    }
 }
 
 /// A ranged read that is not backed by bytes in memory (a file read piecewise, a remote range).

@@ -397,4 +397,12 @@ impl TierWrite for QueuedWrite {
         self.queue.enqueue(&checksum)?;
         Ok(checksum)
     }
+    fn commit_deferred(
+        self: Box<Self>,
+        expected: Option<Checksum>,
+    ) -> Result<Checksum, StoreError> {
+        let checksum = self.write.commit_deferred(expected)?;
+        self.queue.enqueue(&checksum)?;
+        Ok(checksum)
+    }
 }

@@ -1,0 +1,320 @@
+//! Durability of published files without an fsync per `close()`.
+//!
+//! Publishing a written file commits its buffer with `TierWrite::commit_deferred` (verified and
+//! renamed into place, not fsynced) and, in the same SQLite transaction as the tree row, adds
+//! its checksum to the ledger table `seamfs_deferred`. So every committed tree row whose buffer
+//! may not be on disk yet is named in the ledger, atomically with the row itself, whatever part
+//! of the WAL a power loss keeps.
+//!
+//! * A syncer thread makes the buffers durable in groups: one `syncfs` of the store's
+//!   filesystem (`store::disk::sync_deferred`) about every `SYNC_INTERVAL` while files are
+//!   being published. The ledger rows covered by it are deleted by the next tree transaction
+//!   (`trim`), so the syncer itself never writes SQLite.
+//! * `fsync()`/`fdatasync()` of a file fsyncs its buffer file and directory, and `fsync()` of a
+//!   directory syncs every deferred buffer at once (`Deferred::sync_now`), each before the WAL
+//!   is synced: durable on return.
+//! * At start (`recover`), every buffer still in the ledger is re-hashed. One that a power loss
+//!   left missing or with other bytes is removed from the store, and the files naming it become
+//!   empty (a file never shows bytes that do not match its checksum; a file that was not
+//!   fsynced may be lost, as on any filesystem). Then the ledger is cleared.
+//!
+//! A kill -9 of the daemon loses nothing here: the kernel still has the page cache, so the
+//! check at the next start finds every buffer whole.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use crate::checksum::Checksum;
+use crate::db::{Database, DbError};
+use crate::store::{Store, StoreError, Tier, disk};
+
+use super::tree;
+
+/// How often the syncer makes published buffers durable while files are being published.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seamfs_deferred (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    checksum CHAR(64) NOT NULL
+)";
+
+/// Record, in the caller's transaction, that `checksum` was committed without an fsync. Returns
+/// the ledger row's id, to pass to `Deferred::recorded` once the transaction has committed.
+pub fn record(conn: &Connection, checksum: &Checksum) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO seamfs_deferred (checksum) VALUES (?1)",
+        [checksum.hex()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Check every buffer in the ledger (see the module doc) and clear it. Returns the number of
+/// buffers that were lost.
+pub fn recover(store: &Store) -> anyhow::Result<usize> {
+    let db = store.db();
+    if !db.is_writable() {
+        return Ok(0);
+    }
+    let listed: Vec<String> = db.transaction(|c| {
+        c.conn().execute_batch(SCHEMA)?;
+        let mut stmt = c
+            .conn()
+            .prepare("SELECT DISTINCT checksum FROM seamfs_deferred")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok::<_, DbError>(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    })?;
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    let mut lost = Vec::new();
+    for hex in &listed {
+        let Some(checksum) = Checksum::parse_strict(hex) else {
+            continue;
+        };
+        if !is_whole(store.tiers().as_ref(), &checksum)? {
+            lost.push(checksum);
+        }
+    }
+    let empty = tree::empty_checksum();
+    for checksum in &lost {
+        store.tiers().remove(checksum)?;
+        if *checksum == empty {
+            store.tiers().begin_write()?.commit(Some(empty))?;
+        }
+    }
+    let emptied = db.transaction(|c| {
+        let mut emptied = 0;
+        for checksum in lost.iter().filter(|c| **c != empty) {
+            emptied += c.conn().execute(
+                "UPDATE seamfs_tree SET checksum = ?1, size = 0 WHERE checksum = ?2",
+                params![empty.hex(), checksum.hex()],
+            )?;
+        }
+        c.conn().execute("DELETE FROM seamfs_deferred", [])?;
+        Ok::<_, DbError>(emptied)
+    })?;
+    if !lost.is_empty() {
+        tracing::error!(
+            buffers = lost.len(),
+            files = emptied,
+            "buffers published without fsync were lost or damaged before they reached the disk \
+             (power loss?): they were removed and the files naming them are now empty"
+        );
+    }
+    tracing::debug!(checked = listed.len(), "deferred buffers checked");
+    Ok(lost.len())
+}
+
+/// Whether the stored buffer exists and hashes to its name.
+fn is_whole(tiers: &dyn Tier, checksum: &Checksum) -> Result<bool, StoreError> {
+    Ok(tiers
+        .get(checksum)?
+        .is_some_and(|b| Checksum::of(b.bytes()) == *checksum))
+}
+
+/// Where the ledger stands: ids recorded (committed), made durable, and deleted.
+#[derive(Default)]
+struct Marks {
+    recorded: AtomicI64,
+    synced: AtomicI64,
+    trimmed: AtomicI64,
+}
+
+struct Shared {
+    marks: Marks,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    /// Serialises syncs, so that `synced` only moves past what a finished sync covered.
+    syncing: Mutex<()>,
+}
+
+impl Shared {
+    /// Make everything recorded so far durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        let _one = self.syncing.lock().expect("sync lock");
+        let upto = self.marks.recorded.load(Ordering::Acquire);
+        if upto <= self.marks.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        disk::sync_deferred()?;
+        self.marks.synced.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// The mount's deferred durability: the syncer thread and the ledger marks.
+pub struct Deferred {
+    shared: Arc<Shared>,
+    db: Database,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Deferred {
+    pub fn start(db: Database) -> std::io::Result<Deferred> {
+        let shared = Arc::new(Shared {
+            marks: Marks::default(),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            syncing: Mutex::new(()),
+        });
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("seamfs-syncer".into())
+            .spawn(move || syncer(&for_thread))?;
+        Ok(Deferred {
+            shared,
+            db,
+            thread: Some(thread),
+        })
+    }
+
+    /// The ledger row `id` is committed.
+    pub fn recorded(&self, id: i64) {
+        self.shared.marks.recorded.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// Make every published buffer durable now (`fsync`, `fsyncdir`).
+    pub fn sync_now(&self) -> Result<(), StoreError> {
+        self.shared.sync()
+    }
+
+    /// Delete, in the caller's transaction, the ledger rows a finished sync covered. Call
+    /// `trimmed` with the result once that transaction has committed.
+    pub fn trim(&self, conn: &Connection) -> rusqlite::Result<Option<i64>> {
+        let synced = self.shared.marks.synced.load(Ordering::Acquire);
+        if synced <= self.shared.marks.trimmed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        conn.execute("DELETE FROM seamfs_deferred WHERE id <= ?1", [synced])?;
+        Ok(Some(synced))
+    }
+
+    pub fn trimmed(&self, upto: i64) {
+        self.shared.marks.trimmed.fetch_max(upto, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Deferred {
+    /// A clean stop: everything durable and the ledger empty, so the next start checks nothing.
+    fn drop(&mut self) {
+        *self.shared.stop.lock().expect("stop lock") = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let done = self
+            .shared
+            .sync()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                let upto = self.shared.marks.synced.load(Ordering::Acquire);
+                if upto <= self.shared.marks.trimmed.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                self.db
+                    .transaction(|c| {
+                        c.conn()
+                            .execute("DELETE FROM seamfs_deferred WHERE id <= ?1", [upto])?;
+                        Ok::<_, DbError>(())
+                    })
+                    .map_err(anyhow::Error::from)
+            });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "published buffers stay in the deferred ledger (checked at the next start)");
+        }
+    }
+}
+
+fn syncer(shared: &Shared) {
+    let mut stop = shared.stop.lock().expect("stop lock");
+    while !*stop {
+        stop = shared
+            .wake
+            .wait_timeout(stop, SYNC_INTERVAL)
+            .expect("stop lock")
+            .0;
+        if *stop {
+            break;
+        }
+        drop(stop);
+        if let Err(e) = shared.sync() {
+            tracing::error!(error = %e, "could not make published buffers durable (will retry)");
+        }
+        stop = shared.stop.lock().expect("stop lock");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::fs::test_support::{namespace, read_all, write_file};
+    use crate::fs::tree::ROOT;
+
+    fn ledger(db: &Database) -> Vec<String> {
+        db.read(|c| {
+            let mut stmt = c
+                .conn()
+                .prepare("SELECT checksum FROM seamfs_deferred ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok::<_, DbError>(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn published_buffers_are_ledgered_until_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        write_file(&ns, ROOT, "a", b"first");
+        let db = ns.store().db().clone();
+        assert_eq!(ledger(&db), vec![Checksum::of(b"first").hex()]);
+        // fsync: synced now; the next tree transaction deletes the covered rows.
+        ns.sync().unwrap();
+        write_file(&ns, ROOT, "b", b"second");
+        assert_eq!(ledger(&db), vec![Checksum::of(b"second").hex()]);
+        drop(ns);
+        // A clean stop leaves nothing to check.
+        assert!(ledger(&Database::open(dir.path().join("seamless.db"), false).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_buffer_damaged_before_its_sync_is_removed_and_its_files_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let damaged = write_file(&ns, ROOT, "damaged", b"lost in a power cut");
+        write_file(&ns, ROOT, "copy", b"lost in a power cut");
+        write_file(&ns, ROOT, "whole", b"made it to the disk");
+        drop(ns);
+        // What a power loss can leave: ledger rows kept by the WAL, a buffer file whose data
+        // never reached the disk (here: other bytes of the same length).
+        let lost = Checksum::of(b"lost in a power cut");
+        let kept = Checksum::of(b"made it to the disk");
+        let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+        db.transaction(|c| {
+            record(c.conn(), &lost)?;
+            record(c.conn(), &kept)?;
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+        drop(db);
+        let hex = lost.hex();
+        let path = dir.path().join("buffers").join(&hex[..2]).join(&hex);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, vec![0u8; 19]).unwrap();
+
+        let ns = namespace(dir.path());
+        assert_eq!(read_all(&ns, damaged), b"");
+        let copy = ns.lookup(ROOT, "copy").unwrap();
+        assert_eq!(copy.size, 0);
+        assert_eq!(read_all(&ns, copy.ino), b"");
+        let whole = ns.lookup(ROOT, "whole").unwrap();
+        assert_eq!(read_all(&ns, whole.ino), b"made it to the disk");
+        assert!(!path.exists(), "the damaged buffer is removed");
+        assert!(ledger(ns.store().db()).is_empty());
+    }
+}
