@@ -13,10 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::launch::{self, StatusFile};
-use crate::hashserver::{
-    Algorithm, Backend, BufferDir, DEFAULT_LOCK_TIMEOUT, Layout, Options, PREFIX_SENTINEL, Service,
-};
-use crate::store::{self, DiskStore, RemoteStack, StoreOptions};
+use crate::hashserver::{Algorithm, Backend, BufferDir, DEFAULT_LOCK_TIMEOUT, Options, Service};
+use crate::store::disk::PREFIX_SENTINEL;
+use crate::store::{DiskStore, Layout, RemoteStack, StoreOptions};
 
 /// What `seamfs hashserver --help` shows after the options.
 const HELP: &str = "\
@@ -185,11 +184,7 @@ async fn check_startup(
             "--remote and --push need --hash-algorithm sha-256 (remote tiers name buffers by SHA-256)"
         );
     }
-    let store_layout = match layout {
-        Layout::Prefix => store::Layout::Prefix,
-        Layout::Flat => store::Layout::Flat,
-    };
-    let disk = DiskStore::open_folder(dir, Some(store_layout))
+    let disk = DiskStore::open_folder(dir, Some(layout))
         .with_context(|| format!("cannot use {shown} as a buffer directory"))?;
     let stack = RemoteStack::open(Arc::new(disk), &options, &dir.join(".seamfs-push"))?;
     let backend = Backend::tiered(main, extra, stack.tiers().clone());

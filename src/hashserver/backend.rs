@@ -25,21 +25,11 @@ use sha2::Digest;
 use super::dir_index::{DirIndex, Look};
 use super::protocol::{Form, suffix};
 use crate::checksum::{Checksum, Compression};
-use crate::store::{Store, StoreError, Tier, TierWrite};
+use crate::store::disk::PREFIX_SENTINEL;
+use crate::store::{Layout, Store, StoreError, Tier, TierWrite};
 
-/// Name of the sentinel file that marks a prefix-layout directory.
-pub const PREFIX_SENTINEL: &str = ".HASHSERVER_PREFIX";
 /// Verified files remembered; past this the memory is cleared (and files re-hashed once more).
 const VERIFIED_LIMIT: usize = 1 << 20;
-
-/// How buffer files are placed in a directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// `<dir>/<cs[:2]>/<cs>`
-    Prefix,
-    /// `<dir>/<cs>`
-    Flat,
-}
 
 /// The hash a directory names its buffers by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

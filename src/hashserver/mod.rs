@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use backend::{Algorithm, Backend, BufferDir, Layout, PREFIX_SENTINEL};
+pub use backend::{Algorithm, Backend, BufferDir};
 use promises::{InFlight, Promises};
 
 use crate::http::{Activity, BackgroundServer};
