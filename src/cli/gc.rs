@@ -65,7 +65,8 @@ fn gc_mounted(mountpoint: &Path, options: GcOptions) -> anyhow::Result<String> {
     }
     set_xattr(&control, "user.seamfs.gc", command.as_bytes()).with_context(|| {
         format!(
-            "cannot run gc in the mount at {} (is it a seamfs mount?)",
+            "cannot run gc in the mount at {} (is it a seamfs mount? A mount of a deployment's \
+             --buffers directory refuses gc: \"Operation not supported\")",
             mountpoint.display()
         )
     })?;

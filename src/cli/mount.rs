@@ -49,7 +49,12 @@ Remotes (buffers the store lacks are fetched, verified, on lookup; writes are pu
   seamfs mount ~/mnt --remote http://127.0.0.1:5813 --push http://127.0.0.1:5813
   seamfs mount ~/mnt --remote file:///shared/buffers --disk-cache 20G
   AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true seamfs mount ~/mnt \\
-      --remote s3://buffers/seamless --push s3://buffers/seamless";
+      --remote s3://buffers/seamless --push s3://buffers/seamless
+
+An existing Seamless deployment, in place (hashserver and seamless-database keep running on the
+same files; nothing is copied or converted; the tree goes to <store>/seamfs.db):
+  seamfs mount ~/mnt --buffers ~/.seamless/buffers --database ~/.seamless/database/seamless.db
+  seamfs mount ~/mnt --buffers /data/buffers --read-only     # writes nothing into /data/buffers";
 
 /// Options of `seamfs mount`.
 #[derive(clap::Args)]
@@ -83,9 +88,20 @@ pub struct Args {
     /// Do not serve the buffer server.
     #[arg(long)]
     no_buffer_server: bool,
-    /// Mount read-only (the tree cannot be changed).
+    /// Mount read-only (the tree cannot be changed; nothing is written to --buffers or
+    /// --database).
     #[arg(long)]
     read_only: bool,
+    /// Use a Seamless deployment's hashserver buffer directory in place as the store's disk
+    /// tier (prefix or flat layout, detected as hashserver does: `.HASHSERVER_PREFIX` means
+    /// prefix). The hashserver may keep serving it. gc refuses such a store.
+    #[arg(long, value_name = "BUFFERDIR")]
+    buffers: Option<PathBuf>,
+    /// Use a seamless-database file in place for the records (BufferInfo, expressions …; the
+    /// HTTP database serves it). It must exist; it is not converted. The tree and seamfs's other
+    /// tables go to <store>/seamfs.db, so the store must be mounted with --database from then on.
+    #[arg(long, value_name = "DATABASE_DIR/seamless.db")]
+    database: Option<PathBuf>,
     /// List the virtual sidecars (F.CHECKSUM, D.INDEX, D.CHECKSUM) in directory listings, so that
     /// `cp -r`, `tar` and `rsync` out of the mount carry them. By default they are looked up by
     /// name but not listed.
@@ -155,6 +171,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         disk_cache: args.disk_cache,
         remotes: args.remotes.clone(),
         push: args.push.clone(),
+        buffers: args.buffers.clone(),
+        database: args.database.clone(),
+        deployment_read_only: args.read_only,
     };
     if args.daemon {
         // The store (its lock, threads and database) is opened in the process that serves.
@@ -248,7 +267,8 @@ fn mount_session(
     mountpoint: &Path,
 ) -> anyhow::Result<(Session<SeamFs>, Companions)> {
     let db = store.db().clone();
-    let db_path = db.path().to_path_buf();
+    // The file the records are served from: a deployment's --database, else the store's.
+    let db_path = db.records_path().unwrap_or(db.path()).to_path_buf();
     let buffers = buffer_server(args, &store)?;
     let ns = Namespace::new(
         store,

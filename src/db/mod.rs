@@ -61,6 +61,11 @@ pub enum DbError {
     },
     #[error("Database file '{0}' must exist when --writable is not set")]
     Missing(PathBuf),
+    #[error(
+        "--database {0}: no such file (give the seamless.db of a running seamless-database, \
+         which creates it; seamfs uses it in place and never creates or converts it)"
+    )]
+    Deployment(PathBuf),
 }
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -79,6 +84,9 @@ impl<'a> Conn<'a> {
 
 struct Inner {
     path: PathBuf,
+    /// A deployment's database file attached as `seamless` (see `open_beside`), and whether the
+    /// writer may change it.
+    records: Option<(PathBuf, bool)>,
     // Field order is drop order: the readers and the checkpointer close first, so that the
     // writer is the last connection and checkpoints the WAL into the file on close.
     readers: Vec<Mutex<Connection>>,
@@ -102,13 +110,44 @@ impl Database {
     /// switched to WAL and the legacy `meta_data` migration runs. Read-only: the file must exist
     /// and nothing in it is changed.
     pub fn open(path: impl AsRef<Path>, writable: bool) -> Result<Database> {
-        let path = path.as_ref().to_path_buf();
+        Database::open_with(path.as_ref(), writable, None)
+    }
+
+    /// Open `side`, a file for seamfs's own tables only (created if missing, in WAL mode), with
+    /// a Seamless deployment's existing database file `records` attached as `seamless`: the
+    /// records (buffer info, transformations, expressions …) are read and written in place
+    /// there, unqualified table names reaching them because `side` has no table of that name.
+    /// Nothing of `records` is converted: no table, index or journal mode is changed, and with
+    /// `records_writable` false nothing is written to it at all.
+    pub fn open_beside(side: &Path, records: &Path, records_writable: bool) -> Result<Database> {
+        let records = records
+            .canonicalize()
+            .map_err(|_| DbError::Deployment(records.to_path_buf()))?;
+        Database::open_with(side, true, Some((records, records_writable)))
+    }
+
+    fn open_with(
+        path: &Path,
+        writable: bool,
+        records: Option<(PathBuf, bool)>,
+    ) -> Result<Database> {
+        let path = path.to_path_buf();
         if !writable && !path.exists() {
             return Err(DbError::Missing(path));
         }
+        let attach = |conn: &Connection, records_writable: bool| match &records {
+            Some((file, _)) => schema::attach_records(conn, file, records_writable),
+            None => Ok(()),
+        };
         let (writer, checkpointer) = if writable {
             let conn = open_connection(&path, true)?;
-            schema::create(&conn)?;
+            match &records {
+                None => schema::create(&conn)?,
+                Some((_, records_writable)) => {
+                    schema::create_side(&conn)?;
+                    attach(&conn, *records_writable)?;
+                }
+            }
             // The checkpointer thread does the work; this only bounds the WAL when writes never
             // pause long enough for its passive checkpoints to complete (see checkpoint.rs).
             conn.execute_batch(&format!(
@@ -123,11 +162,19 @@ impl Database {
             (None, None)
         };
         let readers = (0..READERS)
-            .map(|_| open_connection(&path, false).map(Mutex::new))
+            .map(|_| -> Result<Mutex<Connection>> {
+                let conn = open_connection(&path, false)?;
+                attach(&conn, false)?;
+                Ok(Mutex::new(conn))
+            })
             .collect::<Result<Vec<_>>>()?;
         check_readable(&path, &readers[0])?;
+        if let Some((file, _)) = &records {
+            schema::check_records(&lock(&readers[0]), file)?;
+        }
         let inner = Inner {
             path,
+            records,
             readers,
             checkpointer,
             writer,
@@ -146,6 +193,17 @@ impl Database {
 
     pub fn is_writable(&self) -> bool {
         self.inner.writer.is_some()
+    }
+
+    /// Whether the Seamless records (buffer info, expressions …) can be written: false for a
+    /// read-only database and for a deployment's database attached read-only.
+    pub fn records_writable(&self) -> bool {
+        self.is_writable() && self.inner.records.as_ref().is_none_or(|(_, w)| *w)
+    }
+
+    /// The deployment's database file the records live in, if it is not this file.
+    pub fn records_path(&self) -> Option<&Path> {
+        self.inner.records.as_ref().map(|(file, _)| file.as_path())
     }
 
     /// Run `f` on a read-only connection (it sees the last committed state).
@@ -335,7 +393,9 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
-    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        // For `ATTACH 'file:…?mode=ro'` (see `schema::attach_records`).
+        | OpenFlags::SQLITE_OPEN_URI;
     let opened = Connection::open_with_flags(path, flags).and_then(|conn| {
         schema::configure(&conn)?;
         Ok(conn)
@@ -365,4 +425,80 @@ fn check_readable(path: &Path, reader: &Mutex<Connection>) -> Result<()> {
 /// A poisoned lock only means another thread panicked mid-call; SQLite rolled back, go on.
 fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seamless-database file as the Python server leaves it: its tables, rollback journal.
+    fn python_style_file(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(schema::DDL).unwrap();
+    }
+
+    fn journal_mode(path: &Path) -> String {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn records_live_in_the_attached_file_and_the_rest_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (side, records) = (dir.path().join("seamfs.db"), dir.path().join("seamless.db"));
+        python_style_file(&records);
+        let cs = Checksum::of(b"x");
+        let info: JsonMap = serde_json::from_str(r#"{"length": 1}"#).unwrap();
+        let db = Database::open_beside(&side, &records, true).unwrap();
+        assert!(db.records_writable());
+        db.transaction(|c| -> Result<()> {
+            c.conn()
+                .execute_batch("CREATE TABLE IF NOT EXISTS seamfs_own (x TEXT)")?;
+            c.merge_buffer_info(&cs, &info)
+        })
+        .unwrap();
+        drop(db);
+        // The record is in the deployment's file, which keeps its journal mode and tables; the
+        // own table is in the side file, which has no Seamless table.
+        assert_eq!(
+            Database::open(&records, false)
+                .unwrap()
+                .get_buffer_info(&cs)
+                .unwrap(),
+            Some(info.clone())
+        );
+        assert_eq!(journal_mode(&records), "delete");
+        let tables = |path: &Path| -> Vec<String> {
+            let conn = Connection::open(path).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert_eq!(tables(&side), ["seamfs_own"]);
+        assert!(!tables(&records).contains(&"seamfs_own".to_string()));
+
+        // Read-only: records are read, not written.
+        let db = Database::open_beside(&side, &records, false).unwrap();
+        assert!(!db.records_writable());
+        assert_eq!(db.get_buffer_info(&cs).unwrap(), Some(info.clone()));
+        assert!(db.merge_buffer_info(&Checksum::of(b"y"), &info).is_err());
+
+        // A missing file or one without the tables is refused, and not created or changed.
+        let missing = dir.path().join("none.db");
+        let err = Database::open_beside(&side, &missing, true).err().unwrap();
+        assert!(err.to_string().contains("no such file"), "{err}");
+        assert!(!missing.exists());
+        let empty = dir.path().join("empty.db");
+        Connection::open(&empty)
+            .unwrap()
+            .execute_batch("CREATE TABLE other (x)")
+            .unwrap();
+        let err = Database::open_beside(&side, &empty, true).err().unwrap();
+        assert!(err.to_string().contains("lacks the tables"), "{err}");
+    }
 }

@@ -3,12 +3,14 @@
 //! migration rule of the Python server (a legacy empty two-column `meta_data` table is dropped
 //! and recreated).
 
+use std::path::Path;
+
 use rusqlite::{Connection, OptionalExtension};
 
 use super::DbError;
 
 /// The DDL, byte for byte as peewee 4.5 emits it for seamless-database 2.1 (alphabetical order).
-const DDL: &str = r#"
+pub(super) const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS "bucket_probe" ("bucket_kind" VARCHAR(20) NOT NULL, "label" TEXT NOT NULL, "bucket_checksum" CHAR(64) NOT NULL, "captured_at" TEXT NOT NULL, "freshness_tokens" TEXT NOT NULL, PRIMARY KEY ("bucket_kind", "label"));
 CREATE INDEX IF NOT EXISTS "bucket_probe_bucket_checksum" ON "bucket_probe" ("bucket_checksum");
 CREATE TABLE IF NOT EXISTS "buffer_info" ("checksum" CHAR(64) NOT NULL PRIMARY KEY, "buffer_info" TEXT NOT NULL);
@@ -39,6 +41,21 @@ const EXTRA_DDL: &str = r#"CREATE INDEX IF NOT EXISTS "rev_transformation_checks
 const PRAGMAS: &str = "PRAGMA cache_size=-64000; PRAGMA foreign_keys=1; \
     PRAGMA ignore_check_constraints=0; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;";
 
+/// The tables of the DDL: what a deployment's database file must hold (`check_records`).
+const TABLES: [&str; 8] = [
+    "bucket_probe",
+    "buffer_info",
+    "expression",
+    "irreproducible_transformation",
+    "meta_data",
+    "rev_transformation",
+    "syntactic_to_semantic",
+    "transformation",
+];
+
+/// The schema name a deployment's database file is attached under.
+pub const RECORDS_SCHEMA: &str = "seamless";
+
 /// Settings for any connection to the file.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(PRAGMAS)
@@ -55,6 +72,70 @@ pub fn create(conn: &Connection) -> Result<(), DbError> {
     conn.execute_batch(DDL)?;
     conn.execute_batch(EXTRA_DDL)?;
     Ok(())
+}
+
+/// On the writer of a side file (`Database::open_beside`): WAL, and none of the Seamless tables,
+/// which must resolve to the attached deployment file. Runs before the attach: an unqualified
+/// `journal_mode` would switch every attached file.
+pub fn create_side(conn: &Connection) -> Result<(), DbError> {
+    let mode: String = conn.query_row("PRAGMA main.journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!("SQLite kept journal mode {mode}: readers may wait for the writer");
+    }
+    let mut stmt =
+        conn.prepare("SELECT 1 FROM main.sqlite_master WHERE type='table' AND name=?1")?;
+    for table in TABLES {
+        if stmt.exists([table])? {
+            return Err(DbError::Schema(format!(
+                "the side file holds a Seamless table ({table}); it must hold seamfs's own tables only"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Attach a deployment's database file as `seamless`, read-only unless `writable`. Only the
+/// connection's settings apply to it (busy timeout, foreign keys); its journal mode stays what
+/// seamless-database chose.
+pub fn attach_records(conn: &Connection, file: &Path, writable: bool) -> Result<(), DbError> {
+    let mode = if writable { "rw" } else { "ro" };
+    let uri = format!("file:{}?mode={mode}", uri_path(file));
+    conn.execute(&format!("ATTACH DATABASE ?1 AS {RECORDS_SCHEMA}"), [uri])?;
+    Ok(())
+}
+
+/// A path as the path part of an SQLite URI: `%`, `?` and `#` would end or change it.
+fn uri_path(file: &Path) -> String {
+    let mut out = String::new();
+    for c in file.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The attached deployment file must already have every table (seamfs does not create them).
+pub fn check_records(conn: &Connection, file: &Path) -> Result<(), DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT 1 FROM {RECORDS_SCHEMA}.sqlite_master WHERE type='table' AND name=?1"
+    ))?;
+    let mut missing = Vec::new();
+    for table in TABLES {
+        if !stmt.exists([table])? {
+            missing.push(table);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DbError::Schema(format!(
+        "--database {}: not a seamless-database file (it lacks the tables {}); \
+         start seamless-database --writable on it once, which creates them",
+        file.display(),
+        missing.join(", ")
+    )))
 }
 
 /// seamless-database's rule: `meta_data` with exactly (checksum, result, metadata) is current;

@@ -128,7 +128,7 @@ impl Views {
             Output::Reference(target) if reads.has(target)? => *target,
             Output::Reference(target) => return Err(ViewError::Missing(*target)),
         };
-        if db.is_writable() {
+        if db.records_writable() {
             db.transaction(|c| {
                 if let Some(info) = &detected {
                     record_celltype(c, &checksum, source)?;

@@ -238,6 +238,10 @@ impl Namespace {
 
     /// `run`, `dry-run`, each optionally followed by ` include-results`.
     fn run_gc(&self, command: &str) -> FsResult<()> {
+        if self.store.foreign_buffers() {
+            // `Store::gc` refuses it too; this errno lets `seamfs gc --mounted` say why.
+            return Err(Errno::EOPNOTSUPP);
+        }
         let mut words = command.split_whitespace();
         let dry_run = match words.next() {
             Some("run") => false,

@@ -26,6 +26,11 @@
 //! (`<dir>/<2 hex>/<hex>`, marked by a `.HASHSERVER_PREFIX` file) or its `flat` layout
 //! (`<dir>/<hex>`); temp files go to `<dir>/.seamfs-tmp/`, which hashservers and seamless
 //! clients ignore. Compressed forms (`<hex>.zst`, `<hex>.gz`) are not read.
+//!
+//! `open_deployment` uses a running Seamless deployment's buffer directory in place (`mount
+//! --buffers`): it must exist, its layout is read as hashserver reads an extra directory's
+//! (the sentinel means prefix, otherwise flat) and nothing is written into it at open; opened
+//! read-only, nothing is written into it at all (writes and removals are refused).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -101,6 +106,8 @@ struct Inner {
     stale_removed_at_open: usize,
     /// Bytes of the buffer files (see `Usage`).
     usage: Usage,
+    /// Writes and removals are refused (`open_deployment` read-only).
+    read_only: bool,
 }
 
 /// The bytes held, counted by a background scan of the prefix directories at open; installs and
@@ -139,6 +146,21 @@ struct Dirs {
     layout: Layout,
     tmp: PathBuf,
     quarantine: PathBuf,
+    read_only: bool,
+}
+
+impl Dirs {
+    /// A hashserver buffer folder: the buffers directly in it, seamfs's own files hidden.
+    fn folder(dir: PathBuf, layout: Layout, read_only: bool) -> Dirs {
+        Dirs {
+            buffers: dir.clone(),
+            layout,
+            tmp: dir.join(".seamfs-tmp"),
+            quarantine: dir.join(".seamfs-quarantine"),
+            root: dir,
+            read_only,
+        }
+    }
 }
 
 /// Result of checking a stored file against its name.
@@ -164,6 +186,7 @@ impl DiskStore {
             tmp: root.join("tmp"),
             quarantine: root.join("quarantine"),
             root,
+            read_only: false,
         };
         Self::open_dirs(dirs, name)
     }
@@ -187,14 +210,28 @@ impl DiskStore {
             let sentinel = dir.join(PREFIX_SENTINEL);
             fs::write(&sentinel, "1\n").map_err(|e| StoreError::io(&sentinel, e))?;
         }
-        let dirs = Dirs {
-            buffers: dir.clone(),
-            layout,
-            tmp: dir.join(".seamfs-tmp"),
-            quarantine: dir.join(".seamfs-quarantine"),
-            root: dir,
+        Self::open_dirs(Dirs::folder(dir, layout, false), "file")
+    }
+
+    /// A deployment's existing buffer directory, used in place (see the module doc). Its layout
+    /// is the one hashserver gives a directory it did not create: prefix if the
+    /// `.HASHSERVER_PREFIX` sentinel (which a prefix-layout hashserver writes at start) or a
+    /// prefix subdirectory is there, else flat. Nothing is written at open; `read_only` refuses
+    /// every write and removal later too.
+    pub fn open_deployment(dir: impl AsRef<Path>, read_only: bool) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        let dir = match dir.canonicalize() {
+            Ok(dir) if dir.is_dir() => dir,
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "--buffers {}: no such directory (give the buffer directory of a \
+                     hashserver; seamfs uses it in place and does not create it)",
+                    dir.display()
+                )));
+            }
         };
-        Self::open_dirs(dirs, "file")
+        let layout = Layout::detect(&dir).unwrap_or(Layout::Flat);
+        Self::open_dirs(Dirs::folder(dir, layout, read_only), "disk")
     }
 
     fn open_dirs(dirs: Dirs, name: &'static str) -> Result<Self, StoreError> {
@@ -204,11 +241,15 @@ impl DiskStore {
             layout,
             tmp,
             quarantine,
+            read_only,
         } = dirs;
-        for dir in [&root, &buffers, &tmp] {
-            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let mut removed = 0;
+        if !read_only {
+            for dir in [&root, &buffers, &tmp] {
+                fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            }
+            removed = remove_stale_temps(&tmp)?;
         }
-        let removed = remove_stale_temps(&tmp)?;
         if removed > 0 {
             tracing::info!(removed, root = %root.display(), "removed temp files of interrupted writes");
         }
@@ -224,6 +265,7 @@ impl DiskStore {
                 next_temp: AtomicU64::new(0),
                 stale_removed_at_open: removed,
                 usage: Usage::default(),
+                read_only,
             }),
         };
         store.start_usage_scan();
@@ -311,6 +353,7 @@ impl DiskStore {
 
     /// Start writing a buffer whose content arrives piecewise (e.g. FUSE writes).
     pub fn begin_write(&self) -> Result<PendingWrite, StoreError> {
+        self.check_writable()?;
         let n = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{n}-{:016x}", std::process::id(), rand::random::<u64>());
         let path = self.inner.tmp.join(name);
@@ -371,6 +414,7 @@ impl DiskStore {
 
     /// Move a (corrupt) buffer file to `quarantine/<hex>`; returns the new path.
     pub fn quarantine(&self, checksum: &Checksum) -> Result<PathBuf, StoreError> {
+        self.check_writable()?;
         let dir = &self.inner.quarantine;
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let from = self.path_of(checksum);
@@ -422,6 +466,21 @@ impl DiskStore {
         if remover().send(Removal::Notify(done)).is_ok() {
             let _ = finished.recv();
         }
+    }
+
+    /// Whether writes and removals are refused (a deployment's directory opened read-only).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::io(
+                &self.inner.buffers,
+                io::Error::from_raw_os_error(libc::EROFS),
+            ));
+        }
+        Ok(())
     }
 
     fn ensure_prefix_dir(&self, dir: &Path) -> Result<(), StoreError> {
@@ -497,6 +556,7 @@ impl Tier for DiskStore {
     /// The file is renamed into `tmp/` at once (so the name is gone when this returns) and
     /// unlinked in the background: freeing a large file's blocks takes long.
     fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        self.check_writable()?;
         let path = self.path_of(checksum);
         let size = match fs::metadata(&path) {
             Ok(m) => m.len(),
@@ -1096,5 +1156,45 @@ mod tests {
         assert!(matches!(err, StoreError::Corrupt { .. }));
         assert_eq!(store.iter().count(), 0);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_deployment_folder_is_used_in_place() {
+        // No sentinel: flat, as hashserver reads a directory; the sentinel is not written.
+        let flat = tempfile::tempdir().unwrap();
+        let store = DiskStore::open_deployment(flat.path(), false).unwrap();
+        assert_eq!(store.layout(), Layout::Flat);
+        let cs = store.put(&Buffer::new(b"flat\n".to_vec())).unwrap();
+        assert!(flat.path().join(cs.hex()).is_file());
+        assert!(!flat.path().join(PREFIX_SENTINEL).exists());
+
+        let prefix = tempfile::tempdir().unwrap();
+        fs::write(prefix.path().join(PREFIX_SENTINEL), "1\n").unwrap();
+        let store = DiskStore::open_deployment(prefix.path(), false).unwrap();
+        assert_eq!(store.layout(), Layout::Prefix);
+        let cs = store.put(&Buffer::new(b"prefix\n".to_vec())).unwrap();
+        let hex = cs.hex();
+        assert!(prefix.path().join(&hex[..2]).join(&hex).is_file());
+
+        // Read-only: readable, nothing created, writes and removals refused.
+        let before: Vec<_> = fs::read_dir(prefix.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        fs::remove_dir(prefix.path().join(".seamfs-tmp")).unwrap();
+        let store = DiskStore::open_deployment(prefix.path(), true).unwrap();
+        assert_eq!(store.get(&cs).unwrap().unwrap().as_slice(), b"prefix\n");
+        let refused = store.put(&Buffer::new(b"new".to_vec())).unwrap_err();
+        assert!(refused.to_string().contains("Read-only"), "{refused}");
+        assert!(store.remove(&cs).is_err());
+        assert!(!prefix.path().join(".seamfs-tmp").exists());
+        assert_eq!(
+            fs::read_dir(prefix.path()).unwrap().count(),
+            before.len() - 1
+        );
+
+        let missing = prefix.path().join("nope");
+        assert!(DiskStore::open_deployment(&missing, false).is_err());
     }
 }

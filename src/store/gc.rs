@@ -89,6 +89,11 @@ impl GcReport {
 impl Store {
     /// Remove the buffers nothing references (see the module doc).
     pub fn gc(&self, options: GcOptions) -> anyhow::Result<GcReport> {
+        anyhow::ensure!(
+            !self.foreign_buffers(),
+            "gc does not remove buffers from a deployment's buffer directory (mount --buffers): \
+             the hashserver's other users and records name buffers there that this store cannot see"
+        );
         let referenced = self.referenced(options.include_results)?;
         let mut report = GcReport {
             dry_run: options.dry_run,
@@ -180,10 +185,11 @@ impl Store {
     }
 }
 
-/// The checksums in one column (nothing if the table does not exist yet).
+/// The checksums in one column (nothing if the table does not exist yet). The table may be in
+/// an attached deployment database (`mount --database`), hence `pragma_table_list`.
 fn column(conn: &Connection, (table, column): (&str, &str)) -> Result<HashSet<Checksum>, DbError> {
     let exists = conn
-        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .prepare_cached("SELECT 1 FROM pragma_table_list WHERE type = 'table' AND name = ?1")?
         .exists([table])?;
     if !exists {
         return Ok(HashSet::new());

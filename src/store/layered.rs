@@ -47,6 +47,8 @@ pub struct Layered {
     fill_limit: u64,
     /// The slow tier is only read (see the module doc).
     read_only_below: bool,
+    /// Eviction drops what the slow tier lacks instead of copying it down (see `over_read_only`).
+    drop_unbacked: bool,
 }
 
 /// What one eviction pass did.
@@ -66,6 +68,17 @@ impl Layered {
             writes,
             fill_limit: 1 << 20,
             read_only_below: false,
+            drop_unbacked: false,
+        }
+    }
+
+    /// RAM over a disk that refuses writes (a deployment's buffer directory mounted read-only):
+    /// reads, the listing and removals as `new`, but eviction drops what only RAM holds (view
+    /// results, computed again when needed) instead of copying it down.
+    pub fn over_read_only(fast: Arc<dyn Tier>, slow: Arc<dyn Tier>) -> Self {
+        Layered {
+            drop_unbacked: true,
+            ..Layered::new(fast, slow, Writes::ToSlow)
         }
     }
 
@@ -116,6 +129,7 @@ impl Layered {
             let moved = match slow.has(&checksum) {
                 Ok(true) => Ok(false),
                 // A read-only slow tier cannot take it: keep it (pushed buffers become evictable).
+                Ok(false) if self.drop_unbacked => Ok(false),
                 Ok(false) if self.read_only_below => {
                     evictor.kept(&checksum);
                     continue;

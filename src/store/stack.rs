@@ -5,6 +5,15 @@
 //! optional tier below, e.g. `file://` or later a remote), its `seamless.db`, and its lock
 //! (`mount.lock`, holding the owner's pid): one process at a time serves or changes a store.
 //! It also owns the gate that keeps garbage collection from racing with writers (see `gc`).
+//!
+//! A store can also use a running Seamless deployment in place (`mount --buffers --database`):
+//! the hashserver's buffer directory becomes the disk tier and seamless-database's file holds
+//! the records, while the store directory keeps what is seamfs's own: the lock, `seamfs.db`
+//! (the tree, claims, views, pins; the deployment file is attached to it, see
+//! `Database::open_beside`), the push queue, logs. Read-only, neither is written to. Such a
+//! store is only opened with its `--database` again (its tree is not in `seamless.db`), and gc
+//! never removes from a deployment's buffer directory (other services' records name buffers
+//! there that this store cannot see).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -39,12 +48,20 @@ pub struct StoreOptions {
     pub remotes: Vec<String>,
     /// Write-through target (`--push`): every buffer committed or put is queued and uploaded.
     pub push: Option<String>,
+    /// A deployment's hashserver buffer directory, used in place as the disk tier (`--buffers`).
+    pub buffers: Option<PathBuf>,
+    /// A deployment's seamless-database file, used in place for the records (`--database`).
+    pub database: Option<PathBuf>,
+    /// Write nothing to `buffers` and `database` (`mount --read-only`).
+    pub deployment_read_only: bool,
 }
 
 /// An open store directory. Share it as `Arc<Store>`.
 pub struct Store {
     root: PathBuf,
     disk: DiskStore,
+    /// The disk tier is a deployment's buffer directory (`--buffers`).
+    foreign_buffers: bool,
     /// The push queue, with `--push`.
     push: Option<Arc<PushQueue>>,
     _push_loop: Option<PushLoop>,
@@ -90,16 +107,18 @@ impl Store {
             .canonicalize()
             .with_context(|| format!("cannot open the store {}", root.display()))?;
         let lock = Lock::acquire(&root, purpose)?;
-        let disk = DiskStore::open(&root)
-            .with_context(|| format!("cannot open the store {}", root.display()))?;
-        let db_path = database_path(&root);
-        let db = Database::open(&db_path, true).with_context(|| {
-            format!(
-                "cannot open the database {}{}",
-                db_path.display(),
-                full_disk_hint(&root)
-            )
-        })?;
+        let disk = match &options.buffers {
+            Some(dir) => DiskStore::open_deployment(dir, options.deployment_read_only)?,
+            None => DiskStore::open(&root)
+                .with_context(|| format!("cannot open the store {}", root.display()))?,
+        };
+        anyhow::ensure!(
+            options.buffers.is_none() || options.disk_cache.is_none(),
+            "--disk-cache would move buffers out of the --buffers directory, which other \
+             services use: leave one of them out"
+        );
+        let db = open_database(&root, options)?;
+        let db_path = db.path().to_path_buf();
         db.transaction(|c| -> Result<(), crate::db::DbError> {
             c.conn().execute_batch(super::gc::PINS_SCHEMA)?;
             Ok(())
@@ -139,7 +158,12 @@ impl Store {
         }
         if let Some(ram) = options.ram {
             let ram = Arc::new(MemoryTier::new(ram));
-            let layered = Arc::new(Layered::new(ram, tiers, Writes::ToSlow));
+            let layered = Arc::new(if disk.is_read_only() {
+                // Nothing goes down to a read-only deployment: view results stay in RAM.
+                Layered::over_read_only(ram, tiers)
+            } else {
+                Layered::new(ram, tiers, Writes::ToSlow)
+            });
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
@@ -154,6 +178,7 @@ impl Store {
         };
         let store = Store {
             root,
+            foreign_buffers: options.buffers.is_some(),
             disk,
             push,
             _push_loop: push_loop,
@@ -228,6 +253,44 @@ impl Store {
     pub(super) fn gate(&self) -> &RwLock<()> {
         &self.gate
     }
+
+    /// Whether the disk tier is a deployment's buffer directory (`--buffers`): gc refuses it.
+    pub fn foreign_buffers(&self) -> bool {
+        self.foreign_buffers
+    }
+}
+
+/// The store's database: `seamless.db`, or, with a deployment's `--database`, `seamfs.db` with
+/// that file attached. A store whose tree is in `seamfs.db` is not opened without it: its
+/// `seamless.db` would look like an empty tree (and gc would collect everything).
+fn open_database(root: &Path, options: &StoreOptions) -> anyhow::Result<Database> {
+    let side = side_database_path(root);
+    match &options.database {
+        Some(records) => Database::open_beside(&side, records, !options.deployment_read_only)
+            .with_context(|| format!("cannot use the database {}", records.display())),
+        None if side.exists() => bail!(
+            "the store {} keeps its tree in {} beside a deployment's database (it was mounted \
+             with --database): mount it with the same --database; while it is mounted, \
+             `seamfs gc --mounted MOUNTPOINT` and `seamfs pin --mounted` reach it",
+            root.display(),
+            side.display()
+        ),
+        None => {
+            let path = database_path(root);
+            Database::open(&path, true).with_context(|| {
+                format!(
+                    "cannot open the database {}{}",
+                    path.display(),
+                    full_disk_hint(root)
+                )
+            })
+        }
+    }
+}
+
+/// `<store>/seamfs.db`: seamfs's own tables when the records live in a deployment's database.
+pub fn side_database_path(store_root: &Path) -> PathBuf {
+    store_root.join("seamfs.db")
 }
 
 /// `<store>/seamless.db`: the database file the tree, BufferInfo and the HTTP side share.
