@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 mod common;
 use common::{
-    connect, open_descriptors, python_json_lines, python_tool, read_until_closed, repo, rss_mib,
+    assert_slow_body_refused, assert_slow_head_closed, connect, open_descriptors,
+    python_json_lines, python_tool, read_until_closed, repo, rss_mib, wait_until_released,
 };
 
 const SEAMFS: &str = env!("CARGO_BIN_EXE_seamfs");
@@ -1118,36 +1119,12 @@ fn slow_clients_are_closed() {
             "1",
         ],
     );
-    let trickle = |mut tcp: std::net::TcpStream, byte: &'static [u8]| {
-        std::thread::spawn(move || {
-            for _ in 0..100 {
-                std::thread::sleep(Duration::from_millis(200));
-                if tcp.write_all(byte).is_err() {
-                    return;
-                }
-            }
-        })
-    };
-
     let mut tcp = connect(&server.url);
     tcp.write_all(b"PUT / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{")
         .unwrap();
-    let writer = trickle(tcp.try_clone().unwrap(), b" ");
-    let (answer, closed_after) = read_until_closed(&mut tcp);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        answer.contains("request body not received in time"),
-        "{answer}"
-    );
-    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
-    writer.join().unwrap();
+    assert_slow_body_refused(tcp, b" ");
 
-    let mut tcp = connect(&server.url);
-    tcp.write_all(b"GET / HTTP/1.1\r\n").unwrap();
-    let writer = trickle(tcp.try_clone().unwrap(), b"x");
-    let (_, closed_after) = read_until_closed(&mut tcp);
-    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
-    writer.join().unwrap();
+    assert_slow_head_closed(&server.url, Duration::from_secs(10));
 
     let mut tcp = connect(&server.url);
     tcp.write_all(b"GET /healthcheck HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -1239,17 +1216,5 @@ fn ten_thousand_idle_connections_leave_nothing_behind() {
     assert_eq!(served, 4_000, "the cap is 4000");
     assert!(open_descriptors(pid) < fds_before + 4_100);
     drop(idle);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (rss, fds) = (rss_mib(pid), open_descriptors(pid));
-        if rss <= rss_before + 8 && fds <= fds_before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after the connections closed: {rss} MiB resident (before: {rss_before}), \
-             {fds} descriptors (before: {fds_before})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_released(pid, rss_before, fds_before, PATIENCE);
 }

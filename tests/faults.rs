@@ -15,7 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, free_port, is_mounted};
+use common::{Mount, free_port, gzip, is_mounted};
 
 /// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
 /// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
@@ -65,14 +65,21 @@ impl Drop for Scratch {
 
 /// Mount the scratch store, with the HTTP database on `port` if given (0: none).
 fn start(scratch: &Scratch, port: Option<u16>) -> Mount {
-    let port_arg = format!("--db-port={}", port.unwrap_or(0));
-    let mount = Mount::on(scratch.mnt(), scratch.store(), &[&port_arg]);
+    start_serving(scratch, port, None)
+}
+
+/// Mount the scratch store, with the HTTP database on `db` (none if not given) and the buffer
+/// server on `buffers` (a free port if not given); returns once both ports answer.
+fn start_serving(scratch: &Scratch, db: Option<u16>, buffers: Option<u16>) -> Mount {
+    let db_arg = format!("--db-port={}", db.unwrap_or(0));
+    let buffer_arg = format!("--buffer-port={}", buffers.unwrap_or(0));
+    let mount = Mount::on(scratch.mnt(), scratch.store(), &[&db_arg, &buffer_arg]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while let Some(port) = port
-        && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "the database port never opened");
-        std::thread::sleep(Duration::from_millis(20));
+    for port in [db, buffers].into_iter().flatten() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "port {port} never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     mount
 }
@@ -307,6 +314,21 @@ struct Ledger {
     attempted: Vec<(String, Checksum)>,
     /// Transformation records answered 200: transformation → result.
     records: Vec<(Checksum, Checksum)>,
+    /// Buffers PUT to the buffer server and answered 200/201.
+    puts: Vec<Checksum>,
+    /// Buffers PUT but not acknowledged.
+    attempted_puts: Vec<Checksum>,
+}
+
+impl Ledger {
+    fn extend(&mut self, other: &Ledger) {
+        self.files.extend(other.files.iter().cloned());
+        self.attempted.extend(other.attempted.iter().cloned());
+        self.records.extend(other.records.iter().cloned());
+        self.puts.extend(other.puts.iter().cloned());
+        self.attempted_puts
+            .extend(other.attempted_puts.iter().cloned());
+    }
 }
 
 /// Write files through the mount until it goes away; `fsync` every other one.
@@ -341,12 +363,17 @@ fn fuse_writer(root: PathBuf, prefix: String, seed: u64) -> Ledger {
     unreachable!()
 }
 
-/// PUT transformation records over HTTP until the server goes away.
-fn http_writer(port: u16, seed: u64) -> Ledger {
-    let client = reqwest::blocking::Client::builder()
+/// An HTTP client that gives up on a dead server after 10 s.
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// PUT transformation records over HTTP until the server goes away.
+fn http_writer(port: u16, seed: u64) -> Ledger {
+    let client = client();
     let mut ledger = Ledger::default();
     for i in 0u64.. {
         let tf = Checksum::of(format!("tf {seed} {i}").as_bytes());
@@ -363,6 +390,36 @@ fn http_writer(port: u16, seed: u64) -> Ledger {
         match response {
             Ok(r) if r.status().as_u16() == 200 => ledger.records.push((tf, result)),
             Ok(r) => panic!("PUT answered {}: {:?}", r.status(), r.text()),
+            Err(_) => return ledger,
+        }
+    }
+    unreachable!()
+}
+
+/// PUT buffers (hashserver protocol) to the mount's buffer server until it goes away; every
+/// other one gzip-compressed (`Content-Encoding: gzip`), as seamless-remote may send them.
+fn buffer_writer(port: u16, seed: u64) -> Ledger {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let client = client();
+    let mut ledger = Ledger::default();
+    for i in 0u64.. {
+        let len = if rng.random_bool(0.5) {
+            rng.random_range(1..4096)
+        } else {
+            rng.random_range(4096..128 << 10)
+        };
+        let data = random_bytes(&mut rng, len);
+        let checksum = Checksum::of(&data);
+        ledger.attempted_puts.push(checksum);
+        let request = client.put(format!("http://127.0.0.1:{port}/{}", checksum.hex()));
+        let request = if i % 2 == 0 {
+            request.body(data)
+        } else {
+            request.header("Content-Encoding", "gzip").body(gzip(&data))
+        };
+        match request.send() {
+            Ok(r) if matches!(r.status().as_u16(), 200 | 201) => ledger.puts.push(checksum),
+            Ok(r) => panic!("buffer PUT answered {}: {:?}", r.status(), r.text()),
             Err(_) => return ledger,
         }
     }
@@ -398,10 +455,10 @@ fn db_get(client: &reqwest::blocking::Client, port: u16, body: String) -> (u16, 
     (response.status().as_u16(), response.text().unwrap())
 }
 
-/// After a crash: every acknowledged file and record is present and exact, and every file in the
-/// tree is whole (its sidecar and `by-checksum/` name its exact bytes): an unacknowledged write is
-/// absent, empty or complete.
-fn check_after_crash(m: &Mount, port: u16, ledger: &Ledger) {
+/// After a crash: every acknowledged file, record and buffer PUT is present and exact, and every
+/// file in the tree is whole (its sidecar and `by-checksum/` name its exact bytes): an
+/// unacknowledged write is absent, empty or complete, an unacknowledged PUT absent or complete.
+fn check_after_crash(m: &Mount, port: u16, buffer_port: u16, ledger: &Ledger) {
     for (name, checksum) in &ledger.files {
         let data = assert_consistent(m, name).unwrap_or_else(|| panic!("{name} was lost"));
         assert_eq!(Checksum::of(&data), *checksum, "{name} changed");
@@ -430,10 +487,44 @@ fn check_after_crash(m: &Mount, port: u16, ledger: &Ledger) {
             "record of {tf} changed: {body}"
         );
     }
+    for checksum in &ledger.puts {
+        let stored = fs::read(m.path(&format!("by-checksum/{}", checksum.hex())))
+            .unwrap_or_else(|e| panic!("buffer {checksum} PUT and lost: {e}"));
+        assert_eq!(
+            Checksum::of(&stored),
+            *checksum,
+            "buffer {checksum} changed"
+        );
+        let served = client
+            .get(format!("http://127.0.0.1:{buffer_port}/{}", checksum.hex()))
+            .send()
+            .unwrap();
+        assert_eq!(
+            served.status().as_u16(),
+            200,
+            "buffer {checksum} not served"
+        );
+        assert_eq!(
+            Checksum::of(&served.bytes().unwrap()),
+            *checksum,
+            "buffer {checksum} served changed"
+        );
+    }
+    for checksum in &ledger.attempted_puts {
+        if let Ok(stored) = fs::read(m.path(&format!("by-checksum/{}", checksum.hex()))) {
+            assert_eq!(
+                Checksum::of(&stored),
+                *checksum,
+                "buffer {checksum} is half-written ({} bytes)",
+                stored.len()
+            );
+        }
+    }
 }
 
-/// kill -9 during mixed load (FUSE writers, some fsyncing; HTTP database PUTs; view
-/// conversions), 20 times: after each, fsck is clean and nothing acknowledged is lost.
+/// kill -9 during mixed load (FUSE writers, some fsyncing; HTTP database PUTs; buffer PUTs to
+/// the buffer server; view conversions), 20 times: after each, fsck is clean and nothing
+/// acknowledged is lost.
 #[test]
 fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
     let scratch = Scratch::new(None);
@@ -451,10 +542,10 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
     m.stop();
     for cycle in 0..20 {
         let started = Instant::now();
-        let port = free_port();
-        let m = start(&scratch, Some(port));
+        let (port, buffer_port) = (free_port(), free_port());
+        let m = start_serving(&scratch, Some(port), Some(buffer_port));
         // What the last cycle did is checked after every crash, everything at the end.
-        check_after_crash(&m, port, &last);
+        check_after_crash(&m, port, buffer_port, &last);
         let threads: Vec<std::thread::JoinHandle<Ledger>> = vec![
             {
                 let root = m.mnt.clone();
@@ -471,6 +562,14 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
                 std::thread::spawn(move || http_writer(port, seed))
             },
             {
+                let seed = rng.random();
+                std::thread::spawn(move || buffer_writer(buffer_port, seed))
+            },
+            {
+                let seed = rng.random();
+                std::thread::spawn(move || buffer_writer(buffer_port, seed))
+            },
+            {
                 let root = m.mnt.clone();
                 let sources = sources.clone();
                 std::thread::spawn(move || {
@@ -483,26 +582,24 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
         kill9(m);
         last = Ledger::default();
         for thread in threads {
-            let part = thread.join().expect("a load thread panicked");
-            last.files.extend(part.files);
-            last.attempted.extend(part.attempted);
-            last.records.extend(part.records);
+            last.extend(&thread.join().expect("a load thread panicked"));
         }
-        ledger.files.extend(last.files.iter().cloned());
-        ledger.attempted.extend(last.attempted.iter().cloned());
-        ledger.records.extend(last.records.iter().cloned());
+        ledger.extend(&last);
         unmount(&scratch.mnt());
         assert_fsck_clean(&scratch.store());
         eprintln!("cycle {cycle}: {:?}", started.elapsed());
     }
-    let port = free_port();
-    let m = start(&scratch, Some(port));
-    check_after_crash(&m, port, &ledger);
+    let (port, buffer_port) = (free_port(), free_port());
+    let m = start_serving(&scratch, Some(port), Some(buffer_port));
+    check_after_crash(&m, port, buffer_port, &ledger);
     eprintln!(
-        "20 kill -9 cycles: {} files and {} records acknowledged, {} writes attempted",
+        "20 kill -9 cycles: {} files, {} records and {} buffer PUTs acknowledged, \
+         {} writes and {} PUTs attempted",
         ledger.files.len(),
         ledger.records.len(),
-        ledger.attempted.len()
+        ledger.puts.len(),
+        ledger.attempted.len(),
+        ledger.attempted_puts.len()
     );
     assert!(
         ledger.files.len() >= 20,
@@ -513,6 +610,12 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
         ledger.records.len() >= 20,
         "too few records: {}",
         ledger.records.len()
+    );
+    // Each PUT is stored durably (fsynced) before its answer, so a cycle sees only a few.
+    assert!(
+        ledger.puts.len() >= 10,
+        "too few buffer PUTs: {}",
+        ledger.puts.len()
     );
     m.stop();
 }
@@ -664,4 +767,223 @@ fn a_power_loss_before_the_group_sync_leaves_no_wrong_bytes() {
         return;
     }
     panic!("the group sync always ran before the kill: the ledger was never exercised");
+}
+
+/// The buffer file of `checksum` in `store` (prefix layout), read directly.
+fn stored_buffer(store: &Path, checksum: &Checksum) -> Option<Vec<u8>> {
+    let hex = checksum.hex();
+    fs::read(store.join("buffers").join(&hex[..2]).join(&hex)).ok()
+}
+
+/// Every file in `store/buffers/` is named by the SHA-256 of its bytes: nothing half-written is
+/// visible there.
+fn assert_buffer_dir_whole(store: &Path) {
+    for entry in walkdir::WalkDir::new(store.join("buffers")) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let data = fs::read(entry.path()).unwrap();
+        assert_eq!(
+            Checksum::of(&data).hex(),
+            name,
+            "{} is not the buffer it is named after ({} bytes)",
+            entry.path().display(),
+            data.len()
+        );
+    }
+}
+
+/// `seamfs gc STORE` (the store not mounted).
+fn gc_offline(store: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seamfs"))
+        .arg("gc")
+        .arg(store)
+        .output()
+        .unwrap()
+}
+
+/// `seamfs gc STORE` run offline on a full disk (a tmpfs filled to a random slack before each
+/// round): it either succeeds or fails with a message saying why; either way every buffer the
+/// tree references is still there and exact, nothing half-written is visible, and fsck is
+/// clean once space is back. With space back, gc removes the garbage it had to leave.
+#[test]
+fn a_full_disk_during_offline_gc_removes_nothing_wrongly() {
+    let scratch = Scratch::new(Some(8));
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut garbage: Vec<Checksum> = Vec::new();
+    let (mut succeeded, mut failed) = (0, 0);
+    for round in 0..8 {
+        let m = start(&scratch, None);
+        for i in 0..4 {
+            let len = rng.random_range(1..64 << 10);
+            let data = random_bytes(&mut rng, len);
+            let name = format!("k{round}-{i}");
+            write_file(&m.path(&name), &data).unwrap();
+            kept.push((name, data));
+            let len = rng.random_range(1..64 << 10);
+            let doomed = random_bytes(&mut rng, len);
+            let name = format!("g{round}-{i}");
+            write_file(&m.path(&name), &doomed).unwrap();
+            fs::remove_file(m.path(&name)).unwrap();
+            garbage.push(Checksum::of(&doomed));
+        }
+        m.stop();
+        fill_disk(&scratch.store(), rng.random_range(0..256 << 10));
+        let gc = gc_offline(&scratch.store());
+        let stderr = String::from_utf8_lossy(&gc.stderr);
+        if gc.status.success() {
+            succeeded += 1;
+            for checksum in &garbage {
+                assert!(
+                    stored_buffer(&scratch.store(), checksum).is_none(),
+                    "gc reported success and kept garbage {checksum}"
+                );
+            }
+            garbage.clear();
+        } else {
+            failed += 1;
+            assert!(
+                stderr.contains("No space left on device") || stderr.contains("disk is full"),
+                "gc failed without saying why: {stderr}"
+            );
+        }
+        for (name, data) in &kept {
+            let stored = stored_buffer(&scratch.store(), &Checksum::of(data));
+            assert_eq!(stored.as_ref(), Some(data), "gc removed or changed {name}");
+        }
+        assert_buffer_dir_whole(&scratch.store());
+        fs::remove_file(scratch.store().join("filler")).unwrap();
+        assert_fsck_clean(&scratch.store());
+    }
+    eprintln!("offline gc on a full disk: {succeeded} succeeded, {failed} failed");
+    let gc = gc_offline(&scratch.store());
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    for checksum in &garbage {
+        assert!(stored_buffer(&scratch.store(), checksum).is_none());
+    }
+    let m = start(&scratch, None);
+    for (name, data) in &kept {
+        assert_eq!(assert_consistent(&m, name).as_ref(), Some(data), "{name}");
+    }
+    m.stop();
+}
+
+/// A RAM tier over a disk tier on a full tmpfs (filled to a random slack before each round):
+/// whole buffers put into RAM (as view results are) while eviction must offload them to the
+/// full disk. Every put either fails with an error or leaves its buffer readable (in RAM, or on
+/// disk); a failed offload keeps the buffer in RAM; no half-written file is ever visible in
+/// `buffers/` and no temp file is left; the RAM tier's counters match what it holds.
+#[test]
+fn a_full_disk_during_ram_offload_keeps_every_buffer_readable() {
+    use seamfs::Buffer;
+    use seamfs::store::{DiskStore, Layered, MemoryTier, RamConfig, Tier, Writes};
+    use std::sync::Arc;
+
+    let scratch = Scratch::new(Some(4));
+    let mut rng = StdRng::seed_from_u64(5);
+    let disk = DiskStore::open(scratch.store()).unwrap();
+    let ram = Arc::new(MemoryTier::new(RamConfig::new(512 << 10, Some(1 << 20))));
+    let layered = Layered::new(ram.clone(), Arc::new(disk.clone()), Writes::ToSlow);
+    let mut accepted: Vec<(Checksum, Vec<u8>)> = Vec::new();
+    let (mut refused, mut failed_passes) = (0, 0);
+    let mut ram_puts = 0;
+    for _round in 0..10 {
+        fill_disk(&scratch.store(), rng.random_range(0..256 << 10));
+        for _ in 0..12 {
+            let len = rng.random_range(16 << 10..192 << 10);
+            let data = random_bytes(&mut rng, len);
+            let checksum = Checksum::of(&data);
+            let in_ram_before = ram.has(&checksum).unwrap();
+            match layered.put(&Buffer::new(data.clone())) {
+                Ok(stored) => {
+                    assert_eq!(stored, checksum);
+                    if ram.has(&checksum).unwrap() && !in_ram_before {
+                        ram_puts += 1;
+                    }
+                    accepted.push((checksum, data));
+                }
+                Err(e) => {
+                    refused += 1;
+                    let message = e.to_string();
+                    assert!(
+                        message.contains("No space left") || message.contains("full"),
+                        "a refused put says why: {message}"
+                    );
+                }
+            }
+        }
+        if layered.evict_once().is_err() {
+            failed_passes += 1;
+        }
+        check_tiers(&layered, &ram, &disk, &accepted, &scratch.store());
+        fs::remove_file(scratch.store().join("filler")).unwrap();
+    }
+    // With space back, an eviction pass offloads what RAM could not hand over.
+    layered.evict_once().unwrap();
+    check_tiers(&layered, &ram, &disk, &accepted, &scratch.store());
+    let ram_stats = ram.stats();
+    let counters = ram_stats.tier("ram").unwrap();
+    assert_eq!(counters.puts, ram_puts, "RAM puts counted {counters:?}");
+    eprintln!(
+        "{} puts accepted ({ram_puts} into RAM), {refused} refused, {failed_passes} eviction \
+         passes failed, {} offloads",
+        accepted.len(),
+        counters.offloads
+    );
+    assert!(
+        refused + failed_passes > 0,
+        "the disk never ran full: the test tested nothing"
+    );
+}
+
+/// What `a_full_disk_during_ram_offload_keeps_every_buffer_readable` checks after each round.
+fn check_tiers(
+    layered: &seamfs::store::Layered,
+    ram: &seamfs::store::MemoryTier,
+    disk: &seamfs::store::DiskStore,
+    accepted: &[(Checksum, Vec<u8>)],
+    store: &Path,
+) {
+    use seamfs::store::Tier;
+    let mut in_ram = 0;
+    for (checksum, data) in accepted {
+        let reader = layered
+            .open_read(checksum)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{checksum} was accepted and is gone"));
+        let bytes = reader.range(0, data.len()).unwrap();
+        assert_eq!(&bytes[..], &data[..], "{checksum} changed");
+        if ram.has(checksum).unwrap() {
+            in_ram += data.len() as u64;
+        } else {
+            assert_eq!(
+                stored_buffer(store, checksum).as_ref(),
+                Some(data),
+                "{checksum} left RAM without reaching the disk"
+            );
+        }
+    }
+    let stats = ram.stats();
+    let counters = stats.tier("ram").unwrap();
+    assert_eq!(
+        counters.bytes,
+        Some(in_ram),
+        "RAM bytes counted {counters:?}"
+    );
+    assert!(in_ram <= ram.config().hard_cap, "RAM over its hard cap");
+    // Every buffer that left RAM went down to the disk, which never had it before.
+    assert_eq!(counters.evictions, counters.offloads, "{counters:?}");
+    disk.wait_for_removals();
+    assert_buffer_dir_whole(store);
+    let temp: Vec<_> = fs::read_dir(store.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(temp.is_empty(), "temp files left: {temp:?}");
 }

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 mod common;
-use common::{python_json_lines, venv_bin};
+use common::{files_under, free_port, gzip, is_mounted, python_json_lines, venv_bin};
 
 const SEAMFS: &str = env!("CARGO_BIN_EXE_seamfs");
 /// Generous bound for a process to do something it should do at once; only a hang exceeds it.
@@ -213,24 +213,6 @@ fn compare(python: &Server, ours: &Server, requests: &[Req]) {
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-/// Files under `dir` (relative paths), sorted; for "nothing left behind" checks.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .map(Result::unwrap)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
-        .collect();
-    out.sort();
-    out
-}
-
 // ---- the protocol, request by request ----
 
 fn protocol_requests() -> Vec<Req> {
@@ -353,7 +335,10 @@ fn every_route_answers_as_the_python_hashserver() {
             })
             .collect()
     };
-    assert_eq!(normalise(files(&rs_dir)), normalise(files(&py_dir)));
+    assert_eq!(
+        normalise(files_under(&rs_dir)),
+        normalise(files_under(&py_dir))
+    );
     assert!(python.stop().success());
     assert!(ours.stop().success());
 }
@@ -397,7 +382,7 @@ fn read_only_flat_and_sha3_servers_answer_as_the_python_hashserver() {
                 req("GET", "/has").json(&format!(r#"["{sha3}", "{HELLO_CS}"]"#)),
             ],
         );
-        assert_eq!(files(&rs_dir), files(&py_dir), "{name}");
+        assert_eq!(files_under(&rs_dir), files_under(&py_dir), "{name}");
     }
 }
 
@@ -553,11 +538,11 @@ fn bad_uploads_leave_nothing_behind() {
 
     // Nothing stored, no temp file left (uploads that broke off are cleaned up at once).
     let deadline = Instant::now() + PATIENCE;
-    while files(&buffers) != [".HASHSERVER_PREFIX"] {
+    while files_under(&buffers) != [".HASHSERVER_PREFIX"] {
         assert!(
             Instant::now() < deadline,
             "left behind: {:?}",
-            files(&buffers)
+            files_under(&buffers)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -673,23 +658,6 @@ fn the_seamless_config_launch_template_works_through_the_alias() {
 }
 
 // ---- the mount's buffer server ----
-
-/// A free port on 127.0.0.1 (bound and released: another process could take it meanwhile, which
-/// only fails the test loudly).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
-}
 
 /// `seamfs mount MNT --store STORE --no-db --buffer-port PORT`, unmounted on drop.
 struct Mount {

@@ -645,6 +645,15 @@ async fn put_buffer(
             tracing::warn!("PUT {checksum}: the client disconnected");
             empty(StatusCode::BAD_REQUEST)
         }
+        // A body trickling in slower than the serving layer allows: told why, then closed.
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            tracing::warn!("PUT {checksum}: {e}");
+            with_headers(
+                StatusCode::REQUEST_TIMEOUT,
+                HeaderMap::new(),
+                Body::from(format!("ERROR: {e}")),
+            )
+        }
         Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
             tracing::error!("PUT {checksum}: {e}");
             text(
@@ -666,7 +675,8 @@ enum Piece {
 }
 
 /// Stream the body to the backend's writer on a blocking thread (hashing and disk writes overlap
-/// the network). `Ok(None)`: the body broke off (client gone); nothing is kept.
+/// the network). `Ok(None)`: the body broke off (client gone); `TimedOut`: it came too slowly
+/// (the serving layer's body deadline). Either way nothing is kept.
 async fn upload(
     shared: &Arc<Shared>,
     checksum: Checksum,
@@ -690,11 +700,15 @@ async fn upload(
         Ok(None)
     });
     let mut stream = body.into_data_stream();
+    let mut too_slow = None;
     loop {
         let piece = match stream.next().await {
             Some(Ok(data)) => Piece::Data(data),
             Some(Err(e)) => {
                 tracing::debug!("PUT {checksum}: body broke off: {e}");
+                if crate::http::serving::is_body_timeout(&e) {
+                    too_slow = Some(e.to_string());
+                }
                 break;
             }
             None => Piece::End,
@@ -706,9 +720,13 @@ async fn upload(
         }
     }
     drop(tx);
-    writer
+    let outcome = writer
         .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("upload writer failed: {e}"))))
+        .unwrap_or_else(|e| Err(io::Error::other(format!("upload writer failed: {e}"))));
+    match too_slow {
+        Some(message) => Err(io::Error::new(io::ErrorKind::TimedOut, message)),
+        None => outcome,
+    }
 }
 
 fn promise(shared: &Arc<Shared>, text_checksum: &str) -> Response {

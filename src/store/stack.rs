@@ -75,6 +75,29 @@ pub struct Store {
     _lock: Lock,
 }
 
+/// Below this much free space a failure to open the database is put down to a full disk.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// A hint for an error opening the database when the store's filesystem is (nearly) full:
+/// SQLite reports that as a bare I/O error (e.g. when it cannot grow its shared-memory file).
+fn full_disk_hint(root: &Path) -> String {
+    match nix::sys::statvfs::statvfs(root) {
+        Ok(fs) => {
+            let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+            if free < NEARLY_FULL {
+                format!(
+                    " (No space left on device: {} KiB free on the store's filesystem; \
+                     free some space and retry)",
+                    free >> 10
+                )
+            } else {
+                String::new()
+            }
+        }
+        Err(_) => String::new(),
+    }
+}
+
 impl Store {
     /// Open (creating if needed) the store at `root`: take its lock (failing if another process
     /// holds it), open the tiers and `seamless.db`. `purpose` names the command in errors.
@@ -101,7 +124,13 @@ impl Store {
             c.conn().execute_batch(super::gc::PINS_SCHEMA)?;
             Ok(())
         })
-        .with_context(|| format!("cannot prepare {}", db_path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot prepare {}{}",
+                db_path.display(),
+                full_disk_hint(&root)
+            )
+        })?;
         let mut eviction = Vec::new();
         let mut tiers: Arc<dyn Tier> = Arc::new(disk.clone());
         if let Some(capacity) = options.disk_cache {
@@ -234,8 +263,13 @@ fn open_database(root: &Path, options: &StoreOptions) -> anyhow::Result<Database
         ),
         None => {
             let path = database_path(root);
-            Database::open(&path, true)
-                .with_context(|| format!("cannot open the database {}", path.display()))
+            Database::open(&path, true).with_context(|| {
+                format!(
+                    "cannot open the database {}{}",
+                    path.display(),
+                    full_disk_hint(root)
+                )
+            })
         }
     }
 }

@@ -126,12 +126,34 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
+/// A free port on 127.0.0.1 (bound and released: another process could take it meanwhile, which
+/// only fails the test loudly).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `data` gzip-compressed (an upload with `Content-Encoding: gzip`).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Files under `dir` (relative paths), sorted; for "nothing left behind" checks.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    out.sort();
+    out
 }
 
 /// What `seamless-checksum` writes into a `.CHECKSUM` file for `data`.
@@ -237,4 +259,80 @@ pub fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
+}
+
+/// Send `byte` every 200 ms (100 times at most) until the server closes the connection.
+pub fn trickle(mut tcp: std::net::TcpStream, byte: &'static [u8]) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(200));
+            if tcp.write_all(byte).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Up to `count` connections to `port` on 127.0.0.1, each holding a request head that never
+/// ends; and how many connects were refused or timed out (it stops after 3).
+pub fn flood(port: u16, count: usize) -> (Vec<std::net::TcpStream>, usize) {
+    use std::io::Write;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut held = Vec::with_capacity(count);
+    let mut refused = 0;
+    while held.len() < count && refused < 3 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut tcp) => {
+                let _ = tcp.write_all(b"PUT / HTTP/1.1\r\nhost: x\r\ncontent-le");
+                held.push(tcp);
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    (held, refused)
+}
+
+/// Wait (up to `patience`) until process `pid` is back to at most `rss_before` + 8 MiB resident
+/// and `fds_before` descriptors: what a burst of connections took is handed back.
+pub fn wait_until_released(pid: u32, rss_before: u64, fds_before: usize, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        let (rss, fds) = (rss_mib(pid), open_descriptors(pid));
+        if rss <= rss_before + 8 && fds <= fds_before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the connections closed: {rss} MiB resident (before: {rss_before}), \
+             {fds} descriptors (before: {fds_before})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A client that has sent a request head and the start of its body trickles the rest in
+/// (`byte` every 200 ms): the server must answer `408` with the reason and close within 10 s.
+pub fn assert_slow_body_refused(mut tcp: std::net::TcpStream, byte: &'static [u8]) {
+    let writer = trickle(tcp.try_clone().unwrap(), byte);
+    let (answer, closed_after) = read_until_closed(&mut tcp);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("request body not received in time"),
+        "{answer}"
+    );
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    writer.join().unwrap();
+}
+
+/// A client that trickles a request head in (a byte every 200 ms after its first line) is
+/// closed before `within` (the server's head timeout and some slack).
+pub fn assert_slow_head_closed(url: &str, within: Duration) {
+    use std::io::Write;
+    let mut tcp = connect(url);
+    tcp.write_all(b"GET /healthcheck HTTP/1.1\r\n").unwrap();
+    let writer = trickle(tcp.try_clone().unwrap(), b"x");
+    let (_, closed_after) = read_until_closed(&mut tcp);
+    assert!(closed_after < within, "{closed_after:?}");
+    writer.join().unwrap();
 }
