@@ -17,10 +17,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use seamfs::hashserver::{
-    Algorithm, Backend, BufferDir, Layout, Options, PREFIX_SENTINEL, Service,
-};
-use seamfs::store::{RamConfig, Store, StoreOptions};
+use seamfs::hashserver::{Algorithm, Backend, BufferDir, Options, Service};
+use seamfs::store::disk::PREFIX_SENTINEL;
+use seamfs::store::{Layout, RamConfig, Store, StoreOptions};
 use tower::ServiceExt;
 
 /// `Hello world!\n`, the buffer of the spec transcripts, present in both backends.
@@ -78,7 +77,7 @@ fn put(hex: &str, body: &[u8]) -> Request<Body> {
 
 fn service(fixture: &Fixture, flags: u8) -> Service {
     let backend = if flags & 1 == 1 {
-        Backend::store(fixture.store.clone())
+        Backend::store(&fixture.store)
     } else {
         let main = BufferDir {
             root: fixture.buffers.clone(),
