@@ -45,6 +45,8 @@ impl Reply {
 const PROTOCOL: [&str; 3] = ["seamless", "database", "2.2"];
 
 const MALFORMED: &str = "Malformed request";
+const OUT_OF_RANGE: &str =
+    "Malformed request: a number is beyond the range of a float (JSON has no Infinity)";
 
 /// The 11 request types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,23 @@ fn parse_request(body: &[u8]) -> Result<(Kind, Map<String, Value>), Reply> {
     };
     let kind = Kind::from_request(&rq).ok_or_else(|| Reply::bad(MALFORMED))?;
     Ok((kind, rq))
+}
+
+/// Whether a number literal in `value` is a float beyond the range of a double (`1e999`).
+/// Python's `json.loads` reads it as `inf` and seamless-database stores `Infinity`, which is
+/// not JSON: every strict reader of the record (ours included) would fail on it afterwards, so
+/// a PUT carrying one is refused instead (docs/compat.md).
+fn has_infinite_number(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => {
+            // An integer literal of any size is a Python int, which json.dumps writes back.
+            let text = n.to_string();
+            text.contains(['.', 'e', 'E']) && text.parse::<f64>().is_ok_and(|f| !f.is_finite())
+        }
+        Value::Array(items) => items.iter().any(has_infinite_number),
+        Value::Object(map) => map.values().any(has_infinite_number),
+        _ => false,
+    }
 }
 
 /// The request's `checksum`: `Ok(None)` for an explicit null (Python treats it as "no key").
@@ -280,6 +299,9 @@ pub fn handle_put(db: &Conn, body: &[u8]) -> Reply {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
     };
+    if rq.values().any(has_infinite_number) {
+        return Reply::bad(OUT_OF_RANGE);
+    }
     if kind == Kind::BucketProbe {
         return put_bucket_probe(db, &rq);
     }
@@ -433,4 +455,44 @@ fn object_or_json_text(v: &Value) -> Option<JsonMap> {
 pub fn internal_error(e: DbError) -> Reply {
     tracing::error!("database request failed: {e}");
     Reply::error(500, &format!("Internal server error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Database, DbError};
+
+    fn put(db: &Database, body: &str) -> Reply {
+        db.transaction(|c| Ok::<_, DbError>(handle_put(c, body.as_bytes())))
+            .unwrap()
+    }
+
+    /// Found by the `protocol` fuzz target: a buffer_info PUT with `1e999` stored `Infinity`,
+    /// and every later PUT for that checksum failed with 500 "corrupt row".
+    #[test]
+    fn a_float_beyond_range_is_refused_and_leaves_the_record_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+        let cs = "dd".repeat(32);
+        let infinite = format!(
+            r#"{{"type": "buffer_info", "checksum": "{cs}", "value": {{"x": [1, {{"y": -1e999}}]}}}}"#
+        );
+        let reply = put(&db, &infinite);
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert!(reply.body.contains("Infinity"), "{}", reply.body);
+        let big_int = format!(
+            r#"{{"type": "buffer_info", "checksum": "{cs}", "value": {{"big": 1{}}}}}"#,
+            "0".repeat(400)
+        );
+        assert_eq!(
+            put(&db, &big_int).status,
+            200,
+            "a big integer is a Python int"
+        );
+        let next = format!(
+            r#"{{"type": "buffer_info", "checksum": "{cs}", "value": {{"shape": [4, 3], "x": 1e300}}}}"#
+        );
+        let reply = put(&db, &next);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
 }
