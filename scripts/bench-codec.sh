@@ -8,6 +8,9 @@
 #   decode plain   plain buffer      -> value -> JSON  (seamfs decode --json | get_value("plain") + json.dumps)
 #   binary         64 MB .npy        -> binary buffer  (.npy read + write)
 # Usage: scripts/bench-codec.sh [RUNS]   (default 5, at least 3)
+# Before/after: BASELINE=/path/to/older/seamfs scripts/bench-codec.sh also times that binary on the
+# same inputs, right after this checkout's binary on each workload, and prints the ratio
+# baseline time / this checkout's time (>= 1: not slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -54,26 +57,40 @@ median_of() {
     "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
 }
 
+# seamfs_of NAME ARGS: the median of this checkout's seamfs with ARGS, then (with BASELINE) the
+# baseline binary's, measured right after it.
+seamfs_of() {
+    median_of "ours_$1" "$seamfs $2 > /dev/null"
+    [ -z "${BASELINE:-}" ] || median_of "base_$1" "$BASELINE $2 > /dev/null"
+}
+[ -z "${BASELINE:-}" ] || [ -x "$BASELINE" ] || { echo "bench-codec: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
 pyrun="$PWD/$py -c"
 imports="import sys, json, numpy as np; from seamless import Buffer; from seamless.checksum.serialize import serialize_sync"
 startup=$(median_of startup "$pyrun '$imports'")
-ours_plain=$(median_of ours_plain "$seamfs encode --celltype plain $work/value.json > /dev/null")
+mapfile -t t < <(seamfs_of plain "encode --celltype plain $work/value.json"); ours_plain=${t[0]} base_plain=${t[1]:-}
 py_plain=$(median_of py_plain "$pyrun '$imports; sys.stdout.buffer.write(serialize_sync(json.load(open(\"$work/value.json\")), \"plain\"))' > /dev/null")
-ours_mixed=$(median_of ours_mixed "$seamfs encode --celltype mixed $work/value.json > /dev/null")
+mapfile -t t < <(seamfs_of mixed "encode --celltype mixed $work/value.json"); ours_mixed=${t[0]} base_mixed=${t[1]:-}
 py_mixed=$(median_of py_mixed "$pyrun '$imports; sys.stdout.buffer.write(serialize_sync(json.load(open(\"$work/value.json\")), \"mixed\"))' > /dev/null")
-ours_decode=$(median_of ours_decode "$seamfs decode --celltype plain --json $work/value.plain > /dev/null")
+mapfile -t t < <(seamfs_of decode "decode --celltype plain --json $work/value.plain"); ours_decode=${t[0]} base_decode=${t[1]:-}
 py_decode=$(median_of py_decode "$pyrun '$imports; print(json.dumps(Buffer(open(\"$work/value.plain\", \"rb\").read()).get_value(\"plain\"), indent=2))' > /dev/null")
-ours_binary=$(median_of ours_binary "$seamfs encode --celltype binary $work/array.npy > /dev/null")
+mapfile -t t < <(seamfs_of binary "encode --celltype binary $work/array.npy"); ours_binary=${t[0]} base_binary=${t[1]:-}
 py_binary=$(median_of py_binary "$pyrun '$imports; sys.stdout.buffer.write(serialize_sync(np.load(\"$work/array.npy\"), \"binary\"))' > /dev/null")
 
-"$py" - "$runs" "$startup" "$ours_plain" "$py_plain" "$ours_mixed" "$py_mixed" "$ours_decode" "$py_decode" "$ours_binary" "$py_binary" <<'PY'
+"$py" - "$runs" "$startup" "$ours_plain" "$py_plain" "$ours_mixed" "$py_mixed" "$ours_decode" "$py_decode" "$ours_binary" "$py_binary" \
+    $base_plain $base_mixed $base_decode $base_binary <<'PY'
 import sys
 runs = sys.argv[1]
 startup, *times = map(float, sys.argv[2:])
+times, baseline = times[:8], times[8:]
 print(f"\nmedians of {runs} runs (page cache warm); ratio = Python time / seamfs time (>1: seamfs faster)")
 print(f"python startup with imports: {startup:.3f} s (included in the Python column)")
 print(f"{'workload':<16}{'seamfs s':>10}{'Python s':>10}{'ratio':>8}")
 names = ["encode plain", "encode mixed", "decode plain", "binary"]
 for name, ours, theirs in zip(names, times[0::2], times[1::2]):
     print(f"{name:<16}{ours:>10.3f}{theirs:>10.3f}{theirs / ours:>8.2f}")
+if baseline:
+    print("\nbefore/after; ratio = BASELINE time / this checkout's time (>=1: not slower)")
+    print(f"{'workload':<16}{'seamfs s':>10}{'baseline s':>12}{'ratio':>8}")
+    for name, ours, base in zip(names, times[0::2], baseline):
+        print(f"{name:<16}{ours:>10.3f}{base:>12.3f}{base / ours:>8.2f}")
 PY
