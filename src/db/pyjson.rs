@@ -57,6 +57,13 @@ fn is_integer_literal(text: &str) -> bool {
     !text.contains(['.', 'e', 'E'])
 }
 
+/// Whether `json.loads` reads this number as a float that is not finite (`1e999` is `inf`,
+/// which `json.dumps` writes as `Infinity`, not JSON). An integer literal of any size is an int.
+pub fn is_infinite_float(number: &serde_json::Number) -> bool {
+    let text = number.to_string();
+    !is_integer_literal(&text) && text.parse::<f64>().is_ok_and(|f| !f.is_finite())
+}
+
 /// Python `==` between two parsed JSON values: dict order does not matter, and numbers compare
 /// by value across int/float/bool (`1 == 1.0 == True`).
 pub fn python_eq(a: &Value, b: &Value) -> bool {

@@ -470,7 +470,8 @@ fn decompressed_length(path: &Path, compression: Compression) -> Option<u64> {
     n.ok()
 }
 
-fn with_suffix(base: &Path, form: Form) -> PathBuf {
+/// The path of `form` of the buffer whose raw form is at `base`.
+pub(super) fn with_suffix(base: &Path, form: Form) -> PathBuf {
     with_suffix_str(base, suffix(form))
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::backend::with_suffix;
 use super::protocol::{FORMS, suffix};
 use crate::checksum::Checksum;
 
@@ -56,11 +57,7 @@ impl Look {
         match self {
             Look::Absent => false,
             Look::Listed(stored) => stored.contains(checksum),
-            Look::Unsettled => FORMS.iter().any(|&form| {
-                let mut name = base.as_os_str().to_owned();
-                name.push(suffix(form));
-                Path::new(&name).exists()
-            }),
+            Look::Unsettled => FORMS.iter().any(|&form| with_suffix(base, form).exists()),
         }
     }
 }

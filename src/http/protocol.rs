@@ -98,11 +98,7 @@ fn parse_request(body: &[u8]) -> Result<(Kind, Map<String, Value>), Reply> {
 /// a PUT carrying one is refused instead (docs/compat.md).
 fn has_infinite_number(value: &Value) -> bool {
     match value {
-        Value::Number(n) => {
-            // An integer literal of any size is a Python int, which json.dumps writes back.
-            let text = n.to_string();
-            text.contains(['.', 'e', 'E']) && text.parse::<f64>().is_ok_and(|f| !f.is_finite())
-        }
+        Value::Number(n) => pyjson::is_infinite_float(n),
         Value::Array(items) => items.iter().any(has_infinite_number),
         Value::Object(map) => map.values().any(has_infinite_number),
         _ => false,
