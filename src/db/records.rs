@@ -176,9 +176,14 @@ impl Conn<'_> {
     /// are type-checked as SeamlessBufferInfo does; other keys are stored as they come.
     pub fn merge_buffer_info(&self, checksum: &Checksum, info: &JsonMap) -> Result<()> {
         check_buffer_info(info)?;
-        let mut merged = self.get_buffer_info(checksum)?.unwrap_or_default();
+        let stored = self.get_buffer_info(checksum)?;
+        let mut merged = stored.clone().unwrap_or_default();
         for (key, value) in info {
             merged.insert(key.clone(), value.clone());
+        }
+        if stored.as_ref() == Some(&merged) {
+            // Known already (content stored before): no row to write.
+            return Ok(());
         }
         let text = pyjson::dumps_sorted_indent2(&Value::Object(merged));
         self.conn

@@ -166,10 +166,13 @@ impl Claims {
         dir: u64,
         name: &str,
     ) -> Result<Option<Checksum>, TreeError> {
-        tx.execute(
-            "DELETE FROM seamfs_claims WHERE dir = ?1 AND name = ?2",
-            params![dir as i64, name],
-        )?;
+        // The map mirrors the committed rows: no claim there, no row (the usual case, asked
+        // at every close).
+        if !self.contains(dir, name) {
+            return Ok(None);
+        }
+        tx.prepare_cached("DELETE FROM seamfs_claims WHERE dir = ?1 AND name = ?2")?
+            .execute(params![dir as i64, name])?;
         Ok(self.lock().remove(&(dir, name.to_string())))
     }
 

@@ -36,19 +36,18 @@ use super::tree;
 /// How often the syncer makes published buffers durable while files are being published.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The ledger. Ids are given by the mount (`Deferred::record`), not by AUTOINCREMENT, whose
+/// `sqlite_sequence` row would add a page to every publish's transaction.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seamfs_deferred (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     checksum CHAR(64) NOT NULL
 )";
 
-/// Record, in the caller's transaction, that `checksum` was committed without an fsync. Returns
-/// the ledger row's id, to pass to `Deferred::recorded` once the transaction has committed.
-pub fn record(conn: &Connection, checksum: &Checksum) -> rusqlite::Result<i64> {
-    conn.execute(
-        "INSERT INTO seamfs_deferred (checksum) VALUES (?1)",
-        [checksum.hex()],
-    )?;
-    Ok(conn.last_insert_rowid())
+/// Add ledger row `id` naming `checksum`, in the caller's transaction.
+fn insert(conn: &Connection, id: i64, checksum: &Checksum) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO seamfs_deferred (id, checksum) VALUES (?1, ?2)")?
+        .execute(params![id, checksum.hex()])?;
+    Ok(())
 }
 
 /// Check every buffer in the ledger (see the module doc) and clear it. Returns the number of
@@ -60,11 +59,17 @@ pub fn recover(store: &Store) -> anyhow::Result<usize> {
     }
     let listed: Vec<String> = db.transaction(|c| {
         c.conn().execute_batch(SCHEMA)?;
-        let mut stmt = c
-            .conn()
-            .prepare("SELECT DISTINCT checksum FROM seamfs_deferred")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok::<_, DbError>(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        let listed = {
+            let mut stmt = c
+                .conn()
+                .prepare("SELECT DISTINCT checksum FROM seamfs_deferred")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        if listed.is_empty() {
+            renew_schema(c.conn())?;
+        }
+        Ok::<_, DbError>(listed)
     })?;
     if listed.is_empty() {
         return Ok(0);
@@ -94,6 +99,7 @@ pub fn recover(store: &Store) -> anyhow::Result<usize> {
             )?;
         }
         c.conn().execute("DELETE FROM seamfs_deferred", [])?;
+        renew_schema(c.conn())?;
         Ok::<_, DbError>(emptied)
     })?;
     if !lost.is_empty() {
@@ -108,6 +114,21 @@ pub fn recover(store: &Store) -> anyhow::Result<usize> {
     Ok(lost.len())
 }
 
+/// Replace a ledger table from before the mount gave the ids (AUTOINCREMENT) by the current
+/// one; the ledger is empty when this runs.
+fn renew_schema(conn: &Connection) -> rusqlite::Result<()> {
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'seamfs_deferred'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sql.contains("AUTOINCREMENT") {
+        conn.execute_batch("DROP TABLE seamfs_deferred")?;
+        conn.execute_batch(SCHEMA)?;
+    }
+    Ok(())
+}
+
 /// Whether the stored buffer exists and hashes to its name.
 fn is_whole(tiers: &dyn Tier, checksum: &Checksum) -> Result<bool, StoreError> {
     Ok(tiers
@@ -115,9 +136,11 @@ fn is_whole(tiers: &dyn Tier, checksum: &Checksum) -> Result<bool, StoreError> {
         .is_some_and(|b| Checksum::of(b.bytes()) == *checksum))
 }
 
-/// Where the ledger stands: ids recorded (committed), made durable, and deleted.
+/// Where the ledger stands: the last id given, ids recorded (committed), made durable, and
+/// deleted.
 #[derive(Default)]
 struct Marks {
+    given: AtomicI64,
     recorded: AtomicI64,
     synced: AtomicI64,
     trimmed: AtomicI64,
@@ -155,7 +178,10 @@ pub struct Deferred {
 impl Deferred {
     pub fn start(db: Database) -> std::io::Result<Deferred> {
         let shared = Arc::new(Shared {
-            marks: Marks::default(),
+            marks: Marks {
+                given: AtomicI64::new(last_id(&db)),
+                ..Marks::default()
+            },
             stop: Mutex::new(false),
             wake: Condvar::new(),
             syncing: Mutex::new(()),
@@ -169,6 +195,16 @@ impl Deferred {
             db,
             thread: Some(thread),
         })
+    }
+
+    /// Record, in the caller's transaction, that `checksum` was committed without an fsync.
+    /// Returns the ledger row's id, to pass to `recorded` once the transaction has committed.
+    /// Ids grow in commit order: they are given inside the transaction, which holds the
+    /// database's only writer.
+    pub fn record(&self, conn: &Connection, checksum: &Checksum) -> rusqlite::Result<i64> {
+        let id = self.shared.marks.given.fetch_add(1, Ordering::AcqRel) + 1;
+        insert(conn, id, checksum)?;
+        Ok(id)
     }
 
     /// The ledger row `id` is committed.
@@ -188,7 +224,8 @@ impl Deferred {
         if synced <= self.shared.marks.trimmed.load(Ordering::Acquire) {
             return Ok(None);
         }
-        conn.execute("DELETE FROM seamfs_deferred WHERE id <= ?1", [synced])?;
+        conn.prepare_cached("DELETE FROM seamfs_deferred WHERE id <= ?1")?
+            .execute([synced])?;
         Ok(Some(synced))
     }
 
@@ -226,6 +263,15 @@ impl Drop for Deferred {
             tracing::warn!(error = %e, "published buffers stay in the deferred ledger (checked at the next start)");
         }
     }
+}
+
+/// The largest ledger id in the table (0 if none; `recover` leaves it empty when it can write).
+fn last_id(db: &Database) -> i64 {
+    db.read(|c| {
+        let sql = "SELECT coalesce(max(id), 0) FROM seamfs_deferred";
+        Ok::<_, DbError>(c.conn().query_row(sql, [], |r| r.get(0))?)
+    })
+    .unwrap_or(0)
 }
 
 fn syncer(shared: &Shared) {
@@ -283,6 +329,39 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_from_before_given_ids_is_checked_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&namespace(dir.path()), ROOT, "a", b"kept");
+        let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+        let old = format!(
+            "DROP TABLE seamfs_deferred;
+             CREATE TABLE seamfs_deferred (id INTEGER PRIMARY KEY AUTOINCREMENT, checksum CHAR(64) NOT NULL);
+             INSERT INTO seamfs_deferred (checksum) VALUES ('{}');",
+            Checksum::of(b"kept").hex()
+        );
+        db.transaction(|c| Ok::<_, DbError>(c.conn().execute_batch(&old)?))
+            .unwrap();
+        drop(db);
+        let ns = namespace(dir.path());
+        let db = ns.store().db().clone();
+        assert!(ledger(&db).is_empty(), "checked and cleared");
+        let sql: String = db
+            .read(|c| {
+                let sql = "SELECT sql FROM sqlite_master WHERE name = 'seamfs_deferred'";
+                Ok::<_, DbError>(c.conn().query_row(sql, [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
+        assert_eq!(read_all(&ns, ns.lookup(ROOT, "a").unwrap().ino), b"kept");
+        write_file(&ns, ROOT, "b", b"new");
+        write_file(&ns, ROOT, "c", b"newer");
+        // Both, in order (only `new` may be gone already, if the group sync ran in between).
+        let expected = [Checksum::of(b"new").hex(), Checksum::of(b"newer").hex()];
+        let rows = ledger(&db);
+        assert!(!rows.is_empty() && expected.ends_with(&rows), "{rows:?}");
+    }
+
+    #[test]
     fn a_buffer_damaged_before_its_sync_is_removed_and_its_files_emptied() {
         let dir = tempfile::tempdir().unwrap();
         let ns = namespace(dir.path());
@@ -296,8 +375,8 @@ mod tests {
         let kept = Checksum::of(b"made it to the disk");
         let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
         db.transaction(|c| {
-            record(c.conn(), &lost)?;
-            record(c.conn(), &kept)?;
+            insert(c.conn(), 1, &lost)?;
+            insert(c.conn(), 2, &kept)?;
             Ok::<_, DbError>(())
         })
         .unwrap();

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 
 use super::inodes::FIXED_BASE;
 use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
-use super::tree::NodeKind;
+use super::tree::{AttrChanges, NodeKind};
 
 /// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
 pub const MAX_REQUEST: u32 = 1 << 20;
@@ -254,7 +254,7 @@ impl Filesystem for SeamFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -270,19 +270,16 @@ impl Filesystem for SeamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if (uid.is_some() || gid.is_some())
-            && let Err(e) = self.ns.chown(ino.0, uid, gid)
-        {
-            return reply.error(errno(e));
-        }
-        if let Some(atime) = atime
-            && let Err(e) = self.ns.set_atime(ino.0, time(atime))
-        {
-            return reply.error(errno(e));
-        }
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+        };
         match self
             .ns
-            .setattr(ino.0, mode, size, mtime.map(time), fh.map(|f| f.0))
+            .set_attrs(ino.0, changes, size, fh.map(|f| f.0), Some(req.pid()))
         {
             Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -395,8 +392,8 @@ impl Filesystem for SeamFs {
         empty(reply, result);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.ns.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.ns.open_by(ino.0, flags.0, Some(req.pid())) {
             Ok(opened) => self.reply_open(ino.0, opened, flags.0, reply),
             Err(e) => reply.error(errno(e)),
         }
@@ -654,7 +651,9 @@ impl Filesystem for SeamFs {
         reply: ReplyCreate,
     ) {
         let created = new_name(name).and_then(|n| {
-            let created = self.ns.create_as(parent.0, n, mode & !umask, owner(req))?;
+            let created =
+                self.ns
+                    .create_as(parent.0, n, mode & !umask, owner(req), Some(req.pid()))?;
             if flags & libc::O_EXCL != 0 {
                 self.ns.created_exclusively(parent.0, n, req.pid());
             }

@@ -5,7 +5,7 @@
 //! the same bytes, and the first close publishes them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,6 +34,11 @@ pub enum Handle {
 pub struct TreeFileHandle {
     pub ino: u64,
     pub writable: bool,
+    /// The process that opened it, if known.
+    pub opener: Option<u32>,
+    /// A `close()` of one of its descriptors was seen (FLUSH): from then on, changes to the file
+    /// are committed at once (see `Namespace::set_attrs`).
+    pub closed: AtomicBool,
     pub snapshot: Mutex<Option<Buffer>>,
 }
 
@@ -157,6 +162,19 @@ impl Handles {
             .filter(|h| matches!(&***h, Handle::Claim(c) if c.dir == dir && c.subject == subject))
             .cloned()
             .collect()
+    }
+
+    /// Whether process `pid` has tree file `ino` open for writing and not closed yet: its close
+    /// commits what the process changes about the file meanwhile (see `Namespace::set_attrs`).
+    pub fn tree_file_written_by(&self, ino: u64, pid: u32) -> bool {
+        self.open
+            .lock()
+            .expect("handle table lock")
+            .values()
+            .any(|h| {
+                matches!(&**h, Handle::TreeFile(t) if t.ino == ino && t.writable
+                    && t.opener == Some(pid) && !t.closed.load(Ordering::Acquire))
+            })
     }
 
     /// Whether tree file `ino` is open for writing (it is still being written).

@@ -428,6 +428,11 @@ impl Namespace {
 
     /// Open a file. `flags` are the `open(2)` flags.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        self.open_by(ino, flags, None)
+    }
+
+    /// `open` on behalf of process `by` (see `set_attrs`).
+    pub fn open_by(&self, ino: u64, flags: i32, by: Option<u32>) -> FsResult<Opened> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if self.is_tree(ino) {
             if writable {
@@ -441,6 +446,8 @@ impl Namespace {
             let handle = TreeFileHandle {
                 ino,
                 writable,
+                opener: by,
+                closed: Default::default(),
                 snapshot: Mutex::new(None),
             };
             let fh = self.handles.insert(Handle::TreeFile(handle));
@@ -565,6 +572,7 @@ impl Namespace {
 
     /// Make every published file and every tree change so far durable (`fsyncdir`).
     pub fn sync(&self) -> FsResult<()> {
+        self.save_unsaved()?;
         self.deferred.sync_now().map_err(|e| {
             tracing::error!(error = %e, "could not make published buffers durable");
             Errno::EIO
@@ -582,8 +590,11 @@ impl Namespace {
 
     /// Run `f` in one SQLite transaction. The tree, the claims and the user attributes apply a
     /// change in memory as soon as its rows are written; if the commit then fails (a full disk),
-    /// SQLite has rolled the rows back, and all three are reloaded from the committed rows before any other change can
-    /// start, so memory never keeps what the database lost.
+    /// SQLite has rolled the rows back, and all three are reloaded from the committed rows before
+    /// any other change can start, so memory never keeps what the database lost.
+    ///
+    /// Every transaction first writes the tree's unsaved rows (see `fs::tree`: what a file's
+    /// writer changed before closing it), so no committed row can refer to a node that has none.
     pub(super) fn transaction<T>(
         &self,
         f: impl FnOnce(&Conn) -> Result<T, TreeError>,
@@ -594,9 +605,23 @@ impl Namespace {
             .db
             .transaction_or_undo(
                 |c| {
-                    let out = f(c)?;
-                    trimmed = self.deferred.trim(c.conn())?;
-                    Ok(out)
+                    let saved = self
+                        .tree
+                        .write()
+                        .expect("tree lock")
+                        .save_unsaved(c.conn())?;
+                    let out = f(c).and_then(|out| Ok((out, self.deferred.trim(c.conn())?)));
+                    match out {
+                        Ok((out, upto)) => {
+                            trimmed = upto;
+                            Ok(out)
+                        }
+                        Err(e) => {
+                            // Rolled back: those rows are not written after all.
+                            self.tree.write().expect("tree lock").unsaved_again(saved);
+                            Err(e)
+                        }
+                    }
                 },
                 |c| {
                     let mut tree = self.tree.write().expect("tree lock");
@@ -614,6 +639,26 @@ impl Namespace {
         Ok(out)
     }
 
+    /// Commit the tree's unsaved rows now, if it has any (a writer's close, garbage collection,
+    /// unmounting).
+    pub(super) fn save_unsaved(&self) -> FsResult<()> {
+        if self.read_tree().has_unsaved() {
+            self.transaction(|_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Change the tree in memory only, for changes the next transaction saves (see
+    /// `fs::tree`).
+    pub(super) fn change_unsaved<T>(
+        &self,
+        change: impl FnOnce(&mut Tree) -> Result<T, TreeError>,
+    ) -> FsResult<T> {
+        let out = change(&mut *self.tree.write().expect("tree lock")).map_err(tree_errno)?;
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(out)
+    }
+
     pub(super) fn read_tree(&self) -> std::sync::RwLockReadGuard<'_, Tree> {
         self.tree.read().expect("tree lock")
     }
@@ -622,6 +667,15 @@ impl Namespace {
     /// block size).
     pub fn statfs(&self) -> FsResult<nix::sys::statvfs::Statvfs> {
         nix::sys::statvfs::statvfs(self.store.root())
+    }
+}
+
+impl Drop for Namespace {
+    /// Unmounting with a file still open for writing: what its writer changed is kept.
+    fn drop(&mut self) {
+        if let Err(e) = self.save_unsaved() {
+            tracing::error!(%e, "could not save the last tree changes at unmount");
+        }
     }
 }
 

@@ -5,8 +5,14 @@
 //! Every mutation is written to SQLite first (inside the caller's transaction) and applied in
 //! memory only once that succeeded; if the transaction then fails to commit,
 //! `Namespace::transaction` reloads the tree from the committed rows, so the two never disagree.
+//!
+//! The one exception is a file's own writer (see `Namespace::transaction`): a new file and the
+//! attributes its writer sets before closing it are applied in memory and marked unsaved
+//! (`create_unsaved`, `set_attr_unsaved`); the next transaction of any kind writes those rows
+//! first (`save_unsaved`), and the file's close commits one at the latest. So a `tar x` costs
+//! one transaction per file instead of five.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -162,6 +168,50 @@ pub struct Tree {
     /// Hard links: the names of a node beyond its own `parent`/`name` (rows of `seamfs_links`).
     links: HashMap<u64, Vec<(u64, String)>>,
     next_ino: u64,
+    /// Changed in memory only (see the module doc), to be written by the next transaction.
+    unsaved: Unsaved,
+}
+
+/// Nodes whose rows are missing (`new`) or out of date (`changed`).
+#[derive(Debug, Default)]
+pub struct Unsaved {
+    new: HashSet<u64>,
+    changed: HashSet<u64>,
+}
+
+impl Unsaved {
+    pub fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Attribute changes of one `setattr`: each field that is Some is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttrChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl AttrChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == AttrChanges::default()
+    }
+
+    fn apply(&self, node: &mut Node) {
+        node.atime = self.atime.unwrap_or(node.atime);
+        node.uid = self.uid.or(node.uid);
+        node.gid = self.gid.or(node.gid);
+        if let Some(mode) = self.mode {
+            node.mode = mode & 0o7777;
+        }
+        node.ctime = SystemTime::now();
+        if let Some(mtime) = self.mtime {
+            node.mtime = mtime;
+        }
+    }
 }
 
 /// Create the tree table if needed (idempotent), migrating a table from before special files
@@ -264,6 +314,7 @@ impl Tree {
             nodes,
             links: HashMap::new(),
             next_ino,
+            unsaved: Unsaved::default(),
         };
         let mut stmt = conn.prepare("SELECT parent, name, ino FROM seamfs_links")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -309,7 +360,8 @@ impl Tree {
         if self.children(new_parent)?.contains_key(new_name) {
             return Err(TreeError::Exists);
         }
-        tx.execute(
+        run(
+            tx,
             "INSERT INTO seamfs_links (parent, name, ino) VALUES (?1, ?2, ?3)",
             params![new_parent, new_name, ino],
         )?;
@@ -335,7 +387,8 @@ impl Tree {
         let node = self.nodes.get_mut(&ino).expect("linked nodes exist");
         let gone = if node.parent == parent && node.name == name {
             let (new_parent, new_name) = links.pop().expect("another name");
-            tx.execute(
+            run(
+                tx,
                 "UPDATE seamfs_tree SET parent = ?1, name = ?2 WHERE ino = ?3",
                 params![new_parent, new_name, ino],
             )?;
@@ -349,7 +402,8 @@ impl Tree {
         if links.is_empty() {
             self.links.remove(&ino);
         }
-        tx.execute(
+        run(
+            tx,
             "DELETE FROM seamfs_links WHERE parent = ?1 AND name = ?2",
             params![gone.0, gone.1],
         )?;
@@ -361,7 +415,8 @@ impl Tree {
     /// The node's status changed (ctime).
     fn changed(&mut self, tx: &Connection, ino: u64) -> Result<(), TreeError> {
         let now = SystemTime::now();
-        tx.execute(
+        run(
+            tx,
             "UPDATE seamfs_tree SET ctime_ns = ?1 WHERE ino = ?2",
             params![to_ns(now), ino],
         )?;
@@ -414,24 +469,71 @@ impl Tree {
             return Err(TreeError::Exists);
         }
         let ino = self.next_ino;
-        let now = SystemTime::now();
-        let node = Node {
-            parent,
-            name: name.to_string(),
-            kind,
-            mode: mode & 0o7777,
-            mtime: now,
-            ctime: now,
-            atime: now,
-            uid: owner.map(|o| o.0),
-            gid: owner.map(|o| o.1),
-        };
-        write_row(tx, ino, &node)?;
+        let node = new_node(parent, name, kind, mode, owner);
+        insert_row(tx, ino, &node)?;
         self.next_ino += 1;
-        self.insert_child(parent, name, ino);
         self.nodes.insert(ino, node);
+        self.insert_child(parent, name, ino);
         self.touch(tx, parent)?;
         Ok(ino)
+    }
+
+    /// `create` in memory only: the row, and the parent's new mtime, are written by the next
+    /// transaction (`save_unsaved`).
+    pub fn create_unsaved(
+        &mut self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<u64, TreeError> {
+        if self.children(parent)?.contains_key(name) {
+            return Err(TreeError::Exists);
+        }
+        let ino = self.next_ino;
+        let node = new_node(parent, name, kind, mode, owner);
+        let now = node.mtime;
+        self.next_ino += 1;
+        self.nodes.insert(ino, node);
+        self.insert_child(parent, name, ino);
+        if let Some(dir) = self.nodes.get_mut(&parent) {
+            (dir.mtime, dir.ctime) = (now, now);
+        }
+        self.unsaved.new.insert(ino);
+        self.unsaved.changed.insert(parent);
+        Ok(ino)
+    }
+
+    /// Whether some change is not written to SQLite yet.
+    pub fn has_unsaved(&self) -> bool {
+        !self.unsaved.is_empty()
+    }
+
+    /// Write every unsaved row in the caller's transaction. The rows are no longer marked
+    /// unsaved; if the transaction does not commit after all, give the result to
+    /// `unsaved_again` (a failed commit reloads the whole tree instead).
+    pub fn save_unsaved(&mut self, tx: &Connection) -> Result<Unsaved, TreeError> {
+        if self.unsaved.is_empty() {
+            return Ok(Unsaved::default());
+        }
+        for ino in &self.unsaved.new {
+            if let Some(node) = self.nodes.get(ino) {
+                insert_row(tx, *ino, node)?;
+            }
+        }
+        for ino in self.unsaved.changed.difference(&self.unsaved.new) {
+            if let Some(node) = self.nodes.get(ino) {
+                update_row(tx, *ino, node)?;
+            }
+        }
+        Ok(std::mem::take(&mut self.unsaved))
+    }
+
+    /// Rows `save_unsaved` wrote in a transaction that was rolled back are unsaved again.
+    pub fn unsaved_again(&mut self, rows: Unsaved) {
+        self.unsaved.new.extend(rows.new);
+        self.unsaved.changed.extend(rows.changed);
     }
 
     /// Remove a file or symlink (`dir = false`) or an empty directory (`dir = true`).
@@ -456,7 +558,7 @@ impl Tree {
             self.unlink_name(tx, ino, parent, name)?;
             return Ok(ino);
         }
-        tx.execute("DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
+        run(tx, "DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
         self.remove_child(parent, name);
         self.nodes.remove(&ino);
         self.touch(tx, parent)?;
@@ -499,7 +601,8 @@ impl Tree {
         let now = SystemTime::now();
         let node = self.nodes.get_mut(&ino).expect("looked up above");
         if node.parent == parent && node.name == name {
-            tx.execute(
+            run(
+                tx,
                 "UPDATE seamfs_tree SET parent = ?1, name = ?2, ctime_ns = ?3 WHERE ino = ?4",
                 params![new_parent, new_name, to_ns(now), ino],
             )?;
@@ -508,7 +611,8 @@ impl Tree {
             node.ctime = now;
         } else {
             // One of its other names (a hard link) moves.
-            tx.execute(
+            run(
+                tx,
                 "UPDATE seamfs_links SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
                 params![new_parent, new_name, parent, name],
             )?;
@@ -558,24 +662,19 @@ impl Tree {
         &mut self,
         tx: &Connection,
         ino: u64,
-        mode: Option<u32>,
-        mtime: Option<SystemTime>,
-        atime: Option<SystemTime>,
-        uid: Option<u32>,
-        gid: Option<u32>,
+        changes: &AttrChanges,
     ) -> Result<(), TreeError> {
         let mut node = self.nodes.get(&ino).ok_or(TreeError::NotFound)?.clone();
-        node.atime = atime.unwrap_or(node.atime);
-        node.uid = uid.or(node.uid);
-        node.gid = gid.or(node.gid);
-        if let Some(mode) = mode {
-            node.mode = mode & 0o7777;
-        }
-        node.ctime = SystemTime::now();
-        if let Some(mtime) = mtime {
-            node.mtime = mtime;
-        }
+        changes.apply(&mut node);
         self.update(tx, ino, node)
+    }
+
+    /// `set_attr` in memory only: the row is written by the next transaction.
+    pub fn set_attr_unsaved(&mut self, ino: u64, changes: &AttrChanges) -> Result<(), TreeError> {
+        let node = self.nodes.get_mut(&ino).ok_or(TreeError::NotFound)?;
+        changes.apply(node);
+        self.unsaved.changed.insert(ino);
+        Ok(())
     }
 
     /// The path of `ino` relative to the root, `/`-separated.
@@ -664,7 +763,13 @@ impl Tree {
     }
 
     fn update(&mut self, tx: &Connection, ino: u64, node: Node) -> Result<(), TreeError> {
-        write_row(tx, ino, &node)?;
+        if self.unsaved.new.contains(&ino) {
+            insert_row(tx, ino, &node)?;
+            self.unsaved.new.remove(&ino);
+        } else {
+            update_row(tx, ino, &node)?;
+        }
+        self.unsaved.changed.remove(&ino);
         self.nodes.insert(ino, node);
         Ok(())
     }
@@ -700,7 +805,8 @@ impl Tree {
     /// it exactly.
     fn touch(&mut self, tx: &Connection, dir: u64) -> Result<(), TreeError> {
         let mtime = SystemTime::now();
-        tx.execute(
+        run(
+            tx,
             "UPDATE seamfs_tree SET mtime_ns = ?1, ctime_ns = ?1 WHERE ino = ?2",
             params![to_ns(mtime), dir],
         )?;
@@ -712,19 +818,99 @@ impl Tree {
     }
 }
 
-fn write_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+/// A node created now.
+fn new_node(parent: u64, name: &str, kind: NodeKind, mode: u32, owner: Option<(u32, u32)>) -> Node {
+    let now = SystemTime::now();
+    Node {
+        parent,
+        name: name.to_string(),
+        kind,
+        mode: mode & 0o7777,
+        mtime: now,
+        ctime: now,
+        atime: now,
+        uid: owner.map(|o| o.0),
+        gid: owner.map(|o| o.1),
+    }
+}
+
+/// Run one statement through the connection's statement cache: tree statements run once or more
+/// per file operation, and compiling one costs more than running it.
+fn run(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
+/// The columns of a row besides its key and its name, in the order `row_values` gives them.
+fn row_values(node: &Node) -> [rusqlite::types::Value; 11] {
+    use rusqlite::types::Value;
     let (kind, checksum, size, target, rdev) = match &node.kind {
         NodeKind::Dir(_) => ("dir", None, None, None, None),
         NodeKind::File { checksum, size } => {
-            ("file", Some(checksum.hex()), Some(*size), None, None)
+            ("file", Some(checksum.hex()), Some(*size as i64), None, None)
         }
-        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.as_str()), None),
+        NodeKind::Symlink(target) => ("symlink", None, None, Some(target.clone()), None),
         NodeKind::Special { kind, rdev } => (kind.name(), None, None, None, Some(*rdev as i64)),
     };
-    tx.execute(
+    [
+        Value::Text(kind.to_string()),
+        Value::Integer(node.mode as i64),
+        Value::Integer(to_ns(node.mtime)),
+        checksum.map_or(Value::Null, Value::Text),
+        size.map_or(Value::Null, Value::Integer),
+        target.map_or(Value::Null, Value::Text),
+        node.uid.map_or(Value::Null, |u| Value::Integer(u as i64)),
+        node.gid.map_or(Value::Null, |g| Value::Integer(g as i64)),
+        rdev.map_or(Value::Null, Value::Integer),
+        Value::Integer(to_ns(node.ctime)),
+        Value::Integer(to_ns(node.atime)),
+    ]
+}
+
+/// Write the whole row of a new node.
+fn insert_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+    let [
+        kind,
+        mode,
+        mtime,
+        checksum,
+        size,
+        target,
+        uid,
+        gid,
+        rdev,
+        ctime,
+        atime,
+    ] = row_values(node);
+    run(
+        tx,
         "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns, atime_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![ino, node.parent, node.name, kind, node.mode, to_ns(node.mtime), checksum, size, target, node.uid, node.gid, rdev, to_ns(node.ctime), to_ns(node.atime)],
+        params![ino, node.parent, node.name, kind, mode, mtime, checksum, size, target, uid, gid, rdev, ctime, atime],
+    )?;
+    Ok(())
+}
+
+/// Write a node's row except its place (`parent`, `name`: only `rename` and the link
+/// operations move a node), so that the `(parent, name)` index is left alone.
+fn update_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+    let [
+        kind,
+        mode,
+        mtime,
+        checksum,
+        size,
+        target,
+        uid,
+        gid,
+        rdev,
+        ctime,
+        atime,
+    ] = row_values(node);
+    run(
+        tx,
+        "UPDATE seamfs_tree SET kind = ?2, mode = ?3, mtime_ns = ?4, checksum = ?5, size = ?6,
+         target = ?7, uid = ?8, gid = ?9, rdev = ?10, ctime_ns = ?11, atime_ns = ?12 WHERE ino = ?1",
+        params![ino, kind, mode, mtime, checksum, size, target, uid, gid, rdev, ctime, atime],
     )?;
     Ok(())
 }
@@ -805,8 +991,11 @@ mod tests {
             tree.create(tx, d, "l", NodeKind::Symlink("f".into()), 0o777, None)
                 .unwrap();
             tree.rename(tx, d, "l", ROOT, "link", false).unwrap();
-            tree.set_attr(tx, f, Some(0o600), None, None, None, None)
-                .unwrap();
+            let chmod = AttrChanges {
+                mode: Some(0o600),
+                ..AttrChanges::default()
+            };
+            tree.set_attr(tx, f, &chmod).unwrap();
             (d, f)
         });
         drop(conn);

@@ -15,11 +15,10 @@ use super::namespace::Namespace;
 
 /// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
 pub(super) const NAME_MAX: usize = 255;
-use super::tree::{self, NodeKind, ROOT, Special};
+use super::tree::{self, AttrChanges, NodeKind, ROOT, Special};
 
 impl Namespace {
-    /// Change attributes. Virtual and immutable files accept (and ignore) mode and time changes,
-    /// so that `cp -p` out of and into the mount works; only the tree keeps them.
+    /// Change the mode, size and/or mtime (see `set_attrs`).
     pub fn setattr(
         &self,
         ino: u64,
@@ -28,12 +27,36 @@ impl Namespace {
         mtime: Option<SystemTime>,
         fh: Option<u64>,
     ) -> FsResult<Attr> {
+        let changes = AttrChanges {
+            mode,
+            mtime,
+            ..AttrChanges::default()
+        };
+        self.set_attrs(ino, changes, size, fh, None)
+    }
+
+    /// Change attributes, all of one `setattr` request at once, on behalf of process `by`.
+    /// Virtual and immutable files accept (and ignore) mode and time changes, so that `cp -p`
+    /// out of and into the mount works; only the tree keeps them, and owners only the tree.
+    ///
+    /// A process changing a file it has open for writing (`tar x`, `cp -p`: `futimens`,
+    /// `fchown`, `fchmod` before `close`) has the change committed with the file at its close
+    /// (see `fs::tree`); any other change is committed before this returns.
+    pub fn set_attrs(
+        &self,
+        ino: u64,
+        changes: AttrChanges,
+        size: Option<u64>,
+        fh: Option<u64>,
+        by: Option<u32>,
+    ) -> FsResult<Attr> {
         if !self.is_tree(ino) {
             let key = self.inodes.resolve(ino);
             let sidecar = matches!(key, Some(Dynamic::Claim(..) | Dynamic::Sidecar(..)));
             if size.is_some_and(|s| s != 0 || !sidecar) {
                 return Err(Errno::EPERM);
             }
+            let (mode, mtime) = (changes.mode, changes.mtime);
             if let Some(key) = key.filter(|_| sidecar)
                 && (mode.is_some() || mtime.is_some())
             {
@@ -45,24 +68,31 @@ impl Namespace {
         if let Some(size) = size {
             self.truncate(ino, size, fh.is_some())?;
         }
-        if (mode.is_some() || mtime.is_some()) && self.orphan(ino).is_none() {
-            self.mutate(|tree, c| tree.set_attr(c.conn(), ino, mode, mtime, None, None, None))?;
+        if !changes.is_empty() && self.orphan(ino).is_none() {
+            if by.is_some_and(|pid| self.handles.tree_file_written_by(ino, pid)) {
+                self.change_unsaved(|tree| tree.set_attr_unsaved(ino, &changes))?;
+            } else {
+                self.mutate(|tree, c| tree.set_attr(c.conn(), ino, &changes))?;
+            }
         }
         self.getattr(ino)
     }
 
     /// Create and open a file in the tree (or start a claim, for a sidecar name).
     pub fn create(&self, parent: u64, name: &str, mode: u32) -> FsResult<(Attr, Opened)> {
-        self.create_as(parent, name, mode, None)
+        self.create_as(parent, name, mode, None, None)
     }
 
-    /// `create` on behalf of a user and group (`owner`; None: the mounting user).
+    /// `create` on behalf of a user and group (`owner`; None: the mounting user) and of
+    /// process `by`. The new file's row is committed with its content at its close, or by
+    /// any earlier transaction (see `fs::tree`).
     pub fn create_as(
         &self,
         parent: u64,
         name: &str,
         mode: u32,
         owner: Option<(u32, u32)>,
+        by: Option<u32>,
     ) -> FsResult<(Attr, Opened)> {
         self.writable()?;
         self.check_new_name(parent, name)?;
@@ -83,7 +113,7 @@ impl Namespace {
         // store that has it already (the usual case) costs one lookup.
         let owner = self.owner_for(parent, owner);
         let ino = {
-            // Garbage collection waits until the tree row refers to the buffer.
+            // Garbage collection waits for this check (and never removes the empty buffer).
             let _writing = self.store.writing();
             let empty = tree::empty_checksum();
             if !self.tiers().has(&empty).map_err(store_errno)? {
@@ -94,10 +124,10 @@ impl Namespace {
                 checksum: empty,
                 size: 0,
             };
-            self.mutate(|tree, c| tree.create(c.conn(), parent, name, kind, mode, owner))?
+            self.change_unsaved(|tree| tree.create_unsaved(parent, name, kind, mode, owner))?
         };
         self.relink_sidecars(parent, name);
-        let opened = self.open(ino, libc::O_RDWR)?;
+        let opened = self.open_by(ino, libc::O_RDWR, by)?;
         Ok((self.getattr(ino)?, opened))
     }
 
@@ -152,7 +182,7 @@ impl Namespace {
             libc::S_IFCHR => Special::CharDevice,
             libc::S_IFBLK => Special::BlockDevice,
             libc::S_IFREG | 0 => {
-                let (attr, opened) = self.create_as(parent, name, mode & 0o7777, owner)?;
+                let (attr, opened) = self.create_as(parent, name, mode & 0o7777, owner, None)?;
                 self.release(opened.fh)?;
                 return Ok(attr);
             }
@@ -178,24 +208,6 @@ impl Namespace {
             .map_err(|e| if e == Errno::EISDIR { Errno::EPERM } else { e })?;
         self.relink_sidecars(new_parent, new_name);
         self.getattr(ino)
-    }
-
-    /// Change the owner and/or group (the kernel checked the caller may, `default_permissions`).
-    pub fn chown(&self, ino: u64, uid: Option<u32>, gid: Option<u32>) -> FsResult<()> {
-        if !self.is_tree(ino) {
-            return Ok(());
-        }
-        self.writable()?;
-        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, None, uid, gid))
-    }
-
-    /// Set the access time (kept, though the mount does not update it on reads: `noatime`).
-    pub fn set_atime(&self, ino: u64, atime: SystemTime) -> FsResult<()> {
-        if !self.is_tree(ino) || self.orphan(ino).is_some() {
-            return Ok(());
-        }
-        self.writable()?;
-        self.mutate(|tree, c| tree.set_attr(c.conn(), ino, None, None, Some(atime), None, None))
     }
 
     /// Owner and group of a new entry: a setgid directory gives its group to what is made in it.
@@ -465,6 +477,100 @@ mod tests {
     fn d_of(ns: &Namespace) -> u64 {
         ns.lookup(ROOT, "d").unwrap().ino
     }
+
+    /// The committed row of `ino`: mode, uid, gid, mtime.
+    fn committed_row(ns: &Namespace, ino: u64) -> Option<(u32, u32, u32, i64)> {
+        use rusqlite::OptionalExtension;
+        ns.store()
+            .db()
+            .read(|c| -> Result<_, crate::db::DbError> {
+                let sql = "SELECT mode, uid, gid, mtime_ns FROM seamfs_tree WHERE ino = ?1";
+                let row = |r: &rusqlite::Row| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+                Ok(c.conn().query_row(sql, [ino], row).optional()?)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_writers_own_changes_are_committed_at_its_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let writer = Some(42);
+        // As `tar x` does: create, write, futimens, fchown, fchmod, close.
+        let (attr, opened) = ns
+            .create_as(ROOT, "f", 0o600, Some((0, 0)), writer)
+            .unwrap();
+        ns.write(opened.fh, 0, b"content").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let changes = [
+            AttrChanges {
+                mtime: Some(then),
+                atime: Some(then),
+                ..AttrChanges::default()
+            },
+            AttrChanges {
+                uid: Some(7),
+                gid: Some(8),
+                ..AttrChanges::default()
+            },
+            AttrChanges {
+                mode: Some(0o644),
+                ..AttrChanges::default()
+            },
+        ];
+        for change in changes {
+            ns.set_attrs(attr.ino, change, None, None, writer).unwrap();
+        }
+        let a = ns.getattr(attr.ino).unwrap();
+        assert_eq!(
+            (a.perm, a.uid, a.gid, a.mtime),
+            (0o644, Some(7), Some(8), then)
+        );
+        assert_eq!(committed_row(&ns, attr.ino), None, "nothing committed yet");
+        ns.flush(opened.fh).unwrap();
+        let committed = Some((0o644, 7, 8, tree::to_ns(then)));
+        assert_eq!(committed_row(&ns, attr.ino), committed);
+        // Once closed (the release comes later), the writer's changes are committed at once.
+        let chmod = |mode| AttrChanges {
+            mode: Some(mode),
+            ..AttrChanges::default()
+        };
+        ns.set_attrs(attr.ino, chmod(0o604), None, None, writer)
+            .unwrap();
+        assert_eq!(committed_row(&ns, attr.ino).unwrap().0, 0o604);
+        ns.release(opened.fh).unwrap();
+        // Another process's change is committed before it returns, whoever has the file open.
+        let opened = ns.open_by(attr.ino, libc::O_WRONLY, writer).unwrap();
+        ns.set_attrs(attr.ino, chmod(0o640), None, None, Some(43))
+            .unwrap();
+        assert_eq!(committed_row(&ns, attr.ino).unwrap().0, 0o640);
+        ns.release(opened.fh).unwrap();
+        drop(ns);
+        let ns = namespace(dir.path());
+        let a = ns.lookup(ROOT, "f").unwrap();
+        assert_eq!(
+            (a.perm, a.uid, a.gid, a.mtime),
+            (0o640, Some(7), Some(8), then)
+        );
+        assert_eq!(read_all(&ns, a.ino), b"content");
+    }
+
+    #[test]
+    fn unsaved_rows_go_with_the_next_transaction_that_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let root = Some((0, 0));
+        let (f, f_open) = ns.create_as(ROOT, "f", 0o644, root, Some(1)).unwrap();
+        ns.mkdir(ROOT, "d", 0o755).unwrap();
+        assert!(committed_row(&ns, f.ino).is_some(), "saved by the mkdir");
+        let (g, g_open) = ns.create_as(ROOT, "g", 0o644, root, Some(1)).unwrap();
+        // A change refused after the unsaved rows were written: they are unsaved again.
+        assert_eq!(ns.rmdir(ROOT, "missing"), Err(Errno::ENOENT));
+        assert_eq!(committed_row(&ns, g.ino), None);
+        ns.release(g_open.fh).unwrap();
+        assert!(committed_row(&ns, g.ino).is_some(), "saved by its close");
+        ns.release(f_open.fh).unwrap();
+    }
 }
 
 /// Finding 2 of issue 13: a tree change whose commit fails leaves nothing in memory.
@@ -503,6 +609,13 @@ mod failed_commits {
         assert!(ns.flush(opened.fh).is_err());
         ns.release(opened.fh).unwrap();
         assert!(!ns.claims.contains(d, "g"));
+        // A new file whose close cannot commit is not kept: its row was never committed.
+        let (_, opened) = ns.create_as(d, "new", 0o644, None, Some(1)).unwrap();
+        ns.write(opened.fh, 0, b"lost").unwrap();
+        db.fail_next_commits(1);
+        assert_eq!(ns.flush(opened.fh), Err(Errno::ENOSPC));
+        ns.release(opened.fh).unwrap();
+        assert_eq!(ns.lookup(d, "new").unwrap_err(), Errno::ENOENT);
 
         // Once commits work again, everything does, and a reopen shows the same tree.
         ns.mkdir(ROOT, "later", 0o755).unwrap();

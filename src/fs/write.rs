@@ -7,7 +7,6 @@
 use bytes::Bytes;
 use nix::errno::Errno;
 
-use super::deferred;
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
 use super::inodes::Sidecar;
@@ -180,7 +179,12 @@ impl Namespace {
         let handle = self.handles.get(fh).ok_or(Errno::EBADF)?;
         match &*handle {
             Handle::TreeFile(file) if file.writable => {
+                // Before committing: the release may come after the process's next request.
+                file.closed
+                    .store(true, std::sync::atomic::Ordering::Release);
                 self.publish(file.ino)?;
+                // What the writer changed besides the content: a new file, its attributes.
+                self.save_unsaved()?;
                 self.check_unwritten_claim(file.ino)
             }
             Handle::Claim(claim) => self.check_claim(claim),
@@ -351,7 +355,7 @@ impl Namespace {
             return Ok(());
         }
         let published = if file.writable {
-            self.publish(file.ino)
+            self.publish(file.ino).and_then(|()| self.save_unsaved())
         } else {
             Ok(())
         };
@@ -391,7 +395,7 @@ impl Namespace {
                 if claimed.is_none_or(|claimed| claimed == checksum) {
                     tree.set_content(c.conn(), ino, checksum, size)?;
                 }
-                let ledger = deferred::record(c.conn(), &checksum)?;
+                let ledger = self.deferred.record(c.conn(), &checksum)?;
                 Ok(Some((name, claimed, ledger)))
             }
             None => Ok(None),

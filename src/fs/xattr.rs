@@ -253,6 +253,8 @@ impl Namespace {
             Some("include-results") => true,
             Some(_) => return Err(Errno::EINVAL),
         };
+        // gc reads the committed references.
+        self.save_unsaved()?;
         let report = self
             .store
             .gc(GcOptions {

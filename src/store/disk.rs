@@ -9,7 +9,9 @@
 //! * `quarantine/<hex>`: corrupt files moved aside by `fsck`.
 //!
 //! Crash safety: a buffer is written to a temp file, fsynced, its checksum verified, made
-//! read-only, renamed into place, and the prefix directory fsynced. A crash at any point leaves
+//! read-only, renamed into place, and the prefix directory fsynced. A store's own `buffers/`
+//! gets all 256 prefix directories at open (one fsync), so that is the only fsync of a
+//! directory a new buffer waits for; other folders get them as needed (and an fsync each). A crash at any point leaves
 //! either no file under `buffers/` or the whole verified one. Temp files of dead writers are
 //! removed when a store is opened (and by `fsck`).
 //!
@@ -193,7 +195,28 @@ impl DiskStore {
             root,
             read_only: false,
         };
-        Self::open_dirs(dirs, name)
+        let store = Self::open_dirs(dirs, name)?;
+        store.create_prefix_dirs()?;
+        Ok(store)
+    }
+
+    /// Create the 256 prefix directories a store's `buffers/` can have, with one fsync, so that
+    /// storing a buffer never waits for the fsync that makes a new prefix directory durable (a
+    /// fresh store's first files would each pay one).
+    fn create_prefix_dirs(&self) -> Result<(), StoreError> {
+        let mut created = false;
+        for prefix in 0..=0xffu8 {
+            let dir = self.inner.buffers.join(format!("{prefix:02x}"));
+            match fs::create_dir(&dir) {
+                Ok(()) => created = true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io(&dir, e)),
+            }
+        }
+        if created {
+            sync_dir(&self.inner.buffers)?;
+        }
+        Ok(())
     }
 
     /// A hashserver buffer folder as a tier (see the module doc): its layout is detected, or

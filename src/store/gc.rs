@@ -1,6 +1,7 @@
 //! Garbage collection and pins: `Store::gc` removes the buffers nothing references any more.
 //!
-//! Referenced are the checksums of the tree (`seamfs_tree`), of pending claims
+//! Referenced are the empty buffer (a new file of the mount names it before its tree row is
+//! committed, see `fs::tree`), the checksums of the tree (`seamfs_tree`), of pending claims
 //! (`seamfs_claims`), of pins (`seamfs_pins`: `seamfs pin`, `setfattr -n user.seamless.pin`),
 //! and, unless `include_results`, every checksum a database record names as a result
 //! (transformations, expressions, meta data, reverse and irreproducible records).
@@ -175,7 +176,7 @@ impl Store {
             .chain(if include_results { &[][..] } else { RESULTS });
         self.db()
             .read(|c| -> Result<HashSet<Checksum>, DbError> {
-                let mut all = HashSet::new();
+                let mut all = HashSet::from([Checksum::of(b"")]);
                 for table in tables {
                     all.extend(column(c.conn(), *table)?);
                 }
