@@ -167,6 +167,9 @@ pub struct Tree {
     nodes: HashMap<u64, Node>,
     /// Hard links: the names of a node beyond its own `parent`/`name` (rows of `seamfs_links`).
     links: HashMap<u64, Vec<(u64, String)>>,
+    /// How many subdirectories each directory has (its link count is 2 more; kept, so that a
+    /// `stat` of a large directory does not count them).
+    subdirs: HashMap<u64, u32>,
     next_ino: u64,
     /// Changed in memory only (see the module doc), to be written by the next transaction.
     unsaved: Unsaved,
@@ -310,9 +313,16 @@ impl Tree {
             }
         }
         let next_ino = nodes.keys().max().copied().unwrap_or(ROOT) + 1;
+        let mut subdirs = HashMap::new();
+        for (ino, node) in &nodes {
+            if *ino != ROOT && matches!(node.kind, NodeKind::Dir(_)) {
+                *subdirs.entry(node.parent).or_default() += 1;
+            }
+        }
         let mut tree = Tree {
             nodes,
             links: HashMap::new(),
+            subdirs,
             next_ino,
             unsaved: Unsaved::default(),
         };
@@ -331,15 +341,7 @@ impl Tree {
     /// How many names a node has; for a directory, its own, its `.` and each subdirectory's `..`.
     pub fn link_count(&self, ino: u64) -> u32 {
         match self.nodes.get(&ino).map(|n| &n.kind) {
-            Some(NodeKind::Dir(children)) => {
-                let subdirs = children
-                    .values()
-                    .filter(|c| {
-                        matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::Dir(_)))
-                    })
-                    .count();
-                2 + subdirs as u32
-            }
+            Some(NodeKind::Dir(_)) => 2 + self.subdirs.get(&ino).copied().unwrap_or(0),
             _ => 1 + self.links.get(&ino).map_or(0, |l| l.len() as u32),
         }
     }
@@ -561,6 +563,7 @@ impl Tree {
         run(tx, "DELETE FROM seamfs_tree WHERE ino = ?1", [ino])?;
         self.remove_child(parent, name);
         self.nodes.remove(&ino);
+        self.subdirs.remove(&ino);
         self.touch(tx, parent)?;
         Ok(ino)
     }
@@ -789,15 +792,36 @@ impl Tree {
         }
     }
 
+    /// Add `name` → `ino` (which is in `nodes`) to directory `parent`.
     fn insert_child(&mut self, parent: u64, name: &str, ino: u64) {
         if let Some(NodeKind::Dir(children)) = self.nodes.get_mut(&parent).map(|p| &mut p.kind) {
             children.insert(name.to_string(), ino);
+            self.subdir_moved(parent, ino, true);
         }
     }
 
+    /// Drop `name` (whose node is still in `nodes`) from directory `parent`.
     fn remove_child(&mut self, parent: u64, name: &str) {
-        if let Some(NodeKind::Dir(children)) = self.nodes.get_mut(&parent).map(|p| &mut p.kind) {
-            children.remove(name);
+        if let Some(NodeKind::Dir(children)) = self.nodes.get_mut(&parent).map(|p| &mut p.kind)
+            && let Some(ino) = children.remove(name)
+        {
+            self.subdir_moved(parent, ino, false);
+        }
+    }
+
+    /// Count `child` in or out of `parent`'s subdirectories, if it is a directory.
+    fn subdir_moved(&mut self, parent: u64, child: u64, into: bool) {
+        if !matches!(
+            self.nodes.get(&child).map(|n| &n.kind),
+            Some(NodeKind::Dir(_))
+        ) {
+            return;
+        }
+        let count = self.subdirs.entry(parent).or_default();
+        if into {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -1021,6 +1045,27 @@ mod tests {
             again.files_under(ROOT).unwrap(),
             vec![("d/f".to_string(), Checksum::of(b"x"))]
         );
+    }
+
+    #[test]
+    fn directory_link_counts_follow_subdirectories() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let mut tree = Tree::load(&conn).unwrap();
+        let dir = || NodeKind::Dir(BTreeMap::new());
+        with_tx(&mut conn, |tx| {
+            let a = tree.create(tx, ROOT, "a", dir(), 0o755, None).unwrap();
+            let b = tree.create(tx, ROOT, "b", dir(), 0o755, None).unwrap();
+            tree.create(tx, a, "c", dir(), 0o755, None).unwrap();
+            tree.create_unsaved(a, "f", NodeKind::Symlink("x".into()), 0o777, None)
+                .unwrap();
+            assert_eq!([ROOT, a, b].map(|d| tree.link_count(d)), [4, 3, 2]);
+            tree.rename(tx, a, "c", b, "c", false).unwrap();
+            assert_eq!([ROOT, a, b].map(|d| tree.link_count(d)), [4, 2, 3]);
+            tree.remove(tx, b, "c", true).unwrap();
+            tree.remove(tx, ROOT, "b", true).unwrap();
+            assert_eq!([ROOT, a].map(|d| tree.link_count(d)), [3, 2]);
+        });
+        assert_eq!(Tree::load(&conn).unwrap().link_count(ROOT), 3);
     }
 
     #[test]
