@@ -11,8 +11,7 @@
 #   put256m PUT of a distinct 256 MiB buffer per run, curl
 # beside curl copying the same file from/to a local file (file://), and for GETs beside curl of a
 # minimal server that sends the same file with sendfile(2): the loopback ceiling of any HTTP
-# server on this machine (file:// involves no socket at all); for the PUT, beside that copy
-# followed by its fsync (seamfs answers a PUT only once the buffer is durable).
+# server on this machine (file:// involves no socket at all).
 # wrk figures are requests/s (median of RUNS); curl figures MB/s (median of RUNS). Ratios are
 # seamfs / python, and for the big transfers seamfs / local-file curl as well.
 #
@@ -271,10 +270,6 @@ for _ in $(seq "$runs"); do
     cs=$(sha256sum "$src" | cut -c1-64)
     mbps "$psize" "$(timed_curl "file://$src" "$work/copy.bin")" >> "$work/put-file"
     rm -f "$work/copy.bin"
-    start=$(date +%s%N)
-    curl -sf -o "$work/copy.bin" "file://$src" && sync "$work/copy.bin"
-    mbps "$psize" "$(awk -v n=$(( $(date +%s%N) - start )) 'BEGIN {print n / 1e9}')" >> "$work/put-sendfile"
-    rm -f "$work/copy.bin"
     for server in python seamfs; do
         mbps "$psize" "$(timed_curl "$(url_of $server "$cs")" /dev/null -T "$src")" >> "$work/put-$server"
         rm -f "$work/$server/${cs:0:2}/$cs"
@@ -283,9 +278,7 @@ for _ in $(seq "$runs"); do
 done
 
 echo
-# ceiling: for GETs the sendfile server; for the PUT, the curl copy followed by an fsync of it
-# (seamfs answers a PUT once the buffer is fsynced; the Python hashserver does not fsync).
-printf "%-8s %10s %10s %10s %10s %10s %12s %12s   %s\n" bench file ceiling python seamfs "vs python" "vs file" "vs ceiling" "(MB/s, median of $runs; $big_get GET, $big_put PUT)"
+printf "%-8s %10s %10s %10s %10s %10s %12s %12s   %s\n" bench file sendfile python seamfs "vs python" "vs file" "vs sendfile" "(MB/s, median of $runs; $big_get GET, $big_put PUT)"
 for bench in get again put; do
     f=$(median < "$work/$bench-file"); p=$(median < "$work/$bench-python"); s=$(median < "$work/$bench-seamfs")
     l=$(median < "$work/$bench-sendfile")
