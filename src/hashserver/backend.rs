@@ -92,81 +92,6 @@ impl Hasher {
     }
 }
 
-/// Bytes of an upload hashed on the writer's thread before a hashing thread takes over.
-const INLINE_HASH: u64 = 1 << 20;
-/// Pieces of an upload waiting for its hashing thread.
-const HASH_QUEUE: usize = 64;
-
-/// The hash of an upload written to a temp file, kept beside the disk writes: the first
-/// `INLINE_HASH` bytes on the writer's thread (a small upload needs no thread), the rest on a
-/// thread of its own, so that a big PUT costs about the longer of hashing and writing rather
-/// than their sum. (The store's pending writes have their own, `store::running_hash`; this one
-/// also serves sha3-256 directories.)
-enum UploadHash {
-    Inline {
-        hasher: Hasher,
-        hashed: u64,
-    },
-    Threaded {
-        pieces: std::sync::mpsc::SyncSender<Vec<u8>>,
-        thread: std::thread::JoinHandle<Hasher>,
-    },
-}
-
-impl UploadHash {
-    fn new(hasher: Hasher) -> Self {
-        UploadHash::Inline { hasher, hashed: 0 }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            UploadHash::Inline { hasher, hashed } => {
-                hasher.update(data);
-                *hashed += data.len() as u64;
-                if *hashed >= INLINE_HASH {
-                    self.hand_over();
-                }
-            }
-            // The thread lives until `pieces` is dropped, so a send cannot fail.
-            UploadHash::Threaded { pieces, .. } => {
-                let _ = pieces.send(data.to_vec());
-            }
-        }
-    }
-
-    /// Move the hasher to a thread of its own (or keep it here if no thread can be started).
-    fn hand_over(&mut self) {
-        let (pieces, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let (hasher_tx, hasher_rx) = std::sync::mpsc::sync_channel::<Hasher>(1);
-        let started = std::thread::Builder::new()
-            .name("seamfs-put-hash".into())
-            .spawn(move || {
-                let mut hasher = hasher_rx.recv().expect("the writer hands its hasher over");
-                for piece in queue {
-                    hasher.update(&piece);
-                }
-                hasher
-            });
-        let Ok(thread) = started else {
-            return;
-        };
-        let placeholder = UploadHash::Threaded { pieces, thread };
-        if let UploadHash::Inline { hasher, .. } = std::mem::replace(self, placeholder) {
-            let _ = hasher_tx.send(hasher);
-        }
-    }
-
-    fn finish(self) -> Checksum {
-        match self {
-            UploadHash::Inline { hasher, .. } => hasher.finish(),
-            UploadHash::Threaded { pieces, thread } => {
-                drop(pieces);
-                thread.join().expect("hashing does not panic").finish()
-            }
-        }
-    }
-}
-
 impl Write for Hasher {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.update(data);
@@ -431,7 +356,7 @@ impl Backend {
         let hasher = match target {
             // The store's writer hashes (SHA-256) what it writes.
             Target::Store(_) => None,
-            Target::Temp(_) => Some(UploadHash::new(self.algorithm.hasher())),
+            Target::Temp(_) => Some(self.algorithm.hasher()),
         };
         let sink = Sink {
             target,
@@ -677,7 +602,7 @@ fn end_of_stream(e: io::Error) -> io::Result<Outcome> {
 /// Where decoded bytes go: the file, and the hasher.
 struct Sink {
     target: Target,
-    hasher: Option<UploadHash>,
+    hasher: Option<Hasher>,
     len: u64,
 }
 
