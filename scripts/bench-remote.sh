@@ -50,15 +50,15 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL=$S3 AWS_ALLOW_HTTP=true
 SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench)
 
-mount_seamfs() { # store, extra arguments
-    local store=$1; shift
+mount_seamfs() { # store (removed at unmount), extra arguments
+    STORE=$1; local store=$1; shift
     mkdir -p "$MNT"
     RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db --ram-cache 0 "$@" &
     MPID=$!
     for _ in $(seq 1 600); do mountpoint -q "$MNT" && return; sleep 0.05; done
     echo "bench-remote.sh: seamfs did not mount" >&2; exit 1
 }
-unmount_seamfs() { kill -TERM "$MPID"; wait "$MPID" || true; MPID=; }
+unmount_seamfs() { kill -TERM "$MPID"; wait "$MPID" || true; MPID=; rm -rf "$STORE"; }
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -97,7 +97,8 @@ for run in $(seq "$RUNS"); do
         add "$remote-file-curl" "$(curl -s "${auth[@]}" -o "$WORK/copy" -w '%{time_total}' "$url" | awk '{print $1 * 1000}')"
         rm -f "$WORK/copy"
     done
-    rm -f "$big"
+    rm -f "$big" "$WORK/hs/$cs"
+    curl -sf "${SIGV4[@]}" -X DELETE "$S3/bench/b/$cs" >/dev/null
 
     # Small buffers: SMALL distinct ones on the hashserver, read cold through a fresh store.
     mkdir -p "$WORK/small"
