@@ -36,7 +36,7 @@ use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
 use crate::db::client::RemoteRecords;
 use crate::db::{Conn, Database};
-use crate::store::{Store, Tier};
+use crate::store::{Reader, Store, Tier};
 
 /// How many entries one readdir call prepares (a kernel reply holds about 50).
 pub(super) const LISTING_BATCH: usize = 256;
@@ -469,13 +469,15 @@ impl Namespace {
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
                 self.tiers().hold(&checksum);
+                // A buffer still arriving (a download) is read through the daemon: straight
+                // into the reader's memory, not through a second copy in the page cache.
+                let cache = match reader {
+                    Reader::Ranged(_) => CacheMode::Streamed,
+                    Reader::Bytes(_) => CacheMode::Keep,
+                };
                 let fh = self.handles.insert(Handle::Buffer(checksum, reader));
                 let backing = self.tiers().local_path(&checksum);
-                Ok(Opened {
-                    fh,
-                    cache: CacheMode::Keep,
-                    backing,
-                })
+                Ok(Opened { fh, cache, backing })
             }
             Dynamic::Sidecar(subject, sidecar) => {
                 if writable {

@@ -624,6 +624,18 @@ impl PendingWrite {
         Ok(())
     }
 
+    /// `write_at` of shared bytes: the running hash takes these very bytes instead of reading
+    /// them back from the file.
+    pub fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        self.check_poison()?;
+        if let Err(e) = self.file.write_all_at(&data, offset) {
+            return Err(self.poison(e));
+        }
+        self.hash.wrote_shared(&self.file, offset, &data);
+        self.len = self.len.max(offset + data.len() as u64);
+        Ok(())
+    }
+
     /// Truncate or extend (with zeros) to `len` bytes.
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
         self.check_poison()?;
@@ -804,6 +816,10 @@ impl Sealed {
 impl TierWrite for PendingWrite {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         PendingWrite::write_at(self, offset, data)
+    }
+
+    fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        PendingWrite::write_bytes(self, offset, data)
     }
 
     fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
@@ -1157,6 +1173,41 @@ mod tests {
         let err = w.commit(Some(Checksum::of(&changed))).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }));
         assert_eq!(store.iter().count(), 2);
+    }
+
+    #[test]
+    fn shared_chunks_are_hashed_as_written_mixed_with_read_back_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let shared = Bytes::from(data.clone());
+        let pieces: Vec<(usize, usize)> = (0..data.len())
+            .step_by(300_001)
+            .map(|at| (at, (at + 300_001).min(data.len())))
+            .collect();
+
+        // Every other piece shared, the rest copied: the hasher reads back only the latter.
+        let mut w = store.begin_write().unwrap();
+        for (i, &(from, to)) in pieces.iter().enumerate() {
+            if i % 2 == 0 {
+                w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+            } else {
+                w.write_at(from as u64, &data[from..to]).unwrap();
+            }
+        }
+        assert_eq!(
+            w.commit(Some(Checksum::of(&data))).unwrap(),
+            Checksum::of(&data)
+        );
+
+        // A shared chunk out of order (a gap) falls back to re-reading the file.
+        let mut w = store.begin_write().unwrap();
+        let (from, to) = pieces[5];
+        w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+        for &(from, to) in &pieces {
+            w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+        }
+        assert_eq!(w.commit(None).unwrap(), Checksum::of(&data));
     }
 
     #[test]

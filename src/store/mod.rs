@@ -187,6 +187,11 @@ pub trait Tier: Send + Sync {
 pub trait TierWrite: Send {
     /// Write `data` at `offset` (the buffer grows as needed; gaps read as zeros).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// `write_at` of bytes the caller shares (a download's chunks): a tier may keep them
+    /// instead of copying (a disk tier hashes these very bytes instead of reading them back).
+    fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        self.write_at(offset, &data)
+    }
     /// Truncate or extend (with zeros) to `len` bytes.
     fn set_len(&mut self, len: u64) -> Result<(), StoreError>;
     /// Read back what was written so far; the number of bytes read (0 at the end).
