@@ -38,7 +38,7 @@ mod test_servers;
 mod tests;
 
 pub use bounded::Bounded;
-pub use disk::{DiskStore, Layout, PendingWrite, Verdict};
+pub use disk::{DiskStore, Kept, Layout, PendingWrite, Verdict};
 pub use gc::{GcOptions, GcReport};
 pub use layered::{EvictionLoop, EvictionReport};
 pub use layered::{Layered, Writes};
@@ -111,6 +111,12 @@ pub trait Tier: Send + Sync {
 
     /// Start writing a buffer whose bytes arrive piecewise.
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError>;
+
+    /// A write kept with `TierWrite::keep` by an earlier process, at `path`; None if this tier
+    /// did not keep it (or it is gone).
+    fn resume_write(&self, _path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        Ok(None)
+    }
 
     /// Every checksum the tier holds, lazily.
     fn list(&self) -> Listing;
@@ -214,6 +220,26 @@ pub trait TierWrite: Send {
         expected: Option<Checksum>,
     ) -> Result<Checksum, StoreError> {
         self.commit(expected)
+    }
+
+    /// Whether `commit` must read every byte again to hash it (the writes did not arrive in
+    /// order): committing then costs about a read of the whole buffer.
+    fn needs_rehash(&self) -> bool {
+        false
+    }
+
+    /// Keep the pending bytes across a restart of the process (a temp file the cleaning at
+    /// open leaves alone), named after `tag`; `Tier::resume_write` opens it again. None: this
+    /// write cannot be kept (the caller commits it instead).
+    fn keep(&mut self, _tag: &str) -> Result<Option<Kept>, StoreError> {
+        Ok(None)
+    }
+
+    /// Start this fresh write as an edit of the stored buffer in file `base` (`len` bytes,
+    /// already `set_len`): bytes never written read as the base's, and nothing is copied until
+    /// the commit. False if this write cannot (the caller copies the base in instead).
+    fn overlay(&mut self, _base: std::fs::File, _len: u64) -> Result<bool, StoreError> {
+        Ok(false)
     }
 }
 

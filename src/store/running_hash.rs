@@ -117,6 +117,11 @@ impl RunningHash {
         }
     }
 
+    /// Whether `finish(len)` will have the checksum without re-reading the file.
+    pub(super) fn covers(&self, len: u64) -> bool {
+        matches!(&self.state, State::Inline { end, .. } | State::Background { end, .. } if *end == len)
+    }
+
     /// The checksum of the file's `len` bytes, if they were all hashed in order; `None` if the
     /// caller must re-read the file.
     pub(super) fn finish(self, len: u64) -> io::Result<Option<Checksum>> {
