@@ -13,13 +13,12 @@
 # Rows 5-7 check afterwards (untimed) that F.CHECKSUM is the SHA-256 of the native twin.
 # Ratios are times: seamfs / native and seamfs / passthrough (lower is better, 1 = as fast).
 # Needs root (drop_caches, FUSE). Usage: [RUNS=3] [ROWS=1,2,...] scripts/bench-files.sh [WORKDIR]
-# ROWS picks the rows to run (default all; rows 1-2, 3-5 and 6-7 are measured together);
+# ROWS picks the rows to measure and print (default all); rows 3-5 share their setup, as do 6-7.
 # SEAMFS=path/to/seamfs measures another build (e.g. main's, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 ROWS=${ROWS:-1,2,3,4,5,6,7}
-# Whether any of the given rows is to be run.
 want() { local r; for r in "$@"; do [[ ",$ROWS," == *",$r,"* ]] && return 0; done; return 1; }
 [ "$(id -u)" = 0 ] || { echo "bench-files.sh: run as root (it drops the page cache)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "bench-files.sh: openssl is missing" >&2; exit 1; }
@@ -110,8 +109,7 @@ printf '%-40s %11s %11s %11s  %-7s %9s %9s\n' "measurement (median of $RUNS)" se
 
 # 1 and 2: many small files. A fresh archive per run (random content).
 t_ours=() t_nat=() t_pt=() r_ours=() r_nat=() r_pt=()
-if want 1 2; then
-for i in $(seq "$RUNS"); do
+want 1 2 && for i in $(seq "$RUNS"); do
     python3 - "$WORK/files$i.tar" <<'EOF'
 import io, os, sys, tarfile
 with tarfile.open(sys.argv[1], "w") as tar:
@@ -138,14 +136,14 @@ EOF
     r_pt+=("$(python3 -c "$PY_READ" "$PT/files$i")")
     rm -f "$WORK/files$i.tar"
 done
-! want 1 || row "tar x, 10 000 files of 4 KiB" ms "${t_ours[*]}" "${t_nat[*]}" "${t_pt[*]}"
-! want 2 || row "open + read + close, 4 KiB, warm" us/file "${r_ours[*]}" "${r_nat[*]}" "${r_pt[*]}"
+want 1 && row "tar x, 10 000 files of 4 KiB" ms "${t_ours[*]}" "${t_nat[*]}" "${t_pt[*]}"
+want 2 && row "open + read + close, 4 KiB, warm" us/file "${r_ours[*]}" "${r_nat[*]}" "${r_pt[*]}"
 rm -rf "$MNT"/files* "$NATIVE"/files* "$PT"/files*
-fi
 
 # 3 to 5: big writes. One random source per run, in the page cache before each timed copy.
-if want 3 4 5; then
-for i in $(seq "$RUNS"); do head -c 1G /dev/urandom > "$WORK/big$i"; done
+BIG_RUNS=$RUNS
+want 3 4 5 || BIG_RUNS=0
+for i in $(seq "$BIG_RUNS"); do head -c 1G /dev/urandom > "$WORK/big$i"; done
 w_ours=() w_nat=() w_pt=() a_ours=() a_nat=() a_pt=() e_ours=() e_nat=() e_pt=()
 copy_and_hash() { # SOURCE DEST: cp, then the checksum as each side gets it
     drop_caches; cat "$1" > /dev/null
@@ -154,7 +152,7 @@ copy_and_hash() { # SOURCE DEST: cp, then the checksum as each side gets it
         *) ms sh -c "cp '$1' '$2' && openssl dgst -sha256 '$2'" ;;
     esac
 }
-for i in $(seq "$RUNS"); do
+for i in $(seq "$BIG_RUNS"); do
     src=$WORK/big$i
     w_ours+=("$(copy_and_hash "$src" "$MNT/big$i")")
     w_nat+=("$(copy_and_hash "$src" "$NATIVE/big$i")")
@@ -172,19 +170,15 @@ for i in $(seq "$RUNS"); do
     same_checksum "$MNT/big$i" "$NATIVE/big$i" "a 1-byte edit"
     rm -f "$MNT/big$i" "$NATIVE/big$i" "$PT/big$i" "$src"
 done
-! want 3 || row "write 1 GiB + checksum (cp+openssl)" ms "${w_ours[*]}" "${w_nat[*]}" "${w_pt[*]}"
-if want 4; then
-row "identical rewrite of that 1 GiB" ms "${a_ours[*]}" "${a_nat[*]}" "${a_pt[*]}"
-awk -v a="$(median "${a_ours[@]}")" -v w="$(median "${w_ours[@]}")" \
+want 3 && row "write 1 GiB + checksum (cp+openssl)" ms "${w_ours[*]}" "${w_nat[*]}" "${w_pt[*]}"
+want 4 && row "identical rewrite of that 1 GiB" ms "${a_ours[*]}" "${a_nat[*]}" "${a_pt[*]}"
+want 4 && awk -v a="$(median "${a_ours[@]}")" -v w="$(median "${w_ours[@]}")" \
     'BEGIN { printf "%-40s %11.2fx  (target <= 0.5x)\n", "  seamfs identical rewrite / new write", a / w }'
-fi
-! want 5 || row "1-byte pwrite mid 1 GiB file + close" ms "${e_ours[*]}" "${e_nat[*]}" "${e_pt[*]}"
-fi
+want 5 && row "1-byte pwrite mid 1 GiB file + close" ms "${e_ours[*]}" "${e_nat[*]}" "${e_pt[*]}"
 
 # 6 and 7: sparse growth of a small stored file.
 p_ours=() p_nat=() p_pt=() x_ours=() x_nat=() x_pt=()
-if want 6 7; then
-for i in $(seq "$RUNS"); do
+want 6 7 && for i in $(seq "$RUNS"); do
     head -c 4096 /dev/urandom > "$WORK/small$i"
     for dir in "$MNT" "$NATIVE" "$PT"; do
         cp "$WORK/small$i" "$dir/p$i"
@@ -201,7 +195,6 @@ for i in $(seq "$RUNS"); do
     same_checksum "$MNT/t$i" "$NATIVE/t$i" "truncate -s 4G"
     rm -f "$WORK/small$i" "$MNT/p$i" "$MNT/t$i" "$NATIVE/p$i" "$NATIVE/t$i" "$PT/p$i" "$PT/t$i"
 done
-! want 6 || row "1-byte pwrite at 4 GiB + close" ms "${p_ours[*]}" "${p_nat[*]}" "${p_pt[*]}"
-! want 7 || row "truncate -s 4G (open+ftruncate+close)" ms "${x_ours[*]}" "${x_nat[*]}" "${x_pt[*]}"
-fi
+want 6 && row "1-byte pwrite at 4 GiB + close" ms "${p_ours[*]}" "${p_nat[*]}" "${p_pt[*]}"
+want 7 && row "truncate -s 4G (open+ftruncate+close)" ms "${x_ours[*]}" "${x_nat[*]}" "${x_pt[*]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -9,7 +9,9 @@
 #           so the server re-hashes it before sending, as the spec demands), curl
 #   get1g+  GET of that buffer again (seamfs remembers files it verified: no re-hash), curl
 #   put256m PUT of a distinct 256 MiB buffer per run, curl
-# beside curl copying the same file from/to a local file (file://).
+# beside curl copying the same file from/to a local file (file://), and for GETs beside curl of a
+# minimal server that sends the same file with sendfile(2): the loopback ceiling of any HTTP
+# server on this machine (file:// involves no socket at all).
 # wrk figures are requests/s (median of RUNS); curl figures MB/s (median of RUNS). Ratios are
 # seamfs / python, and for the big transfers seamfs / local-file curl as well.
 #
@@ -215,13 +217,29 @@ done
 
 # Big transfers with curl. MB/s of one transfer; median of RUNS.
 bytes_of() { numfmt --from=iec "$1"; }
-mbps() { awk -v b="$1" -v t="$2" 'BEGIN {printf "%.0f", b / t / 1e6}'; }
+mbps() { awk -v b="$1" -v t="$2" 'BEGIN {printf "%.0f\n", b / t / 1e6}'; }
 timed_curl() { curl -sf -o "$2" -w '%{time_total}\n' "${@:3}" "$1"; }
 url_of() { case $1 in python) echo "http://127.0.0.1:$py_port/$2" ;; seamfs) echo "http://127.0.0.1:$rs_port/$2" ;; esac; }
 
+# The loopback ceiling of a big GET: the least any HTTP server can do, an HTTP/1.1 head and then
+# sendfile(2) of the file (no user-space copy at all), Python stdlib, serving $work/big.bin.
+sendfile_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 - "$sendfile_port" "$work/big.bin" > "$work/sendfile.log" 2>&1 <<'PY' &
+import os, socket, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = server.accept()
+    with conn, open(sys.argv[2], "rb") as f:
+        conn.recv(65536)
+        size = os.fstat(f.fileno()).st_size
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+        conn.sendfile(f)
+PY
+echo $! > "$work/sendfile.pid"
+
 # GET: a distinct buffer every run, placed into both directories as another writer would.
 gsize=$(bytes_of "$big_get")
-for what in file python seamfs; do : > "$work/get-$what"; : > "$work/again-$what"; done
+for what in file sendfile python seamfs; do : > "$work/get-$what"; : > "$work/again-$what"; done
 for _ in $(seq "$runs"); do
     big="$work/big.bin"
     head -c "$gsize" /dev/urandom > "$big"
@@ -233,6 +251,8 @@ for _ in $(seq "$runs"); do
     done
     mbps "$gsize" "$(timed_curl "file://$big" /dev/null)" >> "$work/get-file"
     mbps "$gsize" "$(timed_curl "file://$big" /dev/null)" >> "$work/again-file"
+    mbps "$gsize" "$(timed_curl "http://127.0.0.1:$sendfile_port/" /dev/null)" >> "$work/get-sendfile"
+    cp "$work/get-sendfile" "$work/again-sendfile"
     for server in python seamfs; do
         mbps "$gsize" "$(timed_curl "$(url_of $server "$cs")" /dev/null)" >> "$work/get-$server"
         mbps "$gsize" "$(timed_curl "$(url_of $server "$cs")" /dev/null)" >> "$work/again-$server"
@@ -243,7 +263,7 @@ done
 
 # PUT: a distinct buffer every run.
 psize=$(bytes_of "$big_put")
-for what in file python seamfs; do : > "$work/put-$what"; done
+for what in file sendfile python seamfs; do : > "$work/put-$what"; done
 for _ in $(seq "$runs"); do
     src="$work/put.bin"
     head -c "$psize" /dev/urandom > "$src"
@@ -258,10 +278,13 @@ for _ in $(seq "$runs"); do
 done
 
 echo
-printf "%-8s %10s %10s %10s %10s %12s   %s\n" bench file python seamfs "vs python" "vs file" "(MB/s, median of $runs; $big_get GET, $big_put PUT)"
+printf "%-8s %10s %10s %10s %10s %10s %12s %12s   %s\n" bench file sendfile python seamfs "vs python" "vs file" "vs sendfile" "(MB/s, median of $runs; $big_get GET, $big_put PUT)"
 for bench in get again put; do
     f=$(median < "$work/$bench-file"); p=$(median < "$work/$bench-python"); s=$(median < "$work/$bench-seamfs")
+    l=$(median < "$work/$bench-sendfile")
     name=$bench; [ "$bench" = get ] && name=get1g; [ "$bench" = again ] && name=get1g+; [ "$bench" = put ] && name=put256m
-    awk -v n="$name" -v f="$f" -v p="$p" -v s="$s" \
-        'BEGIN {printf "%-8s %10.0f %10.0f %10.0f %9.1fx %11.2fx\n", n, f, p, s, s / p, s / f}'
+    awk -v n="$name" -v f="$f" -v l="${l:-0}" -v p="$p" -v s="$s" 'BEGIN {
+        ls = (l > 0) ? sprintf("%10.0f", l) : sprintf("%10s", "-")
+        rl = (l > 0) ? sprintf("%11.2fx", s / l) : sprintf("%12s", "-")
+        printf "%-8s %10.0f %s %10.0f %10.0f %9.1fx %11.2fx %s\n", n, f, ls, p, s, s / p, s / f, rl }'
 done

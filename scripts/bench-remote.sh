@@ -7,6 +7,8 @@
 #   2. SMALL (default 1000) small buffers read cold through the mount, against curl in a loop;
 #   3. write SIZE into a mount with --push (until its fsync returns: pushed), against
 #      cp + curl -T of the same bytes.
+# Beside the cold reads, the ceiling of a read that keeps a copy: curl -o FILE on the same disk
+# as the store (no hashing, no fsync; seamfs also hashes every byte and makes the copy durable).
 # The page cache is not dropped: "cold" means not in the mount's store. moto keeps objects in
 # memory and is slow for large bodies; its figures compare seamfs with curl against the same
 # server. Needs root (FUSE), .venv-hashserver and .venv-s3 (scripts/setup-python).
@@ -48,15 +50,15 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL=$S3 AWS_ALLOW_HTTP=true
 SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench)
 
-mount_seamfs() { # store, extra arguments
-    local store=$1; shift
+mount_seamfs() { # store (removed at unmount), extra arguments
+    STORE=$1; local store=$1; shift
     mkdir -p "$MNT"
     RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db --ram-cache 0 "$@" &
     MPID=$!
     for _ in $(seq 1 600); do mountpoint -q "$MNT" && return; sleep 0.05; done
     echo "bench-remote.sh: seamfs did not mount" >&2; exit 1
 }
-unmount_seamfs() { kill -TERM "$MPID"; wait "$MPID" || true; MPID=; }
+unmount_seamfs() { kill -TERM "$MPID"; wait "$MPID" || true; MPID=; rm -rf "$STORE"; }
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -92,8 +94,11 @@ for run in $(seq "$RUNS"); do
         add "$remote-ttfb" "$ttfb"; add "$remote-read" "$total"
         add "$remote-ttfb-curl" "$(echo "$peer" | awk '{print $1 * 1000}')"
         add "$remote-read-curl" "$(echo "$peer" | awk '{print $2 * 1000}')"
+        add "$remote-file-curl" "$(curl -s "${auth[@]}" -o "$WORK/copy" -w '%{time_total}' "$url" | awk '{print $1 * 1000}')"
+        rm -f "$WORK/copy"
     done
-    rm -f "$big"
+    rm -f "$big" "$WORK/hs/$cs"
+    curl -sf "${SIGV4[@]}" -X DELETE "$S3/bench/b/$cs" >/dev/null
 
     # Small buffers: SMALL distinct ones on the hashserver, read cold through a fresh store.
     mkdir -p "$WORK/small"
@@ -126,8 +131,10 @@ done
 m() { median ${R[$1]}; }
 printf '%-44s %10s %10s  %-3s  %s\n' "measurement, $SIZE (median of $RUNS)" seamfs curl unit "ratio (curl/seamfs, >= 1: seamfs as fast)"
 row "cold read via hashserver" "$(m hs-read)" "$(m hs-read-curl)" ms
+row "  ceiling: curl -o FILE (same disk)" "$(m hs-read)" "$(m hs-file-curl)" ms
 row "first 4 KiB via hashserver (goal <= 50 ms)" "$(m hs-ttfb)" "$(m hs-ttfb-curl)" ms
 row "cold read via S3 (moto)" "$(m s3-read)" "$(m s3-read-curl)" ms
+row "  ceiling: curl -o FILE (same disk)" "$(m s3-read)" "$(m s3-file-curl)" ms
 row "first 4 KiB via S3 (moto)" "$(m s3-ttfb)" "$(m s3-ttfb-curl)" ms
 row "$SMALL small buffers cold via hashserver" "$(m small)" "$(m small-curl)" ms
 row "write + push (fsync) vs cp + sha256 + curl -T" "$(m push)" "$(m push-curl)" ms

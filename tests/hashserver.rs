@@ -215,6 +215,21 @@ fn compare(python: &Server, ours: &Server, requests: &[Req]) {
 
 // ---- the protocol, request by request ----
 
+/// 3 MiB of varied bytes.
+fn big_body() -> Vec<u8> {
+    (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn sha3_hex(data: &[u8]) -> String {
+    use sha3::Digest;
+    sha3::Sha3_256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn protocol_requests() -> Vec<Req> {
     let zeros = "0".repeat(64);
     let json_list = format!(r#"["{HELLO_CS}", "{zeros}"]"#);
@@ -223,7 +238,13 @@ fn protocol_requests() -> Vec<Req> {
     let zst_cs = sha256(b"zstd buffer\n");
     let zst_body = zstd::encode_all(&b"zstd buffer\n"[..], 0).unwrap();
     let prom = sha256(b"promised");
+    // Past the size hashed on the writer's thread, so a hashing thread takes over.
+    let big = big_body();
+    let big_cs = sha256(&big);
     vec![
+        req("PUT", format!("/{big_cs}")).body(big.clone()),
+        req("GET", format!("/{big_cs}")),
+        req("PUT", format!("/{}", sha256(b"not the big body"))).body(big.clone()),
         req("GET", "/healthcheck"),
         req("HEAD", "/healthcheck"),
         req("GET", format!("/{zeros}")),
@@ -380,6 +401,8 @@ fn read_only_flat_and_sha3_servers_answer_as_the_python_hashserver() {
                 req("PUT", format!("/{sha3}")).body(HELLO),
                 req("GET", format!("/{sha3}")),
                 req("GET", "/has").json(&format!(r#"["{sha3}", "{HELLO_CS}"]"#)),
+                req("PUT", format!("/{}", sha3_hex(&big_body()))).body(big_body()),
+                req("PUT", format!("/{sha3}")).body(big_body()),
             ],
         );
         assert_eq!(files_under(&rs_dir), files_under(&py_dir), "{name}");

@@ -120,19 +120,23 @@ fn assert_fuse_serves(m: &Mount) {
 /// A buffer PUT whose body trickles in (1 byte per 200 ms, far under the body deadline's rate)
 /// is answered `408` with the reason and closed; nothing of it is stored. A head that trickles
 /// in is closed once the server's `head_timeout` has passed.
-fn assert_slow_put_closed(url: &str, head_timeout: Duration) -> Checksum {
-    let body = vec![b'x'; 1000];
-    let checksum = Checksum::of(&body);
-    let mut tcp = connect(url);
-    let head = format!(
-        "PUT /{} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\nx",
-        checksum.hex(),
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).unwrap();
-    assert_slow_body_refused(tcp, b"x");
+/// Both PUT paths: a small body (read whole before the disk work) and a big one (streamed).
+fn assert_slow_put_closed(url: &str, head_timeout: Duration) -> Vec<Checksum> {
+    let checksums = [1000, 100_000].map(|len| {
+        let body = vec![b'x'; len];
+        let checksum = Checksum::of(&body);
+        let mut tcp = connect(url);
+        let head = format!(
+            "PUT /{} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\nx",
+            checksum.hex(),
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).unwrap();
+        assert_slow_body_refused(tcp, b"x");
+        checksum
+    });
     assert_slow_head_closed(url, head_timeout + Duration::from_secs(5));
-    checksum
+    checksums.to_vec()
 }
 
 /// ~10 000 idle half-sent requests against the mount's servers, half to the HTTP database and
@@ -185,11 +189,12 @@ fn an_http_flood_never_starves_the_mount() {
 
     assert_recovers(&db_url);
     assert_recovers(&buffer_url);
-    let slow = assert_slow_put_closed(&buffer_url, Duration::from_secs(15));
-    assert!(
-        !m.path(&format!("by-checksum/{}", slow.hex())).exists(),
-        "a part of the slow upload was stored"
-    );
+    for slow in assert_slow_put_closed(&buffer_url, Duration::from_secs(15)) {
+        assert!(
+            !m.path(&format!("by-checksum/{}", slow.hex())).exists(),
+            "a part of the slow upload was stored"
+        );
+    }
     std::fs::write(m.path("after"), b"after the flood").unwrap();
     assert_eq!(std::fs::read(m.path("after")).unwrap(), b"after the flood");
     drop((db_flood, buffer_flood));

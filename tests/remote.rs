@@ -180,6 +180,26 @@ fn a_mount_reads_a_buffer_put_into_the_python_hashserver() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
 }
 
+/// A buffer still downloading is opened with direct I/O (read straight into the reader's
+/// memory): small reads at odd offsets and a shared memory map of that very open still work.
+#[test]
+fn a_buffer_read_and_mapped_while_it_downloads() {
+    use std::os::unix::fs::FileExt;
+    let server = python_hashserver(None, "flat");
+    let data = content(9, 9 << 20);
+    let checksum = hashserver_put(&server, &data);
+    let b = Mount::new(&["--remote", &server.url()]);
+    let file = std::fs::File::open(b.path(&format!("by-checksum/{}", checksum.hex()))).unwrap();
+    for offset in [4095usize, 1_000_003, (9 << 20) - 5000] {
+        let mut piece = [0u8; 1000];
+        file.read_exact_at(&mut piece, offset as u64).unwrap();
+        assert_eq!(&piece[..], &data[offset..offset + 1000], "at {offset}");
+    }
+    // SAFETY: the buffer is immutable; the map is only read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.expect("a direct-I/O open can be mapped");
+    assert!(map[..] == data[..], "the mapped bytes are the buffer's");
+}
+
 #[test]
 fn a_file_written_in_one_mount_is_readable_by_checksum_in_another() {
     let server = python_hashserver(None, "prefix");

@@ -249,6 +249,8 @@ fn serve(
 struct Companions {
     http: Option<BackgroundServer>,
     buffers: Option<BackgroundServer>,
+    /// Hashes kept files once idle (`fs::kept`); stopped before the namespace goes.
+    _hasher: crate::fs::kept::Hasher,
 }
 
 /// Open the namespace, start the HTTP database, mount.
@@ -293,12 +295,22 @@ fn mount_session(
     }
     config.n_threads = Some(2);
     config.clone_fd = true;
-    let fs = SeamFs::new(Arc::new(ns));
+    let ns = Arc::new(ns);
+    let hasher =
+        crate::fs::kept::Hasher::start(&ns).context("cannot start the kept-file hasher")?;
+    let fs = SeamFs::new(ns);
     let notifier = fs.notifier_slot();
     let session = Session::new(fs, mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let _ = notifier.set(session.notifier());
-    Ok((session, Companions { http, buffers }))
+    Ok((
+        session,
+        Companions {
+            http,
+            buffers,
+            _hasher: hasher,
+        },
+    ))
 }
 
 /// The buffer server (hashserver protocol) over the store: an upload is stored at once, so it

@@ -83,6 +83,9 @@ pub enum CacheMode {
     Direct,
     /// Default: the page cache is dropped at open.
     Normal,
+    /// Content never changes but is read piecewise through the daemon (a buffer being
+    /// downloaded): this open bypasses the page cache, the cache other opens built is kept.
+    Streamed,
 }
 
 /// An open file: the handle, its cache mode, and a backing file the kernel may read directly

@@ -112,6 +112,7 @@ impl SeamFs {
             CacheMode::Keep => FopenFlags::FOPEN_KEEP_CACHE,
             CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
             CacheMode::Normal => FopenFlags::empty(),
+            CacheMode::Streamed => FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_KEEP_CACHE,
         }
     }
 
@@ -225,6 +226,8 @@ impl Filesystem for SeamFs {
         let _ = config.set_max_write(MAX_REQUEST);
         let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.set_max_background(256);
+        // Files opened with FOPEN_DIRECT_IO can still be mapped (MAP_SHARED too).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(passthrough, Ordering::Relaxed);

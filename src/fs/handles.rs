@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::kept::KeptFile;
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 use crate::store::{Reader, TierWrite};
@@ -193,6 +194,10 @@ pub struct Unpublished {
     files: Mutex<HashMap<u64, Arc<Mutex<Option<Box<dyn TierWrite>>>>>>,
     /// When each file's unpublished content last changed (its mtime and ctime until published).
     changed: Mutex<HashMap<u64, std::time::SystemTime>>,
+    /// Files closed without being hashed (see `fs::kept`).
+    kept: Mutex<HashMap<u64, KeptFile>>,
+    /// The published buffer each overlay write edits (see `TierWrite::overlay`).
+    bases: Mutex<HashMap<u64, Checksum>>,
 }
 
 impl Unpublished {
@@ -215,10 +220,55 @@ impl Unpublished {
             .cloned()
     }
 
-    /// Forget `ino` (its pending writes are dropped, removing the temp file).
+    /// Forget `ino` (its pending writes are dropped, removing the temp file unless it is kept:
+    /// see `Namespace::discard_unpublished`).
     pub fn discard(&self, ino: u64) {
         self.files.lock().expect("unpublished lock").remove(&ino);
         self.published(ino);
+        self.bases.lock().expect("bases lock").remove(&ino);
+    }
+
+    /// The pending write of `ino` is an overlay of the published buffer `base`.
+    pub fn set_base(&self, ino: u64, base: Checksum) {
+        self.bases.lock().expect("bases lock").insert(ino, base);
+    }
+
+    /// The published buffer the pending write of `ino` is an overlay of, if it is one.
+    pub fn base(&self, ino: u64) -> Option<Checksum> {
+        self.bases.lock().expect("bases lock").get(&ino).copied()
+    }
+
+    /// `ino` was closed without being hashed: its pending write is kept in `kept.path`.
+    pub fn mark_kept(&self, ino: u64, kept: KeptFile) {
+        self.kept.lock().expect("kept lock").insert(ino, kept);
+    }
+
+    /// The kept state of `ino`, if it is kept.
+    pub fn kept(&self, ino: u64) -> Option<KeptFile> {
+        self.kept.lock().expect("kept lock").get(&ino).cloned()
+    }
+
+    /// Whether `ino` is kept (closed, not hashed yet).
+    pub fn is_kept(&self, ino: u64) -> bool {
+        let kept = self.kept.lock().expect("kept lock");
+        !kept.is_empty() && kept.contains_key(&ino)
+    }
+
+    /// Every kept file.
+    pub fn kept_inos(&self) -> Vec<u64> {
+        self.kept
+            .lock()
+            .expect("kept lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// `ino`'s pending write is being published or dropped: it is no longer kept nor an
+    /// overlay. Returns what was kept.
+    pub fn take_kept(&self, ino: u64) -> Option<KeptFile> {
+        self.bases.lock().expect("bases lock").remove(&ino);
+        self.kept.lock().expect("kept lock").remove(&ino)
     }
 
     /// The unpublished content of `ino` changed now.

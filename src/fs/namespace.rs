@@ -36,7 +36,7 @@ use super::xattr::UserXattrs;
 use crate::checksum::Checksum;
 use crate::db::client::RemoteRecords;
 use crate::db::{Conn, Database};
-use crate::store::{Store, Tier};
+use crate::store::{Reader, Store, Tier};
 
 /// How many entries one readdir call prepares (a kernel reply holds about 50).
 pub(super) const LISTING_BATCH: usize = 256;
@@ -100,7 +100,7 @@ impl Namespace {
             .map(RemoteRecords::new)
             .transpose()
             .map_err(|e| anyhow::anyhow!(e))?;
-        let (tree, claims, xattrs, views) = db
+        let (tree, claims, xattrs, views, kept) = db
             .transaction(|c| {
                 let conn = c.conn();
                 Ok::<_, TreeError>((
@@ -108,13 +108,14 @@ impl Namespace {
                     Claims::load(conn)?,
                     UserXattrs::load(conn)?,
                     Views::open(conn, remote)?,
+                    super::kept::load(conn)?,
                 ))
             })
             .map_err(|e| {
                 anyhow::anyhow!("cannot load the tree from {}: {e}", db.path().display())
             })?;
         tracing::info!(entries = tree.len(), db = %db.path().display(), "tree loaded");
-        Ok(Namespace {
+        let ns = Namespace {
             store,
             db,
             tree: RwLock::new(tree),
@@ -135,7 +136,9 @@ impl Namespace {
             deferred,
             gc_report: Mutex::default(),
             invalidations: Mutex::default(),
-        })
+        };
+        ns.resume_kept(kept);
+        Ok(ns)
     }
 
     pub fn store(&self) -> &Store {
@@ -153,13 +156,14 @@ impl Namespace {
         if name.len() > super::tree_ops::NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
+        // A checksum not stored may be a kept file's content (see `fs::kept`).
         if parent == inodes::BY_CHECKSUM {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
-            return self.buffer_entry(checksum);
+            return self.after_kept(|| self.buffer_entry(checksum));
         }
         if let Some(celltype) = inodes::as_dir_celltype(parent) {
             let checksum = Checksum::parse_strict(name).ok_or(Errno::ENOENT)?;
-            let result = self.view(checksum, celltype)?;
+            let result = self.after_kept(|| self.view(checksum, celltype))?;
             return self.buffer_entry(result);
         }
         if parent == inodes::SEAMFS_DIR {
@@ -476,13 +480,15 @@ impl Namespace {
                     .map_err(store_errno)?
                     .ok_or(Errno::ENOENT)?;
                 self.tiers().hold(&checksum);
+                // A buffer still arriving (a download) is read through the daemon: straight
+                // into the reader's memory, not through a second copy in the page cache.
+                let cache = match reader {
+                    Reader::Ranged(_) => CacheMode::Streamed,
+                    Reader::Bytes(_) => CacheMode::Keep,
+                };
                 let fh = self.handles.insert(Handle::Buffer(checksum, reader));
                 let backing = self.tiers().local_path(&checksum);
-                Ok(Opened {
-                    fh,
-                    cache: CacheMode::Keep,
-                    backing,
-                })
+                Ok(Opened { fh, cache, backing })
             }
             Dynamic::Sidecar(subject, sidecar) => {
                 if writable {

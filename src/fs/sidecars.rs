@@ -509,6 +509,8 @@ impl Namespace {
 
     /// The `.INDEX` of a directory, cached until the tree changes.
     pub(super) fn index_of(&self, dir: u64) -> FsResult<Bytes> {
+        // The index names every file's checksum: kept files are hashed first.
+        self.publish_kept()?;
         let version = self.version.load(Ordering::Acquire);
         if let Some((v, bytes)) = self.index_cache.lock().expect("index cache lock").get(&dir)
             && *v == version

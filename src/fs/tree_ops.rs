@@ -329,7 +329,7 @@ impl Namespace {
         if self.handles.tree_file_open(ino) {
             self.orphans.lock().expect("orphans lock").insert(ino, node);
         } else {
-            self.unpublished.discard(ino);
+            self.discard_unpublished(ino);
         }
     }
 

@@ -1,8 +1,10 @@
 //! Tree file content: reads that see unpublished writes, writing and truncating into the
-//! inode's pending write (started from the published content), and publishing on close, flush,
-//! fsync or truncate (the buffer into the store, then the tree row, in one transaction with the
-//! BufferInfo and the end of a pending claim). Publishing holds the inode's `Unpublished` slot
-//! while it commits: see the lock order in `fs::namespace`.
+//! inode's pending write (started from the published content: an overlay of it for a large
+//! file), and publishing on close, flush, fsync or truncate (the buffer into the store, then the
+//! tree row, in one transaction with the BufferInfo and the end of a pending claim). A large
+//! file whose writes were not in order is kept unhashed at close instead and published when its
+//! checksum is needed (`fs::kept`). Publishing holds the inode's `Unpublished` slot while it
+//! commits: see the lock order in `fs::namespace`.
 
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -10,6 +12,7 @@ use nix::errno::Errno;
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
 use super::inodes::Sidecar;
+use super::kept;
 use super::namespace::{Namespace, slice};
 use super::tree::{self, NodeKind};
 use crate::buffer::Buffer;
@@ -76,7 +79,16 @@ impl Namespace {
         Ok(buffer)
     }
 
+    /// The checksum of a tree file's content; a kept file is hashed and published first.
     pub(super) fn file_checksum(&self, ino: u64) -> FsResult<Checksum> {
+        if self.unpublished.is_kept(ino) {
+            self.publish(ino)?;
+        }
+        self.published_checksum(ino)
+    }
+
+    /// The checksum of a tree file's published content (its tree row).
+    fn published_checksum(&self, ino: u64) -> FsResult<Checksum> {
         let orphan = self.orphan(ino);
         match self
             .read_tree()
@@ -145,16 +157,38 @@ impl Namespace {
         slot: &'a mut Option<Box<dyn TierWrite>>,
     ) -> FsResult<&'a mut Box<dyn TierWrite>> {
         if slot.is_none() {
-            let mut pending = self.tiers().begin_write().map_err(store_errno)?;
-            let published = self.load(self.file_checksum(ino)?)?;
-            for (i, block) in published.as_slice().chunks(COPY_BLOCK).enumerate() {
-                pending
-                    .write_at((i * COPY_BLOCK) as u64, block)
-                    .map_err(store_errno)?;
-            }
-            *slot = Some(pending);
+            *slot = Some(self.begin_edit(ino)?);
         }
         Ok(slot.as_mut().expect("just filled"))
+    }
+
+    /// A pending write holding the file's published content: for a large file an overlay of
+    /// its stored file (nothing copied, see `TierWrite::overlay`), else a copy.
+    fn begin_edit(&self, ino: u64) -> FsResult<Box<dyn TierWrite>> {
+        let checksum = self.published_checksum(ino)?;
+        let mut pending = self.tiers().begin_write().map_err(store_errno)?;
+        if let Some((base, len)) = self.large_stored_file(&checksum) {
+            pending.set_len(len).map_err(store_errno)?;
+            if pending.overlay(base, len).map_err(store_errno)? {
+                self.unpublished.set_base(ino, checksum);
+                return Ok(pending);
+            }
+            pending.set_len(0).map_err(store_errno)?;
+        }
+        let published = self.load(checksum)?;
+        for (i, block) in published.as_slice().chunks(COPY_BLOCK).enumerate() {
+            pending
+                .write_at((i * COPY_BLOCK) as u64, block)
+                .map_err(store_errno)?;
+        }
+        Ok(pending)
+    }
+
+    /// The local file of a stored buffer of `kept::LAZY_MIN` bytes or more, and its length.
+    fn large_stored_file(&self, checksum: &Checksum) -> Option<(std::fs::File, u64)> {
+        let file = std::fs::File::open(self.tiers().local_path(checksum)?).ok()?;
+        let len = file.metadata().ok()?.len();
+        (len >= kept::LAZY_MIN).then_some((file, len))
     }
 
     pub(super) fn truncate(&self, ino: u64, size: u64, keep_open: bool) -> FsResult<()> {
@@ -171,7 +205,11 @@ impl Namespace {
             self.unpublished.mark_changed(ino);
             self.tree.write().expect("tree lock").modified(ino);
         }
-        if keep_open { Ok(()) } else { self.publish(ino) }
+        if keep_open {
+            Ok(())
+        } else {
+            self.close_written(ino)
+        }
     }
 
     /// Close of one file descriptor: publish the file's writes.
@@ -182,7 +220,7 @@ impl Namespace {
                 // Before committing: the release may come after the process's next request.
                 file.closed
                     .store(true, std::sync::atomic::Ordering::Release);
-                self.publish(file.ino)?;
+                self.close_written(file.ino)?;
                 // What the writer changed besides the content: a new file, its attributes.
                 self.save_unsaved()?;
                 self.check_unwritten_claim(file.ino)
@@ -287,11 +325,14 @@ impl Namespace {
         // The (empty) writes pending on the target are replaced by the shared content.
         *slot = None;
         self.unpublished.published(target);
+        if let Some(kept) = self.unpublished.take_kept(target) {
+            self.forget_kept(target, &kept);
+        }
         Ok(size.min(u32::MAX as u64) as u32)
     }
 
-    /// `fsync`: the file is published and its buffer made durable (the caller then syncs the
-    /// tree, `sync_tree`); with `--push`, durability includes the upload, so it also waits until
+    /// `fsync`: the file is published (a kept file hashed) and its buffer made durable (the
+    /// caller then syncs the tree, `sync_tree`); with `--push`, durability includes the upload, so it also waits until
     /// the file's buffer is on the push target (EIO if that does not happen within
     /// `PUSH_WAIT`: the buffer stays queued).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
@@ -300,6 +341,7 @@ impl Namespace {
             Handle::TreeFile(file) => file.ino,
             _ => return Ok(()),
         };
+        self.publish(ino)?;
         let checksum = match self.read_tree().get(ino).map(|n| &n.kind) {
             Some(NodeKind::File { checksum, .. }) => *checksum,
             _ => return Ok(()),
@@ -349,13 +391,14 @@ impl Namespace {
         if !exists {
             // Removed while open: once nobody has it open, it and its writes go.
             if !self.handles.tree_file_open(file.ino) {
-                self.unpublished.discard(file.ino);
+                self.discard_unpublished(file.ino);
                 self.orphans.lock().expect("orphans lock").remove(&file.ino);
             }
             return Ok(());
         }
         let published = if file.writable {
-            self.publish(file.ino).and_then(|()| self.save_unsaved())
+            self.close_written(file.ino)
+                .and_then(|()| self.save_unsaved())
         } else {
             Ok(())
         };
@@ -374,31 +417,49 @@ impl Namespace {
             return Ok(());
         };
         self.unpublished.published(ino);
+        let kept = self.unpublished.take_kept(ino);
         let size = pending.len();
         let started = std::time::Instant::now();
         // Garbage collection waits until the tree row naming the new buffer is committed.
         let _writing = self.store.writing();
         // Not fsynced here: the ledger row below makes a power loss before the next sync
         // repairable, and `fsync()` syncs at once (see `fs::deferred`).
-        let checksum = pending.commit_deferred(None).map_err(|e| {
-            tracing::error!(ino, error = %e, "could not publish a written file");
-            Errno::EIO
-        })?;
-        // The tree row, the buffer's BufferInfo and the end of a pending claim on the file are
-        // committed together. A file that does not match its claim keeps its previous content.
-        let info = BufferInfo::with_length(size as usize).to_map();
-        let result = self.mutate(|tree, c| match tree.get(ino) {
-            Some(node) => {
-                let name = node.name.clone();
-                let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
-                c.merge_buffer_info(&checksum, &info)?;
-                if claimed.is_none_or(|claimed| claimed == checksum) {
-                    tree.set_content(c.conn(), ino, checksum, size)?;
+        let checksum = match pending.commit_deferred(None) {
+            Ok(checksum) => checksum,
+            Err(e) => {
+                tracing::error!(ino, error = %e, "could not publish a written file");
+                // A kept file's close() succeeded long ago: it stays kept if it can.
+                // Else its temp file is left for a person to look at (logged).
+                if let Some(kept) = kept {
+                    *slot = self.reopen_kept(ino, kept);
+                    if slot.is_none() {
+                        self.forget_row(ino);
+                    }
                 }
-                let ledger = self.deferred.record(c.conn(), &checksum)?;
-                Ok(Some((name, claimed, ledger)))
+                return Err(Errno::EIO);
             }
-            None => Ok(None),
+        };
+        // The tree row, the buffer's BufferInfo, the end of a pending claim on the file and of
+        // its kept row are committed together. A file that does not match its claim keeps its
+        // previous content.
+        let info = BufferInfo::with_length(size as usize).to_map();
+        let result = self.mutate(|tree, c| {
+            if kept.is_some() {
+                kept::forget(c.conn(), ino)?;
+            }
+            match tree.get(ino) {
+                Some(node) => {
+                    let name = node.name.clone();
+                    let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
+                    c.merge_buffer_info(&checksum, &info)?;
+                    if claimed.is_none_or(|claimed| claimed == checksum) {
+                        tree.set_content(c.conn(), ino, checksum, size)?;
+                    }
+                    let ledger = self.deferred.record(c.conn(), &checksum)?;
+                    Ok(Some((name, claimed, ledger)))
+                }
+                None => Ok(None),
+            }
         });
         drop(slot);
         drop(_writing);

@@ -23,6 +23,8 @@ const LIST_BODY_LIMIT: usize = 128 << 20;
 const READ_LIMIT: u64 = 256 << 10;
 /// Pieces of an upload waiting for the writer thread.
 const UPLOAD_QUEUE: usize = 16;
+/// PUT bodies up to this size (by `Content-Length`) are read whole before any disk work.
+const SMALL_PUT: u64 = 64 << 10;
 
 /// The routes of hashserver, in registration order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -620,15 +622,112 @@ async fn put_buffer(
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok()),
     );
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .filter(|&len| len <= SMALL_PUT);
+    let put = match small {
+        Some(len) => put_small(shared, checksum, compression, body, len).await,
+        None => put_streamed(shared, checksum, compression, body).await,
+    };
+    put_answer(shared, checksum, put)
+}
+
+/// What became of a PUT.
+enum Put {
+    /// Stored before this PUT (201, body not checked).
+    AlreadyStored,
+    /// Another upload of the checksum is in progress (202).
+    InFlight,
+    /// This PUT's upload: see `upload`.
+    Uploaded(io::Result<Option<Outcome>>),
+}
+
+/// A big or unsized body: checked, then streamed to a writer thread while it arrives.
+async fn put_streamed(
+    shared: &Arc<Shared>,
+    checksum: Checksum,
+    compression: Option<Compression>,
+    body: Body,
+) -> Put {
     let backend = shared.backend.clone();
     if blocking(move || backend.already_stored(&checksum, compression)).await {
-        shared.promises.resolve(&checksum);
-        return empty(StatusCode::CREATED);
+        return Put::AlreadyStored;
     }
     let Some(_claim) = shared.in_flight.claim(checksum) else {
-        return empty(StatusCode::ACCEPTED);
+        return Put::InFlight;
     };
-    match upload(shared, checksum, compression, body).await {
+    Put::Uploaded(upload(shared, checksum, compression, body).await)
+}
+
+/// A small body: read whole first, then the checks and the write in one trip to a blocking
+/// thread. A small PUT costs its thread hand-offs more than its bytes (three trips and a channel
+/// wake per piece on the streamed path).
+async fn put_small(
+    shared: &Arc<Shared>,
+    checksum: Checksum,
+    compression: Option<Compression>,
+    body: Body,
+    len: u64,
+) -> Put {
+    let data = match read_small_body(checksum, body, len).await {
+        Ok(Some(data)) => data,
+        Ok(None) => return Put::Uploaded(Ok(None)),
+        Err(e) => return Put::Uploaded(Err(e)),
+    };
+    let shared = shared.clone();
+    blocking(move || {
+        if shared.backend.already_stored(&checksum, compression) {
+            return Put::AlreadyStored;
+        }
+        let Some(_claim) = shared.in_flight.claim(checksum) else {
+            return Put::InFlight;
+        };
+        let uploaded = shared
+            .backend
+            .begin_upload(checksum, compression)
+            .and_then(|mut upload| match upload.write(&data)? {
+                Some(early) => Ok(Some(early)),
+                None => upload.finish().map(Some),
+            });
+        Put::Uploaded(uploaded)
+    })
+    .await
+}
+
+/// The whole body of a small PUT. `Ok(None)`: it broke off (client gone); `TimedOut`: it came
+/// too slowly (the serving layer's body deadline).
+async fn read_small_body(checksum: Checksum, body: Body, len: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::with_capacity(len as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(piece) = stream.next().await {
+        match piece {
+            Ok(piece) => data.extend_from_slice(&piece),
+            Err(e) => return body_broke_off(checksum, &e),
+        }
+    }
+    Ok(Some(data))
+}
+
+/// A body that broke off: the client went away, or (an error) it trickled in too slowly.
+fn body_broke_off<T>(checksum: Checksum, e: &axum::Error) -> io::Result<Option<T>> {
+    tracing::debug!("PUT {checksum}: body broke off: {e}");
+    if crate::http::serving::is_body_timeout(e) {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, e.to_string()));
+    }
+    Ok(None)
+}
+
+fn put_answer(shared: &Arc<Shared>, checksum: Checksum, put: Put) -> Response {
+    let uploaded = match put {
+        Put::AlreadyStored => {
+            shared.promises.resolve(&checksum);
+            return empty(StatusCode::CREATED);
+        }
+        Put::InFlight => return empty(StatusCode::ACCEPTED),
+        Put::Uploaded(uploaded) => uploaded,
+    };
+    match uploaded {
         Ok(Some(Outcome::Stored)) => {
             shared.promises.resolve(&checksum);
             text(StatusCode::OK, "OK")
@@ -705,10 +804,7 @@ async fn upload(
         let piece = match stream.next().await {
             Some(Ok(data)) => Piece::Data(data),
             Some(Err(e)) => {
-                tracing::debug!("PUT {checksum}: body broke off: {e}");
-                if crate::http::serving::is_body_timeout(&e) {
-                    too_slow = Some(e.to_string());
-                }
+                too_slow = body_broke_off::<()>(checksum, &e).err();
                 break;
             }
             None => Piece::End,
@@ -724,7 +820,7 @@ async fn upload(
         .await
         .unwrap_or_else(|e| Err(io::Error::other(format!("upload writer failed: {e}"))));
     match too_slow {
-        Some(message) => Err(io::Error::new(io::ErrorKind::TimedOut, message)),
+        Some(e) => Err(e),
         None => outcome,
     }
 }

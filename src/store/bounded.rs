@@ -4,7 +4,7 @@
 //! by this process, else the file's modification time (when it was written).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -86,6 +86,10 @@ impl Tier for Bounded {
 
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
         Tier::begin_write(&self.disk)
+    }
+
+    fn resume_write(&self, path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        self.disk.resume_write(path)
     }
 
     fn list(&self) -> Listing {

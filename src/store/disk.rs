@@ -404,7 +404,47 @@ impl DiskStore {
             hash: RunningHash::new(),
             poisoned: None,
             done: false,
+            kept: false,
+            base: None,
         })
+    }
+
+    /// A write kept with `PendingWrite::keep` by an earlier process: `path` must be a kept temp
+    /// file of this store. None if it is gone. Its base, if it was an overlay, is given again
+    /// with `overlay`.
+    pub fn resume(&self, path: &Path) -> Result<Option<PendingWrite>, StoreError> {
+        self.check_writable()?;
+        let ours = path.parent() == Some(self.inner.tmp.as_path())
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(KEPT_PREFIX));
+        if !ours {
+            return Ok(None);
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        lock_exclusive(&file, false).map_err(|e| StoreError::io(path, e))?;
+        let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+        Ok(Some(PendingWrite {
+            store: self.clone(),
+            file,
+            path: path.to_path_buf(),
+            len,
+            hash: RunningHash::lost(),
+            poisoned: None,
+            done: false,
+            kept: true,
+            base: None,
+        }))
     }
 
     /// Store everything a reader yields (streamed, never held in RAM whole).
@@ -580,6 +620,12 @@ impl Tier for DiskStore {
         Ok(Box::new(DiskStore::begin_write(self)?))
     }
 
+    fn resume_write(&self, path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        Ok(self
+            .resume(path)?
+            .map(|w| Box::new(w) as Box<dyn TierWrite>))
+    }
+
     fn list(&self) -> Listing {
         Box::new(self.iter())
     }
@@ -632,17 +678,59 @@ pub struct PendingWrite {
     /// Why an earlier write or resize failed: the file's bytes are then unknown.
     poisoned: Option<String>,
     done: bool,
+    /// Kept across restarts (`keep`): dropping it leaves the file.
+    kept: bool,
+    /// The stored buffer this write edits, when it is an overlay (see `overlay`).
+    base: Option<Base>,
 }
+
+/// The buffer an overlay write edits: the write's bytes below `len` that are holes in its temp
+/// file were never written, and read as `file`'s bytes.
+struct Base {
+    file: File,
+    /// Shrinks when the write is truncated below it (the bytes past a truncation are gone).
+    len: u64,
+}
+
+/// Where a kept write lives, and how much of its base (if it is an overlay) still shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub base_len: u64,
+}
+
+/// Allocation granularity assumed for overlays: the partial blocks a write touches are filled
+/// from the base first, so a data block of the temp file is always whole. 4 KiB is the block
+/// size of ext4, xfs and tmpfs pages; a larger block size is refused in `overlay`.
+const OVERLAY_BLOCK: u64 = 4096;
+
+/// Name prefix of kept temp files: not a pid, so the stale-temp cleaning leaves them alone.
+const KEPT_PREFIX: &str = "kept-";
 
 impl PendingWrite {
     /// Write `data` at `offset` (the file grows as needed; gaps read as zeros). Interrupted
     /// writes are retried; any other failure (a full disk) poisons the pending write.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         self.check_poison()?;
-        if let Err(e) = self.file.write_all_at(data, offset) {
+        let written = self
+            .fill_edges(offset, offset + data.len() as u64)
+            .and_then(|()| self.file.write_all_at(data, offset));
+        if let Err(e) = written {
             return Err(self.poison(e));
         }
         self.hash.wrote(&self.file, offset, data);
+        self.len = self.len.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// `write_at` of shared bytes: the running hash takes these very bytes instead of reading
+    /// them back from the file.
+    pub fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        self.check_poison()?;
+        if let Err(e) = self.file.write_all_at(&data, offset) {
+            return Err(self.poison(e));
+        }
+        self.hash.wrote_shared(&self.file, offset, &data);
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
     }
@@ -651,8 +739,12 @@ impl PendingWrite {
     pub fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
         self.check_poison()?;
         self.hash.truncating(len);
+        // The base's bytes past a cut are gone, also when the file grows again.
         if let Err(e) = self.file.set_len(len) {
             return Err(self.poison(e));
+        }
+        if let Some(base) = &mut self.base {
+            base.len = base.len.min(len);
         }
         self.len = len;
         Ok(())
@@ -661,9 +753,132 @@ impl PendingWrite {
     /// Read back what was written so far; returns the number of bytes read (0 at the end).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         let want = buf.len().min(self.len.saturating_sub(offset) as usize);
-        self.file
-            .read_at(&mut buf[..want], offset)
-            .map_err(|e| StoreError::io(&self.path, e))
+        let io = |e| StoreError::io(&self.path, e);
+        let Some(base) = &self.base else {
+            return self.file.read_at(&mut buf[..want], offset).map_err(io);
+        };
+        let mut done = 0;
+        while done < want {
+            let at = offset + done as u64;
+            let (from_base, end) = self.segment(base, at).map_err(io)?;
+            let n = (want - done).min((end - at) as usize);
+            let source = if from_base { &base.file } else { &self.file };
+            source
+                .read_exact_at(&mut buf[done..done + n], at)
+                .map_err(io)?;
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Make this write an overlay of the stored buffer in `base`: its bytes below `len` that
+    /// are holes in the temp file (never written) read as `base`'s. A small edit of a large
+    /// file then copies nothing; the base is copied in (by the kernel) only when the write is
+    /// committed. False (nothing changed) if the temp file's filesystem cannot tell holes from
+    /// data, or the write is not a fresh one of exactly `len` bytes of holes (or a resumed
+    /// kept one: its base is given again after a restart).
+    pub fn overlay(&mut self, base: File, len: u64) -> Result<bool, StoreError> {
+        self.check_poison()?;
+        let io = |e| StoreError::io(&self.path, e);
+        if self.base.is_some() {
+            return Ok(false);
+        }
+        if !self.kept {
+            // A fresh write (a resumed one was checked when it began): `len` bytes, all
+            // holes, on a filesystem that reports holes.
+            let meta = self.file.metadata().map_err(io)?;
+            let all_holes = matches!(seek_data(&self.file, 0), Ok(None));
+            let block = std::os::unix::fs::MetadataExt::blksize(&meta);
+            if self.len != len || meta.len() != len || !all_holes || block > OVERLAY_BLOCK {
+                return Ok(false);
+            }
+        }
+        self.hash = RunningHash::lost();
+        self.base = Some(Base { file: base, len });
+        Ok(true)
+    }
+
+    /// Keep the pending bytes across a restart of this process: the temp file is renamed to
+    /// `tmp/kept-<tag>` (which the stale-temp cleaning leaves alone) and is no longer removed
+    /// when this write is dropped. `DiskStore::resume` opens it again.
+    pub fn keep(&mut self, tag: &str) -> Result<Kept, StoreError> {
+        self.check_poison()?;
+        if !self.kept {
+            let to = self.store.inner.tmp.join(format!("{KEPT_PREFIX}{tag}"));
+            fs::rename(&self.path, &to).map_err(|e| StoreError::io(&self.path, e))?;
+            self.path = to;
+            self.kept = true;
+            // The running hash is not kept; a hasher thread would only read on.
+            self.hash.truncating(0);
+            self.hash = RunningHash::lost();
+        }
+        Ok(Kept {
+            path: self.path.clone(),
+            base_len: self.base.as_ref().map_or(0, |b| b.len),
+        })
+    }
+
+    /// Whether committing must re-read the bytes to hash them (they were not written in order).
+    pub fn needs_rehash(&self) -> bool {
+        self.base.is_some() || !self.hash.covers(self.len)
+    }
+
+    /// Where `at` (below `len`) is read from in an overlay: (from the base, up to where).
+    fn segment(&self, base: &Base, at: u64) -> io::Result<(bool, u64)> {
+        if at >= base.len {
+            return Ok((false, self.len));
+        }
+        match seek_data(&self.file, at)? {
+            Some(data) if data == at => Ok((false, seek_hole(&self.file, at)?.min(self.len))),
+            Some(data) => Ok((true, data.min(base.len))),
+            None => Ok((true, base.len)),
+        }
+    }
+
+    /// Before writing `[start, end)` into an overlay: the partly written blocks at both ends
+    /// that are still holes get the base's bytes first, so that every data block of the temp
+    /// file is whole.
+    fn fill_edges(&self, start: u64, end: u64) -> io::Result<()> {
+        let Some(base) = &self.base else {
+            return Ok(());
+        };
+        let mut edges = vec![];
+        if start % OVERLAY_BLOCK != 0 {
+            edges.push(start - start % OVERLAY_BLOCK);
+        }
+        if end % OVERLAY_BLOCK != 0 && edges.last() != Some(&(end - end % OVERLAY_BLOCK)) {
+            edges.push(end - end % OVERLAY_BLOCK);
+        }
+        for block in edges.into_iter().filter(|b| *b < base.len) {
+            if seek_data(&self.file, block)? == Some(block) {
+                continue;
+            }
+            let len = OVERLAY_BLOCK.min(base.len - block) as usize;
+            let mut bytes = vec![0u8; len];
+            base.file.read_exact_at(&mut bytes, block)?;
+            self.file.write_all_at(&bytes, block)?;
+        }
+        Ok(())
+    }
+
+    /// Copy the base's bytes into every hole below its length (in the kernel: no bytes pass
+    /// through this process), so the temp file holds the whole buffer.
+    fn materialize(&mut self) -> io::Result<()> {
+        let Some(base) = self.base.take() else {
+            return Ok(());
+        };
+        let mut at = 0;
+        while at < base.len {
+            let data = seek_data(&self.file, at)?.unwrap_or(u64::MAX);
+            if data > at {
+                let end = data.min(base.len);
+                copy_range(&base.file, &self.file, at, end - at)?;
+                at = end;
+            } else {
+                at = seek_hole(&self.file, at)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> u64 {
@@ -737,6 +952,8 @@ impl PendingWrite {
     /// Trim to the written length, hash, check against `known`, and make the file read-only.
     fn verify_bytes(&mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
         self.check_poison()?;
+        self.materialize()
+            .map_err(|e| StoreError::io(&self.path, e))?;
         let io = |e| StoreError::io(&self.path, e);
         // A failed write may have left bytes past `len` (it was refused above, but trim anyway:
         // the stored file is exactly the bytes counted).
@@ -829,6 +1046,10 @@ impl TierWrite for PendingWrite {
         PendingWrite::write_at(self, offset, data)
     }
 
+    fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        PendingWrite::write_bytes(self, offset, data)
+    }
+
     fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
         PendingWrite::set_len(self, len)
     }
@@ -851,6 +1072,18 @@ impl TierWrite for PendingWrite {
     ) -> Result<Checksum, StoreError> {
         PendingWrite::commit_deferred(*self, expected)
     }
+
+    fn needs_rehash(&self) -> bool {
+        PendingWrite::needs_rehash(self)
+    }
+
+    fn keep(&mut self, tag: &str) -> Result<Option<Kept>, StoreError> {
+        PendingWrite::keep(self, tag).map(Some)
+    }
+
+    fn overlay(&mut self, base: File, len: u64) -> Result<bool, StoreError> {
+        PendingWrite::overlay(self, base, len)
+    }
 }
 
 impl std::fmt::Debug for PendingWrite {
@@ -867,6 +1100,7 @@ impl std::fmt::Debug for PendingWrite {
 impl Drop for PendingWrite {
     fn drop(&mut self) {
         if !self.done
+            && !self.kept
             && let Err(e) = fs::remove_file(&self.path)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -1074,7 +1308,12 @@ pub fn sync_deferred() -> Result<(), StoreError> {
     let roots = std::mem::take(&mut *deferred_roots().lock().expect("deferred lock"));
     let mut failed = None;
     for root in &roots {
-        let synced = File::open(root).and_then(|d| {
+        let synced = match File::open(root) {
+            // A store removed meanwhile has nothing left to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            opened => opened,
+        };
+        let synced = synced.and_then(|d| {
             // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
             match unsafe { libc::syncfs(d.as_raw_fd()) } {
                 0 => Ok(()),
@@ -1090,6 +1329,71 @@ pub fn sync_deferred() -> Result<(), StoreError> {
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// The first data (not a hole) at or after `at`; None if there is none before the end.
+fn seek_data(file: &File, at: u64) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall on a valid, owned descriptor; only pread/pwrite use it otherwise,
+    // so moving its offset is harmless.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+    if r >= 0 {
+        return Ok(Some(r as u64));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// The first hole at or after `at` (the end of the file counts as one).
+fn seek_hole(file: &File, at: u64) -> io::Result<u64> {
+    // SAFETY: as in `seek_data`.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), at as libc::off_t, libc::SEEK_HOLE) };
+    if r >= 0 {
+        Ok(r as u64)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Copy `len` bytes at `at` from one file into the other at the same offset, in the kernel
+/// (`copy_file_range`), through this process where the kernel cannot.
+fn copy_range(from: &File, to: &File, at: u64, len: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        let (mut off_in, mut off_out) = ((at + done) as libc::loff_t, (at + done) as libc::loff_t);
+        let want = (len - done).min(1 << 30) as usize;
+        // SAFETY: valid descriptors and offsets owned by this frame.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        match n {
+            n if n > 0 => done += n as u64,
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                ) {
+                    return Err(e);
+                }
+                let mut block = vec![0u8; BLOCK.min((len - done) as usize)];
+                from.read_exact_at(&mut block, at + done)?;
+                to.write_all_at(&block, at + done)?;
+                done += block.len() as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// fsync a directory, so renames and creations in it are durable.
@@ -1139,6 +1443,95 @@ mod tests {
         assert_eq!(w.commit(None).unwrap(), Checksum::of(b"hello\n"));
     }
 
+    /// A stored buffer of `len` pseudo-random bytes; returns it and its file, opened.
+    fn stored(store: &DiskStore, len: usize, seed: u8) -> (Vec<u8>, File) {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+            .collect();
+        let checksum = store.put(&Buffer::new(data.clone())).unwrap();
+        (data, File::open(store.path_of(&checksum)).unwrap())
+    }
+
+    fn read_back(w: &PendingWrite) -> Vec<u8> {
+        let mut back = vec![0xeeu8; w.len() as usize];
+        assert_eq!(w.read_at(0, &mut back).unwrap(), back.len());
+        back
+    }
+
+    #[test]
+    fn an_overlay_edits_a_stored_buffer_without_copying_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let len = 3 * OVERLAY_BLOCK as usize + 1000;
+        let (mut expected, base) = stored(&store, len, 7);
+        let mut w = store.begin_write().unwrap();
+        w.set_len(len as u64).unwrap();
+        assert!(w.overlay(base, len as u64).unwrap());
+        // Partial blocks at both ends, and one inside a single block.
+        w.write_at(4090, b"across a block edge").unwrap();
+        w.write_at(9000, b"x").unwrap();
+        expected[4090..4109].copy_from_slice(b"across a block edge");
+        expected[9000] = b'x';
+        assert!(w.needs_rehash());
+        assert_eq!(read_back(&w), expected);
+        // Only the written blocks are data in the temp file: the base was not copied.
+        let data_blocks = (0..len as u64)
+            .step_by(OVERLAY_BLOCK as usize)
+            .filter(|b| seek_data(&w.file, *b).unwrap() == Some(*b))
+            .count();
+        assert_eq!(data_blocks, 3);
+        // A cut drops the base's bytes past it, also when the file grows again.
+        w.set_len(10_000).unwrap();
+        w.set_len(len as u64 + 10).unwrap();
+        expected.truncate(10_000);
+        expected.resize(len + 10, 0);
+        assert_eq!(read_back(&w), expected);
+        w.write_at(len as u64 + 5, b"end").unwrap();
+        expected[len + 5..len + 8].copy_from_slice(b"end");
+        let checksum = w.commit(None).unwrap();
+        assert_eq!(checksum, Checksum::of(&expected));
+        assert_eq!(fs::read(store.path_of(&checksum)).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_kept_write_survives_the_process_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let len = 5 * OVERLAY_BLOCK as usize;
+        let (mut expected, base) = stored(&store, len, 3);
+        let base_path = store.path_of(&Checksum::of(&expected));
+        let mut w = store.begin_write().unwrap();
+        w.set_len(len as u64).unwrap();
+        assert!(w.overlay(base, len as u64).unwrap());
+        w.write_at(5000, b"edit").unwrap();
+        expected[5000..5004].copy_from_slice(b"edit");
+        let kept = w.keep("42").unwrap();
+        assert_eq!(kept.path, dir.path().join("tmp").join("kept-42"));
+        assert_eq!(kept.base_len, len as u64);
+        drop(w);
+        assert!(kept.path.exists(), "dropping a kept write leaves its file");
+        // The stale-temp cleaning of a new opening leaves kept files alone.
+        let store = DiskStore::open(dir.path()).unwrap();
+        assert!(
+            store
+                .resume(&dir.path().join("elsewhere"))
+                .unwrap()
+                .is_none()
+        );
+        let mut w = store.resume(&kept.path).unwrap().unwrap();
+        assert!(
+            w.overlay(File::open(&base_path).unwrap(), kept.base_len)
+                .unwrap()
+        );
+        assert_eq!(read_back(&w), expected);
+        w.write_at(0, b"more").unwrap();
+        expected[..4].copy_from_slice(b"more");
+        let checksum = w.commit_deferred(None).unwrap();
+        assert_eq!(checksum, Checksum::of(&expected));
+        assert!(!kept.path.exists(), "committed: renamed into buffers/");
+        assert_eq!(fs::read(store.path_of(&checksum)).unwrap(), expected);
+    }
+
     /// Write `data` in order in odd-sized pieces; past 1 MiB a hasher thread takes over.
     fn write_in_order(w: &mut PendingWrite, data: &[u8], from: usize) {
         for (i, piece) in data[from..].chunks(300_001).enumerate() {
@@ -1180,6 +1573,41 @@ mod tests {
         let err = w.commit(Some(Checksum::of(&changed))).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }));
         assert_eq!(store.iter().count(), 2);
+    }
+
+    #[test]
+    fn shared_chunks_are_hashed_as_written_mixed_with_read_back_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let shared = Bytes::from(data.clone());
+        let pieces: Vec<(usize, usize)> = (0..data.len())
+            .step_by(300_001)
+            .map(|at| (at, (at + 300_001).min(data.len())))
+            .collect();
+
+        // Every other piece shared, the rest copied: the hasher reads back only the latter.
+        let mut w = store.begin_write().unwrap();
+        for (i, &(from, to)) in pieces.iter().enumerate() {
+            if i % 2 == 0 {
+                w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+            } else {
+                w.write_at(from as u64, &data[from..to]).unwrap();
+            }
+        }
+        assert_eq!(
+            w.commit(Some(Checksum::of(&data))).unwrap(),
+            Checksum::of(&data)
+        );
+
+        // A shared chunk out of order (a gap) falls back to re-reading the file.
+        let mut w = store.begin_write().unwrap();
+        let (from, to) = pieces[5];
+        w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+        for &(from, to) in &pieces {
+            w.write_bytes(from as u64, shared.slice(from..to)).unwrap();
+        }
+        assert_eq!(w.commit(None).unwrap(), Checksum::of(&data));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Garbage collection and pins: `Store::gc` removes the buffers nothing references any more.
 //!
 //! Referenced are the empty buffer (a new file of the mount names it before its tree row is
-//! committed, see `fs::tree`), the checksums of the tree (`seamfs_tree`), of pending claims
-//! (`seamfs_claims`), of pins (`seamfs_pins`: `seamfs pin`, `setfattr -n user.seamless.pin`),
-//! and, unless `include_results`, every checksum a database record names as a result
-//! (transformations, expressions, meta data, reverse and irreproducible records).
+//! committed, see `fs::tree`), the checksums of the tree (`seamfs_tree`), of the bases of kept
+//! files (`seamfs_kept`, see `fs::kept`), of pending claims (`seamfs_claims`), of pins
+//! (`seamfs_pins`: `seamfs pin`, `setfattr -n user.seamless.pin`), and, unless
+//! `include_results`, every checksum a database record names as a result (transformations,
+//! expressions, meta data, reverse and irreproducible records).
 //!
 //! Never racing with a writer: a buffer being written is a temp file, not yet in the tiers; a
 //! writer holds `Store::writing` from its commit until the references to the new buffer are
@@ -30,6 +31,8 @@ const ROOTS: &[(&str, &str)] = &[
     ("seamfs_tree", "checksum"),
     ("seamfs_claims", "checksum"),
     ("seamfs_pins", "checksum"),
+    // The stored buffer a kept (not yet hashed) file is an edit of: read until it is hashed.
+    ("seamfs_kept", "base"),
 ];
 
 /// Database records naming a result buffer (kept unless `include_results`).

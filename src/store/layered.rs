@@ -19,12 +19,12 @@
 //!   victims down: each is copied to the slow tier unless that has it (an offload), and only
 //!   then forgotten by the fast tier, so eviction never loses a buffer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
+use super::{Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -241,6 +241,19 @@ impl Tier for Layered {
         }))
     }
 
+    fn resume_write(&self, path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        if self.writes == Writes::ToFast {
+            return self.fast.resume_write(path);
+        }
+        Ok(self.slow.resume_write(path)?.map(|slow| {
+            Box::new(LayeredWrite {
+                slow,
+                copy: None,
+                layered: self.clone(),
+            }) as Box<dyn TierWrite>
+        }))
+    }
+
     /// The slow tier's buffers, then those only the fast tier holds.
     fn list(&self) -> Listing {
         if self.read_only_below {
@@ -393,6 +406,23 @@ impl TierWrite for LayeredWrite {
         expected: Option<Checksum>,
     ) -> Result<Checksum, StoreError> {
         self.finish(|slow| slow.commit_deferred(expected))
+    }
+
+    fn needs_rehash(&self) -> bool {
+        self.slow.needs_rehash()
+    }
+
+    fn keep(&mut self, tag: &str) -> Result<Option<Kept>, StoreError> {
+        self.slow.keep(tag)
+    }
+
+    fn overlay(&mut self, base: std::fs::File, len: u64) -> Result<bool, StoreError> {
+        let overlaid = self.slow.overlay(base, len)?;
+        if overlaid {
+            // The bytes are the base's, not a copy here: nothing to fill the fast tier with.
+            self.copy = None;
+        }
+        Ok(overlaid)
     }
 }
 

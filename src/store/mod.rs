@@ -38,7 +38,7 @@ mod test_servers;
 mod tests;
 
 pub use bounded::Bounded;
-pub use disk::{DiskStore, Layout, PendingWrite, Verdict};
+pub use disk::{DiskStore, Kept, Layout, PendingWrite, Verdict};
 pub use gc::{GcOptions, GcReport};
 pub use layered::{EvictionLoop, EvictionReport};
 pub use layered::{Layered, Writes};
@@ -111,6 +111,12 @@ pub trait Tier: Send + Sync {
 
     /// Start writing a buffer whose bytes arrive piecewise.
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError>;
+
+    /// A write kept with `TierWrite::keep` by an earlier process, at `path`; None if this tier
+    /// did not keep it (or it is gone).
+    fn resume_write(&self, _path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        Ok(None)
+    }
 
     /// Every checksum the tier holds, lazily.
     fn list(&self) -> Listing;
@@ -187,6 +193,11 @@ pub trait Tier: Send + Sync {
 pub trait TierWrite: Send {
     /// Write `data` at `offset` (the buffer grows as needed; gaps read as zeros).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError>;
+    /// `write_at` of bytes the caller shares (a download's chunks): a tier may keep them
+    /// instead of copying (a disk tier hashes these very bytes instead of reading them back).
+    fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        self.write_at(offset, &data)
+    }
     /// Truncate or extend (with zeros) to `len` bytes.
     fn set_len(&mut self, len: u64) -> Result<(), StoreError>;
     /// Read back what was written so far; the number of bytes read (0 at the end).
@@ -209,6 +220,26 @@ pub trait TierWrite: Send {
         expected: Option<Checksum>,
     ) -> Result<Checksum, StoreError> {
         self.commit(expected)
+    }
+
+    /// Whether `commit` must read every byte again to hash it (the writes did not arrive in
+    /// order): committing then costs about a read of the whole buffer.
+    fn needs_rehash(&self) -> bool {
+        false
+    }
+
+    /// Keep the pending bytes across a restart of the process (a temp file the cleaning at
+    /// open leaves alone), named after `tag`; `Tier::resume_write` opens it again. None: this
+    /// write cannot be kept (the caller commits it instead).
+    fn keep(&mut self, _tag: &str) -> Result<Option<Kept>, StoreError> {
+        Ok(None)
+    }
+
+    /// Start this fresh write as an edit of the stored buffer in file `base` (`len` bytes,
+    /// already `set_len`): bytes never written read as the base's, and nothing is copied until
+    /// the commit. False if this write cannot (the caller copies the base in instead).
+    fn overlay(&mut self, _base: std::fs::File, _len: u64) -> Result<bool, StoreError> {
+        Ok(false)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Evict, Listing, Reader, Stats, StoreError, Tier, TierWrite, addr, copy_into};
+use super::{Evict, Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, addr, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -326,6 +326,14 @@ impl Tier for Pushing {
             queue: self.queue.clone(),
         }))
     }
+    fn resume_write(&self, path: &Path) -> Result<Option<Box<dyn TierWrite>>, StoreError> {
+        Ok(self.tiers.resume_write(path)?.map(|write| {
+            Box::new(QueuedWrite {
+                write,
+                queue: self.queue.clone(),
+            }) as Box<dyn TierWrite>
+        }))
+    }
     fn list(&self) -> Listing {
         self.tiers.list()
     }
@@ -404,5 +412,14 @@ impl TierWrite for QueuedWrite {
         let checksum = self.write.commit_deferred(expected)?;
         self.queue.enqueue(&checksum)?;
         Ok(checksum)
+    }
+    fn needs_rehash(&self) -> bool {
+        self.write.needs_rehash()
+    }
+    fn keep(&mut self, tag: &str) -> Result<Option<Kept>, StoreError> {
+        self.write.keep(tag)
+    }
+    fn overlay(&mut self, base: std::fs::File, len: u64) -> Result<bool, StoreError> {
+        self.write.overlay(base, len)
     }
 }

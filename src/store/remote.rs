@@ -709,8 +709,9 @@ impl<B: Backend> Streamer<B> {
                 ));
             }
             let sink = state.sink.as_mut().expect("a running download has a sink");
-            sink.write_at(at, &chunk).map_err(|e| e.to_string())?;
-            state.received = at + chunk.len() as u64;
+            let len = chunk.len() as u64;
+            sink.write_bytes(at, chunk).map_err(|e| e.to_string())?;
+            state.received = at + len;
             self.download.changed.notify_all();
         }
     }

@@ -3,11 +3,13 @@
 //! The first `INLINE_LIMIT` bytes are hashed on the writer's thread (small files need no
 //! thread). Past that, a hasher thread takes over: the writer only tells it, through a bounded
 //! channel, how far the file is now written in order, and the hasher reads those bytes back
-//! from the file (the page cache) and hashes them. So hashing overlaps the transfer instead of
-//! adding to it, and memory stays bounded: the hasher's one read block, plus at most
-//! `LAG_LIMIT` notices in flight (a full channel makes the writer wait).
-//! The hasher also starts the disk writeback of each range it hashed, so the commit's fsync finds
-//! little left to write (about 90 ms → 20 ms per GiB here).
+//! from the file (the page cache) and hashes them; a writer whose bytes are shared (`Bytes`, a
+//! download's chunks) hands over the very bytes it wrote instead, which spares the read-back
+//! (a copy of every byte). So hashing overlaps the transfer instead of adding to it, and memory
+//! stays bounded: the hasher's one read block, plus at most `LAG_LIMIT` notices in flight (a
+//! full channel makes the writer wait).
+//! The hasher also starts the disk writeback of what it hashed, in `WRITEBACK_BLOCK` ranges, so
+//! the commit's fsync finds little left to write (about 90 ms → 20 ms per GiB here).
 //!
 //! An out-of-order write, or a truncation below what was hashed, loses the running hash: the
 //! caller then re-reads the file at commit. The hash is always of the bytes in the file.
@@ -27,6 +29,8 @@ const INLINE_LIMIT: u64 = 1 << 20;
 const LAG_LIMIT: usize = 32;
 /// Read-back block of the hasher thread.
 const READ_BLOCK: usize = 1 << 20;
+/// Writeback is started in ranges of this size (fewer, larger disk writes).
+const WRITEBACK_BLOCK: u64 = 8 << 20;
 
 pub(super) struct RunningHash {
     state: State,
@@ -35,14 +39,22 @@ pub(super) struct RunningHash {
 enum State {
     /// Bytes `[0, end)` hashed on the writer's thread.
     Inline { hasher: Hasher, end: u64 },
-    /// Bytes `[0, end)` are written in order; the hasher thread reads them back.
+    /// Bytes `[0, end)` are written in order; the hasher thread hashes them.
     Background {
-        ends: SyncSender<u64>,
+        ends: SyncSender<Notice>,
         thread: JoinHandle<io::Result<Hasher>>,
         end: u64,
     },
     /// Writes stopped arriving in order.
     Lost,
+}
+
+/// What the hasher thread is told about the next bytes written in order.
+enum Notice {
+    /// The file is written up to here: read the new bytes back.
+    WrittenUpTo(u64),
+    /// These are the next bytes, as written.
+    Bytes(bytes::Bytes),
 }
 
 impl RunningHash {
@@ -62,17 +74,30 @@ impl RunningHash {
 
     /// `data` was just written to `file` at `offset`.
     pub(super) fn wrote(&mut self, file: &File, offset: u64, data: &[u8]) {
+        self.record(file, offset, data, None);
+    }
+
+    /// `data` was just written to `file` at `offset`; the hasher may keep these very bytes.
+    pub(super) fn wrote_shared(&mut self, file: &File, offset: u64, data: &bytes::Bytes) {
+        self.record(file, offset, data, Some(data));
+    }
+
+    fn record(&mut self, file: &File, offset: u64, data: &[u8], shared: Option<&bytes::Bytes>) {
         let new_end = offset + data.len() as u64;
+        let notice = || match shared {
+            Some(bytes) => Notice::Bytes(bytes.clone()),
+            None => Notice::WrittenUpTo(new_end),
+        };
         match &mut self.state {
             State::Inline { hasher, end } if offset == *end && new_end <= INLINE_LIMIT => {
                 hasher.update(data);
                 *end = new_end;
             }
-            State::Inline { end, .. } if offset == *end => self.hand_over(file, new_end),
+            State::Inline { end, .. } if offset == *end => self.hand_over(file, new_end, notice()),
             State::Background { ends, end, .. } if offset == *end => {
                 *end = new_end;
                 // A hasher stopped by a read error hangs up; `finish` reports its error.
-                let _ = ends.send(new_end);
+                let _ = ends.send(notice());
             }
             State::Lost => {}
             // An overwrite of hashed bytes or a gap: fall back to re-hashing at commit.
@@ -92,6 +117,11 @@ impl RunningHash {
         }
     }
 
+    /// Whether `finish(len)` will have the checksum without re-reading the file.
+    pub(super) fn covers(&self, len: u64) -> bool {
+        matches!(&self.state, State::Inline { end, .. } | State::Background { end, .. } if *end == len)
+    }
+
     /// The checksum of the file's `len` bytes, if they were all hashed in order; `None` if the
     /// caller must re-read the file.
     pub(super) fn finish(self, len: u64) -> io::Result<Option<Checksum>> {
@@ -106,9 +136,9 @@ impl RunningHash {
         }
     }
 
-    /// Move the hashing of the file from `[end, new_end)` on to a hasher thread (inline if no
-    /// second descriptor can be had).
-    fn hand_over(&mut self, file: &File, new_end: u64) {
+    /// Move the hashing of the file from `[end, new_end)` (told by `first`) on to a hasher
+    /// thread (inline if no second descriptor can be had).
+    fn hand_over(&mut self, file: &File, new_end: u64, first: Notice) {
         let State::Inline { hasher, end } = std::mem::replace(&mut self.state, State::Lost) else {
             unreachable!("only an inline hash is handed over");
         };
@@ -120,7 +150,7 @@ impl RunningHash {
         });
         self.state = match spawned {
             Ok(thread) => {
-                ends.send(new_end)
+                ends.send(first)
                     .expect("the hasher thread was just started");
                 State::Background {
                     ends,
@@ -146,23 +176,35 @@ impl RunningHash {
     }
 }
 
-/// The hasher thread: hash `file` from `start` up to each written-up-to notice, until the
-/// writer hangs up.
+/// The hasher thread: hash `file` from `start` on, notice by notice, until the writer hangs
+/// up.
 fn hash_back(
     file: File,
-    ends: Receiver<u64>,
+    notices: Receiver<Notice>,
     mut hasher: Hasher,
     start: u64,
 ) -> io::Result<Hasher> {
-    let mut block = vec![0u8; READ_BLOCK];
-    let mut at = start;
-    for end in ends {
-        while at < end {
-            let want = (end - at).min(READ_BLOCK as u64) as usize;
-            file.read_exact_at(&mut block[..want], at)?;
-            hasher.update(&block[..want]);
-            start_writeback(&file, at, want);
-            at += want as u64;
+    let mut block = Vec::new();
+    let (mut at, mut written_back) = (start, start);
+    for notice in notices {
+        match notice {
+            Notice::Bytes(bytes) => {
+                hasher.update(&bytes);
+                at += bytes.len() as u64;
+            }
+            Notice::WrittenUpTo(end) => {
+                block.resize(READ_BLOCK, 0);
+                while at < end {
+                    let want = (end - at).min(READ_BLOCK as u64) as usize;
+                    file.read_exact_at(&mut block[..want], at)?;
+                    hasher.update(&block[..want]);
+                    at += want as u64;
+                }
+            }
+        }
+        if at - written_back >= WRITEBACK_BLOCK {
+            start_writeback(&file, written_back, at - written_back);
+            written_back = at;
         }
     }
     Ok(hasher)
@@ -170,7 +212,7 @@ fn hash_back(
 
 /// Start writing the range to disk now (without waiting), so that the commit's fsync finds
 /// little left to do.
-fn start_writeback(file: &File, offset: u64, len: usize) {
+fn start_writeback(file: &File, offset: u64, len: u64) {
     // SAFETY: plain syscall on a valid, owned file descriptor.
     unsafe {
         libc::sync_file_range(

@@ -1,0 +1,205 @@
+//! Lazily hashed ("kept") files over a real FUSE mount: edits of big files, writes far past the
+//! end and `truncate -s` are not hashed at close, and their checksum is right whenever asked
+//! (compared with a native twin of the file), across unlink, rename, gc, identical rewrites and
+//! a kill -9 of the daemon. FUSE missing is a failure, never a skip.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use seamfs::Checksum;
+
+mod common;
+use common::{Mount, is_mounted, xattr};
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// open (no O_TRUNC) + pwrite + close.
+fn pwrite(path: &Path, offset: u64, data: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(data, offset).unwrap();
+}
+
+fn truncate(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// What `cat F.CHECKSUM` says.
+fn sidecar_of(path: &Path) -> Checksum {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".CHECKSUM");
+    Checksum::from_sidecar(&std::fs::read(PathBuf::from(name)).unwrap()).unwrap()
+}
+
+fn checksum_of_file(path: &Path) -> Checksum {
+    Checksum::of_file(File::open(path).unwrap()).unwrap()
+}
+
+/// The kept temp files of a store.
+fn kept_files(store: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(store.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("kept-")
+        })
+        .collect()
+}
+
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_pwrite_at_4_gib_and_truncate_4g_are_sparse_and_checksummed_right() {
+    let m = Mount::new();
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let small = random_bytes(1, 4096);
+    for name in ["p", "t"] {
+        std::fs::write(m.path(name), &small).unwrap();
+        std::fs::write(native.path().join(name), &small).unwrap();
+    }
+    for root in [m.mnt.as_path(), native.path()] {
+        pwrite(&root.join("p"), 4 << 30, b"x");
+        truncate(&root.join("t"), 4 << 30);
+    }
+    assert_eq!(std::fs::metadata(m.path("p")).unwrap().len(), (4 << 30) + 1);
+    assert_eq!(std::fs::metadata(m.path("t")).unwrap().len(), 4 << 30);
+    // Kept unhashed, and sparse: a few blocks, not 4 GiB.
+    let kept = kept_files(&m.store);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for file in &kept {
+        assert!(std::fs::metadata(file).unwrap().blocks() * 512 < 1 << 20);
+    }
+    for name in ["p", "t"] {
+        let twin = checksum_of_file(&native.path().join(name));
+        assert_eq!(sidecar_of(&m.path(name)), twin, "{name}.CHECKSUM");
+        let hex = twin.hex();
+        let stored = m.store.join("buffers").join(&hex[..2]).join(&hex);
+        assert!(
+            std::fs::metadata(stored).unwrap().blocks() * 512 < 1 << 20,
+            "stored sparse"
+        );
+    }
+    assert!(kept_files(&m.store).is_empty());
+}
+
+#[test]
+fn an_edit_in_the_middle_of_a_big_file() {
+    let m = Mount::new();
+    let mut expected = random_bytes(2, 64 << 20);
+    std::fs::write(m.path("big"), &expected).unwrap();
+    pwrite(&m.path("big"), 30 << 20, b"edited in the middle");
+    expected[30 << 20..(30 << 20) + 20].copy_from_slice(b"edited in the middle");
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert!(std::fs::read(m.path("big")).unwrap() == expected);
+    let checksum = Checksum::of(&expected);
+    assert_eq!(
+        xattr(&m.path("big"), "user.seamless.checksum").unwrap(),
+        checksum.hex().into_bytes()
+    );
+    assert_eq!(sidecar_of(&m.path("big")), checksum);
+    assert!(std::fs::read(m.path(&format!("by-checksum/{}", checksum.hex()))).unwrap() == expected);
+    // Edited again and left alone: the background hasher publishes it.
+    pwrite(&m.path("big"), 1, b"again");
+    expected[1..6].copy_from_slice(b"again");
+    eventually("the idle kept file is hashed", || {
+        kept_files(&m.store).is_empty()
+    });
+    assert_eq!(sidecar_of(&m.path("big")), Checksum::of(&expected));
+}
+
+#[test]
+fn kill_9_with_kept_files_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut edited = random_bytes(3, 16 << 20);
+    let mut grown = random_bytes(4, 5000);
+    {
+        let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+        std::fs::write(m.path("edited"), &edited).unwrap();
+        std::fs::write(m.path("grown"), &grown).unwrap();
+        pwrite(&m.path("edited"), 10 << 20, b"before the crash");
+        truncate(&m.path("grown"), 40 << 20);
+        assert_eq!(kept_files(&store).len(), 2);
+        let mut child = m.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(!is_mounted(&mnt));
+    }
+    edited[10 << 20..(10 << 20) + 16].copy_from_slice(b"before the crash");
+    grown.resize(40 << 20, 0);
+    let m = Mount::on(mnt, store, &[]);
+    assert!(std::fs::read(m.path("edited")).unwrap() == edited);
+    assert!(std::fs::read(m.path("grown")).unwrap() == grown);
+    assert_eq!(sidecar_of(&m.path("edited")), Checksum::of(&edited));
+    assert_eq!(sidecar_of(&m.path("grown")), Checksum::of(&grown));
+    assert!(kept_files(&m.store).is_empty());
+}
+
+#[test]
+fn rename_unlink_and_gc_of_kept_files() {
+    let m = Mount::new();
+    let mut data = random_bytes(5, 8 << 20);
+    std::fs::write(m.path("a"), &data).unwrap();
+    pwrite(&m.path("a"), 5 << 20, b"kept");
+    data[5 << 20..(5 << 20) + 4].copy_from_slice(b"kept");
+    std::fs::rename(m.path("a"), m.path("b")).unwrap();
+    // Garbage collection through the mount leaves the kept file and its base alone.
+    let name = std::ffi::CString::new("user.seamfs.gc").unwrap();
+    let dir = std::ffi::CString::new(m.path(".seamfs").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid C strings and a value of the length given.
+    let r = unsafe { libc::setxattr(dir.as_ptr(), name.as_ptr(), b"run".as_ptr().cast(), 3, 0) };
+    assert_eq!(r, 0, "gc through user.seamfs.gc");
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert!(std::fs::read(m.path("b")).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("b")), Checksum::of(&data));
+    // An unlinked kept file leaves nothing behind.
+    pwrite(&m.path("b"), 0, b"gone");
+    assert_eq!(kept_files(&m.store).len(), 1);
+    std::fs::remove_file(m.path("b")).unwrap();
+    // (FUSE sends the release of the last close asynchronously: until then it is open.)
+    eventually("the kept file of an unlinked file is removed", || {
+        kept_files(&m.store).is_empty()
+    });
+}
+
+#[test]
+fn an_identical_rewrite_is_dropped() {
+    let m = Mount::new();
+    let data = random_bytes(6, 8 << 20);
+    std::fs::write(m.path("first"), &data).unwrap();
+    std::fs::write(m.path("again"), &data).unwrap();
+    assert_eq!(sidecar_of(&m.path("again")), Checksum::of(&data));
+    let hex = Checksum::of(&data).hex();
+    assert!(m.store.join("buffers").join(&hex[..2]).join(&hex).exists());
+    eventually("the duplicate temp file is removed", || {
+        std::fs::read_dir(m.store.join("tmp")).unwrap().count() == 0
+    });
+    assert!(std::fs::read(m.path("again")).unwrap() == data);
+}
