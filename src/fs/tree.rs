@@ -892,24 +892,17 @@ fn row_values(node: &Node) -> [rusqlite::types::Value; 11] {
 
 /// Write the whole row of a new node.
 fn insert_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
-    let [
-        kind,
-        mode,
-        mtime,
-        checksum,
-        size,
-        target,
-        uid,
-        gid,
-        rdev,
-        ctime,
-        atime,
-    ] = row_values(node);
+    use rusqlite::types::Value;
+    let place = [
+        Value::Integer(ino as i64),
+        Value::Integer(node.parent as i64),
+        Value::Text(node.name.clone()),
+    ];
     run(
         tx,
         "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns, atime_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![ino, node.parent, node.name, kind, mode, mtime, checksum, size, target, uid, gid, rdev, ctime, atime],
+        rusqlite::params_from_iter(place.into_iter().chain(row_values(node))),
     )?;
     Ok(())
 }
@@ -917,24 +910,12 @@ fn insert_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
 /// Write a node's row except its place (`parent`, `name`: only `rename` and the link
 /// operations move a node), so that the `(parent, name)` index is left alone.
 fn update_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
-    let [
-        kind,
-        mode,
-        mtime,
-        checksum,
-        size,
-        target,
-        uid,
-        gid,
-        rdev,
-        ctime,
-        atime,
-    ] = row_values(node);
+    let key = rusqlite::types::Value::Integer(ino as i64);
     run(
         tx,
         "UPDATE seamfs_tree SET kind = ?2, mode = ?3, mtime_ns = ?4, checksum = ?5, size = ?6,
          target = ?7, uid = ?8, gid = ?9, rdev = ?10, ctime_ns = ?11, atime_ns = ?12 WHERE ino = ?1",
-        params![ino, kind, mode, mtime, checksum, size, target, uid, gid, rdev, ctime, atime],
+        rusqlite::params_from_iter(std::iter::once(key).chain(row_values(node))),
     )?;
     Ok(())
 }
