@@ -257,8 +257,18 @@ impl Namespace {
     }
 
     /// At start: the kept files of the last run become pending writes again (see the module
-    /// doc). A row whose file is gone, or whose inode is no longer a file, is dropped.
+    /// doc). A row whose file is gone, or whose inode is no longer a file, is dropped; a kept
+    /// file without a row is removed.
     pub(super) fn resume_kept(&self, rows: Vec<Row>) {
+        // A kept file no row names was kept just before a crash, its row never committed: its
+        // `close()` never returned, so it goes. (A row's file stays, even one left for a
+        // person to look at below.)
+        let named = rows.iter().map(|row| row.path.clone()).collect();
+        match self.store.remove_orphan_kept(&named) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "removed kept files whose row was never committed"),
+            Err(e) => tracing::warn!(error = %e, "could not look for orphaned kept files"),
+        }
         for row in rows {
             let is_file = matches!(
                 self.read_tree().get(row.ino).map(|n| &n.kind),
@@ -487,7 +497,14 @@ mod tests {
         edit(&mut expected, 12_345, b"edited");
         let kept = dir.path().join("tmp").join(format!("kept-{ino}"));
         assert!(kept.exists());
+        // What a crash between keeping a write and committing its row leaves.
+        let orphan = dir.path().join("tmp").join("kept-999999");
+        std::fs::write(&orphan, b"never acknowledged").unwrap();
         let ns = namespace(dir.path());
+        assert!(
+            !orphan.exists(),
+            "a kept file without a row is removed at start"
+        );
         assert!(ns.unpublished.is_kept(ino));
         assert_eq!(read_all(&ns, ino), expected);
         // Not idle yet (resumed just now); then hashed by the background hasher's pass.

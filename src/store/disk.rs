@@ -39,6 +39,7 @@
 //! (the sentinel means prefix, otherwise flat) and nothing is written into it at open; opened
 //! read-only, nothing is written into it at all (writes and removals are refused).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -349,6 +350,12 @@ impl DiskStore {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    /// Remove the kept writes (`TierWrite::keep`) of earlier processes that `named` does not
+    /// name (their owner's record of them was never committed); returns how many.
+    pub fn remove_orphan_kept(&self, named: &HashSet<PathBuf>) -> Result<usize, StoreError> {
+        remove_orphan_kept(&self.inner.tmp, named)
     }
 
     /// How many temp files of dead writers `open` removed.
@@ -1216,6 +1223,25 @@ fn stored_name(name: &std::ffi::OsStr, prefix: Option<u8>) -> Option<Checksum> {
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let cs = Checksum::parse_strict(name).filter(|_| is_lower_hex)?;
     prefix.is_none_or(|p| cs.as_bytes()[0] == p).then_some(cs)
+}
+
+/// Delete the kept temp files (`tmp/kept-*`) that `named` does not name; returns how many were
+/// removed. A crash between keeping a write and committing the row that names it leaves one.
+fn remove_orphan_kept(tmp: &Path, named: &HashSet<PathBuf>) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in fs::read_dir(tmp).map_err(|e| StoreError::io(tmp, e))? {
+        let entry = entry.map_err(|e| StoreError::io(tmp, e))?;
+        let path = entry.path();
+        let kept = entry.file_name().to_string_lossy().starts_with(KEPT_PREFIX);
+        if kept && !named.contains(&path) {
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Delete the temp files in `tmp` whose writer is gone; returns how many were removed.

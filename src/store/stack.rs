@@ -216,6 +216,15 @@ impl Store {
         self.disk.quarantine(checksum)
     }
 
+    /// Remove kept writes of earlier processes that `named` does not name (see
+    /// `DiskStore::remove_orphan_kept`).
+    pub fn remove_orphan_kept(
+        &self,
+        named: &std::collections::HashSet<PathBuf>,
+    ) -> Result<usize, StoreError> {
+        self.disk.remove_orphan_kept(named)
+    }
+
     /// Temp files of dead writers removed when the store was opened.
     pub fn stale_temps_removed(&self) -> usize {
         self.disk.stale_temps_removed_at_open()
