@@ -29,7 +29,7 @@ use rusqlite::{Connection, params};
 
 use crate::checksum::Checksum;
 use crate::db::{Database, DbError};
-use crate::store::{Store, StoreError, Tier, disk};
+use crate::store::{Store, StoreError, disk};
 
 use super::tree;
 
@@ -79,7 +79,7 @@ pub fn recover(store: &Store) -> anyhow::Result<usize> {
         let Some(checksum) = Checksum::parse_strict(hex) else {
             continue;
         };
-        if !is_whole(store.tiers().as_ref(), &checksum)? {
+        if !is_whole(store, &checksum)? {
             lost.push(checksum);
         }
     }
@@ -129,11 +129,18 @@ fn renew_schema(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Whether the stored buffer exists and hashes to its name.
-fn is_whole(tiers: &dyn Tier, checksum: &Checksum) -> Result<bool, StoreError> {
-    Ok(tiers
-        .get(checksum)?
-        .is_some_and(|b| Checksum::of(b.bytes()) == *checksum))
+/// Whether the stored buffer exists and hashes to its name. It is hashed as a stream from the
+/// disk tier, where a ledgered buffer was committed; one no longer there may still be whole in
+/// another tier (a RAM tier, a remote it was pushed to).
+fn is_whole(store: &Store, checksum: &Checksum) -> Result<bool, StoreError> {
+    match store.verify(checksum)? {
+        disk::Verdict::Intact => Ok(true),
+        disk::Verdict::Corrupt { .. } => Ok(false),
+        disk::Verdict::Missing => Ok(store
+            .tiers()
+            .get(checksum)?
+            .is_some_and(|b| Checksum::of(b.bytes()) == *checksum)),
+    }
 }
 
 /// Where the ledger stands: the last id given, ids recorded (committed), made durable, and
