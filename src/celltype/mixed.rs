@@ -651,7 +651,7 @@ fn first_word(raw: &[u8], size: usize, index_message: &str) -> Result<u64, CellE
     if raw.is_empty() {
         return Err(CellError::new(PyErrorKind::IndexError, index_message));
     }
-    if raw.len() % size != 0 {
+    if !raw.len().is_multiple_of(size) {
         return Err(value_error(
             "buffer size must be a multiple of element size",
         ));

@@ -360,7 +360,7 @@ fn frombuffer_shape(
         .try_fold(1i64, |acc, &n| acc.checked_mul(n))
         .ok_or_else(|| value_error("array is too big"))?;
     let count = if product < 0 {
-        if available % itemsize != 0 {
+        if !available.is_multiple_of(itemsize) {
             return Err(value_error(
                 "buffer size must be a multiple of element size",
             ));

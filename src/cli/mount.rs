@@ -274,7 +274,7 @@ fn mount_session(
     let http = if args.no_db {
         None
     } else {
-        let server = serve_db(&args, db)?;
+        let server = serve_db(args, db)?;
         tracing::info!(url = %server.url(), db = %db_path.display(), "HTTP database serving");
         Some(server)
     };

@@ -188,10 +188,13 @@ impl Handles {
     }
 }
 
+/// A dirty inode's pending content; lock it to read or write.
+pub type Slot = Arc<Mutex<Option<Box<dyn TierWrite>>>>;
+
 /// The unpublished writes of tree files, one temp file in the store per dirty inode.
 #[derive(Default)]
 pub struct Unpublished {
-    files: Mutex<HashMap<u64, Arc<Mutex<Option<Box<dyn TierWrite>>>>>>,
+    files: Mutex<HashMap<u64, Slot>>,
     /// When each file's unpublished content last changed (its mtime and ctime until published).
     changed: Mutex<HashMap<u64, std::time::SystemTime>>,
     /// Files closed without being hashed (see `fs::kept`).
@@ -202,7 +205,7 @@ pub struct Unpublished {
 
 impl Unpublished {
     /// The slot of `ino` (created empty if needed). Lock it to read or write the pending content.
-    pub fn slot(&self, ino: u64) -> Arc<Mutex<Option<Box<dyn TierWrite>>>> {
+    pub fn slot(&self, ino: u64) -> Slot {
         self.files
             .lock()
             .expect("unpublished lock")
@@ -212,7 +215,7 @@ impl Unpublished {
     }
 
     /// The slot of `ino` if it exists.
-    pub fn existing(&self, ino: u64) -> Option<Arc<Mutex<Option<Box<dyn TierWrite>>>>> {
+    pub fn existing(&self, ino: u64) -> Option<Slot> {
         self.files
             .lock()
             .expect("unpublished lock")

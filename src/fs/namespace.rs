@@ -660,7 +660,7 @@ impl Namespace {
         &self,
         change: impl FnOnce(&mut Tree) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        let out = change(&mut *self.tree.write().expect("tree lock")).map_err(tree_errno)?;
+        let out = change(&mut self.tree.write().expect("tree lock")).map_err(tree_errno)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(out)
     }

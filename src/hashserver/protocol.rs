@@ -277,7 +277,7 @@ pub fn parse_range(header: &str, size: u64) -> RangeRequest {
     let Some((units, spec)) = header.split_once('=') else {
         return RangeRequest::Malformed("Malformed range header.");
     };
-    if units.trim().to_ascii_lowercase() != "bytes" {
+    if !units.trim().eq_ignore_ascii_case("bytes") {
         return RangeRequest::Malformed("Only support bytes range");
     }
     if spec.matches(',').count() + 1 > MAX_RANGES {

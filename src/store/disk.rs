@@ -850,10 +850,11 @@ impl PendingWrite {
             return Ok(());
         };
         let mut edges = vec![];
-        if start % OVERLAY_BLOCK != 0 {
+        if !start.is_multiple_of(OVERLAY_BLOCK) {
             edges.push(start - start % OVERLAY_BLOCK);
         }
-        if end % OVERLAY_BLOCK != 0 && edges.last() != Some(&(end - end % OVERLAY_BLOCK)) {
+        if !end.is_multiple_of(OVERLAY_BLOCK) && edges.last() != Some(&(end - end % OVERLAY_BLOCK))
+        {
             edges.push(end - end % OVERLAY_BLOCK);
         }
         for block in edges.into_iter().filter(|b| *b < base.len) {

@@ -246,6 +246,9 @@ pub trait TierWrite: Send {
 /// A ranged read that is not backed by bytes in memory (a file read piecewise, a remote range).
 pub trait RangedRead: Send + Sync {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
 }
 

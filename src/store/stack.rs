@@ -83,7 +83,7 @@ const NEARLY_FULL: u64 = 1 << 20;
 fn full_disk_hint(root: &Path) -> String {
     match nix::sys::statvfs::statvfs(root) {
         Ok(fs) => {
-            let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+            let free = fs.blocks_available() * fs.fragment_size();
             if free < NEARLY_FULL {
                 format!(
                     " (No space left on device: {} KiB free on the store's filesystem; \
