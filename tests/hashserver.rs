@@ -401,10 +401,20 @@ fn read_only_flat_and_sha3_servers_answer_as_the_python_hashserver() {
                 req("PUT", format!("/{sha3}")).body(HELLO),
                 req("GET", format!("/{sha3}")),
                 req("GET", "/has").json(&format!(r#"["{sha3}", "{HELLO_CS}"]"#)),
-                req("PUT", format!("/{}", sha3_hex(&big_body()))).body(big_body()),
-                req("PUT", format!("/{sha3}")).body(big_body()),
             ],
         );
+        if name == "sha3" {
+            // Only bodies that both servers read to the end: a read-only server answers a PUT
+            // 405, and a stored checksum 201, before the body is sent (a broken pipe).
+            compare(
+                &python,
+                &ours,
+                &[
+                    req("PUT", format!("/{}", sha3_hex(&big_body()))).body(big_body()),
+                    req("PUT", format!("/{}", sha3_hex(b"not the big body"))).body(big_body()),
+                ],
+            );
+        }
         assert_eq!(files_under(&rs_dir), files_under(&py_dir), "{name}");
     }
 }

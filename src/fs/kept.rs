@@ -484,6 +484,28 @@ mod tests {
     }
 
     #[test]
+    fn a_checksum_asked_while_the_hasher_works_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = std::sync::Arc::new(namespace(dir.path()));
+        let mut expected = big(4);
+        let ino = create(&ns, "f", &expected);
+        // A write far past the end: 1 GiB to hash, long enough to ask in the middle.
+        pwrite(&ns, ino, 1 << 30, b"end");
+        edit(&mut expected, 1 << 30, b"end");
+        assert!(ns.unpublished.is_kept(ino));
+        let hasher = {
+            let ns = ns.clone();
+            std::thread::spawn(move || ns.hash_idle(Duration::ZERO))
+        };
+        // Once the hasher has taken the file, it is no longer marked kept.
+        while ns.unpublished.is_kept(ino) {
+            std::thread::yield_now();
+        }
+        assert_eq!(sidecar(&ns, "f"), Checksum::of(&expected));
+        assert_eq!(hasher.join().unwrap(), 1);
+    }
+
+    #[test]
     fn kept_files_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut expected = big(2);

@@ -83,6 +83,11 @@ impl Namespace {
     pub(super) fn file_checksum(&self, ino: u64) -> FsResult<Checksum> {
         if self.unpublished.is_kept(ino) {
             self.publish(ino)?;
+        } else if let Some(slot) = self.unpublished.existing(ino) {
+            // A kept file may be being hashed by the background hasher right now: no longer
+            // marked kept, its tree row not yet new. That publish holds the slot until the row
+            // is committed, so waiting for the slot waits for the new checksum.
+            drop(slot.lock().expect("slot lock"));
         }
         self.published_checksum(ino)
     }
