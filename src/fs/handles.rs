@@ -214,6 +214,21 @@ impl Unpublished {
             .clone()
     }
 
+    /// Wait until no publish is in progress: a publish holds its file's slot until its tree
+    /// row is committed.
+    pub fn wait_for_publishes(&self) {
+        let slots: Vec<Slot> = self
+            .files
+            .lock()
+            .expect("unpublished lock")
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            drop(slot.lock().expect("slot lock"));
+        }
+    }
+
     /// The slot of `ino` if it exists.
     pub fn existing(&self, ino: u64) -> Option<Slot> {
         self.files

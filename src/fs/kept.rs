@@ -202,10 +202,15 @@ impl Namespace {
     }
 
     /// `find`, run again after every kept file is published if it found nothing: a checksum
-    /// asked for may be the content of a kept file.
+    /// asked for may be the content of a kept file, or of one the background hasher is
+    /// publishing right now (no longer marked kept: waited for).
     pub(super) fn after_kept<T>(&self, find: impl Fn() -> FsResult<T>) -> FsResult<T> {
         match find() {
-            Err(Errno::ENOENT) if self.publish_kept()? > 0 => find(),
+            Err(Errno::ENOENT) => {
+                self.publish_kept()?;
+                self.unpublished.wait_for_publishes();
+                find()
+            }
             found => found,
         }
     }
@@ -501,7 +506,10 @@ mod tests {
         while ns.unpublished.is_kept(ino) {
             std::thread::yield_now();
         }
-        assert_eq!(sidecar(&ns, "f"), Checksum::of(&expected));
+        let checksum = Checksum::of(&expected);
+        let by_checksum = ns.lookup(inodes::BY_CHECKSUM, &checksum.hex()).unwrap();
+        assert_eq!(by_checksum.size, expected.len() as u64);
+        assert_eq!(sidecar(&ns, "f"), checksum);
         assert_eq!(hasher.join().unwrap(), 1);
     }
 
