@@ -467,17 +467,34 @@ impl Tree {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<u64, TreeError> {
+        let (ino, node) = self.new_entry(parent, name, kind, mode, owner)?;
+        insert_row(tx, ino, &node)?;
+        self.attach(ino, node);
+        self.touch(tx, parent)?;
+        Ok(ino)
+    }
+
+    /// A new node for `name` under `parent` and the inode number it gets; nothing changes yet.
+    fn new_entry(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(u64, Node), TreeError> {
         if self.children(parent)?.contains_key(name) {
             return Err(TreeError::Exists);
         }
-        let ino = self.next_ino;
-        let node = new_node(parent, name, kind, mode, owner);
-        insert_row(tx, ino, &node)?;
+        Ok((self.next_ino, new_node(parent, name, kind, mode, owner)))
+    }
+
+    /// Put a node made by `new_entry` into the tree (memory only).
+    fn attach(&mut self, ino: u64, node: Node) {
+        let (parent, name) = (node.parent, node.name.clone());
         self.next_ino += 1;
         self.nodes.insert(ino, node);
-        self.insert_child(parent, name, ino);
-        self.touch(tx, parent)?;
-        Ok(ino)
+        self.insert_child(parent, &name, ino);
     }
 
     /// `create` in memory only: the row, and the parent's new mtime, are written by the next
@@ -490,15 +507,9 @@ impl Tree {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<u64, TreeError> {
-        if self.children(parent)?.contains_key(name) {
-            return Err(TreeError::Exists);
-        }
-        let ino = self.next_ino;
-        let node = new_node(parent, name, kind, mode, owner);
+        let (ino, node) = self.new_entry(parent, name, kind, mode, owner)?;
         let now = node.mtime;
-        self.next_ino += 1;
-        self.nodes.insert(ino, node);
-        self.insert_child(parent, name, ino);
+        self.attach(ino, node);
         if let Some(dir) = self.nodes.get_mut(&parent) {
             (dir.mtime, dir.ctime) = (now, now);
         }
