@@ -120,9 +120,15 @@ fn content(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// One HTTP client for the whole test binary (making one per request costs tens of ms).
+fn client() -> &'static reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::blocking::Client::new)
+}
+
 fn hashserver_put(server: &Server, data: &[u8]) -> Checksum {
     let checksum = Checksum::of(data);
-    let response = reqwest::blocking::Client::new()
+    let response = client()
         .put(format!("{}/{}", server.url(), checksum.hex()))
         .body(data.to_vec())
         .send()
@@ -133,7 +139,7 @@ fn hashserver_put(server: &Server, data: &[u8]) -> Checksum {
 
 fn hashserver_has(server: &Server, checksums: &[Checksum]) -> Vec<bool> {
     let body: Vec<String> = checksums.iter().map(Checksum::hex).collect();
-    reqwest::blocking::Client::new()
+    client()
         .get(format!("{}/has", server.url()))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&body).unwrap())
@@ -394,7 +400,10 @@ fn seamfs_hashserver(dir: &Path, extra: &[&str]) -> Server {
 }
 
 fn http_get(server: &Server, checksum: &Checksum) -> (u16, Vec<u8>) {
-    let response = reqwest::blocking::get(format!("{}/{}", server.url(), checksum.hex())).unwrap();
+    let response = client()
+        .get(format!("{}/{}", server.url(), checksum.hex()))
+        .send()
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.bytes().unwrap().to_vec())
 }
@@ -438,6 +447,70 @@ fn the_hashserver_fronts_remote_tiers() {
     let unknown = Checksum::of(b"nobody has this");
     assert_eq!(http_get(&front, &unknown).0, 404);
     assert_eq!(hashserver_has(&front, &[unknown]), vec![false]);
+}
+
+/// `tests/interop/forwarder.py` on a free port in front of `upstream`, logging every request it
+/// passes on (`METHOD PATH` per line) to the returned file.
+fn forwarder(upstream: &Server, dir: &Path) -> (Server, PathBuf) {
+    let port = common::free_port();
+    let log = dir.join("forwarded.log");
+    let mut command = Command::new(common::python_tool("python"));
+    command
+        .arg(common::repo().join("tests/interop/forwarder.py"))
+        .args([port.to_string(), upstream.port.to_string()])
+        .arg(&log);
+    (
+        test_servers::start(command, port, "/healthcheck", None),
+        log,
+    )
+}
+
+/// How many requests the forwarder's `log` holds that start with `prefix`.
+fn forwarded(log: &Path, prefix: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
+}
+
+/// A `/has` of 1 000 checksums to `seamfs hashserver --remote` costs the remote one batched
+/// `/has` (not one request per checksum), and answers as asking one checksum at a time does.
+#[test]
+fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
+    let remote = python_hashserver(None, "flat");
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, log) = forwarder(&remote, dir.path());
+    let front_dir = dir.path().join("front");
+    std::fs::create_dir(&front_dir).unwrap();
+    let front = seamfs_hashserver(&front_dir, &["--remote", &proxy.url()]);
+    // Of 1 000 checksums, 200 are on the remote, 100 in the front's directory, 700 nowhere.
+    let (mut checksums, mut expected) = (Vec::new(), Vec::new());
+    for i in 0..1000u32 {
+        let data = format!("buffer {i}").into_bytes();
+        checksums.push(match i % 10 {
+            0 | 1 => hashserver_put(&remote, &data),
+            2 => hashserver_put(&front, &data),
+            _ => Checksum::of(&data),
+        });
+        expected.push(i % 10 < 3);
+    }
+    let before = forwarded(&log, "GET /has");
+    let batched = hashserver_has(&front, &checksums);
+    let asked = forwarded(&log, "GET /has") - before;
+    assert_eq!(batched, expected);
+    assert!(
+        asked <= 2,
+        "one /has of 1 000 checksums cost {asked} /has requests to the remote"
+    );
+    let one_by_one: Vec<bool> = checksums
+        .iter()
+        .map(|c| hashserver_has(&front, &[*c])[0])
+        .collect();
+    assert_eq!(
+        one_by_one, batched,
+        "the batch answers as single questions do"
+    );
 }
 
 /// A remote that answers with the wrong bytes is refused: nothing served, nothing kept.

@@ -26,7 +26,7 @@ use super::dir_index::{DirIndex, Look};
 use super::protocol::{Form, suffix};
 use crate::checksum::{Checksum, Compression};
 use crate::store::disk::PREFIX_SENTINEL;
-use crate::store::{Layout, Store, StoreError, Tier, TierWrite};
+use crate::store::{Layout, Store, StoreError, Tier, TierWrite, ask_lacking};
 
 /// Verified files remembered; past this the memory is cleared (and files re-hashed once more).
 const VERIFIED_LIMIT: usize = 1 << 20;
@@ -246,7 +246,7 @@ impl Backend {
     /// (`dir_index`); a flat one by a `stat` per form.
     pub fn has_many(&self, checksums: &[Checksum]) -> Vec<bool> {
         let mut looks: HashMap<PathBuf, Look> = HashMap::new();
-        let mut in_dirs = |checksum: &Checksum| {
+        let in_dirs = |checksum: &Checksum| {
             self.dirs().any(|dir| {
                 let base = dir.base_path(checksum);
                 match dir.layout {
@@ -258,16 +258,11 @@ impl Backend {
                 }
             })
         };
-        checksums
-            .iter()
-            .map(|checksum| {
-                in_dirs(checksum)
-                    || self
-                        .tiers
-                        .as_ref()
-                        .is_some_and(|t| t.has(checksum).unwrap_or(false))
-            })
-            .collect()
+        let mut found: Vec<bool> = checksums.iter().map(in_dirs).collect();
+        if let Some(tiers) = &self.tiers {
+            ask_tiers(tiers.as_ref(), checksums, &mut found);
+        }
+        found
     }
 
     /// The buffer from the tier stack, when it is in none of the directories (a store's RAM
@@ -398,6 +393,19 @@ impl Backend {
             file: io::BufWriter::with_capacity(1 << 20, file),
             path: Some(path),
         })
+    }
+}
+
+/// Mark what the tier stack holds of what the directories lack: one `has_many` (a remote
+/// tier asks in batches). If that fails (a remote down while another has some), each is
+/// asked on its own, so that what any tier holds is still found.
+fn ask_tiers(tiers: &dyn Tier, checksums: &[Checksum], found: &mut [bool]) {
+    let Err(e) = ask_lacking(tiers, checksums, found) else {
+        return;
+    };
+    tracing::warn!(error = %e, "/has: the tiers failed a batch; asking one by one");
+    for (answer, checksum) in found.iter_mut().zip(checksums) {
+        *answer = *answer || tiers.has(checksum).unwrap_or(false);
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, copy_into};
+use super::{Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, ask_lacking, copy_into};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -189,6 +189,13 @@ impl Layered {
 impl Tier for Layered {
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
         Ok(self.fast.has(checksum)? || self.slow.has(checksum)?)
+    }
+
+    /// The slow tier is asked once, for what the fast one lacks.
+    fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
+        let mut found = self.fast.has_many(checksums)?;
+        ask_lacking(self.slow.as_ref(), checksums, &mut found)?;
+        Ok(found)
     }
 
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {

@@ -106,6 +106,13 @@ pub trait Tier: Send + Sync {
         Ok(self.length(checksum)?.is_some())
     }
 
+    /// Whether the tier holds each buffer (`/has` of many). One `has` each here; a network
+    /// tier asks in batches, and a composition asks the tier below, in one call, only for what
+    /// the tier above lacks.
+    fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
+        checksums.iter().map(|c| self.has(c)).collect()
+    }
+
     /// A reader of the buffer, if the tier holds it.
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError>;
 
@@ -351,6 +358,25 @@ impl io::Seek for ReaderCursor<'_> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.at)
     }
+}
+
+/// Ask `tier`, in one `has_many`, about the checksums `found` marks as not found yet, and mark
+/// those it holds. On an error nothing is marked.
+pub fn ask_lacking(
+    tier: &dyn Tier,
+    checksums: &[Checksum],
+    found: &mut [bool],
+) -> Result<(), StoreError> {
+    let lacking: Vec<usize> = (0..checksums.len()).filter(|&i| !found[i]).collect();
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    let asked: Vec<Checksum> = lacking.iter().map(|&i| checksums[i]).collect();
+    let present = tier.has_many(&asked)?;
+    for (i, present) in lacking.into_iter().zip(present) {
+        found[i] = present;
+    }
+    Ok(())
 }
 
 /// Copy a buffer from a reader into a tier, streamed in blocks (never whole in RAM unless the

@@ -317,6 +317,9 @@ impl Tier for Pushing {
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
         self.tiers.has(checksum)
     }
+    fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
+        self.tiers.has_many(checksums)
+    }
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
         self.tiers.open_read(checksum)
     }

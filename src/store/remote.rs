@@ -37,7 +37,7 @@ use futures_util::{Stream, StreamExt};
 use super::disk::Sealed;
 use super::{
     CostProfile, Counters, DiskStore, Listing, PendingWrite, RangedRead, Reader, Stats, StoreError,
-    Tier, TierWrite,
+    Tier, TierWrite, ask_lacking,
 };
 use crate::checksum::Checksum;
 
@@ -223,16 +223,6 @@ impl<B: Backend> RemoteTier<B> {
 
     pub fn address(&self) -> &str {
         self.backend.address()
-    }
-
-    /// Which of `checksums` the remote has, asked in batches.
-    pub fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
-        let mut all = Vec::with_capacity(checksums.len());
-        for batch in checksums.chunks(self.backend.batch_size()) {
-            let (backend, batch) = (self.backend.clone(), batch.to_vec());
-            all.extend(self.call(move || backend.clone().present_owned(batch.clone()))?);
-        }
-        Ok(all)
     }
 
     /// One request with timeout and retries, run on the runtime. A remote that failed every
@@ -422,12 +412,25 @@ impl<B: Backend> Tier for RemoteTier<B> {
     }
 
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
-        if self.known_missing(checksum) {
-            return Ok(false);
+        Ok(self.has_many(std::slice::from_ref(checksum))?[0])
+    }
+
+    /// Asked in batches of the backend's size; what the negative cache knows is not asked.
+    fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
+        let mut found = vec![false; checksums.len()];
+        let unknown: Vec<usize> = (0..checksums.len())
+            .filter(|&i| !self.known_missing(&checksums[i]))
+            .collect();
+        for batch in unknown.chunks(self.backend.batch_size()) {
+            let asked: Vec<Checksum> = batch.iter().map(|&i| checksums[i]).collect();
+            let backend = self.backend.clone();
+            let present = self.call(move || backend.clone().present_owned(asked.clone()))?;
+            for (&i, present) in batch.iter().zip(present) {
+                found[i] = present;
+                self.remember_missing(&checksums[i], !present);
+            }
         }
-        let present = self.has_many(std::slice::from_ref(checksum))?[0];
-        self.remember_missing(checksum, !present);
-        Ok(present)
+        Ok(found)
     }
 
     /// Without a tier above, the download is kept in the staging directory (and dropped from
@@ -802,6 +805,22 @@ impl Tier for Remotes {
         Ok(self
             .first(|t| Ok(t.has(checksum)?.then_some(())))?
             .is_some())
+    }
+
+    /// Each tier in turn is asked, in one call, about what the ones before it lack. As with
+    /// `has`, a failure is returned only when some buffer was found nowhere.
+    fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
+        let mut found = vec![false; checksums.len()];
+        let mut failure = None;
+        for tier in &self.tiers {
+            if let Err(e) = ask_lacking(tier.as_ref(), checksums, &mut found) {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            Some(e) if found.contains(&false) => Err(e),
+            _ => Ok(found),
+        }
     }
 
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
