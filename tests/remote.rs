@@ -450,15 +450,17 @@ fn the_hashserver_fronts_remote_tiers() {
 }
 
 /// `tests/interop/forwarder.py` on a free port in front of `upstream`, logging every request it
-/// passes on (`METHOD PATH` per line) to the returned file.
-fn forwarder(upstream: &Server, dir: &Path) -> (Server, PathBuf) {
+/// passes on (`METHOD PATH` per line) to the returned file; with `cut_after`, a buffer's body is
+/// cut off after that many bytes.
+fn forwarder(upstream: &Server, dir: &Path, cut_after: Option<u64>) -> (Server, PathBuf) {
     let port = common::free_port();
     let log = dir.join("forwarded.log");
     let mut command = Command::new(common::python_tool("python"));
     command
         .arg(common::repo().join("tests/interop/forwarder.py"))
         .args([port.to_string(), upstream.port.to_string()])
-        .arg(&log);
+        .arg(&log)
+        .args(cut_after.map(|n| n.to_string()));
     (
         test_servers::start(command, port, "/healthcheck", None),
         log,
@@ -480,7 +482,7 @@ fn forwarded(log: &Path, prefix: &str) -> usize {
 fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
     let remote = python_hashserver(None, "flat");
     let dir = tempfile::tempdir().unwrap();
-    let (proxy, log) = forwarder(&remote, dir.path());
+    let (proxy, log) = forwarder(&remote, dir.path(), None);
     let front_dir = dir.path().join("front");
     std::fs::create_dir(&front_dir).unwrap();
     let front = seamfs_hashserver(&front_dir, &["--remote", &proxy.url()]);
@@ -511,6 +513,153 @@ fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
         one_by_one, batched,
         "the batch answers as single questions do"
     );
+}
+
+/// A buffer of `mib` MiB (distinct blocks of `content(seed)`) stored in the flat buffer
+/// directory `dir` under its checksum, as the Python hashserver serves it.
+fn big_buffer(dir: &Path, seed: u8, mib: u64) -> Checksum {
+    let temp = dir.join("writing");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&temp).unwrap());
+    let mut block = content(seed, 1 << 20);
+    for i in 0..mib {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        file.write_all(&block).unwrap();
+    }
+    drop(file);
+    let checksum = Checksum::of_reader(std::fs::File::open(&temp).unwrap()).unwrap();
+    std::fs::rename(&temp, dir.join(checksum.hex())).unwrap();
+    checksum
+}
+
+/// The peak resident set of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+fn ranged_get(server: &Server, checksum: &Checksum, range: &str) -> reqwest::blocking::Response {
+    client()
+        .get(format!("{}/{}", server.url(), checksum.hex()))
+        .header("range", range)
+        .send()
+        .unwrap()
+}
+
+/// `seamfs hashserver --remote` serves a 256 MiB buffer only the remote has in bounded memory:
+/// streamed as it downloads (its peak RSS stays far below the buffer's size), whole or ranged,
+/// and the bytes are right.
+#[test]
+fn the_hashserver_streams_a_big_remote_buffer_in_bounded_memory() {
+    const MIB: u64 = 1 << 20;
+    let remote_dir = tempfile::tempdir().unwrap();
+    let whole = big_buffer(remote_dir.path(), 16, 256);
+    let ranged = big_buffer(remote_dir.path(), 17, 256);
+    let remote = python_hashserver(Some(remote_dir.path()), "flat");
+    let dir = tempfile::tempdir().unwrap();
+    let front = seamfs_hashserver(dir.path(), &["--remote", &remote.url()]);
+    let response = client()
+        .get(format!("{}/{}", front.url(), whole.hex()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(256 * MIB));
+    assert_eq!(
+        Checksum::of_reader(response).unwrap(),
+        whole,
+        "served other bytes"
+    );
+    let (start, end) = (200 * MIB + 12_345, 201 * MIB + 777);
+    let response = ranged_get(&front, &ranged, &format!("bytes={start}-{}", end - 1));
+    assert_eq!(response.status(), 206);
+    let content_range = response.headers()["content-range"].to_str().unwrap();
+    assert_eq!(
+        content_range,
+        format!("bytes {start}-{}/{}", end - 1, 256 * MIB)
+    );
+    let body = response.bytes().unwrap();
+    let mut expected = vec![0u8; (end - start) as usize];
+    let source = std::fs::File::open(remote_dir.path().join(ranged.hex())).unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(&source, &mut expected, start).unwrap();
+    assert!(body[..] == expected[..], "the range has other bytes");
+    let peak = peak_rss(front.child.id());
+    assert!(
+        peak < 96 * MIB,
+        "serving two 256 MiB remote buffers peaked at {} MiB of RSS",
+        peak / MIB
+    );
+}
+
+/// Several ranges of a buffer still downloading: one `multipart/byteranges` body, as long as
+/// its `Content-Length` says, with each range's bytes.
+#[test]
+fn the_hashserver_serves_ranges_of_a_remote_buffer_as_multipart() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let checksum = big_buffer(remote_dir.path(), 18, 4);
+    let data = std::fs::read(remote_dir.path().join(checksum.hex())).unwrap();
+    let remote = python_hashserver(Some(remote_dir.path()), "flat");
+    let dir = tempfile::tempdir().unwrap();
+    let front = seamfs_hashserver(dir.path(), &["--remote", &remote.url()]);
+    let response = ranged_get(&front, &checksum, "bytes=10-19, 3000000-3000099");
+    assert_eq!(response.status(), 206);
+    let length = response.content_length().unwrap();
+    let body = response.bytes().unwrap();
+    assert_eq!(body.len() as u64, length);
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("Content-Range: bytes 10-19/4194304"),
+        "{text}"
+    );
+    let find = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(find(&data[10..20]) && find(&data[3_000_000..3_000_100]));
+}
+
+/// A remote that breaks off mid-body (here after 8 MiB of 64, and no retries): the answer, a
+/// 200 already sent, ends short of its `Content-Length` (the connection is dropped), so the
+/// client sees an error, never a cut-off buffer that looks whole; nothing is kept.
+#[test]
+fn the_hashserver_cuts_off_a_body_when_the_remote_breaks_off() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let checksum = big_buffer(remote_dir.path(), 19, 64);
+    let remote = python_hashserver(Some(remote_dir.path()), "flat");
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, _log) = forwarder(&remote, dir.path(), Some(8 << 20));
+    let front_dir = dir.path().join("front");
+    std::fs::create_dir(&front_dir).unwrap();
+    let remote_address = format!("{}?retries=0", proxy.url());
+    let front = seamfs_hashserver(&front_dir, &["--remote", &remote_address]);
+    let mut response = client()
+        .get(format!("{}/{}", front.url(), checksum.hex()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.content_length(), Some(64 << 20));
+    let mut received = 0u64;
+    let read = std::io::copy(&mut response, &mut CountingSink(&mut received));
+    assert!(
+        read.is_err(),
+        "the body ended cleanly after {received} bytes"
+    );
+    assert!(received < 64 << 20, "{received}");
+    let hex = checksum.hex();
+    assert!(
+        !front_dir.join(&hex[..2]).join(&hex).exists(),
+        "nothing kept"
+    );
+}
+
+/// A writer that only counts.
+struct CountingSink<'a>(&'a mut u64);
+
+impl Write for CountingSink<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        *self.0 += data.len() as u64;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A remote that answers with the wrong bytes is refused: nothing served, nothing kept.

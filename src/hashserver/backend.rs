@@ -26,7 +26,7 @@ use super::dir_index::{DirIndex, Look};
 use super::protocol::{Form, suffix};
 use crate::checksum::{Checksum, Compression};
 use crate::store::disk::PREFIX_SENTINEL;
-use crate::store::{Layout, Store, StoreError, Tier, TierWrite, ask_lacking};
+use crate::store::{Layout, Reader, Store, StoreError, Tier, TierWrite, ask_lacking};
 
 /// Verified files remembered; past this the memory is cleared (and files re-hashed once more).
 const VERIFIED_LIMIT: usize = 1 << 20;
@@ -265,14 +265,14 @@ impl Backend {
         found
     }
 
-    /// The buffer from the tier stack, when it is in none of the directories (a store's RAM
-    /// tier holds buffers before they reach the disk; a remote is read through, verified).
-    pub fn from_tiers(&self, checksum: &Checksum) -> io::Result<Option<bytes::Bytes>> {
+    /// A reader of the buffer from the tier stack, when it is in none of the directories (a
+    /// store's RAM tier holds buffers before they reach the disk; a remote is read through,
+    /// verified, and its reader serves the bytes as they arrive).
+    pub fn from_tiers(&self, checksum: &Checksum) -> io::Result<Option<Reader>> {
         let Some(tiers) = &self.tiers else {
             return Ok(None);
         };
-        let reader = tiers.open_read(checksum).map_err(store_io)?;
-        reader.map(|r| r.range(0, r.len() as usize)).transpose()
+        tiers.open_read(checksum).map_err(store_io)
     }
 
     /// The decompressed length (`/buffer-length`): the raw file's size, else a sidecar, else a

@@ -16,6 +16,7 @@ use super::Shared;
 use super::backend::{Found, Outcome, wait_for_locks};
 use super::protocol::{self, ListError, RangeRequest};
 use crate::checksum::{Checksum, Compression};
+use crate::store::Reader;
 
 /// Largest JSON list body accepted (a million checksums is about 70 MB).
 const LIST_BODY_LIMIT: usize = 128 << 20;
@@ -23,6 +24,10 @@ const LIST_BODY_LIMIT: usize = 128 << 20;
 const READ_LIMIT: u64 = 256 << 10;
 /// Pieces of an upload waiting for the writer thread.
 const UPLOAD_QUEUE: usize = 16;
+/// Block size of a body streamed from a tier's reader.
+const STREAM_BLOCK: u64 = 1 << 20;
+/// Blocks of a streamed body read ahead of the client.
+const BODY_QUEUE: usize = 4;
 /// PUT bodies up to this size (by `Content-Length`) are read whole before any disk work.
 const SMALL_PUT: u64 = 64 << 10;
 
@@ -308,8 +313,9 @@ enum Ready {
         found: Found,
         bytes: Bytes,
     },
-    /// Not in any directory, but in one of the store's tiers (RAM).
-    Memory(Bytes),
+    /// Not in any directory, but in one of the tiers (the store's RAM tier, a remote read
+    /// through).
+    Tier(Reader),
     /// A compressed form the client cannot read: sent decompressed, streamed.
     Decompress {
         found: Found,
@@ -338,9 +344,11 @@ async fn get_buffer(shared: &Arc<Shared>, text_checksum: &str, headers: &HeaderM
                 return text(StatusCode::NOT_FOUND, "Not found");
             }
             Ready::File { found, bytes } => {
-                return file_response(&checksum, Some(&found), bytes, headers);
+                return file_response(&checksum, Some(&found), Content::Bytes(bytes), headers);
             }
-            Ready::Memory(bytes) => return file_response(&checksum, None, bytes, headers),
+            Ready::Tier(reader) => {
+                return file_response(&checksum, None, Content::of(checksum, reader), headers);
+            }
             Ready::Decompress { found, compression } => {
                 return decompressed_response(shared, checksum, found, compression);
             }
@@ -396,7 +404,7 @@ fn read_form(
 ) -> Ready {
     let Some(found) = backend.find(checksum, order) else {
         return match backend.from_tiers(checksum) {
-            Ok(Some(bytes)) => Ready::Memory(bytes),
+            Ok(Some(reader)) => Ready::Tier(reader),
             Ok(None) => Ready::Missing,
             Err(e) => {
                 tracing::warn!(%checksum, error = %e, "cannot read a buffer from the store");
@@ -461,11 +469,11 @@ fn read_bytes(file: &std::fs::File, len: u64) -> io::Result<Bytes> {
 fn file_response(
     checksum: &Checksum,
     found: Option<&Found>,
-    bytes: Bytes,
+    content: Content,
     request: &HeaderMap,
 ) -> Response {
     use std::os::unix::fs::MetadataExt;
-    let size = bytes.len() as u64;
+    let size = content.len();
     // A buffer held only in a RAM tier has no file time: the epoch, as the mount shows it.
     let mtime = found.map_or(0.0, |f| {
         protocol::python_mtime(f.meta.mtime(), f.meta.mtime_nsec())
@@ -502,14 +510,14 @@ fn file_response(
         Some(range) => protocol::parse_range(range, size),
     };
     match parts {
-        RangeRequest::Full => with_headers(StatusCode::OK, headers, Body::from(bytes)),
+        RangeRequest::Full => content.respond(StatusCode::OK, headers, vec![Part::Range(0, size)]),
         RangeRequest::Parts(ranges) if ranges.len() == 1 => {
             let (start, end) = ranges[0];
             put_range(&mut headers, start, end, size);
-            let body = bytes.slice(start as usize..end as usize);
-            with_headers(StatusCode::PARTIAL_CONTENT, headers, Body::from(body))
+            let parts = vec![Part::Range(start, end)];
+            content.respond(StatusCode::PARTIAL_CONTENT, headers, parts)
         }
-        RangeRequest::Parts(ranges) => multipart(headers, &bytes, &ranges),
+        RangeRequest::Parts(ranges) => multipart(headers, content, &ranges),
         RangeRequest::Malformed(message) => {
             let mut response = Response::new(Body::from(message));
             *response.status_mut() = StatusCode::BAD_REQUEST;
@@ -543,28 +551,152 @@ fn put_range(headers: &mut HeaderMap, start: u64, end: u64, size: u64) {
 }
 
 /// A `multipart/byteranges` answer, laid out as Starlette writes it.
-fn multipart(mut headers: HeaderMap, bytes: &Bytes, ranges: &[(u64, u64)]) -> Response {
+fn multipart(mut headers: HeaderMap, content: Content, ranges: &[(u64, u64)]) -> Response {
     let boundary = format!("{:026x}", rand::random::<u128>() >> 24);
-    let size = bytes.len();
-    let mut body = Vec::new();
+    let size = content.len();
+    let mut parts = Vec::new();
     for &(start, end) in ranges {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {start}-{}/{size}\r\n\r\n",
-                end - 1
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&bytes[start as usize..end as usize]);
-        body.extend_from_slice(b"\r\n");
+        parts.push(Part::Text(Bytes::from(format!(
+            "--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {start}-{}/{size}\r\n\r\n",
+            end - 1
+        ))));
+        parts.push(Part::Range(start, end));
+        parts.push(Part::Text(Bytes::from_static(b"\r\n")));
     }
-    body.extend_from_slice(format!("--{boundary}--").as_bytes());
+    parts.push(Part::Text(Bytes::from(format!("--{boundary}--"))));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(&format!("multipart/byteranges; boundary={boundary}"))
             .expect("ascii"),
     );
-    with_headers(StatusCode::PARTIAL_CONTENT, headers, Body::from(body))
+    content.respond(StatusCode::PARTIAL_CONTENT, headers, parts)
+}
+
+/// What a GET sends: bytes at hand (a file read whole or mapped, a RAM tier's), or a tier's
+/// reader that is not (a remote's download), read in bounded blocks as the body goes out.
+enum Content {
+    Bytes(Bytes),
+    Streamed(Checksum, Arc<Reader>),
+}
+
+/// A part of a body: literal bytes (multipart headers) or a range `[start, end)` of the content.
+enum Part {
+    Text(Bytes),
+    Range(u64, u64),
+}
+
+impl Part {
+    fn len(&self) -> u64 {
+        match self {
+            Part::Text(text) => text.len() as u64,
+            Part::Range(start, end) => end - start,
+        }
+    }
+}
+
+impl Content {
+    fn of(checksum: Checksum, reader: Reader) -> Content {
+        match reader {
+            Reader::Bytes(buffer) => Content::Bytes(buffer.bytes().clone()),
+            ranged => Content::Streamed(checksum, Arc::new(ranged)),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(bytes) => bytes.len() as u64,
+            Content::Streamed(_, reader) => reader.len(),
+        }
+    }
+
+    /// The answer with `parts` as its body (zero-copy for one range of bytes at hand).
+    fn respond(self, status: StatusCode, mut headers: HeaderMap, parts: Vec<Part>) -> Response {
+        let body = match self {
+            Content::Bytes(bytes) => Body::from(joined(&bytes, parts)),
+            Content::Streamed(checksum, reader) => {
+                let len: u64 = parts.iter().map(Part::len).sum();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                streamed(checksum, reader, parts)
+            }
+        };
+        with_headers(status, headers, body)
+    }
+}
+
+/// `parts` of `bytes`, one after the other.
+fn joined(bytes: &Bytes, parts: Vec<Part>) -> Bytes {
+    if let [Part::Range(start, end)] = parts.as_slice() {
+        return bytes.slice(*start as usize..*end as usize);
+    }
+    let mut body = Vec::new();
+    for piece in parts {
+        match piece {
+            Part::Text(text) => body.extend_from_slice(&text),
+            Part::Range(start, end) => body.extend_from_slice(&bytes[start as usize..end as usize]),
+        }
+    }
+    Bytes::from(body)
+}
+
+/// A body of `parts` of `reader`, read in blocks of `STREAM_BLOCK` on a blocking thread, a few
+/// blocks ahead of the client at most. A read that fails (a remote that broke off, a download
+/// that failed its verification) ends the body short of its `Content-Length`: hyper drops the
+/// connection, as for a compressed form that fails its hash, so a client never takes a cut-off
+/// body for a whole one.
+fn streamed(checksum: Checksum, reader: Arc<Reader>, parts: Vec<Part>) -> Body {
+    blocking_body(move |send| {
+        for part in parts {
+            let (mut at, end) = match part {
+                Part::Text(text) => {
+                    if !send(Ok(text)) {
+                        return;
+                    }
+                    continue;
+                }
+                Part::Range(start, end) => (start, end),
+            };
+            while at < end {
+                match read_block(&reader, at, end) {
+                    Ok(block) => {
+                        at += block.len() as u64;
+                        if !send(Ok(block)) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%checksum, offset = at, error = %e, "GET cut off: a read from the tiers failed");
+                        send(Err(e));
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The next block of `[at, end)` of `reader` (never empty: a reader that ends early fails).
+fn read_block(reader: &Reader, at: u64, end: u64) -> io::Result<Bytes> {
+    let block = reader.range(at, (end - at).min(STREAM_BLOCK) as usize)?;
+    if block.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the buffer ended at {at} of {end} bytes"),
+        ));
+    }
+    Ok(block)
+}
+
+/// A body whose parts `produce` makes on a blocking thread and hands to its callback (false:
+/// the client is gone, stop), at most `BODY_QUEUE` ahead. An `Err` ends the body unfinished.
+fn blocking_body(
+    produce: impl FnOnce(&mut dyn FnMut(io::Result<Bytes>) -> bool) + Send + 'static,
+) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(BODY_QUEUE);
+    tokio::task::spawn_blocking(move || produce(&mut |piece| tx.blocking_send(piece).is_ok()));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
 }
 
 /// A compressed-only buffer for a client that cannot decode that compression: decompressed on
@@ -575,22 +707,18 @@ fn decompressed_response(
     found: Found,
     compression: Compression,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     let algorithm = shared.backend.algorithm();
-    tokio::task::spawn_blocking(move || {
+    let body = blocking_body(move |send| {
         let result = super::backend::stream_decompressed(
             &found.path,
             compression,
             algorithm,
             &checksum,
-            |piece| tx.blocking_send(Ok(piece)).is_ok(),
+            |piece| send(Ok(piece)),
         );
         if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
+            send(Err(e));
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
     });
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -602,7 +730,7 @@ fn decompressed_response(
         HeaderValue::from_str(&format!("attachment; filename=\"{}\"", checksum.hex()))
             .expect("ascii"),
     );
-    with_headers(StatusCode::OK, headers, Body::from_stream(stream))
+    with_headers(StatusCode::OK, headers, body)
 }
 
 // ---- PUT ----

@@ -752,7 +752,7 @@ impl<B: Backend> Streamer<B> {
             return Outcome::Failed("download lost its sink".into());
         };
         match sink.commit(Some(checksum)) {
-            Ok(_) => match self.download.cache.open_read(&checksum) {
+            Ok(_) => match self.committed_reader() {
                 Ok(Some(reader)) => Outcome::Ready(Arc::new(reader)),
                 Ok(None) => Outcome::Failed("the downloaded buffer vanished from the cache".into()),
                 Err(e) => Outcome::Failed(e.to_string()),
@@ -763,6 +763,38 @@ impl<B: Backend> Streamer<B> {
             )),
             Err(e) => Outcome::Failed(e.to_string()),
         }
+    }
+
+    /// The committed buffer for the download's readers: its local file read with `pread` when
+    /// the cache has one, not the cache's memory map. A download's reader typically goes through
+    /// the whole buffer once (a client streaming it over HTTP); every mapped page it touched
+    /// would stay in the daemon's resident set, so serving a 4 GiB buffer would show as 4 GiB.
+    fn committed_reader(&self) -> Result<Option<Reader>, StoreError> {
+        let (cache, checksum) = (&self.download.cache, self.download.checksum);
+        if let Some(path) = cache.local_path(&checksum)
+            && let Ok(file) = std::fs::File::open(&path)
+        {
+            let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+            return Ok(Some(Reader::Ranged(Box::new(FileRange { file, len }))));
+        }
+        cache.open_read(&checksum)
+    }
+}
+
+/// A local file read piecewise with `pread` (see `Streamer::committed_reader`).
+struct FileRange {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl RangedRead for FileRange {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(self.len.saturating_sub(offset) as usize);
+        std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..want], offset)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// A server process, killed on drop.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub port: u16,
     _dir: Option<tempfile::TempDir>,
 }

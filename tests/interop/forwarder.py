@@ -1,9 +1,11 @@
 """An HTTP forwarder on 127.0.0.1 in front of a server on another local port, for the tests of
 remote tiers (tests/remote.rs): every request is passed on and its answer passed back, and one
 line `METHOD PATH` per request is appended to LOG, so a test can count what a client asked the
-server behind it. Standard library only.
+server behind it. With CUT_AFTER, the body of a buffer (`GET /<checksum>`) is cut off after
+that many bytes and the connection dropped: a remote that fails mid-transfer. Standard library
+only.
 
-Usage: forwarder.py PORT UPSTREAM_PORT LOG
+Usage: forwarder.py PORT UPSTREAM_PORT LOG [CUT_AFTER]
 """
 
 import http.client
@@ -13,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, UPSTREAM, LOG = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+CUT_AFTER = int(sys.argv[4]) if len(sys.argv) > 4 else None
 BLOCK = 1 << 20
 log_lock = threading.Lock()
 
@@ -51,9 +54,20 @@ class Forward(BaseHTTPRequestHandler):
         if whole is not None:
             self.wfile.write(whole)
         else:
-            while block := answer.read(BLOCK):
-                self.wfile.write(block)
+            self.copy_body(answer)
         upstream.close()
+
+    def copy_body(self, answer):
+        is_buffer = len(self.path) == 65 and answer.status == 200
+        left = CUT_AFTER if CUT_AFTER is not None and is_buffer else None
+        while block := answer.read(BLOCK):
+            if left is not None:
+                block = block[:left]
+                left -= len(block)
+            self.wfile.write(block)
+            if left == 0:
+                self.close_connection = True
+                return
 
     do_GET = do_PUT = forward
 
