@@ -1066,6 +1066,14 @@ impl TierWrite for PendingWrite {
         PendingWrite::read_at(self, offset, buf)
     }
 
+    /// The temp file, unless this is an overlay (its unwritten bytes are the base's).
+    fn read_back(&self) -> Option<File> {
+        if self.base.is_some() {
+            return None;
+        }
+        self.file.try_clone().ok()
+    }
+
     fn len(&self) -> u64 {
         self.len
     }

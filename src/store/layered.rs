@@ -399,6 +399,9 @@ impl TierWrite for LayeredWrite {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         self.slow.read_at(offset, buf)
     }
+    fn read_back(&self) -> Option<std::fs::File> {
+        self.slow.read_back()
+    }
 
     fn len(&self) -> u64 {
         self.slow.len()

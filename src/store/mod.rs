@@ -209,6 +209,11 @@ pub trait TierWrite: Send {
     fn set_len(&mut self, len: u64) -> Result<(), StoreError>;
     /// Read back what was written so far; the number of bytes read (0 at the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError>;
+    /// A file holding the bytes written so far at their offsets, for readers that must not
+    /// wait for the writer (a download's readers); `None`: read through `read_at`.
+    fn read_back(&self) -> Option<std::fs::File> {
+        None
+    }
     /// The length written so far.
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
@@ -302,6 +307,21 @@ impl Reader {
         }
     }
 
+    /// Copy bytes from `offset` into `buf`: how many (0 at the end; a ranged reader may give
+    /// fewer than asked before the end).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Reader::Bytes(b) => {
+                let data = b.as_slice();
+                let start = offset.min(data.len() as u64) as usize;
+                let n = buf.len().min(data.len() - start);
+                buf[..n].copy_from_slice(&data[start..start + n]);
+                Ok(n)
+            }
+            Reader::Ranged(r) => r.read_at(offset, buf),
+        }
+    }
+
     /// The whole buffer, named `checksum` (read in full for a ranged reader).
     pub fn into_buffer(self, checksum: Checksum) -> Result<Buffer, StoreError> {
         match self {
@@ -332,16 +352,7 @@ pub struct ReaderCursor<'a> {
 
 impl io::Read for ReaderCursor<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = match self.reader {
-            Reader::Bytes(b) => {
-                let data = b.as_slice();
-                let start = (self.at as usize).min(data.len());
-                let n = buf.len().min(data.len() - start);
-                buf[..n].copy_from_slice(&data[start..start + n]);
-                n
-            }
-            Reader::Ranged(r) => r.read_at(self.at, buf)?,
-        };
+        let n = self.reader.read_at(self.at, buf)?;
         self.at += n as u64;
         Ok(n)
     }

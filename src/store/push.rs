@@ -400,6 +400,9 @@ impl TierWrite for QueuedWrite {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
         self.write.read_at(offset, buf)
     }
+    fn read_back(&self) -> Option<std::fs::File> {
+        self.write.read_back()
+    }
     fn len(&self) -> u64 {
         self.write.len()
     }

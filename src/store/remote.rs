@@ -18,7 +18,9 @@
 //!   of a big buffer are served while it streams, except its last `VERIFY_HOLD` bytes, which are
 //!   served only once the whole buffer is verified: a reader never reaches the end of a buffer
 //!   that turns out corrupt (it gets EIO), and buffers up to that size are verified before any
-//!   byte is served. Concurrent readers of one checksum share one download. A download that
+//!   byte is served. Concurrent readers of one checksum share one download; they read the
+//!   received bytes through a handle of their own on the pending file (`TierWrite::read_back`),
+//!   so a reader never waits for the writer's I/O, nor the writer for a reader's. A download that
 //!   breaks off resumes with a ranged request where it stopped.
 //! * **Writes** are staged in a local temp file (they may arrive out of order), hashed at commit,
 //!   and only then uploaded, so a remote never receives bytes under the wrong checksum.
@@ -512,6 +514,10 @@ impl<B: Backend> TierWrite for StagedWrite<B> {
         self.pending.read_at(offset, buf)
     }
 
+    fn read_back(&self) -> Option<std::fs::File> {
+        self.pending.read_back()
+    }
+
     fn len(&self) -> u64 {
         self.pending.len()
     }
@@ -538,15 +544,20 @@ struct Download {
     cache: Arc<dyn Tier>,
     state: Mutex<Progress>,
     changed: Condvar,
+    /// The pending write in the cache, until its commit. Its own lock: the streamer holds it
+    /// while it writes, readers only when the write has no file to read back (`read_back`),
+    /// so readers and the writer do not wait for each other's I/O.
+    sink: Mutex<Option<Box<dyn TierWrite>>>,
 }
 
 #[derive(Default)]
 struct Progress {
     /// The buffer's length, once the remote answered.
     total: Option<u64>,
-    /// Bytes `[0, received)` are in `sink`.
+    /// Bytes `[0, received)` are written.
     received: u64,
-    sink: Option<Box<dyn TierWrite>>,
+    /// The sink's file, read by readers without the sink's lock (`TierWrite::read_back`).
+    read_back: Option<Arc<std::fs::File>>,
     outcome: Option<Outcome>,
 }
 
@@ -557,6 +568,7 @@ impl Download {
             cache,
             state: Mutex::default(),
             changed: Condvar::new(),
+            sink: Mutex::default(),
         }
     }
 
@@ -564,18 +576,33 @@ impl Download {
         self.state.lock().expect("download lock")
     }
 
+    fn lock_sink(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn TierWrite>>> {
+        self.sink.lock().expect("download sink lock")
+    }
+
     fn begin(&self, total: u64, sink: Box<dyn TierWrite>) {
+        let read_back = sink.read_back().map(Arc::new);
+        *self.lock_sink() = Some(sink);
         let mut state = self.lock();
         state.total = Some(total);
-        state.sink = Some(sink);
+        state.read_back = read_back;
         self.changed.notify_all();
     }
 
     fn finish(&self, outcome: Outcome) {
+        self.lock_sink().take();
         let mut state = self.lock();
-        state.sink = None;
+        // Readers now read the outcome; the temp file's space is not held for them.
+        state.read_back = None;
         state.outcome = Some(outcome);
         self.changed.notify_all();
+    }
+
+    /// Read received bytes from the sink; `None` once it is being committed.
+    fn read_sink(&self, offset: u64, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let sink = self.lock_sink();
+        let read = sink.as_ref()?.read_at(offset, buf);
+        Some(read.map_err(io::Error::other))
     }
 
     /// Wait until the download has started (a small buffer: ended), then hand out a reader.
@@ -622,26 +649,33 @@ impl RangedRead for Streaming {
             return Ok(0);
         }
         let servable = self.total.saturating_sub(VERIFY_HOLD);
+        let buf = &mut buf[..(end - offset) as usize];
         let mut state = self.download.lock();
         loop {
             match &state.outcome {
                 Some(Outcome::Ready(reader)) => {
                     let reader = reader.clone();
                     drop(state);
-                    let bytes = reader.range(offset, (end - offset) as usize)?;
-                    buf[..bytes.len()].copy_from_slice(&bytes);
-                    return Ok(bytes.len());
+                    return reader.read_at(offset, buf);
                 }
                 Some(Outcome::Failed(why)) => return Err(io::Error::other(why.clone())),
                 Some(Outcome::Missing) => {
                     return Err(io::Error::other("the remote no longer has the buffer"));
                 }
-                None if end <= state.received && end <= servable && state.sink.is_some() => {
-                    let sink = state.sink.as_ref().expect("checked above");
-                    let n = sink
-                        .read_at(offset, &mut buf[..(end - offset) as usize])
-                        .map_err(io::Error::other)?;
-                    return Ok(n);
+                None if end <= state.received && end <= servable => {
+                    let read_back = state.read_back.clone();
+                    drop(state);
+                    if let Some(file) = read_back {
+                        return std::os::unix::fs::FileExt::read_at(&*file, buf, offset);
+                    }
+                    if let Some(read) = self.download.read_sink(offset, buf) {
+                        return read;
+                    }
+                    // The sink is being committed: wait for the outcome.
+                    state = self.download.lock();
+                    if state.outcome.is_none() {
+                        state = self.download.changed.wait(state).expect("download lock");
+                    }
                 }
                 None => state = self.download.changed.wait(state).expect("download lock"),
             }
@@ -704,17 +738,20 @@ impl<B: Backend> Streamer<B> {
                     continue;
                 }
             };
-            let mut state = self.download.lock();
-            let at = state.received;
-            if at + chunk.len() as u64 > total {
+            // Only this thread changes `received`; the write holds only the sink's lock.
+            let at = self.download.lock().received;
+            let len = chunk.len() as u64;
+            if at + len > total {
                 return Err(format!(
                     "the remote sent more than the {total} bytes it announced"
                 ));
             }
-            let sink = state.sink.as_mut().expect("a running download has a sink");
-            let len = chunk.len() as u64;
-            sink.write_bytes(at, chunk).map_err(|e| e.to_string())?;
-            state.received = at + len;
+            {
+                let mut sink = self.download.lock_sink();
+                let sink = sink.as_mut().expect("a running download has a sink");
+                sink.write_bytes(at, chunk).map_err(|e| e.to_string())?;
+            }
+            self.download.lock().received = at + len;
             self.download.changed.notify_all();
         }
     }
@@ -747,7 +784,7 @@ impl<B: Backend> Streamer<B> {
     /// Commit the sink: the cache verifies the bytes against the checksum.
     fn commit(&self) -> Outcome {
         let checksum = self.download.checksum;
-        let sink = self.download.lock().sink.take();
+        let sink = self.download.lock_sink().take();
         let Some(sink) = sink else {
             return Outcome::Failed("download lost its sink".into());
         };

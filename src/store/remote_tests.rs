@@ -283,3 +283,123 @@ fn a_bounded_disk_over_a_remote_drops_what_the_remote_has_and_fetches_it_again()
         assert!(again.as_slice() == &data[..], "fetched again on demand");
     }
 }
+
+/// A gate a test opens: writes after the first `STALL_AFTER` bytes wait for it.
+#[derive(Default)]
+struct Gate {
+    /// (a write is waiting, the gate is open)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait_until(&self, done: impl Fn(&(bool, bool)) -> bool) {
+        let mut state = self.state.lock().unwrap();
+        while !done(&state) {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+const STALL_AFTER: u64 = 2 << 20;
+
+/// A disk tier whose pending writes stall (inside `write_bytes`) until the gate opens: a slow
+/// disk under a download.
+struct Stalling {
+    disk: DiskStore,
+    gate: Arc<Gate>,
+}
+
+struct StallingWrite {
+    inner: Box<dyn TierWrite>,
+    gate: Arc<Gate>,
+}
+
+impl Tier for Stalling {
+    fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
+        self.disk.length(checksum)
+    }
+    fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
+        Tier::open_read(&self.disk, checksum)
+    }
+    fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
+        Ok(Box::new(StallingWrite {
+            inner: Tier::begin_write(&self.disk)?,
+            gate: self.gate.clone(),
+        }))
+    }
+    fn list(&self) -> Listing {
+        self.disk.list()
+    }
+    fn remove(&self, checksum: &Checksum) -> Result<bool, StoreError> {
+        self.disk.remove(checksum)
+    }
+    fn stats(&self) -> Stats {
+        self.disk.stats()
+    }
+}
+
+impl TierWrite for StallingWrite {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.inner.write_at(offset, data)
+    }
+    fn write_bytes(&mut self, offset: u64, data: Bytes) -> Result<(), StoreError> {
+        if self.inner.len() >= STALL_AFTER {
+            self.gate.state.lock().unwrap().0 = true;
+            self.gate.changed.notify_all();
+            self.gate.wait_until(|&(_, open)| open);
+        }
+        self.inner.write_bytes(offset, data)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), StoreError> {
+        self.inner.set_len(len)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, StoreError> {
+        self.inner.read_at(offset, buf)
+    }
+    fn read_back(&self) -> Option<std::fs::File> {
+        self.inner.read_back()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn commit(self: Box<Self>, expected: Option<Checksum>) -> Result<Checksum, StoreError> {
+        self.inner.commit(expected)
+    }
+}
+
+/// A reader of a download is served the bytes already received while the download's writer is
+/// stuck in a slow write: readers do not wait for the writer's I/O (they read the pending
+/// file through a handle of their own).
+#[test]
+fn a_download_is_read_while_its_writer_is_busy() {
+    let folder = tempfile::tempdir().unwrap();
+    let server = python_hashserver(Some(folder.path()), "flat");
+    let data = content(30, 8 << 20);
+    let checksum = place(folder.path(), &data);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let cache: Arc<dyn Tier> = Arc::new(Stalling {
+        disk: DiskStore::open(dir.path()).unwrap(),
+        gate: gate.clone(),
+    });
+    let remote = addr::open(&server.url()).unwrap();
+    let reader = remote.read_through(&checksum, &cache).unwrap();
+    let reader = Arc::new(reader.unwrap().unwrap());
+    gate.wait_until(|&(waiting, _)| waiting);
+    let (sent, received) = std::sync::mpsc::channel();
+    let first = reader.clone();
+    let thread = std::thread::spawn(move || sent.send(first.range(0, 1 << 20).unwrap()));
+    // Generous: a reader that waits for the stalled writer never gets an answer.
+    let head = received.recv_timeout(Duration::from_secs(30));
+    gate.open();
+    thread.join().unwrap().ok();
+    let head = head.expect("the received bytes are read while the writer is stalled");
+    assert!(head[..] == data[..1 << 20]);
+    assert!(reader.range(0, data.len()).unwrap()[..] == data[..]);
+}
