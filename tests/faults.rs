@@ -15,53 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, free_port, gzip, is_mounted};
-
-/// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
-/// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
-struct Scratch {
-    dir: tempfile::TempDir,
-    tmpfs: bool,
-}
-
-impl Scratch {
-    fn new(tmpfs_mib: Option<u64>) -> Scratch {
-        let dir = tempfile::Builder::new()
-            .prefix("seamfs-faults-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        fs::create_dir(dir.path().join("store")).unwrap();
-        fs::create_dir(dir.path().join("mnt")).unwrap();
-        if let Some(mib) = tmpfs_mib {
-            let status = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-                .arg(dir.path().join("store"))
-                .status()
-                .expect("run mount");
-            assert!(status.success(), "mounting a tmpfs needs root");
-        }
-        Scratch {
-            dir,
-            tmpfs: tmpfs_mib.is_some(),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn mnt(&self) -> PathBuf {
-        self.dir.path().join("mnt")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.tmpfs {
-            let _ = Command::new("umount").arg(self.store()).status();
-        }
-    }
-}
+use common::{Mount, Scratch, close, fill_disk, free_port, gzip, is_mounted};
 
 /// Mount the scratch store, with the HTTP database on `port` if given (0: none).
 fn start(scratch: &Scratch, port: Option<u16>) -> Mount {
@@ -168,17 +122,6 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
         file.write_all(piece)?;
     }
     close(file)
-}
-
-/// Close, reporting the error `close(2)` gives (where a FUSE flush failure arrives).
-fn close(file: File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: the descriptor is ours and closed exactly once.
-    if unsafe { libc::close(file.into_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Finding 1: on a full store, a writer gets an error from write() or close(), and nothing wrong
@@ -618,21 +561,6 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
         ledger.puts.len()
     );
     m.stop();
-}
-
-/// Fill the tmpfs under `store` with `store/filler`, then free `slack` bytes of it.
-fn fill_disk(store: &Path, slack: u64) {
-    let path = store.join("filler");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let block = vec![0xa5u8; 64 << 10];
-    while file.write_all(&block).is_ok() {}
-    while file.write_all(&[0x5a]).is_ok() {}
-    let len = file.metadata().unwrap().len();
-    file.set_len(len.saturating_sub(slack)).unwrap();
 }
 
 /// A full disk at random points of writes, SQLite commits (injected: SQLite often reuses WAL

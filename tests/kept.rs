@@ -62,6 +62,19 @@ fn kept_files(store: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// kill -9 of the daemon, and its dead mount detached.
+fn crash(m: &mut Mount) {
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    Command::new("fusermount3")
+        .arg("-u")
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(!is_mounted(&m.mnt));
+}
+
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -142,15 +155,7 @@ fn kill_9_with_kept_files_then_restart() {
         pwrite(&m.path("edited"), 10 << 20, b"before the crash");
         truncate(&m.path("grown"), 40 << 20);
         assert_eq!(kept_files(&store).len(), 2);
-        let mut child = m.child.take().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        Command::new("fusermount3")
-            .arg("-u")
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(!is_mounted(&mnt));
+        crash(&mut m);
     }
     edited[10 << 20..(10 << 20) + 16].copy_from_slice(b"before the crash");
     grown.resize(40 << 20, 0);

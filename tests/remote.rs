@@ -13,11 +13,8 @@ use serde_json::Value;
 
 mod common;
 
-#[path = "../src/store/test_servers.rs"]
-#[allow(dead_code)]
-mod test_servers;
-
-use test_servers::{Server, moto_s3, python_hashserver, python_hashserver_on, s3_address};
+use common::seamfs_hashserver;
+use common::test_servers::{Server, moto_s3, python_hashserver, python_hashserver_on, s3_address};
 
 /// A running `seamfs mount`, unmounted (SIGTERM) on drop.
 struct Mount {
@@ -379,18 +376,6 @@ fn seamless_resolves_through_the_mounts_buffer_port() {
     write_file(&b.path("written.bin"), &written, false);
     let resolved = seamless_resolve("hashserver", &url, &Checksum::of(&written));
     assert!(resolved == written, "resolve() returned other bytes");
-}
-
-/// `seamfs hashserver DIR --remote URL --push URL` on a free port.
-fn seamfs_hashserver(dir: &Path, extra: &[&str]) -> Server {
-    let port = common::free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
-    command
-        .arg("hashserver")
-        .arg(dir)
-        .args(["--writable", "--port", &port.to_string()])
-        .args(extra);
-    test_servers::start(command, port, "/healthcheck", None)
 }
 
 fn http_get(server: &Server, checksum: &Checksum) -> (u16, Vec<u8>) {
