@@ -14,7 +14,7 @@ use rand::{RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, is_mounted, xattr};
+use common::{Mount, is_mounted, seamfs_hashserver, xattr};
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -60,6 +60,24 @@ fn kept_files(store: &Path) -> Vec<PathBuf> {
                 .starts_with("kept-")
         })
         .collect()
+}
+
+/// What `by-checksum/<checksum>` of the mount serves.
+fn by_checksum(m: &Mount, checksum: &Checksum) -> std::io::Result<Vec<u8>> {
+    std::fs::read(m.path(&format!("by-checksum/{}", checksum.hex())))
+}
+
+/// The bytes of a buffer in the store's `buffers/`, if it is there.
+fn stored(store: &Path, checksum: &Checksum) -> Option<Vec<u8>> {
+    let hex = checksum.hex();
+    std::fs::read(store.join("buffers").join(&hex[..2]).join(&hex)).ok()
+}
+
+/// The rows of `seamfs_kept` in the store's database.
+fn kept_rows(store: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(store.join("seamless.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM seamfs_kept", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// kill -9 of the daemon, and its dead mount detached.
@@ -207,4 +225,56 @@ fn an_identical_rewrite_is_dropped() {
         std::fs::read_dir(m.store.join("tmp")).unwrap().count() == 0
     });
     assert!(std::fs::read(m.path("again")).unwrap() == data);
+}
+
+/// `fsync()` of an edited big file returns once its new content is hashed, published and
+/// durable: found by its checksum at once, and there after a kill -9 right after. Writing on
+/// after the fsync through the same descriptor works and is published at the next one.
+#[test]
+fn fsync_of_a_kept_file_publishes_it_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let mut data = random_bytes(7, 8 << 20);
+    std::fs::write(m.path("f"), &data).unwrap();
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"!", 6 << 20).unwrap();
+    data[6 << 20] = b'!';
+    file.sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    assert!(kept_files(&store).is_empty(), "hashed by the fsync");
+    assert_eq!(kept_rows(&store), 0);
+    assert!(stored(&store, &checksum).unwrap() == data);
+    assert!(by_checksum(&m, &checksum).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("f")), checksum);
+    file.write_all_at(b"?", 7 << 20).unwrap();
+    data[7 << 20] = b'?';
+    file.sync_data().unwrap();
+    let checksum = Checksum::of(&data);
+    assert!(stored(&store, &checksum).unwrap() == data);
+    drop(file);
+    crash(&mut m);
+    let m = Mount::on(mnt, store, &[]);
+    assert!(std::fs::read(m.path("f")).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("f")), checksum);
+    assert!(by_checksum(&m, &checksum).unwrap() == data);
+}
+
+/// With `--push`, `fsync()` of an edited big file returns once the new buffer is on the push
+/// target (a `seamfs hashserver` on 127.0.0.1).
+#[test]
+fn fsync_of_a_kept_file_waits_for_the_push() {
+    let target = tempfile::tempdir().unwrap();
+    let server = seamfs_hashserver(target.path(), &[]);
+    let m = Mount::with(&["--push", &server.url()]);
+    let mut data = random_bytes(8, 8 << 20);
+    std::fs::write(m.path("f"), &data).unwrap();
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"!", 5 << 20).unwrap();
+    data[5 << 20] = b'!';
+    file.sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    let response = reqwest::blocking::get(format!("{}/{}", server.url(), checksum.hex())).unwrap();
+    assert_eq!(response.status().as_u16(), 200, "not on the push target");
+    assert!(response.bytes().unwrap()[..] == data[..]);
 }
