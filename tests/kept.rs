@@ -14,7 +14,7 @@ use rand::{RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, is_mounted, seamfs_hashserver, xattr};
+use common::{Mount, close, is_mounted, seamfs_hashserver, xattr};
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -91,6 +91,17 @@ fn crash(m: &mut Mount) {
         .status()
         .unwrap();
     assert!(!is_mounted(&m.mnt));
+}
+
+/// Write `F.CHECKSUM` claiming `checksum` in one write (as `echo HEX > F.CHECKSUM`); the error
+/// of the write, else that of the close.
+fn claim(path: &Path, checksum: &Checksum) -> Result<(), (&'static str, std::io::Error)> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".CHECKSUM");
+    let mut file = File::create(PathBuf::from(name)).unwrap();
+    std::io::Write::write_all(&mut file, format!("{checksum}\n").as_bytes())
+        .map_err(|e| ("write", e))?;
+    close(file).map_err(|e| ("close", e))
 }
 
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -277,4 +288,56 @@ fn fsync_of_a_kept_file_waits_for_the_push() {
     let response = reqwest::blocking::get(format!("{}/{}", server.url(), checksum.hex())).unwrap();
     assert_eq!(response.status().as_u16(), 200, "not on the push target");
     assert!(response.bytes().unwrap()[..] == data[..]);
+}
+
+/// `F.CHECKSUM` written about a kept (edited, unhashed) file is judged against its new
+/// content: a matching claim succeeds, a wrong one (the content before the edit) fails its
+/// write with EIO as for any complete file; a claim written while the file is open for the
+/// edit is checked when it is closed.
+#[test]
+fn claims_about_a_kept_file() {
+    let m = Mount::new();
+    let f = m.path("f");
+    let mut data = random_bytes(9, 8 << 20);
+    std::fs::write(&f, &data).unwrap();
+    let before = Checksum::of(&data);
+    pwrite(&f, 3 << 20, b"claimed");
+    data[3 << 20..(3 << 20) + 7].copy_from_slice(b"claimed");
+    let after = Checksum::of(&data);
+    assert_eq!(kept_files(&m.store).len(), 1);
+    // A kept file is complete: the write itself fails, so a shell redirect reports it.
+    let (call, refused) = claim(&f, &before).unwrap_err();
+    assert_eq!((call, refused.raw_os_error()), ("write", Some(libc::EIO)));
+    claim(&f, &after).unwrap();
+    assert_eq!(sidecar_of(&f), after);
+    assert!(std::fs::read(&f).unwrap() == data);
+    // A claim written before the edit is complete, matching it: accepted at close.
+    pwrite(&f, 1, b"k");
+    data[1] = b'k';
+    let file = OpenOptions::new().write(true).open(&f).unwrap();
+    let next = {
+        let mut next = data.clone();
+        next[2] = b'n';
+        next
+    };
+    claim(&f, &Checksum::of(&next)).unwrap();
+    file.write_all_at(b"n", 2).unwrap();
+    close(file).unwrap();
+    data = next;
+    assert_eq!(sidecar_of(&f), Checksum::of(&data));
+    assert!(std::fs::read(m.path(".seamfs/claims")).unwrap().is_empty());
+    // ... and not matching it (renamed onto the name, as rsync does): the close fails, and
+    // the file keeps what it had, its edit acknowledged by the close before included.
+    pwrite(&f, 3, b"k");
+    data[3] = b'k';
+    let file = OpenOptions::new().write(true).open(&f).unwrap();
+    std::fs::write(m.path("tmp"), format!("{before}\n")).unwrap();
+    std::fs::rename(m.path("tmp"), m.path("f.CHECKSUM")).unwrap();
+    file.write_all_at(b"w", 4).unwrap();
+    let refused = close(file).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
+    assert_eq!(sidecar_of(&f), Checksum::of(&data));
+    assert!(std::fs::read(&f).unwrap() == data);
+    assert!(kept_files(&m.store).is_empty());
+    assert_eq!(kept_rows(&m.store), 0);
 }

@@ -222,9 +222,17 @@ impl Namespace {
         let Some(subject) = subject.filter(|s| !self.has_sidecar(*s, Sidecar::Index)) else {
             return Ok(());
         };
-        let complete = !self.handles.tree_file_writable(subject)
-            && self.unpublished.existing(subject).is_none();
-        match self.file_checksum(subject) {
+        if self.handles.tree_file_writable(subject) {
+            return Ok(());
+        }
+        // A kept file is complete too (closed, only not hashed yet): its checksum publishes it,
+        // after which no write is pending unless another writer came meanwhile.
+        let actual = self.file_checksum(subject);
+        let complete = self
+            .unpublished
+            .existing(subject)
+            .is_none_or(|slot| slot.lock().expect("slot lock").is_none());
+        match actual {
             Ok(actual) if complete && actual != claimed => {
                 tracing::error!(
                     subject = %self.read_tree().path(subject), written = %claimed, %actual,
@@ -268,7 +276,16 @@ impl Namespace {
                 }
                 Some(actual)
             }
-            _ => None,
+            Some(ino) => {
+                // Held until the file being written is closed; a mismatch then keeps its
+                // previous content. A kept file's is what an earlier close() acknowledged:
+                // published now, so that it is not dropped with the new writes.
+                if self.unpublished.is_kept(ino) {
+                    self.publish(ino)?;
+                }
+                None
+            }
+            None => None,
         };
         let name = format!("{subject}{}", sidecar.suffix());
         let held = actual != Some(claimed);
