@@ -341,3 +341,31 @@ fn claims_about_a_kept_file() {
     assert!(kept_files(&m.store).is_empty());
     assert_eq!(kept_rows(&m.store), 0);
 }
+
+/// `by-checksum/` and `as-bytes/` of a kept file's new checksum, asked before the background
+/// hasher ran, find it; the checksum before the edit stays served with its old bytes.
+#[test]
+fn views_of_a_kept_files_new_checksum_before_it_is_hashed() {
+    let m = Mount::new();
+    let mut data = random_bytes(10, 8 << 20);
+    std::fs::write(m.path("v"), &data).unwrap();
+    let old = data.clone();
+    let mut twin = data.clone();
+    pwrite(&m.path("v"), 7 << 20, b"by");
+    data[7 << 20..(7 << 20) + 2].copy_from_slice(b"by");
+    std::fs::write(m.path("w"), &twin).unwrap();
+    pwrite(&m.path("w"), 2 << 20, b"as");
+    twin[2 << 20..(2 << 20) + 2].copy_from_slice(b"as");
+    let asked = Instant::now();
+    assert_eq!(kept_files(&m.store).len(), 2);
+    assert!(by_checksum(&m, &Checksum::of(&data)).unwrap() == data);
+    let view = m.path(&format!("as-bytes/{}", Checksum::of(&twin).hex()));
+    assert!(std::fs::read(view).unwrap() == twin);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "asked after the idle time: the background hasher may have run"
+    );
+    assert!(by_checksum(&m, &Checksum::of(&old)).unwrap() == old);
+    assert_eq!(sidecar_of(&m.path("v")), Checksum::of(&data));
+    assert_eq!(sidecar_of(&m.path("w")), Checksum::of(&twin));
+}
