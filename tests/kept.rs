@@ -14,7 +14,7 @@ use rand::{RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, close, is_mounted, seamfs_hashserver, xattr};
+use common::{Mount, Scratch, close, fill_disk, get_xattr, is_mounted, seamfs_hashserver, xattr};
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -368,4 +368,58 @@ fn views_of_a_kept_files_new_checksum_before_it_is_hashed() {
     assert!(by_checksum(&m, &Checksum::of(&old)).unwrap() == old);
     assert_eq!(sidecar_of(&m.path("v")), Checksum::of(&data));
     assert_eq!(sidecar_of(&m.path("w")), Checksum::of(&twin));
+}
+
+/// A kept file edited again before it is hashed (a pwrite elsewhere, a truncate down, one up,
+/// a write in the regrown part): its checksum is that of the final bytes.
+#[test]
+fn a_kept_file_edited_again_before_it_is_hashed() {
+    let m = Mount::new();
+    let f = m.path("f");
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("f");
+    let data = random_bytes(11, 9 << 20);
+    std::fs::write(&f, &data).unwrap();
+    std::fs::write(&twin, &data).unwrap();
+    for path in [&f, &twin] {
+        pwrite(path, 100, b"first");
+        pwrite(path, 8 << 20, b"second");
+        truncate(path, (6 << 20) + 1234);
+        truncate(path, 12 << 20);
+        pwrite(path, 10 << 20, b"third");
+        pwrite(path, (6 << 20) + 1000, b"across the cut");
+    }
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert!(std::fs::read(&f).unwrap() == std::fs::read(&twin).unwrap());
+    assert_eq!(sidecar_of(&f), checksum_of_file(&twin));
+    assert!(kept_files(&m.store).is_empty());
+}
+
+/// A kept file whose hashing fails (its store's disk is full when its base is copied in):
+/// asking its checksum fails with EIO, its bytes stay readable and it stays kept; once there
+/// is room again the checksum is right.
+#[test]
+fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
+    let scratch = Scratch::new(Some(48));
+    let m = Mount::on(scratch.mnt(), scratch.store(), &[]);
+    let f = m.path("f");
+    let mut data = random_bytes(12, 16 << 20);
+    std::fs::write(&f, &data).unwrap();
+    pwrite(&f, 9 << 20, b"no room");
+    data[9 << 20..(9 << 20) + 7].copy_from_slice(b"no room");
+    assert_eq!(kept_files(&m.store).len(), 1);
+    fill_disk(&scratch.store(), 0);
+    let mut name = f.as_os_str().to_owned();
+    name.push(".CHECKSUM");
+    let failed = std::fs::read(PathBuf::from(&name)).unwrap_err();
+    assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
+    assert_eq!(get_xattr(&f, "user.seamless.checksum"), Err(libc::EIO));
+    assert!(std::fs::read(&f).unwrap() == data);
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert_eq!(kept_rows(&m.store), 1);
+    std::fs::remove_file(scratch.store().join("filler")).unwrap();
+    assert_eq!(sidecar_of(&f), Checksum::of(&data));
+    assert!(std::fs::read(&f).unwrap() == data);
+    assert!(kept_files(&m.store).is_empty());
+    assert_eq!(kept_rows(&m.store), 0);
 }

@@ -341,6 +341,50 @@ impl Namespace {
         }
     }
 
+    /// A kept file whose buffer `checksum` was committed but whose tree row could not be (a
+    /// full disk): kept again as an edit of that buffer (an overlay of it: nothing copied), its
+    /// row naming that buffer, so that a restart resumes it too. None (logged) if that fails:
+    /// the file then shows its previous content.
+    pub(super) fn keep_committed(
+        &self,
+        ino: u64,
+        checksum: Checksum,
+        kept: KeptFile,
+    ) -> Option<Box<dyn TierWrite>> {
+        let mut write = match self.edit_of(ino, checksum) {
+            Ok(write) => write,
+            Err(e) => {
+                tracing::error!(ino, %checksum, error = %e, "a kept file could not be kept again: it shows its previous content");
+                return None;
+            }
+        };
+        let again = match write.keep(&ino.to_string()) {
+            Ok(Some(again)) => again,
+            result => {
+                tracing::error!(ino, %checksum, ?result, "a kept file could not be kept again: it shows its previous content");
+                return None;
+            }
+        };
+        let base = self.unpublished.base(ino);
+        if let Err(e) = self.transaction(|c| Ok(record(c.conn(), ino, &again, base)?)) {
+            tracing::error!(
+                ino, %checksum, error = %e,
+                "the row of a kept file could not be updated: until it is hashed, a restart \
+                 shows its content before the last edits"
+            );
+        }
+        self.unpublished.mark_changed(ino);
+        let mtime = kept.mtime;
+        self.unpublished.mark_kept(
+            ino,
+            KeptFile {
+                path: again.path,
+                mtime,
+            },
+        );
+        Some(write)
+    }
+
     fn resume_one(&self, row: &Row) -> anyhow::Result<Option<Box<dyn TierWrite>>> {
         let Some(mut write) = self.tiers().resume_write(&row.path)? else {
             return Ok(None);

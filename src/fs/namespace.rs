@@ -29,7 +29,7 @@ use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
-use super::sidecars::{FreshSidecars, sidecar_text};
+use super::sidecars::{CHECKSUM_SIDECAR_LEN, FreshSidecars, sidecar_text};
 use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
@@ -219,11 +219,15 @@ impl Namespace {
                     if let Some(set) = self.sidecar_attr(subject, sidecar) {
                         (mtime, perm) = (set.mtime, set.mode as u16);
                     }
-                    // An index that cannot be built (logged) still has attributes, so that
-                    // `ls -l` and `rm -r` work; reading it reports the error.
-                    let size = self
-                        .sidecar_content(subject, sidecar)
-                        .map_or(0, |c| c.len() as u64);
+                    // A `.CHECKSUM` is one line of known length: a `stat` does not hash a
+                    // kept file for it. An index that cannot be built (logged) still has
+                    // attributes, so that `ls -l` and `rm -r` work; reading it reports the error.
+                    let size = match sidecar {
+                        Sidecar::Checksum => CHECKSUM_SIDECAR_LEN,
+                        Sidecar::Index => self
+                            .sidecar_content(subject, sidecar)
+                            .map_or(0, |c| c.len() as u64),
+                    };
                     Ok(Attr::plain(
                         ino,
                         Kind::File,
@@ -240,7 +244,11 @@ impl Namespace {
                     Ok(Attr::plain(
                         ino,
                         Kind::File,
-                        if claimed.is_some() { 65 } else { 0 },
+                        if claimed.is_some() {
+                            CHECKSUM_SIDECAR_LEN
+                        } else {
+                            0
+                        },
                         set.map_or(0o644, |s| s.mode as u16),
                         set.map_or(self.started, |s| s.mtime),
                         VOLATILE_TTL,

@@ -400,12 +400,14 @@ impl Namespace {
     /// The attributes set on sidecar `sidecar` of `subject` for its current content, if any.
     pub(super) fn sidecar_attr(&self, subject: u64, sidecar: Sidecar) -> Option<SidecarAttr> {
         let node = self.read_tree().get(subject).cloned()?;
+        let name = format!("{}{}", node.name, sidecar.suffix());
+        // Checked first: a `stat` of a sidecar must not hash a kept file (nor hide the error
+        // of hashing it from the read that follows).
+        if !self.claims.has_attr(node.parent, &name) {
+            return None;
+        }
         let current = self.sidecar_checksum(subject, sidecar).ok()?;
-        self.claims.attr(
-            node.parent,
-            &format!("{}{}", node.name, sidecar.suffix()),
-            current,
-        )
+        self.claims.attr(node.parent, &name, current)
     }
 
     /// What a sidecar says: the file's checksum, or the checksum of the directory's `.INDEX`.
@@ -573,6 +575,9 @@ fn merged_attr(set: SetAttrs, old: Option<SidecarAttr>, checksum: Checksum) -> S
 }
 
 /// `hex + "\n"`, the Seamless `.CHECKSUM` format.
+/// The length of a `.CHECKSUM`'s text: 64 hex digits and a newline.
+pub(super) const CHECKSUM_SIDECAR_LEN: u64 = 65;
+
 pub(super) fn sidecar_text(checksum: Checksum) -> Vec<u8> {
     format!("{checksum}\n").into_bytes()
 }

@@ -301,7 +301,11 @@ impl Namespace {
 
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
         if self.is_tree(ino) {
-            return self.file_checksum(ino).map_err(|_| Errno::ENODATA);
+            // A directory has no checksum attribute; a kept file that cannot be hashed now
+            // (a full disk) has one, which cannot be read: EIO, not "no such attribute".
+            return self
+                .file_checksum(ino)
+                .map_err(|e| if e == Errno::EIO { e } else { Errno::ENODATA });
         }
         match self.inodes.resolve(ino) {
             Some(Dynamic::Buffer(checksum)) => Ok(checksum),
