@@ -423,3 +423,83 @@ fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
     assert!(kept_files(&m.store).is_empty());
     assert_eq!(kept_rows(&m.store), 0);
 }
+
+/// A kept file renamed, hard-linked and unlinked under one of its names while unhashed: every
+/// name's checksum is that of its new content; replaced by a rename, it leaves nothing.
+#[test]
+fn rename_link_and_replace_of_an_unhashed_kept_file() {
+    let m = Mount::new();
+    let mut data = random_bytes(13, 8 << 20);
+    std::fs::write(m.path("a"), &data).unwrap();
+    pwrite(&m.path("a"), 4 << 20, b"renamed");
+    data[4 << 20..(4 << 20) + 7].copy_from_slice(b"renamed");
+    std::fs::rename(m.path("a"), m.path("b")).unwrap();
+    std::fs::hard_link(m.path("b"), m.path("c")).unwrap();
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(&data));
+    pwrite(&m.path("c"), 6 << 20, b"linked");
+    data[6 << 20..(6 << 20) + 6].copy_from_slice(b"linked");
+    std::fs::remove_file(m.path("b")).unwrap();
+    assert_eq!(kept_files(&m.store).len(), 1, "c still names it");
+    assert!(std::fs::read(m.path("c")).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(&data));
+    pwrite(&m.path("c"), 0, b"replaced");
+    std::fs::write(m.path("other"), b"other").unwrap();
+    std::fs::rename(m.path("other"), m.path("c")).unwrap();
+    eventually("the kept file of a replaced file is removed", || {
+        kept_files(&m.store).is_empty()
+    });
+    assert_eq!(kept_rows(&m.store), 0);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(b"other"));
+}
+
+/// Kept files unlinked while the background hasher works on them: each is removed as soon as
+/// the hasher is seen starting on it (its base copied into its kept file; then 1 GiB to hash).
+/// The daemon lives on, and after a restart no kept file and no row is left.
+#[test]
+fn unlink_while_the_background_hasher_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let mut left: Vec<(PathBuf, PathBuf)> = (0..4)
+        .map(|i| {
+            let name = m.path(&format!("u{i}"));
+            std::fs::write(&name, random_bytes(20 + i, 4 << 20)).unwrap();
+            pwrite(&name, 1 << 30, b"end");
+            let ino = std::fs::metadata(&name).unwrap().ino();
+            (name, store.join("tmp").join(format!("kept-{ino}")))
+        })
+        .collect();
+    assert_eq!(kept_files(&store).len(), left.len());
+    let mut while_hashing = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "the hasher never took {left:?}");
+        left.retain(|(name, kept)| {
+            let hashing = match std::fs::metadata(kept) {
+                Ok(meta) => meta.blocks() * 512 >= 1 << 20,
+                Err(_) => true, // published meanwhile: removed all the same
+            };
+            if hashing {
+                while_hashing += std::fs::metadata(kept).is_ok() as usize;
+                std::fs::remove_file(name).unwrap();
+            }
+            !hashing
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(while_hashing > 0, "no file was removed while being hashed");
+    assert!(
+        matches!(m.child.as_mut().unwrap().try_wait(), Ok(None)),
+        "the daemon died"
+    );
+    eventually("the kept files of unlinked files are removed", || {
+        kept_files(&store).is_empty()
+    });
+    m.stop();
+    let m = Mount::on(mnt, store.clone(), &[]);
+    assert!(kept_files(&store).is_empty());
+    assert_eq!(kept_rows(&store), 0);
+    std::fs::write(m.path("after"), b"after").unwrap();
+    assert_eq!(sidecar_of(&m.path("after")), Checksum::of(b"after"));
+}
