@@ -663,7 +663,7 @@ impl Tier for DiskStore {
             Err(e) => return Err(StoreError::io(&path, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], false, size);
-        remove_later(doomed, None);
+        remove_later(Some(doomed), None);
         Ok(true)
     }
 
@@ -986,7 +986,18 @@ impl PendingWrite {
     /// duplicate of the descriptor goes along, so that closing ours does not free the blocks
     /// here either.
     fn drop_duplicate(&mut self) {
-        remove_later(self.path.clone(), self.file.try_clone().ok());
+        let file = self.file.try_clone().ok();
+        if self.kept {
+            // A kept file's name is taken again by the next edit of its file (`keep`): it is
+            // unlinked now, so that the remover cannot remove that one; only the blocks are
+            // freed later, when the descriptor is closed.
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a redundant kept file");
+            }
+            remove_later(None, file);
+        } else {
+            remove_later(Some(self.path.clone()), file);
+        }
         self.done = true;
     }
 
@@ -1119,8 +1130,9 @@ impl Drop for PendingWrite {
 
 /// Work for the background remover thread.
 enum Removal {
-    /// Unlink a redundant temp file, then close the descriptor kept open on it.
-    File(PathBuf, Option<File>),
+    /// Unlink a redundant temp file (unless it is unlinked already), then close the descriptor
+    /// kept open on it.
+    File(Option<PathBuf>, Option<File>),
     /// Reply once everything sent before is done.
     Notify(mpsc::Sender<()>),
 }
@@ -1139,7 +1151,7 @@ fn remover() -> &'static mpsc::Sender<Removal> {
 }
 
 /// Hand a redundant temp file to the remover (removed right here if that thread is gone).
-fn remove_later(path: PathBuf, file: Option<File>) {
+fn remove_later(path: Option<PathBuf>, file: Option<File>) {
     if let Err(mpsc::SendError(removal)) = remover().send(Removal::File(path, file)) {
         removal.run();
     }
@@ -1155,7 +1167,9 @@ impl Removal {
     fn run(self) {
         match self {
             Removal::File(path, file) => {
-                if let Err(e) = fs::remove_file(&path) {
+                if let Some(path) = path
+                    && let Err(e) = fs::remove_file(&path)
+                {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove a redundant temp file");
                 }
                 drop(file);
@@ -1557,6 +1571,32 @@ mod tests {
         assert_eq!(checksum, Checksum::of(&expected));
         assert!(!kept.path.exists(), "committed: renamed into buffers/");
         assert_eq!(fs::read(store.path_of(&checksum)).unwrap(), expected);
+    }
+
+    /// A kept write whose content is already stored leaves its name free when its commit
+    /// returns: the next edit of the same file is kept under that name at once, and the
+    /// background remover must not take it.
+    #[test]
+    fn a_kept_duplicate_frees_its_name_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let len = 2 * OVERLAY_BLOCK as usize;
+        let (data, base) = stored(&store, len, 5);
+        let mut w = store.begin_write().unwrap();
+        w.set_len(len as u64).unwrap();
+        assert!(w.overlay(base, len as u64).unwrap());
+        w.write_at(10, &data[10..20]).unwrap();
+        let kept = w.keep("7").unwrap();
+        assert_eq!(w.commit_deferred(None).unwrap(), Checksum::of(&data));
+        assert!(
+            !kept.path.exists(),
+            "a duplicate's kept file is unlinked at once"
+        );
+        let mut next = store.begin_write().unwrap();
+        next.write_at(0, b"the next edit").unwrap();
+        assert_eq!(next.keep("7").unwrap().path, kept.path);
+        store.wait_for_removals();
+        assert_eq!(fs::read(&kept.path).unwrap(), b"the next edit");
     }
 
     /// Write `data` in order in odd-sized pieces; past 1 MiB a hasher thread takes over.
