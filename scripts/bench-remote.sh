@@ -53,7 +53,7 @@ SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench)
 mount_seamfs() { # store (removed at unmount), extra arguments
     STORE=$1; local store=$1; shift
     mkdir -p "$MNT"
-    RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db --ram-cache 0 "$@" &
+    RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db "$@" &
     MPID=$!
     for _ in $(seq 1 600); do mountpoint -q "$MNT" && return; sleep 0.05; done
     echo "bench-remote.sh: seamfs did not mount" >&2; exit 1
