@@ -124,6 +124,9 @@ fn text(value: &[u8]) -> FsResult<&str> {
 /// Extended attribute holding a file's checksum.
 pub const CHECKSUM_XATTR: &str = "user.seamless.checksum";
 
+/// Extended attribute of file capabilities (`setcap`), dropped with the set-ID bits.
+const CAPABILITY_XATTR: &str = "security.capability";
+
 /// Extended attribute holding the cell type a buffer is, once known.
 pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 
@@ -226,6 +229,16 @@ impl Namespace {
         self.writable()?;
         let removed = self.transaction(|c| self.xattrs.remove(c.conn(), ino, name))?;
         if removed { Ok(()) } else { Err(Errno::ENODATA) }
+    }
+
+    /// Drop the file capabilities (`security.capability`) of a tree entry, if it has any
+    /// (see `kill_privileges`).
+    pub(super) fn drop_capabilities(&self, ino: u64) -> FsResult<()> {
+        if self.xattrs.get(ino, CAPABILITY_XATTR).is_none() {
+            return Ok(());
+        }
+        self.transaction(|c| self.xattrs.remove(c.conn(), ino, CAPABILITY_XATTR))
+            .map(drop)
     }
 
     pub(super) fn known_celltype(&self, checksum: Checksum) -> Option<CellType> {
