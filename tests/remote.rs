@@ -14,7 +14,9 @@ use serde_json::Value;
 mod common;
 
 use common::seamfs_hashserver;
-use common::test_servers::{Server, moto_s3, python_hashserver, python_hashserver_on, s3_address};
+use common::test_servers::{
+    self, Server, moto_s3, python_hashserver, python_hashserver_on, s3_address,
+};
 
 /// A running `seamfs mount`, unmounted (SIGTERM) on drop.
 struct Mount {
