@@ -104,6 +104,14 @@ fn claim(path: &Path, checksum: &Checksum) -> Result<(), (&'static str, std::io:
     close(file).map_err(|e| ("close", e))
 }
 
+/// `path` shows `data`, its `.CHECKSUM` names those bytes, and no file is kept any more.
+fn assert_published(m: &Mount, path: &Path, data: &[u8]) {
+    assert_eq!(sidecar_of(path), Checksum::of(data));
+    assert!(std::fs::read(path).unwrap() == data);
+    assert!(kept_files(&m.store).is_empty());
+    assert_eq!(kept_rows(&m.store), 0);
+}
+
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -336,10 +344,7 @@ fn claims_about_a_kept_file() {
     file.write_all_at(b"w", 4).unwrap();
     let refused = close(file).unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
-    assert_eq!(sidecar_of(&f), Checksum::of(&data));
-    assert!(std::fs::read(&f).unwrap() == data);
-    assert!(kept_files(&m.store).is_empty());
-    assert_eq!(kept_rows(&m.store), 0);
+    assert_published(&m, &f, &data);
 }
 
 /// `by-checksum/` and `as-bytes/` of a kept file's new checksum, asked before the background
@@ -418,10 +423,7 @@ fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
     assert_eq!(kept_files(&m.store).len(), 1);
     assert_eq!(kept_rows(&m.store), 1);
     std::fs::remove_file(scratch.store().join("filler")).unwrap();
-    assert_eq!(sidecar_of(&f), Checksum::of(&data));
-    assert!(std::fs::read(&f).unwrap() == data);
-    assert!(kept_files(&m.store).is_empty());
-    assert_eq!(kept_rows(&m.store), 0);
+    assert_published(&m, &f, &data);
 }
 
 /// A kept file renamed, hard-linked and unlinked under one of its names while unhashed: every
