@@ -248,7 +248,8 @@ fn an_identical_rewrite_is_dropped() {
 
 /// `fsync()` of an edited big file returns once its new content is hashed, published and
 /// durable: found by its checksum at once, and there after a kill -9 right after. Writing on
-/// after the fsync through the same descriptor works and is published at the next one.
+/// after the fsync through the same descriptor works and is published at the next one; a kept
+/// (closed) file is published by an fsync through a read-only descriptor (`sync FILE`).
 #[test]
 fn fsync_of_a_kept_file_publishes_it_before_returning() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,9 +270,16 @@ fn fsync_of_a_kept_file_publishes_it_before_returning() {
     file.write_all_at(b"?", 7 << 20).unwrap();
     data[7 << 20] = b'?';
     file.sync_data().unwrap();
-    let checksum = Checksum::of(&data);
-    assert!(stored(&store, &checksum).unwrap() == data);
+    assert!(stored(&store, &Checksum::of(&data)).unwrap() == data);
     drop(file);
+    // Edited, closed (kept), then `sync f`: an fsync through a read-only descriptor.
+    pwrite(&m.path("f"), 1, b"sync");
+    data[1..5].copy_from_slice(b"sync");
+    assert_eq!(kept_files(&store).len(), 1);
+    File::open(m.path("f")).unwrap().sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    assert!(kept_files(&store).is_empty(), "hashed by the fsync");
+    assert!(stored(&store, &checksum).unwrap() == data);
     crash(&mut m);
     let m = Mount::on(mnt, store, &[]);
     assert!(std::fs::read(m.path("f")).unwrap() == data);
