@@ -366,12 +366,19 @@ impl Namespace {
             }
         };
         let base = self.unpublished.base(ino);
-        if let Err(e) = self.transaction(|c| Ok(record(c.conn(), ino, &again, base)?)) {
-            tracing::error!(
+        // The buffer was stored without an fsync, and its ledger row went with the failed
+        // transaction: recorded again, so that a power loss before the next sync is repaired.
+        let recorded = self.transaction(|c| {
+            record(c.conn(), ino, &again, base)?;
+            Ok(self.deferred.record(c.conn(), &checksum)?)
+        });
+        match recorded {
+            Ok(ledger) => self.deferred.recorded(ledger),
+            Err(e) => tracing::error!(
                 ino, %checksum, error = %e,
                 "the row of a kept file could not be updated: until it is hashed, a restart \
                  shows its content before the last edits"
-            );
+            ),
         }
         self.unpublished.mark_changed(ino);
         let mtime = kept.mtime;
