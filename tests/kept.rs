@@ -112,6 +112,25 @@ fn assert_published(m: &Mount, path: &Path, data: &[u8]) {
     assert_eq!(kept_rows(&m.store), 0);
 }
 
+/// `h` in the mount and `twin` natively: 4 MiB of `seed`, then a write at 1 GiB (kept: 1 GiB
+/// to hash). Returns the mount's kept file.
+fn kept_with_a_gib_to_hash(m: &Mount, twin: &Path, seed: u64) -> PathBuf {
+    let data = random_bytes(seed, 4 << 20);
+    for path in [&m.path("h"), twin] {
+        std::fs::write(path, &data).unwrap();
+        pwrite(path, 1 << 30, b"end");
+    }
+    let ino = std::fs::metadata(m.path("h")).unwrap().ino();
+    m.store.join("tmp").join(format!("kept-{ino}"))
+}
+
+/// Until the background hasher is seen working on `kept` (copying its base in).
+fn wait_until_hashing(kept: &Path) {
+    eventually("the background hasher starts on the kept file", || {
+        std::fs::metadata(kept).is_ok_and(|meta| meta.blocks() * 512 >= 1 << 20)
+    });
+}
+
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -512,4 +531,43 @@ fn unlink_while_the_background_hasher_works() {
     assert_eq!(kept_rows(&store), 0);
     std::fs::write(m.path("after"), b"after").unwrap();
     assert_eq!(sidecar_of(&m.path("after")), Checksum::of(b"after"));
+}
+
+/// kill -9 while the background hasher works on a kept file (seen copying its base in; then
+/// 1 GiB to hash): after a restart the file reads and checksums as its native twin, and
+/// nothing is left kept once its checksum was asked.
+#[test]
+fn kill_9_while_the_background_hasher_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("h");
+    let kept = kept_with_a_gib_to_hash(&m, &twin, 30);
+    wait_until_hashing(&kept);
+    crash(&mut m);
+    assert!(kept.exists(), "killed before the hasher finished");
+    let m = Mount::on(mnt, store.clone(), &[]);
+    let expected = checksum_of_file(&twin);
+    assert_eq!(checksum_of_file(&m.path("h")), expected);
+    assert_eq!(sidecar_of(&m.path("h")), expected);
+    assert!(kept_files(&store).is_empty());
+    assert_eq!(kept_rows(&store), 0);
+}
+
+/// Attributes answered while the background hasher publishes a kept file (here those `link()`
+/// returns, in the middle of hashing 1 GiB) give its size, not the size from before the edit:
+/// the kernel keeps them and cuts the file's reads to that size.
+#[test]
+fn attributes_asked_while_the_background_hasher_publishes() {
+    let m = Mount::new();
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("h");
+    let kept = kept_with_a_gib_to_hash(&m, &twin, 31);
+    wait_until_hashing(&kept);
+    std::fs::hard_link(m.path("h"), m.path("link")).unwrap();
+    let len = std::fs::metadata(&twin).unwrap().len();
+    assert_eq!(std::fs::metadata(m.path("link")).unwrap().len(), len);
+    assert_eq!(std::fs::metadata(m.path("h")).unwrap().len(), len);
+    assert_eq!(checksum_of_file(&m.path("h")), checksum_of_file(&twin));
 }

@@ -260,7 +260,14 @@ impl Namespace {
     }
 
     fn tree_attr(&self, ino: u64) -> FsResult<Attr> {
-        // Copy what is needed and release the tree lock before looking at unpublished writes.
+        // The size is the pending write's if there is one, else the tree row's. The slot is
+        // locked first (the lock order) and held while the tree is read: a publish in progress
+        // (the background hasher's, of a kept file) holds it until the new row is in the
+        // tree, so the size is never the row's from before that publish, which the kernel
+        // would keep for `TREE_TTL` and cut the file's reads to.
+        let slot = self.unpublished.existing(ino);
+        let pending = slot.as_ref().map(|slot| slot.lock().expect("slot lock"));
+        let pending_len = pending.as_ref().and_then(|p| p.as_ref().map(|w| w.len()));
         let (kind, size, rdev, node) = {
             let tree = self.read_tree();
             let orphan = self.orphan(ino);
@@ -285,16 +292,10 @@ impl Namespace {
             );
             (kind, size, rdev, (meta, nlink))
         };
+        drop(pending);
         // An unpublished write moved the node's times in memory already (`Tree::modified`).
         let ((perm, mtime, ctime, uid, gid, atime), nlink) = node;
-        let size = match self.unpublished.existing(ino) {
-            Some(slot) => slot
-                .lock()
-                .expect("slot lock")
-                .as_ref()
-                .map_or(size, |pending| pending.len()),
-            None => size,
-        };
+        let size = pending_len.unwrap_or(size);
         Ok(Attr {
             ino,
             kind,
