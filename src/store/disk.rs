@@ -429,6 +429,16 @@ impl DiskStore {
         if !ours {
             return Ok(None);
         }
+        // A commit that failed after verifying the bytes (a full disk at the rename) left the
+        // file read-only; it is still this store's own temp file (an installed one is renamed
+        // away), so it is made writable again: a daemon that is not root could not open it.
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o200 == 0 => {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::io(path, e))?;
+            }
+            _ => {}
+        }
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -1597,6 +1607,24 @@ mod tests {
         assert_eq!(next.keep("7").unwrap().path, kept.path);
         store.wait_for_removals();
         assert_eq!(fs::read(&kept.path).unwrap(), b"the next edit");
+    }
+
+    /// A kept write whose commit failed after its bytes were verified (and made read-only)
+    /// is resumed writable, so that a daemon that is not root can go on writing it.
+    #[test]
+    fn a_kept_write_left_read_only_by_a_failed_commit_resumes_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(0, b"verified").unwrap();
+        let kept = w.keep("9").unwrap();
+        drop(w);
+        fs::set_permissions(&kept.path, fs::Permissions::from_mode(0o444)).unwrap();
+        let mut w = store.resume(&kept.path).unwrap().unwrap();
+        let mode = fs::metadata(&kept.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        w.write_at(8, b", then written").unwrap();
+        assert_eq!(read_back(&w), b"verified, then written");
     }
 
     /// Write `data` in order in odd-sized pieces; past 1 MiB a hasher thread takes over.
