@@ -1411,11 +1411,31 @@ fn writes_truncations_and_chowns_drop_set_id_bits() {
     let chown = r#"chown 65534 "$1""#;
     assert_eq!(mode_after("w1", 0o4777, append, true), 0o777);
     assert_eq!(mode_after("w2", 0o2777, append, true), 0o777);
-    assert_eq!(mode_after("w3", 0o2767, append, true), 0o767, "not in the group");
-    assert_eq!(mode_after("w4", 0o6777, append, false), 0o6777, "root keeps them");
+    assert_eq!(
+        mode_after("w3", 0o2767, append, true),
+        0o767,
+        "not in the group"
+    );
+    assert_eq!(
+        mode_after("w4", 0o6777, append, false),
+        0o6777,
+        "root keeps them"
+    );
     assert_eq!(mode_after("t1", 0o6777, truncate, true), 0o777);
-    assert_eq!(mode_after("t2", 0o6777, truncate, false), 0o6777, "root keeps them");
-    assert_eq!(mode_after("c1", 0o6777, chown, false), 0o777, "chown drops them");
-    assert_eq!(mode_after("c2", 0o2767, chown, false), 0o2767, "no group execution");
+    assert_eq!(
+        mode_after("t2", 0o6777, truncate, false),
+        0o6777,
+        "root keeps them"
+    );
+    assert_eq!(
+        mode_after("c1", 0o6777, chown, false),
+        0o777,
+        "chown drops them"
+    );
+    assert_eq!(
+        mode_after("c2", 0o2767, chown, false),
+        0o2767,
+        "no group execution"
+    );
     assert_eq!(std::fs::read(m.path("w1")).unwrap(), b"beforemore\n");
 }
