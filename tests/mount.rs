@@ -1409,13 +1409,44 @@ fn writes_truncations_and_chowns_drop_set_id_bits() {
     let append = r#"echo more >> "$1""#;
     let truncate = r#"truncate -s 1 "$1""#;
     let chown = r#"chown 65534 "$1""#;
-    assert_eq!(mode_after("w1", 0o4777, append, true), 0o777);
-    assert_eq!(mode_after("w2", 0o2777, append, true), 0o777);
-    assert_eq!(mode_after("w3", 0o2767, append, true), 0o767, "not in the group");
-    assert_eq!(mode_after("w4", 0o6777, append, false), 0o6777, "root keeps them");
-    assert_eq!(mode_after("t1", 0o6777, truncate, true), 0o777);
-    assert_eq!(mode_after("t2", 0o6777, truncate, false), 0o6777, "root keeps them");
-    assert_eq!(mode_after("c1", 0o6777, chown, false), 0o777, "chown drops them");
-    assert_eq!(mode_after("c2", 0o2767, chown, false), 0o2767, "no group execution");
+    // (file, mode, change, by nobody (else root), mode after, why)
+    let cases = [
+        ("w1", 0o4777, append, true, 0o777, "set-user-ID goes"),
+        (
+            "w2",
+            0o2777,
+            append,
+            true,
+            0o777,
+            "set-group-ID goes with group execution",
+        ),
+        (
+            "w3",
+            0o2767,
+            append,
+            true,
+            0o767,
+            "and for a writer outside the group",
+        ),
+        ("w4", 0o6777, append, false, 0o6777, "root keeps them"),
+        ("t1", 0o6777, truncate, true, 0o777, "truncation as a write"),
+        ("t2", 0o6777, truncate, false, 0o6777, "root keeps them"),
+        ("c1", 0o6777, chown, false, 0o777, "chown drops them"),
+        (
+            "c2",
+            0o2767,
+            chown,
+            false,
+            0o2767,
+            "but not set-group-ID without group execution",
+        ),
+    ];
+    for (name, mode, change, as_nobody, after, why) in cases {
+        assert_eq!(
+            mode_after(name, mode, change, as_nobody),
+            after,
+            "{name}: {why}"
+        );
+    }
     assert_eq!(std::fs::read(m.path("w1")).unwrap(), b"beforemore\n");
 }

@@ -114,8 +114,18 @@ struct Inner {
     stale_removed_at_open: usize,
     /// Bytes of the buffer files (see `Usage`).
     usage: Usage,
+    /// Installs and removals since the last `take_changes`, once `track_changes` was called
+    /// (by `Bounded`, whose eviction index follows them instead of listing the directory).
+    changes: Mutex<Option<Vec<Change>>>,
     /// Writes and removals are refused (`open_deployment` read-only).
     read_only: bool,
+}
+
+/// A buffer file that appeared (with its size) or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Installed(Checksum, u64),
+    Removed(Checksum),
 }
 
 /// The bytes held, counted by a background scan of the prefix directories at open; installs and
@@ -294,6 +304,7 @@ impl DiskStore {
                 next_temp: AtomicU64::new(0),
                 stale_removed_at_open: removed,
                 usage: Usage::default(),
+                changes: Mutex::new(None),
                 read_only,
             }),
         };
@@ -334,6 +345,24 @@ impl DiskStore {
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot count the store's bytes (no thread)");
+        }
+    }
+
+    /// From now on, remember every install and removal for `take_changes`.
+    pub fn track_changes(&self) {
+        let mut changes = self.inner.changes.lock().expect("changes lock");
+        changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The installs and removals since the last call, oldest first (none unless tracked).
+    pub fn take_changes(&self) -> Vec<Change> {
+        let mut changes = self.inner.changes.lock().expect("changes lock");
+        changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn changed(&self, change: Change) {
+        if let Some(changes) = self.inner.changes.lock().expect("changes lock").as_mut() {
+            changes.push(change);
         }
     }
 
@@ -507,6 +536,7 @@ impl DiskStore {
         let size = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
         fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
         self.inner.usage.change(checksum.as_bytes()[0], false, size);
+        self.changed(Change::Removed(*checksum));
         sync_dir(
             from.parent()
                 .expect("buffer files live in a prefix directory"),
@@ -546,6 +576,7 @@ impl DiskStore {
             Err(e) => return Err(StoreError::io(&target, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], true, size);
+        self.changed(Change::Installed(*checksum, size));
         if durable {
             sync_dir(prefix_dir)?;
         }
@@ -673,6 +704,7 @@ impl Tier for DiskStore {
             Err(e) => return Err(StoreError::io(&path, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], false, size);
+        self.changed(Change::Removed(*checksum));
         remove_later(Some(doomed), None);
         Ok(true)
     }
