@@ -574,10 +574,10 @@ fn merged_attr(set: SetAttrs, old: Option<SidecarAttr>, checksum: Checksum) -> S
     }
 }
 
-/// `hex + "\n"`, the Seamless `.CHECKSUM` format.
 /// The length of a `.CHECKSUM`'s text: 64 hex digits and a newline.
 pub(super) const CHECKSUM_SIDECAR_LEN: u64 = 65;
 
+/// `hex + "\n"`, the Seamless `.CHECKSUM` format.
 pub(super) fn sidecar_text(checksum: Checksum) -> Vec<u8> {
     format!("{checksum}\n").into_bytes()
 }
