@@ -28,7 +28,7 @@
 //! lost (its row), never with a wrong checksum: the checksum is computed from the bytes there
 //! when it is hashed. `fsync` hashes and commits the file, then makes it durable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -121,6 +121,15 @@ fn record(
         kept.base_len
     ])?;
     Ok(())
+}
+
+/// Remove a kept temp file (logged if it cannot be; already gone is fine).
+pub(super) fn remove_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a kept file");
+    }
 }
 
 /// Drop the row of `ino`, in the caller's transaction.
@@ -247,11 +256,7 @@ impl Namespace {
 
     /// Remove a kept file's temp file and row (its write was dropped or failed).
     pub(super) fn forget_kept(&self, ino: u64, kept: &KeptFile) {
-        if let Err(e) = std::fs::remove_file(&kept.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %kept.path.display(), error = %e, "could not remove a kept file");
-        }
+        remove_file(&kept.path);
         self.forget_row(ino);
     }
 

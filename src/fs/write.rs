@@ -479,7 +479,13 @@ impl Namespace {
                 *slot = self.keep_committed(ino, checksum, kept);
                 Err(Errno::EIO)
             }
-            (result, _) => result,
+            (Ok(done), Some(kept)) => {
+                // Committed: the kept file (linked into the store, see `PendingWrite::
+                // commit_as`) goes now, before its name can be taken by the file's next edit.
+                kept::remove_file(&kept.path);
+                Ok(done)
+            }
+            (result, None) => result,
         };
         drop(slot);
         drop(_writing);

@@ -563,14 +563,21 @@ impl DiskStore {
         checksum: &Checksum,
         size: u64,
         durable: bool,
+        keep_temp: bool,
     ) -> Result<bool, StoreError> {
         let target = self.path_of(checksum);
         let prefix_dir = target
             .parent()
             .expect("buffer files live in a prefix directory");
         self.ensure_prefix_dir(prefix_dir)?;
-        // RENAME_NOREPLACE: two writers of one checksum never both count it as new.
-        match rename_noreplace(temp, &target) {
+        // RENAME_NOREPLACE (or a link, which never replaces either): two writers of one
+        // checksum never both count it as new.
+        let placed = if keep_temp {
+            fs::hard_link(temp, &target)
+        } else {
+            rename_noreplace(temp, &target)
+        };
+        match placed {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
             Err(e) => return Err(StoreError::io(&target, e)),
@@ -978,7 +985,13 @@ impl PendingWrite {
                 .expect("deferred lock")
                 .insert(self.store.inner.buffers.clone());
         }
-        if self.store.install(&self.path, &actual, self.len, durable)? {
+        // A kept file is linked, not renamed: its name (and the row naming it) stays valid
+        // until the caller has committed the buffer's tree row, then the caller removes it
+        // (`Namespace::publish`). A crash in between finds the kept file and resumes it.
+        let installed = self
+            .store
+            .install(&self.path, &actual, self.len, durable, self.kept)?;
+        if installed {
             self.store.inner.counters.put();
             self.done = true;
         } else {
@@ -1027,19 +1040,12 @@ impl PendingWrite {
     /// Remove the temp file of content that is already stored, off the caller's path. A
     /// duplicate of the descriptor goes along, so that closing ours does not free the blocks
     /// here either.
+    /// A kept file's name stays: the caller removes it once the tree row is committed (see
+    /// `commit_as`); its blocks too are freed off the caller's path, when the remover closes
+    /// the duplicate descriptor.
     fn drop_duplicate(&mut self) {
         let file = self.file.try_clone().ok();
-        if self.kept {
-            // A kept file's name is taken again by the next edit of its file (`keep`): it is
-            // unlinked now, so that the remover cannot remove that one; only the blocks are
-            // freed later, when the descriptor is closed.
-            if let Err(e) = fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a redundant kept file");
-            }
-            remove_later(None, file);
-        } else {
-            remove_later(Some(self.path.clone()), file);
-        }
+        remove_later((!self.kept).then(|| self.path.clone()), file);
         self.done = true;
     }
 
@@ -1611,15 +1617,20 @@ mod tests {
         expected[..4].copy_from_slice(b"more");
         let checksum = w.commit_deferred(None).unwrap();
         assert_eq!(checksum, Checksum::of(&expected));
-        assert!(!kept.path.exists(), "committed: renamed into buffers/");
         assert_eq!(fs::read(store.path_of(&checksum)).unwrap(), expected);
+        // Linked, not renamed: a crash before the caller commits its tree row finds it.
+        assert_eq!(
+            fs::read(&kept.path).unwrap(),
+            expected,
+            "the kept name stays"
+        );
     }
 
-    /// A kept write whose content is already stored leaves its name free when its commit
-    /// returns: the next edit of the same file is kept under that name at once, and the
-    /// background remover must not take it.
+    /// A kept write whose content is already stored leaves its name to the caller (which
+    /// removes it once the tree row is committed): the background remover never takes it, so
+    /// the next edit of the same file can be kept under that name at once.
     #[test]
-    fn a_kept_duplicate_frees_its_name_at_once() {
+    fn a_kept_duplicate_leaves_its_name_to_the_caller() {
         let dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open(dir.path()).unwrap();
         let len = 2 * OVERLAY_BLOCK as usize;
@@ -1630,10 +1641,8 @@ mod tests {
         w.write_at(10, &data[10..20]).unwrap();
         let kept = w.keep("7").unwrap();
         assert_eq!(w.commit_deferred(None).unwrap(), Checksum::of(&data));
-        assert!(
-            !kept.path.exists(),
-            "a duplicate's kept file is unlinked at once"
-        );
+        assert!(kept.path.exists(), "the kept name stays");
+        fs::remove_file(&kept.path).unwrap(); // as the caller does after its commit
         let mut next = store.begin_write().unwrap();
         next.write_at(0, b"the next edit").unwrap();
         assert_eq!(next.keep("7").unwrap().path, kept.path);
