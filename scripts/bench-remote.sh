@@ -2,8 +2,10 @@
 # Benchmark of the remote tiers against curl of the same objects, side by side in one run
 # (medians of RUNS runs, default 3; distinct content per run), on 127.0.0.1:
 #   1. cold sequential read of a SIZE (default 1G) buffer through a mount with --remote: the
-#      Python hashserver 1.1.0 and moto's S3 server, against curl of the same object
-#      (curl --aws-sigv4 for S3); and the time to the first 4 KiB of it (goal <= 50 ms);
+#      Python hashserver 1.1.0, `seamfs hashserver` and moto's S3 server, against curl of the
+#      same object (curl --aws-sigv4 for S3); and the time to the first 4 KiB of it (goal
+#      <= 50 ms). The Python hashserver re-hashes a buffer before its first byte, at each GET:
+#      its own first byte comes late; `seamfs hashserver` verifies a buffer once;
 #   2. SMALL (default 1000) small buffers read cold through the mount, against curl in a loop;
 #   3. write SIZE into a mount with --push (until its fsync returns: pushed), against
 #      cp + curl -T of the same bytes.
@@ -37,14 +39,16 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
-HS_PORT=$(free_port) S3_PORT=$(free_port)
-mkdir -p "$WORK/hs"
+HS_PORT=$(free_port) S3_PORT=$(free_port) RS_PORT=$(free_port)
+mkdir -p "$WORK/hs" "$WORK/rs"
 .venv-hashserver/bin/hashserver "$WORK/hs" --writable --layout flat --port "$HS_PORT" >/dev/null 2>&1 &
+PIDS+=($!)
+RUST_LOG=warn "$BIN" hashserver "$WORK/rs" --writable --layout flat --port "$RS_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
 .venv-s3/bin/moto_server -H 127.0.0.1 -p "$S3_PORT" >/dev/null 2>&1 &
 PIDS+=($!)
-HS=http://127.0.0.1:$HS_PORT S3=http://127.0.0.1:$S3_PORT
-wait_http "$HS/healthcheck"; wait_http "$S3/"
+HS=http://127.0.0.1:$HS_PORT S3=http://127.0.0.1:$S3_PORT RS=http://127.0.0.1:$RS_PORT
+wait_http "$HS/healthcheck"; wait_http "$S3/"; wait_http "$RS/healthcheck"
 curl -sf -X PUT "$S3/bench" >/dev/null
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL=$S3 AWS_ALLOW_HTTP=true
@@ -53,7 +57,7 @@ SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench)
 mount_seamfs() { # store (removed at unmount), extra arguments
     STORE=$1; local store=$1; shift
     mkdir -p "$MNT"
-    RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db --ram-cache 0 "$@" &
+    RUST_LOG=warn "$BIN" mount "$MNT" --store "$store" --no-db "$@" &
     MPID=$!
     for _ in $(seq 1 600); do mountpoint -q "$MNT" && return; sleep 0.05; done
     echo "bench-remote.sh: seamfs did not mount" >&2; exit 1
@@ -84,9 +88,14 @@ for run in $(seq "$RUNS"); do
     head -c "$SIZE" /dev/urandom > "$big"
     cs=$(sha256sum "$big" | cut -c1-64)
     curl -sf -T "$big" "$HS/$cs" >/dev/null
+    curl -sf -T "$big" "$RS/$cs" >/dev/null
     curl -sf "${SIGV4[@]}" -T "$big" "$S3/bench/b/$cs" >/dev/null
-    for remote in hs s3; do
-        if [ $remote = hs ]; then addr=$HS; url=$HS/$cs; auth=(); else addr=s3://bench/b; url=$S3/bench/b/$cs; auth=("${SIGV4[@]}"); fi
+    for remote in hs rs s3; do
+        case $remote in
+            hs) addr=$HS; url=$HS/$cs; auth=() ;;
+            rs) addr=$RS; url=$RS/$cs; auth=() ;;
+            s3) addr=s3://bench/b; url=$S3/bench/b/$cs; auth=("${SIGV4[@]}") ;;
+        esac
         mount_seamfs "$WORK/store-$remote-$run" --remote "$addr"
         read -r ttfb total < <(read_times "$MNT/by-checksum/$cs")
         unmount_seamfs
@@ -97,7 +106,7 @@ for run in $(seq "$RUNS"); do
         add "$remote-file-curl" "$(curl -s "${auth[@]}" -o "$WORK/copy" -w '%{time_total}' "$url" | awk '{print $1 * 1000}')"
         rm -f "$WORK/copy"
     done
-    rm -f "$big" "$WORK/hs/$cs"
+    rm -f "$big" "$WORK/hs/$cs" "$WORK/rs/$cs"
     curl -sf "${SIGV4[@]}" -X DELETE "$S3/bench/b/$cs" >/dev/null
 
     # Small buffers: SMALL distinct ones on the hashserver, read cold through a fresh store.
@@ -133,6 +142,9 @@ printf '%-44s %10s %10s  %-3s  %s\n' "measurement, $SIZE (median of $RUNS)" seam
 row "cold read via hashserver" "$(m hs-read)" "$(m hs-read-curl)" ms
 row "  ceiling: curl -o FILE (same disk)" "$(m hs-read)" "$(m hs-file-curl)" ms
 row "first 4 KiB via hashserver (goal <= 50 ms)" "$(m hs-ttfb)" "$(m hs-ttfb-curl)" ms
+row "cold read via seamfs hashserver" "$(m rs-read)" "$(m rs-read-curl)" ms
+row "  ceiling: curl -o FILE (same disk)" "$(m rs-read)" "$(m rs-file-curl)" ms
+row "first 4 KiB via seamfs hashserver (goal <= 50)" "$(m rs-ttfb)" "$(m rs-ttfb-curl)" ms
 row "cold read via S3 (moto)" "$(m s3-read)" "$(m s3-read-curl)" ms
 row "  ceiling: curl -o FILE (same disk)" "$(m s3-read)" "$(m s3-file-curl)" ms
 row "first 4 KiB via S3 (moto)" "$(m s3-ttfb)" "$(m s3-ttfb-curl)" ms

@@ -15,53 +15,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, free_port, gzip, is_mounted};
-
-/// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
-/// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
-struct Scratch {
-    dir: tempfile::TempDir,
-    tmpfs: bool,
-}
-
-impl Scratch {
-    fn new(tmpfs_mib: Option<u64>) -> Scratch {
-        let dir = tempfile::Builder::new()
-            .prefix("seamfs-faults-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        fs::create_dir(dir.path().join("store")).unwrap();
-        fs::create_dir(dir.path().join("mnt")).unwrap();
-        if let Some(mib) = tmpfs_mib {
-            let status = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-                .arg(dir.path().join("store"))
-                .status()
-                .expect("run mount");
-            assert!(status.success(), "mounting a tmpfs needs root");
-        }
-        Scratch {
-            dir,
-            tmpfs: tmpfs_mib.is_some(),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn mnt(&self) -> PathBuf {
-        self.dir.path().join("mnt")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.tmpfs {
-            let _ = Command::new("umount").arg(self.store()).status();
-        }
-    }
-}
+use common::{Mount, Scratch, close, fill_disk, free_port, get_xattr, gzip, is_mounted};
 
 /// Mount the scratch store, with the HTTP database on `port` if given (0: none).
 fn start(scratch: &Scratch, port: Option<u16>) -> Mount {
@@ -168,17 +122,6 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
         file.write_all(piece)?;
     }
     close(file)
-}
-
-/// Close, reporting the error `close(2)` gives (where a FUSE flush failure arrives).
-fn close(file: File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: the descriptor is ours and closed exactly once.
-    if unsafe { libc::close(file.into_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Finding 1: on a full store, a writer gets an error from write() or close(), and nothing wrong
@@ -620,21 +563,6 @@ fn kill_9_during_mixed_load_loses_nothing_acknowledged() {
     m.stop();
 }
 
-/// Fill the tmpfs under `store` with `store/filler`, then free `slack` bytes of it.
-fn fill_disk(store: &Path, slack: u64) {
-    let path = store.join("filler");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let block = vec![0xa5u8; 64 << 10];
-    while file.write_all(&block).is_ok() {}
-    while file.write_all(&[0x5a]).is_ok() {}
-    let len = file.metadata().unwrap().len();
-    file.set_len(len.saturating_sub(slack)).unwrap();
-}
-
 /// A full disk at random points of writes, SQLite commits (injected: SQLite often reuses WAL
 /// space it already has) and gc: an operation either fails with an error and leaves nothing (a
 /// failed mkdir is not listed, also after a restart: finding 2), or succeeds and stays; fsck is
@@ -1058,4 +986,98 @@ fn check_tiers(
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(temp.is_empty(), "temp files left: {temp:?}");
+}
+
+/// Issue 14, kept files: the commit that publishes a kept file (an edited big file, hashed
+/// when its checksum is asked) fails, as on a full disk (an injected SQLite commit failure).
+/// Asking fails with EIO (the checksum xattr, then the sidecar), and nothing is lost: the file
+/// keeps its edited bytes, stays kept, and the next ask gives their checksum, also across a
+/// restart.
+#[test]
+fn a_failed_commit_of_a_kept_file_loses_nothing() {
+    use std::os::unix::fs::FileExt;
+    let scratch = Scratch::new(None);
+    let mut rng = StdRng::seed_from_u64(15);
+    let trigger = scratch.store().join("fail-next-commit");
+    let mut data = random_bytes(&mut rng, 8 << 20);
+    let mut m = start(&scratch, None);
+    fs::write(m.path("f"), &data).unwrap();
+    for round in 0..2 {
+        let at = (round + 1) << 20;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("f"))
+            .unwrap();
+        file.write_all_at(b"edit", at as u64).unwrap();
+        close(file).unwrap();
+        data[at..at + 4].copy_from_slice(b"edit");
+        fs::write(&trigger, b"").unwrap();
+        let failed = match round {
+            0 => get_xattr(&m.path("f"), "user.seamless.checksum").map(|_| ()),
+            _ => fs::read(m.path("f.CHECKSUM"))
+                .map(|_| ())
+                .map_err(|e| e.raw_os_error().unwrap()),
+        };
+        assert!(
+            !trigger.exists(),
+            "no commit failed: run with --features fault-injection (scripts/test does)"
+        );
+        assert_eq!(failed, Err(libc::EIO), "round {round}");
+        assert!(fs::read(m.path("f")).unwrap() == data, "the edit is lost");
+        if round == 1 {
+            m.stop();
+            m = start(&scratch, None);
+            assert!(fs::read(m.path("f")).unwrap() == data, "lost at restart");
+        }
+        let sidecar = fs::read(m.path("f.CHECKSUM")).unwrap();
+        assert_eq!(
+            Checksum::from_sidecar(&sidecar).unwrap(),
+            Checksum::of(&data)
+        );
+        assert!(fs::read(m.path("f")).unwrap() == data);
+    }
+    m.stop();
+    assert_fsck_clean(&scratch.store());
+}
+
+/// A kill -9 between storing a kept file's new buffer and committing its tree row (the
+/// injected crash aborts the daemon at that commit) loses nothing: after the restart the file
+/// shows its edited bytes and their checksum. (The kept file used to be renamed into the store,
+/// so its row named a missing file and the file went back to its content before the edit.)
+#[test]
+fn a_crash_while_a_kept_file_is_published_loses_nothing() {
+    use std::os::unix::fs::FileExt;
+    let scratch = Scratch::new(None);
+    let mut rng = StdRng::seed_from_u64(16);
+    let trigger = scratch.store().join("crash-at-next-commit");
+    let mut data = random_bytes(&mut rng, 8 << 20);
+    let mut m = start(&scratch, None);
+    fs::write(m.path("f"), &data).unwrap();
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    file.write_all_at(b"edit", 3 << 20).unwrap();
+    close(file).unwrap();
+    data[3 << 20..(3 << 20) + 4].copy_from_slice(b"edit");
+    fs::write(&trigger, b"").unwrap();
+    // Asking for the checksum publishes the kept file: its commit crashes the daemon.
+    assert!(
+        fs::read(m.path("f.CHECKSUM")).is_err(),
+        "the daemon is gone"
+    );
+    assert!(
+        !trigger.exists(),
+        "no commit crashed: run with --features fault-injection (scripts/test does)"
+    );
+    m.stop();
+    let m = start(&scratch, None);
+    assert!(fs::read(m.path("f")).unwrap() == data, "the edit is lost");
+    let sidecar = fs::read(m.path("f.CHECKSUM")).unwrap();
+    assert_eq!(
+        Checksum::from_sidecar(&sidecar).unwrap(),
+        Checksum::of(&data)
+    );
+    m.stop();
+    assert_fsck_clean(&scratch.store());
 }

@@ -14,7 +14,7 @@ use rand::{RngCore, SeedableRng};
 use seamfs::Checksum;
 
 mod common;
-use common::{Mount, is_mounted, xattr};
+use common::{Mount, Scratch, close, fill_disk, get_xattr, is_mounted, seamfs_hashserver, xattr};
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
@@ -60,6 +60,75 @@ fn kept_files(store: &Path) -> Vec<PathBuf> {
                 .starts_with("kept-")
         })
         .collect()
+}
+
+/// What `by-checksum/<checksum>` of the mount serves.
+fn by_checksum(m: &Mount, checksum: &Checksum) -> std::io::Result<Vec<u8>> {
+    std::fs::read(m.path(&format!("by-checksum/{}", checksum.hex())))
+}
+
+/// The bytes of a buffer in the store's `buffers/`, if it is there.
+fn stored(store: &Path, checksum: &Checksum) -> Option<Vec<u8>> {
+    let hex = checksum.hex();
+    std::fs::read(store.join("buffers").join(&hex[..2]).join(&hex)).ok()
+}
+
+/// The rows of `seamfs_kept` in the store's database.
+fn kept_rows(store: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(store.join("seamless.db")).unwrap();
+    conn.query_row("SELECT count(*) FROM seamfs_kept", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// kill -9 of the daemon, and its dead mount detached.
+fn crash(m: &mut Mount) {
+    let mut child = m.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    Command::new("fusermount3")
+        .arg("-u")
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(!is_mounted(&m.mnt));
+}
+
+/// Write `F.CHECKSUM` claiming `checksum` in one write (as `echo HEX > F.CHECKSUM`); the error
+/// of the write, else that of the close.
+fn claim(path: &Path, checksum: &Checksum) -> Result<(), (&'static str, std::io::Error)> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".CHECKSUM");
+    let mut file = File::create(PathBuf::from(name)).unwrap();
+    std::io::Write::write_all(&mut file, format!("{checksum}\n").as_bytes())
+        .map_err(|e| ("write", e))?;
+    close(file).map_err(|e| ("close", e))
+}
+
+/// `path` shows `data`, its `.CHECKSUM` names those bytes, and no file is kept any more.
+fn assert_published(m: &Mount, path: &Path, data: &[u8]) {
+    assert_eq!(sidecar_of(path), Checksum::of(data));
+    assert!(std::fs::read(path).unwrap() == data);
+    assert!(kept_files(&m.store).is_empty());
+    assert_eq!(kept_rows(&m.store), 0);
+}
+
+/// `h` in the mount and `twin` natively: 4 MiB of `seed`, then a write at 1 GiB (kept: 1 GiB
+/// to hash). Returns the mount's kept file.
+fn kept_with_a_gib_to_hash(m: &Mount, twin: &Path, seed: u64) -> PathBuf {
+    let data = random_bytes(seed, 4 << 20);
+    for path in [&m.path("h"), twin] {
+        std::fs::write(path, &data).unwrap();
+        pwrite(path, 1 << 30, b"end");
+    }
+    let ino = std::fs::metadata(m.path("h")).unwrap().ino();
+    m.store.join("tmp").join(format!("kept-{ino}"))
+}
+
+/// Until the background hasher is seen working on `kept` (copying its base in).
+fn wait_until_hashing(kept: &Path) {
+    eventually("the background hasher starts on the kept file", || {
+        std::fs::metadata(kept).is_ok_and(|meta| meta.blocks() * 512 >= 1 << 20)
+    });
 }
 
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -142,15 +211,7 @@ fn kill_9_with_kept_files_then_restart() {
         pwrite(&m.path("edited"), 10 << 20, b"before the crash");
         truncate(&m.path("grown"), 40 << 20);
         assert_eq!(kept_files(&store).len(), 2);
-        let mut child = m.child.take().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        Command::new("fusermount3")
-            .arg("-u")
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(!is_mounted(&mnt));
+        crash(&mut m);
     }
     edited[10 << 20..(10 << 20) + 16].copy_from_slice(b"before the crash");
     grown.resize(40 << 20, 0);
@@ -202,4 +263,311 @@ fn an_identical_rewrite_is_dropped() {
         std::fs::read_dir(m.store.join("tmp")).unwrap().count() == 0
     });
     assert!(std::fs::read(m.path("again")).unwrap() == data);
+}
+
+/// `fsync()` of an edited big file returns once its new content is hashed, published and
+/// durable: found by its checksum at once, and there after a kill -9 right after. Writing on
+/// after the fsync through the same descriptor works and is published at the next one; a kept
+/// (closed) file is published by an fsync through a read-only descriptor (`sync FILE`).
+#[test]
+fn fsync_of_a_kept_file_publishes_it_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let mut data = random_bytes(7, 8 << 20);
+    std::fs::write(m.path("f"), &data).unwrap();
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"!", 6 << 20).unwrap();
+    data[6 << 20] = b'!';
+    file.sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    assert!(kept_files(&store).is_empty(), "hashed by the fsync");
+    assert_eq!(kept_rows(&store), 0);
+    assert!(stored(&store, &checksum).unwrap() == data);
+    assert!(by_checksum(&m, &checksum).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("f")), checksum);
+    file.write_all_at(b"?", 7 << 20).unwrap();
+    data[7 << 20] = b'?';
+    file.sync_data().unwrap();
+    assert!(stored(&store, &Checksum::of(&data)).unwrap() == data);
+    drop(file);
+    // Edited, closed (kept), then `sync f`: an fsync through a read-only descriptor.
+    pwrite(&m.path("f"), 1, b"sync");
+    data[1..5].copy_from_slice(b"sync");
+    assert_eq!(kept_files(&store).len(), 1);
+    File::open(m.path("f")).unwrap().sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    assert!(kept_files(&store).is_empty(), "hashed by the fsync");
+    assert!(stored(&store, &checksum).unwrap() == data);
+    crash(&mut m);
+    let m = Mount::on(mnt, store, &[]);
+    assert!(std::fs::read(m.path("f")).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("f")), checksum);
+    assert!(by_checksum(&m, &checksum).unwrap() == data);
+}
+
+/// With `--push`, `fsync()` of an edited big file returns once the new buffer is on the push
+/// target (a `seamfs hashserver` on 127.0.0.1).
+#[test]
+fn fsync_of_a_kept_file_waits_for_the_push() {
+    let target = tempfile::tempdir().unwrap();
+    let server = seamfs_hashserver(target.path(), &[]);
+    let m = Mount::with(&["--push", &server.url()]);
+    let mut data = random_bytes(8, 8 << 20);
+    std::fs::write(m.path("f"), &data).unwrap();
+    let file = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    file.write_all_at(b"!", 5 << 20).unwrap();
+    data[5 << 20] = b'!';
+    file.sync_all().unwrap();
+    let checksum = Checksum::of(&data);
+    let response = reqwest::blocking::get(format!("{}/{}", server.url(), checksum.hex())).unwrap();
+    assert_eq!(response.status().as_u16(), 200, "not on the push target");
+    assert!(response.bytes().unwrap()[..] == data[..]);
+}
+
+/// `F.CHECKSUM` written about a kept (edited, unhashed) file is judged against its new
+/// content: a matching claim succeeds, a wrong one (the content before the edit) fails its
+/// write with EIO as for any complete file; a claim written while the file is open for the
+/// edit is checked when it is closed.
+#[test]
+fn claims_about_a_kept_file() {
+    let m = Mount::new();
+    let f = m.path("f");
+    let mut data = random_bytes(9, 8 << 20);
+    std::fs::write(&f, &data).unwrap();
+    let before = Checksum::of(&data);
+    pwrite(&f, 3 << 20, b"claimed");
+    data[3 << 20..(3 << 20) + 7].copy_from_slice(b"claimed");
+    let after = Checksum::of(&data);
+    assert_eq!(kept_files(&m.store).len(), 1);
+    // A kept file is complete: the write itself fails, so a shell redirect reports it.
+    let (call, refused) = claim(&f, &before).unwrap_err();
+    assert_eq!((call, refused.raw_os_error()), ("write", Some(libc::EIO)));
+    claim(&f, &after).unwrap();
+    assert_eq!(sidecar_of(&f), after);
+    assert!(std::fs::read(&f).unwrap() == data);
+    // A claim written before the edit is complete, matching it: accepted at close.
+    pwrite(&f, 1, b"k");
+    data[1] = b'k';
+    let file = OpenOptions::new().write(true).open(&f).unwrap();
+    let next = {
+        let mut next = data.clone();
+        next[2] = b'n';
+        next
+    };
+    claim(&f, &Checksum::of(&next)).unwrap();
+    file.write_all_at(b"n", 2).unwrap();
+    close(file).unwrap();
+    data = next;
+    assert_eq!(sidecar_of(&f), Checksum::of(&data));
+    assert!(std::fs::read(m.path(".seamfs/claims")).unwrap().is_empty());
+    // ... and not matching it (renamed onto the name, as rsync does): the close fails, and
+    // the file keeps what it had, its edit acknowledged by the close before included.
+    pwrite(&f, 3, b"k");
+    data[3] = b'k';
+    let file = OpenOptions::new().write(true).open(&f).unwrap();
+    std::fs::write(m.path("tmp"), format!("{before}\n")).unwrap();
+    std::fs::rename(m.path("tmp"), m.path("f.CHECKSUM")).unwrap();
+    file.write_all_at(b"w", 4).unwrap();
+    let refused = close(file).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
+    assert_published(&m, &f, &data);
+}
+
+/// `by-checksum/` and `as-bytes/` of a kept file's new checksum, asked before the background
+/// hasher ran, find it; the checksum before the edit stays served with its old bytes.
+#[test]
+fn views_of_a_kept_files_new_checksum_before_it_is_hashed() {
+    let m = Mount::new();
+    let mut data = random_bytes(10, 8 << 20);
+    std::fs::write(m.path("v"), &data).unwrap();
+    let old = data.clone();
+    let mut twin = data.clone();
+    pwrite(&m.path("v"), 7 << 20, b"by");
+    data[7 << 20..(7 << 20) + 2].copy_from_slice(b"by");
+    std::fs::write(m.path("w"), &twin).unwrap();
+    pwrite(&m.path("w"), 2 << 20, b"as");
+    twin[2 << 20..(2 << 20) + 2].copy_from_slice(b"as");
+    let asked = Instant::now();
+    assert_eq!(kept_files(&m.store).len(), 2);
+    assert!(by_checksum(&m, &Checksum::of(&data)).unwrap() == data);
+    let view = m.path(&format!("as-bytes/{}", Checksum::of(&twin).hex()));
+    assert!(std::fs::read(view).unwrap() == twin);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "asked after the idle time: the background hasher may have run"
+    );
+    assert!(by_checksum(&m, &Checksum::of(&old)).unwrap() == old);
+    assert_eq!(sidecar_of(&m.path("v")), Checksum::of(&data));
+    assert_eq!(sidecar_of(&m.path("w")), Checksum::of(&twin));
+}
+
+/// A kept file edited again before it is hashed (a pwrite elsewhere, a truncate down, one up,
+/// a write in the regrown part): its checksum is that of the final bytes.
+#[test]
+fn a_kept_file_edited_again_before_it_is_hashed() {
+    let m = Mount::new();
+    let f = m.path("f");
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("f");
+    let data = random_bytes(11, 9 << 20);
+    std::fs::write(&f, &data).unwrap();
+    std::fs::write(&twin, &data).unwrap();
+    for path in [&f, &twin] {
+        pwrite(path, 100, b"first");
+        pwrite(path, 8 << 20, b"second");
+        truncate(path, (6 << 20) + 1234);
+        truncate(path, 12 << 20);
+        pwrite(path, 10 << 20, b"third");
+        pwrite(path, (6 << 20) + 1000, b"across the cut");
+    }
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert!(std::fs::read(&f).unwrap() == std::fs::read(&twin).unwrap());
+    assert_eq!(sidecar_of(&f), checksum_of_file(&twin));
+    assert!(kept_files(&m.store).is_empty());
+}
+
+/// A kept file whose hashing fails (its store's disk is full when its base is copied in):
+/// asking its checksum fails with EIO, its bytes stay readable and it stays kept; once there
+/// is room again the checksum is right.
+#[test]
+fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
+    let scratch = Scratch::new(Some(48));
+    let m = Mount::on(scratch.mnt(), scratch.store(), &[]);
+    let f = m.path("f");
+    let mut data = random_bytes(12, 16 << 20);
+    std::fs::write(&f, &data).unwrap();
+    pwrite(&f, 9 << 20, b"no room");
+    data[9 << 20..(9 << 20) + 7].copy_from_slice(b"no room");
+    assert_eq!(kept_files(&m.store).len(), 1);
+    fill_disk(&scratch.store(), 0);
+    let mut name = f.as_os_str().to_owned();
+    name.push(".CHECKSUM");
+    let failed = std::fs::read(PathBuf::from(&name)).unwrap_err();
+    assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
+    assert_eq!(get_xattr(&f, "user.seamless.checksum"), Err(libc::EIO));
+    assert!(std::fs::read(&f).unwrap() == data);
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert_eq!(kept_rows(&m.store), 1);
+    std::fs::remove_file(scratch.store().join("filler")).unwrap();
+    assert_published(&m, &f, &data);
+}
+
+/// A kept file renamed, hard-linked and unlinked under one of its names while unhashed: every
+/// name's checksum is that of its new content; replaced by a rename, it leaves nothing.
+#[test]
+fn rename_link_and_replace_of_an_unhashed_kept_file() {
+    let m = Mount::new();
+    let mut data = random_bytes(13, 8 << 20);
+    std::fs::write(m.path("a"), &data).unwrap();
+    pwrite(&m.path("a"), 4 << 20, b"renamed");
+    data[4 << 20..(4 << 20) + 7].copy_from_slice(b"renamed");
+    std::fs::rename(m.path("a"), m.path("b")).unwrap();
+    std::fs::hard_link(m.path("b"), m.path("c")).unwrap();
+    assert_eq!(kept_files(&m.store).len(), 1);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(&data));
+    pwrite(&m.path("c"), 6 << 20, b"linked");
+    data[6 << 20..(6 << 20) + 6].copy_from_slice(b"linked");
+    std::fs::remove_file(m.path("b")).unwrap();
+    assert_eq!(kept_files(&m.store).len(), 1, "c still names it");
+    assert!(std::fs::read(m.path("c")).unwrap() == data);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(&data));
+    pwrite(&m.path("c"), 0, b"replaced");
+    std::fs::write(m.path("other"), b"other").unwrap();
+    std::fs::rename(m.path("other"), m.path("c")).unwrap();
+    eventually("the kept file of a replaced file is removed", || {
+        kept_files(&m.store).is_empty()
+    });
+    assert_eq!(kept_rows(&m.store), 0);
+    assert_eq!(sidecar_of(&m.path("c")), Checksum::of(b"other"));
+}
+
+/// Kept files unlinked while the background hasher works on them: each is removed as soon as
+/// the hasher is seen starting on it (its base copied into its kept file; then 1 GiB to hash).
+/// The daemon lives on, and after a restart no kept file and no row is left.
+#[test]
+fn unlink_while_the_background_hasher_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let mut left: Vec<(PathBuf, PathBuf)> = (0..4)
+        .map(|i| {
+            let name = m.path(&format!("u{i}"));
+            std::fs::write(&name, random_bytes(20 + i, 4 << 20)).unwrap();
+            pwrite(&name, 1 << 30, b"end");
+            let ino = std::fs::metadata(&name).unwrap().ino();
+            (name, store.join("tmp").join(format!("kept-{ino}")))
+        })
+        .collect();
+    assert_eq!(kept_files(&store).len(), left.len());
+    let mut while_hashing = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "the hasher never took {left:?}");
+        left.retain(|(name, kept)| {
+            let hashing = match std::fs::metadata(kept) {
+                Ok(meta) => meta.blocks() * 512 >= 1 << 20,
+                Err(_) => true, // published meanwhile: removed all the same
+            };
+            if hashing {
+                while_hashing += std::fs::metadata(kept).is_ok() as usize;
+                std::fs::remove_file(name).unwrap();
+            }
+            !hashing
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(while_hashing > 0, "no file was removed while being hashed");
+    assert!(
+        matches!(m.child.as_mut().unwrap().try_wait(), Ok(None)),
+        "the daemon died"
+    );
+    eventually("the kept files of unlinked files are removed", || {
+        kept_files(&store).is_empty()
+    });
+    m.stop();
+    let m = Mount::on(mnt, store.clone(), &[]);
+    assert!(kept_files(&store).is_empty());
+    assert_eq!(kept_rows(&store), 0);
+    std::fs::write(m.path("after"), b"after").unwrap();
+    assert_eq!(sidecar_of(&m.path("after")), Checksum::of(b"after"));
+}
+
+/// kill -9 while the background hasher works on a kept file (seen copying its base in; then
+/// 1 GiB to hash): after a restart the file reads and checksums as its native twin, and
+/// nothing is left kept once its checksum was asked.
+#[test]
+fn kill_9_while_the_background_hasher_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
+    let mut m = Mount::on(mnt.clone(), store.clone(), &[]);
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("h");
+    let kept = kept_with_a_gib_to_hash(&m, &twin, 30);
+    wait_until_hashing(&kept);
+    crash(&mut m);
+    assert!(kept.exists(), "killed before the hasher finished");
+    let m = Mount::on(mnt, store.clone(), &[]);
+    let expected = checksum_of_file(&twin);
+    assert_eq!(checksum_of_file(&m.path("h")), expected);
+    assert_eq!(sidecar_of(&m.path("h")), expected);
+    assert!(kept_files(&store).is_empty());
+    assert_eq!(kept_rows(&store), 0);
+}
+
+/// Attributes answered while the background hasher publishes a kept file (here those `link()`
+/// returns, in the middle of hashing 1 GiB) give its size, not the size from before the edit:
+/// the kernel keeps them and cuts the file's reads to that size.
+#[test]
+fn attributes_asked_while_the_background_hasher_publishes() {
+    let m = Mount::new();
+    let native = tempfile::tempdir_in("/var/tmp").unwrap();
+    let twin = native.path().join("h");
+    let kept = kept_with_a_gib_to_hash(&m, &twin, 31);
+    wait_until_hashing(&kept);
+    std::fs::hard_link(m.path("h"), m.path("link")).unwrap();
+    let len = std::fs::metadata(&twin).unwrap().len();
+    assert_eq!(std::fs::metadata(m.path("link")).unwrap().len(), len);
+    assert_eq!(std::fs::metadata(m.path("h")).unwrap().len(), len);
+    assert_eq!(checksum_of_file(&m.path("h")), checksum_of_file(&twin));
 }

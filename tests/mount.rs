@@ -1381,3 +1381,72 @@ fn gc_during_concurrent_writes_never_removes_a_referenced_buffer() {
     let (ok, out, err) = seamfs(&["fsck".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}{err}");
 }
+
+/// Writes, truncations and chowns drop set-ID bits as on a local filesystem (seamfs does it
+/// itself, `FUSE_HANDLE_KILLPRIV_V2`), and `stat` right after shows it: set-user-ID always (a
+/// root writer, with CAP_FSETID, keeps it), set-group-ID with group execution, or without it
+/// for a writer outside the file's group.
+#[test]
+fn writes_truncations_and_chowns_drop_set_id_bits() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let m = Mount::with(&["--allow-other"]);
+    let reachable = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(m.mnt.parent().unwrap(), reachable).unwrap();
+    std::fs::set_permissions(&m.mnt, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mode_after = |name: &str, mode: u32, change: &str, as_nobody: bool| {
+        let path = m.path(name);
+        std::fs::write(&path, b"before").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(change).arg("sh").arg(&path);
+        if as_nobody {
+            sh.uid(65534).gid(65534);
+        }
+        assert!(sh.status().unwrap().success(), "{change} on {mode:o}");
+        std::fs::metadata(&path).unwrap().mode() & 0o7777
+    };
+    let append = r#"echo more >> "$1""#;
+    let truncate = r#"truncate -s 1 "$1""#;
+    let chown = r#"chown 65534 "$1""#;
+    // (file, mode, change, by nobody (else root), mode after, why)
+    let cases = [
+        ("w1", 0o4777, append, true, 0o777, "set-user-ID goes"),
+        (
+            "w2",
+            0o2777,
+            append,
+            true,
+            0o777,
+            "set-group-ID goes with group execution",
+        ),
+        (
+            "w3",
+            0o2767,
+            append,
+            true,
+            0o767,
+            "and for a writer outside the group",
+        ),
+        ("w4", 0o6777, append, false, 0o6777, "root keeps them"),
+        ("t1", 0o6777, truncate, true, 0o777, "truncation as a write"),
+        ("t2", 0o6777, truncate, false, 0o6777, "root keeps them"),
+        ("c1", 0o6777, chown, false, 0o777, "chown drops them"),
+        (
+            "c2",
+            0o2767,
+            chown,
+            false,
+            0o2767,
+            "but not set-group-ID without group execution",
+        ),
+    ];
+    for (name, mode, change, as_nobody, after, why) in cases {
+        assert_eq!(
+            mode_after(name, mode, change, as_nobody),
+            after,
+            "{name}: {why}"
+        );
+    }
+    assert_eq!(std::fs::read(m.path("w1")).unwrap(), b"beforemore\n");
+}

@@ -13,11 +13,10 @@ use serde_json::Value;
 
 mod common;
 
-#[path = "../src/store/test_servers.rs"]
-#[allow(dead_code)]
-mod test_servers;
-
-use test_servers::{Server, moto_s3, python_hashserver, python_hashserver_on, s3_address};
+use common::seamfs_hashserver;
+use common::test_servers::{
+    self, Server, moto_s3, python_hashserver, python_hashserver_on, s3_address,
+};
 
 /// A running `seamfs mount`, unmounted (SIGTERM) on drop.
 struct Mount {
@@ -28,13 +27,33 @@ struct Mount {
 }
 
 impl Mount {
+    /// A mount without a RAM tier (reads reach the disk and the remotes).
     fn new(extra: &[&str]) -> Mount {
+        Mount::fresh(extra, false)
+    }
+
+    /// A mount with the default RAM tier, as users run it.
+    fn with_ram_tier(extra: &[&str]) -> Mount {
+        Mount::fresh(extra, true)
+    }
+
+    fn fresh(extra: &[&str], ram: bool) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let (mnt, store) = (dir.path().join("mnt"), dir.path().join("store"));
-        Mount::start(mnt, store, dir, extra)
+        Mount::launch(mnt, store, dir, extra, ram)
     }
 
     fn start(mnt: PathBuf, store: PathBuf, dir: tempfile::TempDir, extra: &[&str]) -> Mount {
+        Mount::launch(mnt, store, dir, extra, false)
+    }
+
+    fn launch(
+        mnt: PathBuf,
+        store: PathBuf,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        ram: bool,
+    ) -> Mount {
         assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
         std::fs::create_dir_all(&mnt).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_seamfs"))
@@ -42,7 +61,12 @@ impl Mount {
             .arg(&mnt)
             .arg("--store")
             .arg(&store)
-            .args(["--no-db", "--ram-cache", "0"])
+            .arg("--no-db")
+            .args(if ram {
+                &[][..]
+            } else {
+                &["--ram-cache", "0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -243,6 +267,37 @@ fn s3_as_push_target_and_remote() {
     assert!(listing.contains(&key), "{listing}");
 }
 
+/// The first bytes of a big remote buffer are served while the rest streams, also through the
+/// RAM tier users have by default (it used to copy the whole download before the first byte).
+/// The remote stalls after 2 MiB until the test lets it go on: the first read must not wait.
+#[test]
+fn the_first_bytes_of_a_remote_buffer_do_not_wait_for_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(7, 8 << 20);
+    let (source, go) = (dir.path().join("buffer"), dir.path().join("go"));
+    std::fs::write(&source, &data).unwrap();
+    let server = stalling_hashserver(&source, 2 << 20, &go);
+    let b = Mount::with_ram_tier(&["--remote", &server.url()]);
+    let path = b.path(&format!("by-checksum/{}", Checksum::of(&data).hex()));
+    let (sent, first) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path).unwrap();
+        let mut head = vec![0u8; 4096];
+        file.read_exact(&mut head).unwrap();
+        sent.send(head).unwrap();
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest).unwrap();
+        rest
+    });
+    let head = first.recv_timeout(Duration::from_secs(20));
+    std::fs::write(&go, b"").unwrap();
+    let head = head.expect("the first 4 KiB waited for the whole download");
+    assert_eq!(head, data[..4096]);
+    let rest = reader.join().unwrap();
+    assert!(rest == data[4096..], "the rest arrives intact");
+}
+
 #[test]
 fn a_remote_killed_mid_use_gives_eio_and_the_mount_recovers() {
     let folder = tempfile::tempdir().unwrap();
@@ -385,18 +440,6 @@ fn seamless_resolves_through_the_mounts_buffer_port() {
     write_file(&b.path("written.bin"), &written, false);
     let resolved = seamless_resolve("hashserver", &url, &Checksum::of(&written));
     assert!(resolved == written, "resolve() returned other bytes");
-}
-
-/// `seamfs hashserver DIR --remote URL --push URL` on a free port.
-fn seamfs_hashserver(dir: &Path, extra: &[&str]) -> Server {
-    let port = common::free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
-    command
-        .arg("hashserver")
-        .arg(dir)
-        .args(["--writable", "--port", &port.to_string()])
-        .args(extra);
-    test_servers::start(command, port, "/healthcheck", None)
 }
 
 fn http_get(server: &Server, checksum: &Checksum) -> (u16, Vec<u8>) {
@@ -728,3 +771,65 @@ fn a_view_computed_in_one_mount_is_reused_by_another_through_the_database() {
     let _ = database.kill();
     let _ = database.wait();
 }
+
+/// A hashserver (stdlib Python) serving one buffer, `data`, that stalls in the middle of every
+/// body: after `head` bytes it waits until the file `go` exists, then sends the rest. A reader
+/// that needs the whole buffer before its first byte waits for `go`; one that streams does not.
+pub fn stalling_hashserver(data: &Path, head: u64, go: &Path) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", STALLING_HASHSERVER])
+        .arg(data)
+        .arg(head.to_string())
+        .arg(go)
+        .arg(port.to_string());
+    test_servers::start(command, port, "/healthcheck", None)
+}
+
+const STALLING_HASHSERVER: &str = r#"
+import hashlib, json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+data_path, head, go, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+data = open(data_path, "rb").read()
+ours = hashlib.sha256(data).hexdigest()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def answer(self, status, body, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in extra:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        path = self.path.strip("/")
+        if path == "healthcheck":
+            return self.answer(200, b"OK")
+        if path in ("has", "buffer-length"):
+            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            known = [(c == ours) if path == "has" else (len(data) if c == ours else 0) for c in asked]
+            return self.answer(200, json.dumps(known).encode(), [("Content-Type", "application/json")])
+        if path != ours:
+            return self.answer(404, b"Not found")
+        start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        cut = max(start, head)
+        self.wfile.write(data[start:cut])
+        self.wfile.flush()
+        while not os.path.exists(go):
+            time.sleep(0.01)
+        self.wfile.write(data[cut:])
+
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;

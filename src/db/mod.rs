@@ -268,7 +268,8 @@ impl Database {
 
     /// Make the next `n` commits fail as on a full disk (`SQLITE_FULL`), for the fault suite.
     /// A running process (a mount) is reached through a file `fail-next-commit` beside the
-    /// database: the next commit removes it and fails.
+    /// database: the next commit removes it and fails. A file `crash-at-next-commit` makes the
+    /// next commit abort the process instead (a kill -9 at that very point).
     #[cfg(feature = "fault-injection")]
     pub fn fail_next_commits(&self, n: u32) {
         self.inner.failing_commits.store(n, Ordering::SeqCst);
@@ -279,6 +280,9 @@ impl Database {
         let failing = &self.inner.failing_commits;
         let counted =
             failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if std::fs::remove_file(self.inner.path.with_file_name("crash-at-next-commit")).is_ok() {
+            std::process::abort();
+        }
         let trigger = self.inner.path.with_file_name("fail-next-commit");
         if counted.is_ok() || std::fs::remove_file(trigger).is_ok() {
             return Err(rusqlite::Error::SqliteFailure(

@@ -108,6 +108,12 @@ impl Claims {
             .copied()
     }
 
+    /// Whether attributes were set on sidecar `name` in `dir`, for whatever content.
+    pub fn has_attr(&self, dir: u64, name: &str) -> bool {
+        let attrs = self.attrs.lock().expect("sidecar attrs lock");
+        !attrs.is_empty() && attrs.contains_key(&(dir, name.to_string()))
+    }
+
     /// Record the attributes set on sidecar `name` in `dir`.
     pub fn set_attr(
         &self,

@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use super::inodes::FIXED_BASE;
 use super::namespace::{Attr, CacheMode, Kind, Namespace, Opened};
 use super::tree::{AttrChanges, NodeKind};
+use super::tree_ops::Changer;
 
 /// Largest FUSE request the kernel allows here (`max_pages_limit` 256 pages).
 pub const MAX_REQUEST: u32 = 1 << 20;
@@ -175,6 +176,15 @@ fn open_backing(
     register(&File::open(path)?)
 }
 
+/// Who makes a request that drops privileges (see `Namespace::kill_privileges`).
+fn changer(req: &Request, capable: bool) -> Changer {
+    Changer {
+        pid: req.pid(),
+        gid: req.gid(),
+        capable,
+    }
+}
+
 /// The user and group a request comes from: the owner of what it creates.
 fn owner(req: &Request) -> Option<(u32, u32)> {
     Some((req.uid(), req.gid()))
@@ -228,6 +238,10 @@ impl Filesystem for SeamFs {
         let _ = config.set_max_background(256);
         // Files opened with FOPEN_DIRECT_IO can still be mapped (MAP_SHARED too).
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // We drop set-ID bits and capabilities on write, truncate and chown ourselves
+        // (`kill_privileges`): the kernel then stops asking for `security.capability` before
+        // every write() (a round trip each), and for the attributes before every chown.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
         self.passthrough.store(passthrough, Ordering::Relaxed);
@@ -273,17 +287,26 @@ impl Filesystem for SeamFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let changes = AttrChanges {
+        let mut changes = AttrChanges {
             mode,
             uid,
             gid,
             atime: atime.map(time),
             mtime: mtime.map(time),
         };
-        match self
-            .ns
-            .set_attrs(ino.0, changes, size, fh.map(|f| f.0), Some(req.pid()))
-        {
+        // A chown, or a truncation by a caller other than root (the kernel's FATTR_KILL_SUIDGID,
+        // which fuser does not pass on, means "without CAP_FSETID").
+        let by = changer(req, req.uid() == 0);
+        let kill = uid.is_some() || gid.is_some() || (size.is_some() && !by.capable);
+        let result = if kill {
+            self.ns.kill_privileges(ino.0, &mut changes, &by)
+        } else {
+            Ok(())
+        };
+        match result.and_then(|()| {
+            self.ns
+                .set_attrs(ino.0, changes, size, fh.map(|f| f.0), Some(req.pid()))
+        }) {
             Ok(a) => reply.attr(&a.ttl, &self.attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -421,17 +444,31 @@ impl Filesystem for SeamFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.ns.write(fh.0, offset, data) {
+        let killed = if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            // The kernel sets the flag for callers without CAP_FSETID.
+            self.ns
+                .kill_privileges_on_write(ino.0, &changer(req, false))
+        } else {
+            Ok(false)
+        };
+        if killed == Ok(true)
+            && let Some(notifier) = self.notifier.get()
+        {
+            // The kernel keeps the mode it had cached: only the attributes are dropped (a
+            // negative offset), so no page lock is taken while the writer holds the inode.
+            let _ = notifier.inval_inode(ino, -1, 0);
+        }
+        match killed.and_then(|_| self.ns.write(fh.0, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

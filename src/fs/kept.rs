@@ -28,7 +28,7 @@
 //! lost (its row), never with a wrong checksum: the checksum is computed from the bytes there
 //! when it is hashed. `fsync` hashes and commits the file, then makes it durable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -121,6 +121,15 @@ fn record(
         kept.base_len
     ])?;
     Ok(())
+}
+
+/// Remove a kept temp file (logged if it cannot be; already gone is fine).
+pub(super) fn remove_file(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a kept file");
+    }
 }
 
 /// Drop the row of `ino`, in the caller's transaction.
@@ -247,11 +256,7 @@ impl Namespace {
 
     /// Remove a kept file's temp file and row (its write was dropped or failed).
     pub(super) fn forget_kept(&self, ino: u64, kept: &KeptFile) {
-        if let Err(e) = std::fs::remove_file(&kept.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %kept.path.display(), error = %e, "could not remove a kept file");
-        }
+        remove_file(&kept.path);
         self.forget_row(ino);
     }
 
@@ -339,6 +344,57 @@ impl Namespace {
                 None
             }
         }
+    }
+
+    /// A kept file whose buffer `checksum` was committed but whose tree row could not be (a
+    /// full disk): kept again as an edit of that buffer (an overlay of it: nothing copied), its
+    /// row naming that buffer, so that a restart resumes it too. None (logged) if that fails:
+    /// the file then shows its previous content.
+    pub(super) fn keep_committed(
+        &self,
+        ino: u64,
+        checksum: Checksum,
+        kept: KeptFile,
+    ) -> Option<Box<dyn TierWrite>> {
+        let mut write = match self.edit_of(ino, checksum) {
+            Ok(write) => write,
+            Err(e) => {
+                tracing::error!(ino, %checksum, error = %e, "a kept file could not be kept again: it shows its previous content");
+                return None;
+            }
+        };
+        let again = match write.keep(&ino.to_string()) {
+            Ok(Some(again)) => again,
+            result => {
+                tracing::error!(ino, %checksum, ?result, "a kept file could not be kept again: it shows its previous content");
+                return None;
+            }
+        };
+        let base = self.unpublished.base(ino);
+        // The buffer was stored without an fsync, and its ledger row went with the failed
+        // transaction: recorded again, so that a power loss before the next sync is repaired.
+        let recorded = self.transaction(|c| {
+            record(c.conn(), ino, &again, base)?;
+            Ok(self.deferred.record(c.conn(), &checksum)?)
+        });
+        match recorded {
+            Ok(ledger) => self.deferred.recorded(ledger),
+            Err(e) => tracing::error!(
+                ino, %checksum, error = %e,
+                "the row of a kept file could not be updated: until it is hashed, a restart \
+                 shows its content before the last edits"
+            ),
+        }
+        self.unpublished.mark_changed(ino);
+        let mtime = kept.mtime;
+        self.unpublished.mark_kept(
+            ino,
+            KeptFile {
+                path: again.path,
+                mtime,
+            },
+        );
+        Some(write)
     }
 
     fn resume_one(&self, row: &Row) -> anyhow::Result<Option<Box<dyn TierWrite>>> {

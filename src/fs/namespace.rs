@@ -29,7 +29,7 @@ use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
-use super::sidecars::{FreshSidecars, sidecar_text};
+use super::sidecars::{CHECKSUM_SIDECAR_LEN, FreshSidecars, sidecar_text};
 use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
 use super::xattr::UserXattrs;
@@ -219,11 +219,15 @@ impl Namespace {
                     if let Some(set) = self.sidecar_attr(subject, sidecar) {
                         (mtime, perm) = (set.mtime, set.mode as u16);
                     }
-                    // An index that cannot be built (logged) still has attributes, so that
-                    // `ls -l` and `rm -r` work; reading it reports the error.
-                    let size = self
-                        .sidecar_content(subject, sidecar)
-                        .map_or(0, |c| c.len() as u64);
+                    // A `.CHECKSUM` is one line of known length: a `stat` does not hash a
+                    // kept file for it. An index that cannot be built (logged) still has
+                    // attributes, so that `ls -l` and `rm -r` work; reading it reports the error.
+                    let size = match sidecar {
+                        Sidecar::Checksum => CHECKSUM_SIDECAR_LEN,
+                        Sidecar::Index => self
+                            .sidecar_content(subject, sidecar)
+                            .map_or(0, |c| c.len() as u64),
+                    };
                     Ok(Attr::plain(
                         ino,
                         Kind::File,
@@ -240,7 +244,11 @@ impl Namespace {
                     Ok(Attr::plain(
                         ino,
                         Kind::File,
-                        if claimed.is_some() { 65 } else { 0 },
+                        if claimed.is_some() {
+                            CHECKSUM_SIDECAR_LEN
+                        } else {
+                            0
+                        },
                         set.map_or(0o644, |s| s.mode as u16),
                         set.map_or(self.started, |s| s.mtime),
                         VOLATILE_TTL,
@@ -252,7 +260,14 @@ impl Namespace {
     }
 
     fn tree_attr(&self, ino: u64) -> FsResult<Attr> {
-        // Copy what is needed and release the tree lock before looking at unpublished writes.
+        // The size is the pending write's if there is one, else the tree row's. The slot is
+        // locked first (the lock order) and held while the tree is read: a publish in progress
+        // (the background hasher's, of a kept file) holds it until the new row is in the
+        // tree, so the size is never the row's from before that publish, which the kernel
+        // would keep for `TREE_TTL` and cut the file's reads to.
+        let slot = self.unpublished.existing(ino);
+        let pending = slot.as_ref().map(|slot| slot.lock().expect("slot lock"));
+        let pending_len = pending.as_ref().and_then(|p| p.as_ref().map(|w| w.len()));
         let (kind, size, rdev, node) = {
             let tree = self.read_tree();
             let orphan = self.orphan(ino);
@@ -277,16 +292,10 @@ impl Namespace {
             );
             (kind, size, rdev, (meta, nlink))
         };
+        drop(pending);
         // An unpublished write moved the node's times in memory already (`Tree::modified`).
         let ((perm, mtime, ctime, uid, gid, atime), nlink) = node;
-        let size = match self.unpublished.existing(ino) {
-            Some(slot) => slot
-                .lock()
-                .expect("slot lock")
-                .as_ref()
-                .map_or(size, |pending| pending.len()),
-            None => size,
-        };
+        let size = pending_len.unwrap_or(size);
         Ok(Attr {
             ino,
             kind,

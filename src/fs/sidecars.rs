@@ -222,9 +222,17 @@ impl Namespace {
         let Some(subject) = subject.filter(|s| !self.has_sidecar(*s, Sidecar::Index)) else {
             return Ok(());
         };
-        let complete = !self.handles.tree_file_writable(subject)
-            && self.unpublished.existing(subject).is_none();
-        match self.file_checksum(subject) {
+        if self.handles.tree_file_writable(subject) {
+            return Ok(());
+        }
+        // A kept file is complete too (closed, only not hashed yet): its checksum publishes it,
+        // after which no write is pending unless another writer came meanwhile.
+        let actual = self.file_checksum(subject);
+        let complete = self
+            .unpublished
+            .existing(subject)
+            .is_none_or(|slot| slot.lock().expect("slot lock").is_none());
+        match actual {
             Ok(actual) if complete && actual != claimed => {
                 tracing::error!(
                     subject = %self.read_tree().path(subject), written = %claimed, %actual,
@@ -268,7 +276,16 @@ impl Namespace {
                 }
                 Some(actual)
             }
-            _ => None,
+            Some(ino) => {
+                // Held until the file being written is closed; a mismatch then keeps its
+                // previous content. A kept file's is what an earlier close() acknowledged:
+                // published now, so that it is not dropped with the new writes.
+                if self.unpublished.is_kept(ino) {
+                    self.publish(ino)?;
+                }
+                None
+            }
+            None => None,
         };
         let name = format!("{subject}{}", sidecar.suffix());
         let held = actual != Some(claimed);
@@ -383,12 +400,14 @@ impl Namespace {
     /// The attributes set on sidecar `sidecar` of `subject` for its current content, if any.
     pub(super) fn sidecar_attr(&self, subject: u64, sidecar: Sidecar) -> Option<SidecarAttr> {
         let node = self.read_tree().get(subject).cloned()?;
+        let name = format!("{}{}", node.name, sidecar.suffix());
+        // Checked first: a `stat` of a sidecar must not hash a kept file (nor hide the error
+        // of hashing it from the read that follows).
+        if !self.claims.has_attr(node.parent, &name) {
+            return None;
+        }
         let current = self.sidecar_checksum(subject, sidecar).ok()?;
-        self.claims.attr(
-            node.parent,
-            &format!("{}{}", node.name, sidecar.suffix()),
-            current,
-        )
+        self.claims.attr(node.parent, &name, current)
     }
 
     /// What a sidecar says: the file's checksum, or the checksum of the directory's `.INDEX`.
@@ -554,6 +573,9 @@ fn merged_attr(set: SetAttrs, old: Option<SidecarAttr>, checksum: Checksum) -> S
         checksum,
     }
 }
+
+/// The length of a `.CHECKSUM`'s text: 64 hex digits and a newline.
+pub(super) const CHECKSUM_SIDECAR_LEN: u64 = 65;
 
 /// `hex + "\n"`, the Seamless `.CHECKSUM` format.
 pub(super) fn sidecar_text(checksum: Checksum) -> Vec<u8> {

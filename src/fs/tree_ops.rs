@@ -13,9 +13,49 @@ use super::handles::SetAttrs;
 use super::inodes::{self, Dynamic, Sidecar};
 use super::namespace::Namespace;
 
+use super::tree::{self, AttrChanges, NodeKind, ROOT, Special};
+
 /// Longest name a directory entry may have, in bytes (Linux `NAME_MAX`).
 pub(super) const NAME_MAX: usize = 255;
-use super::tree::{self, AttrChanges, NodeKind, ROOT, Special};
+
+/// Who writes, truncates or chowns a file (for the set-group-ID rule).
+pub struct Changer {
+    pub pid: u32,
+    pub gid: u32,
+    /// Has CAP_FSETID (taken as: is root).
+    pub capable: bool,
+}
+
+impl Changer {
+    /// Whether the changer is in group `gid` (primary or supplementary) or is capable.
+    fn in_group_or_capable(&self, gid: u32) -> bool {
+        self.capable || self.gid == gid || supplementary_groups(self.pid).contains(&gid)
+    }
+}
+
+/// The supplementary groups of process `pid` (none if it is gone).
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The set-ID bits of `mode` (a file of group `gid`) that a change by `by` drops, as the Linux
+/// VFS decides: set-user-ID always; set-group-ID when group execution is on, or else when the
+/// changer is neither in the file's group nor capable.
+fn privileged_bits(mode: u32, gid: u32, by: &Changer) -> u32 {
+    let sgid =
+        mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !by.in_group_or_capable(gid));
+    mode & (libc::S_ISUID | if sgid { libc::S_ISGID } else { 0 })
+}
 
 impl Namespace {
     /// Change the mode, size and/or mtime (see `set_attrs`).
@@ -76,6 +116,41 @@ impl Namespace {
             }
         }
         self.getattr(ino)
+    }
+
+    /// What the kernel leaves to the filesystem (`FUSE_HANDLE_KILLPRIV_V2`, which spares a
+    /// `security.capability` lookup before every write): a write or truncation by a caller
+    /// without CAP_FSETID, and any chown, of a regular file drop its set-user-ID bit, its
+    /// set-group-ID bit (see `privileged_bits`), and its file capabilities. `changes` gets the
+    /// new mode unless it sets one itself.
+    pub fn kill_privileges(
+        &self,
+        ino: u64,
+        changes: &mut AttrChanges,
+        by: &Changer,
+    ) -> FsResult<()> {
+        let (mode, gid) = match self.read_tree().get(ino) {
+            Some(node) if matches!(node.kind, NodeKind::File { .. }) => (node.mode, node.gid),
+            _ => return Ok(()),
+        };
+        let gid = gid.unwrap_or_else(|| nix::unistd::getgid().as_raw());
+        let killed = mode & !privileged_bits(mode, gid, by);
+        if killed != mode && changes.mode.is_none() {
+            changes.mode = Some(killed);
+        }
+        self.drop_capabilities(ino)
+    }
+
+    /// `kill_privileges` for a write: a change only for a file that has them. True if the
+    /// mode changed (the kernel's cached attributes are then stale).
+    pub fn kill_privileges_on_write(&self, ino: u64, by: &Changer) -> FsResult<bool> {
+        let mut changes = AttrChanges::default();
+        self.kill_privileges(ino, &mut changes, by)?;
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        self.set_attrs(ino, changes, None, None, Some(by.pid))?;
+        Ok(true)
     }
 
     /// Create and open a file in the tree (or start a claim, for a sidecar name).

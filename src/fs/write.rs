@@ -170,7 +170,11 @@ impl Namespace {
     /// A pending write holding the file's published content: for a large file an overlay of
     /// its stored file (nothing copied, see `TierWrite::overlay`), else a copy.
     fn begin_edit(&self, ino: u64) -> FsResult<Box<dyn TierWrite>> {
-        let checksum = self.published_checksum(ino)?;
+        self.edit_of(ino, self.published_checksum(ino)?)
+    }
+
+    /// A pending write for `ino` holding the stored buffer `checksum` (see `begin_edit`).
+    pub(super) fn edit_of(&self, ino: u64, checksum: Checksum) -> FsResult<Box<dyn TierWrite>> {
         let mut pending = self.tiers().begin_write().map_err(store_errno)?;
         if let Some((base, len)) = self.large_stored_file(&checksum) {
             pending.set_len(len).map_err(store_errno)?;
@@ -466,6 +470,23 @@ impl Namespace {
                 None => Ok(None),
             }
         });
+        let result = match (result, kept) {
+            (Err(e), Some(kept)) => {
+                // The buffer is stored, the tree row not (a full disk): close() succeeded long
+                // ago, so the file stays kept, now as an edit of that buffer. Whoever asked
+                // for its checksum gets an I/O error.
+                tracing::error!(ino, %checksum, error = %e, "could not publish a kept file; it stays kept");
+                *slot = self.keep_committed(ino, checksum, kept);
+                Err(Errno::EIO)
+            }
+            (Ok(done), Some(kept)) => {
+                // Committed: the kept file (linked into the store, see `PendingWrite::
+                // commit_as`) goes now, before its name can be taken by the file's next edit.
+                kept::remove_file(&kept.path);
+                Ok(done)
+            }
+            (result, None) => result,
+        };
         drop(slot);
         drop(_writing);
         let Some((name, claimed, ledger)) = result? else {

@@ -124,6 +124,9 @@ fn text(value: &[u8]) -> FsResult<&str> {
 /// Extended attribute holding a file's checksum.
 pub const CHECKSUM_XATTR: &str = "user.seamless.checksum";
 
+/// Extended attribute of file capabilities (`setcap`), dropped with the set-ID bits.
+const CAPABILITY_XATTR: &str = "security.capability";
+
 /// Extended attribute holding the cell type a buffer is, once known.
 pub const CELLTYPE_XATTR: &str = "user.seamless.celltype";
 
@@ -228,6 +231,16 @@ impl Namespace {
         if removed { Ok(()) } else { Err(Errno::ENODATA) }
     }
 
+    /// Drop the file capabilities (`security.capability`) of a tree entry, if it has any
+    /// (see `kill_privileges`).
+    pub(super) fn drop_capabilities(&self, ino: u64) -> FsResult<()> {
+        if self.xattrs.get(ino, CAPABILITY_XATTR).is_none() {
+            return Ok(());
+        }
+        self.transaction(|c| self.xattrs.remove(c.conn(), ino, CAPABILITY_XATTR))
+            .map(drop)
+    }
+
     pub(super) fn known_celltype(&self, checksum: Checksum) -> Option<CellType> {
         self.views.known_celltype(&self.db, &checksum)
     }
@@ -301,7 +314,11 @@ impl Namespace {
 
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
         if self.is_tree(ino) {
-            return self.file_checksum(ino).map_err(|_| Errno::ENODATA);
+            // A directory has no checksum attribute; a kept file that cannot be hashed now
+            // (a full disk) has one, which cannot be read: EIO, not "no such attribute".
+            return self
+                .file_checksum(ino)
+                .map_err(|e| if e == Errno::EIO { e } else { Errno::ENODATA });
         }
         match self.inodes.resolve(ino) {
             Some(Dynamic::Buffer(checksum)) => Ok(checksum),

@@ -114,8 +114,18 @@ struct Inner {
     stale_removed_at_open: usize,
     /// Bytes of the buffer files (see `Usage`).
     usage: Usage,
+    /// Installs and removals since the last `take_changes`, once `track_changes` was called
+    /// (by `Bounded`, whose eviction index follows them instead of listing the directory).
+    changes: Mutex<Option<Vec<Change>>>,
     /// Writes and removals are refused (`open_deployment` read-only).
     read_only: bool,
+}
+
+/// A buffer file that appeared (with its size) or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Installed(Checksum, u64),
+    Removed(Checksum),
 }
 
 /// The bytes held, counted by a background scan of the prefix directories at open; installs and
@@ -294,6 +304,7 @@ impl DiskStore {
                 next_temp: AtomicU64::new(0),
                 stale_removed_at_open: removed,
                 usage: Usage::default(),
+                changes: Mutex::new(None),
                 read_only,
             }),
         };
@@ -334,6 +345,24 @@ impl DiskStore {
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot count the store's bytes (no thread)");
+        }
+    }
+
+    /// From now on, remember every install and removal for `take_changes`.
+    pub fn track_changes(&self) {
+        let mut changes = self.inner.changes.lock().expect("changes lock");
+        changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The installs and removals since the last call, oldest first (none unless tracked).
+    pub fn take_changes(&self) -> Vec<Change> {
+        let mut changes = self.inner.changes.lock().expect("changes lock");
+        changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn changed(&self, change: Change) {
+        if let Some(changes) = self.inner.changes.lock().expect("changes lock").as_mut() {
+            changes.push(change);
         }
     }
 
@@ -429,6 +458,16 @@ impl DiskStore {
         if !ours {
             return Ok(None);
         }
+        // A commit that failed after verifying the bytes (a full disk at the rename) left the
+        // file read-only; it is still this store's own temp file (an installed one is renamed
+        // away), so it is made writable again: a daemon that is not root could not open it.
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o200 == 0 => {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::io(path, e))?;
+            }
+            _ => {}
+        }
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -497,6 +536,7 @@ impl DiskStore {
         let size = fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
         fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
         self.inner.usage.change(checksum.as_bytes()[0], false, size);
+        self.changed(Change::Removed(*checksum));
         sync_dir(
             from.parent()
                 .expect("buffer files live in a prefix directory"),
@@ -523,19 +563,27 @@ impl DiskStore {
         checksum: &Checksum,
         size: u64,
         durable: bool,
+        keep_temp: bool,
     ) -> Result<bool, StoreError> {
         let target = self.path_of(checksum);
         let prefix_dir = target
             .parent()
             .expect("buffer files live in a prefix directory");
         self.ensure_prefix_dir(prefix_dir)?;
-        // RENAME_NOREPLACE: two writers of one checksum never both count it as new.
-        match rename_noreplace(temp, &target) {
+        // RENAME_NOREPLACE (or a link, which never replaces either): two writers of one
+        // checksum never both count it as new.
+        let placed = if keep_temp {
+            fs::hard_link(temp, &target)
+        } else {
+            rename_noreplace(temp, &target)
+        };
+        match placed {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
             Err(e) => return Err(StoreError::io(&target, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], true, size);
+        self.changed(Change::Installed(*checksum, size));
         if durable {
             sync_dir(prefix_dir)?;
         }
@@ -663,7 +711,8 @@ impl Tier for DiskStore {
             Err(e) => return Err(StoreError::io(&path, e)),
         }
         self.inner.usage.change(checksum.as_bytes()[0], false, size);
-        remove_later(doomed, None);
+        self.changed(Change::Removed(*checksum));
+        remove_later(Some(doomed), None);
         Ok(true)
     }
 
@@ -936,7 +985,13 @@ impl PendingWrite {
                 .expect("deferred lock")
                 .insert(self.store.inner.buffers.clone());
         }
-        if self.store.install(&self.path, &actual, self.len, durable)? {
+        // A kept file is linked, not renamed: its name (and the row naming it) stays valid
+        // until the caller has committed the buffer's tree row, then the caller removes it
+        // (`Namespace::publish`). A crash in between finds the kept file and resumes it.
+        let installed = self
+            .store
+            .install(&self.path, &actual, self.len, durable, self.kept)?;
+        if installed {
             self.store.inner.counters.put();
             self.done = true;
         } else {
@@ -985,8 +1040,12 @@ impl PendingWrite {
     /// Remove the temp file of content that is already stored, off the caller's path. A
     /// duplicate of the descriptor goes along, so that closing ours does not free the blocks
     /// here either.
+    /// A kept file's name stays: the caller removes it once the tree row is committed (see
+    /// `commit_as`); its blocks too are freed off the caller's path, when the remover closes
+    /// the duplicate descriptor.
     fn drop_duplicate(&mut self) {
-        remove_later(self.path.clone(), self.file.try_clone().ok());
+        let file = self.file.try_clone().ok();
+        remove_later((!self.kept).then(|| self.path.clone()), file);
         self.done = true;
     }
 
@@ -1127,8 +1186,9 @@ impl Drop for PendingWrite {
 
 /// Work for the background remover thread.
 enum Removal {
-    /// Unlink a redundant temp file, then close the descriptor kept open on it.
-    File(PathBuf, Option<File>),
+    /// Unlink a redundant temp file (unless it is unlinked already), then close the descriptor
+    /// kept open on it.
+    File(Option<PathBuf>, Option<File>),
     /// Reply once everything sent before is done.
     Notify(mpsc::Sender<()>),
 }
@@ -1147,7 +1207,7 @@ fn remover() -> &'static mpsc::Sender<Removal> {
 }
 
 /// Hand a redundant temp file to the remover (removed right here if that thread is gone).
-fn remove_later(path: PathBuf, file: Option<File>) {
+fn remove_later(path: Option<PathBuf>, file: Option<File>) {
     if let Err(mpsc::SendError(removal)) = remover().send(Removal::File(path, file)) {
         removal.run();
     }
@@ -1163,7 +1223,9 @@ impl Removal {
     fn run(self) {
         match self {
             Removal::File(path, file) => {
-                if let Err(e) = fs::remove_file(&path) {
+                if let Some(path) = path
+                    && let Err(e) = fs::remove_file(&path)
+                {
                     tracing::warn!(path = %path.display(), error = %e, "could not remove a redundant temp file");
                 }
                 drop(file);
@@ -1563,8 +1625,55 @@ mod tests {
         expected[..4].copy_from_slice(b"more");
         let checksum = w.commit_deferred(None).unwrap();
         assert_eq!(checksum, Checksum::of(&expected));
-        assert!(!kept.path.exists(), "committed: renamed into buffers/");
         assert_eq!(fs::read(store.path_of(&checksum)).unwrap(), expected);
+        // Linked, not renamed: a crash before the caller commits its tree row finds it.
+        assert_eq!(
+            fs::read(&kept.path).unwrap(),
+            expected,
+            "the kept name stays"
+        );
+    }
+
+    /// A kept write whose content is already stored leaves its name to the caller (which
+    /// removes it once the tree row is committed): the background remover never takes it, so
+    /// the next edit of the same file can be kept under that name at once.
+    #[test]
+    fn a_kept_duplicate_leaves_its_name_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let len = 2 * OVERLAY_BLOCK as usize;
+        let (data, base) = stored(&store, len, 5);
+        let mut w = store.begin_write().unwrap();
+        w.set_len(len as u64).unwrap();
+        assert!(w.overlay(base, len as u64).unwrap());
+        w.write_at(10, &data[10..20]).unwrap();
+        let kept = w.keep("7").unwrap();
+        assert_eq!(w.commit_deferred(None).unwrap(), Checksum::of(&data));
+        assert!(kept.path.exists(), "the kept name stays");
+        fs::remove_file(&kept.path).unwrap(); // as the caller does after its commit
+        let mut next = store.begin_write().unwrap();
+        next.write_at(0, b"the next edit").unwrap();
+        assert_eq!(next.keep("7").unwrap().path, kept.path);
+        store.wait_for_removals();
+        assert_eq!(fs::read(&kept.path).unwrap(), b"the next edit");
+    }
+
+    /// A kept write whose commit failed after its bytes were verified (and made read-only)
+    /// is resumed writable, so that a daemon that is not root can go on writing it.
+    #[test]
+    fn a_kept_write_left_read_only_by_a_failed_commit_resumes_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut w = store.begin_write().unwrap();
+        w.write_at(0, b"verified").unwrap();
+        let kept = w.keep("9").unwrap();
+        drop(w);
+        fs::set_permissions(&kept.path, fs::Permissions::from_mode(0o444)).unwrap();
+        let mut w = store.resume(&kept.path).unwrap().unwrap();
+        let mode = fs::metadata(&kept.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        w.write_at(8, b", then written").unwrap();
+        assert_eq!(read_back(&w), b"verified, then written");
     }
 
     /// Write `data` in order in odd-sized pieces; past 1 MiB a hasher thread takes over.

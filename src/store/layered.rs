@@ -237,6 +237,20 @@ impl Tier for Layered {
         }
     }
 
+    /// A download from below streams into this pair's own fast tier (the disk under remotes),
+    /// not into the caller's: the layer above (RAM) would otherwise copy the whole stream
+    /// before its reader got the first byte, and a big buffer does not belong in RAM anyway.
+    fn read_through(
+        &self,
+        checksum: &Checksum,
+        _cache: &Arc<dyn Tier>,
+    ) -> Option<Result<Option<Reader>, StoreError>> {
+        match self.fast.open_read(checksum) {
+            Ok(None) => self.slow.read_through(checksum, &self.fast),
+            found => Some(found),
+        }
+    }
+
     fn begin_write(&self) -> Result<Box<dyn TierWrite>, StoreError> {
         if self.writes == Writes::ToFast {
             return self.fast.begin_write();

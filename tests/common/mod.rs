@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use seamfs::Checksum;
 
+#[path = "../../src/store/test_servers.rs"]
+pub mod test_servers;
+
 /// A running `seamfs mount`; dropping it unmounts (SIGTERM, then fusermount3/umount -l).
 pub struct Mount {
     pub child: Option<Child>,
@@ -126,6 +129,19 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
+/// `seamfs hashserver DIR --writable` on a free port, with `extra` arguments (`--remote URL`,
+/// `--push URL`).
+pub fn seamfs_hashserver(dir: &Path, extra: &[&str]) -> test_servers::Server {
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seamfs"));
+    command
+        .arg("hashserver")
+        .arg(dir)
+        .args(["--writable", "--port", &port.to_string()])
+        .args(extra);
+    test_servers::start(command, port, "/healthcheck", None)
+}
+
 /// A free port on 127.0.0.1 (bound and released: another process could take it meanwhile, which
 /// only fails the test loudly).
 pub fn free_port() -> u16 {
@@ -204,13 +220,94 @@ pub fn python_json_lines(script: &str, args: &[&std::ffi::OsStr]) -> Vec<serde_j
 
 /// The extended attribute `name` of `path`, if it has one.
 pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    get_xattr(path, name).ok()
+}
+
+/// The extended attribute `name` of `path`, or the errno of `getxattr`.
+pub fn get_xattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
     use std::os::unix::ffi::OsStrExt;
     let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer of the length given.
     let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
+    match len {
+        0.. => Ok(buf[..len as usize].to_vec()),
+        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// Close, reporting the error `close(2)` gives (where a FUSE flush failure arrives).
+pub fn close(file: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: the descriptor is ours and closed exactly once.
+    if unsafe { libc::close(file.into_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A directory under /tmp with a tmpfs of `size_mib` MiB mounted on `store/` (if asked), and
+/// `mnt/` for the FUSE mount. Dropping it unmounts the tmpfs and removes everything.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    tmpfs: bool,
+}
+
+impl Scratch {
+    pub fn new(tmpfs_mib: Option<u64>) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("seamfs-scratch-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::create_dir(dir.path().join("store")).unwrap();
+        std::fs::create_dir(dir.path().join("mnt")).unwrap();
+        if let Some(mib) = tmpfs_mib {
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path().join("store"))
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mounting a tmpfs needs root");
+        }
+        Scratch {
+            dir,
+            tmpfs: tmpfs_mib.is_some(),
+        }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            let _ = Command::new("umount").arg(self.store()).status();
+        }
+    }
+}
+
+/// Fill the tmpfs under `store` with `store/filler`, then free `slack` bytes of it.
+pub fn fill_disk(store: &Path, slack: u64) {
+    use std::io::Write;
+    let path = store.join("filler");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let block = vec![0xa5u8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    while file.write_all(&[0x5a]).is_ok() {}
+    let len = file.metadata().unwrap().len();
+    file.set_len(len.saturating_sub(slack)).unwrap();
 }
 
 // ---- raw HTTP clients, for the tests of broken and hostile ones ----
