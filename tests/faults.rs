@@ -995,7 +995,6 @@ fn check_tiers(
 /// restart.
 #[test]
 fn a_failed_commit_of_a_kept_file_loses_nothing() {
-    use std::os::unix::fs::FileExt;
     let scratch = Scratch::new(None);
     let mut rng = StdRng::seed_from_u64(15);
     let trigger = scratch.store().join("fail-next-commit");
@@ -1003,14 +1002,7 @@ fn a_failed_commit_of_a_kept_file_loses_nothing() {
     let mut m = start(&scratch, None);
     fs::write(m.path("f"), &data).unwrap();
     for round in 0..2 {
-        let at = (round + 1) << 20;
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(m.path("f"))
-            .unwrap();
-        file.write_all_at(b"edit", at as u64).unwrap();
-        close(file).unwrap();
-        data[at..at + 4].copy_from_slice(b"edit");
+        edit_in_place(&m, "f", &mut data, (round + 1) << 20);
         fs::write(&trigger, b"").unwrap();
         let failed = match round {
             0 => get_xattr(&m.path("f"), "user.seamless.checksum").map(|_| ()),
@@ -1029,11 +1021,7 @@ fn a_failed_commit_of_a_kept_file_loses_nothing() {
             m = start(&scratch, None);
             assert!(fs::read(m.path("f")).unwrap() == data, "lost at restart");
         }
-        let sidecar = fs::read(m.path("f.CHECKSUM")).unwrap();
-        assert_eq!(
-            Checksum::from_sidecar(&sidecar).unwrap(),
-            Checksum::of(&data)
-        );
+        assert_sidecar_names(&m, "f", &data);
         assert!(fs::read(m.path("f")).unwrap() == data);
     }
     m.stop();
@@ -1046,20 +1034,13 @@ fn a_failed_commit_of_a_kept_file_loses_nothing() {
 /// so its row named a missing file and the file went back to its content before the edit.)
 #[test]
 fn a_crash_while_a_kept_file_is_published_loses_nothing() {
-    use std::os::unix::fs::FileExt;
     let scratch = Scratch::new(None);
     let mut rng = StdRng::seed_from_u64(16);
     let trigger = scratch.store().join("crash-at-next-commit");
     let mut data = random_bytes(&mut rng, 8 << 20);
-    let mut m = start(&scratch, None);
+    let m = start(&scratch, None);
     fs::write(m.path("f"), &data).unwrap();
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(m.path("f"))
-        .unwrap();
-    file.write_all_at(b"edit", 3 << 20).unwrap();
-    close(file).unwrap();
-    data[3 << 20..(3 << 20) + 4].copy_from_slice(b"edit");
+    edit_in_place(&m, "f", &mut data, 3 << 20);
     fs::write(&trigger, b"").unwrap();
     // Asking for the checksum publishes the kept file: its commit crashes the daemon.
     assert!(
@@ -1073,11 +1054,29 @@ fn a_crash_while_a_kept_file_is_published_loses_nothing() {
     m.stop();
     let m = start(&scratch, None);
     assert!(fs::read(m.path("f")).unwrap() == data, "the edit is lost");
-    let sidecar = fs::read(m.path("f.CHECKSUM")).unwrap();
-    assert_eq!(
-        Checksum::from_sidecar(&sidecar).unwrap(),
-        Checksum::of(&data)
-    );
+    assert_sidecar_names(&m, "f", &data);
     m.stop();
     assert_fsck_clean(&scratch.store());
+}
+
+/// Write `edit` at `at` into tree file `name` (opened without truncating: a big file becomes a
+/// kept file at its close), and into `data`, its expected content.
+fn edit_in_place(m: &Mount, name: &str, data: &mut [u8], at: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path(name))
+        .unwrap();
+    file.write_all_at(b"edit", at as u64).unwrap();
+    close(file).unwrap();
+    data[at..at + 4].copy_from_slice(b"edit");
+}
+
+/// `name.CHECKSUM` names `data`.
+fn assert_sidecar_names(m: &Mount, name: &str, data: &[u8]) {
+    let sidecar = fs::read(m.path(&format!("{name}.CHECKSUM"))).unwrap();
+    assert_eq!(
+        Checksum::from_sidecar(&sidecar).unwrap(),
+        Checksum::of(data)
+    );
 }
