@@ -476,11 +476,12 @@ impl Filesystem for Passthrough {
             reply,
             self.file(fh).and_then(|handle| {
                 let file = as_file(&handle);
-                Ok(if datasync {
-                    file.sync_data()?
+                if datasync {
+                    file.sync_data()?;
                 } else {
-                    file.sync_all()?
-                })
+                    file.sync_all()?;
+                }
+                Ok(())
             }),
         );
     }

@@ -369,7 +369,7 @@ fn a_read_only_mount_leaves_the_deployment_untouched() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(listed, [cs.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&cs));
     // A view is computed (kept in RAM), not recorded.
     let view = std::fs::read(mount.path(&format!("as-text/{cs}"))).unwrap();
     assert_eq!(view, text);
