@@ -508,3 +508,51 @@ fn copies_inside_the_mount_and_appends() {
     sh("echo a >> log && echo b >> log && printf c >> log", &m.mnt);
     assert_eq!(std::fs::read(m.path("log")).unwrap(), b"a\nb\nc");
 }
+
+/// A copier that creates `D.INDEX` (a claim about a directory it has not made yet) and then
+/// `D.CHECKSUM`, both with `O_EXCL`, as `cp -a` does when the source lists them in that order:
+/// the second must not fail with EEXIST although the first claim makes it visible.
+#[test]
+fn a_copier_creates_both_sidecars_of_a_directory_before_it() {
+    use std::io::Write;
+    let m = Mount::new();
+    let src = tempfile::tempdir().unwrap();
+    make_tree(&src.path().join("d"));
+    run(
+        python_tool("seamless-checksum-index").to_str().unwrap(),
+        &["d"],
+        src.path(),
+    );
+    let dst = m.path("copy");
+    std::fs::create_dir(&dst).unwrap();
+    for name in ["d.INDEX", "d.CHECKSUM"] {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dst.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        file.write_all(&std::fs::read(src.path().join(name)).unwrap())
+            .unwrap();
+    }
+    run(
+        "cp",
+        &[
+            "-a",
+            src.path().join("d").to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ],
+        Path::new("/"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path(".seamfs/claims")).unwrap(),
+        "",
+        "both claims were checked"
+    );
+    for name in ["d.INDEX", "d.CHECKSUM"] {
+        assert_eq!(
+            std::fs::read(dst.join(name)).unwrap(),
+            std::fs::read(src.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

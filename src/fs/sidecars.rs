@@ -99,9 +99,15 @@ impl Namespace {
         self.lookup(parent, name)
     }
 
-    /// Process `pid` created file `name` in `parent` with `O_EXCL`: see `lookup_by`.
+    /// Process `pid` created file `name` in `parent` with `O_EXCL`: see `lookup_by`. A
+    /// sidecar it created (a claim: `D.INDEX` of a directory not made yet) makes its subject's
+    /// other sidecar visible (`D.CHECKSUM` shows the claimed checksum): the copier, which
+    /// creates that one next with `O_EXCL` as well, does not find it either.
     pub fn created_exclusively(&self, parent: u64, name: &str, pid: u32) {
         let mut subjects = vec![(parent, name.to_string())];
+        if let Some((subject, _)) = Sidecar::split(name) {
+            subjects.push((parent, subject.to_string()));
+        }
         {
             let tree = self.read_tree();
             let mut dir = parent;
