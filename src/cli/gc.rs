@@ -49,6 +49,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (_, Some(mountpoint)) => gc_mounted(mountpoint, options)?,
         (Some(store), None) => {
             let store = Store::open(store, &StoreOptions::default(), "collect garbage")?;
+            // Files a killed mount closed may be in its journal only.
+            crate::fs::journal::replay(store.db())?;
             store.gc(options)?.text()
         }
         (None, None) => unreachable!("clap requires one"),

@@ -251,6 +251,8 @@ struct Companions {
     buffers: Option<BackgroundServer>,
     /// Hashes kept files once idle (`fs::kept`); stopped before the namespace goes.
     _hasher: crate::fs::kept::Hasher,
+    /// Commits the journal of closed files (`fs::journal`); stopped before the namespace goes.
+    _committer: crate::fs::journal::Committer,
 }
 
 /// Open the namespace, start the HTTP database, mount.
@@ -298,6 +300,8 @@ fn mount_session(
     let ns = Arc::new(ns);
     let hasher =
         crate::fs::kept::Hasher::start(&ns).context("cannot start the kept-file hasher")?;
+    let committer = crate::fs::journal::Committer::start(&ns)
+        .context("cannot start the committer of closed files")?;
     let fs = SeamFs::new(ns);
     let notifier = fs.notifier_slot();
     let session = Session::new(fs, mountpoint, &config)
@@ -309,6 +313,7 @@ fn mount_session(
             http,
             buffers,
             _hasher: hasher,
+            _committer: committer,
         },
     ))
 }

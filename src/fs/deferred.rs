@@ -50,13 +50,29 @@ fn insert(conn: &Connection, id: i64, checksum: &Checksum) -> rusqlite::Result<(
     Ok(())
 }
 
-/// Check every buffer in the ledger (see the module doc) and clear it. Returns the number of
-/// buffers that were lost.
+/// Add ledger rows naming `checksums` (buffers of files replayed from the journal of closed
+/// files, see `fs::journal`), in the caller's transaction.
+pub(super) fn relist(conn: &Connection, checksums: &[Checksum]) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let last: i64 = conn.query_row(
+        "SELECT coalesce(max(id), 0) FROM seamfs_deferred",
+        [],
+        |r| r.get(0),
+    )?;
+    for (id, checksum) in (last + 1..).zip(checksums) {
+        insert(conn, id, checksum)?;
+    }
+    Ok(())
+}
+
+/// Replay the journal of closed files (`fs::journal`), then check every buffer in the ledger
+/// (see the module doc) and clear it. Returns the number of buffers that were lost.
 pub fn recover(store: &Store) -> anyhow::Result<usize> {
     let db = store.db();
     if !db.is_writable() {
         return Ok(0);
     }
+    super::journal::replay(db)?;
     let listed: Vec<String> = db.transaction(|c| {
         c.conn().execute_batch(SCHEMA)?;
         let listed = {
@@ -214,6 +230,21 @@ impl Deferred {
         Ok(id)
     }
 
+    /// A ledger id for a buffer published through the journal of closed files (`fs::journal`):
+    /// its row is written by `ledger` in the transaction that saves the journaled file.
+    pub fn give_id(&self) -> i64 {
+        self.shared.marks.given.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Write ledger row `id` (from `give_id`) naming `checksum`, in the caller's transaction,
+    /// unless a finished sync already made that buffer durable.
+    pub fn ledger(&self, conn: &Connection, id: i64, checksum: &Checksum) -> rusqlite::Result<()> {
+        if id <= self.shared.marks.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        insert(conn, id, checksum)
+    }
+
     /// The ledger row `id` is committed.
     pub fn recorded(&self, id: i64) {
         self.shared.marks.recorded.fetch_max(id, Ordering::AcqRel);
@@ -325,10 +356,14 @@ mod tests {
         let ns = namespace(dir.path());
         write_file(&ns, ROOT, "a", b"first");
         let db = ns.store().db().clone();
+        // Written with the file's rows when the journal is committed (see `fs::journal`).
+        assert!(ledger(&db).is_empty());
+        ns.save_unsaved().unwrap();
         assert_eq!(ledger(&db), vec![Checksum::of(b"first").hex()]);
         // fsync: synced now; the next tree transaction deletes the covered rows.
         ns.sync().unwrap();
         write_file(&ns, ROOT, "b", b"second");
+        ns.save_unsaved().unwrap();
         assert_eq!(ledger(&db), vec![Checksum::of(b"second").hex()]);
         drop(ns);
         // A clean stop leaves nothing to check.
@@ -362,6 +397,7 @@ mod tests {
         assert_eq!(read_all(&ns, ns.lookup(ROOT, "a").unwrap().ino), b"kept");
         write_file(&ns, ROOT, "b", b"new");
         write_file(&ns, ROOT, "c", b"newer");
+        ns.save_unsaved().unwrap();
         // Both, in order (only `new` may be gone already, if the group sync ran in between).
         let expected = [Checksum::of(b"new").hex(), Checksum::of(b"newer").hex()];
         let rows = ledger(&db);

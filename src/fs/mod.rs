@@ -10,6 +10,7 @@ pub mod fuse;
 pub mod handles;
 pub mod index;
 pub mod inodes;
+pub mod journal;
 pub mod kept;
 pub mod namespace;
 pub mod sidecars;

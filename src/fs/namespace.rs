@@ -29,6 +29,7 @@ use super::fixed::{buffer_attr, fixed_child, fixed_entries};
 use super::handles::{DirEntry, Handle, Handles, Listing, Stream, TreeFileHandle, Unpublished};
 use super::index::DecompressedCache;
 use super::inodes::{self, Dynamic, Inodes, Sidecar};
+use super::journal::{self, Journal};
 use super::sidecars::{CHECKSUM_SIDECAR_LEN, FreshSidecars, sidecar_text};
 use super::tree::{Node, NodeKind, ROOT, Special, Tree, TreeError};
 use super::views::Views;
@@ -56,6 +57,10 @@ pub struct Namespace {
     /// Published buffers not yet fsynced: the syncer and the ledger (see `fs::deferred`).
     /// First, so that it is dropped (a final sync) while the store is still open and locked.
     pub(super) deferred: Deferred,
+    /// Closed files whose rows are not in SQLite yet (see `fs::journal`).
+    pub(super) journal: Journal,
+    /// Garbage collections reading the committed references now: closes commit meanwhile.
+    pub(super) collecting: std::sync::atomic::AtomicUsize,
     pub(super) store: Arc<Store>,
     pub(super) db: Database,
     pub(super) tree: RwLock<Tree>,
@@ -94,6 +99,7 @@ impl Namespace {
         let db = store.db().clone();
         super::deferred::recover(&store)?;
         let deferred = Deferred::start(db.clone())?;
+        let journal = Journal::open(&db)?;
         let remote = options
             .database_url
             .as_deref()
@@ -134,6 +140,8 @@ impl Namespace {
             options,
             started: SystemTime::now(),
             deferred,
+            journal,
+            collecting: Default::default(),
             gc_report: Mutex::default(),
             invalidations: Mutex::default(),
         };
@@ -597,6 +605,7 @@ impl Namespace {
 
     /// Make every tree change so far durable (after `fsync` made the file's buffer durable).
     pub fn sync_tree(&self) -> FsResult<()> {
+        self.save_unsaved()?;
         self.db.sync().map_err(|e| {
             tracing::error!(error = %e, "could not make the tree durable");
             Errno::EIO
@@ -614,21 +623,27 @@ impl Namespace {
         &self,
         f: impl FnOnce(&Conn) -> Result<T, TreeError>,
     ) -> FsResult<T> {
-        // Ledger rows a finished sync covered go with this transaction (see `fs::deferred`).
+        // Ledger rows a finished sync covered go with this transaction (see `fs::deferred`),
+        // and so do the journal's waiting records (see `fs::journal`).
         let mut trimmed = None;
+        let mut saving = None;
         let out = self
             .db
             .transaction_or_undo(
                 |c| {
-                    let saved = self
-                        .tree
-                        .write()
-                        .expect("tree lock")
-                        .save_unsaved(c.conn())?;
-                    let out = f(c).and_then(|out| Ok((out, self.deferred.trim(c.conn())?)));
+                    let (saved, journaled) = {
+                        let mut tree = self.tree.write().expect("tree lock");
+                        (tree.save_unsaved(c.conn())?, self.journal.saving())
+                    };
+                    let out = self
+                        .journal
+                        .write(c, &journaled, &self.deferred)
+                        .and_then(|()| f(c))
+                        .and_then(|out| Ok((out, self.deferred.trim(c.conn())?)));
                     match out {
                         Ok((out, upto)) => {
                             trimmed = upto;
+                            saving = Some(journaled);
                             Ok(out)
                         }
                         Err(e) => {
@@ -641,6 +656,7 @@ impl Namespace {
                 |c| {
                     let mut tree = self.tree.write().expect("tree lock");
                     *tree = Tree::load(c.conn())?;
+                    self.journal.restore(&mut tree);
                     self.claims.replace(Claims::load(c.conn())?);
                     self.xattrs.replace(UserXattrs::load(c.conn())?);
                     self.version.fetch_add(1, Ordering::AcqRel);
@@ -651,14 +667,49 @@ impl Namespace {
         if let Some(upto) = trimmed {
             self.deferred.trimmed(upto);
         }
+        if let Some(saving) = saving {
+            self.journal.saved(&saving);
+        }
         Ok(out)
     }
 
-    /// Commit the tree's unsaved rows now, if it has any (a writer's close, garbage collection,
-    /// unmounting).
+    /// Commit the tree's unsaved rows and the journal's waiting records now, if any.
     pub(super) fn save_unsaved(&self) -> FsResult<()> {
-        if self.read_tree().has_unsaved() {
+        if self.read_tree().has_unsaved() || self.journal.waiting() > 0 {
             self.transaction(|_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// What a file's writer changed before its `close()`: journaled, so that it survives a
+    /// kill -9 (see `fs::journal`), or committed if the journal cannot take it.
+    pub(super) fn journal_closed(&self) -> FsResult<()> {
+        let appended = {
+            let mut tree = self.tree.write().expect("tree lock");
+            let rows = tree.take_unjournaled();
+            if rows.is_empty() {
+                return Ok(());
+            }
+            self.journal.append(rows, None)
+        };
+        match appended {
+            Ok(()) => self.journaled(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not journal a closed file; committing it");
+                self.save_unsaved()
+            }
+        }
+    }
+
+    /// A record is in the journal: its buffer (ledger row `ledger`) is due for the next group
+    /// sync; every `journal::GROUP` records are committed.
+    pub(super) fn journaled(&self, ledger: Option<i64>) -> FsResult<()> {
+        if let Some(id) = ledger {
+            self.deferred.recorded(id);
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+        if self.journal.waiting() >= journal::GROUP {
+            self.save_unsaved()?;
         }
         Ok(())
     }

@@ -121,6 +121,27 @@ pub struct Node {
     pub gid: Option<u32>,
 }
 
+impl Node {
+    /// A copy for a row: a directory's children (not part of its row) left out.
+    fn without_children(&self) -> Node {
+        let kind = match &self.kind {
+            NodeKind::Dir(_) => NodeKind::Dir(BTreeMap::new()),
+            other => other.clone(),
+        };
+        Node {
+            parent: self.parent,
+            name: self.name.clone(),
+            kind,
+            mode: self.mode,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            atime: self.atime,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+}
+
 /// Why a tree operation was refused; each maps to one errno.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
@@ -175,11 +196,14 @@ pub struct Tree {
     unsaved: Unsaved,
 }
 
-/// Nodes whose rows are missing (`new`) or out of date (`changed`).
+/// Nodes whose rows are missing (`new`) or out of date (`changed`), and those of them changed
+/// since they were last written to the journal of closed files (`unjournaled`, see
+/// `fs::journal`).
 #[derive(Debug, Default)]
 pub struct Unsaved {
     new: HashSet<u64>,
     changed: HashSet<u64>,
+    unjournaled: HashSet<u64>,
 }
 
 impl Unsaved {
@@ -515,6 +539,7 @@ impl Tree {
         }
         self.unsaved.new.insert(ino);
         self.unsaved.changed.insert(parent);
+        self.unsaved.unjournaled.extend([ino, parent]);
         Ok(ino)
     }
 
@@ -543,10 +568,68 @@ impl Tree {
         Ok(std::mem::take(&mut self.unsaved))
     }
 
+    /// `set_content` in memory only: the row is written by the next transaction, the journal
+    /// of closed files keeps it meanwhile (see `fs::journal`).
+    pub fn set_content_unsaved(
+        &mut self,
+        ino: u64,
+        checksum: Checksum,
+        size: u64,
+    ) -> Result<(), TreeError> {
+        let node = self.nodes.get_mut(&ino).ok_or(TreeError::NotFound)?;
+        match node.kind {
+            NodeKind::File { .. } => node.kind = NodeKind::File { checksum, size },
+            NodeKind::Dir(_) => return Err(TreeError::IsDir),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(TreeError::Invalid),
+        }
+        self.unsaved.changed.insert(ino);
+        self.unsaved.unjournaled.insert(ino);
+        Ok(())
+    }
+
     /// Rows `save_unsaved` wrote in a transaction that was rolled back are unsaved again.
     pub fn unsaved_again(&mut self, rows: Unsaved) {
         self.unsaved.new.extend(rows.new);
         self.unsaved.changed.extend(rows.changed);
+        self.unsaved.unjournaled.extend(rows.unjournaled);
+    }
+
+    /// The unsaved rows changed since they were last journaled, as (ino, node) with the
+    /// children of a directory left out; they count as journaled from now on.
+    pub fn take_unjournaled(&mut self) -> Vec<(u64, Node)> {
+        let inos = std::mem::take(&mut self.unsaved.unjournaled);
+        inos.into_iter()
+            .filter_map(|ino| Some((ino, self.nodes.get(&ino)?.without_children())))
+            .collect()
+    }
+
+    /// Put back a journaled row after the tree was reloaded from SQLite (a failed commit, see
+    /// `fs::journal`): the node takes `node`'s place and attributes, a directory keeps its
+    /// children; the row is unsaved (already journaled).
+    pub fn restore(&mut self, ino: u64, mut node: Node) {
+        match self.nodes.get_mut(&ino) {
+            Some(existing) => {
+                if let (NodeKind::Dir(children), NodeKind::Dir(kept)) =
+                    (&mut node.kind, &mut existing.kind)
+                {
+                    *children = std::mem::take(kept);
+                }
+                let moved = (existing.parent, existing.name.clone());
+                *existing = node;
+                let (parent, name) = (existing.parent, existing.name.clone());
+                if moved != (parent, name.clone()) {
+                    self.remove_child(moved.0, &moved.1);
+                    self.insert_child(parent, &name, ino);
+                }
+            }
+            None => {
+                let (parent, name) = (node.parent, node.name.clone());
+                self.nodes.insert(ino, node);
+                self.insert_child(parent, &name, ino);
+                self.next_ino = self.next_ino.max(ino + 1);
+            }
+        }
+        self.unsaved.new.insert(ino);
     }
 
     /// Remove a file or symlink (`dir = false`) or an empty directory (`dir = true`).
@@ -688,6 +771,7 @@ impl Tree {
         let node = self.nodes.get_mut(&ino).ok_or(TreeError::NotFound)?;
         changes.apply(node);
         self.unsaved.changed.insert(ino);
+        self.unsaved.unjournaled.insert(ino);
         Ok(())
     }
 
@@ -784,6 +868,7 @@ impl Tree {
             update_row(tx, ino, &node)?;
         }
         self.unsaved.changed.remove(&ino);
+        self.unsaved.unjournaled.remove(&ino);
         self.nodes.insert(ino, node);
         Ok(())
     }
@@ -901,21 +986,34 @@ fn row_values(node: &Node) -> [rusqlite::types::Value; 11] {
     ]
 }
 
-/// Write the whole row of a new node.
-fn insert_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+/// A node's whole row: its key, its place and `row_values` (what `insert_values` writes).
+pub(super) fn whole_row(ino: u64, node: &Node) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value;
     let place = [
         Value::Integer(ino as i64),
         Value::Integer(node.parent as i64),
         Value::Text(node.name.clone()),
     ];
+    place.into_iter().chain(row_values(node)).collect()
+}
+
+/// Write a whole row (`whole_row`), replacing the node's row and any other at its place.
+pub(super) fn insert_values(
+    tx: &Connection,
+    row: Vec<rusqlite::types::Value>,
+) -> rusqlite::Result<()> {
     run(
         tx,
         "INSERT OR REPLACE INTO seamfs_tree (ino, parent, name, kind, mode, mtime_ns, checksum, size, target, uid, gid, rdev, ctime_ns, atime_ns)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        rusqlite::params_from_iter(place.into_iter().chain(row_values(node))),
+        rusqlite::params_from_iter(row),
     )?;
     Ok(())
+}
+
+/// Write the whole row of a new node.
+fn insert_row(tx: &Connection, ino: u64, node: &Node) -> rusqlite::Result<()> {
+    insert_values(tx, whole_row(ino, node))
 }
 
 /// Write a node's row except its place (`parent`, `name`: only `rename` and the link

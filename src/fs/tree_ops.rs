@@ -603,6 +603,10 @@ mod tests {
         );
         assert_eq!(committed_row(&ns, attr.ino), None, "nothing committed yet");
         ns.flush(opened.fh).unwrap();
+        // Journaled by the close (see `fs::journal`), committed by the next transaction.
+        assert_eq!(committed_row(&ns, attr.ino), None);
+        assert_eq!(ns.journal.waiting(), 1);
+        ns.save_unsaved().unwrap();
         let committed = Some((0o644, 7, 8, tree::to_ns(then)));
         assert_eq!(committed_row(&ns, attr.ino), committed);
         // Once closed (the release comes later), the writer's changes are committed at once.
@@ -643,7 +647,9 @@ mod tests {
         assert_eq!(ns.rmdir(ROOT, "missing"), Err(Errno::ENOENT));
         assert_eq!(committed_row(&ns, g.ino), None);
         ns.release(g_open.fh).unwrap();
-        assert!(committed_row(&ns, g.ino).is_some(), "saved by its close");
+        assert_eq!(ns.journal.waiting(), 1, "journaled by its close");
+        ns.symlink(ROOT, "l", "g").unwrap();
+        assert!(committed_row(&ns, g.ino).is_some(), "saved by the symlink");
         ns.release(f_open.fh).unwrap();
     }
 }
@@ -684,13 +690,16 @@ mod failed_commits {
         assert!(ns.flush(opened.fh).is_err());
         ns.release(opened.fh).unwrap();
         assert!(!ns.claims.contains(d, "g"));
-        // A new file whose close cannot commit is not kept: its row was never committed.
+        // A new file's close is journaled (see `fs::journal`): a commit failing after it keeps
+        // the file, and the next commit saves it.
         let (_, opened) = ns.create_as(d, "new", 0o644, None, Some(1)).unwrap();
-        ns.write(opened.fh, 0, b"lost").unwrap();
-        db.fail_next_commits(1);
-        assert_eq!(ns.flush(opened.fh), Err(Errno::ENOSPC));
+        ns.write(opened.fh, 0, b"kept too").unwrap();
+        ns.flush(opened.fh).unwrap();
         ns.release(opened.fh).unwrap();
-        assert_eq!(ns.lookup(d, "new").unwrap_err(), Errno::ENOENT);
+        db.fail_next_commits(1);
+        assert_eq!(ns.save_unsaved(), Err(Errno::ENOSPC));
+        let new = ns.lookup(d, "new").unwrap().ino;
+        assert_eq!(crate::fs::test_support::read_all(&ns, new), b"kept too");
 
         // Once commits work again, everything does, and a reopen shows the same tree.
         ns.mkdir(ROOT, "later", 0o755).unwrap();
@@ -698,6 +707,6 @@ mod failed_commits {
         let ns = namespace(dir.path());
         assert!(ns.lookup(ROOT, "lost").is_err());
         assert!(ns.lookup(ROOT, "later").is_ok());
-        assert_eq!(names(&ns, d), [".", "..", "f"].map(String::from));
+        assert_eq!(names(&ns, d), [".", "..", "f", "new"].map(String::from));
     }
 }

@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use super::error::{FsResult, store_errno};
 use super::handles::{Handle, TreeFileHandle};
 use super::inodes::Sidecar;
+use super::journal;
 use super::kept;
 use super::namespace::{Namespace, slice};
 use super::tree::{self, NodeKind};
@@ -231,7 +232,7 @@ impl Namespace {
                     .store(true, std::sync::atomic::Ordering::Release);
                 self.close_written(file.ino)?;
                 // What the writer changed besides the content: a new file, its attributes.
-                self.save_unsaved()?;
+                self.journal_closed()?;
                 self.check_unwritten_claim(file.ino)
             }
             Handle::Claim(claim) => self.check_claim(claim),
@@ -407,7 +408,7 @@ impl Namespace {
         }
         let published = if file.writable {
             self.close_written(file.ino)
-                .and_then(|()| self.save_unsaved())
+                .and_then(|()| self.journal_closed())
         } else {
             Ok(())
         };
@@ -448,6 +449,18 @@ impl Namespace {
                 return Err(Errno::EIO);
             }
         };
+        if kept.is_none()
+            && let Some(name) = self.publish_journaled(ino, checksum, size)
+        {
+            drop(slot);
+            drop(_writing);
+            let parent = self.read_tree().get(ino).map(|n| n.parent);
+            if let Some(parent) = parent {
+                self.relink_sidecars(parent, &name);
+            }
+            tracing::debug!(ino, %checksum, size, "published (journaled)");
+            return self.journaled(None);
+        }
         // The tree row, the buffer's BufferInfo, the end of a pending claim on the file and of
         // its kept row are committed together. A file that does not match its claim keeps its
         // previous content.
@@ -516,6 +529,40 @@ impl Namespace {
                 Ok(())
             }
         }
+    }
+}
+
+impl Namespace {
+    /// The usual publish at `close()`: the new content set in memory and journaled with the
+    /// buffer and the rows the writer changed (see `fs::journal`), no transaction. None (and
+    /// the caller commits) for a file removed meanwhile or with a pending claim, while a gc is
+    /// collecting (it reads the committed references), or if the journal cannot take it.
+    /// Returns the file's name.
+    fn publish_journaled(&self, ino: u64, checksum: Checksum, size: u64) -> Option<String> {
+        let mut tree = self.tree.write().expect("tree lock");
+        let node = tree.get(ino)?;
+        if self.collecting.load(std::sync::atomic::Ordering::Acquire) > 0
+            || self.claims.get(node.parent, &node.name).is_some()
+        {
+            return None;
+        }
+        let name = node.name.clone();
+        tree.set_content_unsaved(ino, checksum, size).ok()?;
+        let rows = tree.take_unjournaled();
+        let ledger = self.deferred.give_id();
+        let published = journal::Published {
+            checksum,
+            size,
+            ledger,
+        };
+        if let Err(e) = self.journal.append(rows, Some(published)) {
+            // The rows stay unsaved: the caller's transaction commits them.
+            tracing::warn!(error = %e, "could not journal a closed file; committing it");
+            return None;
+        }
+        drop(tree);
+        self.deferred.recorded(ledger);
+        Some(name)
     }
 }
 

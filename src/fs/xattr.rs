@@ -266,18 +266,25 @@ impl Namespace {
             Some("include-results") => true,
             Some(_) => return Err(Errno::EINVAL),
         };
-        // gc reads the committed references.
-        self.save_unsaved()?;
+        // gc reads the committed references: closes commit while it runs (see
+        // `Namespace::publish_journaled`), and what waits in the journal is committed first.
+        self.collecting
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let report = self
-            .store
-            .gc(GcOptions {
-                dry_run,
-                include_results,
-            })
-            .map_err(|e| {
-                tracing::error!(error = %format!("{e:#}"), "garbage collection failed");
-                Errno::EIO
-            })?;
+            .save_unsaved()
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|()| {
+                self.store.gc(GcOptions {
+                    dry_run,
+                    include_results,
+                })
+            });
+        self.collecting
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let report = report.map_err(|e| {
+            tracing::error!(error = %format!("{e:#}"), "garbage collection failed");
+            Errno::EIO
+        })?;
         *self.gc_report.lock().expect("gc report lock") = report.text();
         if !dry_run {
             self.removed(
