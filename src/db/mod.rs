@@ -229,6 +229,17 @@ impl Database {
         f: impl FnOnce(&Conn) -> Result<T, E>,
         undo: impl FnOnce(&Conn) -> Result<(), E>,
     ) -> Result<T, E> {
+        self.transaction_or_undo_then(f, undo, || ())
+    }
+
+    /// `transaction_or_undo`, and `committed` runs once the commit succeeded, still holding
+    /// the writer (before any other transaction can start).
+    pub fn transaction_or_undo_then<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<T, E>,
+        undo: impl FnOnce(&Conn) -> Result<(), E>,
+        committed: impl FnOnce(),
+    ) -> Result<T, E> {
         let writer = self
             .inner
             .writer
@@ -245,6 +256,7 @@ impl Database {
             undo(&Conn { conn: &guard })?;
             return Err(DbError::Commit(e).into());
         }
+        committed();
         if let Some(checkpointer) = &self.inner.checkpointer {
             checkpointer.written();
         }

@@ -626,10 +626,10 @@ impl Namespace {
         // Ledger rows a finished sync covered go with this transaction (see `fs::deferred`),
         // and so do the journal's waiting records (see `fs::journal`).
         let mut trimmed = None;
-        let mut saving = None;
+        let saving = std::cell::Cell::new(None);
         let out = self
             .db
-            .transaction_or_undo(
+            .transaction_or_undo_then(
                 |c| {
                     let (saved, journaled) = {
                         let mut tree = self.tree.write().expect("tree lock");
@@ -643,7 +643,7 @@ impl Namespace {
                     match out {
                         Ok((out, upto)) => {
                             trimmed = upto;
-                            saving = Some(journaled);
+                            saving.set(Some(journaled));
                             Ok(out)
                         }
                         Err(e) => {
@@ -662,13 +662,16 @@ impl Namespace {
                     self.version.fetch_add(1, Ordering::AcqRel);
                     Ok(())
                 },
+                // Before the next transaction, which must not save these records again.
+                || {
+                    if let Some(saved) = saving.take() {
+                        self.journal.saved(&saved);
+                    }
+                },
             )
             .map_err(tree_errno)?;
         if let Some(upto) = trimmed {
             self.deferred.trimmed(upto);
-        }
-        if let Some(saving) = saving {
-            self.journal.saved(&saving);
         }
         Ok(out)
     }
