@@ -250,9 +250,9 @@ struct Companions {
     http: Option<BackgroundServer>,
     buffers: Option<BackgroundServer>,
     /// Hashes kept files once idle (`fs::kept`); stopped before the namespace goes.
-    _hasher: crate::fs::kept::Hasher,
+    _hasher: crate::fs::ticker::Ticker,
     /// Commits the journal of closed files (`fs::journal`); stopped before the namespace goes.
-    _committer: crate::fs::journal::Committer,
+    _committer: crate::fs::ticker::Ticker,
 }
 
 /// Open the namespace, start the HTTP database, mount.
@@ -298,9 +298,8 @@ fn mount_session(
     config.n_threads = Some(2);
     config.clone_fd = true;
     let ns = Arc::new(ns);
-    let hasher =
-        crate::fs::kept::Hasher::start(&ns).context("cannot start the kept-file hasher")?;
-    let committer = crate::fs::journal::Committer::start(&ns)
+    let hasher = crate::fs::kept::start_hasher(&ns).context("cannot start the kept-file hasher")?;
+    let committer = crate::fs::journal::start_committer(&ns)
         .context("cannot start the committer of closed files")?;
     let fs = SeamFs::new(ns);
     let notifier = fs.notifier_slot();

@@ -27,8 +27,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::Value;
@@ -41,6 +40,7 @@ use crate::db::{Conn, Database, DbError};
 
 use super::deferred::{self, Deferred};
 use super::namespace::Namespace;
+use super::ticker::Ticker;
 use super::tree::{self, Node, Tree, TreeError};
 
 /// The journal's file name, beside the tree's database.
@@ -346,42 +346,14 @@ pub fn replay(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The committer: saves the journal's waiting records to SQLite `TICK` after they were
-/// written. Dropping it stops the thread and waits for it.
-pub struct Committer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Committer {
-    pub fn start(ns: &Arc<Namespace>) -> std::io::Result<Committer> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let ns: Weak<Namespace> = Arc::downgrade(ns);
-        let thread = std::thread::Builder::new()
-            .name("seamfs-committer".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    let Some(ns) = ns.upgrade() else { return };
-                    if ns.journal.waiting() > 0 {
-                        // A failure is logged; the records stay and the next tick retries.
-                        let _ = ns.save_unsaved();
-                    }
-                }
-            })?;
-        Ok(Committer {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// Start the committer: it saves the journal's waiting records to SQLite `TICK` after they
+/// were written, until dropped. A failure is logged; the records stay for the next tick.
+pub fn start_committer(ns: &Arc<Namespace>) -> std::io::Result<Ticker> {
+    Ticker::start("seamfs-committer", ns, TICK, |ns| {
+        if ns.journal.waiting() > 0 {
+            let _ = ns.save_unsaved();
         }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! * its checksum is asked for: `F.CHECKSUM`, the checksum xattr, an `.INDEX` or directory
 //!   checksum, a `by-checksum/` or `as-<celltype>/` name that is not stored (yet), `fsync`, a
 //!   claim about it, a rename onto a claim;
-//! * it has been idle for `IDLE` and nobody has it open for writing (the background `Hasher`),
+//! * it has been idle for `IDLE` and nobody has it open for writing (the background hasher, `start_hasher`),
 //!   so most checksums are ready when asked, and the database, the buffer port and a push
 //!   target get the buffer soon after the last write, as for any other file once published.
 //!
@@ -29,8 +29,7 @@
 //! when it is hashed. `fsync` hashes and commits the file, then makes it durable.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -38,6 +37,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::FsResult;
 use super::namespace::Namespace;
+use super::ticker::Ticker;
 use super::tree::{AttrChanges, NodeKind};
 use crate::checksum::Checksum;
 use crate::store::{Kept, TierWrite};
@@ -417,39 +417,12 @@ impl Namespace {
     }
 }
 
-/// The background hasher: publishes kept files once idle (see the module doc). Dropping it
-/// stops the thread and waits for it.
-pub struct Hasher {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Hasher {
-    pub fn start(ns: &Arc<Namespace>) -> std::io::Result<Hasher> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let ns: Weak<Namespace> = Arc::downgrade(ns);
-        let thread = std::thread::Builder::new()
-            .name("seamfs-kept-hasher".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    let Some(ns) = ns.upgrade() else { return };
-                    ns.hash_idle(IDLE);
-                }
-            })?;
-        Ok(Hasher {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Hasher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Start the background hasher: it publishes kept files once idle (see the module doc), until
+/// dropped.
+pub fn start_hasher(ns: &Arc<Namespace>) -> std::io::Result<Ticker> {
+    Ticker::start("seamfs-kept-hasher", ns, TICK, |ns| {
+        ns.hash_idle(IDLE);
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod namespace;
 pub mod sidecars;
 #[cfg(test)]
 mod test_support;
+pub mod ticker;
 pub mod tree;
 pub mod tree_ops;
 pub mod views;
