@@ -320,6 +320,9 @@ impl Tier for Pushing {
     fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
         self.tiers.has_many(checksums)
     }
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.tiers.length_many(checksums)
+    }
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
         self.tiers.open_read(checksum)
     }
