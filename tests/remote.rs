@@ -362,7 +362,11 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
     assert_eq!(queued, 21);
     let (mnt, store, dir) = a.stop(true); // kill -9
     let server = python_hashserver_on(folder.path(), "prefix", port);
-    let a = Mount::start(mnt, store, dir, &["--push", &url]);
+    // Through a forwarder that counts requests: after the restart the whole queue is due at
+    // once and the target is asked about it in one batch, not once per buffer.
+    let logs = tempfile::tempdir().unwrap();
+    let (proxy, log) = forwarder(&server, logs.path(), None);
+    let a = Mount::start(mnt, store, dir, &["--push", &proxy.url()]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while hashserver_has(&server, &checksums).contains(&false) {
         assert!(
@@ -377,6 +381,8 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
         assert!(Instant::now() < deadline, "{}", a.stats()["push"]);
         std::thread::sleep(Duration::from_millis(100));
     }
+    let asked = forwarded(&log, "GET /has");
+    assert!(asked <= 2, "21 queued buffers cost {asked} /has requests");
 }
 
 /// A moto S3 server whose bucket `bad` holds other bytes under the checksum of `content(seed)`.
