@@ -52,7 +52,7 @@ impl Algorithm {
     fn hasher(self) -> Hasher {
         match self {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha3_256 => Hasher::Sha3(sha3::Sha3_256::new()),
+            Algorithm::Sha3_256 => Hasher::Sha3(Box::default()),
         }
     }
 
@@ -72,9 +72,10 @@ impl Algorithm {
     }
 }
 
+/// Boxed: SHA3's state is three times SHA-256's (one hasher per upload).
 enum Hasher {
     Sha256(sha2::Sha256),
-    Sha3(sha3::Sha3_256),
+    Sha3(Box<sha3::Sha3_256>),
 }
 
 impl Hasher {
@@ -88,7 +89,7 @@ impl Hasher {
     fn finish(self) -> Checksum {
         let raw: [u8; 32] = match self {
             Hasher::Sha256(h) => h.finalize().into(),
-            Hasher::Sha3(h) => h.finalize().into(),
+            Hasher::Sha3(h) => (*h).finalize().into(),
         };
         Checksum::from_slice(&raw).expect("32 bytes")
     }
@@ -368,8 +369,10 @@ impl Backend {
         };
         let decoder = match compression {
             None => Decoder::Raw(sink),
-            Some(Compression::Gzip) => Decoder::Gzip(flate2::write::GzDecoder::new(sink)),
-            Some(Compression::Zstd) => Decoder::Zstd(zstd::stream::write::Decoder::new(sink)?),
+            Some(Compression::Gzip) => Decoder::Gzip(Box::new(flate2::write::GzDecoder::new(sink))),
+            Some(Compression::Zstd) => {
+                Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(sink)?))
+            }
         };
         Ok(Upload {
             backend: self,
@@ -553,10 +556,11 @@ pub struct Upload<'a> {
     decoder: Decoder,
 }
 
+/// The decoders are boxed: their state is hundreds of bytes, the raw sink's a few.
 enum Decoder {
     Raw(Sink),
-    Gzip(flate2::write::GzDecoder<Sink>),
-    Zstd(zstd::stream::write::Decoder<'static, Sink>),
+    Gzip(Box<flate2::write::GzDecoder<Sink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
 }
 
 /// Marks an I/O error of the disk (not of the decoder) as it travels through a decoder.

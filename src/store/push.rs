@@ -301,6 +301,13 @@ pub struct PushLoop {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl PushLoop {
+    /// The queue this loop pushes.
+    pub fn queue(&self) -> &Arc<PushQueue> {
+        &self.queue
+    }
+}
+
 impl Drop for PushLoop {
     fn drop(&mut self) {
         self.queue.stop.store(true, Ordering::Relaxed);
