@@ -162,9 +162,22 @@ fn hashserver_put(server: &Server, data: &[u8]) -> Checksum {
 }
 
 fn hashserver_has(server: &Server, checksums: &[Checksum]) -> Vec<bool> {
+    ask_about(server, "has", checksums)
+}
+
+fn hashserver_lengths(server: &Server, checksums: &[Checksum]) -> Vec<u64> {
+    ask_about(server, "buffer-length", checksums)
+}
+
+/// A hashserver's answer about a list of checksums (`/has`, `/buffer-length`).
+fn ask_about<T: serde::de::DeserializeOwned>(
+    server: &Server,
+    route: &str,
+    checksums: &[Checksum],
+) -> T {
     let body: Vec<String> = checksums.iter().map(Checksum::hex).collect();
     client()
-        .get(format!("{}/has", server.url()))
+        .get(format!("{}/{route}", server.url()))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(&body).unwrap())
         .send()
@@ -349,7 +362,11 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
     assert_eq!(queued, 21);
     let (mnt, store, dir) = a.stop(true); // kill -9
     let server = python_hashserver_on(folder.path(), "prefix", port);
-    let a = Mount::start(mnt, store, dir, &["--push", &url]);
+    // Through a forwarder that counts requests: after the restart the whole queue is due at
+    // once and the target is asked about it in one batch, not once per buffer.
+    let logs = tempfile::tempdir().unwrap();
+    let (proxy, log) = forwarder(&server, logs.path(), None);
+    let a = Mount::start(mnt, store, dir, &["--push", &proxy.url()]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while hashserver_has(&server, &checksums).contains(&false) {
         assert!(
@@ -364,6 +381,8 @@ fn a_killed_mount_pushes_its_whole_queue_after_restart() {
         assert!(Instant::now() < deadline, "{}", a.stats()["push"]);
         std::thread::sleep(Duration::from_millis(100));
     }
+    let asked = forwarded(&log, "GET /has");
+    assert!(asked <= 2, "21 queued buffers cost {asked} /has requests");
 }
 
 /// A moto S3 server whose bucket `bad` holds other bytes under the checksum of `content(seed)`.
@@ -519,18 +538,27 @@ fn forwarded(log: &Path, prefix: &str) -> usize {
         .count()
 }
 
-/// A `/has` of 1 000 checksums to `seamfs hashserver --remote` costs the remote one batched
-/// `/has` (not one request per checksum), and answers as asking one checksum at a time does.
-#[test]
-fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
+/// `seamfs hashserver --remote` (the Python hashserver behind a logging forwarder) and 1 000
+/// checksums: 200 of buffers on the remote, 100 in the front's directory, 700 nowhere.
+struct ManyBuffers {
+    front: Server,
+    log: PathBuf,
+    checksums: Vec<Checksum>,
+    /// The length of each buffer, 0 for those stored nowhere (as `/buffer-length` answers).
+    lengths: Vec<u64>,
+    _remote: Server,
+    _proxy: Server,
+    _dir: tempfile::TempDir,
+}
+
+fn many_buffers_behind_a_front() -> ManyBuffers {
     let remote = python_hashserver(None, "flat");
     let dir = tempfile::tempdir().unwrap();
     let (proxy, log) = forwarder(&remote, dir.path(), None);
     let front_dir = dir.path().join("front");
     std::fs::create_dir(&front_dir).unwrap();
     let front = seamfs_hashserver(&front_dir, &["--remote", &proxy.url()]);
-    // Of 1 000 checksums, 200 are on the remote, 100 in the front's directory, 700 nowhere.
-    let (mut checksums, mut expected) = (Vec::new(), Vec::new());
+    let (mut checksums, mut lengths) = (Vec::new(), Vec::new());
     for i in 0..1000u32 {
         let data = format!("buffer {i}").into_bytes();
         checksums.push(match i % 10 {
@@ -538,19 +566,61 @@ fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
             2 => hashserver_put(&front, &data),
             _ => Checksum::of(&data),
         });
-        expected.push(i % 10 < 3);
+        lengths.push(if i % 10 < 3 { data.len() as u64 } else { 0 });
     }
-    let before = forwarded(&log, "GET /has");
-    let batched = hashserver_has(&front, &checksums);
-    let asked = forwarded(&log, "GET /has") - before;
+    ManyBuffers {
+        front,
+        log,
+        checksums,
+        lengths,
+        _remote: remote,
+        _proxy: proxy,
+        _dir: dir,
+    }
+}
+
+/// A `/has` of 1 000 checksums to `seamfs hashserver --remote` costs the remote one batched
+/// `/has` (not one request per checksum), and answers as asking one checksum at a time does.
+#[test]
+fn the_hashserver_asks_the_remote_about_many_buffers_in_one_batch() {
+    let many = many_buffers_behind_a_front();
+    let before = forwarded(&many.log, "GET /has");
+    let batched = hashserver_has(&many.front, &many.checksums);
+    let asked = forwarded(&many.log, "GET /has") - before;
+    let expected: Vec<bool> = many.lengths.iter().map(|&l| l > 0).collect();
     assert_eq!(batched, expected);
     assert!(
         asked <= 2,
         "one /has of 1 000 checksums cost {asked} /has requests to the remote"
     );
-    let one_by_one: Vec<bool> = checksums
+    let one_by_one: Vec<bool> = many
+        .checksums
         .iter()
-        .map(|c| hashserver_has(&front, &[*c])[0])
+        .map(|c| hashserver_has(&many.front, &[*c])[0])
+        .collect();
+    assert_eq!(
+        one_by_one, batched,
+        "the batch answers as single questions do"
+    );
+}
+
+/// The same for `/buffer-length`: one batched `/buffer-length` to the remote, the lengths of
+/// buffers on the remote and in the front's directory, 0 for the others.
+#[test]
+fn the_hashserver_asks_the_remote_for_many_lengths_in_one_batch() {
+    let many = many_buffers_behind_a_front();
+    let before = forwarded(&many.log, "GET /buffer-length");
+    let batched = hashserver_lengths(&many.front, &many.checksums);
+    let asked = forwarded(&many.log, "GET /buffer-length") - before;
+    assert_eq!(batched, many.lengths);
+    assert!(
+        asked <= 2,
+        "one /buffer-length of 1 000 checksums cost {asked} requests to the remote"
+    );
+    let one_by_one: Vec<u64> = many
+        .checksums
+        .iter()
+        .map(|c| hashserver_lengths(&many.front, &[*c])[0])
         .collect();
     assert_eq!(
         one_by_one, batched,

@@ -202,27 +202,24 @@ pub fn read_header(buf: &[u8]) -> Result<NpyHeader, CellError> {
 
 /// `read_header` under the given reader's rules; a negative dimension is an error here.
 pub fn read_header_with(buf: &[u8], rules: HeaderRules) -> Result<NpyHeader, CellError> {
-    let (dtype, fortran_order, (shape, _), data_offset) = header_parts(buf, rules)?;
-    let shape = shape
+    let (parsed, data_offset) = header_parts(buf, rules)?;
+    let shape = parsed
+        .shape
         .iter()
         .map(|&n| {
             usize::try_from(n).map_err(|_| value_error("negative dimensions are not allowed"))
         })
         .collect::<Result<_, _>>()?;
     Ok(NpyHeader {
-        dtype,
-        fortran_order,
+        dtype: parsed.dtype,
+        fortran_order: parsed.fortran_order,
         shape,
         data_offset,
     })
 }
 
-/// dtype, fortran_order, shape (as Python ints, and whether any is a bool) and data offset of a
-/// header.
-fn header_parts(
-    buf: &[u8],
-    rules: HeaderRules,
-) -> Result<(DType, bool, (Vec<i64>, bool), usize), CellError> {
+/// The parsed header dict and the data offset of a buffer.
+fn header_parts(buf: &[u8], rules: HeaderRules) -> Result<(ParsedHeader, usize), CellError> {
     let magic = read_bytes(buf, 0, 8, "magic string")?;
     if &magic[..6] != MAGIC {
         return Err(value_error(format!(
@@ -267,16 +264,20 @@ fn header_parts(
     // numpy retries a header that is not Python syntax with Python 2's `L` suffixes removed,
     // for versions up to 2.0 (which is every version under seamless-core's reading).
     let retry = rules == HeaderRules::Seamless || version <= (2, 0);
-    let (dtype, fortran_order, shape) = parse_header(&header, retry)?;
-    Ok((dtype, fortran_order, shape, start + hlen))
+    Ok((parse_header(&header, retry)?, start + hlen))
 }
 
 /// Read a `.npy` buffer as seamless-core reads it (`parse_npy_header` + `np.frombuffer` +
 /// `reshape`); data after the array are ignored, as numpy ignores them. Struct dtypes come back
 /// in their aligned form (seamless-core converts them with `astype`).
 pub fn read(buf: &[u8]) -> Result<NdArray, CellError> {
-    let (dtype, fortran, (shape, bool_dims), data_offset) =
-        header_parts(buf, HeaderRules::Seamless)?;
+    let (header, data_offset) = header_parts(buf, HeaderRules::Seamless)?;
+    let ParsedHeader {
+        dtype,
+        fortran_order: fortran,
+        shape,
+        bool_dims,
+    } = header;
     if let DType::Simple { kind: 'O', .. } = dtype {
         return Err(value_error(
             "cannot create an OBJECT array from memory buffer",
@@ -393,9 +394,19 @@ fn frombuffer_shape(
     Ok((count, dims))
 }
 
-/// The `(descr, fortran_order, shape)` of a header dict literal, checked as numpy checks it.
-/// Shape entries are Python ints (bools count as ints) and may be negative at this point.
-fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, (Vec<i64>, bool)), CellError> {
+/// A header dict as numpy's `_read_array_header` checks it, before the checks of its readers.
+struct ParsedHeader {
+    dtype: DType,
+    fortran_order: bool,
+    /// Python ints (bools count as ints), possibly negative at this point.
+    shape: Vec<i64>,
+    /// Whether any shape entry is a bool.
+    bool_dims: bool,
+}
+
+/// The `descr`, `fortran_order` and `shape` of a header dict literal, checked as numpy checks
+/// them.
+fn parse_header(header: &str, retry: bool) -> Result<ParsedHeader, CellError> {
     let cannot_parse = || value_error(format!("Cannot parse header: {header:?}"));
     let lit = match literal_eval(header) {
         Ok(lit) => lit,
@@ -446,7 +457,12 @@ fn parse_header(header: &str, retry: bool) -> Result<(DType, bool, (Vec<i64>, bo
     };
     let dtype = descr_to_dtype(descr)
         .map_err(|why| value_error(format!("descr is not a valid dtype descriptor: {why}")))?;
-    Ok((dtype, *fortran, (shape, bool_dims)))
+    Ok(ParsedHeader {
+        dtype,
+        fortran_order: *fortran,
+        shape,
+        bool_dims,
+    })
 }
 
 /// numpy's `descr_to_dtype`: a typestr, `(descr, shape)`, or a list of fields (padding
@@ -733,7 +749,7 @@ mod tests {
                 &format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }} # note"),
                 true,
             )
-            .map(|(d, _, _)| d.typestr())
+            .map(|h| h.dtype.typestr())
         };
         assert_eq!(parse(r"'\x3cf8'").unwrap(), "<f8");
         assert_eq!(parse(r"u'<i4'").unwrap(), "<i4");
@@ -750,10 +766,11 @@ mod tests {
                 &format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}}}"),
                 true,
             )
+            .map(|h| (h.shape, h.bool_dims))
         };
-        assert_eq!(shape("(00,)").unwrap().2, (vec![0], false));
-        assert_eq!(shape("(2L, 0x3)").unwrap().2, (vec![2, 3], false));
-        assert_eq!(shape("(True,)").unwrap().2, (vec![1], true));
+        assert_eq!(shape("(00,)").unwrap(), (vec![0], false));
+        assert_eq!(shape("(2L, 0x3)").unwrap(), (vec![2, 3], false));
+        assert_eq!(shape("(True,)").unwrap(), (vec![1], true));
         assert!(shape("(00)").is_err(), "a parenthesised int is not a tuple");
         assert!(shape("(01,)").is_err());
         assert!(shape("(1+1,)").is_err(), "literal_eval refuses arithmetic");

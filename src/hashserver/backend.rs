@@ -26,7 +26,9 @@ use super::dir_index::{DirIndex, Look};
 use super::protocol::{Form, suffix};
 use crate::checksum::{Checksum, Compression};
 use crate::store::disk::PREFIX_SENTINEL;
-use crate::store::{Layout, Reader, Store, StoreError, Tier, TierWrite, ask_lacking};
+use crate::store::{
+    Layout, Reader, Store, StoreError, Tier, TierWrite, ask_lacking, ask_lacking_lengths,
+};
 
 /// Verified files remembered; past this the memory is cleared (and files re-hashed once more).
 const VERIFIED_LIMIT: usize = 1 << 20;
@@ -50,7 +52,7 @@ impl Algorithm {
     fn hasher(self) -> Hasher {
         match self {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha3_256 => Hasher::Sha3(sha3::Sha3_256::new()),
+            Algorithm::Sha3_256 => Hasher::Sha3(Box::default()),
         }
     }
 
@@ -70,9 +72,10 @@ impl Algorithm {
     }
 }
 
+/// Boxed: SHA3's state is three times SHA-256's (one hasher per upload).
 enum Hasher {
     Sha256(sha2::Sha256),
-    Sha3(sha3::Sha3_256),
+    Sha3(Box<sha3::Sha3_256>),
 }
 
 impl Hasher {
@@ -86,7 +89,7 @@ impl Hasher {
     fn finish(self) -> Checksum {
         let raw: [u8; 32] = match self {
             Hasher::Sha256(h) => h.finalize().into(),
-            Hasher::Sha3(h) => h.finalize().into(),
+            Hasher::Sha3(h) => (*h).finalize().into(),
         };
         Checksum::from_slice(&raw).expect("32 bytes")
     }
@@ -275,13 +278,19 @@ impl Backend {
         tiers.open_read(checksum).map_err(store_io)
     }
 
-    /// The decompressed length (`/buffer-length`): the raw file's size, else a sidecar, else a
-    /// compressed form decompressed; 0 when absent, as hashserver answers.
-    pub fn length(&self, checksum: &Checksum) -> u64 {
-        self.dirs()
-            .find_map(|dir| length_in(&dir.base_path(checksum)))
-            .or_else(|| self.tiers.as_ref()?.length(checksum).ok().flatten())
-            .unwrap_or(0)
+    /// The decompressed lengths (`/buffer-length`): the raw file's size, else a sidecar, else a
+    /// compressed form decompressed, else what the tier stack knows (one `length_many` for
+    /// what the directories lack: a remote tier asks in batches); 0 when absent, as hashserver
+    /// answers.
+    pub fn lengths(&self, checksums: &[Checksum]) -> Vec<u64> {
+        let mut lengths: Vec<Option<u64>> = checksums
+            .iter()
+            .map(|c| self.dirs().find_map(|dir| length_in(&dir.base_path(c))))
+            .collect();
+        if let Some(tiers) = &self.tiers {
+            lengths_from_tiers(tiers.as_ref(), checksums, &mut lengths);
+        }
+        lengths.into_iter().map(|l| l.unwrap_or(0)).collect()
     }
 
     /// The lock files a GET waits for: the directory's (or prefix directory's) `.LOCK` and
@@ -360,8 +369,10 @@ impl Backend {
         };
         let decoder = match compression {
             None => Decoder::Raw(sink),
-            Some(Compression::Gzip) => Decoder::Gzip(flate2::write::GzDecoder::new(sink)),
-            Some(Compression::Zstd) => Decoder::Zstd(zstd::stream::write::Decoder::new(sink)?),
+            Some(Compression::Gzip) => Decoder::Gzip(Box::new(flate2::write::GzDecoder::new(sink))),
+            Some(Compression::Zstd) => {
+                Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(sink)?))
+            }
         };
         Ok(Upload {
             backend: self,
@@ -406,6 +417,17 @@ fn ask_tiers(tiers: &dyn Tier, checksums: &[Checksum], found: &mut [bool]) {
     tracing::warn!(error = %e, "/has: the tiers failed a batch; asking one by one");
     for (answer, checksum) in found.iter_mut().zip(checksums) {
         *answer = *answer || tiers.has(checksum).unwrap_or(false);
+    }
+}
+
+/// As `ask_tiers`, for lengths.
+fn lengths_from_tiers(tiers: &dyn Tier, checksums: &[Checksum], lengths: &mut [Option<u64>]) {
+    let Err(e) = ask_lacking_lengths(tiers, checksums, lengths) else {
+        return;
+    };
+    tracing::warn!(error = %e, "/buffer-length: the tiers failed a batch; asking one by one");
+    for (length, checksum) in lengths.iter_mut().zip(checksums) {
+        *length = length.or_else(|| tiers.length(checksum).ok().flatten());
     }
 }
 
@@ -534,10 +556,11 @@ pub struct Upload<'a> {
     decoder: Decoder,
 }
 
+/// The decoders are boxed: their state is hundreds of bytes, the raw sink's a few.
 enum Decoder {
     Raw(Sink),
-    Gzip(flate2::write::GzDecoder<Sink>),
-    Zstd(zstd::stream::write::Decoder<'static, Sink>),
+    Gzip(Box<flate2::write::GzDecoder<Sink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
 }
 
 /// Marks an I/O error of the disk (not of the decoder) as it travels through a decoder.

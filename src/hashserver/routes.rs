@@ -284,7 +284,7 @@ async fn buffer_lengths(shared: &Arc<Shared>, checksums: Vec<Checksum>) -> Value
     shared.in_flight.wait_idle(&checksums).await;
     let backend = shared.backend.clone();
     let (checksums, lengths) = blocking(move || {
-        let lengths: Vec<u64> = checksums.iter().map(|cs| backend.length(cs)).collect();
+        let lengths = backend.lengths(&checksums);
         (checksums, lengths)
     })
     .await;

@@ -24,7 +24,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, ask_lacking, copy_into};
+use super::{
+    Kept, Listing, Reader, Stats, StoreError, Tier, TierWrite, ask_lacking, ask_lacking_lengths,
+    copy_into,
+};
 use crate::buffer::Buffer;
 use crate::checksum::Checksum;
 
@@ -196,6 +199,13 @@ impl Tier for Layered {
         let mut found = self.fast.has_many(checksums)?;
         ask_lacking(self.slow.as_ref(), checksums, &mut found)?;
         Ok(found)
+    }
+
+    /// As `has_many`: the slow tier is asked once, for what the fast one lacks.
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        let mut lengths = self.fast.length_many(checksums)?;
+        ask_lacking_lengths(self.slow.as_ref(), checksums, &mut lengths)?;
+        Ok(lengths)
     }
 
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {

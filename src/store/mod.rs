@@ -113,6 +113,12 @@ pub trait Tier: Send + Sync {
         checksums.iter().map(|c| self.has(c)).collect()
     }
 
+    /// The length of each buffer, `None` where the tier lacks it (`/buffer-length` of many):
+    /// asked as `has_many` is, in batches over the network, the tier below only for the rest.
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        checksums.iter().map(|c| self.length(c)).collect()
+    }
+
     /// A reader of the buffer, if the tier holds it.
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError>;
 
@@ -378,14 +384,38 @@ pub fn ask_lacking(
     checksums: &[Checksum],
     found: &mut [bool],
 ) -> Result<(), StoreError> {
-    let lacking: Vec<usize> = (0..checksums.len()).filter(|&i| !found[i]).collect();
+    fill_lacking(checksums, found, |f| !f, |asked| tier.has_many(asked))
+}
+
+/// Ask `tier`, in one `length_many`, for the lengths `lengths` lacks yet, and fill in those it
+/// knows. On an error nothing is filled in.
+pub fn ask_lacking_lengths(
+    tier: &dyn Tier,
+    checksums: &[Checksum],
+    lengths: &mut [Option<u64>],
+) -> Result<(), StoreError> {
+    fill_lacking(checksums, lengths, Option::is_none, |asked| {
+        tier.length_many(asked)
+    })
+}
+
+/// The answers that `lacks` picks out of `answers` (one per checksum), replaced by what `ask`
+/// answers for their checksums, in one call.
+fn fill_lacking<T>(
+    checksums: &[Checksum],
+    answers: &mut [T],
+    lacks: impl Fn(&T) -> bool,
+    ask: impl FnOnce(&[Checksum]) -> Result<Vec<T>, StoreError>,
+) -> Result<(), StoreError> {
+    let lacking: Vec<usize> = (0..checksums.len())
+        .filter(|&i| lacks(&answers[i]))
+        .collect();
     if lacking.is_empty() {
         return Ok(());
     }
     let asked: Vec<Checksum> = lacking.iter().map(|&i| checksums[i]).collect();
-    let present = tier.has_many(&asked)?;
-    for (i, present) in lacking.into_iter().zip(present) {
-        found[i] = present;
+    for (i, answer) in lacking.into_iter().zip(ask(&asked)?) {
+        answers[i] = answer;
     }
     Ok(())
 }

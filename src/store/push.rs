@@ -4,9 +4,10 @@
 //! The queue is a SQLite file in the store, `push-queue.db` (table `queue`: checksum, when it was
 //! queued, attempts, when to try next, the last error), written when the buffer is committed,
 //! so it survives a crash or `kill -9`: what is queued is pushed after a restart. One thread
-//! pushes the oldest due buffers; a buffer the target already has is not uploaded again
-//! (like seamless-core's buffer writer asks `/has-now` first); a failure is retried with
-//! exponential backoff (0.5 s doubling, at most 60 s). `stats` gives the counters shown in
+//! pushes the oldest due buffers, up to 64 at a time; a buffer the target already has is not
+//! uploaded again (like seamless-core's buffer writer asks `/has-now` first; one batched
+//! question per 64); a failure is retried with exponential backoff (0.5 s doubling, at most
+//! 60 s), and everything queued is due again at a restart. `stats` gives the counters shown in
 //! `.seamfs/stats`; `wait_pushed` lets `fsync()` wait until a buffer is on the target.
 
 use std::collections::HashSet;
@@ -23,6 +24,8 @@ use crate::checksum::Checksum;
 
 /// The longest pause between two attempts at one buffer.
 const MAX_BACKOFF: f64 = 60.0;
+/// How many due buffers the pusher takes at a time (the target is asked about them at once).
+const BATCH: u32 = 64;
 
 /// Counters of the push queue (`.seamfs/stats` → `"push"`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -69,7 +72,10 @@ impl PushQueue {
                  attempts INTEGER NOT NULL DEFAULT 0,
                  next_try REAL NOT NULL DEFAULT 0,
                  last_error TEXT
-             );",
+             );
+             -- A restart is a fresh start: what waited for its backoff is due at once (the
+             -- target may be back), and asked about in one batch.
+             UPDATE queue SET next_try = 0;",
         )
         .map_err(db_error)?;
         Ok(Arc::new(PushQueue {
@@ -194,7 +200,7 @@ impl PushQueue {
 
     /// Push what is due now, or wait a little for more.
     fn push_due(&self, source: &dyn Tier) {
-        let due = match self.due(16) {
+        let due = match self.due(BATCH) {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the push queue");
@@ -208,7 +214,13 @@ impl PushQueue {
                 .wait_timeout(progress, Duration::from_millis(250));
             return;
         }
-        for (checksum, attempts) in due {
+        // One question for the batch; if it fails, each upload fails (or succeeds) on its own.
+        let checksums: Vec<Checksum> = due.iter().map(|(checksum, _)| *checksum).collect();
+        let there = self
+            .target
+            .has_many(&checksums)
+            .unwrap_or_else(|_| vec![false; checksums.len()]);
+        for ((checksum, attempts), there) in due.into_iter().zip(there) {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -216,7 +228,11 @@ impl PushQueue {
                 .lock()
                 .expect("in flight lock")
                 .insert(checksum);
-            let result = self.push_one(source, &checksum);
+            let result = if there {
+                Ok(0)
+            } else {
+                self.push_one(source, &checksum)
+            };
             self.in_flight
                 .lock()
                 .expect("in flight lock")
@@ -228,11 +244,8 @@ impl PushQueue {
         }
     }
 
-    /// Upload one buffer unless the target has it; the bytes uploaded.
+    /// Upload one buffer (the target lacks it); the bytes uploaded.
     fn push_one(&self, source: &dyn Tier, checksum: &Checksum) -> Result<u64, StoreError> {
-        if self.target.has(checksum)? {
-            return Ok(0);
-        }
         let Some(reader) = source.open_read(checksum)? else {
             // Removed by gc before it was pushed: nothing is left to push.
             tracing::warn!(%checksum, "a queued buffer is no longer in the store: dropped from the push queue");
@@ -288,6 +301,13 @@ pub struct PushLoop {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl PushLoop {
+    /// The queue this loop pushes.
+    pub fn queue(&self) -> &Arc<PushQueue> {
+        &self.queue
+    }
+}
+
 impl Drop for PushLoop {
     fn drop(&mut self) {
         self.queue.stop.store(true, Ordering::Relaxed);
@@ -319,6 +339,9 @@ impl Tier for Pushing {
     }
     fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
         self.tiers.has_many(checksums)
+    }
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.tiers.length_many(checksums)
     }
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {
         self.tiers.open_read(checksum)

@@ -39,7 +39,7 @@ use futures_util::{Stream, StreamExt};
 use super::disk::Sealed;
 use super::{
     CostProfile, Counters, DiskStore, Listing, PendingWrite, RangedRead, Reader, Stats, StoreError,
-    Tier, TierWrite, ask_lacking,
+    Tier, TierWrite, ask_lacking, ask_lacking_lengths,
 };
 use crate::checksum::Checksum;
 
@@ -256,6 +256,36 @@ impl<B: Backend> RemoteTier<B> {
         }
     }
 
+    /// `ask` the remote about `checksums` in batches of the backend's size, but not about what
+    /// the negative cache knows to be missing (answered `T::default()`); every answer that
+    /// `missing` calls missing is remembered as such, the others are forgotten.
+    fn batched<T, F, Fut>(
+        &self,
+        checksums: &[Checksum],
+        ask: F,
+        missing: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Default + Clone + Send + 'static,
+        F: Fn(Arc<B>, Vec<Checksum>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<Vec<T>, RemoteError>> + Send,
+    {
+        let mut answers = vec![T::default(); checksums.len()];
+        let unknown: Vec<usize> = (0..checksums.len())
+            .filter(|&i| !self.known_missing(&checksums[i]))
+            .collect();
+        for batch in unknown.chunks(self.backend.batch_size()) {
+            let asked: Vec<Checksum> = batch.iter().map(|&i| checksums[i]).collect();
+            let (backend, ask) = (self.backend.clone(), ask.clone());
+            let answer = self.call(move || ask(backend.clone(), asked.clone()))?;
+            for (&i, answer) in batch.iter().zip(answer) {
+                self.remember_missing(&checksums[i], missing(&answer));
+                answers[i] = answer;
+            }
+        }
+        Ok(answers)
+    }
+
     fn error(&self, what: &str) -> StoreError {
         StoreError::io(self.address(), io::Error::other(format!("remote {what}")))
     }
@@ -369,6 +399,10 @@ impl<B: Backend> RemoteTier<B> {
 /// Owned-argument forms of the backend calls (futures that own an `Arc` of the backend can be
 /// retried and sent to the runtime).
 trait OwnedCalls<B: Backend> {
+    fn lengths_owned(
+        self,
+        c: Vec<Checksum>,
+    ) -> impl Future<Output = Result<Vec<Option<u64>>, RemoteError>> + Send;
     fn present_owned(
         self,
         c: Vec<Checksum>,
@@ -387,6 +421,9 @@ trait OwnedCalls<B: Backend> {
 }
 
 impl<B: Backend> OwnedCalls<B> for Arc<B> {
+    async fn lengths_owned(self, c: Vec<Checksum>) -> Result<Vec<Option<u64>>, RemoteError> {
+        self.lengths(c).await
+    }
     async fn present_owned(self, c: Vec<Checksum>) -> Result<Vec<bool>, RemoteError> {
         self.present(c).await
     }
@@ -400,17 +437,7 @@ impl<B: Backend> OwnedCalls<B> for Arc<B> {
 
 impl<B: Backend> Tier for RemoteTier<B> {
     fn length(&self, checksum: &Checksum) -> Result<Option<u64>, StoreError> {
-        if self.known_missing(checksum) {
-            return Ok(None);
-        }
-        let (backend, checksum) = (self.backend.clone(), *checksum);
-        let lengths = self.call(move || {
-            let backend = backend.clone();
-            async move { backend.lengths(vec![checksum]).await }
-        })?;
-        let length = lengths.first().copied().flatten();
-        self.remember_missing(&checksum, length.is_none());
-        Ok(length)
+        Ok(self.length_many(std::slice::from_ref(checksum))?[0])
     }
 
     fn has(&self, checksum: &Checksum) -> Result<bool, StoreError> {
@@ -419,20 +446,12 @@ impl<B: Backend> Tier for RemoteTier<B> {
 
     /// Asked in batches of the backend's size; what the negative cache knows is not asked.
     fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
-        let mut found = vec![false; checksums.len()];
-        let unknown: Vec<usize> = (0..checksums.len())
-            .filter(|&i| !self.known_missing(&checksums[i]))
-            .collect();
-        for batch in unknown.chunks(self.backend.batch_size()) {
-            let asked: Vec<Checksum> = batch.iter().map(|&i| checksums[i]).collect();
-            let backend = self.backend.clone();
-            let present = self.call(move || backend.clone().present_owned(asked.clone()))?;
-            for (&i, present) in batch.iter().zip(present) {
-                found[i] = present;
-                self.remember_missing(&checksums[i], !present);
-            }
-        }
-        Ok(found)
+        self.batched(checksums, |b, c| b.present_owned(c), |present| !present)
+    }
+
+    /// As `has_many` (`/buffer-length` of a hashserver, a HEAD each on S3).
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.batched(checksums, |b, c| b.lengths_owned(c), Option::is_none)
     }
 
     /// Without a tier above, the download is kept in the staging directory (and dropped from
@@ -863,6 +882,25 @@ impl Remotes {
         }
         failure.map_or(Ok(None), Err)
     }
+
+    /// `fill` in `answers` from each tier in turn (each fills only what the ones before it left
+    /// at the default); a failure is returned only when some answer is still the default.
+    fn each_for_the_rest<T: Default + PartialEq>(
+        &self,
+        mut answers: Vec<T>,
+        fill: impl Fn(&dyn Tier, &mut [T]) -> Result<(), StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut failure = None;
+        for tier in &self.tiers {
+            if let Err(e) = fill(tier.as_ref(), &mut answers) {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            Some(e) if answers.contains(&T::default()) => Err(e),
+            _ => Ok(answers),
+        }
+    }
 }
 
 impl Tier for Remotes {
@@ -879,17 +917,16 @@ impl Tier for Remotes {
     /// Each tier in turn is asked, in one call, about what the ones before it lack. As with
     /// `has`, a failure is returned only when some buffer was found nowhere.
     fn has_many(&self, checksums: &[Checksum]) -> Result<Vec<bool>, StoreError> {
-        let mut found = vec![false; checksums.len()];
-        let mut failure = None;
-        for tier in &self.tiers {
-            if let Err(e) = ask_lacking(tier.as_ref(), checksums, &mut found) {
-                failure = Some(e);
-            }
-        }
-        match failure {
-            Some(e) if found.contains(&false) => Err(e),
-            _ => Ok(found),
-        }
+        self.each_for_the_rest(vec![false; checksums.len()], |tier, found| {
+            ask_lacking(tier, checksums, found)
+        })
+    }
+
+    /// As `has_many`.
+    fn length_many(&self, checksums: &[Checksum]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.each_for_the_rest(vec![None; checksums.len()], |tier, lengths| {
+            ask_lacking_lengths(tier, checksums, lengths)
+        })
     }
 
     fn open_read(&self, checksum: &Checksum) -> Result<Option<Reader>, StoreError> {

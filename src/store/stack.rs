@@ -64,8 +64,8 @@ pub struct Store {
     /// The disk tier is a deployment's buffer directory (`--buffers`).
     foreign_buffers: bool,
     /// The push queue, with `--push`.
-    push: Option<Arc<PushQueue>>,
-    _push_loop: Option<PushLoop>,
+    /// The pusher (with `--push`), which holds the queue.
+    push: Option<PushLoop>,
     tiers: Arc<dyn Tier>,
     db: Database,
     /// Writers hold it shared from commit until their references are recorded; gc's removals
@@ -161,13 +161,12 @@ impl Store {
             eviction.push(layered.start_eviction_loop(Duration::from_secs(1)));
             tiers = layered;
         }
-        let (tiers, push, push_loop) = pushing(tiers, options.push.as_deref(), &root)?;
+        let (tiers, push) = pushing(tiers, options.push.as_deref(), &root)?;
         let store = Store {
             root,
             foreign_buffers: options.buffers.is_some(),
             disk,
             push,
-            _push_loop: push_loop,
             tiers,
             db,
             gate: RwLock::new(()),
@@ -192,7 +191,7 @@ impl Store {
 
     /// The push queue (with `--push`).
     pub fn push(&self) -> Option<&Arc<PushQueue>> {
-        self.push.as_ref()
+        self.push.as_ref().map(PushLoop::queue)
     }
 
     /// The store's `seamless.db`.
@@ -308,19 +307,19 @@ fn over_remotes(
 }
 
 /// `tiers` with every committed buffer queued for the push target (`--push`), the queue kept
-/// in `queue_dir`, and the loop that uploads it.
+/// in `queue_dir`, and the loop that uploads it (and holds the queue).
 fn pushing(
     tiers: Arc<dyn Tier>,
     push: Option<&str>,
     queue_dir: &Path,
-) -> anyhow::Result<(Arc<dyn Tier>, Option<Arc<PushQueue>>, Option<PushLoop>)> {
+) -> anyhow::Result<(Arc<dyn Tier>, Option<PushLoop>)> {
     let Some(address) = push else {
-        return Ok((tiers, None, None));
+        return Ok((tiers, None));
     };
     let queue = PushQueue::open(queue_dir, address)?;
     let pusher = queue.start(tiers.clone());
-    let tiers = Arc::new(Pushing::new(tiers, queue.clone()));
-    Ok((tiers, Some(queue), Some(pusher)))
+    let tiers = Arc::new(Pushing::new(tiers, queue));
+    Ok((tiers, Some(pusher)))
 }
 
 /// A buffer directory that is not a store (`seamfs hashserver DIR`) with the remote tiers of
@@ -345,7 +344,7 @@ impl RemoteStack {
             std::fs::create_dir_all(queue_dir)
                 .with_context(|| format!("cannot create {}", queue_dir.display()))?;
         }
-        let (tiers, _, push_loop) = pushing(tiers, options.push.as_deref(), queue_dir)?;
+        let (tiers, push_loop) = pushing(tiers, options.push.as_deref(), queue_dir)?;
         Ok(RemoteStack {
             tiers,
             _eviction: eviction,

@@ -56,9 +56,12 @@ impl Tier for NotLocal {
     }
 }
 
-/// A fresh, empty instance of every backend, with what keeps it alive (a temp directory, a
-/// server), and whether it can list and delete (a hashserver can do neither).
-fn backends() -> Vec<(&'static str, Arc<dyn Tier>, Box<dyn Any>, bool)> {
+/// A backend under test: its name, the tier, what keeps it alive (a temp directory, a server),
+/// and whether it can list and delete (a hashserver can do neither).
+type UnderTest = (&'static str, Arc<dyn Tier>, Box<dyn Any>, bool);
+
+/// A fresh, empty instance of every backend.
+fn backends() -> Vec<UnderTest> {
     let ram = || MemoryTier::new(RamConfig::new(64 << 20, None));
     let disk_dir = tempfile::tempdir().unwrap();
     let disk = DiskStore::open(disk_dir.path()).unwrap();
