@@ -47,6 +47,12 @@ use super::tree::{self, Node, Tree, TreeError};
 const FILE_NAME: &str = "seamfs-journal";
 /// How many closed files may wait in the journal before a close saves them itself.
 pub const GROUP: usize = 512;
+/// Past this size, a journal that never empties (closes arrive during every commit) is
+/// rewritten with only its waiting records.
+#[cfg(not(test))]
+const COMPACT_AT: u64 = 8 << 20;
+#[cfg(test)]
+const COMPACT_AT: u64 = 4 << 10;
 /// How soon after a close the committer saves the waiting files.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -83,6 +89,7 @@ struct State {
 
 /// The journal of the mount's tree database.
 pub struct Journal {
+    path: PathBuf,
     state: Mutex<State>,
 }
 
@@ -133,6 +140,7 @@ impl Journal {
             state.next_seq = applied + 1;
         }
         Ok(Journal {
+            path: path_of(db),
             state: Mutex::new(state),
         })
     }
@@ -203,15 +211,41 @@ impl Journal {
         }
         let mut state = self.state.lock().expect("journal lock");
         state.waiting.retain(|r| r.seq > saving.upto);
-        if state.waiting.is_empty() && state.len > 0 {
-            if let Some(file) = state.file.as_ref()
-                && let Err(e) = file.set_len(0)
-            {
-                tracing::warn!(error = %e, "could not empty the journal of closed files (its records are saved)");
-                return;
+        let emptied = if state.waiting.is_empty() && state.len > 0 {
+            state.file.as_ref().map(|f| f.set_len(0).map(|()| 0))
+        } else if state.len > COMPACT_AT {
+            Some(self.rewrite(&mut state))
+        } else {
+            None
+        };
+        match emptied {
+            Some(Ok(len)) => state.len = len,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not shrink the journal of closed files (its saved records stay, skipped at replay)");
             }
-            state.len = 0;
+            None => {}
         }
+    }
+
+    /// Replace the journal by one holding only the waiting records (written beside it, then
+    /// renamed over it: a kill -9 finds the old or the new one whole). Returns its length.
+    fn rewrite(&self, state: &mut State) -> std::io::Result<u64> {
+        let lines: Vec<u8> = state
+            .waiting
+            .iter()
+            .flat_map(|r| encode(r.seq, &r.rows, r.buffer.as_ref()))
+            .collect();
+        let fresh = self.path.with_extension("new");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&fresh)?;
+        file.set_len(0)?;
+        file.write_all(&lines)?;
+        std::fs::rename(&fresh, &self.path)?;
+        state.file = Some(file);
+        Ok(lines.len() as u64)
     }
 
     /// After the tree was reloaded from SQLite (a failed commit): put the waiting records'
@@ -539,6 +573,61 @@ mod tests {
         }
         assert_eq!(ns.journal.waiting(), 0);
         assert_eq!(committed_rows(&db, ROOT) as usize, 2 + GROUP);
+    }
+
+    #[test]
+    fn a_journal_that_never_empties_is_rewritten_with_its_waiting_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
+        db.transaction(|c| Ok::<_, TreeError>(tree::Tree::load(c.conn()).map(drop)?))
+            .unwrap();
+        replay(&db).unwrap();
+        let journal = Journal::open(&db).unwrap();
+        let file = |i: u64| {
+            let now = std::time::SystemTime::now();
+            let node = Node {
+                parent: tree::ROOT,
+                name: format!("f{i}"),
+                kind: tree::NodeKind::File {
+                    checksum: Checksum::of(b""),
+                    size: 0,
+                },
+                mode: 0o644,
+                mtime: now,
+                ctime: now,
+                atime: now,
+                uid: None,
+                gid: None,
+            };
+            vec![(100 + i, node)]
+        };
+        for i in 0..20 {
+            journal.append(file(i), None).unwrap();
+        }
+        // Saved up to here, while one more close came in (so the journal does not empty).
+        let saving = journal.saving();
+        journal.append(file(20), None).unwrap();
+        let deferred = Deferred::start(db.clone()).unwrap();
+        db.transaction(|c| journal.write(c, &saving, &deferred))
+            .unwrap();
+        journal.saved(&saving);
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(text.lines().count(), 1, "only the waiting record is left");
+        assert_eq!(journal.waiting(), 1);
+        journal.append(file(21), None).unwrap();
+        drop(journal);
+        // A restart replays the two records after the mark, not the saved ones.
+        replay(&db).unwrap();
+        let names: Vec<String> = db
+            .read(|c| {
+                let mut stmt = c
+                    .conn()
+                    .prepare("SELECT name FROM seamfs_tree WHERE ino >= 100 ORDER BY ino")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok::<_, DbError>(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            })
+            .unwrap();
+        assert_eq!(names, ["f20", "f21"]);
     }
 
     #[cfg(feature = "fault-injection")]
