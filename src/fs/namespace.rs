@@ -696,7 +696,10 @@ impl Namespace {
             self.journal.append(rows, None)
         };
         match appended {
-            Ok(()) => self.journaled(None),
+            Ok(()) => {
+                self.journaled();
+                Ok(())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not journal a closed file; committing it");
                 self.save_unsaved()
@@ -704,17 +707,13 @@ impl Namespace {
         }
     }
 
-    /// A record is in the journal: its buffer (ledger row `ledger`) is due for the next group
-    /// sync; every `journal::GROUP` records are committed.
-    pub(super) fn journaled(&self, ledger: Option<i64>) -> FsResult<()> {
-        if let Some(id) = ledger {
-            self.deferred.recorded(id);
-        }
+    /// A record is in the journal: every `journal::GROUP` records are committed. The close is
+    /// acknowledged either way: a failed commit (logged) keeps the records for the next one.
+    pub(super) fn journaled(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
         if self.journal.waiting() >= journal::GROUP {
-            self.save_unsaved()?;
+            let _ = self.save_unsaved();
         }
-        Ok(())
     }
 
     /// Change the tree in memory only, for changes the next transaction saves (see

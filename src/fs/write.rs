@@ -459,7 +459,8 @@ impl Namespace {
                 self.relink_sidecars(parent, &name);
             }
             tracing::debug!(ino, %checksum, size, "published (journaled)");
-            return self.journaled(None);
+            self.journaled();
+            return Ok(());
         }
         // The tree row, the buffer's BufferInfo, the end of a pending claim on the file and of
         // its kept row are committed together. A file that does not match its claim keeps its
