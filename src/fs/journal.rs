@@ -579,7 +579,7 @@ mod tests {
     fn a_journal_that_never_empties_is_rewritten_with_its_waiting_records() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path().join("seamless.db"), true).unwrap();
-        db.transaction(|c| Ok::<_, TreeError>(tree::Tree::load(c.conn()).map(drop)?))
+        db.transaction(|c| tree::Tree::load(c.conn()).map(drop))
             .unwrap();
         replay(&db).unwrap();
         let journal = Journal::open(&db).unwrap();
