@@ -505,6 +505,36 @@ mod tests {
         assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
     }
 
+    /// A file closed while another transaction runs, and that transaction then removes the
+    /// file (a rename or unlink racing the writer's close): the transaction's mark covers the
+    /// close's record, so a crash right after does not bring the file back.
+    #[test]
+    fn a_close_during_a_transaction_is_not_replayed_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let ns = namespace(&store);
+        let (_, opened) = ns.create(ROOT, "f", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"closed while a transaction runs")
+            .unwrap();
+        ns.sync_tree().unwrap();
+        ns.transaction(|c| {
+            // The writer's close, on another FUSE thread...
+            ns.flush(opened.fh).unwrap();
+            // ... and then this transaction's own change of the same file.
+            ns.tree
+                .write()
+                .unwrap()
+                .remove(c.conn(), ROOT, "f", false)?;
+            Ok(())
+        })
+        .unwrap();
+        ns.release(opened.fh).unwrap();
+        let copy = dir.path().join("killed");
+        killed_copy(&store, &copy);
+        let again = namespace(&copy);
+        assert_eq!(again.lookup(ROOT, "f"), Err(nix::errno::Errno::ENOENT));
+    }
+
     #[test]
     fn a_damaged_record_ends_the_replay() {
         let dir = tempfile::tempdir().unwrap();

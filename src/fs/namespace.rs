@@ -618,7 +618,8 @@ impl Namespace {
     /// any other change can start, so memory never keeps what the database lost.
     ///
     /// Every transaction first writes the tree's unsaved rows (see `fs::tree`: what a file's
-    /// writer changed before closing it), so no committed row can refer to a node that has none.
+    /// writer changed before closing it), so no committed row can refer to a node that has none,
+    /// and last those changed meanwhile, with the journal's mark (see `fs::journal`).
     pub(super) fn transaction<T>(
         &self,
         f: impl FnOnce(&Conn) -> Result<T, TreeError>,
@@ -631,24 +632,39 @@ impl Namespace {
             .db
             .transaction_or_undo_then(
                 |c| {
-                    let (saved, journaled) = {
-                        let mut tree = self.tree.write().expect("tree lock");
-                        (tree.save_unsaved(c.conn())?, self.journal.saving())
-                    };
-                    let out = self
-                        .journal
-                        .write(c, &journaled, &self.deferred)
-                        .and_then(|()| f(c))
-                        .and_then(|out| Ok((out, self.deferred.trim(c.conn())?)));
+                    let mut saved = Vec::new();
+                    let out = (|| {
+                        saved.push(
+                            self.tree
+                                .write()
+                                .expect("tree lock")
+                                .save_unsaved(c.conn())?,
+                        );
+                        let out = f(c)?;
+                        // The journal's mark is taken last, under the tree lock: a close that
+                        // journaled its rows while `f` ran is covered too, so no record older
+                        // than a change of `f` (a rename or unlink of that very file) can be
+                        // replayed over it after a crash.
+                        let journaled = {
+                            let mut tree = self.tree.write().expect("tree lock");
+                            saved.push(tree.save_unsaved(c.conn())?);
+                            self.journal.saving()
+                        };
+                        self.journal.write(c, &journaled, &self.deferred)?;
+                        Ok((out, journaled, self.deferred.trim(c.conn())?))
+                    })();
                     match out {
-                        Ok((out, upto)) => {
+                        Ok((out, journaled, upto)) => {
                             trimmed = upto;
                             saving.set(Some(journaled));
                             Ok(out)
                         }
                         Err(e) => {
                             // Rolled back: those rows are not written after all.
-                            self.tree.write().expect("tree lock").unsaved_again(saved);
+                            let mut tree = self.tree.write().expect("tree lock");
+                            for rows in saved {
+                                tree.unsaved_again(rows);
+                            }
                             Err(e)
                         }
                     }
