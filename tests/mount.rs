@@ -724,6 +724,20 @@ fn http_database_answers_while_mounted() {
         serde_json::from_str::<Value>(&body).unwrap()["length"],
         json!(3)
     );
+    // Each file's BufferInfo is there as soon as it is closed (closes are committed in groups:
+    // the database commits what waits before it answers), asked at once by a warm client.
+    let client = reqwest::blocking::Client::new();
+    for i in 0..20 {
+        let data = format!("{i}\n");
+        std::fs::write(m.path(&format!("quick{i}.json")), &data).unwrap();
+        let query = json!({"type": "buffer_info", "checksum": Checksum::of(data.as_bytes()).hex()});
+        let response = client
+            .request(reqwest::Method::GET, format!("http://127.0.0.1:{port}/"))
+            .body(query.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "quick{i}.json");
+    }
     // A view is recorded as an expression, and what was learned as BufferInfo.
     assert_eq!(
         std::fs::read(m.path(&format!("as-int/{hex}"))).unwrap(),

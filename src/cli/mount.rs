@@ -298,6 +298,9 @@ fn mount_session(
     config.n_threads = Some(2);
     config.clone_fd = true;
     let ns = Arc::new(ns);
+    // The HTTP database answers with every closed file committed (see `db::Pending`).
+    let pending: std::sync::Weak<Namespace> = Arc::downgrade(&ns);
+    ns.store().db().set_pending(pending);
     let hasher = crate::fs::kept::start_hasher(&ns).context("cannot start the kept-file hasher")?;
     let committer = crate::fs::journal::start_committer(&ns)
         .context("cannot start the committer of closed files")?;

@@ -16,7 +16,7 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde_json::{Map, Value};
@@ -94,9 +94,21 @@ struct Inner {
     /// None when opened read-only.
     writer: Option<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Changes held for this database and not written yet (see `Pending`).
+    pending: Mutex<Option<Weak<dyn Pending>>>,
     /// How many of the next commits fail on purpose (the fault-injection suite's hook).
     #[cfg(feature = "fault-injection")]
     failing_commits: std::sync::atomic::AtomicU32,
+}
+
+/// Changes a component holds for the database and writes later (the mount's journal of closed
+/// files, `fs::journal`, committed in groups): readers that must see every acknowledged change
+/// (the HTTP database) have them written first (`Database::pending`).
+pub trait Pending: Send + Sync {
+    /// Whether anything waits (cheap).
+    fn waiting(&self) -> bool;
+    /// Write what waits, in a transaction of its own (a failure is logged by the holder).
+    fn write_pending(&self);
 }
 
 /// A handle on one seamless-database SQLite file. Clone it freely; it is Send + Sync.
@@ -179,6 +191,7 @@ impl Database {
             checkpointer,
             writer,
             next_reader: AtomicUsize::new(0),
+            pending: Mutex::new(None),
             #[cfg(feature = "fault-injection")]
             failing_commits: Default::default(),
         };
@@ -189,6 +202,17 @@ impl Database {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Register the holder of changes not written yet (one per database; it is not kept alive).
+    pub fn set_pending(&self, holder: Weak<dyn Pending>) {
+        *self.inner.pending.lock().expect("pending lock") = Some(holder);
+    }
+
+    /// The holder of changes not written yet, if it has any now.
+    pub fn pending(&self) -> Option<Arc<dyn Pending>> {
+        let holder = self.inner.pending.lock().expect("pending lock");
+        holder.as_ref()?.upgrade().filter(|h| h.waiting())
     }
 
     pub fn is_writable(&self) -> bool {

@@ -380,6 +380,19 @@ pub fn replay(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Readers of the database (the HTTP database) see closed files at once: what waits in the
+/// journal is committed before they read (see `db::Pending`).
+impl crate::db::Pending for Namespace {
+    fn waiting(&self) -> bool {
+        self.journal.waiting() > 0
+    }
+
+    fn write_pending(&self) {
+        // A failure is logged by the transaction; the records stay for the next commit.
+        let _ = self.save_unsaved();
+    }
+}
+
 /// Start the committer: it saves the journal's waiting records to SQLite `TICK` after they
 /// were written, until dropped. A failure is logged; the records stay for the next tick.
 pub fn start_committer(ns: &Arc<Namespace>) -> std::io::Result<Ticker> {
@@ -533,6 +546,28 @@ mod tests {
         killed_copy(&store, &copy);
         let again = namespace(&copy);
         assert_eq!(again.lookup(ROOT, "f"), Err(nix::errno::Errno::ENOENT));
+    }
+
+    /// Readers of the database (the HTTP database) see a closed file at once: the namespace,
+    /// registered as the database's pending holder, commits the journal before they read.
+    #[test]
+    fn readers_of_the_database_see_closed_files_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Arc::new(namespace(dir.path()));
+        let db = ns.store().db().clone();
+        let holder: std::sync::Weak<Namespace> = Arc::downgrade(&ns);
+        db.set_pending(holder);
+        assert!(db.pending().is_none(), "nothing waits");
+        write_file(&ns, ROOT, "f", b"closed");
+        let checksum = Checksum::of(b"closed");
+        assert_eq!(
+            db.get_buffer_info(&checksum).unwrap(),
+            None,
+            "journaled only"
+        );
+        db.pending().expect("the close waits").write_pending();
+        assert!(db.get_buffer_info(&checksum).unwrap().is_some());
+        assert!(db.pending().is_none());
     }
 
     #[test]

@@ -244,6 +244,11 @@ async fn dispatch(
     match method {
         Method::GET | Method::HEAD => {
             shared.activity.touch();
+            // What the mount acknowledged and holds back for a group commit is written first,
+            // so a record answered here is never behind a closed file.
+            if let Some(pending) = shared.db.pending() {
+                let _ = tokio::task::spawn_blocking(move || pending.write_pending()).await;
+            }
             match body {
                 // Reads are a few microseconds on a WAL reader connection: answer inline.
                 Ok(body) => text(protocol::answer_get(&shared.db, &body)),
