@@ -11,8 +11,8 @@
 #      cp + curl -T of the same bytes.
 # Beside the cold reads, the ceiling of a read that keeps a copy: curl -o FILE on the same disk
 # as the store (no hashing, no fsync; seamfs also hashes every byte and makes the copy durable).
-# The page cache is not dropped: "cold" means not in the mount's store; each server has served the
-# object once (untimed) before the timed reads. moto keeps objects in
+# The page cache is not dropped: "cold" means not in the mount's store; each server has just
+# served the object once (untimed) before each timed read. moto keeps objects in
 # memory and is slow for large bodies; its figures compare seamfs with curl against the same
 # server. Needs root (FUSE), .venv-hashserver and .venv-s3 (scripts/setup-python).
 # Usage: SIZE=1G SMALL=1000 RUNS=3 scripts/bench-remote.sh [WORKDIR]
@@ -91,17 +91,18 @@ for run in $(seq "$RUNS"); do
     curl -sf -T "$big" "$HS/$cs" >/dev/null
     curl -sf -T "$big" "$RS/$cs" >/dev/null
     curl -sf "${SIGV4[@]}" -T "$big" "$S3/bench/b/$cs" >/dev/null
-    # One untimed GET of each object first, so that seamfs (timed first) and curl meet each
-    # server in the same state: moto's first GET after a PUT is slower than the next ones
-    # (TTFB 1.25 s, then 0.55 s for 1 GiB), which the timed curl would otherwise not pay.
-    curl -sf -o /dev/null "$HS/$cs"; curl -sf -o /dev/null "$RS/$cs"
-    curl -sf "${SIGV4[@]}" -o /dev/null "$S3/bench/b/$cs"
     for remote in hs rs s3; do
         case $remote in
             hs) addr=$HS; url=$HS/$cs; auth=() ;;
             rs) addr=$RS; url=$RS/$cs; auth=() ;;
             s3) addr=s3://bench/b; url=$S3/bench/b/$cs; auth=("${SIGV4[@]}") ;;
         esac
+        # One untimed GET of the object right before, so that seamfs (timed first) meets the
+        # server as the timed curl does, just after a GET of the same object. moto is slower
+        # otherwise: 1.25 s to the first byte of a 1 GiB object just PUT, 0.9 s after two other
+        # GiB were read meanwhile, 0.5 s right after a GET (it reads the object into a new
+        # 1 GiB buffer at each GET).
+        curl -sf "${auth[@]}" -o /dev/null "$url"
         mount_seamfs "$WORK/store-$remote-$run" --remote "$addr"
         read -r ttfb total < <(read_times "$MNT/by-checksum/$cs")
         unmount_seamfs
