@@ -126,10 +126,10 @@ impl Journal {
             next_seq: 1,
             waiting: Vec::new(),
         };
+        let path = path_of(db);
         if db.is_writable() {
             // `replay` made the table.
             let applied = db.read(|c| Ok::<_, DbError>(applied(c.conn())?))?;
-            let path = path_of(db);
             let file = OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -140,7 +140,7 @@ impl Journal {
             state.next_seq = applied + 1;
         }
         Ok(Journal {
-            path: path_of(db),
+            path,
             state: Mutex::new(state),
         })
     }

@@ -450,14 +450,11 @@ impl Namespace {
             }
         };
         if kept.is_none()
-            && let Some(name) = self.publish_journaled(ino, checksum, size)
+            && let Some((parent, name)) = self.publish_journaled(ino, checksum, size)
         {
             drop(slot);
             drop(_writing);
-            let parent = self.read_tree().get(ino).map(|n| n.parent);
-            if let Some(parent) = parent {
-                self.relink_sidecars(parent, &name);
-            }
+            self.relink_sidecars(parent, &name);
             tracing::debug!(ino, %checksum, size, "published (journaled)");
             self.journaled();
             return Ok(());
@@ -472,14 +469,14 @@ impl Namespace {
             }
             match tree.get(ino) {
                 Some(node) => {
-                    let name = node.name.clone();
-                    let claimed = self.claims.remove(c.conn(), node.parent, &name)?;
+                    let (parent, name) = (node.parent, node.name.clone());
+                    let claimed = self.claims.remove(c.conn(), parent, &name)?;
                     c.merge_buffer_info(&checksum, &info)?;
                     if claimed.is_none_or(|claimed| claimed == checksum) {
                         tree.set_content(c.conn(), ino, checksum, size)?;
                     }
                     let ledger = self.deferred.record(c.conn(), &checksum)?;
-                    Ok(Some((name, claimed, ledger)))
+                    Ok(Some((parent, name, claimed, ledger)))
                 }
                 None => Ok(None),
             }
@@ -503,7 +500,7 @@ impl Namespace {
         };
         drop(slot);
         drop(_writing);
-        let Some((name, claimed, ledger)) = result? else {
+        let Some((parent, name, claimed, ledger)) = result? else {
             // A removed file still open keeps its content in memory for its handles.
             if let Some(node) = self.orphans.lock().expect("orphans lock").get_mut(&ino) {
                 node.kind = NodeKind::File { checksum, size };
@@ -511,10 +508,7 @@ impl Namespace {
             return Ok(());
         };
         self.deferred.recorded(ledger);
-        let parent = self.read_tree().get(ino).map(|n| n.parent);
-        if let Some(parent) = parent {
-            self.relink_sidecars(parent, &name);
-        }
+        self.relink_sidecars(parent, &name);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match claimed {
             Some(claimed) if claimed != checksum => {
@@ -538,8 +532,8 @@ impl Namespace {
     /// buffer and the rows the writer changed (see `fs::journal`), no transaction. None (and
     /// the caller commits) for a file removed meanwhile or with a pending claim, while a gc is
     /// collecting (it reads the committed references), or if the journal cannot take it.
-    /// Returns the file's name.
-    fn publish_journaled(&self, ino: u64, checksum: Checksum, size: u64) -> Option<String> {
+    /// Returns the file's directory and name.
+    fn publish_journaled(&self, ino: u64, checksum: Checksum, size: u64) -> Option<(u64, String)> {
         let mut tree = self.tree.write().expect("tree lock");
         let node = tree.get(ino)?;
         if self.collecting.load(std::sync::atomic::Ordering::Acquire) > 0
@@ -547,7 +541,7 @@ impl Namespace {
         {
             return None;
         }
-        let name = node.name.clone();
+        let place = (node.parent, node.name.clone());
         tree.set_content_unsaved(ino, checksum, size).ok()?;
         let rows = tree.take_unjournaled();
         let ledger = self.deferred.give_id();
@@ -563,7 +557,7 @@ impl Namespace {
         }
         drop(tree);
         self.deferred.recorded(ledger);
-        Some(name)
+        Some(place)
     }
 }
 
