@@ -124,6 +124,17 @@ fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     close(file)
 }
 
+/// Write `data` second half first, so that a large file is kept unhashed at close (see
+/// `fs::kept`); Ok only if every write and the close succeeded.
+fn write_out_of_order(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = File::create(path)?;
+    let half = data.len() / 2;
+    file.write_all_at(&data[half..], half as u64)?;
+    file.write_all_at(&data[..half], 0)?;
+    close(file)
+}
+
 /// Finding 1: on a full store, a writer gets an error from write() or close(), and nothing wrong
 /// is stored: every visible file's sidecar and `by-checksum/` entry name its exact bytes, and
 /// fsck is clean. The disk fills at a different point in each round.
@@ -138,7 +149,14 @@ fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
         let len = rng.random_range(1..6 << 20);
         let filler = random_bytes(&mut rng, len);
         let name = format!("filler-{round}");
-        write_file(&m.path(&name), &filler).expect("the filler fits");
+        // Every other filler is kept unhashed at close (if large enough): its checksum is
+        // computed when asked, on the full disk.
+        let write = if round % 2 == 0 {
+            write_file
+        } else {
+            write_out_of_order
+        };
+        write(&m.path(&name), &filler).expect("the filler fits");
         kept.push((name, filler));
         let big = random_bytes(&mut rng, 24 << 20);
         let name = format!("big-{round}");
@@ -189,6 +207,54 @@ fn a_full_disk_fails_the_writer_and_stores_nothing_wrong() {
     }
     assert_eq!(fs::read(m.path("after")).unwrap(), b"space is back");
     m.stop();
+}
+
+/// An edit of a large file is kept unhashed at close, as an overlay of its stored buffer (see
+/// `fs::kept`). On a full disk, asking for its checksum still works when the edit restored
+/// stored content (nothing to copy), and otherwise fails with ENOSPC (storing it means
+/// copying the rest of the file in), never EIO; once there is space again it works, and every
+/// answer names the exact bytes.
+#[test]
+fn checksums_of_kept_edits_on_a_full_disk() {
+    use std::os::unix::fs::FileExt;
+    let scratch = Scratch::new(Some(20));
+    let mut rng = StdRng::seed_from_u64(29);
+    let m = start(&scratch, None);
+    let original = random_bytes(&mut rng, 6 << 20);
+    for name in ["same", "changed"] {
+        write_file(&m.path(name), &original).unwrap();
+    }
+    let edit = |name: &str, bytes: &[u8]| {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(m.path(name))
+            .unwrap();
+        file.write_all_at(bytes, 1 << 20).unwrap();
+        close(file).unwrap();
+    };
+    edit("same", &original[1 << 20..(1 << 20) + 4096]);
+    edit("changed", b"new bytes");
+    let mut changed = original.clone();
+    changed[1 << 20..(1 << 20) + 9].copy_from_slice(b"new bytes");
+    fill_disk(&scratch.store(), 0);
+
+    let sidecar = |name: &str| fs::read_to_string(m.path(&format!("{name}.CHECKSUM")));
+    assert_eq!(
+        sidecar("same").unwrap().trim(),
+        Checksum::of(&original).hex()
+    );
+    assert_eq!(assert_consistent(&m, "same").unwrap(), original);
+    // (The background hasher may have stored it before the disk filled.)
+    match sidecar("changed") {
+        Ok(text) => assert_eq!(text.trim(), Checksum::of(&changed).hex()),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}"),
+    }
+    assert_eq!(fs::read(m.path("changed")).unwrap(), changed);
+
+    fs::remove_file(scratch.store().join("filler")).unwrap();
+    assert_eq!(assert_consistent(&m, "changed").unwrap(), changed);
+    m.stop();
+    assert_fsck_clean(&scratch.store());
 }
 
 /// Resident memory of a process, in bytes.

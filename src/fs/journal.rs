@@ -22,7 +22,8 @@
 //!
 //! If the transaction that saves the journaled rows fails (a full disk), the tree is reloaded
 //! from SQLite and the waiting records are put back into it (`Journal::restore`): what a
-//! `close()` acknowledged stays, and the next transaction tries again.
+//! `close()` acknowledged stays, and the next transaction tries again. So do the rows of files
+//! still being written, which no record holds yet (`Journal::snapshot`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -248,14 +249,45 @@ impl Journal {
         Ok(lines.len() as u64)
     }
 
-    /// After the tree was reloaded from SQLite (a failed commit): put the waiting records'
-    /// rows back, in order.
-    pub fn restore(&self, tree: &mut Tree) {
+    /// The rows of the files being written now (changed, not journaled yet), and the place of
+    /// this moment among the records. Call it with the tree lock held (closes append under it).
+    pub fn snapshot(&self, tree: &Tree) -> Snapshot {
+        Snapshot {
+            at: self.state.lock().expect("journal lock").next_seq,
+            rows: tree.unjournaled(),
+        }
+    }
+
+    /// After the tree was reloaded from SQLite (a failed commit): put back the waiting
+    /// records' rows and the `snapshots` (taken in order by the failed transaction, of files
+    /// still being written), each in its place among the records, so the newest row of a
+    /// file wins.
+    pub fn restore(&self, tree: &mut Tree, snapshots: Vec<Snapshot>) {
         let state = self.state.lock().expect("journal lock");
+        let mut snapshots = snapshots.into_iter().peekable();
         for record in &state.waiting {
-            for (ino, node) in &record.rows {
-                tree.restore(*ino, node.clone());
+            while let Some(snapshot) = snapshots.next_if(|s| s.at <= record.seq) {
+                snapshot.restore(tree);
             }
+            for (ino, node) in &record.rows {
+                tree.restore(*ino, node.clone(), true);
+            }
+        }
+        snapshots.for_each(|snapshot| snapshot.restore(tree));
+    }
+}
+
+/// What `Journal::snapshot` took: rows not journaled yet, and the sequence number the next
+/// record was to get then.
+pub struct Snapshot {
+    at: u64,
+    rows: Vec<(u64, Node)>,
+}
+
+impl Snapshot {
+    fn restore(self, tree: &mut Tree) {
+        for (ino, node) in self.rows {
+            tree.restore(ino, node, false);
         }
     }
 }

@@ -615,7 +615,9 @@ impl Namespace {
     /// Run `f` in one SQLite transaction. The tree, the claims and the user attributes apply a
     /// change in memory as soon as its rows are written; if the commit then fails (a full disk),
     /// SQLite has rolled the rows back, and all three are reloaded from the committed rows before
-    /// any other change can start, so memory never keeps what the database lost.
+    /// any other change can start, so memory never keeps what the database lost. What lives
+    /// in memory only until a later commit is put back into the tree: the journal's records
+    /// and the rows of files still being written (`Journal::restore`).
     ///
     /// Every transaction first writes the tree's unsaved rows (see `fs::tree`: what a file's
     /// writer changed before closing it), so no committed row can refer to a node that has none,
@@ -628,18 +630,19 @@ impl Namespace {
         // and so do the journal's waiting records (see `fs::journal`).
         let mut trimmed = None;
         let saving = std::cell::Cell::new(None);
+        // The files being written, before `f` and at the end: put back if the commit fails.
+        let snapshots = std::cell::RefCell::new(Vec::new());
         let out = self
             .db
             .transaction_or_undo_then(
                 |c| {
                     let mut saved = Vec::new();
                     let out = (|| {
-                        saved.push(
-                            self.tree
-                                .write()
-                                .expect("tree lock")
-                                .save_unsaved(c.conn())?,
-                        );
+                        {
+                            let mut tree = self.tree.write().expect("tree lock");
+                            snapshots.borrow_mut().push(self.journal.snapshot(&tree));
+                            saved.push(tree.save_unsaved(c.conn())?);
+                        }
                         let out = f(c)?;
                         // The journal's mark is taken last, under the tree lock: a close that
                         // journaled its rows while `f` ran is covered too, so no record older
@@ -647,6 +650,7 @@ impl Namespace {
                         // replayed over it after a crash.
                         let journaled = {
                             let mut tree = self.tree.write().expect("tree lock");
+                            snapshots.borrow_mut().push(self.journal.snapshot(&tree));
                             saved.push(tree.save_unsaved(c.conn())?);
                             self.journal.saving()
                         };
@@ -671,8 +675,8 @@ impl Namespace {
                 },
                 |c| {
                     let mut tree = self.tree.write().expect("tree lock");
-                    *tree = Tree::load(c.conn())?;
-                    self.journal.restore(&mut tree);
+                    tree.reload(c.conn())?;
+                    self.journal.restore(&mut tree, snapshots.take());
                     self.claims.replace(Claims::load(c.conn())?);
                     self.xattrs.replace(UserXattrs::load(c.conn())?);
                     self.version.fetch_add(1, Ordering::AcqRel);

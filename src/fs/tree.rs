@@ -594,19 +594,46 @@ impl Tree {
         self.unsaved.unjournaled.extend(rows.unjournaled);
     }
 
-    /// The unsaved rows changed since they were last journaled, as (ino, node) with the
-    /// children of a directory left out; they count as journaled from now on.
-    pub fn take_unjournaled(&mut self) -> Vec<(u64, Node)> {
-        let inos = std::mem::take(&mut self.unsaved.unjournaled);
-        inos.into_iter()
-            .filter_map(|ino| Some((ino, self.nodes.get(&ino)?.without_children())))
+    /// The unsaved rows changed since they were last journaled (files still being written),
+    /// as (ino, node) with the children of a directory left out.
+    pub fn unjournaled(&self) -> Vec<(u64, Node)> {
+        self.unsaved
+            .unjournaled
+            .iter()
+            .filter_map(|ino| Some((*ino, self.nodes.get(ino)?.without_children())))
             .collect()
     }
 
-    /// Put back a journaled row after the tree was reloaded from SQLite (a failed commit, see
+    /// `unjournaled`, and those rows count as journaled from now on.
+    pub fn take_unjournaled(&mut self) -> Vec<(u64, Node)> {
+        let rows = self.unjournaled();
+        self.unsaved.unjournaled.clear();
+        rows
+    }
+
+    /// Replace the tree by the committed one (a failed commit, see `fs::journal`). Inode
+    /// numbers already given out are not given out again: the kernel may still know a file
+    /// by one whose row was never committed.
+    pub fn reload(&mut self, conn: &Connection) -> Result<(), TreeError> {
+        let given_out = self.next_ino;
+        *self = Tree::load(conn)?;
+        self.next_ino = self.next_ino.max(given_out);
+        Ok(())
+    }
+
+    /// Put back a row after the tree was reloaded from SQLite (a failed commit, see
     /// `fs::journal`): the node takes `node`'s place and attributes, a directory keeps its
-    /// children; the row is unsaved (already journaled).
-    pub fn restore(&mut self, ino: u64, mut node: Node) {
+    /// children; the row is unsaved, and `journaled` or not. A node whose directory is gone
+    /// is not put back.
+    pub fn restore(&mut self, ino: u64, mut node: Node, journaled: bool) {
+        if ino != ROOT && !self.nodes.contains_key(&node.parent) {
+            return;
+        }
+        if journaled {
+            self.unsaved.unjournaled.remove(&ino);
+        } else {
+            self.unsaved.unjournaled.insert(ino);
+        }
         match self.nodes.get_mut(&ino) {
             Some(existing) => {
                 if let (NodeKind::Dir(children), NodeKind::Dir(kept)) =

@@ -661,6 +661,39 @@ mod failed_commits {
     use crate::checksum::Checksum;
     use crate::fs::test_support::{names, namespace, write_file};
 
+    /// A file still open (created, not closed: its rows are in memory only, not journaled)
+    /// survives a failed commit, and no inode number is given out twice: the kernel still
+    /// knows the first file by it.
+    #[test]
+    fn a_failed_commit_keeps_the_files_still_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let db = ns.store().db().clone();
+        let (open, opened) = ns.create(ROOT, "open", 0o644).unwrap();
+        ns.write(opened.fh, 0, b"before ").unwrap();
+        db.fail_next_commits(1);
+        assert_eq!(ns.mkdir(ROOT, "lost", 0o755).unwrap_err(), Errno::ENOSPC);
+        assert_eq!(ns.lookup(ROOT, "open").unwrap().ino, open.ino);
+        // A failed rename of the open file leaves it where it was.
+        db.fail_next_commits(1);
+        assert!(ns.rename(ROOT, "open", ROOT, "moved", 0).is_err());
+        assert_eq!(ns.lookup(ROOT, "open").unwrap().ino, open.ino);
+        assert_eq!(ns.lookup(ROOT, "moved").unwrap_err(), Errno::ENOENT);
+        let (other, other_opened) = ns.create(ROOT, "other", 0o644).unwrap();
+        assert_ne!(other.ino, open.ino, "an inode number given out twice");
+        ns.release(other_opened.fh).unwrap();
+        ns.write(opened.fh, 7, b"and after").unwrap();
+        ns.flush(opened.fh).unwrap();
+        ns.release(opened.fh).unwrap();
+        let expect = b"before and after";
+        assert_eq!(crate::fs::test_support::read_all(&ns, open.ino), expect);
+        drop(ns);
+        let ns = namespace(dir.path());
+        let ino = ns.lookup(ROOT, "open").unwrap().ino;
+        assert_eq!(crate::fs::test_support::read_all(&ns, ino), expect);
+        assert!(ns.lookup(ROOT, "other").is_ok());
+    }
+
     #[test]
     fn a_failed_commit_leaves_the_tree_as_committed() {
         let dir = tempfile::tempdir().unwrap();

@@ -446,7 +446,8 @@ impl Namespace {
                         self.forget_row(ino);
                     }
                 }
-                return Err(Errno::EIO);
+                // A full disk says so (a kept edit must copy in its base to be stored).
+                return Err(Errno::from_raw(e.errno()));
             }
         };
         if kept.is_none()

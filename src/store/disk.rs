@@ -969,7 +969,7 @@ impl PendingWrite {
     }
 
     fn commit_as(mut self, known: Option<Checksum>, durable: bool) -> Result<Checksum, StoreError> {
-        let actual = self.verify_bytes(known)?;
+        let actual = self.verify_bytes(known, false)?;
         if self.store.path_of(&actual).exists() {
             // Already stored (and durable): the copy is dropped unsynced, off the caller's path.
             self.drop_duplicate();
@@ -1005,7 +1005,7 @@ impl PendingWrite {
     /// storing them (a write bound elsewhere: a network tier's staged upload). The file is
     /// removed when the `Sealed` is dropped.
     pub fn seal(mut self, known: Option<Checksum>) -> Result<Sealed, StoreError> {
-        let checksum = self.verify_bytes(known)?;
+        let checksum = self.verify_bytes(known, true)?;
         Ok(Sealed {
             pending: self,
             checksum,
@@ -1013,23 +1013,39 @@ impl PendingWrite {
     }
 
     /// Trim to the written length, hash, check against `known`, and make the file read-only.
-    fn verify_bytes(&mut self, known: Option<Checksum>) -> Result<Checksum, StoreError> {
+    /// An overlay is hashed through its base first, and its base copied in only if its content
+    /// is not stored yet or `whole_file` is asked for: an edit that restores stored content
+    /// then needs no disk space (a full disk would refuse the copy).
+    fn verify_bytes(
+        &mut self,
+        known: Option<Checksum>,
+        whole_file: bool,
+    ) -> Result<Checksum, StoreError> {
         self.check_poison()?;
-        self.materialize()
-            .map_err(|e| StoreError::io(&self.path, e))?;
-        let io = |e| StoreError::io(&self.path, e);
+        let path = self.path.clone();
+        let io = |e| StoreError::io(&path, e);
+        let overlaid = match self.base {
+            Some(_) => Some(Checksum::of_reader(OverlayReader { write: self, at: 0 }).map_err(io)?),
+            None => None,
+        };
+        if let Some(actual) = overlaid
+            && !whole_file
+            && self.store.path_of(&actual).exists()
+        {
+            return check_known(known, actual);
+        }
+        self.materialize().map_err(io)?;
         // A failed write may have left bytes past `len` (it was refused above, but trim anyway:
         // the stored file is exactly the bytes counted).
         if self.file.metadata().map_err(io)?.len() != self.len {
             self.hash.truncating(self.len);
             self.file.set_len(self.len).map_err(io)?;
         }
-        let actual = self.final_checksum()?;
-        if let Some(expected) = known
-            && expected != actual
-        {
-            return Err(StoreError::Corrupt { expected, actual });
-        }
+        let actual = match overlaid {
+            Some(actual) => actual,
+            None => self.final_checksum()?,
+        };
+        check_known(known, actual)?;
         let read_only = fs::Permissions::from_mode(0o444);
         self.file
             .set_permissions(read_only)
@@ -1081,6 +1097,28 @@ impl PendingWrite {
             Some(checksum) => Ok(checksum),
             None => Checksum::of_file(File::open(&self.path).map_err(io)?).map_err(io),
         }
+    }
+}
+
+/// `actual`, unless the caller expected other bytes.
+fn check_known(known: Option<Checksum>, actual: Checksum) -> Result<Checksum, StoreError> {
+    match known {
+        Some(expected) if expected != actual => Err(StoreError::Corrupt { expected, actual }),
+        _ => Ok(actual),
+    }
+}
+
+/// The bytes of a pending write as a reader (an overlay's unwritten ones from its base).
+struct OverlayReader<'a> {
+    write: &'a PendingWrite,
+    at: u64,
+}
+
+impl Read for OverlayReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.write.read_at(self.at, buf).map_err(io::Error::other)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 

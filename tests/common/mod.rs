@@ -52,7 +52,11 @@ impl Mount {
                 &["--db-port", "0"][..]
             })
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // SEAMFS_TEST_LOG=debug shows more of what a mount under test does.
+            .env(
+                "RUST_LOG",
+                std::env::var("SEAMFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null());
         command
     }
