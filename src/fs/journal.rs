@@ -29,7 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -56,6 +56,10 @@ const COMPACT_AT: u64 = 8 << 20;
 const COMPACT_AT: u64 = 4 << 10;
 /// How soon after a close the committer saves the waiting files.
 const TICK: Duration = Duration::from_millis(20);
+/// The longest the committer waits after failed commits (a full disk) before it tries again:
+/// it doubles its wait from `TICK` on, so a full disk is not retried, and logged, every tick.
+/// Other commits (a close's group, fsync, any tree change) still try at once.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The last record written to SQLite.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS seamfs_journal (
@@ -86,6 +90,8 @@ struct State {
     next_seq: u64,
     /// Records not yet saved to SQLite by a committed transaction.
     waiting: Vec<Record>,
+    /// After failed commits of the committer: when it tries again, and the delay before that.
+    backoff: Option<(Instant, Duration)>,
 }
 
 /// The journal of the mount's tree database.
@@ -126,6 +132,7 @@ impl Journal {
             len: 0,
             next_seq: 1,
             waiting: Vec::new(),
+            backoff: None,
         };
         let path = path_of(db);
         if db.is_writable() {
@@ -173,6 +180,23 @@ impl Journal {
 
     pub fn waiting(&self) -> usize {
         self.state.lock().expect("journal lock").waiting.len()
+    }
+
+    /// Whether the committer should commit now: records wait, and no backoff holds it back.
+    fn commit_due(&self) -> bool {
+        let state = self.state.lock().expect("journal lock");
+        !state.waiting.is_empty() && state.backoff.is_none_or(|(at, _)| Instant::now() >= at)
+    }
+
+    /// The committer's commit succeeded or failed (see `BACKOFF_MAX`).
+    fn commit_tried(&self, committed: bool) {
+        let mut state = self.state.lock().expect("journal lock");
+        state.backoff = (!committed).then(|| {
+            let delay = state
+                .backoff
+                .map_or(TICK, |(_, delay)| (delay * 2).min(BACKOFF_MAX));
+            (Instant::now() + delay, delay)
+        });
     }
 
     /// What a transaction must write for the records waiting now (call it with the tree lock
@@ -426,11 +450,12 @@ impl crate::db::Pending for Namespace {
 }
 
 /// Start the committer: it saves the journal's waiting records to SQLite `TICK` after they
-/// were written, until dropped. A failure is logged; the records stay for the next tick.
+/// were written, until dropped. A failure is logged; the records stay for a later try (see
+/// `BACKOFF_MAX`).
 pub fn start_committer(ns: &Arc<Namespace>) -> std::io::Result<Ticker> {
     Ticker::start("seamfs-committer", ns, TICK, |ns| {
-        if ns.journal.waiting() > 0 {
-            let _ = ns.save_unsaved();
+        if ns.journal.commit_due() {
+            ns.journal.commit_tried(ns.save_unsaved().is_ok());
         }
     })
 }
@@ -761,5 +786,52 @@ mod tests {
             let ino = again.lookup(d, &format!("f{i}")).unwrap().ino;
             assert_eq!(read_all(&again, ino), content(i));
         }
+    }
+
+    /// On a full disk, gc (how space comes back) still runs, and keeps the buffers of the
+    /// closed files it could not commit.
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn gc_runs_when_the_journal_cannot_be_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        let db = ns.store().db().clone();
+        write_file(&ns, ROOT, "gone", b"removed before the gc");
+        ns.unlink(ROOT, "gone").unwrap();
+        write_file(&ns, ROOT, "waiting", b"closed, not committed");
+        db.fail_next_commits(1);
+        ns.setxattr(inodes::SEAMFS_DIR, crate::fs::xattr::GC_XATTR, b"run")
+            .unwrap();
+        let tiers = ns.store().tiers();
+        assert!(!tiers.has(&Checksum::of(b"removed before the gc")).unwrap());
+        assert!(tiers.has(&Checksum::of(b"closed, not committed")).unwrap());
+        assert_eq!(ns.journal.waiting(), 1);
+        ns.save_unsaved().unwrap();
+        let ino = ns.lookup(ROOT, "waiting").unwrap().ino;
+        assert_eq!(read_all(&ns, ino), b"closed, not committed");
+    }
+
+    /// After failed commits the committer waits longer each time (up to `BACKOFF_MAX`), and
+    /// tries at every tick again once one succeeded.
+    #[test]
+    fn the_committer_backs_off_after_failed_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = namespace(dir.path());
+        write_file(&ns, ROOT, "f", b"waiting");
+        let journal = &ns.journal;
+        assert!(journal.commit_due());
+        journal.commit_tried(false);
+        assert!(!journal.commit_due(), "tried again at once");
+        std::thread::sleep(TICK * 2);
+        assert!(journal.commit_due());
+        for _ in 0..20 {
+            journal.commit_tried(false);
+        }
+        let delay = journal.state.lock().unwrap().backoff.unwrap().1;
+        assert_eq!(delay, BACKOFF_MAX);
+        journal.commit_tried(true);
+        assert!(journal.commit_due());
+        ns.save_unsaved().unwrap();
+        assert!(!journal.commit_due(), "nothing waits");
     }
 }

@@ -543,6 +543,17 @@ impl Tree {
         Ok(ino)
     }
 
+    /// The checksum of every file's content.
+    pub fn checksums(&self) -> HashSet<Checksum> {
+        self.nodes
+            .values()
+            .filter_map(|node| match node.kind {
+                NodeKind::File { checksum, .. } => Some(checksum),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether some change is not written to SQLite yet.
     pub fn has_unsaved(&self) -> bool {
         !self.unsaved.is_empty()

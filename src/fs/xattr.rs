@@ -268,17 +268,20 @@ impl Namespace {
         };
         // gc reads the committed references: closes commit while it runs (see
         // `Namespace::publish_journaled`), and what waits in the journal is committed first.
+        // If that fails (a full disk: gc is how space comes back), gc also keeps every
+        // checksum the tree in memory names, read at the same moments as the committed ones.
         self.collecting
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.save_unsaved().is_err() {
+            tracing::warn!("garbage collection goes on without committing the closed files first");
+        }
+        let options = GcOptions {
+            dry_run,
+            include_results,
+        };
         let report = self
-            .save_unsaved()
-            .map_err(|e| anyhow::anyhow!(e))
-            .and_then(|()| {
-                self.store.gc(GcOptions {
-                    dry_run,
-                    include_results,
-                })
-            });
+            .store
+            .gc_keeping(options, &|| self.read_tree().checksums());
         self.collecting
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let report = report.map_err(|e| {

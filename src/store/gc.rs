@@ -93,12 +93,23 @@ impl GcReport {
 impl Store {
     /// Remove the buffers nothing references (see the module doc).
     pub fn gc(&self, options: GcOptions) -> anyhow::Result<GcReport> {
+        self.gc_keeping(options, &HashSet::new)
+    }
+
+    /// `gc`, also keeping what `in_use` names whenever the references are read: a mount's
+    /// tree in memory, which may be ahead of the committed one (a full disk refuses commits,
+    /// and gc is how space comes back).
+    pub fn gc_keeping(
+        &self,
+        options: GcOptions,
+        in_use: &dyn Fn() -> HashSet<Checksum>,
+    ) -> anyhow::Result<GcReport> {
         anyhow::ensure!(
             !self.foreign_buffers(),
             "gc does not remove buffers from a deployment's buffer directory (mount --buffers): \
              the hashserver's other users and records name buffers there that this store cannot see"
         );
-        let referenced = self.referenced(options.include_results)?;
+        let referenced = self.referenced(options.include_results, in_use)?;
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
@@ -119,7 +130,7 @@ impl Store {
             }
         } else {
             let _exclusive = self.gate().write().expect("gc gate");
-            let referenced = self.referenced(options.include_results)?;
+            let referenced = self.referenced(options.include_results, in_use)?;
             for checksum in candidates {
                 if referenced.contains(&checksum) {
                     report.kept += 1;
@@ -173,13 +184,18 @@ impl Store {
     }
 
     /// A snapshot of every referenced checksum.
-    fn referenced(&self, include_results: bool) -> anyhow::Result<HashSet<Checksum>> {
+    fn referenced(
+        &self,
+        include_results: bool,
+        in_use: &dyn Fn() -> HashSet<Checksum>,
+    ) -> anyhow::Result<HashSet<Checksum>> {
         let tables = ROOTS
             .iter()
             .chain(if include_results { &[][..] } else { RESULTS });
         self.db()
             .read(|c| -> Result<HashSet<Checksum>, DbError> {
-                let mut all = HashSet::from([Checksum::of(b"")]);
+                let mut all = in_use();
+                all.insert(Checksum::of(b""));
                 for table in tables {
                     all.extend(column(c.conn(), *table)?);
                 }
