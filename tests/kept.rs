@@ -428,10 +428,10 @@ fn a_kept_file_edited_again_before_it_is_hashed() {
 }
 
 /// A kept file whose hashing fails (its store's disk is full when its base is copied in):
-/// asking its checksum fails with EIO, its bytes stay readable and it stays kept; once there
-/// is room again the checksum is right.
+/// asking its checksum fails with ENOSPC, its bytes stay readable and it stays kept; once
+/// there is room again the checksum is right.
 #[test]
-fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
+fn a_kept_file_whose_hashing_fails_reports_enospc_and_recovers() {
     let scratch = Scratch::new(Some(48));
     let m = Mount::on(scratch.mnt(), scratch.store(), &[]);
     let f = m.path("f");
@@ -444,8 +444,8 @@ fn a_kept_file_whose_hashing_fails_reports_eio_and_recovers() {
     let mut name = f.as_os_str().to_owned();
     name.push(".CHECKSUM");
     let failed = std::fs::read(PathBuf::from(&name)).unwrap_err();
-    assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
-    assert_eq!(get_xattr(&f, "user.seamless.checksum"), Err(libc::EIO));
+    assert_eq!(failed.raw_os_error(), Some(libc::ENOSPC), "{failed}");
+    assert_eq!(get_xattr(&f, "user.seamless.checksum"), Err(libc::ENOSPC));
     assert!(std::fs::read(&f).unwrap() == data);
     assert_eq!(kept_files(&m.store).len(), 1);
     assert_eq!(kept_rows(&m.store), 1);

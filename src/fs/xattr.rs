@@ -325,10 +325,11 @@ impl Namespace {
     fn content_checksum(&self, ino: u64) -> FsResult<Checksum> {
         if self.is_tree(ino) {
             // A directory has no checksum attribute; a kept file that cannot be hashed now
-            // (a full disk) has one, which cannot be read: EIO, not "no such attribute".
-            return self
-                .file_checksum(ino)
-                .map_err(|e| if e == Errno::EIO { e } else { Errno::ENODATA });
+            // (a full disk: ENOSPC; EIO) has one, which cannot be read: not "no such attribute".
+            return self.file_checksum(ino).map_err(|e| match e {
+                Errno::EIO | Errno::ENOSPC => e,
+                _ => Errno::ENODATA,
+            });
         }
         match self.inodes.resolve(ino) {
             Some(Dynamic::Buffer(checksum)) => Ok(checksum),

@@ -921,7 +921,7 @@ impl PendingWrite {
     /// Copy the base's bytes into every hole below its length (in the kernel: no bytes pass
     /// through this process), so the temp file holds the whole buffer.
     fn materialize(&mut self) -> io::Result<()> {
-        let Some(base) = self.base.take() else {
+        let Some(base) = &self.base else {
             return Ok(());
         };
         let mut at = 0;
@@ -935,7 +935,19 @@ impl PendingWrite {
                 at = seek_hole(&self.file, at)?;
             }
         }
+        // Only now: a copy that failed half-way leaves an overlay that still reads right (the
+        // blocks copied hold the base's bytes).
+        self.base = None;
         Ok(())
+    }
+
+    /// The checksum of an overlay read through its base, if that buffer is stored already.
+    fn stored_overlay(&self) -> io::Result<Option<Checksum>> {
+        if self.base.is_none() {
+            return Ok(None);
+        }
+        let actual = Checksum::of_reader(OverlayReader { write: self, at: 0 })?;
+        Ok(self.store.path_of(&actual).exists().then_some(actual))
     }
 
     pub fn len(&self) -> u64 {
@@ -1013,9 +1025,9 @@ impl PendingWrite {
     }
 
     /// Trim to the written length, hash, check against `known`, and make the file read-only.
-    /// An overlay is hashed through its base first, and its base copied in only if its content
-    /// is not stored yet or `whole_file` is asked for: an edit that restores stored content
-    /// then needs no disk space (a full disk would refuse the copy).
+    /// An overlay's base is copied in first; if that fails (a full disk) and `whole_file` is
+    /// not asked for, an overlay whose content is stored already (an edit that wrote the same
+    /// bytes again) is hashed through its base instead: it needs no space.
     fn verify_bytes(
         &mut self,
         known: Option<Checksum>,
@@ -1024,27 +1036,19 @@ impl PendingWrite {
         self.check_poison()?;
         let path = self.path.clone();
         let io = |e| StoreError::io(&path, e);
-        let overlaid = match self.base {
-            Some(_) => Some(Checksum::of_reader(OverlayReader { write: self, at: 0 }).map_err(io)?),
-            None => None,
-        };
-        if let Some(actual) = overlaid
-            && !whole_file
-            && self.store.path_of(&actual).exists()
-        {
-            return check_known(known, actual);
+        if let Err(e) = self.materialize() {
+            return match self.stored_overlay().map_err(io)? {
+                Some(actual) if !whole_file => check_known(known, actual),
+                _ => Err(io(e)),
+            };
         }
-        self.materialize().map_err(io)?;
         // A failed write may have left bytes past `len` (it was refused above, but trim anyway:
         // the stored file is exactly the bytes counted).
         if self.file.metadata().map_err(io)?.len() != self.len {
             self.hash.truncating(self.len);
             self.file.set_len(self.len).map_err(io)?;
         }
-        let actual = match overlaid {
-            Some(actual) => actual,
-            None => self.final_checksum()?,
-        };
+        let actual = self.final_checksum()?;
         check_known(known, actual)?;
         let read_only = fs::Permissions::from_mode(0o444);
         self.file
