@@ -10,7 +10,9 @@ use crate::store::StoreError;
 pub type FsResult<T> = Result<T, Errno>;
 
 pub(super) fn tree_errno(e: TreeError) -> Errno {
-    if matches!(e, TreeError::Db(_) | TreeError::Database(_)) {
+    // A failed commit was logged where it failed (`db::Database`), with the database's path.
+    let logged = matches!(e, TreeError::Database(crate::db::DbError::Commit(_)));
+    if matches!(e, TreeError::Db(_) | TreeError::Database(_)) && !logged {
         tracing::error!(error = %e, "tree database error");
     }
     Errno::from_raw(e.errno())
