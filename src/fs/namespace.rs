@@ -630,7 +630,8 @@ impl Namespace {
         // and so do the journal's waiting records (see `fs::journal`).
         let mut trimmed = None;
         let saving = std::cell::Cell::new(None);
-        // The files being written, before `f` and at the end: put back if the commit fails.
+        // The files being written, before `f`, at its end and at a failed commit: put back
+        // if the commit fails.
         let snapshots = std::cell::RefCell::new(Vec::new());
         let out = self
             .db
@@ -675,8 +676,11 @@ impl Namespace {
                 },
                 |c| {
                     let mut tree = self.tree.write().expect("tree lock");
+                    // And the files created or changed while the commit ran.
+                    let mut snapshots = snapshots.take();
+                    snapshots.push(self.journal.snapshot(&tree));
                     tree.reload(c.conn())?;
-                    self.journal.restore(&mut tree, snapshots.take());
+                    self.journal.restore(&mut tree, snapshots);
                     self.claims.replace(Claims::load(c.conn())?);
                     self.xattrs.replace(UserXattrs::load(c.conn())?);
                     self.version.fetch_add(1, Ordering::AcqRel);
