@@ -148,6 +148,35 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// How many chunks of a body are received ahead of the download that writes them.
+const READ_AHEAD: usize = 16;
+
+/// `chunks`, received on the runtime up to `READ_AHEAD` chunks ahead of their consumer: the
+/// connection keeps reading while the download writes and hashes what came before. (The HTTP
+/// client reads on only once its last chunk is taken, so a download that takes its chunks one
+/// by one went stop-and-go, at 0.45-0.8 GB/s where curl got 2.4 GB/s from the same server.)
+/// The reading stops when the stream is dropped, ends or fails.
+fn read_ahead(mut chunks: ByteStream) -> ByteStream {
+    let (send, receive) = tokio::sync::mpsc::channel(READ_AHEAD);
+    runtime().spawn(async move {
+        loop {
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = send.closed() => return,
+            };
+            let Some(next) = next else { return };
+            let failed = next.is_err();
+            if send.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(receive, |mut receive| async {
+        let next = receive.recv().await?;
+        Some((next, receive))
+    }))
+}
+
 /// Run `future` on the remote runtime and wait for it from this (non-runtime) thread.
 pub fn wait<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
     let (send, receive) = mpsc::sync_channel(1);
@@ -372,7 +401,7 @@ impl<B: Backend> RemoteTier<B> {
             backend: self.backend.clone(),
             options: self.options.clone(),
             address: self.address().to_string(),
-            chunks: body.chunks,
+            chunks: read_ahead(body.chunks),
             downloads: self.downloads.clone(),
         };
         // Always on a thread of its own, even for a small buffer: the streamer waits on the
@@ -796,7 +825,7 @@ impl<B: Backend> Streamer<B> {
                     self.address
                 )
             })?;
-        self.chunks = body.chunks;
+        self.chunks = read_ahead(body.chunks);
         Ok(())
     }
 
