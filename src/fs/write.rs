@@ -177,6 +177,10 @@ impl Namespace {
     /// A pending write for `ino` holding the stored buffer `checksum` (see `begin_edit`).
     pub(super) fn edit_of(&self, ino: u64, checksum: Checksum) -> FsResult<Box<dyn TierWrite>> {
         let mut pending = self.tiers().begin_write().map_err(store_errno)?;
+        if checksum == tree::empty_checksum() {
+            // A new file (`tar x`, `cp`): nothing to look up, open or copy.
+            return Ok(pending);
+        }
         if let Some((base, len)) = self.large_stored_file(&checksum) {
             pending.set_len(len).map_err(store_errno)?;
             if pending.overlay(base, len).map_err(store_errno)? {

@@ -22,6 +22,9 @@
 //!   received bytes through a handle of their own on the pending file (`TierWrite::read_back`),
 //!   so a reader never waits for the writer's I/O, nor the writer for a reader's. A download that
 //!   breaks off resumes with a ranged request where it stopped.
+//! * **Read-ahead.** A body is received on the runtime up to `READ_AHEAD` chunks ahead of the
+//!   download thread that writes and hashes it (`read_ahead`), so the connection never waits
+//!   for the disk or the hasher.
 //! * **Writes** are staged in a local temp file (they may arrive out of order), hashed at commit,
 //!   and only then uploaded, so a remote never receives bytes under the wrong checksum.
 
