@@ -19,7 +19,7 @@ use super::tree::{self, NodeKind};
 use crate::buffer::Buffer;
 use crate::buffer_info::BufferInfo;
 use crate::checksum::Checksum;
-use crate::store::TierWrite;
+use crate::store::{StoreError, TierWrite};
 
 /// Block size for copying a published buffer into a pending write.
 const COPY_BLOCK: usize = 1 << 20;
@@ -448,6 +448,13 @@ impl Namespace {
                     *slot = self.reopen_kept(ino, kept);
                     if slot.is_none() {
                         self.forget_row(ino);
+                    } else if matches!(e, StoreError::Poisoned(_)) {
+                        // A write into it failed after a close (a full disk: the kernel
+                        // writes back cached pages late); its writer got the error. Readers
+                        // see what the reopened file holds, and so does its checksum.
+                        drop(slot);
+                        drop(_writing);
+                        return self.publish(ino);
                     }
                 }
                 // A full disk says so (a kept edit must copy in its base to be stored).
