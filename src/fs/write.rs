@@ -497,10 +497,10 @@ impl Namespace {
             (Err(e), Some(kept)) => {
                 // The buffer is stored, the tree row not (a full disk): close() succeeded long
                 // ago, so the file stays kept, now as an edit of that buffer. Whoever asked
-                // for its checksum gets an I/O error.
+                // for its checksum gets the error (ENOSPC on a full disk).
                 tracing::error!(ino, %checksum, error = %e, "could not publish a kept file; it stays kept");
                 *slot = self.keep_committed(ino, checksum, kept);
-                Err(Errno::EIO)
+                Err(e)
             }
             (Ok(done), Some(kept)) => {
                 // Committed: the kept file (linked into the store, see `PendingWrite::
