@@ -1261,7 +1261,7 @@ fn failed_commits_while_files_are_written_lose_no_file() {
 
 /// Issue 14, kept files: the commit that publishes a kept file (an edited big file, hashed
 /// when its checksum is asked) fails, as on a full disk (an injected SQLite commit failure).
-/// Asking fails with EIO (the checksum xattr, then the sidecar), and nothing is lost: the file
+/// Asking fails with ENOSPC (the checksum xattr, then the sidecar), and nothing is lost: the file
 /// keeps its edited bytes, stays kept, and the next ask gives their checksum, also across a
 /// restart.
 #[test]
@@ -1285,7 +1285,7 @@ fn a_failed_commit_of_a_kept_file_loses_nothing() {
             !trigger.exists(),
             "no commit failed: run with --features fault-injection (scripts/test does)"
         );
-        assert_eq!(failed, Err(libc::EIO), "round {round}");
+        assert_eq!(failed, Err(libc::ENOSPC), "round {round}");
         assert!(fs::read(m.path("f")).unwrap() == data, "the edit is lost");
         if round == 1 {
             m.stop();
