@@ -12,7 +12,8 @@
 # Beside the cold reads, the ceiling of a read that keeps a copy: curl -o FILE on the same disk
 # as the store (no hashing, no fsync; seamfs also hashes every byte and makes the copy durable).
 # The page cache is not dropped: "cold" means not in the mount's store; each server has just
-# served the object once (untimed) before each timed read. moto keeps objects in
+# served the object once (untimed) before each timed read, and `sync` has written the setup's
+# gigabytes to disk before it (left dirty, they throttle the next timed read that writes). moto keeps objects in
 # memory and is slow for large bodies; its figures compare seamfs with curl against the same
 # server. Needs root (FUSE), .venv-hashserver and .venv-s3 (scripts/setup-python).
 # Usage: SIZE=1G SMALL=1000 RUNS=3 scripts/bench-remote.sh [WORKDIR]
@@ -103,9 +104,13 @@ for run in $(seq "$RUNS"); do
         # GiB were read meanwhile, 0.5 s right after a GET (it reads the object into a new
         # 1 GiB buffer at each GET).
         curl -sf "${auth[@]}" -o /dev/null "$url"
+        # The setup's writes (the object, three PUTs: gigabytes) reach the disk first: left
+        # dirty, they throttle whichever timed read writes to the disk next (the mount's cache).
+        sync
         mount_seamfs "$WORK/store-$remote-$run" --remote "$addr"
         read -r ttfb total < <(read_times "$MNT/by-checksum/$cs")
         unmount_seamfs
+        sync
         peer=$(curl -s "${auth[@]}" -o /dev/null -w '%{time_starttransfer} %{time_total}' "$url")
         add "$remote-ttfb" "$ttfb"; add "$remote-read" "$total"
         add "$remote-ttfb-curl" "$(echo "$peer" | awk '{print $1 * 1000}')"
